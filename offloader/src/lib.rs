@@ -1,0 +1,1 @@
+//! calls-offloader: the job API and the Docker job runner.

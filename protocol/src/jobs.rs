@@ -1,0 +1,1 @@
+//! REST bodies of the offloader job API (see docs/offloader.md).

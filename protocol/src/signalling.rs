@@ -1,0 +1,1 @@
+//! Signalling messages exchanged over the SFU WebSocket (see docs/protocol.md).

@@ -1,0 +1,1 @@
+//! calls-sfu: the Selective Forwarding Unit that hosts calls.
