@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs, builds the workspace once,
+# builds the container images from those binaries, then runs format and lint checks and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "build (debug; dependencies optimised, see Cargo.toml)"
+cargo build --workspace --all-targets --locked
+
+step "container images"
+./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile debug
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
