@@ -1,0 +1,297 @@
+//! MP4 writer: H.264 (libx264, yuv420p) and AAC (FFmpeg's native encoder, mono 48 kHz) with faststart.
+//!
+//! Both streams run on one media clock owned by the caller: video frame `n` has pts `n` in a `1/fps` time base
+//! and audio sample `s` has pts `s` in a `1/48000` time base, so as long as the caller feeds one video frame per
+//! tick and every mixed sample, picture and sound cannot drift apart. [`Mp4Writer::finish`] drains both encoders
+//! and writes the trailer (moving the index to the front), which is what makes the file playable; a writer
+//! dropped without `finish` leaves an unplayable file.
+
+use std::path::{Path, PathBuf};
+
+use ffmpeg_next::{codec, encoder, format, frame, ChannelLayout, Dictionary, Packet, Rational};
+
+use crate::compositor::copy_into_ffmpeg;
+use crate::error::{Error, Result};
+use crate::frame::I420Frame;
+use crate::profile::{Profile, AUDIO_SAMPLE_RATE};
+
+/// What a finished recording contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeSummary {
+    /// The file written.
+    pub path: PathBuf,
+    /// Video frames encoded.
+    pub video_frames: u64,
+    /// Audio samples encoded (48 kHz).
+    pub audio_samples: u64,
+    /// Size of the finished file in bytes.
+    pub bytes: u64,
+}
+
+/// An open MP4 file with one H.264 and one AAC stream. Not `Send`-bound by design: drive it from one thread.
+pub struct Mp4Writer {
+    path: PathBuf,
+    output: format::context::Output,
+    video: encoder::Video,
+    audio: encoder::Audio,
+    video_stream: usize,
+    audio_stream: usize,
+    video_time_base: Rational,
+    audio_time_base: Rational,
+    width: u32,
+    height: u32,
+    audio_frame_size: usize,
+    /// Samples waiting for a full encoder frame.
+    audio_pending: Vec<f32>,
+    video_frames: u64,
+    audio_samples_sent: u64,
+    audio_samples_received: u64,
+}
+
+impl Mp4Writer {
+    /// Creates (or truncates) `path` and writes the MP4 header for `profile`.
+    pub fn create(path: &Path, profile: &Profile) -> Result<Mp4Writer> {
+        ffmpeg_next::init().map_err(Error::ffmpeg("initialising"))?;
+        // libx264 prints pages of statistics at info level; warnings and errors still reach stderr.
+        ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Warning);
+        let mut output =
+            format::output_as(&path, "mp4").map_err(Error::ffmpeg("creating the mp4 file"))?;
+        let global_header = output
+            .format()
+            .flags()
+            .contains(format::Flags::GLOBAL_HEADER);
+        let fps = i32::try_from(profile.fps).map_err(|_| Error::setting("FPS", "too large"))?;
+        let video_time_base = Rational(1, fps);
+        let audio_time_base = Rational(1, AUDIO_SAMPLE_RATE as i32);
+
+        let x264 = encoder::find_by_name("libx264").ok_or(Error::EncoderMissing("libx264"))?;
+        let mut video = codec::context::Context::new_with_codec(x264)
+            .encoder()
+            .video()
+            .map_err(Error::ffmpeg("preparing libx264"))?;
+        video.set_width(profile.width);
+        video.set_height(profile.height);
+        video.set_format(format::Pixel::YUV420P);
+        video.set_time_base(video_time_base);
+        video.set_frame_rate(Some(Rational(fps, 1)));
+        video.set_bit_rate(profile.video_bitrate_kbps as usize * 1000);
+        video.set_gop(profile.keyframe_interval());
+        if global_header {
+            video.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+        let mut x264_options = Dictionary::new();
+        x264_options.set("preset", profile.preset.as_str());
+        // Keyframes at least every two seconds, even on a still screen, so seeking and cut files work.
+        x264_options.set(
+            "x264-params",
+            &format!(
+                "keyint={0}:min-keyint={0}:scenecut=0",
+                profile.keyframe_interval()
+            ),
+        );
+        let video = video
+            .open_with(x264_options)
+            .map_err(Error::ffmpeg("opening libx264"))?;
+
+        let aac = encoder::find_by_name("aac").ok_or(Error::EncoderMissing("aac"))?;
+        let mut audio = codec::context::Context::new_with_codec(aac)
+            .encoder()
+            .audio()
+            .map_err(Error::ffmpeg("preparing aac"))?;
+        audio.set_rate(AUDIO_SAMPLE_RATE as i32);
+        audio.set_channel_layout(ChannelLayout::MONO);
+        audio.set_channels(1);
+        audio.set_format(format::Sample::F32(format::sample::Type::Planar));
+        audio.set_bit_rate(profile.audio_bitrate_kbps as usize * 1000);
+        audio.set_time_base(audio_time_base);
+        if global_header {
+            audio.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+        let audio = audio.open().map_err(Error::ffmpeg("opening aac"))?;
+        let audio_frame_size = match audio.frame_size() {
+            0 => 1024,
+            size => size as usize,
+        };
+
+        let video_stream = {
+            let mut stream = output
+                .add_stream(x264)
+                .map_err(Error::ffmpeg("adding the video stream"))?;
+            stream.set_parameters(&video);
+            stream.set_time_base(video_time_base);
+            stream.set_avg_frame_rate(Rational(fps, 1));
+            stream.set_rate(Rational(fps, 1));
+            stream.index()
+        };
+        let audio_stream = {
+            let mut stream = output
+                .add_stream(aac)
+                .map_err(Error::ffmpeg("adding the audio stream"))?;
+            stream.set_parameters(&audio);
+            stream.set_time_base(audio_time_base);
+            stream.index()
+        };
+        let mut mux_options = Dictionary::new();
+        mux_options.set("movflags", "+faststart");
+        output
+            .write_header_with(mux_options)
+            .map_err(Error::ffmpeg("writing the mp4 header"))?;
+
+        Ok(Mp4Writer {
+            path: path.to_path_buf(),
+            output,
+            video,
+            audio,
+            video_stream,
+            audio_stream,
+            video_time_base,
+            audio_time_base,
+            width: profile.width,
+            height: profile.height,
+            audio_frame_size,
+            audio_pending: Vec::with_capacity(audio_frame_size * 2),
+            video_frames: 0,
+            audio_samples_sent: 0,
+            audio_samples_received: 0,
+        })
+    }
+
+    /// Video frames written so far (the next frame's index).
+    pub fn video_frames(&self) -> u64 {
+        self.video_frames
+    }
+
+    /// Audio samples written so far.
+    pub fn audio_samples(&self) -> u64 {
+        self.audio_samples_received
+    }
+
+    /// Encodes the next video frame (pts = its index). The frame must have the profile's size.
+    pub fn write_video(&mut self, picture: &I420Frame) -> Result<()> {
+        if (picture.width(), picture.height()) != (self.width, self.height) {
+            return Err(Error::InvalidFrame(format!(
+                "encoder expects {}x{}, got {}x{}",
+                self.width,
+                self.height,
+                picture.width(),
+                picture.height()
+            )));
+        }
+        // A fresh frame each time: the encoder may still hold a reference to the previous one.
+        let mut video_frame = frame::Video::new(format::Pixel::YUV420P, self.width, self.height);
+        copy_into_ffmpeg(picture, &mut video_frame);
+        video_frame.set_pts(Some(i64::try_from(self.video_frames).unwrap_or(i64::MAX)));
+        self.video
+            .send_frame(&video_frame)
+            .map_err(Error::ffmpeg("encoding video"))?;
+        self.video_frames += 1;
+        self.drain_video()
+    }
+
+    /// Encodes the next mixed samples (48 kHz mono), continuing the audio timeline.
+    pub fn write_audio(&mut self, samples: &[i16]) -> Result<()> {
+        self.audio_pending
+            .extend(samples.iter().map(|&s| f32::from(s) / 32768.0));
+        self.audio_samples_received += samples.len() as u64;
+        while self.audio_pending.len() >= self.audio_frame_size {
+            self.send_audio_frame(self.audio_frame_size)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes both encoders and writes the trailer. The file is complete and playable only after this.
+    pub fn finish(mut self) -> Result<EncodeSummary> {
+        if !self.audio_pending.is_empty() {
+            // The AAC encoder accepts a shorter last frame.
+            self.send_audio_frame(self.audio_pending.len())?;
+        }
+        self.video
+            .send_eof()
+            .map_err(Error::ffmpeg("flushing video"))?;
+        self.drain_video()?;
+        self.audio
+            .send_eof()
+            .map_err(Error::ffmpeg("flushing audio"))?;
+        self.drain_audio()?;
+        self.output
+            .write_trailer()
+            .map_err(Error::ffmpeg("writing the mp4 trailer"))?;
+        let bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        Ok(EncodeSummary {
+            path: self.path.clone(),
+            video_frames: self.video_frames,
+            audio_samples: self.audio_samples_received,
+            bytes,
+        })
+    }
+
+    fn send_audio_frame(&mut self, len: usize) -> Result<()> {
+        let mut audio_frame = frame::Audio::new(
+            format::Sample::F32(format::sample::Type::Planar),
+            len,
+            ChannelLayout::MONO,
+        );
+        audio_frame.set_rate(AUDIO_SAMPLE_RATE);
+        audio_frame.plane_mut::<f32>(0)[..len].copy_from_slice(&self.audio_pending[..len]);
+        self.audio_pending.drain(..len);
+        audio_frame.set_pts(Some(
+            i64::try_from(self.audio_samples_sent).unwrap_or(i64::MAX),
+        ));
+        self.audio
+            .send_frame(&audio_frame)
+            .map_err(Error::ffmpeg("encoding audio"))?;
+        self.audio_samples_sent += len as u64;
+        self.drain_audio()
+    }
+
+    fn drain_video(&mut self) -> Result<()> {
+        let stream_time_base = self.stream_time_base(self.video_stream)?;
+        let mut packet = Packet::empty();
+        while receive(self.video.receive_packet(&mut packet), "encoding video")? {
+            if packet.duration() == 0 {
+                packet.set_duration(1);
+            }
+            packet.set_stream(self.video_stream);
+            packet.rescale_ts(self.video_time_base, stream_time_base);
+            packet
+                .write_interleaved(&mut self.output)
+                .map_err(Error::ffmpeg("writing video"))?;
+        }
+        Ok(())
+    }
+
+    fn drain_audio(&mut self) -> Result<()> {
+        let stream_time_base = self.stream_time_base(self.audio_stream)?;
+        let mut packet = Packet::empty();
+        while receive(self.audio.receive_packet(&mut packet), "encoding audio")? {
+            packet.set_stream(self.audio_stream);
+            packet.rescale_ts(self.audio_time_base, stream_time_base);
+            packet
+                .write_interleaved(&mut self.output)
+                .map_err(Error::ffmpeg("writing audio"))?;
+        }
+        Ok(())
+    }
+
+    fn stream_time_base(&self, index: usize) -> Result<Rational> {
+        self.output
+            .stream(index)
+            .map(|stream| stream.time_base())
+            .ok_or(Error::EncoderState("stream vanished from the output"))
+    }
+}
+
+/// Turns `receive_packet`'s result into "got a packet" / "nothing more for now" / a real error.
+fn receive(
+    result: std::result::Result<(), ffmpeg_next::Error>,
+    context: &'static str,
+) -> Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(ffmpeg_next::Error::Eof) => Ok(false),
+        Err(ffmpeg_next::Error::Other { errno }) if errno == ffmpeg_next::util::error::EAGAIN => {
+            Ok(false)
+        }
+        Err(source) => Err(Error::Ffmpeg { context, source }),
+    }
+}

@@ -1,0 +1,138 @@
+//! A recording: owns the mixer, the compositor and the MP4 writer, and drives them from one media clock.
+//!
+//! The job shell decodes voices and the screen share and hands them in with their media time (time since the
+//! recording started, derived from RTP timestamps or arrival). It calls [`Recording::tick`] with the current
+//! media time; everything due is mixed, composed and encoded. Output trails the clock by the mixer's jitter
+//! window, for audio and video alike, so late packets still land in place and the two streams stay aligned.
+//!
+//! **Invariant:** after `finish(end)` the file holds exactly `end` of video (one frame per tick) and of audio
+//! (every sample up to `end`), both starting at 0, so drift is bounded by one video frame.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::compositor::{Compositor, CompositorConfig};
+use crate::encoder::{EncodeSummary, Mp4Writer};
+use crate::error::Result;
+use crate::frame::I420Frame;
+use crate::metrics::Progress;
+use crate::mixer::{duration_from_samples, samples_from_duration, Mixer, MixerConfig};
+use crate::profile::Profile;
+
+/// The media core of one recording. Not `Send` (FFmpeg contexts): create it on the thread that drives it.
+pub struct Recording {
+    mixer: Mixer,
+    compositor: Compositor,
+    writer: Mp4Writer,
+    latency: Duration,
+    sharer: Option<String>,
+    audio_frames_encoded: u64,
+}
+
+impl Recording {
+    /// Starts a recording into `path` with the default mixer settings.
+    pub fn create(path: &Path, profile: &Profile) -> Result<Recording> {
+        Recording::with_mixer(path, profile, MixerConfig::default())
+    }
+
+    /// Starts a recording with explicit mixer settings (jitter window, speaker limit).
+    pub fn with_mixer(path: &Path, profile: &Profile, mixer: MixerConfig) -> Result<Recording> {
+        Ok(Recording {
+            latency: duration_from_samples(mixer.jitter_window_samples),
+            mixer: Mixer::new(mixer),
+            compositor: Compositor::new(CompositorConfig::from_profile(profile)),
+            writer: Mp4Writer::create(path, profile)?,
+            sharer: None,
+            audio_frames_encoded: 0,
+        })
+    }
+
+    /// How far output trails the media clock.
+    pub fn latency(&self) -> Duration {
+        self.latency
+    }
+
+    /// Decoded 48 kHz mono PCM from `speaker`, starting at media time `at`.
+    pub fn handle_audio(&mut self, speaker: &str, at: Duration, pcm: &[i16]) -> Result<()> {
+        self.mixer
+            .handle_audio(speaker, samples_from_duration(at), pcm)
+    }
+
+    /// A speaker left the call; its buffered audio is still mixed.
+    pub fn handle_speaker_left(&mut self, speaker: &str) {
+        self.mixer.handle_speaker_left(speaker);
+    }
+
+    /// A speaker muted or unmuted.
+    pub fn handle_speaker_muted(&mut self, speaker: &str, muted: bool) {
+        self.mixer.handle_speaker_muted(speaker, muted);
+    }
+
+    /// A decoded screen-share frame from `sharer` captured at media time `at`. A frame from a different
+    /// participant than the current sharer means they took over the share.
+    pub fn handle_video(&mut self, sharer: &str, at: Duration, frame: I420Frame) {
+        if self.sharer.as_deref() != Some(sharer) {
+            self.sharer = Some(sharer.to_owned());
+        }
+        self.compositor.handle_frame(at, frame);
+    }
+
+    /// `sharer` stopped sharing at media time `at`. Ignored if somebody else shares now.
+    pub fn handle_share_stopped(&mut self, sharer: &str, at: Duration) {
+        if self.sharer.as_deref() == Some(sharer) {
+            self.sharer = None;
+            self.compositor.handle_share_stopped(at);
+        }
+    }
+
+    /// Encodes everything due at media time `now` (minus the latency).
+    pub fn tick(&mut self, now: Duration) -> Result<()> {
+        let due = now.saturating_sub(self.latency);
+        while let Some(frame) = self.mixer.poll_frame(samples_from_duration(now)) {
+            self.writer.write_audio(&frame.samples)?;
+            self.audio_frames_encoded += 1;
+        }
+        while let Some(composed) = self.compositor.poll_frame(due) {
+            self.writer.write_video(composed.frame)?;
+        }
+        Ok(())
+    }
+
+    /// Counters for progress reports.
+    pub fn progress(&self) -> Progress {
+        let mixer = self.mixer.stats();
+        let video = self.compositor.stats();
+        Progress {
+            recorded: self.compositor.tick_time(self.compositor.next_tick()),
+            video_frames_encoded: self.writer.video_frames(),
+            video_frames_dropped: video.frames_stale + video.frames_overflow + video.scale_failures,
+            video_frames_skipped: video.frames_skipped,
+            share_frames_received: video.frames_received,
+            audio_frames_encoded: self.audio_frames_encoded,
+            audio_frames_with_voice: mixer.frames_with_voice,
+            audio_samples_dropped: mixer.samples_late + mixer.samples_too_early,
+            sharing: self.compositor.is_sharing(),
+        }
+    }
+
+    /// Encodes everything up to media time `end` (no longer waiting for late data), then finalises the file.
+    pub fn finish(mut self, end: Duration) -> Result<EncodeSummary> {
+        let end_sample = samples_from_duration(end);
+        while self.mixer.next_sample() < end_sample {
+            let frame = self.mixer.flush_frame();
+            let keep = usize::try_from(end_sample - frame.start_sample)
+                .unwrap_or(usize::MAX)
+                .min(frame.samples.len());
+            self.writer.write_audio(&frame.samples[..keep])?;
+            self.audio_frames_encoded += 1;
+        }
+        while self.compositor.tick_time(self.compositor.next_tick()) < end {
+            let composed = self
+                .compositor
+                .poll_frame(end)
+                .expect("the next tick is before end, so it is due");
+            self.writer.write_video(composed.frame)?;
+        }
+        self.writer.finish()
+    }
+}

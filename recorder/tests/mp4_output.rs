@@ -1,0 +1,374 @@
+//! End-to-end checks of the media core against real FFmpeg: encode synthetic calls to MP4 and inspect the
+//! files with `ffprobe` and `ffmpeg` the way a user would (streams, size, rate, duration, sound, picture).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use calls_recorder::mixer::{samples_from_duration, MixerConfig};
+use calls_recorder::test_signal::{bar_pattern, tone, BAR_COLOURS};
+use calls_recorder::{I420Frame, Profile, ProfileName, Recording, Yuv};
+use serde_json::Value;
+
+const RATE: usize = 48_000;
+const PACKET: Duration = Duration::from_millis(20);
+
+/// The scripted call: who speaks when, and when the screen is shared.
+struct Script {
+    alice: (Duration, Duration, f64),
+    bob: (Duration, Duration, f64),
+    share: (Duration, Duration),
+    end: Duration,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn script() -> Script {
+    Script {
+        alice: (secs(1.0), secs(3.0), 440.0),
+        bob: (secs(5.0), secs(7.0), 1000.0),
+        share: (secs(3.0), secs(6.0)),
+        end: secs(10.0),
+    }
+}
+
+/// Plays the script into a recording the way the job shell would: 20 ms voice packets, a 15 fps share of a
+/// 4:3 screen, a tick every 20 ms; one packet in ten arrives 40 ms late (within the jitter window).
+fn record(path: &Path, profile: &Profile, script: &Script) -> calls_recorder::Progress {
+    let mut recording =
+        Recording::with_mixer(path, profile, MixerConfig::default()).expect("recording starts");
+    let share_interval = secs(1.0 / 15.0);
+    let mut next_share = script.share.0;
+    let mut share_index = 0;
+    let mut late: Vec<(&str, Duration, Vec<i16>)> = Vec::new();
+    let mut now = Duration::ZERO;
+    let mut packet_index = 0u64;
+    while now < script.end {
+        for (name, (start, stop, frequency)) in [("alice", script.alice), ("bob", script.bob)] {
+            if now >= start && now < stop {
+                let pcm = tone(frequency, 0.4, samples_from_duration(now), RATE / 50);
+                if packet_index % 10 == 3 {
+                    late.push((name, now, pcm));
+                } else {
+                    recording
+                        .handle_audio(name, now, &pcm)
+                        .expect("two speakers fit");
+                }
+            }
+        }
+        // Late packets arrive two packets after they were due.
+        let (due, waiting): (Vec<_>, Vec<_>) = late
+            .drain(..)
+            .partition(|(_, at, _)| *at + 2 * PACKET <= now);
+        late = waiting;
+        for (name, at, pcm) in due {
+            recording
+                .handle_audio(name, at, &pcm)
+                .expect("two speakers fit");
+        }
+        while next_share < script.share.1 && next_share <= now {
+            recording.handle_video("carol", next_share, bar_pattern(1024, 768, share_index));
+            share_index += 1;
+            next_share += share_interval;
+        }
+        if now == script.share.1 {
+            recording.handle_share_stopped("carol", now);
+        }
+        recording.tick(now).expect("encoding works");
+        now += PACKET;
+        packet_index += 1;
+    }
+    let progress = recording.progress();
+    let summary = recording.finish(script.end).expect("the file is finalised");
+    assert!(summary.bytes > 10_000, "{summary:?}");
+    progress
+}
+
+fn ffprobe(path: &Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe is installed");
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe prints json")
+}
+
+fn decode_audio(path: &Path) -> Vec<i16> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
+        .output()
+        .expect("ffmpeg is installed");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+fn frame_at(path: &Path, at: f64, width: u32, height: u32) -> I420Frame {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args([
+            "-ss",
+            &format!("{at:.3}"),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg is installed");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    I420Frame::new(width, height, out.stdout).expect("one raw frame of the configured size")
+}
+
+/// RMS level and zero-crossing frequency of the decoded audio between two times.
+fn window(samples: &[i16], from: f64, to: f64) -> (f64, f64) {
+    let slice = &samples[(from * RATE as f64) as usize..(to * RATE as f64) as usize];
+    let energy: f64 = slice.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    let rms = (energy / slice.len() as f64).sqrt();
+    let crossings = slice
+        .windows(2)
+        .filter(|w| (w[0] < 0) != (w[1] < 0))
+        .count();
+    (rms, crossings as f64 / 2.0 / (to - from))
+}
+
+fn close(actual: Yuv, expected: Yuv, tolerance: u8) -> bool {
+    actual.y.abs_diff(expected.y) <= tolerance
+        && actual.u.abs_diff(expected.u) <= tolerance
+        && actual.v.abs_diff(expected.v) <= tolerance
+}
+
+#[test]
+fn a_scripted_call_becomes_a_playable_mp4_with_the_right_sound_and_picture() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("recording.mp4");
+    let profile = Profile::named(ProfileName::Medium);
+    let script = script();
+    let progress = record(&path, &profile, &script);
+    assert_eq!(progress.video_frames_dropped, 0);
+    assert_eq!(
+        progress.audio_samples_dropped, 0,
+        "late packets stayed within the jitter window"
+    );
+    assert!(progress.share_frames_received >= 44);
+
+    let probe = ffprobe(&path);
+    let streams = probe["streams"].as_array().expect("streams");
+    assert_eq!(streams.len(), 2, "{probe}");
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("a video stream");
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .expect("an audio stream");
+    assert_eq!(video["codec_name"], "h264");
+    assert_eq!(video["pix_fmt"], "yuv420p");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    assert_eq!(video["avg_frame_rate"], "20/1");
+    assert_eq!(audio["codec_name"], "aac");
+    assert_eq!(audio["sample_rate"], "48000");
+    assert_eq!(audio["channels"], 1);
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("duration");
+    assert!((duration - 10.0).abs() < 1.0, "duration {duration}");
+    let stream_duration = |s: &Value| {
+        s["duration"]
+            .as_str()
+            .and_then(|d| d.parse::<f64>().ok())
+            .expect("stream duration")
+    };
+    let drift = (stream_duration(video) - stream_duration(audio)).abs();
+    assert!(drift < 0.1, "audio and video lengths differ by {drift} s");
+    assert_eq!(
+        probe["format"]["format_name"]
+            .as_str()
+            .map(|f| f.contains("mp4")),
+        Some(true)
+    );
+
+    // Sound: each tone in its window at its own pitch, silence elsewhere.
+    let samples = decode_audio(&path);
+    assert!(
+        (samples.len() as f64 / RATE as f64 - 10.0).abs() < 0.1,
+        "{} samples",
+        samples.len()
+    );
+    let (alice_rms, alice_pitch) = window(&samples, 1.2, 2.8);
+    let (bob_rms, bob_pitch) = window(&samples, 5.2, 6.8);
+    assert!(
+        alice_rms > 5000.0 && bob_rms > 5000.0,
+        "tones present: {alice_rms} {bob_rms}"
+    );
+    assert!(
+        (alice_pitch - 440.0).abs() < 20.0,
+        "alice at {alice_pitch} Hz"
+    );
+    assert!((bob_pitch - 1000.0).abs() < 40.0, "bob at {bob_pitch} Hz");
+    for (from, to) in [(0.0, 0.9), (3.2, 4.8), (7.2, 9.9)] {
+        let (rms, _) = window(&samples, from, to);
+        assert!(rms < 50.0, "silence expected in {from}..{to}, rms {rms}");
+    }
+
+    // Picture: the pattern while sharing (letterboxed 4:3 → bars at x < 160 and x ≥ 1120), background otherwise.
+    let background = Yuv::BACKGROUND;
+    for at in [1.0, 2.5, 7.0, 9.5] {
+        let frame = frame_at(&path, at, 1280, 720);
+        for (x, y) in [(10, 10), (640, 360), (1270, 710), (200, 100)] {
+            let pixel = frame.pixel(x, y).expect("inside");
+            assert!(
+                close(pixel, background, 4),
+                "background at {at}s ({x},{y}): {pixel:?}"
+            );
+        }
+    }
+    let first = frame_at(&path, 3.5, 1280, 720);
+    let later = frame_at(&path, 5.5, 1280, 720);
+    for frame in [&first, &later] {
+        assert!(
+            close(frame.pixel(40, 300).expect("inside"), Yuv::BLACK, 4),
+            "left bar black"
+        );
+        assert!(
+            close(frame.pixel(1240, 300).expect("inside"), Yuv::BLACK, 4),
+            "right bar black"
+        );
+        for (index, (r, g, b)) in BAR_COLOURS.iter().enumerate() {
+            // Source bars are 256 px of 1024 → 240 px of 960 from x = 160.
+            let x = 160 + 120 + 240 * index as u32;
+            let pixel = frame.pixel(x, 150).expect("inside");
+            assert!(
+                close(pixel, Yuv::from_rgb(*r, *g, *b), 12),
+                "bar {index} at {x}: {pixel:?}"
+            );
+        }
+    }
+    assert_ne!(
+        first.planes()[0][720 * 1280 / 2..],
+        later.planes()[0][720 * 1280 / 2..],
+        "the block moved"
+    );
+}
+
+#[test]
+fn keyframes_come_every_two_seconds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keyframes.mp4");
+    let profile = Profile::named(ProfileName::Low);
+    let mut recording = Recording::create(&path, &profile).expect("recording starts");
+    recording.tick(secs(6.0)).expect("encoding works");
+    recording.finish(secs(6.0)).expect("finalised");
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-skip_frame",
+            "nokey",
+            "-show_entries",
+            "frame=pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe is installed");
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        times.len(),
+        3,
+        "{times:?} from {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for (index, time) in times.iter().enumerate() {
+        assert!((time - 2.0 * index as f64).abs() < 0.01, "{times:?}");
+    }
+}
+
+#[test]
+fn a_very_short_recording_still_plays() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("short.mp4");
+    let recording =
+        Recording::create(&path, &Profile::named(ProfileName::Low)).expect("recording starts");
+    recording.finish(secs(0.3)).expect("finalised");
+    let probe = ffprobe(&path);
+    assert_eq!(
+        probe["streams"].as_array().map(Vec::len),
+        Some(2),
+        "{probe}"
+    );
+    let samples = decode_audio(&path);
+    assert!(samples.iter().all(|&s| s == 0), "silence");
+}
+
+#[test]
+fn high_profile_writes_1080p() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("high.mp4");
+    let profile = Profile::named(ProfileName::High);
+    let mut recording = Recording::create(&path, &profile).expect("recording starts");
+    recording.handle_video("dana", secs(0.0), bar_pattern(1920, 1080, 0));
+    recording.tick(secs(1.0)).expect("encoding works");
+    recording.finish(secs(1.0)).expect("finalised");
+    let probe = ffprobe(&path);
+    let video = &probe["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .cloned()
+        .expect("video");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(1920), Some(1080))
+    );
+    assert_eq!(video["avg_frame_rate"], "20/1");
+    let frame = frame_at(&path, 0.5, 1920, 1080);
+    let (r, g, b) = BAR_COLOURS[0];
+    assert!(close(
+        frame.pixel(100, 100).expect("inside"),
+        Yuv::from_rgb(r, g, b),
+        12
+    ));
+}
