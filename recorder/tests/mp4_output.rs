@@ -372,3 +372,44 @@ fn high_profile_writes_1080p() {
         12
     ));
 }
+
+#[test]
+fn an_unwritable_path_is_a_clear_error() {
+    let error = Recording::create(
+        Path::new("/nonexistent-dir/recording.mp4"),
+        &Profile::default(),
+    )
+    .err()
+    .expect("cannot create a file in a missing directory")
+    .to_string();
+    assert!(error.contains("creating the mp4 file"), "{error}");
+}
+
+#[test]
+fn progress_counts_what_was_lost() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("progress.mp4");
+    let mut recording =
+        Recording::create(&path, &Profile::named(ProfileName::Low)).expect("recording starts");
+    recording.handle_video("erin", secs(0.5), bar_pattern(640, 360, 0));
+    recording
+        .handle_audio("frank", secs(0.5), &tone(440.0, 0.3, 0, 960))
+        .expect("fits");
+    recording.tick(secs(2.0)).expect("encoding works");
+    // Both arrive after their time was already encoded.
+    recording
+        .handle_audio("frank", secs(0.6), &tone(440.0, 0.3, 0, 960))
+        .expect("fits");
+    recording.handle_video("erin", secs(0.2), bar_pattern(640, 360, 1));
+    let progress = recording.progress();
+    assert_eq!(progress.audio_samples_dropped, 960);
+    assert_eq!(progress.video_frames_dropped, 1);
+    assert!(progress.sharing);
+    assert!(progress.audio_frames_with_voice >= 1);
+    let latency = recording.latency().as_secs_f64();
+    assert!(
+        (progress.seconds_recorded() - (2.0 - latency)).abs() < 0.1,
+        "{progress:?}"
+    );
+    recording.finish(secs(2.0)).expect("finalised");
+}
