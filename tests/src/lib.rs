@@ -1,1 +1,8 @@
 //! Helpers for the end-to-end tests: start the real stack (SFU, offloader, containers) and make test speech.
+//! The offloader side: [`offloader`] starts the real `calls-offloader` binary as a child process and
+//! wraps its REST API, [`docker`] inspects and cleans containers through the `docker` CLI (the
+//! operator's view), [`test_job`] is the program of the `calls-test-job` image, and [`artifact`]
+//! makes the deterministic content it uploads.
+
+pub mod artifact;
+pub mod test_job;

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds the calls-* Docker images locally, without any registry.
+#
+# 1. Ensures a Debian bookworm base image: uses ${BASE} (default debian:bookworm-slim) when it is present or
+#    can be pulled; otherwise builds calls-base:bookworm once with debootstrap + `docker import` (cached).
+# 2. Builds one image per binary that already exists in the cargo target dir (this script does not run
+#    cargo unless --cargo is given: CI builds once and then calls this script).
+#
+# Usage: images/build.sh [--target-dir DIR] [--profile debug|release] [--cargo] [IMAGE...]
+#   IMAGE is any of: sfu offloader test-job recorder (default: all whose binary exists)
+# Env: CARGO_TARGET_DIR, PROFILE, BASE, MIRROR (apt mirror for debootstrap), TAG (default latest),
+#      FORCE_BASE=1 (rebuild the debootstrap base even when it exists).
+set -euo pipefail
+shopt -s inherit_errexit
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+profile="${PROFILE:-debug}"
+tag="${TAG:-latest}"
+run_cargo=0
+wanted=()
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --target-dir) target_dir="$2"; shift 2 ;;
+        --profile) profile="$2"; shift 2 ;;
+        --cargo) run_cargo=1; shift ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        sfu|offloader|test-job|recorder) wanted+=("$1"); shift ;;
+        *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+case "$profile" in
+    debug|dev) profile_dir=debug; cargo_profile=dev ;;
+    release) profile_dir=release; cargo_profile=release ;;
+    *) profile_dir="$profile"; cargo_profile="$profile" ;;
+esac
+bin_dir="$target_dir/$profile_dir"
+
+log() { echo "build.sh: $*" >&2; }
+cleanup_dirs=()
+trap 'rm -rf "${cleanup_dirs[@]}"' EXIT
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# The apt mirror for debootstrap: $MIRROR, else the first Debian (not -security) URI the host's apt uses.
+apt_mirror() {
+    if [[ -n "${MIRROR:-}" ]]; then echo "$MIRROR"; return; fi
+    local m
+    m="$( { grep -hsE '^\s*deb\s' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{for (i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; break}}';
+            grep -hsE '^\s*URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'; } \
+          | grep -E '/debian/?$' | grep -v security | head -n1 || true)"
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+ensure_base() {
+    local base="${BASE:-debian:bookworm-slim}"
+    if image_exists "$base"; then echo "$base"; return; fi
+    # A registry that is unreachable fails within a second; do not retry.
+    if timeout 60 docker pull "$base" >/dev/null 2>&1; then echo "$base"; return; fi
+    local fallback=calls-base:bookworm
+    if image_exists "$fallback" && [[ "${FORCE_BASE:-0}" != 1 ]]; then
+        log "$base cannot be pulled; using cached $fallback"
+        echo "$fallback"; return
+    fi
+    command -v debootstrap >/dev/null || { log "$base cannot be pulled and debootstrap is not installed (apt-get install debootstrap)"; exit 1; }
+    local mirror rootfs
+    mirror="$(apt_mirror)"
+    rootfs="$(mktemp -d /var/tmp/calls-base.XXXXXX)"
+    cleanup_dirs+=("$rootfs")
+    log "$base cannot be pulled; building $fallback with debootstrap from $mirror (a few minutes, once)"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >&2
+    # Trim the rootfs like the slim images do: no docs, man pages or apt caches.
+    mkdir -p "$rootfs/etc/dpkg/dpkg.cfg.d"
+    printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\npath-exclude /usr/share/locale/*\n' \
+        > "$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim"
+    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" > "$rootfs/etc/apt/sources.list"
+    printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' > "$rootfs/etc/apt/apt.conf.d/99-no-recommends"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
+        "$rootfs"/usr/share/locale/*
+    tar -C "$rootfs" --numeric-owner -c . | docker import --change 'CMD ["/bin/bash"]' - "$fallback" >/dev/null
+    rm -rf "$rootfs"
+    log "built $fallback"
+    echo "$fallback"
+}
+
+# The Debian packages that provide the shared libraries BINARY links directly (apt pulls in the
+# rest), minus those every bookworm base has. Empty when readelf/dpkg are unavailable.
+runtime_packages() {
+    local binary="$1" soname path pkgs=()
+    command -v readelf >/dev/null && command -v dpkg >/dev/null || return 0
+    for soname in $(readelf -d "$binary" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+        path="$(ldconfig -p | awk -v s="$soname" '$1 == s && /x86-64|x86_64|aarch64/ {print $NF; exit}')"
+        [[ -n "$path" ]] || { log "warning: $binary needs $soname, which this host does not have"; continue; }
+        pkgs+=("$(dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n1)")
+    done
+    printf '%s\n' "${pkgs[@]}" | sed -n 's/^\([^:]*\):.*/\1/p' | grep -vxE 'libc6|libgcc-s1' | sort -u | tr '\n' ' ' || true
+}
+
+# build_image NAME BINARY DOCKERFILE: a context holding only the Dockerfile and the binary.
+build_image() {
+    local name="$1" binary="$2" dockerfile="$3" ctx input current packages
+    packages="$(runtime_packages "$bin_dir/$binary")"
+    # Skip the build when the image was made from this very binary, Dockerfile and base.
+    input="$(cat "$bin_dir/$binary" "$here/$dockerfile" <(docker image inspect -f '{{.Id}}' "$base"; echo "$packages") | sha256sum | cut -c1-32)"
+    current="$(docker image inspect -f '{{index .Config.Labels "calls.build.input"}}' "calls-$name:$tag" 2>/dev/null || true)"
+    if [[ "$current" == "$input" ]]; then
+        log "calls-$name:$tag is up to date"
+        return
+    fi
+    ctx="$(mktemp -d)"
+    cleanup_dirs+=("$ctx")
+    cp "$here/$dockerfile" "$ctx/Dockerfile"
+    cp "$bin_dir/$binary" "$ctx/$binary"
+    log "building calls-$name:$tag from $bin_dir/$binary${packages:+ with $packages}"
+    # An empty list leaves the Dockerfile's default (the recorder's lists its FFmpeg libraries).
+    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" ${packages:+--build-arg "RUNTIME_PACKAGES=$packages"} --label "calls.build.input=$input" -t "calls-$name:$tag" "$ctx" >/dev/null
+    rm -rf "$ctx"
+}
+
+declare -A binary_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-test-job [recorder]=calls-recorder )
+declare -A package_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-e2e [recorder]=calls-recorder )
+explicit=1
+if [[ ${#wanted[@]} -eq 0 ]]; then wanted=(sfu offloader test-job recorder); explicit=0; fi
+
+if [[ $run_cargo == 1 ]]; then
+    args=()
+    for n in "${wanted[@]}"; do args+=(-p "${package_of[$n]}" --bin "${binary_of[$n]}"); done
+    CARGO_TARGET_DIR="$target_dir" cargo build --profile "$cargo_profile" "${args[@]}"
+fi
+
+base="$(ensure_base)"
+built=()
+for n in "${wanted[@]}"; do
+    b="${binary_of[$n]}"
+    if [[ ! -x "$bin_dir/$b" ]]; then
+        if [[ $explicit == 1 ]]; then log "missing $bin_dir/$b (build it first, or pass --cargo)"; exit 1; fi
+        log "skipping calls-$n: $bin_dir/$b not built"
+        continue
+    fi
+    build_image "$n" "$b" "$n.Dockerfile"
+    built+=("calls-$n:$tag")
+done
+log "base $base; built: ${built[*]:-nothing}"

@@ -1,0 +1,23 @@
+# calls-recorder: records a call to MP4 from the media itself (no browser). Started by the offloader as a job.
+# Holds only the run-time libraries the binary links: FFmpeg 5.1 from Debian bookworm (libopus is linked statically).
+# Users with a registry build it normally (`docker build -f images/recorder.Dockerfile <context with calls-recorder>`);
+# images/build.sh passes --build-arg BASE=calls-base:bookworm when debian:bookworm-slim cannot be pulled.
+ARG BASE=debian:bookworm-slim
+FROM ${BASE}
+# images/build.sh narrows this to the packages of the libraries the binary really links.
+ARG RUNTIME_PACKAGES="libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59"
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends $RUNTIME_PACKAGES \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+    && useradd --system --uid 10001 --user-group --create-home --home-dir /home/calls --shell /usr/sbin/nologin calls \
+    && mkdir -p /data \
+    && chown calls:calls /data
+COPY calls-recorder /usr/local/bin/calls-recorder
+USER 10001:10001
+WORKDIR /data
+# The recorder touches $CALLS_HEARTBEAT_FILE (default /tmp/calls-recorder.alive) while its pipeline makes progress;
+# a stale file means the encoder is stuck even though the process is alive.
+ENV CALLS_HEARTBEAT_FILE=/tmp/calls-recorder.alive
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["bash", "-c", "test -n \"$(find \"$CALLS_HEARTBEAT_FILE\" -newermt '-30 seconds' 2>/dev/null)\""]
+ENTRYPOINT ["/usr/local/bin/calls-recorder"]

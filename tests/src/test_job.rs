@@ -1,0 +1,320 @@
+//! The program of `calls-test-job`, the tiny job image the offloader tests run. Its behaviour comes
+//! from its environment (the offloader upper-cases `input_data` keys): `BEHAVIOUR` is one of
+//! `exit0`, `exit1`, `sleep`, `upload`, `ignore_sigterm`; `SLEEP_SECONDS`, `ARTIFACT_BYTES`,
+//! `ARTIFACT_NAME`, `ARTIFACT_SEED` and `EXIT_CODE` tune it. It talks to the offloader exactly like
+//! the recorder does: `POST /jobs/{id}/status` and `PUT /jobs/{id}/artifacts/{name}` with the
+//! job's own bearer token. It prints known lines to stdout and stderr so tests can find them in
+//! `docker logs` and in failure reasons, and it never prints a secret input, only its digest.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use calls_protocol::jobs::{is_secret_field, JobStatusKind, JobStatusUpdate};
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::artifact::ArtifactStream;
+
+/// What the job does once it has reported `started`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Report progress and exit 0.
+    Exit0,
+    /// Print an explanation on stderr and exit with `EXIT_CODE` (default 1).
+    Exit1,
+    /// Tick once a second for `SLEEP_SECONDS`, then exit 0; SIGTERM ends it cleanly with 0.
+    Sleep,
+    /// Upload `ARTIFACT_BYTES` deterministic bytes as `ARTIFACT_NAME`, then exit 0.
+    Upload,
+    /// Like `Sleep`, but SIGTERM is logged and ignored, so only a kill ends it early.
+    IgnoreSigterm,
+}
+
+impl Behaviour {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "exit0" => Behaviour::Exit0,
+            "exit1" => Behaviour::Exit1,
+            "sleep" => Behaviour::Sleep,
+            "upload" => Behaviour::Upload,
+            "ignore_sigterm" => Behaviour::IgnoreSigterm,
+            _ => return None,
+        })
+    }
+}
+
+/// Settings read from the environment.
+#[derive(Debug, Clone)]
+pub struct TestJobConfig {
+    pub job_id: String,
+    pub job_token: String,
+    pub offloader_url: String,
+    pub behaviour: Behaviour,
+    pub sleep: Duration,
+    pub artifact_bytes: u64,
+    pub artifact_name: String,
+    pub artifact_seed: u64,
+    pub exit_code: i32,
+}
+
+impl TestJobConfig {
+    /// Reads the settings through `get` (the process environment in production).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let required = |name: &str| get(name).with_context(|| format!("{name} is not set"));
+        let number = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match get(name) {
+                None => Ok(default),
+                Some(text) => text
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{name}={text:?} is not a whole number")),
+            }
+        };
+        let behaviour_name = get("BEHAVIOUR").unwrap_or_else(|| "exit0".to_owned());
+        let Some(behaviour) = Behaviour::parse(&behaviour_name) else {
+            bail!("unknown BEHAVIOUR {behaviour_name:?} (exit0, exit1, sleep, upload, ignore_sigterm)");
+        };
+        Ok(Self {
+            job_id: required("JOB_ID")?,
+            job_token: required("JOB_TOKEN")?,
+            offloader_url: required("OFFLOADER_URL")?.trim_end_matches('/').to_owned(),
+            behaviour,
+            sleep: Duration::from_secs(number("SLEEP_SECONDS", 3600)?),
+            artifact_bytes: number("ARTIFACT_BYTES", 1024 * 1024)?,
+            artifact_name: get("ARTIFACT_NAME").unwrap_or_else(|| "output.bin".to_owned()),
+            artifact_seed: number("ARTIFACT_SEED", 1)?,
+            exit_code: i32::try_from(number("EXIT_CODE", 1)?).context("EXIT_CODE is too large")?,
+        })
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of `value`: enough to prove a secret arrived, useless to an attacker.
+pub fn secret_digest(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))[..16].to_owned()
+}
+
+/// Runs the job; returns the process exit code.
+pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
+    let api = JobApi::new(&config)?;
+    println!(
+        "calls-test-job: job {} starting, behaviour {:?}",
+        config.job_id, config.behaviour
+    );
+    eprintln!("calls-test-job: stderr is attached for job {}", config.job_id);
+    print_secret_digests();
+
+    api.status(JobStatusKind::Started, Some("test job started"), 0.0)
+        .await?;
+    match config.behaviour {
+        Behaviour::Exit0 => {
+            api.status(JobStatusKind::Progress, Some("all work done"), 1.0)
+                .await?;
+            println!("calls-test-job: finished work, exiting 0");
+            Ok(0)
+        }
+        Behaviour::Exit1 => {
+            println!("calls-test-job: about to fail");
+            eprintln!(
+                "calls-test-job: failing on purpose with exit code {}",
+                config.exit_code
+            );
+            Ok(config.exit_code)
+        }
+        Behaviour::Sleep => tick(&api, config.sleep, true).await,
+        Behaviour::IgnoreSigterm => tick(&api, config.sleep, false).await,
+        Behaviour::Upload => {
+            let sha = api
+                .upload(
+                    &config.artifact_name,
+                    config.artifact_bytes,
+                    config.artifact_seed,
+                )
+                .await?;
+            println!(
+                "calls-test-job: uploaded {} ({} bytes, sha256 {sha})",
+                config.artifact_name, config.artifact_bytes
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// Prints the digest of every secret-looking environment variable so tests can check delivery.
+fn print_secret_digests() {
+    let mut secrets: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name != "JOB_TOKEN" && is_secret_field(name))
+        .collect();
+    secrets.sort();
+    for (name, value) in secrets {
+        println!(
+            "calls-test-job: secret {name} received, sha256 prefix {}",
+            secret_digest(&value)
+        );
+    }
+}
+
+/// Ticks once a second until `duration` has passed; SIGTERM ends it with 0 when `obey_sigterm`.
+async fn tick(api: &JobApi, duration: Duration, obey_sigterm: bool) -> anyhow::Result<i32> {
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut ticks = 0u64;
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if tokio::time::Instant::now() >= deadline {
+                    println!("calls-test-job: slept {}s, exiting 0", duration.as_secs());
+                    return Ok(0);
+                }
+                ticks += 1;
+                // A lost progress report must not end the job: the offloader may be restarting.
+                if let Err(err) = api.status(JobStatusKind::Progress, None, ticks as f64).await {
+                    eprintln!("calls-test-job: progress report failed: {err:#}");
+                }
+            }
+            _ = sigterm.recv() => {
+                if obey_sigterm {
+                    println!("calls-test-job: received SIGTERM after {ticks} ticks, exiting cleanly");
+                    return Ok(0);
+                }
+                println!("calls-test-job: received SIGTERM, ignoring it");
+            }
+        }
+    }
+}
+
+/// The job side of the offloader API.
+struct JobApi {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl JobApi {
+    fn new(config: &TestJobConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            http,
+            base: format!("{}/jobs/{}", config.offloader_url, config.job_id),
+            token: config.job_token.clone(),
+        })
+    }
+
+    async fn status(
+        &self,
+        status: JobStatusKind,
+        message: Option<&str>,
+        ticks: f64,
+    ) -> anyhow::Result<()> {
+        let body = JobStatusUpdate {
+            status,
+            message: message.map(str::to_owned),
+            error: None,
+            counters: BTreeMap::from([("test_job_ticks".to_owned(), ticks)]),
+        };
+        let response = self
+            .http
+            .post(format!("{}/status", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .context("cannot reach the offloader")?;
+        check(response, "status report").await
+    }
+
+    /// Streams the artifact in 64 KiB chunks; returns the hex SHA-256 of what was sent.
+    async fn upload(&self, name: &str, len: u64, seed: u64) -> anyhow::Result<String> {
+        const CHUNK: u64 = 64 * 1024;
+        let mut stream = ArtifactStream::new(seed);
+        let mut hasher = Sha256::new();
+        let mut chunks = Vec::new();
+        let mut sent = 0u64;
+        while sent < len {
+            let size = CHUNK.min(len - sent);
+            let chunk = stream.next_chunk(usize::try_from(size).expect("a chunk is at most 64 KiB"));
+            hasher.update(&chunk);
+            chunks.push(Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)));
+            sent += size;
+        }
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+        let response = self
+            .http
+            .put(format!("{}/artifacts/{name}", self.base))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .context("cannot reach the offloader")?;
+        check(response, "artifact upload").await?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<()> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    bail!("{what} refused with {status}: {body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn config_reads_defaults_and_overrides() {
+        let base = [
+            ("JOB_ID", "j1"),
+            ("JOB_TOKEN", "t"),
+            ("OFFLOADER_URL", "http://172.17.0.1:4545/"),
+        ];
+        let config = TestJobConfig::from_env(env(&base)).expect("valid env");
+        assert_eq!(config.behaviour, Behaviour::Exit0);
+        assert_eq!(config.offloader_url, "http://172.17.0.1:4545");
+        assert_eq!(config.artifact_bytes, 1024 * 1024);
+
+        let mut with = base.to_vec();
+        with.extend([("BEHAVIOUR", "sleep"), ("SLEEP_SECONDS", "5")]);
+        let config = TestJobConfig::from_env(env(&with)).expect("valid env");
+        assert_eq!(config.behaviour, Behaviour::Sleep);
+        assert_eq!(config.sleep, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn config_errors_name_the_variable() {
+        let err = TestJobConfig::from_env(env(&[("JOB_ID", "j")])).expect_err("token missing");
+        assert!(err.to_string().contains("JOB_TOKEN"), "{err}");
+        let bad = [
+            ("JOB_ID", "j"),
+            ("JOB_TOKEN", "t"),
+            ("OFFLOADER_URL", "u"),
+            ("BEHAVIOUR", "dance"),
+        ];
+        let err = TestJobConfig::from_env(env(&bad)).expect_err("unknown behaviour");
+        assert!(err.to_string().contains("dance"), "{err}");
+    }
+
+    #[test]
+    fn secret_digest_does_not_contain_the_secret() {
+        let digest = secret_digest("hunter2-hunter2");
+        assert_eq!(digest.len(), 16);
+        assert!(!digest.contains("hunter2"));
+    }
+}
