@@ -33,4 +33,43 @@ impl Progress {
     pub fn seconds_recorded(&self) -> f64 {
         self.recorded.as_secs_f64()
     }
+
+    /// The counters under the names the job status API carries (`JobStatusUpdate::counters`).
+    pub fn counters(&self) -> [(&'static str, f64); 8] {
+        [
+            ("seconds_recorded", self.seconds_recorded()),
+            ("video_frames_encoded", self.video_frames_encoded as f64),
+            ("video_frames_dropped", self.video_frames_dropped as f64),
+            ("video_frames_skipped", self.video_frames_skipped as f64),
+            ("share_frames_received", self.share_frames_received as f64),
+            ("audio_frames_encoded", self.audio_frames_encoded as f64),
+            (
+                "audio_frames_with_voice",
+                self.audio_frames_with_voice as f64,
+            ),
+            ("audio_samples_dropped", self.audio_samples_dropped as f64),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_carry_every_number_under_a_stable_name() {
+        let progress = Progress {
+            recorded: Duration::from_millis(2500),
+            video_frames_encoded: 50,
+            video_frames_dropped: 1,
+            ..Progress::default()
+        };
+        let counters = progress.counters();
+        assert_eq!(counters[0], ("seconds_recorded", 2.5));
+        assert_eq!(counters[1], ("video_frames_encoded", 50.0));
+        assert_eq!(counters[2], ("video_frames_dropped", 1.0));
+        let mut names: Vec<_> = counters.iter().map(|(name, _)| *name).collect();
+        names.dedup();
+        assert_eq!(names.len(), 8);
+    }
 }

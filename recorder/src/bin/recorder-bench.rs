@@ -99,9 +99,7 @@ fn run_one(args: &[String]) -> anyhow::Result<()> {
     // Decoded share frames are prepared up front (four of them, 12 MiB, counted in the peak RSS): decoding is
     // not what this measures.
     let frames: Vec<_> = if share {
-        (0..30)
-            .map(|index| bar_pattern(1920, 1080, index))
-            .collect()
+        (0..4).map(|index| bar_pattern(1920, 1080, index)).collect()
     } else {
         Vec::new()
     };
