@@ -413,3 +413,102 @@ fn progress_counts_what_was_lost() {
     );
     recording.finish(secs(2.0)).expect("finalised");
 }
+
+/// Video frame times (seconds) at which the picture's mean luma crosses `threshold`, from a tiny grey decode.
+fn bright_frame_times(path: &Path, fps: f64, threshold: f64) -> Vec<f64> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args([
+            "-vf",
+            "scale=32:18",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg is installed");
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let means: Vec<f64> = out
+        .stdout
+        .chunks_exact(32 * 18)
+        .map(|frame| frame.iter().map(|&p| f64::from(p)).sum::<f64>() / frame.len() as f64)
+        .collect();
+    means
+        .windows(2)
+        .enumerate()
+        .filter(|(_, pair)| pair[0] < threshold && pair[1] >= threshold)
+        .map(|(index, _)| (index + 1) as f64 / fps)
+        .collect()
+}
+
+/// Times (seconds) at which the audio goes from silence to a loud tone.
+fn tone_onsets(samples: &[i16]) -> Vec<f64> {
+    let mut onsets = Vec::new();
+    let mut quiet_since = 0usize;
+    for (index, sample) in samples.iter().enumerate() {
+        if sample.unsigned_abs() > 2000 {
+            if index - quiet_since > RATE / 2 {
+                onsets.push(index as f64 / RATE as f64);
+            }
+            quiet_since = index;
+        }
+    }
+    onsets
+}
+
+#[test]
+fn audio_and_video_stay_in_sync_over_a_minute() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sync.mp4");
+    let profile = Profile::named(ProfileName::Low);
+    let mut recording = Recording::create(&path, &profile).expect("recording starts");
+    // A white flash and a beep at the same media time, near the start and near the end.
+    let events = [secs(5.0), secs(55.0)];
+    let flash = I420Frame::filled(640, 360, Yuv::from_rgb(255, 255, 255));
+    let mut now = Duration::ZERO;
+    let end = secs(60.0);
+    while now < end {
+        for start in events {
+            if now >= start && now < start + secs(1.0) {
+                let pcm = tone(700.0, 0.5, samples_from_duration(now), RATE / 50);
+                recording.handle_audio("beeper", now, &pcm).expect("fits");
+            }
+            if now == start {
+                recording.handle_video("flasher", now, flash.clone());
+            }
+            if now == start + secs(1.0) {
+                recording.handle_share_stopped("flasher", now);
+            }
+        }
+        recording.tick(now).expect("encoding works");
+        now += PACKET;
+    }
+    recording.finish(end).expect("finalised");
+
+    let flashes = bright_frame_times(&path, f64::from(profile.fps), 128.0);
+    let beeps = tone_onsets(&decode_audio(&path));
+    eprintln!("flashes at {flashes:?} s, beeps at {beeps:?} s");
+    assert_eq!(flashes.len(), 2, "{flashes:?}");
+    assert_eq!(beeps.len(), 2, "{beeps:?}");
+    for ((flash, beep), expected) in flashes.iter().zip(&beeps).zip([5.0, 55.0]) {
+        assert!(
+            (flash - expected).abs() < 0.07,
+            "flash at {flash}, expected {expected}"
+        );
+        assert!(
+            (beep - expected).abs() < 0.05,
+            "beep at {beep}, expected {expected}"
+        );
+        assert!(
+            (flash - beep).abs() < 0.1,
+            "out of sync: flash {flash}, beep {beep}"
+        );
+    }
+}
