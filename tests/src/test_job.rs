@@ -1,7 +1,7 @@
 //! The program of `calls-test-job`, the tiny job image the offloader tests run. Its behaviour comes
 //! from its environment (the offloader upper-cases `input_data` keys): `BEHAVIOUR` is one of
 //! `exit0`, `exit1`, `sleep`, `upload`, `ignore_sigterm`; `SLEEP_SECONDS`, `ARTIFACT_BYTES`,
-//! `ARTIFACT_NAME`, `ARTIFACT_SEED` and `EXIT_CODE` tune it. It talks to the offloader exactly like
+//! `ARTIFACT_NAME`, `ARTIFACT_SEED`, `EXIT_CODE` and `FINAL_EXIT_CODE` tune it. It talks to the offloader exactly like
 //! the recorder does: `POST /jobs/{id}/status` and `PUT /jobs/{id}/artifacts/{name}` with the
 //! job's own bearer token. It prints known lines to stdout and stderr so tests can find them in
 //! `docker logs` and in failure reasons, and it never prints a secret input, only its digest.
@@ -23,7 +23,8 @@ pub enum Behaviour {
     Exit0,
     /// Print an explanation on stderr and exit with `EXIT_CODE` (default 1).
     Exit1,
-    /// Tick once a second for `SLEEP_SECONDS`, then exit 0; SIGTERM ends it cleanly with 0.
+    /// Tick once a second for `SLEEP_SECONDS`, then exit with `FINAL_EXIT_CODE` (default 0);
+    /// SIGTERM ends it cleanly with 0.
     Sleep,
     /// Upload `ARTIFACT_BYTES` deterministic bytes as `ARTIFACT_NAME`, then exit 0.
     Upload,
@@ -56,6 +57,7 @@ pub struct TestJobConfig {
     pub artifact_name: String,
     pub artifact_seed: u64,
     pub exit_code: i32,
+    pub final_exit_code: i32,
 }
 
 impl TestJobConfig {
@@ -85,6 +87,8 @@ impl TestJobConfig {
             artifact_name: get("ARTIFACT_NAME").unwrap_or_else(|| "output.bin".to_owned()),
             artifact_seed: number("ARTIFACT_SEED", 1)?,
             exit_code: i32::try_from(number("EXIT_CODE", 1)?).context("EXIT_CODE is too large")?,
+            final_exit_code: i32::try_from(number("FINAL_EXIT_CODE", 0)?)
+                .context("FINAL_EXIT_CODE is too large")?,
         })
     }
 }
@@ -101,7 +105,10 @@ pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
         "calls-test-job: job {} starting, behaviour {:?}",
         config.job_id, config.behaviour
     );
-    eprintln!("calls-test-job: stderr is attached for job {}", config.job_id);
+    eprintln!(
+        "calls-test-job: stderr is attached for job {}",
+        config.job_id
+    );
     print_secret_digests();
 
     api.status(JobStatusKind::Started, Some("test job started"), 0.0)
@@ -121,8 +128,8 @@ pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
             );
             Ok(config.exit_code)
         }
-        Behaviour::Sleep => tick(&api, config.sleep, true).await,
-        Behaviour::IgnoreSigterm => tick(&api, config.sleep, false).await,
+        Behaviour::Sleep => tick(&api, &config, true).await,
+        Behaviour::IgnoreSigterm => tick(&api, &config, false).await,
         Behaviour::Upload => {
             let sha = api
                 .upload(
@@ -154,9 +161,11 @@ fn print_secret_digests() {
     }
 }
 
-/// Ticks once a second until `duration` has passed; SIGTERM ends it with 0 when `obey_sigterm`.
-async fn tick(api: &JobApi, duration: Duration, obey_sigterm: bool) -> anyhow::Result<i32> {
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+/// Ticks once a second until `config.sleep` has passed; SIGTERM ends it with 0 when `obey_sigterm`.
+async fn tick(api: &JobApi, config: &TestJobConfig, obey_sigterm: bool) -> anyhow::Result<i32> {
+    let duration = config.sleep;
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
     let deadline = tokio::time::Instant::now() + duration;
     let mut ticks = 0u64;
     let mut interval = tokio::time::interval(Duration::from_secs(1));
@@ -164,8 +173,12 @@ async fn tick(api: &JobApi, duration: Duration, obey_sigterm: bool) -> anyhow::R
         tokio::select! {
             _ = interval.tick() => {
                 if tokio::time::Instant::now() >= deadline {
-                    println!("calls-test-job: slept {}s, exiting 0", duration.as_secs());
-                    return Ok(0);
+                    let code = config.final_exit_code;
+                    println!("calls-test-job: slept {}s, exiting {code}", duration.as_secs());
+                    if code != 0 {
+                        eprintln!("calls-test-job: failing on purpose after sleeping, exit code {code}");
+                    }
+                    return Ok(code);
                 }
                 ticks += 1;
                 // A lost progress report must not end the job: the offloader may be restarting.
@@ -236,7 +249,8 @@ impl JobApi {
         let mut sent = 0u64;
         while sent < len {
             let size = CHUNK.min(len - sent);
-            let chunk = stream.next_chunk(usize::try_from(size).expect("a chunk is at most 64 KiB"));
+            let chunk =
+                stream.next_chunk(usize::try_from(size).expect("a chunk is at most 64 KiB"));
             hasher.update(&chunk);
             chunks.push(Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)));
             sent += size;

@@ -1,0 +1,30 @@
+//! `offloader-bench`: job start latency (API call → container running) of the real offloader and
+//! Docker engine, p50/p95 over 20 jobs. Usage: `offloader-bench [JOBS] [BURST_SLOTS]`; needs
+//! `calls-offloader` built in the same target dir (`cargo build -p calls-offloader`).
+
+use calls_e2e::bench::{burst, sequential, LatencyReport};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let jobs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20);
+    let slots: u32 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(4);
+    let reports = [sequential(jobs).await?, burst(jobs, slots).await?];
+    println!("| scenario | jobs | p50 ms | p95 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    for report in &reports {
+        print_row(report);
+    }
+    Ok(())
+}
+
+fn print_row(report: &LatencyReport) {
+    println!(
+        "| {} | {} | {:.0} | {:.0} | {:.0} |",
+        report.scenario,
+        report.latencies_ms.len(),
+        report.percentile(50.0),
+        report.percentile(95.0),
+        report.percentile(100.0)
+    );
+}

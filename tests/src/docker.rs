@@ -1,0 +1,153 @@
+//! The operator's view of Docker, through the `docker` CLI: the same commands the runbook uses
+//! (`docker ps --filter label=...`, `docker inspect`, `docker rm -f`), so the tests check what an
+//! operator would see rather than what the offloader believes.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context};
+
+/// One container as `docker ps -a` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRow {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// `running`, `exited`, `created`...
+    pub state: String,
+    pub job_id: String,
+}
+
+fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .context("cannot run the docker CLI")?;
+    if !output.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Every container (running or not) carrying `label` (`key=value`).
+pub fn containers_with_label(label: &str) -> anyhow::Result<Vec<ContainerRow>> {
+    let filter = format!("label={label}");
+    let format = "{{.ID}}\t{{.Names}}\t{{.Image}}\t{{.State}}\t{{.Label \"calls.job_id\"}}";
+    let text = docker(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &filter,
+        "--format",
+        format,
+    ])?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let mut fields = line.split('\t').map(str::to_owned);
+            let mut next = || fields.next().unwrap_or_default();
+            ContainerRow {
+                id: next(),
+                name: next(),
+                image: next(),
+                state: next(),
+                job_id: next(),
+            }
+        })
+        .collect())
+}
+
+/// The running containers carrying `label`.
+pub fn running_with_label(label: &str) -> anyhow::Result<Vec<ContainerRow>> {
+    Ok(containers_with_label(label)?
+        .into_iter()
+        .filter(|row| row.state == "running")
+        .collect())
+}
+
+/// `docker inspect -f <format> <name>`; `None` when the container does not exist.
+pub fn inspect(name: &str, format: &str) -> Option<String> {
+    docker(&["inspect", "-f", format, name])
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// `docker logs <name>` (stdout and stderr together).
+pub fn logs(name: &str) -> anyhow::Result<String> {
+    let output = Command::new("docker")
+        .args(["logs", name])
+        .output()
+        .context("cannot run the docker CLI")?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok(text)
+}
+
+/// Force-removes every container carrying `label`, with its anonymous volumes. Best effort: this
+/// runs from `Drop` during a failing test, where a second panic would abort the process.
+pub fn remove_with_label(label: &str) {
+    let Ok(rows) = containers_with_label(label) else {
+        return;
+    };
+    for row in rows {
+        let _ = docker(&["rm", "-f", "-v", &row.id]);
+    }
+}
+
+/// The address containers on the default bridge reach the host at (`docker0`), 172.17.0.1 unless
+/// the engine was configured otherwise.
+pub fn bridge_gateway() -> String {
+    let from_ip = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .skip_while(|word| *word != "inet")
+                .nth(1)
+                .and_then(|cidr| cidr.split('/').next())
+                .map(str::to_owned)
+        });
+    from_ip.unwrap_or_else(|| "172.17.0.1".to_owned())
+}
+
+/// Builds `calls-test-job:latest` from the binary cargo built next to the running test (once per
+/// process), with images/build.sh, which skips the build when the image is already current.
+pub fn ensure_test_job_image(bin_dir: &Path) -> anyhow::Result<()> {
+    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = RESULT.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/build.sh");
+        let profile = bin_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_owned();
+        let target = bin_dir.parent().unwrap_or(bin_dir);
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("--target-dir")
+            .arg(target)
+            .arg("--profile")
+            .arg(&profile)
+            .arg("test-job")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "images/build.sh test-job failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    });
+    result.clone().map_err(anyhow::Error::msg)
+}

@@ -1,0 +1,556 @@
+//! Starts the real `calls-offloader` binary as a child process and talks to it over HTTP like any
+//! client would. Each [`Offloader`] has its own data directory, port and log file, runs jobs from
+//! `calls-test-job:latest`, and on drop kills the process and removes every container of the
+//! clients it registered, so a failing test leaves nothing behind.
+//!
+//! The API listens on the Docker bridge address (not on every interface), which is both where the
+//! test talks to it and where job containers reach it (`OFFLOADER_URL`).
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use calls_protocol::jobs::{CreateJobRequest, ErrorBody, Job, JobList, JobType, LoginResponse};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::docker;
+
+/// The admin secret every test offloader is configured with.
+pub const ADMIN_SECRET: &str = "e2e-admin-secret-for-tests-only-0123456789";
+/// The image the test offloaders run for every job type.
+pub const TEST_JOB_IMAGE: &str = "calls-test-job:latest";
+
+/// Settings a test may change; everything is passed as `OFFLOADER_*` environment overrides.
+#[derive(Debug, Clone)]
+pub struct OffloaderSettings {
+    pub max_concurrent: u32,
+    pub max_queue_length: u32,
+    /// Default and largest max duration of both job types (`"60s"` style).
+    pub max_duration: String,
+    pub stop_grace_period: String,
+    pub failed_job_retention: String,
+    pub finished_job_retention: String,
+    pub sweep_interval: String,
+    pub max_json_body_bytes: u64,
+    pub max_artifact_bytes: u64,
+}
+
+impl Default for OffloaderSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 2,
+            max_queue_length: 50,
+            max_duration: "120s".into(),
+            stop_grace_period: "3s".into(),
+            failed_job_retention: "1h".into(),
+            finished_job_retention: "1h".into(),
+            sweep_interval: "1s".into(),
+            max_json_body_bytes: 64 * 1024,
+            max_artifact_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Directory of the binaries cargo built for this run (`<target>/<profile>`), found from the
+/// running executable: a test (`<target>/<profile>/deps/<test>-<hash>`) or a binary of this
+/// package (`<target>/<profile>/offloader-bench`).
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the running executable")?;
+    let dir = exe
+        .parent()
+        .context("the executable has no parent directory")?;
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        return dir
+            .parent()
+            .map(Path::to_path_buf)
+            .context("deps/ has no parent directory");
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// The offloader binary: `$CALLS_OFFLOADER_BIN`, else `calls-offloader` in [`bin_dir`].
+pub fn offloader_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("CALLS_OFFLOADER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = bin_dir()?.join("calls-offloader");
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build it first with `cargo build -p calls-offloader` (same CARGO_TARGET_DIR and profile)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// One HTTP answer, kept whole so tests can look at status, headers and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_slice(&self.body)
+            .with_context(|| format!("unexpected body for {}: {}", self.status, self.text()))
+    }
+
+    /// The `{error, code}` body every error answer carries.
+    pub fn error(&self) -> anyhow::Result<ErrorBody> {
+        self.json()
+    }
+
+    /// `self.json()` when the status is a success, else an error naming the answer.
+    pub fn ok_json<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        if !self.status.is_success() {
+            bail!("expected success, got {}: {}", self.status, self.text());
+        }
+        self.json()
+    }
+}
+
+/// How a [`Client`] authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Bearer(String),
+    Basic { client_id: String, auth_key: String },
+    None,
+}
+
+/// A REST client of one offloader. Every answer body is appended to a transcript shared by all
+/// clients of that offloader, so a test can prove no answer ever contained a secret.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    pub auth: Auth,
+    pub client_id: String,
+    transcript: Arc<Mutex<Vec<String>>>,
+}
+
+impl Client {
+    /// Sends a request; `body` is sent as JSON bytes verbatim (so malformed bodies can be tested).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Reply> {
+        self.request_with(method, path, body, &[]).await
+    }
+
+    /// [`Client::request`] with extra headers.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
+        let mut builder = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        builder = match &self.auth {
+            Auth::Bearer(token) => builder.bearer_auth(token),
+            Auth::Basic {
+                client_id,
+                auth_key,
+            } => builder.basic_auth(client_id, Some(auth_key)),
+            Auth::None => builder,
+        };
+        if let Some(body) = body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = builder
+            .send()
+            .await
+            .with_context(|| format!("{method} {path} did not answer"))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("{method} {path}: body"))?;
+        self.transcript
+            .lock()
+            .expect("transcript lock is never held across a panic")
+            .push(String::from_utf8_lossy(&body).into_owned());
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Reply> {
+        let bytes = serde_json::to_vec(body).context("serializing the request")?;
+        self.request(Method::POST, path, Some(bytes)).await
+    }
+
+    /// `POST /jobs`, expecting success.
+    pub async fn create_job(&self, spec: &CreateJobRequest) -> anyhow::Result<Job> {
+        self.post_json("/jobs", spec).await?.ok_json()
+    }
+
+    pub async fn job(&self, id: &str) -> anyhow::Result<Job> {
+        self.get(&format!("/jobs/{id}")).await?.ok_json()
+    }
+
+    pub async fn jobs(&self) -> anyhow::Result<Vec<Job>> {
+        Ok(self.get("/jobs").await?.ok_json::<JobList>()?.jobs)
+    }
+
+    pub async fn stop(&self, id: &str) -> anyhow::Result<Reply> {
+        self.request(Method::POST, &format!("/jobs/{id}/stop"), None)
+            .await
+    }
+
+    pub async fn logs(&self, id: &str) -> anyhow::Result<String> {
+        let reply = self.get(&format!("/jobs/{id}/logs")).await?;
+        if !reply.status.is_success() {
+            bail!("logs of {id}: {} {}", reply.status, reply.text());
+        }
+        Ok(reply.text())
+    }
+
+    /// Polls the job every 200 ms until `done(job)` holds, or fails after `timeout` with the last view.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&Job) -> bool,
+    ) -> anyhow::Result<Job> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await?;
+            if done(&job) {
+                return Ok(job);
+            }
+            if Instant::now() >= deadline {
+                bail!("job {id} not {what} after {timeout:?}: {job:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the job reaches a final state.
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> anyhow::Result<Job> {
+        self.wait_for(id, timeout, "final", |job| job.state.is_final())
+            .await
+    }
+}
+
+/// A running (or killed) offloader process with its data directory.
+pub struct Offloader {
+    child: Option<Child>,
+    data_dir: tempfile::TempDir,
+    log_path: PathBuf,
+    listen: String,
+    pub settings: OffloaderSettings,
+    http: reqwest::Client,
+    transcript: Arc<Mutex<Vec<String>>>,
+    client_ids: Mutex<Vec<String>>,
+    tag: String,
+}
+
+impl Offloader {
+    /// Builds the test job image if needed, then starts an offloader on a free port of the bridge
+    /// address; `tag` names the test in client ids, so containers are traceable to it.
+    pub async fn start(tag: &str, settings: OffloaderSettings) -> anyhow::Result<Self> {
+        docker::ensure_test_job_image(&bin_dir()?)?;
+        let gateway = docker::bridge_gateway();
+        let port = TcpListener::bind((gateway.as_str(), 0))
+            .with_context(|| format!("cannot bind {gateway}:0 (is docker0 up?)"))?
+            .local_addr()
+            .context("bound socket has an address")?
+            .port();
+        let data_dir = tempfile::Builder::new()
+            .prefix("calls-offloader-e2e-")
+            .tempdir()
+            .context("cannot create the data directory")?;
+        let log_path = data_dir.path().join("offloader.log");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("cannot build the HTTP client")?;
+        let mut offloader = Self {
+            child: None,
+            log_path,
+            listen: format!("{gateway}:{port}"),
+            data_dir,
+            settings,
+            http,
+            transcript: Arc::default(),
+            client_ids: Mutex::default(),
+            tag: tag.to_owned(),
+        };
+        offloader.spawn().await?;
+        Ok(offloader)
+    }
+
+    /// `http://<bridge address>:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// Everything the offloader wrote to stdout and stderr, across restarts.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Every answer body any client of this offloader received.
+    pub fn transcript(&self) -> Vec<String> {
+        self.transcript
+            .lock()
+            .expect("transcript lock is never held across a panic")
+            .clone()
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        let mut env: Vec<(String, String)> = vec![
+            ("API_LISTEN_ADDRESS", self.listen.clone()),
+            ("API_ADMIN_SECRET", ADMIN_SECRET.to_owned()),
+            ("API_SELF_REGISTRATION", "false".to_owned()),
+            ("API_MAX_JSON_BODY_BYTES", s.max_json_body_bytes.to_string()),
+            (
+                "STORE_DATA_DIR",
+                self.data_dir().join("store").display().to_string(),
+            ),
+            ("JOBS_MAX_CONCURRENT", s.max_concurrent.to_string()),
+            ("JOBS_MAX_QUEUE_LENGTH", s.max_queue_length.to_string()),
+            ("JOBS_STOP_GRACE_PERIOD", s.stop_grace_period.clone()),
+            ("JOBS_FAILED_JOB_RETENTION", s.failed_job_retention.clone()),
+            (
+                "JOBS_FINISHED_JOB_RETENTION",
+                s.finished_job_retention.clone(),
+            ),
+            ("JOBS_SWEEP_INTERVAL", s.sweep_interval.clone()),
+            ("JOBS_MAX_ARTIFACT_BYTES", s.max_artifact_bytes.to_string()),
+            ("JOBS_OFFLOADER_URL", self.base_url()),
+            ("DOCKER_NETWORK", "bridge".to_owned()),
+            ("RUNNERS_RECORDING_IMAGE", TEST_JOB_IMAGE.to_owned()),
+            ("RUNNERS_RECORDING_MAX_DURATION", s.max_duration.clone()),
+            ("RUNNERS_RECORDING_MEMORY_MB", "256".to_owned()),
+            ("RUNNERS_TRANSCRIBING_IMAGE", TEST_JOB_IMAGE.to_owned()),
+            ("RUNNERS_TRANSCRIBING_MAX_DURATION", s.max_duration.clone()),
+            ("RUNNERS_TRANSCRIBING_MEMORY_MB", "256".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("OFFLOADER_{k}"), v))
+        .collect();
+        env.push(("RUST_LOG".into(), "info".into()));
+        env
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let binary = offloader_binary()?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .context("cannot open the offloader log")?;
+        let log_err = log.try_clone().context("cannot duplicate the log handle")?;
+        // A clean environment: stray OFFLOADER_* variables of the developer must not leak in.
+        let mut command = Command::new(&binary);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err));
+        if let Some(host) = std::env::var_os("DOCKER_HOST") {
+            command.env("DOCKER_HOST", host);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        self.child = Some(child);
+        self.wait_healthy(Duration::from_secs(30)).await
+    }
+
+    async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait().context("cannot poll the offloader")? {
+                    bail!(
+                        "the offloader exited with {status} before it was healthy; its log:\n{}",
+                        self.log_text()
+                    );
+                }
+            }
+            let healthy = self
+                .http
+                .get(format!("{}/healthz", self.base_url()))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if healthy {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the offloader was not healthy within {timeout:?}; its log:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown handler runs, like a crash or `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the binary again on the same port and data directory.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+
+    /// An unauthenticated client.
+    pub fn anonymous(&self) -> Client {
+        self.client(Auth::None, String::new())
+    }
+
+    /// A client authenticated with the admin secret.
+    pub fn admin(&self) -> Client {
+        self.client(Auth::Bearer(ADMIN_SECRET.to_owned()), String::new())
+    }
+
+    fn client(&self, auth: Auth, client_id: String) -> Client {
+        Client {
+            http: self.http.clone(),
+            base: self.base_url(),
+            auth,
+            client_id,
+            transcript: Arc::clone(&self.transcript),
+        }
+    }
+
+    /// Registers a new client (`e2e-<tag>-<name>-<unique>`) with the admin secret and logs it in;
+    /// the returned client uses the bearer token. Its containers are removed when `self` drops.
+    pub async fn register(&self, name: &str) -> anyhow::Result<Client> {
+        let (client_id, auth_key) = self.register_credentials(name).await?;
+        let body = serde_json::json!({"clientID": client_id, "authKey": auth_key});
+        let login: LoginResponse = self
+            .anonymous()
+            .post_json("/login", &body)
+            .await?
+            .ok_json()?;
+        Ok(self.client(Auth::Bearer(login.token), client_id))
+    }
+
+    /// Registers a new client that authenticates with Basic auth on every request.
+    pub async fn register_basic(&self, name: &str) -> anyhow::Result<Client> {
+        let (client_id, auth_key) = self.register_credentials(name).await?;
+        Ok(self.client(
+            Auth::Basic {
+                client_id: client_id.clone(),
+                auth_key,
+            },
+            client_id,
+        ))
+    }
+
+    async fn register_credentials(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let client_id = format!("e2e-{}-{name}-{}", self.tag, unique());
+        let auth_key = format!("key-{}-{}-0123456789abcdefghij", name, unique());
+        self.client_ids
+            .lock()
+            .expect("client id lock is never held across a panic")
+            .push(client_id.clone());
+        let body = serde_json::json!({"clientID": client_id, "authKey": auth_key});
+        let reply = self.admin().post_json("/register", &body).await?;
+        if !reply.status.is_success() {
+            bail!("register {client_id}: {} {}", reply.status, reply.text());
+        }
+        Ok((client_id, auth_key))
+    }
+
+    /// The Docker label selecting the containers of `client`.
+    pub fn label_of(client: &Client) -> String {
+        format!("calls.client_id={}", client.client_id)
+    }
+}
+
+impl Drop for Offloader {
+    fn drop(&mut self) {
+        self.kill();
+        let ids = self
+            .client_ids
+            .lock()
+            .map(|ids| ids.clone())
+            .unwrap_or_default();
+        for id in ids {
+            docker::remove_with_label(&format!("calls.client_id={id}"));
+        }
+    }
+}
+
+/// A value unique within this machine for a while: process id and a nanosecond clock.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}{nanos:x}", std::process::id())
+}
+
+/// A `recording` job running `calls-test-job` with `behaviour` and extra input.
+pub fn test_job(behaviour: &str, extra: &[(&str, serde_json::Value)]) -> CreateJobRequest {
+    let mut input_data: BTreeMap<String, serde_json::Value> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    input_data.insert("behaviour".into(), behaviour.into());
+    CreateJobRequest {
+        job_type: JobType::Recording,
+        runner: None,
+        max_duration_sec: None,
+        input_data,
+    }
+}
+
+/// Tests that count containers or restart offloaders run one at a time within a test binary
+/// (cargo runs test binaries one after another).
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
