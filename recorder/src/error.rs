@@ -15,6 +15,9 @@ pub enum Error {
         /// Why it was rejected, including the accepted range.
         reason: String,
     },
+    /// The job's environment is incomplete or wrong; every problem is listed, separated by `; `.
+    #[error("invalid job settings: {0}")]
+    InvalidJob(String),
     /// A video frame whose buffer does not match its declared size.
     #[error("invalid video frame: {0}")]
     InvalidFrame(String),

@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod compositor;
+pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod frame;
