@@ -114,7 +114,7 @@ impl JobConfig {
                 ));
             }
         }
-        let profile = ProfileOverrides::from_lookup(&get)
+        let profile = ProfileOverrides::from_lookup(get)
             .and_then(|overrides| Profile::resolve(get("PROFILE").as_deref(), &overrides));
         let profile = profile.unwrap_or_else(|error| {
             problems.push(error.to_string());
