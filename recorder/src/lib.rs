@@ -10,6 +10,7 @@ pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod frame;
+pub mod lifecycle;
 pub mod metrics;
 pub mod mixer;
 pub mod profile;

@@ -1,0 +1,165 @@
+//! When a recording stops: the pure decision behind the job shell's main loop.
+//!
+//! Inputs arrive as `handle_*(now, …)` calls (time is the job's monotonic clock, passed in); the shell asks
+//! [`Lifecycle::poll_stop`] after each one. The first reason wins and is reported exactly once, so a SIGTERM
+//! that races a `job_stop` message produces one clean finish, not two.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a recording ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The container was asked to stop (SIGTERM from the offloader or Docker).
+    Signal,
+    /// The SFU sent `job_stop` to the bot.
+    JobStop,
+    /// The call ended.
+    CallEnded,
+    /// Nobody but the bot was in the call for this long.
+    Alone(Duration),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Signal => f.write_str("stop signal received"),
+            StopReason::JobStop => f.write_str("job_stop received from the sfu"),
+            StopReason::CallEnded => f.write_str("the call ended"),
+            StopReason::Alone(after) => write!(f, "alone in the call for {} s", after.as_secs()),
+        }
+    }
+}
+
+/// The stop state machine.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    alone_timeout: Duration,
+    alone_since: Option<Duration>,
+    reason: Option<StopReason>,
+    reported: bool,
+}
+
+impl Lifecycle {
+    /// Starts at `now` with nobody else known to be in the call yet (so an empty call also times out).
+    pub fn new(now: Duration, alone_timeout: Duration) -> Lifecycle {
+        Lifecycle {
+            alone_timeout,
+            alone_since: Some(now),
+            reason: None,
+            reported: false,
+        }
+    }
+
+    /// How many participants other than the bot are in the call now.
+    pub fn handle_participants(&mut self, now: Duration, others: usize) {
+        self.alone_since = match (others, self.alone_since) {
+            (0, Some(since)) => Some(since),
+            (0, None) => Some(now),
+            _ => None,
+        };
+    }
+
+    /// SIGTERM or SIGINT arrived.
+    pub fn handle_signal(&mut self) {
+        self.stop(StopReason::Signal);
+    }
+
+    /// The SFU asked the bot to stop.
+    pub fn handle_job_stop(&mut self) {
+        self.stop(StopReason::JobStop);
+    }
+
+    /// The SFU reported that the call ended (or closed the session for good).
+    pub fn handle_call_ended(&mut self) {
+        self.stop(StopReason::CallEnded);
+    }
+
+    /// The reason to stop, once, as soon as there is one at `now`.
+    pub fn poll_stop(&mut self, now: Duration) -> Option<StopReason> {
+        if let Some(since) = self.alone_since {
+            if now.saturating_sub(since) >= self.alone_timeout {
+                self.stop(StopReason::Alone(self.alone_timeout));
+            }
+        }
+        if self.reported {
+            return None;
+        }
+        let reason = self.reason.clone()?;
+        self.reported = true;
+        Some(reason)
+    }
+
+    /// When the alone timer fires if nothing changes (for the shell's sleep), `None` if not alone.
+    pub fn alone_deadline(&self) -> Option<Duration> {
+        self.alone_since.map(|since| since + self.alone_timeout)
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        self.reason.get_or_insert(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn keeps_recording_while_someone_is_there() {
+        let mut lifecycle = Lifecycle::new(secs(0), secs(60));
+        lifecycle.handle_participants(secs(1), 2);
+        assert_eq!(lifecycle.poll_stop(secs(3600)), None);
+        assert_eq!(lifecycle.alone_deadline(), None);
+    }
+
+    #[test]
+    fn stops_after_being_alone_for_the_timeout() {
+        let mut lifecycle = Lifecycle::new(secs(0), secs(60));
+        lifecycle.handle_participants(secs(1), 1);
+        lifecycle.handle_participants(secs(100), 0);
+        assert_eq!(lifecycle.alone_deadline(), Some(secs(160)));
+        assert_eq!(lifecycle.poll_stop(secs(159)), None);
+        // Someone comes back: the timer restarts from the next time the bot is alone.
+        lifecycle.handle_participants(secs(150), 1);
+        lifecycle.handle_participants(secs(170), 0);
+        assert_eq!(lifecycle.poll_stop(secs(200)), None);
+        assert_eq!(
+            lifecycle.poll_stop(secs(230)),
+            Some(StopReason::Alone(secs(60)))
+        );
+    }
+
+    #[test]
+    fn an_empty_call_times_out_from_the_start() {
+        let mut lifecycle = Lifecycle::new(secs(10), secs(30));
+        assert_eq!(
+            lifecycle.poll_stop(secs(40)),
+            Some(StopReason::Alone(secs(30)))
+        );
+    }
+
+    #[test]
+    fn the_first_reason_wins_and_is_reported_once() {
+        let mut lifecycle = Lifecycle::new(secs(0), secs(60));
+        lifecycle.handle_participants(secs(0), 1);
+        lifecycle.handle_job_stop();
+        lifecycle.handle_signal();
+        assert_eq!(lifecycle.poll_stop(secs(5)), Some(StopReason::JobStop));
+        assert_eq!(lifecycle.poll_stop(secs(6)), None);
+        lifecycle.handle_call_ended();
+        assert_eq!(lifecycle.poll_stop(secs(7)), None);
+    }
+
+    #[test]
+    fn reasons_read_well_in_logs() {
+        assert_eq!(
+            StopReason::Alone(secs(60)).to_string(),
+            "alone in the call for 60 s"
+        );
+        assert_eq!(StopReason::Signal.to_string(), "stop signal received");
+    }
+}
