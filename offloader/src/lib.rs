@@ -1,1 +1,131 @@
-//! calls-offloader: the job API and the Docker job runner.
+//! calls-offloader: the job API and the Docker job runner. Clients register, log in and submit
+//! recording/transcribing jobs; each job runs in its own container (`calls-<type>-<id>`), queued
+//! FIFO behind a concurrency limit, with its state in an embedded SQLite store so that a restart
+//! (even `kill -9`) re-attaches to running containers instead of orphaning them.
+//!
+//! Code map: `api/` (axum routes, [`router`]), `auth` (keys, tokens), `store` (SQLite),
+//! `scheduler` (pure decisions: admission, exit classification, reconciliation), `runner`
+//! (async shell: dispatcher, watchers, sweeper), `docker` (bollard calls), `files` (logs and
+//! artifacts on disk), `webhook`, `metrics`, `config`, `view` (the redacted public job).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod docker;
+pub mod error;
+pub mod files;
+pub mod metrics;
+pub mod runner;
+pub mod scheduler;
+pub mod store;
+pub mod view;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use bollard::Docker;
+
+pub use api::router;
+pub use config::Config;
+pub use error::{Error, Result};
+
+use crate::metrics::Metrics;
+use crate::runner::{Runner, RunnerHandle};
+use crate::store::Store;
+use crate::webhook::Webhooks;
+
+/// Milliseconds since the Unix epoch (the store's and the API's time unit).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Everything a request handler or the runner needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub webhooks: Webhooks,
+    pub runner: RunnerHandle,
+    /// `None` in tests that drive the API without Docker: jobs then stay queued.
+    pub docker: Option<Docker>,
+}
+
+impl AppState {
+    /// Opens the store in `config.data_dir`.
+    pub fn new(config: Config, docker: Option<Docker>) -> Result<AppState> {
+        let store = Arc::new(Store::open(&config.data_dir)?);
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::new(&config, store.clone(), metrics.clone());
+        Ok(AppState {
+            config: Arc::new(config),
+            store,
+            metrics,
+            webhooks,
+            runner: RunnerHandle::default(),
+            docker,
+        })
+    }
+
+    /// Called after every persisted state change: fires the client's webhook.
+    pub fn job_changed(&self, job_id: &str) {
+        match self.store.job(job_id) {
+            Ok(Some(job)) => self.webhooks.notify(&job),
+            Ok(None) => {}
+            Err(error) => tracing::error!(job_id, %error, "could not reload job for webhook"),
+        }
+    }
+}
+
+/// Runs the offloader until SIGINT/SIGTERM: connects to Docker, opens the store, reconciles,
+/// starts the runner and serves the API. Jobs keep running in their containers when the
+/// offloader stops; the next start re-attaches to them.
+pub async fn run(config: Config) -> Result<()> {
+    if config.data_dir.starts_with("/tmp") {
+        tracing::warn!(data_dir = %config.data_dir.display(), "store.data_dir is under /tmp: jobs may be lost on reboot");
+    }
+    let docker = docker::connect().await?;
+    let listen = config.listen_address;
+    let state = AppState::new(config, Some(docker.clone()))?;
+    for image in state.config.all_images() {
+        match docker::image_present(&docker, &image).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                image,
+                "runner image missing locally: jobs using it will fail"
+            ),
+            Err(error) => tracing::warn!(image, %error, "could not check runner image"),
+        }
+    }
+    Runner::start(state.clone(), docker).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(address = %listen, "calls-offloader listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down; job containers keep running");
+}

@@ -142,6 +142,15 @@ pub struct LoginResponse {
     pub expires_at: i64,
 }
 
+/// `POST /unregister` body: needed only when the admin secret unregisters another client; a
+/// client authenticated with its own credentials unregisters itself with no body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnregisterRequest {
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+}
+
 /// `POST /jobs`. Unknown fields are rejected so that a typo does not silently drop a setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

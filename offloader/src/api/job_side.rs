@@ -1,0 +1,156 @@
+//! Routes a running job calls with its own `JOB_TOKEN` (bearer): `POST /jobs/{id}/status` and
+//! `PUT /jobs/{id}/artifacts/{name}` (streamed, size-limited, SHA-256 recorded). A token only
+//! works for its job and only while the job is active.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use calls_protocol::jobs::{ArtifactInfo, JobStatusKind, JobStatusUpdate};
+
+use super::ApiJson;
+use crate::auth::{self, Credentials};
+use crate::error::{Error, Result};
+use crate::store::JobRecord;
+use crate::{files, now_ms, AppState};
+
+const MAX_COUNTERS: usize = 32;
+const MAX_TEXT_CHARS: usize = 2000;
+
+/// The job a job token belongs to. Wrong or missing token → 401; a token cannot tell whether
+/// another job id exists.
+fn authenticate_job(state: &AppState, headers: &HeaderMap, id: &str) -> Result<JobRecord> {
+    let unauthorized =
+        || Error::Unauthorized("missing or invalid job token (JOB_TOKEN as bearer)".into());
+    let token = match auth::parse_authorization(
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        Some(Credentials::Bearer(token)) => token,
+        _ => return Err(unauthorized()),
+    };
+    let job = state.store.job(id)?.ok_or_else(unauthorized)?;
+    let expected = job.job_token_hash.as_bytes();
+    if expected.is_empty() || !auth::constant_time_eq(expected, auth::token_hash(&token).as_bytes())
+    {
+        return Err(unauthorized());
+    }
+    if job.state.is_final() {
+        return Err(Error::Conflict(format!(
+            "job already finished ({})",
+            job.state
+        )));
+    }
+    Ok(job)
+}
+
+fn valid_counter_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn clip(text: Option<String>) -> Option<String> {
+    text.map(|t| t.chars().take(MAX_TEXT_CHARS).collect())
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(update): ApiJson<JobStatusUpdate>,
+) -> Result<StatusCode> {
+    let job = authenticate_job(&state, &headers, &id)?;
+    if update.counters.len() > MAX_COUNTERS {
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_COUNTERS} counters per update"
+        )));
+    }
+    for (name, value) in &update.counters {
+        if !valid_counter_name(name) {
+            return Err(Error::BadRequest(format!(
+                "counter name {name:?} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}"
+            )));
+        }
+        if !value.is_finite() || *value < 0.0 {
+            return Err(Error::BadRequest(format!(
+                "counter {name:?} must be a finite number ≥ 0"
+            )));
+        }
+    }
+    let mut counters = job.counters.clone();
+    for (name, value) in &update.counters {
+        // Counters are absolute per job; the exported counter grows by the increase.
+        let previous = counters.insert(name.clone(), *value).unwrap_or(0.0);
+        if *value > previous {
+            state
+                .metrics
+                .job_reported
+                .with_label_values(&[job.job_type.as_str(), name])
+                .inc_by(value - previous);
+        }
+    }
+    if counters.len() > MAX_COUNTERS * 4 {
+        return Err(Error::BadRequest(
+            "too many distinct counters for this job".into(),
+        ));
+    }
+    let error = match update.status {
+        JobStatusKind::Failed => Some(
+            clip(update.error)
+                .filter(|e| !e.trim().is_empty())
+                .unwrap_or_else(|| "the job reported a failure without details".into()),
+        ),
+        _ => clip(update.error),
+    };
+    let progress = match update.status {
+        JobStatusKind::Started => Some(clip(update.message).unwrap_or_else(|| "started".into())),
+        _ => clip(update.message),
+    };
+    state
+        .store
+        .record_status(&id, progress.as_deref(), error.as_deref(), &counters)?;
+    tracing::info!(job_id = id, status = ?update.status, "job reported status");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn upload_artifact(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<ArtifactInfo>)> {
+    authenticate_job(&state, &headers, &id)?;
+    files::validate_artifact_name(&name)?;
+    let limit = state.config.max_artifact_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::PayloadTooLarge(format!(
+            "artifact larger than the {limit} byte limit (jobs.max_artifact_bytes)"
+        )));
+    }
+    let (size, sha256) = files::store_artifact(
+        &state.config.data_dir,
+        &id,
+        &name,
+        body.into_data_stream(),
+        limit,
+    )
+    .await?;
+    let info = ArtifactInfo {
+        name,
+        size,
+        sha256,
+        created_at: now_ms(),
+    };
+    state.store.upsert_artifact(&id, &info)?;
+    tracing::info!(job_id = id, artifact = info.name, size, "artifact stored");
+    Ok((StatusCode::CREATED, Json(info)))
+}

@@ -1,0 +1,238 @@
+//! Job routes of clients: create, list, get, stop, delete, and the image check `POST /jobs/init`.
+//! Every lookup goes through `Store::client_job`, so another client's job is a 404.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use calls_protocol::jobs::{CreateJobRequest, ImageStatus, InitRequest, Job, JobList, JobState};
+
+use super::{parse_json, ApiBytes, ApiJson};
+use crate::auth::ClientAuth;
+use crate::error::{Error, Result};
+use crate::store::{JobRecord, StopReason};
+use crate::view::public_job;
+use crate::{docker, files, now_ms, AppState};
+
+const MAX_INPUT_KEYS: usize = 64;
+const RESERVED_ENV: [&str; 4] = ["JOB_ID", "JOB_TYPE", "OFFLOADER_URL", "JOB_TOKEN"];
+
+/// Checks a job request against the configuration and builds its queued record.
+pub fn validate_request(
+    state: &AppState,
+    client_id: &str,
+    request: CreateJobRequest,
+) -> Result<JobRecord> {
+    let runner_config = state.config.runner(request.job_type);
+    let runner = match request.runner {
+        Some(image) if !state.config.image_allowed(&image) => {
+            return Err(Error::BadRequest(format!(
+                "runner {image:?} is not on the image allowlist (jobs.image_allowlist)"
+            )))
+        }
+        Some(image) => image,
+        None => runner_config.image.clone(),
+    };
+    let limit = runner_config.max_duration.as_secs().max(1);
+    let max_duration_sec = request.max_duration_sec.unwrap_or(limit);
+    if max_duration_sec == 0 || max_duration_sec > limit {
+        return Err(Error::BadRequest(format!(
+            "max_duration_sec must be between 1 and {limit} for {} jobs",
+            request.job_type
+        )));
+    }
+    if request.input_data.len() > MAX_INPUT_KEYS {
+        return Err(Error::BadRequest(format!(
+            "input_data has more than {MAX_INPUT_KEYS} keys"
+        )));
+    }
+    for (key, value) in &request.input_data {
+        let env_safe = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.len() <= 128
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !env_safe {
+            return Err(Error::BadRequest(format!(
+                "input_data key {key:?} must be a valid environment name ([A-Za-z_][A-Za-z0-9_]*)"
+            )));
+        }
+        if RESERVED_ENV.contains(&key.to_ascii_uppercase().as_str()) {
+            return Err(Error::BadRequest(format!(
+                "input_data key {key:?} is reserved (the offloader sets it)"
+            )));
+        }
+        if value.is_null() {
+            return Err(Error::BadRequest(format!("input_data key {key:?} is null")));
+        }
+    }
+    Ok(JobRecord {
+        seq: 0,
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        client_id: client_id.to_string(),
+        job_type: request.job_type,
+        state: JobState::Queued,
+        runner,
+        max_duration_sec,
+        input_data: request.input_data,
+        job_token_hash: String::new(),
+        created_at: now_ms(),
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        failure_reason: None,
+        stop_reason: None,
+        reported_error: None,
+        progress: None,
+        counters: BTreeMap::new(),
+        container_removed: false,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ClientAuth(client_id): ClientAuth,
+    ApiJson(request): ApiJson<CreateJobRequest>,
+) -> Result<Response> {
+    let record = validate_request(&state, &client_id, request)?;
+    state.store.insert_job(
+        &record,
+        state.config.max_concurrent,
+        state.config.max_queue_length,
+    )?;
+    tracing::info!(job_id = record.id, job_type = %record.job_type, client_id, "job queued");
+    state.job_changed(&record.id);
+    state.runner.wake();
+    let job = state
+        .store
+        .job(&record.id)?
+        .ok_or_else(|| Error::Internal("job vanished right after insert".into()))?;
+    Ok((StatusCode::CREATED, Json(public_job(&job))).into_response())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ClientAuth(client_id): ClientAuth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<JobList>> {
+    let mut filter = None;
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("state", value)) => {
+                filter = Some(JobState::parse(value).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "unknown state {value:?}: use queued, starting, running, stopping, succeeded, failed or cancelled"
+                    ))
+                })?)
+            }
+            _ => return Err(Error::BadRequest(format!("unknown query parameter {pair:?}"))),
+        }
+    }
+    let jobs = state.store.client_jobs(&client_id, filter)?;
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(public_job).collect(),
+    }))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    ClientAuth(client_id): ClientAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Job>> {
+    Ok(Json(public_job(&state.store.client_job(&id, &client_id)?)))
+}
+
+/// Queued jobs are cancelled at once; started ones get SIGTERM, the grace period, then SIGKILL.
+pub async fn stop(
+    State(state): State<AppState>,
+    ClientAuth(client_id): ClientAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Job>> {
+    let job = state.store.client_job(&id, &client_id)?;
+    match job.state {
+        JobState::Queued => {
+            if state
+                .store
+                .finish(&id, JobState::Cancelled, None, None, now_ms())?
+            {
+                state.job_changed(&id);
+            }
+        }
+        JobState::Starting | JobState::Running => {
+            if state.store.mark_stopping(&id, StopReason::User)? {
+                tracing::info!(job_id = id, "stop requested");
+                state.job_changed(&id);
+            }
+            state.runner.request_stop(&id);
+        }
+        JobState::Stopping => state.runner.request_stop(&id),
+        finished => {
+            return Err(Error::Conflict(format!(
+                "job already finished ({finished})"
+            )));
+        }
+    }
+    Ok(Json(public_job(&state.store.client_job(&id, &client_id)?)))
+}
+
+/// Deletes a finished job: its container (if kept), logs, artifacts and record.
+pub async fn delete(
+    State(state): State<AppState>,
+    ClientAuth(client_id): ClientAuth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let job = state.store.client_job(&id, &client_id)?;
+    if !job.state.is_final() {
+        return Err(Error::Conflict(format!(
+            "job is {}: stop it first (POST /jobs/{id}/stop)",
+            job.state
+        )));
+    }
+    if let Some(docker) = &state.docker {
+        docker::remove(docker, &job.container_name()).await?;
+    }
+    files::remove_job_files(&state.config.data_dir, &id).await?;
+    state.store.delete_job(&id)?;
+    tracing::info!(job_id = id, "job deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reports which images (the given ones, or every configured one) exist locally. Nothing is
+/// pulled: images are built or loaded by the operator.
+pub async fn init(
+    State(state): State<AppState>,
+    ClientAuth(_client_id): ClientAuth,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<calls_protocol::jobs::InitResponse>> {
+    let request: InitRequest = if body.is_empty() {
+        InitRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let images = if request.runners.is_empty() {
+        state.config.all_images()
+    } else {
+        request.runners
+    };
+    let docker = state
+        .docker
+        .as_ref()
+        .ok_or_else(|| Error::Unavailable("docker is not connected".into()))?;
+    let mut out = Vec::new();
+    for image in images {
+        out.push(ImageStatus {
+            present: docker::image_present(docker, &image).await?,
+            allowed: state.config.image_allowed(&image),
+            image,
+        });
+    }
+    Ok(Json(calls_protocol::jobs::InitResponse { images: out }))
+}

@@ -1,0 +1,1 @@
+//! Router tests with `oneshot`: no socket, no Docker.

@@ -1,0 +1,212 @@
+//! Credentials: client keys hashed with argon2id, bearer and job tokens (random, 256 bit) stored
+//! as SHA-256 hashes (enough for high-entropy tokens, and fast on every request), parsing of the
+//! `Authorization` header, and the [`ClientAuth`] extractor used by every client route.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::AppState;
+
+/// What an `Authorization` header carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials {
+    Basic { client_id: String, auth_key: String },
+    Bearer(String),
+}
+
+/// Parses `Basic <base64 id:key>` or `Bearer <token>`; `None` when absent or malformed.
+pub fn parse_authorization(header: Option<&str>) -> Option<Credentials> {
+    let header = header?.trim();
+    let (scheme, value) = header.split_once(' ')?;
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !value.is_empty() {
+        return Some(Credentials::Bearer(value.to_string()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (client_id, auth_key) = text.split_once(':')?;
+        return Some(Credentials::Basic {
+            client_id: client_id.to_string(),
+            auth_key: auth_key.to_string(),
+        });
+    }
+    None
+}
+
+/// argon2id PHC string of a client key (CPU-heavy: call from `spawn_blocking`).
+pub fn hash_key(key: &str) -> Result<String> {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt)
+        .map_err(|e| Error::Internal(format!("salt encoding: {e}")))?;
+    Ok(Argon2::default()
+        .hash_password(key.as_bytes(), &salt)
+        .map_err(|e| Error::Internal(format!("key hashing: {e}")))?
+        .to_string())
+}
+
+/// Checks a key against its argon2 hash (CPU-heavy: call from `spawn_blocking`).
+pub fn verify_key(key: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(key.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A fresh 256-bit token, URL-safe base64.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The stored form of a token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// True when the header carries the configured admin secret as a bearer token.
+pub fn is_admin(state: &AppState, credentials: Option<&Credentials>) -> bool {
+    match (&state.config.admin_secret, credentials) {
+        (Some(secret), Some(Credentials::Bearer(given))) => {
+            constant_time_eq(secret.as_bytes(), given.as_bytes())
+        }
+        _ => false,
+    }
+}
+
+/// Verifies a client id and key against the store.
+pub async fn verify_client(state: &AppState, client_id: &str, auth_key: &str) -> Result<bool> {
+    let Some(client) = state.store.client(client_id)? else {
+        return Ok(false);
+    };
+    let key = auth_key.to_string();
+    tokio::task::spawn_blocking(move || verify_key(&key, &client.key_hash))
+        .await
+        .map_err(|e| Error::Internal(format!("key verification task: {e}")))
+}
+
+fn authorization(parts: &Parts) -> Option<Credentials> {
+    parse_authorization(
+        parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// The authenticated client of a request (Basic id:key or a bearer token from `/login`).
+#[derive(Debug, Clone)]
+pub struct ClientAuth(pub String);
+
+impl FromRequestParts<AppState> for ClientAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let unauthorized = || {
+            Error::Unauthorized(
+                "missing or invalid credentials: use Basic clientID:authKey or a bearer token from /login"
+                    .into(),
+            )
+        };
+        match authorization(parts) {
+            Some(Credentials::Basic {
+                client_id,
+                auth_key,
+            }) => {
+                if verify_client(state, &client_id, &auth_key).await? {
+                    Ok(ClientAuth(client_id))
+                } else {
+                    Err(unauthorized())
+                }
+            }
+            Some(Credentials::Bearer(token)) => {
+                match state
+                    .store
+                    .token_client(&token_hash(&token), crate::now_ms())?
+                {
+                    Some(client_id) => Ok(ClientAuth(client_id)),
+                    None => Err(unauthorized()),
+                }
+            }
+            None => Err(unauthorized()),
+        }
+    }
+}
+
+/// The raw credentials of a request, for routes that accept admin or client auth.
+#[derive(Debug)]
+pub struct MaybeCredentials(pub Option<Credentials>);
+
+impl FromRequestParts<AppState> for MaybeCredentials {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self> {
+        Ok(MaybeCredentials(authorization(parts)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_headers_parse() {
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("client:key:with:colons")
+        );
+        assert_eq!(
+            parse_authorization(Some(&basic)),
+            Some(Credentials::Basic {
+                client_id: "client".into(),
+                auth_key: "key:with:colons".into()
+            })
+        );
+        assert_eq!(
+            parse_authorization(Some("bearer abc")),
+            Some(Credentials::Bearer("abc".into()))
+        );
+        assert_eq!(parse_authorization(Some("Basic !!!")), None);
+        assert_eq!(parse_authorization(Some("Bearer ")), None);
+        assert_eq!(parse_authorization(None), None);
+    }
+
+    #[test]
+    fn keys_verify_only_against_their_own_hash() {
+        let hash = hash_key("0123456789abcdef0123456789abcdef").expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_key("0123456789abcdef0123456789abcdef", &hash));
+        assert!(!verify_key("0123456789abcdef0123456789abcdeX", &hash));
+        assert!(!verify_key("x", "not a hash"));
+    }
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert_eq!(token_hash(&a).len(), 64);
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
+    }
+}

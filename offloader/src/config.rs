@@ -1,0 +1,562 @@
+//! Configuration in two steps: a TOML file (unknown keys rejected) with `OFFLOADER_*` environment
+//! overrides applied on top, then validation into a [`Config`] with real types. [`KEYS`] is the
+//! single list of settings: it drives the env overrides and is what docs/offloader.md documents
+//! (a test checks that every key appears there).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use calls_protocol::jobs::JobType;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The prefix of every environment override: `OFFLOADER_` + dotted key upper-cased with `_`.
+pub const ENV_PREFIX: &str = "OFFLOADER_";
+
+/// How an override value is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    Int,
+    Float,
+    Bool,
+    /// Comma-separated in the environment, a TOML array in the file.
+    List,
+}
+
+/// Every setting: dotted TOML key, kind, default (as written in the file), description.
+pub const KEYS: &[(&str, Kind, &str, &str)] = &[
+    ("api.listen_address", Kind::Str, "\"0.0.0.0:4545\"", "address the HTTP API listens on"),
+    ("api.admin_secret", Kind::Str, "\"\"", "bearer secret that authorises /register and /unregister of any client (≥ 32 chars; empty disables admin)"),
+    ("api.self_registration", Kind::Bool, "false", "let anyone register a client without the admin secret"),
+    ("api.token_ttl", Kind::Str, "\"24h\"", "lifetime of bearer tokens from /login"),
+    ("api.max_json_body_bytes", Kind::Int, "1048576", "body limit of JSON routes (413 above it)"),
+    ("store.data_dir", Kind::Str, "\"/var/lib/calls-offloader\"", "SQLite store, job logs and artifacts (absolute path)"),
+    ("jobs.max_concurrent", Kind::Int, "2", "jobs whose containers run at the same time"),
+    ("jobs.max_queue_length", Kind::Int, "50", "queued jobs waiting for a slot; 429 when full"),
+    ("jobs.stop_grace_period", Kind::Str, "\"30s\"", "time between SIGTERM and SIGKILL on stop or max duration"),
+    ("jobs.failed_job_retention", Kind::Str, "\"30d\"", "how long failed containers (and their volume) are kept"),
+    ("jobs.finished_job_retention", Kind::Str, "\"30d\"", "how long final job records, logs and artifacts are kept"),
+    ("jobs.sweep_interval", Kind::Str, "\"1m\"", "period of the retention sweeper"),
+    ("jobs.max_artifact_bytes", Kind::Int, "10737418240", "size limit of one uploaded artifact"),
+    ("jobs.image_allowlist", Kind::List, "[]", "images a job may name as runner, besides the per-type images"),
+    ("jobs.offloader_url", Kind::Str, "\"http://172.17.0.1:4545\"", "OFFLOADER_URL given to jobs: how a container reaches this API"),
+    ("docker.network", Kind::Str, "\"bridge\"", "network of job containers (`bridge`, `host` or a network name)"),
+    ("docker.read_only_rootfs", Kind::Bool, "true", "run job containers with a read-only root filesystem (/tmp is a tmpfs)"),
+    ("docker.data_mount", Kind::Str, "\"volume\"", "what /data is: `volume` (anonymous, removed with the container) or `tmpfs`"),
+    ("docker.tmpfs_size_mb", Kind::Int, "1024", "size of the /tmp tmpfs (and of /data when it is a tmpfs)"),
+    ("runners.recording.image", Kind::Str, "\"calls-recorder:latest\"", "default image of recording jobs"),
+    ("runners.recording.max_duration", Kind::Str, "\"6h\"", "default and largest max duration of recording jobs"),
+    ("runners.recording.cpus", Kind::Float, "1.0", "CPU limit of a recording container (0 = none)"),
+    ("runners.recording.memory_mb", Kind::Int, "2048", "memory limit of a recording container (0 = none)"),
+    ("runners.transcribing.image", Kind::Str, "\"calls-transcriber:latest\"", "default image of transcribing jobs"),
+    ("runners.transcribing.max_duration", Kind::Str, "\"2h\"", "default and largest max duration of transcribing jobs"),
+    ("runners.transcribing.cpus", Kind::Float, "2.0", "CPU limit of a transcribing container (0 = none)"),
+    ("runners.transcribing.memory_mb", Kind::Int, "4096", "memory limit of a transcribing container (0 = none)"),
+    ("webhooks.max_attempts", Kind::Int, "5", "delivery attempts per webhook call"),
+    ("webhooks.initial_backoff", Kind::Str, "\"1s\"", "wait before the first retry; doubles each retry"),
+    ("webhooks.timeout", Kind::Str, "\"10s\"", "timeout of one webhook request"),
+];
+
+/// The env var name of a dotted key: `jobs.max_concurrent` → `OFFLOADER_JOBS_MAX_CONCURRENT`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    api: RawApi,
+    store: RawStore,
+    jobs: RawJobs,
+    docker: RawDocker,
+    runners: RawRunners,
+    webhooks: RawWebhooks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    listen_address: Option<String>,
+    admin_secret: Option<String>,
+    self_registration: Option<bool>,
+    token_ttl: Option<String>,
+    max_json_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    data_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawJobs {
+    max_concurrent: Option<u64>,
+    max_queue_length: Option<u64>,
+    stop_grace_period: Option<String>,
+    failed_job_retention: Option<String>,
+    finished_job_retention: Option<String>,
+    sweep_interval: Option<String>,
+    max_artifact_bytes: Option<u64>,
+    image_allowlist: Option<Vec<String>>,
+    offloader_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDocker {
+    network: Option<String>,
+    read_only_rootfs: Option<bool>,
+    data_mount: Option<String>,
+    tmpfs_size_mb: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRunners {
+    recording: RawRunner,
+    transcribing: RawRunner,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRunner {
+    image: Option<String>,
+    max_duration: Option<String>,
+    cpus: Option<f64>,
+    memory_mb: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebhooks {
+    max_attempts: Option<u64>,
+    initial_backoff: Option<String>,
+    timeout: Option<String>,
+}
+
+/// What `/data` inside a job container is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataMount {
+    Volume,
+    Tmpfs,
+}
+
+/// Image and limits of one job type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerConfig {
+    pub image: String,
+    pub max_duration: Duration,
+    pub cpus: f64,
+    pub memory_mb: u64,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_address: SocketAddr,
+    pub admin_secret: Option<String>,
+    pub self_registration: bool,
+    pub token_ttl: Duration,
+    pub max_json_body_bytes: usize,
+    pub data_dir: PathBuf,
+    pub max_concurrent: usize,
+    pub max_queue_length: usize,
+    pub stop_grace_period: Duration,
+    pub failed_job_retention: Duration,
+    pub finished_job_retention: Duration,
+    pub sweep_interval: Duration,
+    pub max_artifact_bytes: u64,
+    pub image_allowlist: Vec<String>,
+    pub offloader_url: String,
+    pub network: String,
+    pub read_only_rootfs: bool,
+    pub data_mount: DataMount,
+    pub tmpfs_size_mb: u64,
+    pub runners: BTreeMap<JobType, RunnerConfig>,
+    pub webhook_max_attempts: u32,
+    pub webhook_initial_backoff: Duration,
+    pub webhook_timeout: Duration,
+}
+
+impl Config {
+    /// Parses `toml_text` (may be empty), applies the `OFFLOADER_*` pairs of `env` and validates.
+    pub fn load(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config> {
+        let mut value: toml::Table = toml::from_str(toml_text)
+            .map_err(|e| Error::Config(format!("config file: {}", e.message())))?;
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((key, kind, _, _)) = KEYS.iter().find(|(k, ..)| env_name(k) == name) else {
+                return Err(Error::Config(format!(
+                    "unknown environment override {name} (OFFLOADER_{rest} matches no setting)"
+                )));
+            };
+            set_path(&mut value, key, parse_env(&name, &raw, *kind)?);
+        }
+        let raw = RawConfig::deserialize(toml::Value::Table(value))
+            .map_err(|e| Error::Config(e.message().to_string()))?;
+        validate(raw)
+    }
+
+    /// The runner settings of a job type (every type has one: validation fills them all).
+    pub fn runner(&self, job_type: JobType) -> &RunnerConfig {
+        self.runners
+            .get(&job_type)
+            .expect("validate() inserts a runner for every JobType")
+    }
+
+    /// True when `image` may run: a per-type default image or on the allowlist.
+    pub fn image_allowed(&self, image: &str) -> bool {
+        self.runners.values().any(|r| r.image == image)
+            || self.image_allowlist.iter().any(|i| i == image)
+    }
+
+    /// Every image the offloader may run (defaults first, then the allowlist), deduplicated.
+    pub fn all_images(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for image in self
+            .runners
+            .values()
+            .map(|r| &r.image)
+            .chain(self.image_allowlist.iter())
+        {
+            if !out.contains(image) {
+                out.push(image.clone());
+            }
+        }
+        out
+    }
+}
+
+fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts
+        .pop()
+        .expect("KEYS entries are non-empty dotted paths");
+    let mut cursor = table;
+    for part in parts {
+        let entry = cursor
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        cursor = entry
+            .as_table_mut()
+            .expect("entry was just made a table when it was not one");
+    }
+    cursor.insert(last.to_string(), value);
+}
+
+fn parse_env(name: &str, raw: &str, kind: Kind) -> Result<toml::Value> {
+    let bad = |what: &str| Error::Config(format!("{name}={raw:?} is not {what}"));
+    Ok(match kind {
+        Kind::Str => toml::Value::String(raw.to_string()),
+        Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
+        Kind::Float => toml::Value::Float(raw.trim().parse().map_err(|_| bad("a number"))?),
+        Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => toml::Value::Boolean(true),
+            "false" | "0" | "no" => toml::Value::Boolean(false),
+            _ => return Err(bad("a boolean (true/false)")),
+        },
+        Kind::List => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+    })
+}
+
+fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    humantime::parse_duration(&text).map_err(|e| {
+        Error::Config(format!(
+            "{key} = {text:?}: {e} (examples: \"30s\", \"5m\", \"30d\")"
+        ))
+    })
+}
+
+fn positive(key: &str, value: u64) -> Result<u64> {
+    if value == 0 {
+        return Err(Error::Config(format!("{key} must be at least 1")));
+    }
+    Ok(value)
+}
+
+fn validate(raw: RawConfig) -> Result<Config> {
+    let listen_text = raw
+        .api
+        .listen_address
+        .unwrap_or_else(|| "0.0.0.0:4545".into());
+    let listen_address = listen_text.parse().map_err(|_| {
+        Error::Config(format!(
+            "api.listen_address = {listen_text:?} is not an address like \"0.0.0.0:4545\""
+        ))
+    })?;
+    let admin_secret = raw.api.admin_secret.filter(|s| !s.is_empty());
+    if admin_secret
+        .as_ref()
+        .is_some_and(|s| s.chars().count() < 32)
+    {
+        return Err(Error::Config(
+            "api.admin_secret must be at least 32 characters (or empty to disable)".into(),
+        ));
+    }
+    let data_dir = PathBuf::from(
+        raw.store
+            .data_dir
+            .unwrap_or_else(|| "/var/lib/calls-offloader".into()),
+    );
+    if !data_dir.is_absolute() {
+        return Err(Error::Config(format!(
+            "store.data_dir = {:?} must be an absolute path",
+            data_dir.display()
+        )));
+    }
+    let offloader_url = raw
+        .jobs
+        .offloader_url
+        .unwrap_or_else(|| "http://172.17.0.1:4545".into());
+    if !(offloader_url.starts_with("http://") || offloader_url.starts_with("https://")) {
+        return Err(Error::Config(format!(
+            "jobs.offloader_url = {offloader_url:?} must start with http:// or https://"
+        )));
+    }
+    let network = raw.docker.network.unwrap_or_else(|| "bridge".into());
+    if network.trim().is_empty() {
+        return Err(Error::Config("docker.network must not be empty".into()));
+    }
+    let data_mount = match raw.docker.data_mount.as_deref().unwrap_or("volume") {
+        "volume" => DataMount::Volume,
+        "tmpfs" => DataMount::Tmpfs,
+        other => {
+            return Err(Error::Config(format!(
+                "docker.data_mount = {other:?} must be \"volume\" or \"tmpfs\""
+            )))
+        }
+    };
+    let mut runners = BTreeMap::new();
+    for (job_type, runner, image, max, cpus, mem) in [
+        (
+            JobType::Recording,
+            raw.runners.recording,
+            "calls-recorder:latest",
+            "6h",
+            1.0,
+            2048,
+        ),
+        (
+            JobType::Transcribing,
+            raw.runners.transcribing,
+            "calls-transcriber:latest",
+            "2h",
+            2.0,
+            4096,
+        ),
+    ] {
+        let prefix = format!("runners.{job_type}");
+        let image = runner.image.unwrap_or_else(|| image.into());
+        if image.trim().is_empty() {
+            return Err(Error::Config(format!("{prefix}.image must not be empty")));
+        }
+        let max_duration = duration(&format!("{prefix}.max_duration"), runner.max_duration, max)?;
+        if max_duration < Duration::from_secs(1) {
+            return Err(Error::Config(format!(
+                "{prefix}.max_duration must be at least 1s"
+            )));
+        }
+        let cpus = runner.cpus.unwrap_or(cpus);
+        if !(0.0..=1024.0).contains(&cpus) {
+            return Err(Error::Config(format!(
+                "{prefix}.cpus = {cpus} must be between 0 and 1024"
+            )));
+        }
+        let memory_mb = runner.memory_mb.unwrap_or(mem);
+        if memory_mb != 0 && memory_mb < 6 {
+            return Err(Error::Config(format!(
+                "{prefix}.memory_mb = {memory_mb} is below Docker's 6 MB minimum (0 = no limit)"
+            )));
+        }
+        runners.insert(
+            job_type,
+            RunnerConfig {
+                image,
+                max_duration,
+                cpus,
+                memory_mb,
+            },
+        );
+    }
+    let max_concurrent = positive("jobs.max_concurrent", raw.jobs.max_concurrent.unwrap_or(2))?;
+    let webhook_max_attempts = positive(
+        "webhooks.max_attempts",
+        raw.webhooks.max_attempts.unwrap_or(5),
+    )?;
+    Ok(Config {
+        listen_address,
+        admin_secret,
+        self_registration: raw.api.self_registration.unwrap_or(false),
+        token_ttl: duration("api.token_ttl", raw.api.token_ttl, "24h")?,
+        max_json_body_bytes: positive(
+            "api.max_json_body_bytes",
+            raw.api.max_json_body_bytes.unwrap_or(1024 * 1024),
+        )? as usize,
+        data_dir,
+        max_concurrent: max_concurrent.min(10_000) as usize,
+        max_queue_length: raw.jobs.max_queue_length.unwrap_or(50).min(1_000_000) as usize,
+        stop_grace_period: duration("jobs.stop_grace_period", raw.jobs.stop_grace_period, "30s")?,
+        failed_job_retention: duration(
+            "jobs.failed_job_retention",
+            raw.jobs.failed_job_retention,
+            "30d",
+        )?,
+        finished_job_retention: duration(
+            "jobs.finished_job_retention",
+            raw.jobs.finished_job_retention,
+            "30d",
+        )?,
+        sweep_interval: duration("jobs.sweep_interval", raw.jobs.sweep_interval, "1m")?
+            .max(Duration::from_millis(100)),
+        max_artifact_bytes: positive(
+            "jobs.max_artifact_bytes",
+            raw.jobs
+                .max_artifact_bytes
+                .unwrap_or(10 * 1024 * 1024 * 1024),
+        )?,
+        image_allowlist: raw.jobs.image_allowlist.unwrap_or_default(),
+        offloader_url: offloader_url.trim_end_matches('/').to_string(),
+        network,
+        read_only_rootfs: raw.docker.read_only_rootfs.unwrap_or(true),
+        data_mount,
+        tmpfs_size_mb: positive(
+            "docker.tmpfs_size_mb",
+            raw.docker.tmpfs_size_mb.unwrap_or(1024),
+        )?,
+        runners,
+        webhook_max_attempts: webhook_max_attempts.min(100) as u32,
+        webhook_initial_backoff: duration(
+            "webhooks.initial_backoff",
+            raw.webhooks.initial_backoff,
+            "1s",
+        )?,
+        webhook_timeout: duration("webhooks.timeout", raw.webhooks.timeout, "10s")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_safe_and_not_under_tmp() {
+        let config = Config::load("", env(&[])).expect("defaults validate");
+        assert_eq!(config.listen_address.port(), 4545);
+        assert_eq!(config.max_concurrent, 2);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/calls-offloader"));
+        assert_eq!(config.failed_job_retention, Duration::from_secs(30 * 86400));
+        assert!(config.admin_secret.is_none());
+        assert!(!config.self_registration);
+    }
+
+    #[test]
+    fn env_overrides_win_over_the_file() {
+        let file = "[jobs]\nmax_concurrent = 3\n[runners.recording]\nimage = \"a:1\"\n";
+        let config = Config::load(
+            file,
+            env(&[
+                ("OFFLOADER_JOBS_MAX_CONCURRENT", "5"),
+                ("OFFLOADER_JOBS_IMAGE_ALLOWLIST", "x:1, y:2"),
+                ("OFFLOADER_API_SELF_REGISTRATION", "true"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.max_concurrent, 5);
+        assert_eq!(config.runner(JobType::Recording).image, "a:1");
+        assert_eq!(config.image_allowlist, vec!["x:1", "y:2"]);
+        assert!(config.self_registration);
+        assert!(config.image_allowed("y:2") && config.image_allowed("a:1"));
+        assert!(!config.image_allowed("evil:latest"));
+    }
+
+    #[test]
+    fn bad_settings_give_clear_errors() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            (
+                "[jobs]\nmax_concurrnt = 3\n",
+                &[],
+                "unknown field `max_concurrnt`",
+            ),
+            (
+                "",
+                &[("OFFLOADER_JOBS_MAX_CONCURENT", "3")],
+                "unknown environment override",
+            ),
+            (
+                "",
+                &[("OFFLOADER_JOBS_MAX_CONCURRENT", "two")],
+                "is not an integer",
+            ),
+            ("", &[("OFFLOADER_JOBS_MAX_CONCURRENT", "0")], "at least 1"),
+            (
+                "",
+                &[("OFFLOADER_JOBS_FAILED_JOB_RETENTION", "soon")],
+                "jobs.failed_job_retention",
+            ),
+            (
+                "",
+                &[("OFFLOADER_STORE_DATA_DIR", "relative/dir")],
+                "absolute path",
+            ),
+            (
+                "",
+                &[("OFFLOADER_API_ADMIN_SECRET", "short")],
+                "at least 32",
+            ),
+            (
+                "",
+                &[("OFFLOADER_DOCKER_DATA_MOUNT", "nfs")],
+                "\"volume\" or \"tmpfs\"",
+            ),
+            ("[api\n", &[], "config file"),
+        ];
+        for (file, pairs, needle) in cases {
+            let err = Config::load(file, env(pairs))
+                .expect_err(needle)
+                .to_string();
+            assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented_with_its_env_name() {
+        let doc = include_str!("../../docs/offloader.md");
+        for (key, ..) in KEYS {
+            assert!(doc.contains(key), "docs/offloader.md lacks {key}");
+            assert!(
+                doc.contains(&env_name(key)),
+                "docs/offloader.md lacks {}",
+                env_name(key)
+            );
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The thin bollard shell: every Docker call the offloader makes, and nothing else. Containers
+//! are found by name (`calls-<type>-<job id>`) and labels (`app=calls-offloader`,
+//! `calls.job_id`, `calls.job_type`, `calls.client_id`), which is also how operators find them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, WaitContainerOptions,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use crate::config::{Config, DataMount};
+use crate::error::{Error, Result};
+use crate::scheduler::{ContainerStatus, ObservedContainer};
+use crate::store::JobRecord;
+
+/// The label every job container carries; the reconciler only ever touches containers with it.
+pub const APP_LABEL: (&str, &str) = ("app", "calls-offloader");
+
+/// Connects with the local defaults (`DOCKER_HOST` or the Unix socket) and agrees on an API
+/// version the engine supports (Debian's 20.10 speaks 1.41).
+pub async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_local_defaults()?;
+    Ok(docker.negotiate_version().await?)
+}
+
+/// Why a container could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    ImageMissing,
+    Other(Error),
+}
+
+fn is_status(error: &DockerError, code: u16) -> bool {
+    matches!(error, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+/// The environment of a job container: `JOB_ID`, `JOB_TYPE`, `OFFLOADER_URL`, `JOB_TOKEN`, then
+/// every `input_data` key upper-cased (strings as-is, other JSON values as JSON text). The fixed
+/// names win over input keys of the same name.
+pub fn job_env(job: &JobRecord, offloader_url: &str, job_token: &str) -> Vec<String> {
+    let fixed = [
+        ("JOB_ID", job.id.clone()),
+        ("JOB_TYPE", job.job_type.as_str().to_string()),
+        ("OFFLOADER_URL", offloader_url.to_string()),
+        ("JOB_TOKEN", job_token.to_string()),
+    ];
+    let mut env: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for (key, value) in &job.input_data {
+        let name = key.to_ascii_uppercase();
+        if fixed.iter().any(|(k, _)| *k == name) {
+            continue;
+        }
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        env.push(format!("{name}={text}"));
+    }
+    env
+}
+
+/// The labels of a job container.
+pub fn job_labels(job: &JobRecord) -> HashMap<String, String> {
+    HashMap::from([
+        (APP_LABEL.0.to_string(), APP_LABEL.1.to_string()),
+        ("calls.job_id".to_string(), job.id.clone()),
+        (
+            "calls.job_type".to_string(),
+            job.job_type.as_str().to_string(),
+        ),
+        ("calls.client_id".to_string(), job.client_id.clone()),
+    ])
+}
+
+/// The full create body of a job container (pure, so tests can check the hardening).
+pub fn container_body(config: &Config, job: &JobRecord, job_token: &str) -> ContainerCreateBody {
+    let runner = config.runner(job.job_type);
+    let tmpfs_opts = format!("rw,nosuid,nodev,size={}m", config.tmpfs_size_mb);
+    let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_opts.clone())]);
+    let mut mounts = Vec::new();
+    match config.data_mount {
+        DataMount::Tmpfs => {
+            tmpfs.insert("/data".to_string(), tmpfs_opts);
+        }
+        DataMount::Volume => mounts.push(Mount {
+            target: Some("/data".to_string()),
+            typ: Some(MountType::VOLUME),
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(job_labels(job)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+    let host_gateway =
+        (config.network != "host").then(|| vec!["host.docker.internal:host-gateway".to_string()]);
+    ContainerCreateBody {
+        image: Some(job.runner.clone()),
+        env: Some(job_env(job, &config.offloader_url, job_token)),
+        labels: Some(job_labels(job)),
+        host_config: Some(HostConfig {
+            network_mode: Some(config.network.clone()),
+            nano_cpus: (runner.cpus > 0.0).then(|| (runner.cpus * 1e9) as i64),
+            memory: (runner.memory_mb > 0).then(|| runner.memory_mb as i64 * 1024 * 1024),
+            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            readonly_rootfs: Some(config.read_only_rootfs),
+            tmpfs: Some(tmpfs),
+            mounts: Some(mounts),
+            extra_hosts: host_gateway,
+            // docker-init reaps zombies and forwards SIGTERM to the job's process, which as
+            // PID 1 would otherwise ignore it.
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Creates the job's container (not started).
+pub async fn create(
+    docker: &Docker,
+    body: ContainerCreateBody,
+    name: &str,
+) -> Result<(), CreateError> {
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    match docker.create_container(Some(options), body).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Err(CreateError::ImageMissing),
+        Err(e) => Err(CreateError::Other(e.into())),
+    }
+}
+
+pub async fn start(docker: &Docker, name: &str) -> Result<()> {
+    Ok(docker.start_container(name, None).await?)
+}
+
+/// Sends a signal (`SIGTERM`, `SIGKILL`); a container that is already stopped or gone is fine.
+pub async fn signal(docker: &Docker, name: &str, signal: &str) -> Result<()> {
+    let options = KillContainerOptions {
+        signal: signal.to_string(),
+    };
+    match docker.kill_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a container and its anonymous `/data` volume; a missing container is fine.
+pub async fn remove(docker: &Docker, name: &str) -> Result<()> {
+    let options = RemoveContainerOptions {
+        v: true,
+        force: true,
+        ..Default::default()
+    };
+    match docker.remove_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        // 409: removal already in progress.
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The container's status, `None` when it does not exist.
+pub async fn status(docker: &Docker, name: &str) -> Result<Option<ContainerStatus>> {
+    match docker.inspect_container(name, None).await {
+        Ok(inspect) => {
+            let state = inspect.state.unwrap_or_default();
+            let running = state.running.unwrap_or(false)
+                || state.restarting.unwrap_or(false)
+                || state.paused.unwrap_or(false);
+            let started = state
+                .started_at
+                .as_deref()
+                .is_some_and(|t| !t.starts_with("0001-"));
+            Ok(Some(if running {
+                ContainerStatus::Running
+            } else if !started && state.exit_code.unwrap_or(0) == 0 {
+                ContainerStatus::Created
+            } else {
+                ContainerStatus::Exited {
+                    exit_code: state.exit_code.unwrap_or(-1),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                }
+            }))
+        }
+        Err(e) if is_status(&e, 404) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits until the container is not running and returns its final status. Long waits survive
+/// the client's request timeout by falling back to inspecting and waiting again.
+pub async fn wait_exit(docker: &Docker, name: &str) -> Result<Option<ContainerStatus>> {
+    loop {
+        let options = WaitContainerOptions {
+            condition: "not-running".to_string(),
+        };
+        let mut stream = std::pin::pin!(docker.wait_container(name, Some(options)));
+        // The item (exit code or error) is not trusted: inspect below is the single source.
+        let _ = stream.next().await;
+        match status(docker, name).await? {
+            Some(ContainerStatus::Running) => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => return Ok(other),
+        }
+    }
+}
+
+/// Every container labelled `app=calls-offloader`, with its job id and status.
+pub async fn list_job_containers(docker: &Docker) -> Result<Vec<ObservedContainer>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={}", APP_LABEL.0, APP_LABEL.1)],
+    )]);
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    for summary in docker.list_containers(Some(options)).await? {
+        let Some(id) = summary.id else { continue };
+        let Some(status) = status(docker, &id).await? else {
+            continue; // removed between list and inspect
+        };
+        out.push(ObservedContainer {
+            job_id: summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("calls.job_id").cloned()),
+            container_id: id,
+            status,
+        });
+    }
+    Ok(out)
+}
+
+/// The container's stdout and stderr, interleaved as Docker recorded them.
+pub fn logs(docker: &Docker, name: &str, follow: bool) -> impl Stream<Item = Result<Bytes>> {
+    let options = LogsOptions {
+        follow,
+        stdout: true,
+        stderr: true,
+        tail: "all".to_string(),
+        ..Default::default()
+    };
+    docker
+        .logs(name, Some(options))
+        .map(|item| item.map(|out| out.into_bytes()).map_err(Error::from))
+}
+
+/// The whole log of a (usually exited) container.
+pub async fn collect_logs(docker: &Docker, name: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut stream = std::pin::pin!(logs(docker, name, false));
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// Whether an image exists in the local engine.
+pub async fn image_present(docker: &Docker, image: &str) -> Result<bool> {
+    match docker.inspect_image(image).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 404) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

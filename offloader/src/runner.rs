@@ -1,0 +1,417 @@
+//! The async shell around the scheduler: a dispatcher that starts queued jobs into free slots,
+//! one watcher task per running container (exit, max duration, stop requests), finalisation
+//! (logs persisted, state decided by `scheduler::classify_exit`, container removed unless the
+//! job failed), the startup reconciliation and the retention sweeper.
+//!
+//! **Architecture invariant:** a state change is written to the store before the Docker action
+//! it announces (`starting` before create, `stopping` before SIGTERM, the final state before the
+//! container is removed), so a `kill -9` at any point leaves a store that `reconcile` can repair.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use calls_protocol::jobs::JobState;
+use tokio::sync::Notify;
+
+use crate::docker::{self, CreateError};
+use crate::error::Result;
+use crate::scheduler::{self, Action, ContainerStatus, ExitFacts, RecordView};
+use crate::store::{StopReason, ACTIVE};
+use crate::{auth, files, now_ms, AppState};
+
+/// How the API talks to the runner: wake the dispatcher, ask a job's watcher to stop.
+#[derive(Clone, Default)]
+pub struct RunnerHandle {
+    wake: Arc<Notify>,
+    stops: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+}
+
+impl RunnerHandle {
+    /// A queued job or a free slot appeared.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The job is persisted as `stopping`: its watcher sends SIGTERM (now or when it starts).
+    pub fn request_stop(&self, job_id: &str) {
+        self.stop_signal(job_id).notify_one();
+    }
+
+    fn stop_signal(&self, job_id: &str) -> Arc<Notify> {
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops.entry(job_id.to_string()).or_default().clone()
+    }
+
+    fn forget(&self, job_id: &str) {
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops.remove(job_id);
+    }
+}
+
+/// Bytes of log kept in memory to build a failure reason.
+const LOG_TAIL_BYTES: usize = 64 * 1024;
+
+pub struct Runner {
+    app: AppState,
+    docker: Docker,
+}
+
+impl Runner {
+    /// Reconciles the store with Docker, then starts the dispatcher and the sweeper.
+    pub async fn start(app: AppState, docker: Docker) -> Result<()> {
+        let runner = Arc::new(Runner { app, docker });
+        runner.reconcile().await?;
+        tokio::spawn(runner.clone().dispatch_loop());
+        tokio::spawn(runner.sweep_loop());
+        Ok(())
+    }
+
+    async fn reconcile(self: &Arc<Self>) -> Result<()> {
+        let records: Vec<RecordView> = self
+            .app
+            .store
+            .jobs_in(&JobState::ALL)?
+            .into_iter()
+            .map(|r| RecordView {
+                job_id: r.id,
+                state: r.state,
+                container_removed: r.container_removed,
+            })
+            .collect();
+        let containers = docker::list_job_containers(&self.docker).await?;
+        let actions = scheduler::reconcile(&records, &containers);
+        tracing::info!(
+            jobs = records.len(),
+            containers = containers.len(),
+            actions = actions.len(),
+            "reconciled store with docker"
+        );
+        for action in actions {
+            tracing::info!(?action, "reconcile action");
+            if let Err(error) = self.apply(action).await {
+                tracing::error!(%error, "reconcile action failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(self: &Arc<Self>, action: Action) -> Result<()> {
+        let store = &self.app.store;
+        match action {
+            Action::Watch { job_id } => {
+                tokio::spawn(self.clone().watch(job_id));
+            }
+            Action::MarkRunningAndWatch { job_id } => {
+                if store.mark_running(&job_id, now_ms())? {
+                    self.app.job_changed(&job_id);
+                }
+                tokio::spawn(self.clone().watch(job_id));
+            }
+            Action::Finalize {
+                job_id,
+                exit_code,
+                oom_killed,
+            } => {
+                let status = exit_code.map(|exit_code| ContainerStatus::Exited {
+                    exit_code,
+                    oom_killed,
+                });
+                self.finalize(&job_id, status).await?;
+            }
+            Action::Requeue {
+                job_id,
+                remove_container,
+            } => {
+                if let Some(container) = remove_container {
+                    docker::remove(&self.docker, &container).await?;
+                }
+                if store.requeue(&job_id)? {
+                    self.app.job_changed(&job_id);
+                }
+            }
+            Action::RemoveContainer {
+                container_id,
+                job_id,
+            } => {
+                docker::remove(&self.docker, &container_id).await?;
+                if let Some(job_id) = job_id {
+                    store.set_container_removed(&job_id)?;
+                }
+            }
+            Action::MarkContainerRemoved { job_id } => store.set_container_removed(&job_id)?,
+        }
+        Ok(())
+    }
+
+    async fn dispatch_loop(self: Arc<Self>) {
+        loop {
+            if let Err(error) = self.dispatch_once() {
+                tracing::error!(%error, "dispatch failed");
+            }
+            tokio::select! {
+                _ = self.app.runner.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Starts as many queued jobs (oldest first) as there are free slots.
+    fn dispatch_once(self: &Arc<Self>) -> Result<()> {
+        let store = &self.app.store;
+        let active = store.jobs_in(&ACTIVE)?.len();
+        let queued: Vec<String> = store
+            .jobs_in(&[JobState::Queued])?
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        for job_id in scheduler::admit(active, self.app.config.max_concurrent, &queued) {
+            let token = auth::new_token();
+            if store.mark_starting(job_id, &auth::token_hash(&token))? {
+                self.app.job_changed(job_id);
+                tokio::spawn(self.clone().run_job(job_id.clone(), token));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_job(self: Arc<Self>, job_id: String, token: String) {
+        if let Err(error) = self.start_container(&job_id, &token).await {
+            tracing::error!(job_id, %error, "job start failed");
+            let reason = format!("container could not be started: {error}");
+            if let Err(error) = self.fail_before_start(&job_id, &reason).await {
+                tracing::error!(job_id, %error, "could not record the failed start");
+            }
+            return;
+        }
+        self.watch(job_id).await;
+    }
+
+    async fn start_container(&self, job_id: &str, token: &str) -> Result<()> {
+        let Some(job) = self.app.store.job(job_id)? else {
+            return Ok(());
+        };
+        let name = job.container_name();
+        let began = Instant::now();
+        let body = docker::container_body(&self.app.config, &job, token);
+        let mut created = docker::create(&self.docker, body.clone(), &name).await;
+        if let Err(CreateError::Other(_)) = &created {
+            // A leftover container of the same name (a crash between create and persist):
+            // remove it and try once more.
+            docker::remove(&self.docker, &name).await?;
+            created = docker::create(&self.docker, body, &name).await;
+        }
+        match created {
+            Ok(()) => {}
+            Err(CreateError::ImageMissing) => {
+                let reason = format!(
+                    "image missing: {} is not in the local Docker engine; build or load it (check with POST /jobs/init)",
+                    job.runner
+                );
+                return self.fail_before_start(job_id, &reason).await;
+            }
+            Err(CreateError::Other(error)) => return Err(error),
+        }
+        docker::start(&self.docker, &name).await?;
+        let now = now_ms();
+        let job_type = job.job_type.as_str();
+        let metrics = &self.app.metrics;
+        metrics
+            .container_start_latency
+            .with_label_values(&[job_type])
+            .observe(began.elapsed().as_secs_f64());
+        metrics
+            .queue_wait
+            .with_label_values(&[job_type])
+            .observe((now - job.created_at).max(0) as f64 / 1000.0);
+        if self.app.store.mark_running(job_id, now)? {
+            self.app.job_changed(job_id);
+        }
+        tracing::info!(job_id, container = name, "job running");
+        Ok(())
+    }
+
+    async fn fail_before_start(&self, job_id: &str, reason: &str) -> Result<()> {
+        if self
+            .app
+            .store
+            .finish(job_id, JobState::Failed, None, Some(reason), now_ms())?
+        {
+            tracing::warn!(job_id, reason, "job failed before it ran");
+            self.app.job_changed(job_id);
+        }
+        self.app.runner.forget(job_id);
+        self.app.runner.wake();
+        Ok(())
+    }
+
+    /// Watches a started container until it exits, enforcing max duration and stop requests.
+    async fn watch(self: Arc<Self>, job_id: String) {
+        // A Docker hiccup must not lose the job: retry the watch after a pause.
+        while let Err(error) = self.watch_inner(&job_id).await {
+            tracing::error!(job_id, %error, "job watch failed; will retry");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn watch_inner(self: &Arc<Self>, job_id: &str) -> Result<()> {
+        let Some(job) = self.app.store.job(job_id)? else {
+            return Ok(());
+        };
+        if job.state.is_final() {
+            return Ok(());
+        }
+        let name = job.container_name();
+        let stop = self.app.runner.stop_signal(job_id);
+        let started = job.started_at.unwrap_or_else(now_ms);
+        let deadline_ms = started + (job.max_duration_sec as i64).saturating_mul(1000);
+        let remaining = Duration::from_millis((deadline_ms - now_ms()).max(0) as u64);
+        let deadline = tokio::time::sleep(remaining);
+        let mut deadline = std::pin::pin!(deadline);
+        let mut deadline_passed = false;
+        if job.state == JobState::Stopping {
+            self.terminate(&name);
+        }
+        let mut exit = std::pin::pin!(docker::wait_exit(&self.docker, &name));
+        let status = loop {
+            tokio::select! {
+                status = &mut exit => break status?,
+                _ = &mut deadline, if !deadline_passed => {
+                    deadline_passed = true;
+                    if self.app.store.mark_stopping(job_id, StopReason::MaxDuration)? {
+                        tracing::info!(job_id, "max duration exceeded, stopping");
+                        self.app.job_changed(job_id);
+                    }
+                    self.terminate(&name);
+                }
+                _ = stop.notified() => self.terminate(&name),
+            }
+        };
+        self.finalize(job_id, status).await
+    }
+
+    /// SIGTERM now, SIGKILL after the grace period (a no-op if it exited by then).
+    fn terminate(&self, name: &str) {
+        let docker = self.docker.clone();
+        let name = name.to_string();
+        let grace = self.app.config.stop_grace_period;
+        tokio::spawn(async move {
+            if let Err(error) = docker::signal(&docker, &name, "SIGTERM").await {
+                tracing::warn!(container = name, %error, "SIGTERM failed");
+            }
+            tokio::time::sleep(grace).await;
+            if let Err(error) = docker::signal(&docker, &name, "SIGKILL").await {
+                tracing::warn!(container = name, %error, "SIGKILL failed");
+            }
+        });
+    }
+
+    /// Decides and persists the final state of a job whose container ended (or vanished).
+    async fn finalize(&self, job_id: &str, status: Option<ContainerStatus>) -> Result<()> {
+        let store = &self.app.store;
+        let Some(job) = store.job(job_id)? else {
+            return Ok(());
+        };
+        if job.state.is_final() {
+            return Ok(());
+        }
+        let name = job.container_name();
+        let data_dir = &self.app.config.data_dir;
+        let container_exists = status.is_some();
+        let logs = if container_exists {
+            docker::collect_logs(&self.docker, &name)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if container_exists {
+            files::persist_logs(data_dir, job_id, &logs).await?;
+        }
+        let tail_start = logs.len().saturating_sub(LOG_TAIL_BYTES);
+        let tail = String::from_utf8_lossy(&logs[tail_start..]);
+        let (exit_code, oom_killed) = match status {
+            Some(ContainerStatus::Exited {
+                exit_code,
+                oom_killed,
+            }) => (Some(exit_code), oom_killed),
+            _ => (None, false),
+        };
+        let (state, reason) = scheduler::classify_exit(&ExitFacts {
+            exit_code,
+            oom_killed,
+            stop_reason: job.stop_reason,
+            reported_error: job.reported_error.as_deref(),
+            log_tail: &tail,
+            memory_mb: self.app.config.runner(job.job_type).memory_mb,
+            max_duration_sec: job.max_duration_sec,
+        });
+        let now = now_ms();
+        if store.finish(job_id, state, exit_code, reason.as_deref(), now)? {
+            tracing::info!(job_id, state = %state, exit_code, "job finished");
+            if let Some(started) = job.started_at {
+                self.app
+                    .metrics
+                    .job_duration
+                    .with_label_values(&[job.job_type.as_str(), state.as_str()])
+                    .observe((now - started).max(0) as f64 / 1000.0);
+            }
+            self.app.job_changed(job_id);
+        }
+        if state != JobState::Failed || !container_exists {
+            docker::remove(&self.docker, &name).await?;
+            store.set_container_removed(job_id)?;
+        }
+        self.app.runner.forget(job_id);
+        self.app.runner.wake();
+        Ok(())
+    }
+
+    async fn sweep_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.app.config.sweep_interval).await;
+            if let Err(error) = self.sweep().await {
+                tracing::error!(%error, "retention sweep failed");
+            }
+        }
+    }
+
+    /// Removes failed containers past their retention, final jobs past theirs, expired tokens,
+    /// and labelled containers that have no job record.
+    async fn sweep(&self) -> Result<()> {
+        let store = &self.app.store;
+        let config = &self.app.config;
+        let now = now_ms();
+        store.delete_expired_tokens(now)?;
+        let failed_before = now - config.failed_job_retention.as_millis() as i64;
+        for job in store.final_jobs_finished_before(failed_before)? {
+            if job.state == JobState::Failed && !job.container_removed {
+                docker::remove(&self.docker, &job.container_name()).await?;
+                store.set_container_removed(&job.id)?;
+                tracing::info!(job_id = job.id, "swept failed job container");
+            }
+        }
+        let finished_before = now - config.finished_job_retention.as_millis() as i64;
+        for job in store.final_jobs_finished_before(finished_before)? {
+            docker::remove(&self.docker, &job.container_name()).await?;
+            files::remove_job_files(&config.data_dir, &job.id).await?;
+            store.delete_job(&job.id)?;
+            tracing::info!(job_id = job.id, "swept job record");
+        }
+        for container in docker::list_job_containers(&self.docker).await? {
+            let known = match &container.job_id {
+                Some(id) => store.job(id)?.is_some(),
+                None => false,
+            };
+            if !known {
+                docker::remove(&self.docker, &container.container_id).await?;
+                tracing::info!(
+                    container = container.container_id,
+                    "removed container without a job record"
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,549 @@
+//! The durable store: one SQLite database (WAL mode, `synchronous=FULL`) in the data directory
+//! holding clients, bearer tokens (hashed), jobs and artifact metadata. Every job state change is
+//! a conditional `UPDATE ... WHERE state IN (...)`, so a transition only happens from the states
+//! it is valid from, and it is on disk before the runner acts on it.
+//!
+//! **Invariant:** `input_data` is stored whole (secrets included) because a re-queued job needs
+//! it again; only `Job::from_record` decides what leaves the process.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use calls_protocol::jobs::{ArtifactInfo, JobState, JobType, WebhookConfig};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::{Error, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS clients (
+    id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL,
+    webhook_url TEXT,
+    webhook_secret TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    client_id TEXT NOT NULL,
+    job_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    runner TEXT NOT NULL,
+    max_duration_sec INTEGER NOT NULL,
+    input_data TEXT NOT NULL,
+    job_token_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    exit_code INTEGER,
+    failure_reason TEXT,
+    stop_reason TEXT,
+    reported_error TEXT,
+    progress TEXT,
+    counters TEXT NOT NULL DEFAULT '{}',
+    container_removed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs(client_id, seq);
+CREATE TABLE IF NOT EXISTS artifacts (
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, name)
+);
+";
+
+/// Why a job was asked to stop; decides its final state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `POST /jobs/{id}/stop`: ends `cancelled` (or `succeeded` on exit 0).
+    User,
+    /// The max duration passed: ends `failed` with "max duration exceeded".
+    MaxDuration,
+}
+
+impl StopReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            StopReason::User => "user",
+            StopReason::MaxDuration => "max_duration",
+        }
+    }
+
+    fn parse(text: &str) -> Option<StopReason> {
+        match text {
+            "user" => Some(StopReason::User),
+            "max_duration" => Some(StopReason::MaxDuration),
+            _ => None,
+        }
+    }
+}
+
+/// A registered API client.
+#[derive(Debug, Clone)]
+pub struct ClientRecord {
+    pub id: String,
+    pub key_hash: String,
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// A job as stored, secrets included.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub seq: i64,
+    pub id: String,
+    pub client_id: String,
+    pub job_type: JobType,
+    pub state: JobState,
+    pub runner: String,
+    pub max_duration_sec: u64,
+    pub input_data: BTreeMap<String, serde_json::Value>,
+    pub job_token_hash: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub failure_reason: Option<String>,
+    pub stop_reason: Option<StopReason>,
+    pub reported_error: Option<String>,
+    pub progress: Option<String>,
+    pub counters: BTreeMap<String, f64>,
+    pub container_removed: bool,
+}
+
+impl JobRecord {
+    /// `calls-<type>-<id>`.
+    pub fn container_name(&self) -> String {
+        container_name(self.job_type, &self.id)
+    }
+}
+
+/// The container name of a job, also what operators grep for.
+pub fn container_name(job_type: JobType, id: &str) -> String {
+    format!("calls-{job_type}-{id}")
+}
+
+const JOB_COLUMNS: &str =
+    "seq, id, client_id, job_type, state, runner, max_duration_sec, input_data, \
+    job_token_hash, created_at, started_at, finished_at, exit_code, failure_reason, stop_reason, \
+    reported_error, progress, counters, container_removed";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let bad = |i: usize, what: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    };
+    let job_type: String = row.get(3)?;
+    let state: String = row.get(4)?;
+    let input: String = row.get(7)?;
+    let stop: Option<String> = row.get(14)?;
+    let counters: String = row.get(17)?;
+    Ok(JobRecord {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        client_id: row.get(2)?,
+        job_type: JobType::parse(&job_type).ok_or_else(|| bad(3, job_type))?,
+        state: JobState::parse(&state).ok_or_else(|| bad(4, state))?,
+        runner: row.get(5)?,
+        max_duration_sec: row.get::<_, i64>(6)?.max(0) as u64,
+        input_data: serde_json::from_str(&input).map_err(|e| bad(7, e.to_string()))?,
+        job_token_hash: row.get(8)?,
+        created_at: row.get(9)?,
+        started_at: row.get(10)?,
+        finished_at: row.get(11)?,
+        exit_code: row.get(12)?,
+        failure_reason: row.get(13)?,
+        stop_reason: stop.as_deref().and_then(StopReason::parse),
+        reported_error: row.get(15)?,
+        progress: row.get(16)?,
+        counters: serde_json::from_str(&counters).map_err(|e| bad(17, e.to_string()))?,
+        container_removed: row.get::<_, i64>(18)? != 0,
+    })
+}
+
+fn placeholders(states: &[JobState]) -> String {
+    states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub const ACTIVE: [JobState; 3] = [JobState::Starting, JobState::Running, JobState::Stopping];
+pub const FINAL: [JobState; 3] = [JobState::Succeeded, JobState::Failed, JobState::Cancelled];
+
+/// The SQLite store. Calls are short and synchronous; the mutex serialises them.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<data_dir>/offloader.db`.
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir)?;
+        restrict_permissions(data_dir, 0o700);
+        let path = data_dir.join("offloader.db");
+        let conn = Connection::open(&path)?;
+        restrict_permissions(&path, 0o600);
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (statements are
+        // atomic), so a poisoned lock is still safe to use.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub fn insert_client(&self, client: &ClientRecord, now: i64) -> Result<()> {
+        let (url, secret) = webhook_columns(client.webhook.as_ref());
+        let changed = self.conn().execute(
+            "INSERT OR IGNORE INTO clients (id, key_hash, webhook_url, webhook_secret, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![client.id, client.key_hash, url, secret, now],
+        )?;
+        if changed == 0 {
+            return Err(Error::Conflict(format!(
+                "client {:?} is already registered",
+                client.id
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, key_hash, webhook_url, webhook_secret FROM clients WHERE id = ?1",
+                params![id],
+                |row| {
+                    let url: Option<String> = row.get(2)?;
+                    let secret: Option<String> = row.get(3)?;
+                    Ok(ClientRecord {
+                        id: row.get(0)?,
+                        key_hash: row.get(1)?,
+                        webhook: url
+                            .zip(secret)
+                            .map(|(url, secret)| WebhookConfig { url, secret }),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Removes a client and its tokens; its jobs stay until retention sweeps them.
+    pub fn delete_client(&self, id: &str) -> Result<bool> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM tokens WHERE client_id = ?1", params![id])?;
+        Ok(conn.execute("DELETE FROM clients WHERE id = ?1", params![id])? > 0)
+    }
+
+    pub fn set_webhook(&self, id: &str, webhook: Option<&WebhookConfig>) -> Result<bool> {
+        let (url, secret) = webhook_columns(webhook);
+        Ok(self.conn().execute(
+            "UPDATE clients SET webhook_url = ?2, webhook_secret = ?3 WHERE id = ?1",
+            params![id, url, secret],
+        )? > 0)
+    }
+
+    pub fn insert_token(&self, hash: &str, client_id: &str, expires_at: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO tokens (hash, client_id, expires_at) VALUES (?1, ?2, ?3)",
+            params![hash, client_id, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// The client a token hash belongs to, if it has not expired.
+    pub fn token_client(&self, hash: &str, now: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT client_id FROM tokens WHERE hash = ?1 AND expires_at > ?2",
+                params![hash, now],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn delete_expired_tokens(&self, now: i64) -> Result<usize> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM tokens WHERE expires_at <= ?1", params![now])?)
+    }
+
+    /// Inserts a queued job unless the queue is full. Admission is atomic with the count, so two
+    /// concurrent submissions cannot both take the last place.
+    pub fn insert_job(
+        &self,
+        job: &JobRecord,
+        max_concurrent: usize,
+        max_queue: usize,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let count = |states: &[JobState]| -> rusqlite::Result<i64> {
+            tx.query_row(
+                &format!(
+                    "SELECT COUNT(*) FROM jobs WHERE state IN ({})",
+                    placeholders(states)
+                ),
+                [],
+                |row| row.get(0),
+            )
+        };
+        let queued = count(&[JobState::Queued])? as usize;
+        let active = count(&ACTIVE)? as usize;
+        let free_slots = max_concurrent.saturating_sub(active);
+        if queued >= max_queue + free_slots {
+            return Err(Error::QueueFull(format!(
+                "job queue is full ({queued} jobs waiting, {active} running); retry later"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO jobs (id, client_id, job_type, state, runner, max_duration_sec, input_data, \
+             job_token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                job.id,
+                job.client_id,
+                job.job_type.as_str(),
+                job.state.as_str(),
+                job.runner,
+                job.max_duration_sec as i64,
+                serde_json::to_string(&job.input_data).expect("a JSON map always serializes"),
+                job.job_token_hash,
+                job.created_at,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The job if it exists and belongs to `client_id`; otherwise 404 (never "forbidden", so
+    /// that a client cannot probe other clients' job ids).
+    pub fn client_job(&self, id: &str, client_id: &str) -> Result<JobRecord> {
+        match self.job(id)? {
+            Some(job) if job.client_id == client_id => Ok(job),
+            _ => Err(Error::job_not_found()),
+        }
+    }
+
+    pub fn client_jobs(&self, client_id: &str, state: Option<JobState>) -> Result<Vec<JobRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE client_id = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map(
+            params![client_id, state.map(JobState::as_str)],
+            job_from_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Jobs in any of `states`, oldest first (FIFO order for `queued`).
+    pub fn jobs_in(&self, states: &[JobState]) -> Result<Vec<JobRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) ORDER BY seq",
+            placeholders(states)
+        ))?;
+        let rows = stmt.query_map([], job_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Moves a job from one of `from` to `to`; false when it was in no such state.
+    pub fn transition(&self, id: &str, from: &[JobState], to: JobState) -> Result<bool> {
+        Ok(self.conn().execute(
+            &format!(
+                "UPDATE jobs SET state = ?2 WHERE id = ?1 AND state IN ({})",
+                placeholders(from)
+            ),
+            params![id, to.as_str()],
+        )? > 0)
+    }
+
+    /// `queued → starting`, with the hash of the job token the container will receive.
+    pub fn mark_starting(&self, id: &str, job_token_hash: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE jobs SET state = 'starting', job_token_hash = ?2 WHERE id = ?1 AND state = 'queued'",
+            params![id, job_token_hash],
+        )? > 0)
+    }
+
+    /// Back to `queued` (a start that never happened); the old job token stops working.
+    pub fn requeue(&self, id: &str) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE jobs SET state = 'queued', job_token_hash = '', started_at = NULL \
+             WHERE id = ?1 AND state IN ('queued', 'starting', 'running')",
+            params![id],
+        )? > 0)
+    }
+
+    /// `starting → running` with its start time.
+    pub fn mark_running(&self, id: &str, started_at: i64) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?2) \
+             WHERE id = ?1 AND state = 'starting'",
+            params![id, started_at],
+        )? > 0)
+    }
+
+    /// `starting | running → stopping`, remembering why.
+    pub fn mark_stopping(&self, id: &str, reason: StopReason) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE jobs SET state = 'stopping', stop_reason = ?2 \
+             WHERE id = ?1 AND state IN ('starting', 'running')",
+            params![id, reason.as_str()],
+        )? > 0)
+    }
+
+    /// Any non-final state → `state` (final), with exit code and reason.
+    pub fn finish(
+        &self,
+        id: &str,
+        state: JobState,
+        exit_code: Option<i64>,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        debug_assert!(state.is_final());
+        Ok(self.conn().execute(
+            "UPDATE jobs SET state = ?2, exit_code = ?3, failure_reason = ?4, finished_at = ?5 \
+             WHERE id = ?1 AND state IN ('queued', 'starting', 'running', 'stopping')",
+            params![id, state.as_str(), exit_code, reason, now],
+        )? > 0)
+    }
+
+    pub fn set_container_removed(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET container_removed = 1 WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
+    /// Records what a job reported about itself.
+    pub fn record_status(
+        &self,
+        id: &str,
+        progress: Option<&str>,
+        error: Option<&str>,
+        counters: &BTreeMap<String, f64>,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET progress = COALESCE(?2, progress), reported_error = COALESCE(?3, reported_error), \
+             counters = ?4 WHERE id = ?1",
+            params![
+                id,
+                progress,
+                error,
+                serde_json::to_string(counters).expect("a map of numbers always serializes")
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_job(&self, id: &str) -> Result<()> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM artifacts WHERE job_id = ?1", params![id])?;
+        conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    pub fn upsert_artifact(&self, job_id: &str, info: &ArtifactInfo) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO artifacts (job_id, name, size, sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id, info.name, info.size as i64, info.sha256, info.created_at],
+        )?;
+        Ok(())
+    }
+
+    pub fn artifacts(&self, job_id: &str) -> Result<Vec<ArtifactInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, size, sha256, created_at FROM artifacts WHERE job_id = ?1 ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![job_id], |row| {
+            Ok(ArtifactInfo {
+                name: row.get(0)?,
+                size: row.get::<_, i64>(1)?.max(0) as u64,
+                sha256: row.get(2)?,
+                created_at: row.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Job counts per (type, state), for the metrics gauges.
+    pub fn counts(&self) -> Result<Vec<(JobType, JobState, i64)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, s, n) = row?;
+            if let (Some(t), Some(s)) = (JobType::parse(&t), JobState::parse(&s)) {
+                out.push((t, s, n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Final jobs that finished before `before`, for the retention sweeper.
+    pub fn final_jobs_finished_before(&self, before: i64) -> Result<Vec<JobRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) AND finished_at < ?1 ORDER BY seq",
+            placeholders(&FINAL)
+        ))?;
+        let rows = stmt.query_map(params![before], job_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn webhook_columns(webhook: Option<&WebhookConfig>) -> (Option<String>, Option<String>) {
+    match webhook {
+        Some(w) => (Some(w.url.clone()), Some(w.secret.clone())),
+        None => (None, None),
+    }
+}
+
+fn restrict_permissions(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(path = %path.display(), %error, "could not restrict permissions");
+    }
+}
