@@ -16,6 +16,7 @@ pub mod mixer;
 pub mod profile;
 pub mod recording;
 pub mod test_signal;
+pub mod worker;
 
 pub use compositor::{Compositor, CompositorConfig};
 pub use encoder::{EncodeSummary, Mp4Writer};
@@ -25,3 +26,4 @@ pub use metrics::Progress;
 pub use mixer::{Mixer, MixerConfig, FRAME_SAMPLES};
 pub use profile::{Profile, ProfileName, ProfileOverrides};
 pub use recording::Recording;
+pub use worker::{MediaInput, MediaWorker};

@@ -24,6 +24,10 @@ pub struct Progress {
     pub audio_frames_with_voice: u64,
     /// Audio samples lost: too late for the jitter window, or far outside the timeline.
     pub audio_samples_dropped: u64,
+    /// Inputs the media thread could not take because it was behind (see `worker.rs`).
+    pub inputs_dropped: u64,
+    /// Inputs refused (e.g. a speaker beyond the mixer's limit).
+    pub inputs_rejected: u64,
     /// Whether a screen share is on screen now.
     pub sharing: bool,
 }
@@ -35,7 +39,7 @@ impl Progress {
     }
 
     /// The counters under the names the job status API carries (`JobStatusUpdate::counters`).
-    pub fn counters(&self) -> [(&'static str, f64); 8] {
+    pub fn counters(&self) -> [(&'static str, f64); 10] {
         [
             ("seconds_recorded", self.seconds_recorded()),
             ("video_frames_encoded", self.video_frames_encoded as f64),
@@ -48,6 +52,8 @@ impl Progress {
                 self.audio_frames_with_voice as f64,
             ),
             ("audio_samples_dropped", self.audio_samples_dropped as f64),
+            ("inputs_dropped", self.inputs_dropped as f64),
+            ("inputs_rejected", self.inputs_rejected as f64),
         ]
     }
 }
@@ -70,6 +76,6 @@ mod tests {
         assert_eq!(counters[2], ("video_frames_dropped", 1.0));
         let mut names: Vec<_> = counters.iter().map(|(name, _)| *name).collect();
         names.dedup();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 10);
     }
 }

@@ -112,6 +112,8 @@ impl Recording {
             audio_frames_with_voice: mixer.frames_with_voice,
             audio_samples_dropped: mixer.samples_late + mixer.samples_too_early,
             sharing: self.compositor.is_sharing(),
+            // Counted by the media worker, which sits in front of the recording.
+            ..Progress::default()
         }
     }
 
