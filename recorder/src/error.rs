@@ -30,6 +30,9 @@ pub enum Error {
     /// The encoder was used after `finish`, or a stream was fed out of order.
     #[error("encoder misuse: {0}")]
     EncoderState(&'static str),
+    /// The media thread could not start, or died.
+    #[error("media thread: {0}")]
+    MediaThread(&'static str),
     /// A call into FFmpeg failed.
     #[error("ffmpeg {context}: {source}")]
     Ffmpeg {

@@ -108,12 +108,12 @@ impl MediaWorker {
                     }
                     Err(error) => {
                         let _ = ready_sender.send(Err(error));
-                        return Err(Error::EncoderState("the recording could not start"));
+                        return Err(Error::MediaThread("the recording could not start"));
                     }
                 };
                 run(recording, &receiver, &thread_shared)
             })
-            .map_err(|_| Error::EncoderState("could not start the media thread"))?;
+            .map_err(|_| Error::MediaThread("could not start"))?;
         match ready.recv() {
             Ok(Ok(())) => Ok(MediaWorker {
                 sender,
@@ -121,9 +121,7 @@ impl MediaWorker {
                 thread,
             }),
             Ok(Err(error)) => Err(error),
-            Err(_) => Err(Error::EncoderState(
-                "the media thread stopped while starting",
-            )),
+            Err(_) => Err(Error::MediaThread("stopped while starting")),
         }
     }
 
@@ -156,7 +154,7 @@ impl MediaWorker {
         drop(self.sender);
         self.thread
             .join()
-            .map_err(|_| Error::EncoderState("the media thread panicked"))?
+            .map_err(|_| Error::MediaThread("panicked"))?
     }
 }
 
