@@ -66,7 +66,11 @@ pub struct Placement {
 /// shared by 2×2 blocks, so odd edges would smear colour into the bars).
 pub fn fit(source: (u32, u32), output: (u32, u32)) -> Placement {
     let (sw, sh) = (u64::from(source.0.max(1)), u64::from(source.1.max(1)));
-    let (ow, oh) = (u64::from(output.0), u64::from(output.1));
+    // An output below 2×2 cannot hold I420 chroma; treat it as 2×2 rather than fail.
+    let (ow, oh) = (
+        u64::from(output.0.max(2) & !1),
+        u64::from(output.1.max(2) & !1),
+    );
     let even = |v: u64, max: u64| (v & !1).clamp(2, max);
     let (width, height) = if sw * oh >= sh * ow {
         (ow, even((sh * ow + sw / 2) / sw, oh))
@@ -142,8 +146,12 @@ pub struct Compositor {
 }
 
 impl Compositor {
-    /// A compositor showing the background until a share arrives.
-    pub fn new(config: CompositorConfig) -> Compositor {
+    /// A compositor showing the background until a share arrives. Sizes are rounded down to even values of at
+    /// least 2 and the rate to at least 1 fps, so any configuration yields valid I420 output.
+    pub fn new(mut config: CompositorConfig) -> Compositor {
+        config.width = config.width.max(2) & !1;
+        config.height = config.height.max(2) & !1;
+        config.fps = config.fps.max(1);
         Compositor {
             output: I420Frame::filled(config.width, config.height, config.background),
             config,
@@ -168,7 +176,7 @@ impl Compositor {
 
     /// Media time of a tick: `tick / fps`.
     pub fn tick_time(&self, tick: u64) -> Duration {
-        let nanos = u128::from(tick) * 1_000_000_000 / u128::from(self.config.fps.max(1));
+        let nanos = u128::from(tick) * 1_000_000_000 / u128::from(self.config.fps);
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 

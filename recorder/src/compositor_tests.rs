@@ -77,6 +77,15 @@ fn fit_keeps_aspect_and_centres_on_even_pixels() {
     );
     let tiny = fit((1, 1), (1280, 720));
     assert!(tiny.width >= 2 && tiny.height >= 2);
+    assert_eq!(
+        fit((640, 480), (0, 1)),
+        Placement {
+            x: 0,
+            y: 0,
+            width: 2,
+            height: 2
+        }
+    );
 }
 
 #[test]

@@ -51,6 +51,7 @@ pub struct Mp4Writer {
 impl Mp4Writer {
     /// Creates (or truncates) `path` and writes the MP4 header for `profile`.
     pub fn create(path: &Path, profile: &Profile) -> Result<Mp4Writer> {
+        profile.validate()?;
         ffmpeg_next::init().map_err(Error::ffmpeg("initialising"))?;
         // libx264 prints pages of statistics at info level; warnings and errors still reach stderr.
         ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Warning);

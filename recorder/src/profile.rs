@@ -5,6 +5,7 @@
 //! produce errors that name the setting and the accepted range.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
@@ -140,6 +141,26 @@ impl Profile {
         self
     }
 
+    /// Checks every number against the ranges the overrides accept (for profiles built in code).
+    pub fn validate(&self) -> Result<()> {
+        check_dimension("WIDTH", self.width, &WIDTH_RANGE)?;
+        check_dimension("HEIGHT", self.height, &HEIGHT_RANGE)?;
+        check_range("FPS", self.fps, &FPS_RANGE, "")?;
+        check_range(
+            "VIDEO_BITRATE",
+            self.video_bitrate_kbps,
+            &VIDEO_KBPS_RANGE,
+            " kbit/s",
+        )?;
+        check_range(
+            "AUDIO_BITRATE",
+            self.audio_bitrate_kbps,
+            &AUDIO_KBPS_RANGE,
+            " kbit/s",
+        )?;
+        Ok(())
+    }
+
     /// Frames between keyframes: about two seconds, so a player can seek and a cut file loses little.
     pub fn keyframe_interval(&self) -> u32 {
         self.fps * 2
@@ -175,21 +196,27 @@ impl ProfileOverrides {
         let get = |key: &str| lookup(key).filter(|value| !value.trim().is_empty());
         Ok(ProfileOverrides {
             width: get("WIDTH")
-                .map(|v| parse_dimension("WIDTH", &v, 320, 3840))
+                .map(|v| parse_dimension("WIDTH", &v, &WIDTH_RANGE))
                 .transpose()?,
             height: get("HEIGHT")
-                .map(|v| parse_dimension("HEIGHT", &v, 240, 2160))
+                .map(|v| parse_dimension("HEIGHT", &v, &HEIGHT_RANGE))
                 .transpose()?,
             fps: get("FPS").map(|v| parse_fps(&v)).transpose()?,
             video_bitrate_kbps: get("VIDEO_BITRATE")
-                .map(|v| parse_bitrate_kbps("VIDEO_BITRATE", &v, 100, 20_000))
+                .map(|v| parse_bitrate_kbps("VIDEO_BITRATE", &v, &VIDEO_KBPS_RANGE))
                 .transpose()?,
             audio_bitrate_kbps: get("AUDIO_BITRATE")
-                .map(|v| parse_bitrate_kbps("AUDIO_BITRATE", &v, 32, 320))
+                .map(|v| parse_bitrate_kbps("AUDIO_BITRATE", &v, &AUDIO_KBPS_RANGE))
                 .transpose()?,
         })
     }
 }
+
+const WIDTH_RANGE: RangeInclusive<u32> = 320..=3840;
+const HEIGHT_RANGE: RangeInclusive<u32> = 240..=2160;
+const FPS_RANGE: RangeInclusive<u32> = 1..=60;
+const VIDEO_KBPS_RANGE: RangeInclusive<u32> = 100..=20_000;
+const AUDIO_KBPS_RANGE: RangeInclusive<u32> = 32..=320;
 
 fn parse_whole(name: &'static str, value: &str) -> Result<u32> {
     value
@@ -198,14 +225,27 @@ fn parse_whole(name: &'static str, value: &str) -> Result<u32> {
         .map_err(|_| Error::setting(name, format!("{value:?} is not a whole number")))
 }
 
-fn parse_dimension(name: &'static str, value: &str, min: u32, max: u32) -> Result<u32> {
-    let pixels = parse_whole(name, value)?;
-    if !(min..=max).contains(&pixels) {
+fn check_range(
+    name: &'static str,
+    value: u32,
+    range: &RangeInclusive<u32>,
+    unit: &str,
+) -> Result<u32> {
+    if !range.contains(&value) {
         return Err(Error::setting(
             name,
-            format!("{pixels} is outside {min}..={max} pixels"),
+            format!(
+                "{value} is outside {}..={}{unit}",
+                range.start(),
+                range.end()
+            ),
         ));
     }
+    Ok(value)
+}
+
+fn check_dimension(name: &'static str, pixels: u32, range: &RangeInclusive<u32>) -> Result<u32> {
+    check_range(name, pixels, range, " pixels")?;
     if pixels % 2 != 0 {
         return Err(Error::setting(
             name,
@@ -215,16 +255,17 @@ fn parse_dimension(name: &'static str, value: &str, min: u32, max: u32) -> Resul
     Ok(pixels)
 }
 
+fn parse_dimension(name: &'static str, value: &str, range: &RangeInclusive<u32>) -> Result<u32> {
+    check_dimension(name, parse_whole(name, value)?, range)
+}
+
 fn parse_fps(value: &str) -> Result<u32> {
-    let fps = parse_whole("FPS", value)?;
-    if !(1..=60).contains(&fps) {
-        return Err(Error::setting("FPS", format!("{fps} is outside 1..=60")));
-    }
-    Ok(fps)
+    check_range("FPS", parse_whole("FPS", value)?, &FPS_RANGE, "")
 }
 
 /// Parses `1500`, `1500k` (kbit/s) or `1.5M` (Mbit/s) into kbit/s and checks it against `min..=max` kbit/s.
-fn parse_bitrate_kbps(name: &'static str, value: &str, min: u32, max: u32) -> Result<u32> {
+fn parse_bitrate_kbps(name: &'static str, value: &str, range: &RangeInclusive<u32>) -> Result<u32> {
+    let (min, max) = (*range.start(), *range.end());
     let trimmed = value.trim();
     let (number, scale) = if let Some(n) = trimmed.strip_suffix(['M', 'm']) {
         (n, 1000.0)
@@ -329,6 +370,23 @@ mod tests {
             Profile::resolve(None, &overrides).unwrap(),
             Profile::default()
         );
+    }
+
+    #[test]
+    fn profiles_built_in_code_are_validated_too() {
+        assert!(ProfileName::ALL
+            .iter()
+            .all(|name| Profile::named(*name).validate().is_ok()));
+        let odd = Profile {
+            width: 1279,
+            ..Profile::default()
+        };
+        assert!(odd.validate().unwrap_err().to_string().contains("WIDTH"));
+        let still = Profile {
+            fps: 0,
+            ..Profile::default()
+        };
+        assert!(still.validate().unwrap_err().to_string().contains("FPS"));
     }
 
     #[test]
