@@ -44,7 +44,8 @@ impl CompositorConfig {
             height: profile.height,
             fps: profile.fps,
             background: Yuv::BACKGROUND,
-            max_pending: 64,
+            // About a second of a 30 fps share: far more than the jitter window needs.
+            max_pending: 32,
         }
     }
 }

@@ -82,6 +82,10 @@ impl Mp4Writer {
         }
         let mut x264_options = Dictionary::new();
         x264_options.set("preset", profile.preset.as_str());
+        // x264 would size its thread pool (and its frame buffers) from the host's cores; a job container usually
+        // gets a slice of a big host, so follow the CPUs this process may use (cgroup-aware), capped at 4.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        x264_options.set("threads", &threads.to_string());
         // Keyframes at least every two seconds, even on a still screen, so seeking and cut files work.
         x264_options.set(
             "x264-params",
