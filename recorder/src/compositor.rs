@@ -208,6 +208,11 @@ impl Compositor {
 
     /// The share ended at media time `at`; from the first tick at or after it the background shows.
     pub fn handle_share_stopped(&mut self, at: Duration) {
+        if self.pending.len() >= self.config.max_pending {
+            // Only a flood of stops can get here; the oldest event matters least.
+            self.pending.pop_front();
+            self.stats.frames_overflow += 1;
+        }
         self.insert(at, ShareEvent::Stopped);
     }
 
