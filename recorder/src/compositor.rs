@@ -140,6 +140,8 @@ pub struct Compositor {
     /// Timestamp of the event on screen, to recognise stale frames.
     shown_at: Option<Duration>,
     sharing: bool,
+    /// What shows while nobody shares (plain colour, or names drawn by `backdrop`).
+    background: I420Frame,
     output: I420Frame,
     scaler: Option<CachedScaler>,
     next_tick: u64,
@@ -153,8 +155,10 @@ impl Compositor {
         config.width = config.width.max(2) & !1;
         config.height = config.height.max(2) & !1;
         config.fps = config.fps.max(1);
+        let background = I420Frame::filled(config.width, config.height, config.background);
         Compositor {
-            output: I420Frame::filled(config.width, config.height, config.background),
+            output: background.clone(),
+            background,
             config,
             pending: VecDeque::new(),
             shown_at: None,
@@ -179,6 +183,30 @@ impl Compositor {
     pub fn tick_time(&self, tick: u64) -> Duration {
         let nanos = u128::from(tick) * 1_000_000_000 / u128::from(self.config.fps);
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Output size `(width, height)` after rounding.
+    pub fn size(&self) -> (u32, u32) {
+        (self.config.width, self.config.height)
+    }
+
+    /// Replaces the picture shown while nobody shares (e.g. with participants' names); shown from the next tick
+    /// if nobody shares now. It must have the output size.
+    pub fn set_background(&mut self, background: I420Frame) -> Result<()> {
+        if (background.width(), background.height()) != self.size() {
+            return Err(Error::InvalidFrame(format!(
+                "background is {}x{}, output is {}x{}",
+                background.width(),
+                background.height(),
+                self.config.width,
+                self.config.height
+            )));
+        }
+        if !self.sharing {
+            self.output = background.clone();
+        }
+        self.background = background;
+        Ok(())
     }
 
     /// Whether the last produced frame showed a share.
@@ -235,11 +263,7 @@ impl Compositor {
             Some(ShareEvent::Frame(share)) => self.compose(&share),
             Some(ShareEvent::Stopped) => {
                 self.sharing = false;
-                self.output = I420Frame::filled(
-                    self.config.width,
-                    self.config.height,
-                    self.config.background,
-                );
+                self.output = self.background.clone();
             }
             None => {}
         }

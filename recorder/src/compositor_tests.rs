@@ -236,3 +236,28 @@ fn odd_sized_shares_compose() {
     let (sharing, centre) = tick(&mut compositor);
     assert!(sharing && centre.y.abs_diff(RED.y) <= 2);
 }
+
+#[test]
+fn a_new_background_shows_when_nobody_shares() {
+    let mut compositor = Compositor::new(config());
+    compositor
+        .set_background(I420Frame::filled(64, 36, GREEN))
+        .unwrap();
+    assert_eq!(tick(&mut compositor), (false, GREEN));
+    compositor.handle_frame(ms(100), I420Frame::filled(64, 36, RED));
+    assert_eq!(tick(&mut compositor), (true, RED));
+    compositor
+        .set_background(I420Frame::filled(64, 36, Yuv::BLACK))
+        .unwrap();
+    assert_eq!(
+        tick(&mut compositor),
+        (true, RED),
+        "the share stays on screen"
+    );
+    compositor.handle_share_stopped(ms(300));
+    assert_eq!(tick(&mut compositor), (false, Yuv::BLACK));
+    let err = compositor
+        .set_background(I420Frame::filled(8, 8, RED))
+        .unwrap_err();
+    assert!(err.to_string().contains("output is 64x36"), "{err}");
+}

@@ -33,6 +33,15 @@ pub enum Error {
     /// The media thread could not start, or died.
     #[error("media thread: {0}")]
     MediaThread(&'static str),
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A call into FFmpeg failed.
     #[error("ffmpeg {context}: {source}")]
     Ffmpeg {

@@ -4,6 +4,7 @@
 //! [`compositor`] (screen share → fixed-size frames), [`encoder`] (MP4 writer) and [`recording`], which owns
 //! them and is what the job shell feeds. [`profile`] holds the quality profiles and validated overrides.
 
+pub mod backdrop;
 pub mod clock;
 pub mod compositor;
 pub mod config;

@@ -8,13 +8,14 @@
 //! **Invariant:** after `finish(end)` the file holds exactly `end` of video (one frame per tick) and of audio
 //! (every sample up to `end`), both starting at 0, so drift is bounded by one video frame.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::backdrop;
 use crate::compositor::{Compositor, CompositorConfig};
 use crate::encoder::{EncodeSummary, Mp4Writer};
-use crate::error::Result;
-use crate::frame::I420Frame;
+use crate::error::{Error, Result};
+use crate::frame::{I420Frame, Yuv};
 use crate::metrics::Progress;
 use crate::mixer::{duration_from_samples, samples_from_duration, Mixer, MixerConfig};
 use crate::profile::Profile;
@@ -27,6 +28,8 @@ pub struct Recording {
     latency: Duration,
     sharer: Option<String>,
     audio_frames_encoded: u64,
+    font: Option<PathBuf>,
+    names: Vec<String>,
 }
 
 impl Recording {
@@ -44,12 +47,37 @@ impl Recording {
             writer: Mp4Writer::create(path, profile)?,
             sharer: None,
             audio_frames_encoded: 0,
+            font: backdrop::default_font(),
+            names: Vec::new(),
         })
     }
 
     /// How far output trails the media clock.
     pub fn latency(&self) -> Duration {
         self.latency
+    }
+
+    /// The names of the people in the call, drawn on the background while nobody shares. Without a font, or if
+    /// drawing fails, the plain background stays and the error is returned for the shell to log.
+    pub fn handle_participants(&mut self, names: &[String]) -> Result<()> {
+        if names == self.names.as_slice() {
+            return Ok(());
+        }
+        self.names = names.to_vec();
+        let (width, height) = self.compositor.size();
+        let plain = || I420Frame::filled(width, height, Yuv::BACKGROUND);
+        let drawn = match &self.font {
+            Some(font) => backdrop::render(width, height, Yuv::BACKGROUND, names, font),
+            None if names.is_empty() => Ok(plain()),
+            None => Err(Error::EncoderMissing("a font for participant names")),
+        };
+        match drawn {
+            Ok(background) => self.compositor.set_background(background),
+            Err(error) => {
+                self.compositor.set_background(plain())?;
+                Err(error)
+            }
+        }
     }
 
     /// Decoded 48 kHz mono PCM from `speaker`, starting at media time `at`.

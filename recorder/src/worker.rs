@@ -59,6 +59,11 @@ pub enum MediaInput {
         /// Muted now?
         muted: bool,
     },
+    /// The people in the call now (drawn on the background while nobody shares).
+    Participants {
+        /// Display names.
+        names: Vec<String>,
+    },
     /// The media clock advanced: encode what is due.
     Tick {
         /// Current media time.
@@ -192,6 +197,7 @@ fn run(
                 recording.handle_speaker_muted(&speaker, muted);
                 false
             }
+            MediaInput::Participants { names } => recording.handle_participants(&names).is_err(),
             MediaInput::Tick { now } => {
                 recording.tick(now)?;
                 lock(shared).progress = recording.progress();

@@ -512,3 +512,44 @@ fn audio_and_video_stay_in_sync_over_a_minute() {
         );
     }
 }
+
+#[test]
+fn participant_names_show_while_nobody_shares() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("names.mp4");
+    let mut recording =
+        Recording::create(&path, &Profile::named(ProfileName::Low)).expect("recording starts");
+    recording
+        .handle_participants(&["Alice".to_owned(), "Bob".to_owned()])
+        .expect("a font is installed (fonts-dejavu-core)");
+    recording.handle_video("bob", secs(1.0), bar_pattern(1280, 720, 0));
+    recording.handle_share_stopped("bob", secs(2.0));
+    recording.tick(secs(3.0)).expect("encoding works");
+    recording.finish(secs(3.0)).expect("finalised");
+    let text_pixels = |frame: &I420Frame| {
+        // The middle band, where the names are; background and bars are dark, text is light grey.
+        frame.planes()[0][300 * 1280..420 * 1280]
+            .iter()
+            .filter(|&&y| y > 150)
+            .count()
+    };
+    let before = frame_at(&path, 0.5, 1280, 720);
+    let during = frame_at(&path, 1.5, 1280, 720);
+    let after = frame_at(&path, 2.7, 1280, 720);
+    assert!(text_pixels(&before) > 300, "names drawn before the share");
+    assert!(text_pixels(&after) > 300, "names drawn again after it");
+    assert!(close(
+        before.pixel(20, 20).expect("inside"),
+        Yuv::BACKGROUND,
+        4
+    ));
+    let (r, g, b) = BAR_COLOURS[0];
+    assert!(
+        close(
+            during.pixel(100, 100).expect("inside"),
+            Yuv::from_rgb(r, g, b),
+            12
+        ),
+        "the share replaces the names"
+    );
+}
