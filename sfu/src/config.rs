@@ -1,0 +1,546 @@
+//! Configuration of the SFU in two steps: a raw TOML file struct (`deny_unknown_fields`) that
+//! `SFU_*` environment variables override key by key, then a validated `Config` with real types.
+//!
+//! Every key lives in exactly one place, the `KEYS` table below, which says its file key (its
+//! environment variable follows from it) and how to apply a value; docs/sfu-config.md documents
+//! the same table and a test checks that the two agree. Validation errors name the key (`ice.udp_port`) so an operator
+//! knows what to fix.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Shortest token secret accepted outside dev mode (bytes).
+pub const MIN_SECRET_LEN: usize = 32;
+/// Shortest API key accepted for `/calls`.
+pub const MIN_API_KEY_LEN: usize = 16;
+/// Secret used in dev mode when none is configured. Public on purpose: dev mode is for the local
+/// demo only, and a fixed secret lets `calls-sfu token` mint tokens the running demo accepts.
+pub const DEV_MODE_SECRET: &str = "calls-sfu-dev-mode-secret-never-use-in-production";
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot parse config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unknown environment variable {0} (see docs/sfu-config.md)")]
+    UnknownEnv(String),
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("config key {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// A string that never shows up in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Address advertised in ICE candidates instead of the local one (for NAT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostOverride {
+    Ip(IpAddr),
+    Hostname(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// ICE transport settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceConfig {
+    /// The one UDP port all sessions share; 0 picks an ephemeral port (tests).
+    pub udp_port: u16,
+    /// The one TCP port all sessions share (ICE-TCP passive); 0 picks an ephemeral port (tests).
+    pub tcp_port: u16,
+    /// Local addresses to gather host candidates on; empty means every non-loopback interface.
+    pub host_addresses: Vec<IpAddr>,
+    pub host_override: Option<HostOverride>,
+    /// `stun:host:port` URLs used to discover a server-reflexive address.
+    pub stun_servers: Vec<String>,
+}
+
+/// Bounds on what one call or session may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_participants_per_call: usize,
+    /// Largest signalling message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Sustained signalling messages per second per session.
+    pub messages_per_second: u32,
+    /// Messages a session may send in a burst above the sustained rate.
+    pub message_burst: u32,
+    /// Outgoing signalling messages queued per session before it counts as stuck and is dropped.
+    pub session_queue_size: usize,
+    /// RTP packets queued per forwarded track before packets are dropped.
+    pub rtp_queue_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing_subscriber::EnvFilter` directive, e.g. `info` or `calls_sfu=debug`.
+    pub level: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub http_listen_address: SocketAddr,
+    /// Key for `GET /calls*`; `None` disables those endpoints.
+    pub api_key: Option<Secret>,
+    pub token_secret: Secret,
+    /// Permissive local-demo mode: a built-in token secret is used when none is configured.
+    pub dev_mode: bool,
+    pub ice: IceConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// A configuration for tests: everything on 127.0.0.1 with ephemeral ports.
+    pub fn for_local_test(token_secret: &str) -> Config {
+        Config {
+            http_listen_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_key: None,
+            token_secret: Secret::new(token_secret),
+            dev_mode: false,
+            ice: IceConfig {
+                udp_port: 0,
+                tcp_port: 0,
+                host_addresses: vec![IpAddr::from([127, 0, 0, 1])],
+                host_override: None,
+                stun_servers: Vec::new(),
+            },
+            limits: RawLimits::default().validate().expect("defaults are valid"),
+            log: LogConfig {
+                format: LogFormat::Text,
+                level: "info".into(),
+            },
+        }
+    }
+
+    /// Reads the optional TOML file, applies `SFU_*` variables from `env` (pass
+    /// `std::env::vars()` in production), and validates the result.
+    pub fn from_file_and_env(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                RawConfig::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        raw.apply_env(env)?;
+        raw.validate()
+    }
+}
+
+/// The config file as written; every field optional so that defaults and env can fill it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub ice: RawIce,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen_address: Option<String>,
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub token_secret: Option<String>,
+    pub dev_mode: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIce {
+    pub udp_port: Option<u16>,
+    pub tcp_port: Option<u16>,
+    pub host_addresses: Option<Vec<String>>,
+    pub host_override: Option<String>,
+    pub stun_servers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_participants_per_call: Option<usize>,
+    pub max_message_bytes: Option<usize>,
+    pub messages_per_second: Option<u32>,
+    pub message_burst: Option<u32>,
+    pub session_queue_size: Option<usize>,
+    pub rtp_queue_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+/// One configuration key: where it lives in the file and how an environment value is applied
+/// to the raw config. Its environment variable is derived from the file key (`env_var`).
+pub struct Key {
+    pub file_key: &'static str,
+    apply: fn(&mut RawConfig, &str) -> Result<(), String>,
+}
+
+impl Key {
+    /// `SFU_` plus the upper-cased file key with `.` as `_`: `ice.udp_port` is `SFU_ICE_UDP_PORT`.
+    pub fn env_var(&self) -> String {
+        format!(
+            "SFU_{}",
+            self.file_key.replace('.', "_").to_ascii_uppercase()
+        )
+    }
+}
+
+fn text(value: &str) -> Result<String, String> {
+    Ok(value.to_owned())
+}
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
+where
+    T::Err: fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|error| error.to_string())
+}
+
+/// A comma-separated list; blanks around items and empty items are dropped.
+fn list(value: &str) -> Result<Vec<String>, String> {
+    Ok(value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `key!(section.field, convert)`: the key `section.field`, whose environment value goes through
+/// `convert` into `RawConfig::section::field`.
+macro_rules! key {
+    ($section:ident . $field:ident, $convert:expr) => {
+        Key {
+            file_key: concat!(stringify!($section), ".", stringify!($field)),
+            apply: |raw, value| {
+                raw.$section.$field = Some($convert(value)?);
+                Ok(())
+            },
+        }
+    };
+}
+
+/// Every configuration key, in documentation order.
+pub const KEYS: &[Key] = &[
+    key!(http.listen_address, text),
+    key!(http.api_key, text),
+    key!(auth.token_secret, text),
+    key!(auth.dev_mode, parse),
+    key!(ice.udp_port, parse),
+    key!(ice.tcp_port, parse),
+    key!(ice.host_addresses, list),
+    key!(ice.host_override, text),
+    key!(ice.stun_servers, list),
+    key!(limits.max_participants_per_call, parse),
+    key!(limits.max_message_bytes, parse),
+    key!(limits.messages_per_second, parse),
+    key!(limits.message_burst, parse),
+    key!(limits.session_queue_size, parse),
+    key!(limits.rtp_queue_size, parse),
+    key!(log.format, text),
+    key!(log.level, text),
+];
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+fn in_range<T: PartialOrd + fmt::Display + Copy>(
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(key, format!("{value} is outside {min}..={max}")));
+    }
+    Ok(value)
+}
+
+impl RawConfig {
+    /// Parses the TOML text of a config file.
+    pub fn parse(text: &str) -> Result<RawConfig, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    /// Applies every `SFU_*` variable of `env`; any other variable is ignored.
+    pub fn apply_env(
+        &mut self,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in env {
+            if !name.starts_with("SFU_") {
+                continue;
+            }
+            let key = KEYS
+                .iter()
+                .find(|key| key.env_var() == name)
+                .ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
+            (key.apply)(self, &value).map_err(|reason| ConfigError::Env { var: name, reason })?;
+        }
+        Ok(())
+    }
+
+    /// Checks every value and fills the defaults.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen = self
+            .http
+            .listen_address
+            .as_deref()
+            .unwrap_or("0.0.0.0:8045");
+        let http_listen_address = listen
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("http.listen_address", format!("{listen:?} is not ip:port")))?;
+
+        let api_key = match self.http.api_key {
+            None => None,
+            Some(key) if key.len() < MIN_API_KEY_LEN => {
+                return Err(invalid(
+                    "http.api_key",
+                    format!("must be at least {MIN_API_KEY_LEN} characters"),
+                ))
+            }
+            Some(key) => Some(Secret::new(key)),
+        };
+
+        let dev_mode = self.auth.dev_mode.unwrap_or(false);
+        let token_secret = match self.auth.token_secret {
+            Some(secret) if secret.len() >= MIN_SECRET_LEN => Secret::new(secret),
+            Some(_) => {
+                return Err(invalid(
+                    "auth.token_secret",
+                    format!("must be at least {MIN_SECRET_LEN} bytes"),
+                ))
+            }
+            None if dev_mode => Secret::new(DEV_MODE_SECRET),
+            None => {
+                return Err(invalid(
+                    "auth.token_secret",
+                    "is required (or set auth.dev_mode = true for a local demo)",
+                ))
+            }
+        };
+
+        let ice = self.ice.validate()?;
+        let limits = self.limits.validate()?;
+        let log = self.log.validate()?;
+        Ok(Config {
+            http_listen_address,
+            api_key,
+            token_secret,
+            dev_mode,
+            ice,
+            limits,
+            log,
+        })
+    }
+}
+
+impl RawIce {
+    fn validate(self) -> Result<IceConfig, ConfigError> {
+        let host_addresses = self
+            .host_addresses
+            .unwrap_or_default()
+            .iter()
+            .map(|address| {
+                address.parse::<IpAddr>().map_err(|_| {
+                    invalid(
+                        "ice.host_addresses",
+                        format!("{address:?} is not an IP address"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let host_override = match self.host_override.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(value) => Some(parse_host_override(value)?),
+        };
+        let stun_servers = self.stun_servers.unwrap_or_default();
+        for url in &stun_servers {
+            check_stun_url(url)?;
+        }
+        Ok(IceConfig {
+            udp_port: self.udp_port.unwrap_or(8443),
+            tcp_port: self.tcp_port.unwrap_or(8443),
+            host_addresses,
+            host_override,
+            stun_servers,
+        })
+    }
+}
+
+fn parse_host_override(value: &str) -> Result<HostOverride, ConfigError> {
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok(HostOverride::Ip(ip));
+    }
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if value.len() <= 253 && value.split('.').all(valid_label) {
+        return Ok(HostOverride::Hostname(value.to_ascii_lowercase()));
+    }
+    Err(invalid(
+        "ice.host_override",
+        format!("{value:?} is neither an IP address nor a hostname"),
+    ))
+}
+
+fn check_stun_url(url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("stun:")
+        .or_else(|| url.strip_prefix("stuns:"))
+        .ok_or_else(|| invalid("ice.stun_servers", format!("{url:?} must start with stun:")))?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port != 0));
+    if host.is_empty() || !port_ok {
+        return Err(invalid(
+            "ice.stun_servers",
+            format!("{url:?} is not stun:host[:port]"),
+        ));
+    }
+    Ok(())
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<Limits, ConfigError> {
+        let messages_per_second = in_range(
+            "limits.messages_per_second",
+            self.messages_per_second.unwrap_or(50),
+            1,
+            10_000,
+        )?;
+        Ok(Limits {
+            max_participants_per_call: in_range(
+                "limits.max_participants_per_call",
+                self.max_participants_per_call.unwrap_or(200),
+                1,
+                10_000,
+            )?,
+            max_message_bytes: in_range(
+                "limits.max_message_bytes",
+                self.max_message_bytes.unwrap_or(256 * 1024),
+                1024,
+                16 * 1024 * 1024,
+            )?,
+            messages_per_second,
+            message_burst: in_range(
+                "limits.message_burst",
+                self.message_burst.unwrap_or(100),
+                1,
+                100_000,
+            )?,
+            session_queue_size: in_range(
+                "limits.session_queue_size",
+                self.session_queue_size.unwrap_or(256),
+                1,
+                1_000_000,
+            )?,
+            rtp_queue_size: in_range(
+                "limits.rtp_queue_size",
+                self.rtp_queue_size.unwrap_or(512),
+                1,
+                1_000_000,
+            )?,
+        })
+    }
+}
+
+impl RawLog {
+    fn validate(self) -> Result<LogConfig, ConfigError> {
+        let format = match self.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not \"text\" or \"json\""),
+                ))
+            }
+        };
+        let level = self.log_level()?;
+        Ok(LogConfig { format, level })
+    }
+
+    fn log_level(&self) -> Result<String, ConfigError> {
+        let level = self.level.as_deref().unwrap_or("info").trim();
+        if level.is_empty() {
+            return Err(invalid("log.level", "is empty"));
+        }
+        Ok(level.to_owned())
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

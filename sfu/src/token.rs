@@ -1,0 +1,350 @@
+//! Join tokens: HMAC-SHA256 signed claims (call id, display name, role, expiry) that a participant
+//! presents when it joins a call.
+//!
+//! Wire format: `base64url(json claims) "." base64url(hmac_sha256(secret, first part))`, both parts
+//! without padding. The signature covers the encoded claims exactly as sent, so re-encoding can never
+//! change what was signed. Verification checks the signature (in constant time, through
+//! `Mac::verify_slice`) before it parses the claims, then the expiry.
+//!
+//! `verify` does not know which call the socket is joining; callers that do must use
+//! `verify_for_call`, which also rejects a token minted for another call.
+//!
+//! For `main.rs`: the `calls-sfu token` subcommand is `TokenArgs` (a `clap::Args`) and is run by
+//! `token::token_command(&config, &args, SystemTime::now())`, which returns the token to print.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::config::Config;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Longest token we even try to decode; real tokens are a few hundred bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Role of a token holder; the wire type lives in `calls_protocol` so events can carry it too.
+pub use calls_protocol::signalling::Role;
+
+/// Parses `participant` or `bot` (the `--role` argument).
+pub fn parse_role(value: &str) -> Result<Role, String> {
+    match value {
+        "participant" => Ok(Role::Participant),
+        "bot" => Ok(Role::Bot),
+        other => Err(format!(
+            "unknown role {other:?}: expected participant or bot"
+        )),
+    }
+}
+
+/// The signed content of a join token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinClaims {
+    pub call_id: String,
+    pub name: String,
+    pub role: Role,
+    /// Expiry, unix seconds; the token is refused at and after this second.
+    pub exp: u64,
+}
+
+/// Why a token was refused. Messages are safe to send back to the client: they never contain the
+/// secret or the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed join token: {0}")]
+    Malformed(&'static str),
+    #[error("join token signature is invalid")]
+    BadSignature,
+    #[error("join token expired")]
+    Expired,
+    #[error("join token is for another call")]
+    WrongCall,
+    #[error("invalid token request: {0}")]
+    InvalidRequest(String),
+}
+
+fn mac(secret: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length")
+}
+
+/// Signs `claims` with `secret`.
+pub fn sign(secret: &[u8], claims: &JoinClaims) -> String {
+    let json = serde_json::to_vec(claims).expect("JoinClaims holds only strings and integers");
+    let payload = URL_SAFE_NO_PAD.encode(json);
+    let mut mac = mac(secret);
+    mac.update(payload.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{payload}.{signature}")
+}
+
+/// Checks the signature and expiry of `token` and returns its claims. It does not check the call
+/// id: see `verify_for_call`.
+pub fn verify(secret: &[u8], token: &str, now_unix: u64) -> Result<JoinClaims, TokenError> {
+    if token.is_empty() {
+        return Err(TokenError::Malformed("empty"));
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed("too long"));
+    }
+    let (payload, signature) = token
+        .split_once('.')
+        .ok_or(TokenError::Malformed("missing '.' separator"))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    let mut mac = mac(secret);
+    mac.update(payload.as_bytes());
+    mac.verify_slice(&signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
+    let claims: JoinClaims =
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed("claims are not valid"))?;
+    if now_unix >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// `verify`, then checks that the token was minted for `call_id`.
+pub fn verify_for_call(
+    secret: &[u8],
+    token: &str,
+    call_id: &str,
+    now_unix: u64,
+) -> Result<JoinClaims, TokenError> {
+    let claims = verify(secret, token, now_unix)?;
+    if claims.call_id != call_id {
+        return Err(TokenError::WrongCall);
+    }
+    Ok(claims)
+}
+
+/// Unix seconds of `time`, 0 before the epoch.
+pub fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+/// Builds and signs the claims for one participant, valid for `ttl` from `now`.
+pub fn mint(
+    secret: &[u8],
+    call_id: &str,
+    name: &str,
+    role: Role,
+    ttl: Duration,
+    now: SystemTime,
+) -> Result<String, TokenError> {
+    if call_id.trim().is_empty() {
+        return Err(TokenError::InvalidRequest("call id is empty".into()));
+    }
+    if name.trim().is_empty() {
+        return Err(TokenError::InvalidRequest("name is empty".into()));
+    }
+    if ttl.is_zero() {
+        return Err(TokenError::InvalidRequest("ttl must be positive".into()));
+    }
+    let claims = JoinClaims {
+        call_id: call_id.to_owned(),
+        name: name.to_owned(),
+        role,
+        exp: unix_seconds(now).saturating_add(ttl.as_secs().max(1)),
+    };
+    Ok(sign(secret, &claims))
+}
+
+/// Arguments of `calls-sfu token`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// Call the token lets its holder join.
+    #[arg(long)]
+    pub call: String,
+    /// Display name shown to the other participants.
+    #[arg(long)]
+    pub name: String,
+    /// Role of the holder.
+    #[arg(long, value_parser = parse_role, default_value = "participant")]
+    pub role: Role,
+    /// How long the token stays valid (humantime: 90s, 1h, 2d).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}
+
+/// Runs `calls-sfu token`: mints a token with the configured secret and returns it for printing.
+pub fn token_command(
+    config: &Config,
+    args: &TokenArgs,
+    now: SystemTime,
+) -> Result<String, TokenError> {
+    mint(
+        config.token_secret.as_bytes(),
+        &args.call,
+        &args.name,
+        args.role,
+        args.ttl,
+        now,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn claims() -> JoinClaims {
+        JoinClaims {
+            call_id: "call-1".into(),
+            name: "Alice".into(),
+            role: Role::Participant,
+            exp: 1_000,
+        }
+    }
+
+    #[test]
+    fn signed_token_verifies_to_the_same_claims() {
+        let token = sign(SECRET, &claims());
+        assert_eq!(verify(SECRET, &token, 999), Ok(claims()));
+        assert_eq!(verify_for_call(SECRET, &token, "call-1", 0), Ok(claims()));
+    }
+
+    #[test]
+    fn expired_at_and_after_exp() {
+        let token = sign(SECRET, &claims());
+        assert_eq!(verify(SECRET, &token, 1_000), Err(TokenError::Expired));
+        assert_eq!(verify(SECRET, &token, 5_000), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn other_secret_is_a_bad_signature() {
+        let token = sign(SECRET, &claims());
+        let other = b"another-secret-another-secret-xx";
+        assert_eq!(verify(other, &token, 0), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn tampered_claims_are_a_bad_signature() {
+        let token = sign(SECRET, &claims());
+        let (_, signature) = token.split_once('.').expect("token has a separator");
+        let mut forged = claims();
+        forged.role = Role::Bot;
+        forged.exp = u64::MAX;
+        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).expect("json"));
+        let forged_token = format!("{forged_payload}.{signature}");
+        assert_eq!(
+            verify(SECRET, &forged_token, 0),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn tampered_signature_is_refused() {
+        let token = sign(SECRET, &claims());
+        let mut bytes = token.into_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        let token = String::from_utf8(bytes).expect("ascii");
+        assert!(matches!(
+            verify(SECRET, &token, 0),
+            Err(TokenError::BadSignature | TokenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_call_is_refused() {
+        let token = sign(SECRET, &claims());
+        assert_eq!(
+            verify_for_call(SECRET, &token, "call-2", 0),
+            Err(TokenError::WrongCall)
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for garbage in [
+            "",
+            "abc",
+            "a.b.c",
+            "!!!.???",
+            &"x".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            let result = verify(SECRET, garbage, 0);
+            assert!(
+                matches!(
+                    result,
+                    Err(TokenError::Malformed(_) | TokenError::BadSignature)
+                ),
+                "{garbage:?} gave {result:?}"
+            );
+        }
+        assert_eq!(verify(SECRET, "", 0), Err(TokenError::Malformed("empty")));
+    }
+
+    #[test]
+    fn validly_signed_non_claims_are_malformed() {
+        let payload = URL_SAFE_NO_PAD.encode(b"{\"hello\":1}");
+        let mut mac = mac(SECRET);
+        mac.update(payload.as_bytes());
+        let token = format!(
+            "{payload}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(
+            verify(SECRET, &token, 0),
+            Err(TokenError::Malformed("claims are not valid"))
+        );
+    }
+
+    #[test]
+    fn mint_sets_expiry_from_ttl() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        let token = mint(
+            SECRET,
+            "c",
+            "Bot",
+            Role::Bot,
+            Duration::from_secs(3600),
+            now,
+        )
+        .expect("valid request");
+        let claims = verify(SECRET, &token, 10_000).expect("fresh token");
+        assert_eq!(claims.exp, 13_600);
+        assert_eq!(claims.role, Role::Bot);
+        assert_eq!(verify(SECRET, &token, 13_600), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn mint_rejects_empty_fields() {
+        let now = UNIX_EPOCH;
+        let ttl = Duration::from_secs(60);
+        assert!(mint(SECRET, " ", "n", Role::Bot, ttl, now).is_err());
+        assert!(mint(SECRET, "c", "", Role::Bot, ttl, now).is_err());
+        assert!(mint(SECRET, "c", "n", Role::Bot, Duration::ZERO, now).is_err());
+    }
+
+    #[test]
+    fn token_args_parse_role_and_ttl() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            token: TokenArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "t", "--call", "X", "--name", "Y", "--role", "bot", "--ttl", "2h",
+        ])
+        .expect("valid arguments");
+        assert_eq!(cli.token.role, Role::Bot);
+        assert_eq!(cli.token.ttl, Duration::from_secs(7200));
+        let cli = Cli::try_parse_from(["t", "--call", "X", "--name", "Y"]).expect("defaults");
+        assert_eq!(cli.token.role, Role::Participant);
+        assert_eq!(cli.token.ttl, Duration::from_secs(3600));
+    }
+}
