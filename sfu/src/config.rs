@@ -20,6 +20,9 @@ pub const MIN_API_KEY_LEN: usize = 16;
 /// demo only, and a fixed secret lets `calls-sfu token` mint tokens the running demo accepts.
 pub const DEV_MODE_SECRET: &str = "calls-sfu-dev-mode-secret-never-use-in-production";
 
+/// Environment variable naming the config file; read by `main.rs`, skipped by `apply_env`.
+pub const CONFIG_FILE_ENV: &str = "SFU_CONFIG";
+
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -116,6 +119,8 @@ pub struct Config {
     pub http_listen_address: SocketAddr,
     /// Key for `GET /calls*`; `None` disables those endpoints.
     pub api_key: Option<Secret>,
+    /// Directory holding the demo page (`index.html`); `None` means the built-in search path.
+    pub static_dir: Option<PathBuf>,
     pub token_secret: Secret,
     /// Permissive local-demo mode: a built-in token secret is used when none is configured.
     pub dev_mode: bool,
@@ -130,6 +135,7 @@ impl Config {
         Config {
             http_listen_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_key: None,
+            static_dir: None,
             token_secret: Secret::new(token_secret),
             dev_mode: false,
             ice: IceConfig {
@@ -192,6 +198,7 @@ pub struct RawConfig {
 pub struct RawHttp {
     pub listen_address: Option<String>,
     pub api_key: Option<String>,
+    pub static_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,6 +292,7 @@ macro_rules! key {
 pub const KEYS: &[Key] = &[
     key!(http.listen_address, text),
     key!(http.api_key, text),
+    key!(http.static_dir, text),
     key!(auth.token_secret, text),
     key!(auth.dev_mode, parse),
     key!(ice.udp_port, parse),
@@ -327,13 +335,14 @@ impl RawConfig {
         toml::from_str(text).map_err(|error| error.to_string())
     }
 
-    /// Applies every `SFU_*` variable of `env`; any other variable is ignored.
+    /// Applies every `SFU_*` variable of `env` except `SFU_CONFIG`; other variables are ignored,
+    /// an unknown `SFU_*` name is an error (a typo would otherwise be silently ignored).
     pub fn apply_env(
         &mut self,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<(), ConfigError> {
         for (name, value) in env {
-            if !name.starts_with("SFU_") {
+            if !name.starts_with("SFU_") || name == CONFIG_FILE_ENV {
                 continue;
             }
             let key = KEYS
@@ -367,6 +376,11 @@ impl RawConfig {
             Some(key) => Some(Secret::new(key)),
         };
 
+        let static_dir = match self.http.static_dir.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(dir) => Some(PathBuf::from(dir)),
+        };
+
         let dev_mode = self.auth.dev_mode.unwrap_or(false);
         let token_secret = match self.auth.token_secret {
             Some(secret) if secret.len() >= MIN_SECRET_LEN => Secret::new(secret),
@@ -391,6 +405,7 @@ impl RawConfig {
         Ok(Config {
             http_listen_address,
             api_key,
+            static_dir,
             token_secret,
             dev_mode,
             ice,

@@ -74,6 +74,7 @@ fn full_file_is_read() {
 [http]
 listen_address = "127.0.0.1:9000"
 api_key = "an-api-key-of-enough-length"
+static_dir = "/srv/sfu"
 [auth]
 token_secret = "{SECRET}"
 [ice]
@@ -99,6 +100,7 @@ level = "calls_sfu=debug"
         config.api_key.as_ref().map(Secret::expose),
         Some("an-api-key-of-enough-length")
     );
+    assert_eq!(config.static_dir, Some(PathBuf::from("/srv/sfu")));
     assert_eq!(config.ice.udp_port, 0);
     assert_eq!(config.ice.tcp_port, 4443);
     assert_eq!(config.ice.host_addresses.len(), 2);
@@ -123,6 +125,7 @@ fn env_overrides_the_file() {
             ("SFU_ICE_HOST_ADDRESSES", "10.0.0.1, 10.0.0.2"),
             ("SFU_ICE_HOST_OVERRIDE", "203.0.113.7"),
             ("PATH", "/usr/bin"),
+            ("SFU_CONFIG", "/etc/calls-sfu.toml"),
         ],
     )
     .expect("valid");

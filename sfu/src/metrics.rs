@@ -4,7 +4,8 @@
 //! Series follow rtcd's names with an `sfu_` prefix. The per-packet counters are resolved to
 //! label children once at start (`RtpSeries`), so the forwarding hot path increments an atomic
 //! instead of hashing label values. Process CPU and memory come from the prometheus crate's
-//! process collector (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...).
+//! process collector (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...), which
+//! needs the crate's `process` feature (enabled in sfu/Cargo.toml).
 
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
