@@ -500,7 +500,8 @@ mod tests {
 
     #[test]
     fn bad_settings_give_clear_errors() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             (
                 "[jobs]\nmax_concurrnt = 3\n",
                 &[],

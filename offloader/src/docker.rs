@@ -82,7 +82,7 @@ pub fn job_labels(job: &JobRecord) -> HashMap<String, String> {
 /// The full create body of a job container (pure, so tests can check the hardening).
 pub fn container_body(config: &Config, job: &JobRecord, job_token: &str) -> ContainerCreateBody {
     let runner = config.runner(job.job_type);
-    let tmpfs_opts = format!("rw,nosuid,nodev,size={}m", config.tmpfs_size_mb);
+    let tmpfs_opts = format!("rw,nosuid,nodev,mode=1777,size={}m", config.tmpfs_size_mb);
     let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_opts.clone())]);
     let mut mounts = Vec::new();
     match config.data_mount {
@@ -107,7 +107,7 @@ pub fn container_body(config: &Config, job: &JobRecord, job_token: &str) -> Cont
         labels: Some(job_labels(job)),
         host_config: Some(HostConfig {
             network_mode: Some(config.network.clone()),
-            nano_cpus: (runner.cpus > 0.0).then(|| (runner.cpus * 1e9) as i64),
+            nano_cpus: (runner.cpus > 0.0).then_some((runner.cpus * 1e9) as i64),
             memory: (runner.memory_mb > 0).then(|| runner.memory_mb as i64 * 1024 * 1024),
             security_opt: Some(vec!["no-new-privileges:true".to_string()]),
             readonly_rootfs: Some(config.read_only_rootfs),

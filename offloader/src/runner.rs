@@ -343,6 +343,7 @@ impl Runner {
             oom_killed,
             stop_reason: job.stop_reason,
             reported_error: job.reported_error.as_deref(),
+            work_done: job.work_done,
             log_tail: &tail,
             memory_mb: self.app.config.runner(job.job_type).memory_mb,
             max_duration_sec: job.max_duration_sec,

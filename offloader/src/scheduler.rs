@@ -10,7 +10,7 @@ use calls_protocol::jobs::JobState;
 use crate::store::StopReason;
 
 /// Queued job ids (FIFO order) that may start now given `active` running jobs.
-pub fn admit<'a>(active: usize, max_concurrent: usize, queued: &'a [String]) -> &'a [String] {
+pub fn admit(active: usize, max_concurrent: usize, queued: &[String]) -> &[String] {
     let free = max_concurrent.saturating_sub(active);
     &queued[..free.min(queued.len())]
 }
@@ -24,6 +24,8 @@ pub struct ExitFacts<'a> {
     pub stop_reason: Option<StopReason>,
     /// The error the job reported through the status API, if any.
     pub reported_error: Option<&'a str>,
+    /// The job reported `finished` (its work is delivered) before it exited.
+    pub work_done: bool,
     /// The end of the container's combined stdout/stderr.
     pub log_tail: &'a str,
     pub memory_mb: u64,
@@ -59,7 +61,8 @@ pub fn classify_exit(facts: &ExitFacts<'_>) -> (JobState, Option<String>) {
         );
     }
     match (facts.exit_code, facts.stop_reason) {
-        (Some(0), _) => (JobState::Succeeded, None),
+        (Some(0), None) => (JobState::Succeeded, None),
+        (Some(0), Some(StopReason::User)) if facts.work_done => (JobState::Succeeded, None),
         (_, Some(StopReason::User)) => (JobState::Cancelled, None),
         (None, _) => (
             JobState::Failed,

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     reported_error TEXT,
     progress TEXT,
     counters TEXT NOT NULL DEFAULT '{}',
-    container_removed INTEGER NOT NULL DEFAULT 0
+    container_removed INTEGER NOT NULL DEFAULT 0,
+    work_done INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs(client_id, seq);
@@ -117,6 +118,8 @@ pub struct JobRecord {
     pub progress: Option<String>,
     pub counters: BTreeMap<String, f64>,
     pub container_removed: bool,
+    /// The job reported `finished`.
+    pub work_done: bool,
 }
 
 impl JobRecord {
@@ -134,7 +137,7 @@ pub fn container_name(job_type: JobType, id: &str) -> String {
 const JOB_COLUMNS: &str =
     "seq, id, client_id, job_type, state, runner, max_duration_sec, input_data, \
     job_token_hash, created_at, started_at, finished_at, exit_code, failure_reason, stop_reason, \
-    reported_error, progress, counters, container_removed";
+    reported_error, progress, counters, container_removed, work_done";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let bad = |i: usize, what: String| {
@@ -165,6 +168,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         progress: row.get(16)?,
         counters: serde_json::from_str(&counters).map_err(|e| bad(17, e.to_string()))?,
         container_removed: row.get::<_, i64>(18)? != 0,
+        work_done: row.get::<_, i64>(19)? != 0,
     })
 }
 
@@ -455,15 +459,17 @@ impl Store {
         progress: Option<&str>,
         error: Option<&str>,
         counters: &BTreeMap<String, f64>,
+        work_done: bool,
     ) -> Result<()> {
         self.conn().execute(
             "UPDATE jobs SET progress = COALESCE(?2, progress), reported_error = COALESCE(?3, reported_error), \
-             counters = ?4 WHERE id = ?1",
+             counters = ?4, work_done = MAX(work_done, ?5) WHERE id = ?1",
             params![
                 id,
                 progress,
                 error,
-                serde_json::to_string(counters).expect("a map of numbers always serializes")
+                serde_json::to_string(counters).expect("a map of numbers always serializes"),
+                work_done as i64
             ],
         )?;
         Ok(())

@@ -70,6 +70,7 @@ mod tests {
             progress: None,
             counters: BTreeMap::new(),
             container_removed: false,
+            work_done: false,
         };
         let job = public_job(&record);
         assert_eq!(job.input_data.keys().collect::<Vec<_>>(), vec!["call_id"]);

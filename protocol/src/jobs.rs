@@ -224,6 +224,10 @@ pub enum JobStatusKind {
     Progress,
     /// The job gave up; `error` says why (becomes the failure reason if it then exits non-zero).
     Failed,
+    /// The job's work is done and delivered (artifacts uploaded); it is about to exit. A job
+    /// stopped through the API ends `succeeded` instead of `cancelled` if it reported this and
+    /// exits 0.
+    Finished,
 }
 
 /// `POST /jobs/{id}/status`, authenticated with the job's own `JOB_TOKEN` as a bearer token.

@@ -83,6 +83,16 @@ pub async fn status(
         }
     }
     let mut counters = job.counters.clone();
+    let known = update
+        .counters
+        .keys()
+        .filter(|k| counters.contains_key(*k))
+        .count();
+    if counters.len() + update.counters.len() - known > MAX_COUNTERS * 4 {
+        return Err(Error::BadRequest(
+            "too many distinct counters for this job".into(),
+        ));
+    }
     for (name, value) in &update.counters {
         // Counters are absolute per job; the exported counter grows by the increase.
         let previous = counters.insert(name.clone(), *value).unwrap_or(0.0);
@@ -109,11 +119,16 @@ pub async fn status(
     };
     let progress = match update.status {
         JobStatusKind::Started => Some(clip(update.message).unwrap_or_else(|| "started".into())),
+        JobStatusKind::Finished => Some(clip(update.message).unwrap_or_else(|| "finished".into())),
         _ => clip(update.message),
     };
-    state
-        .store
-        .record_status(&id, progress.as_deref(), error.as_deref(), &counters)?;
+    state.store.record_status(
+        &id,
+        progress.as_deref(),
+        error.as_deref(),
+        &counters,
+        update.status == JobStatusKind::Finished,
+    )?;
     tracing::info!(job_id = id, status = ?update.status, "job reported status");
     Ok(StatusCode::NO_CONTENT)
 }

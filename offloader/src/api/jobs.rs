@@ -89,6 +89,7 @@ pub fn validate_request(
         progress: None,
         counters: BTreeMap::new(),
         container_removed: false,
+        work_done: false,
     })
 }
 

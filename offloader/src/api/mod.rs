@@ -146,4 +146,6 @@ async fn openapi() -> Response {
 }
 
 #[cfg(test)]
+mod job_side_tests;
+#[cfg(test)]
 mod tests;

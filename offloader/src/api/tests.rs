@@ -1,1 +1,526 @@
-//! Router tests with `oneshot`: no socket, no Docker.
+//! Router tests with `oneshot`: no socket, no Docker (jobs stay queued). They check what a
+//! client sees: auth, per-client isolation, validation errors in the `{error, code}` shape,
+//! that rejected requests change nothing, and that secrets never come back.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use base64::Engine;
+use calls_protocol::jobs::{ErrorBody, Job, JobList, JobState, LoginResponse};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::{AppState, Config};
+
+pub const ADMIN: &str = "admin-secret-for-unit-tests-0123456789";
+pub const KEY_A: &str = "key-of-client-a-0123456789abcdefghij";
+pub const KEY_B: &str = "key-of-client-b-0123456789abcdefghij";
+
+pub struct Harness {
+    pub state: AppState,
+    pub router: Router,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn error(&self) -> ErrorBody {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!("not an error body: {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn harness(extra_env: &[(&str, &str)]) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = vec![
+        ("OFFLOADER_API_ADMIN_SECRET".to_string(), ADMIN.to_string()),
+        (
+            "OFFLOADER_STORE_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        ),
+        (
+            "OFFLOADER_API_MAX_JSON_BODY_BYTES".to_string(),
+            "4096".to_string(),
+        ),
+        (
+            "OFFLOADER_JOBS_MAX_QUEUE_LENGTH".to_string(),
+            "3".to_string(),
+        ),
+        (
+            "OFFLOADER_JOBS_MAX_ARTIFACT_BYTES".to_string(),
+            "1000".to_string(),
+        ),
+        (
+            "OFFLOADER_JOBS_IMAGE_ALLOWLIST".to_string(),
+            "extra:1".to_string(),
+        ),
+    ];
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let config = Config::load("", env).expect("test config validates");
+    let state = AppState::new(config, None).expect("store opens");
+    Harness {
+        router: crate::router(state.clone()),
+        state,
+        _dir: dir,
+    }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+pub fn basic(id: &str, key: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{key}"))
+    )
+}
+
+impl Harness {
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        auth: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        self.send_with(method, uri, auth, body, &[]).await
+    }
+
+    pub async fn send_with(
+        &self,
+        method: Method,
+        uri: &str,
+        auth: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(body.map_or_else(Body::empty, Body::from))
+            .expect("valid request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        Reply {
+            status,
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    pub async fn post(&self, uri: &str, auth: Option<&str>, body: Value) -> Reply {
+        self.send(Method::POST, uri, auth, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn get(&self, uri: &str, auth: Option<&str>) -> Reply {
+        self.send(Method::GET, uri, auth, None).await
+    }
+
+    /// Registers with the admin secret and logs in; returns the bearer header.
+    pub async fn client(&self, id: &str, key: &str) -> String {
+        let reply = self
+            .post(
+                "/register",
+                Some(&bearer(ADMIN)),
+                json!({"clientID": id, "authKey": key}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        let reply = self
+            .post("/login", None, json!({"clientID": id, "authKey": key}))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let login: LoginResponse = serde_json::from_slice(&reply.body).expect("login body");
+        assert!(login.expires_at > crate::now_ms());
+        bearer(&login.token)
+    }
+
+    pub async fn create(&self, auth: &str, body: Value) -> Job {
+        let reply = self.post("/jobs", Some(auth), body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        serde_json::from_slice(&reply.body).expect("job body")
+    }
+
+    pub fn job_count(&self) -> usize {
+        self.state
+            .store
+            .jobs_in(&JobState::ALL)
+            .expect("store")
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn registration_needs_the_admin_secret_unless_self_registration_is_on() {
+    let h = harness(&[]);
+    let body = json!({"clientID": "a", "authKey": KEY_A});
+    let reply = h.post("/register", None, body.clone()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.error().code, "unauthorized");
+    let reply = h
+        .post("/register", Some(&bearer("wrong-secret")), body.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(h.state.store.client("a").expect("store").is_none());
+
+    let short = h
+        .post(
+            "/register",
+            Some(&bearer(ADMIN)),
+            json!({"clientID": "a", "authKey": "short"}),
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(short.error().error.contains("32"), "{}", short.text());
+
+    assert_eq!(
+        h.post("/register", Some(&bearer(ADMIN)), body.clone())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let again = h.post("/register", Some(&bearer(ADMIN)), body).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+
+    let open = harness(&[("OFFLOADER_API_SELF_REGISTRATION", "true")]);
+    let reply = open
+        .post(
+            "/register",
+            None,
+            json!({"clientID": "self", "authKey": KEY_A}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn login_basic_auth_and_unregister() {
+    let h = harness(&[]);
+    let token = h.client("a", KEY_A).await;
+    assert_eq!(h.get("/jobs", Some(&token)).await.status, StatusCode::OK);
+    assert_eq!(
+        h.get("/jobs", Some(&basic("a", KEY_A))).await.status,
+        StatusCode::OK
+    );
+    for bad in [
+        basic("a", KEY_B),
+        basic("nobody", KEY_A),
+        bearer("not-a-token"),
+        "Digest x".into(),
+    ] {
+        let reply = h.get("/jobs", Some(&bad)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert_eq!(reply.error().code, "unauthorized");
+    }
+    assert_eq!(h.get("/jobs", None).await.status, StatusCode::UNAUTHORIZED);
+    let wrong = h
+        .post("/login", None, json!({"clientID": "a", "authKey": KEY_B}))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let via_basic = h
+        .send(Method::POST, "/login", Some(&basic("a", KEY_A)), None)
+        .await;
+    assert_eq!(via_basic.status, StatusCode::OK, "{}", via_basic.text());
+
+    let reply = h
+        .send(Method::POST, "/unregister", Some(&token), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    assert_eq!(
+        h.get("/jobs", Some(&token)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "tokens die with the client"
+    );
+    h.client("b", KEY_B).await;
+    let reply = h
+        .post(
+            "/unregister",
+            Some(&bearer(ADMIN)),
+            json!({"clientID": "b"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(h.state.store.client("b").expect("store").is_none());
+}
+
+#[tokio::test]
+async fn a_client_sees_only_its_own_jobs() {
+    let h = harness(&[]);
+    let a = h.client("a", KEY_A).await;
+    let b = h.client("b", KEY_B).await;
+    let job = h
+        .create(
+            &a,
+            json!({"type": "recording", "input_data": {"call_id": "c1"}}),
+        )
+        .await;
+    let paths = [
+        (Method::GET, format!("/jobs/{}", job.id)),
+        (Method::POST, format!("/jobs/{}/stop", job.id)),
+        (Method::DELETE, format!("/jobs/{}", job.id)),
+        (Method::GET, format!("/jobs/{}/logs", job.id)),
+        (Method::GET, format!("/jobs/{}/artifacts", job.id)),
+        (Method::GET, format!("/jobs/{}/artifacts/x.mp4", job.id)),
+    ];
+    for (method, path) in &paths {
+        let reply = h.send(method.clone(), path, Some(&b), None).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(reply.error().code, "not_found");
+    }
+    let listed: JobList =
+        serde_json::from_slice(&h.get("/jobs", Some(&b)).await.body).expect("list");
+    assert!(listed.jobs.is_empty());
+    let listed: JobList =
+        serde_json::from_slice(&h.get("/jobs", Some(&a)).await.body).expect("list");
+    assert_eq!(listed.jobs.len(), 1);
+    let mine = h.get(&format!("/jobs/{}", job.id), Some(&a)).await;
+    assert_eq!(mine.status, StatusCode::OK);
+    assert_eq!(
+        h.state
+            .store
+            .job(&job.id)
+            .expect("store")
+            .expect("job")
+            .state,
+        JobState::Queued,
+        "B changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_json_errors_and_change_nothing() {
+    let h = harness(&[]);
+    let a = h.client("a", KEY_A).await;
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            json!({"type": "mining"}).to_string().into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "unknown variant `mining`",
+        ),
+        (
+            json!({"type": "recording", "extra": 1})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "unknown field `extra`",
+        ),
+        (
+            json!({"type": "recording", "runner": "evil:latest"})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "allowlist",
+        ),
+        (
+            json!({"type": "recording", "max_duration_sec": 0})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "max_duration_sec",
+        ),
+        (
+            json!({"type": "recording", "max_duration_sec": 999_999_999})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "max_duration_sec",
+        ),
+        (
+            json!({"type": "recording", "input_data": {"bad key": "x"}})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "environment name",
+        ),
+        (
+            json!({"type": "recording", "input_data": {"job_token": "x"}})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "reserved",
+        ),
+        (vec![b' '; 5000], StatusCode::PAYLOAD_TOO_LARGE, "limit"),
+    ];
+    for (body, status, needle) in cases {
+        let reply = h.send(Method::POST, "/jobs", Some(&a), Some(body)).await;
+        assert_eq!(reply.status, status, "{}", reply.text());
+        let error = reply.error();
+        assert!(
+            error.error.contains(needle),
+            "{:?} should mention {needle:?}",
+            error.error
+        );
+        assert_eq!(
+            error.code,
+            if status == StatusCode::BAD_REQUEST {
+                "bad_request"
+            } else {
+                "payload_too_large"
+            }
+        );
+    }
+    let unauthenticated = h.post("/jobs", None, json!({"type": "recording"})).await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.job_count(), 0, "no rejected request created a job");
+    let unknown = h.get("/nope", None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.error().code, "not_found");
+    let filter = h.get("/jobs?state=nonsense", Some(&a)).await;
+    assert_eq!(filter.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn secret_inputs_are_stored_but_never_returned() {
+    let h = harness(&[]);
+    let a = h.client("a", KEY_A).await;
+    let secret = "xoxb-very-secret-bot-token-value";
+    let job = h
+        .create(&a, json!({"type": "transcribing", "input_data": {"call_id": "c1", "BOT_TOKEN": secret, "apiKey": secret}}))
+        .await;
+    assert_eq!(job.secret_fields, vec!["BOT_TOKEN", "apiKey"]);
+    assert_eq!(job.input_data.len(), 1);
+    for path in [
+        format!("/jobs/{}", job.id),
+        "/jobs".to_string(),
+        "/metrics".to_string(),
+    ] {
+        let reply = h.get(&path, Some(&a)).await;
+        assert!(!reply.text().contains(secret), "{path} leaked the secret");
+    }
+    let stored = h.state.store.job(&job.id).expect("store").expect("job");
+    assert_eq!(
+        stored.input_data["BOT_TOKEN"],
+        json!(secret),
+        "the container still needs it"
+    );
+}
+
+#[tokio::test]
+async fn the_queue_refuses_only_when_full_and_stop_cancels_queued_jobs() {
+    let h = harness(&[("OFFLOADER_JOBS_MAX_CONCURRENT", "1")]);
+    let a = h.client("a", KEY_A).await;
+    let body = json!({"type": "recording"});
+    // No Docker here, so nothing starts: 1 free slot + a queue of 3 admit 4 jobs.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(h.create(&a, body.clone()).await.id);
+    }
+    let full = h.post("/jobs", Some(&a), body.clone()).await;
+    assert_eq!(full.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(full.error().code, "queue_full");
+    assert_eq!(h.job_count(), 4);
+
+    let stopped = h
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/stop", ids[0]),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(stopped.status, StatusCode::OK);
+    let job: Job = serde_json::from_slice(&stopped.body).expect("job");
+    assert_eq!(job.state, JobState::Cancelled);
+    assert!(job.finished_at.is_some());
+    let again = h
+        .send(
+            Method::POST,
+            &format!("/jobs/{}/stop", ids[0]),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(
+        h.create(&a, body).await.state,
+        JobState::Queued,
+        "a place freed up"
+    );
+
+    let queued = h
+        .send(Method::DELETE, &format!("/jobs/{}", ids[1]), Some(&a), None)
+        .await;
+    assert_eq!(
+        queued.status,
+        StatusCode::CONFLICT,
+        "active jobs must be stopped first"
+    );
+    let deleted = h
+        .send(Method::DELETE, &format!("/jobs/{}", ids[0]), Some(&a), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.get(&format!("/jobs/{}", ids[0]), Some(&a)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let filtered: JobList =
+        serde_json::from_slice(&h.get("/jobs?state=queued", Some(&a)).await.body).expect("list");
+    assert_eq!(filtered.jobs.len(), 4);
+}
+
+#[tokio::test]
+async fn service_routes_answer() {
+    let h = harness(&[]);
+    let version = h.get("/version", None).await.json();
+    assert_eq!(version["name"], "calls-offloader");
+    assert_eq!(h.get("/healthz", None).await.status, StatusCode::OK);
+    let metrics = h.get("/metrics", None).await.text();
+    for name in [
+        "calls_offloader_jobs{state=\"queued\",type=\"recording\"} 0",
+        "calls_offloader_queue_length 0",
+        "calls_offloader_api_requests_total",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+    let openapi = h.get("/openapi.json", None).await.json();
+    let paths = openapi["paths"].as_object().expect("openapi paths");
+    for path in [
+        "/register",
+        "/login",
+        "/jobs",
+        "/jobs/{id}",
+        "/jobs/{id}/logs",
+        "/jobs/{id}/status",
+        "/jobs/{id}/artifacts/{name}",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(path), "openapi.json lacks {path}");
+    }
+}

@@ -84,7 +84,21 @@ fn user_stop_cancels_unless_the_job_finished_its_work() {
     assert_eq!(classify_exit(&stopped(Some(143))).0, JobState::Cancelled);
     assert_eq!(classify_exit(&stopped(Some(137))).0, JobState::Cancelled);
     assert_eq!(classify_exit(&stopped(None)).0, JobState::Cancelled);
-    assert_eq!(classify_exit(&stopped(Some(0))).0, JobState::Succeeded);
+    assert_eq!(
+        classify_exit(&stopped(Some(0))).0,
+        JobState::Cancelled,
+        "clean exit on SIGTERM"
+    );
+    let finished = ExitFacts {
+        work_done: true,
+        ..stopped(Some(0))
+    };
+    assert_eq!(classify_exit(&finished).0, JobState::Succeeded);
+    let finished_but_crashed = ExitFacts {
+        work_done: true,
+        ..stopped(Some(1))
+    };
+    assert_eq!(classify_exit(&finished_but_crashed).0, JobState::Cancelled);
 }
 
 #[test]
