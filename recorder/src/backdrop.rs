@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use ffmpeg_next::{filter, format, frame};
 
-use crate::compositor::copy_into_ffmpeg;
+use crate::compositor::{copy_from_ffmpeg, copy_into_ffmpeg};
 use crate::error::{Error, Result};
 use crate::frame::{I420Frame, Yuv};
 
@@ -117,21 +117,6 @@ pub fn render(
         .frame(&mut output)
         .map_err(Error::ffmpeg("drawing names"))?;
     copy_from_ffmpeg(&output)
-}
-
-/// Copies a yuv420p FFmpeg frame (rows possibly padded) into a packed frame.
-fn copy_from_ffmpeg(source: &frame::Video) -> Result<I420Frame> {
-    let mut packed = I420Frame::filled(source.width(), source.height(), Yuv::BLACK);
-    let sizes = packed.plane_sizes();
-    for (plane, (w, h)) in sizes.into_iter().enumerate() {
-        let stride = source.stride(plane);
-        let data = source.data(plane);
-        let target = &mut packed.planes_mut()[plane];
-        for row in 0..h {
-            target[row * w..(row + 1) * w].copy_from_slice(&data[row * stride..row * stride + w]);
-        }
-    }
-    Ok(packed)
 }
 
 /// Filter arguments treat `:`, `,`, `;`, `[`, `]`, `'` and `\` specially; accept only plain path characters.

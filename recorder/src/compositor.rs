@@ -386,8 +386,29 @@ fn blit(
     }
 }
 
+/// Copies a yuv420p FFmpeg frame (a decoder's output, rows possibly padded) into a packed frame.
+pub fn copy_from_ffmpeg(source: &frame::Video) -> Result<I420Frame> {
+    if source.format() != Pixel::YUV420P {
+        return Err(Error::InvalidFrame(format!(
+            "expected yuv420p, got {:?}",
+            source.format()
+        )));
+    }
+    let mut packed = I420Frame::filled(source.width(), source.height(), Yuv::BLACK);
+    let sizes = packed.plane_sizes();
+    for (plane, (w, h)) in sizes.into_iter().enumerate() {
+        let stride = source.stride(plane);
+        let data = source.data(plane);
+        let target = &mut packed.planes_mut()[plane];
+        for row in 0..h {
+            target[row * w..(row + 1) * w].copy_from_slice(&data[row * stride..row * stride + w]);
+        }
+    }
+    Ok(packed)
+}
+
 /// Copies a packed I420 frame into an FFmpeg frame of the same size and format (whose rows may be padded).
-pub(crate) fn copy_into_ffmpeg(source: &I420Frame, destination: &mut frame::Video) {
+pub fn copy_into_ffmpeg(source: &I420Frame, destination: &mut frame::Video) {
     for (plane, (data, (w, h))) in source.planes().iter().zip(source.plane_sizes()).enumerate() {
         let stride = destination.stride(plane);
         let target = destination.data_mut(plane);
