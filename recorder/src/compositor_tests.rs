@@ -261,3 +261,15 @@ fn a_new_background_shows_when_nobody_shares() {
         .unwrap_err();
     assert!(err.to_string().contains("output is 64x36"), "{err}");
 }
+
+#[test]
+fn ffmpeg_frames_round_trip_and_other_formats_are_refused() {
+    let mut share = I420Frame::filled(101, 57, RED);
+    share.fill_rect(50, 0, 51, 57, GREEN);
+    let mut ffmpeg_frame = frame::Video::new(Pixel::YUV420P, 101, 57);
+    copy_into_ffmpeg(&share, &mut ffmpeg_frame);
+    assert_eq!(copy_from_ffmpeg(&ffmpeg_frame).unwrap(), share);
+    let rgb = frame::Video::new(Pixel::RGB24, 4, 4);
+    let err = copy_from_ffmpeg(&rgb).unwrap_err().to_string();
+    assert!(err.contains("expected yuv420p"), "{err}");
+}
