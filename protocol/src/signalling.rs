@@ -432,7 +432,7 @@ mod tests {
             r#"{"sdp":"v=0"}"#,
             r#"{"type":"offer"}"#,
             r#"{"type":"join","version":"one","token":"t"}"#,
-            r#"{"type":"mute","extra":1}"#,
+            r#"{"type":"offer","sdp":"v=0","extra":1}"#,
             "not json",
             "[]",
         ] {
