@@ -66,10 +66,15 @@ pub fn job_env(job: &JobRecord, offloader_url: &str, job_token: &str) -> Vec<Str
     env
 }
 
+/// The label naming the store (offloader instance) a container belongs to: offloaders sharing
+/// one Docker engine each reconcile and sweep only their own containers.
+pub const INSTANCE_LABEL: &str = "calls.offloader_instance";
+
 /// The labels of a job container.
-pub fn job_labels(job: &JobRecord) -> HashMap<String, String> {
+pub fn job_labels(job: &JobRecord, instance: &str) -> HashMap<String, String> {
     HashMap::from([
         (APP_LABEL.0.to_string(), APP_LABEL.1.to_string()),
+        (INSTANCE_LABEL.to_string(), instance.to_string()),
         ("calls.job_id".to_string(), job.id.clone()),
         (
             "calls.job_type".to_string(),
@@ -80,7 +85,12 @@ pub fn job_labels(job: &JobRecord) -> HashMap<String, String> {
 }
 
 /// The full create body of a job container (pure, so tests can check the hardening).
-pub fn container_body(config: &Config, job: &JobRecord, job_token: &str) -> ContainerCreateBody {
+pub fn container_body(
+    config: &Config,
+    instance: &str,
+    job: &JobRecord,
+    job_token: &str,
+) -> ContainerCreateBody {
     let runner = config.runner(job.job_type);
     let tmpfs_opts = format!("rw,nosuid,nodev,mode=1777,size={}m", config.tmpfs_size_mb);
     let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_opts.clone())]);
@@ -93,7 +103,7 @@ pub fn container_body(config: &Config, job: &JobRecord, job_token: &str) -> Cont
             target: Some("/data".to_string()),
             typ: Some(MountType::VOLUME),
             volume_options: Some(MountVolumeOptions {
-                labels: Some(job_labels(job)),
+                labels: Some(job_labels(job, instance)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -104,7 +114,7 @@ pub fn container_body(config: &Config, job: &JobRecord, job_token: &str) -> Cont
     ContainerCreateBody {
         image: Some(job.runner.clone()),
         env: Some(job_env(job, &config.offloader_url, job_token)),
-        labels: Some(job_labels(job)),
+        labels: Some(job_labels(job, instance)),
         host_config: Some(HostConfig {
             network_mode: Some(config.network.clone()),
             nano_cpus: (runner.cpus > 0.0).then_some((runner.cpus * 1e9) as i64),
@@ -217,11 +227,17 @@ pub async fn wait_exit(docker: &Docker, name: &str) -> Result<Option<ContainerSt
     }
 }
 
-/// Every container labelled `app=calls-offloader`, with its job id and status.
-pub async fn list_job_containers(docker: &Docker) -> Result<Vec<ObservedContainer>> {
+/// Every container labelled `app=calls-offloader` of this instance, with its job id and status.
+pub async fn list_job_containers(
+    docker: &Docker,
+    instance: &str,
+) -> Result<Vec<ObservedContainer>> {
     let filters = HashMap::from([(
         "label".to_string(),
-        vec![format!("{}={}", APP_LABEL.0, APP_LABEL.1)],
+        vec![
+            format!("{}={}", APP_LABEL.0, APP_LABEL.1),
+            format!("{INSTANCE_LABEL}={instance}"),
+        ],
     )]);
     let options = ListContainersOptions {
         all: true,
@@ -276,5 +292,78 @@ pub async fn image_present(docker: &Docker, image: &str) -> Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if is_status(&e, 404) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use calls_protocol::jobs::{JobState, JobType};
+
+    use super::*;
+
+    fn job() -> JobRecord {
+        JobRecord {
+            seq: 1,
+            id: "abc".into(),
+            client_id: "client-a".into(),
+            job_type: JobType::Transcribing,
+            state: JobState::Starting,
+            runner: "calls-transcriber:latest".into(),
+            max_duration_sec: 60,
+            input_data: BTreeMap::from([
+                ("call_id".to_string(), serde_json::json!("c1")),
+                ("threads".to_string(), serde_json::json!(2)),
+            ]),
+            job_token_hash: String::new(),
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            failure_reason: None,
+            stop_reason: None,
+            reported_error: None,
+            progress: None,
+            counters: BTreeMap::new(),
+            container_removed: false,
+            work_done: false,
+        }
+    }
+
+    #[test]
+    fn containers_are_labelled_hardened_and_get_the_job_environment() {
+        let config = Config::load("", Vec::new()).expect("defaults");
+        let body = container_body(&config, "inst1", &job(), "tok");
+        let env = body.env.expect("env");
+        for expected in [
+            "JOB_ID=abc",
+            "JOB_TYPE=transcribing",
+            "OFFLOADER_URL=http://172.17.0.1:4545",
+            "JOB_TOKEN=tok",
+            "CALL_ID=c1",
+            "THREADS=2",
+        ] {
+            assert!(env.contains(&expected.to_string()), "{expected} in {env:?}");
+        }
+        let labels = body.labels.expect("labels");
+        assert_eq!(labels["app"], "calls-offloader");
+        assert_eq!(labels["calls.job_id"], "abc");
+        assert_eq!(labels["calls.job_type"], "transcribing");
+        assert_eq!(labels["calls.client_id"], "client-a");
+        assert_eq!(labels[INSTANCE_LABEL], "inst1");
+        let host = body.host_config.expect("host config");
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
+        );
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.memory, Some(4096 * 1024 * 1024));
+        assert_eq!(host.nano_cpus, Some(2_000_000_000));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        let mounts = host.mounts.expect("mounts");
+        assert_eq!(mounts[0].target.as_deref(), Some("/data"));
+        assert!(host.tmpfs.expect("tmpfs").contains_key("/tmp"));
     }
 }

@@ -80,7 +80,8 @@ impl Runner {
                 container_removed: r.container_removed,
             })
             .collect();
-        let containers = docker::list_job_containers(&self.docker).await?;
+        let containers =
+            docker::list_job_containers(&self.docker, &self.app.store.instance).await?;
         let actions = scheduler::reconcile(&records, &containers);
         tracing::info!(
             jobs = records.len(),
@@ -194,7 +195,7 @@ impl Runner {
         };
         let name = job.container_name();
         let began = Instant::now();
-        let body = docker::container_body(&self.app.config, &job, token);
+        let body = docker::container_body(&self.app.config, &self.app.store.instance, &job, token);
         let mut created = docker::create(&self.docker, body.clone(), &name).await;
         if let Err(CreateError::Other(_)) = &created {
             // A leftover container of the same name (a crash between create and persist):
@@ -400,7 +401,8 @@ impl Runner {
             store.delete_job(&job.id)?;
             tracing::info!(job_id = job.id, "swept job record");
         }
-        for container in docker::list_job_containers(&self.docker).await? {
+        for container in docker::list_job_containers(&self.docker, &self.app.store.instance).await?
+        {
             let known = match &container.job_id {
                 Some(id) => store.job(id)?.is_some(),
                 None => false,

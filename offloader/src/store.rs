@@ -16,6 +16,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::error::{Error, Result};
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS clients (
     id TEXT PRIMARY KEY,
     key_hash TEXT NOT NULL,
@@ -186,6 +190,8 @@ pub const FINAL: [JobState; 3] = [JobState::Succeeded, JobState::Failed, JobStat
 /// The SQLite store. Calls are short and synchronous; the mutex serialises them.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Random id made when the database was created; labels this store's containers.
+    pub instance: String,
 }
 
 impl Store {
@@ -200,8 +206,17 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?1)",
+            params![uuid::Uuid::new_v4().simple().to_string()[..12].to_string()],
+        )?;
+        let instance =
+            conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |row| {
+                row.get(0)
+            })?;
         Ok(Store {
             conn: Mutex::new(conn),
+            instance,
         })
     }
 
