@@ -1,1 +1,120 @@
 //! calls-sfu: the Selective Forwarding Unit that hosts calls.
+//!
+//! [`start`] binds the HTTP listener (signalling WebSocket `/ws`, `/version`, `/healthz`,
+//! `/metrics`, `/calls`) and the one shared ICE UDP port, and returns a [`RunningSfu`] handle;
+//! [`run`] does the same and serves until the process is stopped. The routing decisions live in
+//! the pure [`router`]; `session`/`negotiation` drive webrtc, `forward` moves the packets.
+
+pub mod candidates;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod http;
+pub mod ice_mux;
+pub mod metrics;
+pub mod negotiation;
+pub mod peer;
+pub mod ratelimit;
+pub mod router;
+pub mod session;
+pub mod state;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use error::{Error, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::ice_mux::UdpMux;
+use crate::metrics::Metrics;
+use crate::state::Shared;
+
+/// A started SFU. Dropping it does not stop it; call [`RunningSfu::shutdown`].
+pub struct RunningSfu {
+    /// Bound HTTP address (`/ws` lives here).
+    pub http_addr: SocketAddr,
+    /// Bound ICE UDP address.
+    pub ice_udp_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningSfu {
+    /// `ws://<http addr>/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http_addr)
+    }
+
+    /// `http://<http addr>`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// The metrics of this SFU.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Live sessions in all calls.
+    pub fn session_count(&self) -> usize {
+        self.shared.with_router(|router| router.session_count())
+    }
+
+    /// Sends `job_stop` to a session (a recorder or transcriber bot). False if it is unknown.
+    pub fn stop_job(&self, session_id: &str, reason: &str) -> bool {
+        self.shared.stop_job(session_id, reason)
+    }
+
+    /// Stops accepting connections and waits for the HTTP server to finish.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.server.await;
+    }
+
+    /// Serves until the HTTP server fails or the process is stopped.
+    pub async fn wait(self) -> Result<()> {
+        match self.server.await {
+            Ok(result) => Ok(result?),
+            Err(join) => Err(Error::Io(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+/// Binds everything and starts serving in the background.
+pub async fn start(config: Config) -> Result<RunningSfu> {
+    let ice_bind = SocketAddr::from(([0, 0, 0, 0], config.ice.udp_port));
+    let ice_bind = match config.ice.host_addresses.as_slice() {
+        [only] => SocketAddr::new(*only, config.ice.udp_port),
+        _ => ice_bind,
+    };
+    let mux = UdpMux::bind(ice_bind).await?;
+    let ice_udp_addr = mux.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(config.http_listen_address).await?;
+    let http_addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(Shared::new(config, metrics, mux, ice_udp_addr.port()));
+    let app = http::router(Arc::clone(&shared));
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await
+    });
+    tracing::info!(http = %http_addr, ice_udp = %ice_udp_addr, "calls-sfu listening");
+    Ok(RunningSfu {
+        http_addr,
+        ice_udp_addr,
+        shared,
+        stop,
+        server,
+    })
+}
+
+/// Starts the SFU and serves until the process is stopped.
+pub async fn run(config: Config) -> Result<()> {
+    start(config).await?.wait().await
+}

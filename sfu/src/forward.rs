@@ -1,0 +1,208 @@
+//! Media forwarding: one [`Publication`] per track a participant sends, fanned out through a
+//! bounded queue per subscriber into that subscriber's local track.
+//!
+//! The publisher's reader never waits on a subscriber: a full queue drops the packet for that
+//! subscriber only (counted in `sfu_rtc_errors_total{type="rtp_queue_full"}`), so one slow
+//! receiver cannot stall a call. Keyframe requests (PLI/FIR) from subscribers are relayed to the
+//! publisher as a PLI, at most one per [`KEYFRAME_REQUEST_INTERVAL`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use calls_protocol::signalling::{TrackId, TrackKind};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+
+use crate::metrics::{Direction, MediaKind, Metrics, RtpSeries};
+
+/// Minimum spacing of keyframe requests relayed to one publisher.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A track one participant publishes, with its subscribers' queues.
+pub struct Publication {
+    /// The forwarded id (`voice_<session>_<n>` / `screen_<session>_<n>`).
+    pub id: TrackId,
+    /// Codec of the incoming track.
+    pub codec: RTCRtpCodec,
+    remote: Arc<dyn TrackRemote>,
+    media_ssrc: u32,
+    sinks: Mutex<HashMap<String, mpsc::Sender<rtp::Packet>>>,
+    muted: AtomicBool,
+    last_keyframe_request: Mutex<Option<Instant>>,
+}
+
+impl Publication {
+    /// Wraps an incoming track.
+    pub fn new(
+        id: TrackId,
+        codec: RTCRtpCodec,
+        remote: Arc<dyn TrackRemote>,
+        media_ssrc: u32,
+    ) -> Self {
+        Self {
+            id,
+            codec,
+            remote,
+            media_ssrc,
+            sinks: Mutex::new(HashMap::new()),
+            muted: AtomicBool::new(false),
+            last_keyframe_request: Mutex::new(None),
+        }
+    }
+
+    /// Metrics label of this track's media.
+    pub fn media_kind(&self) -> MediaKind {
+        match self.id.kind {
+            TrackKind::Voice => MediaKind::Audio,
+            TrackKind::Screen => MediaKind::Video,
+        }
+    }
+
+    /// Stops or resumes forwarding (voice mute).
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Adds a subscriber's queue.
+    pub fn add_sink(&self, subscriber: &str, sink: mpsc::Sender<rtp::Packet>) {
+        self.sinks
+            .lock()
+            .expect("sinks lock is never poisoned")
+            .insert(subscriber.to_owned(), sink);
+    }
+
+    /// Removes a subscriber's queue (its writer then ends).
+    pub fn remove_sink(&self, subscriber: &str) {
+        self.sinks
+            .lock()
+            .expect("sinks lock is never poisoned")
+            .remove(subscriber);
+    }
+
+    /// Number of subscribers.
+    pub fn sink_count(&self) -> usize {
+        self.sinks.lock().expect("sinks lock is never poisoned").len()
+    }
+
+    /// Asks the publisher for a keyframe, unless one was asked for very recently.
+    pub async fn request_keyframe(&self) {
+        {
+            let mut last = self
+                .last_keyframe_request
+                .lock()
+                .expect("keyframe lock is never poisoned");
+            let now = Instant::now();
+            if last.is_some_and(|at| now.duration_since(at) < KEYFRAME_REQUEST_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: self.media_ssrc,
+        };
+        if let Err(err) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
+            tracing::debug!(track = %self.id, error = %err, "keyframe request failed");
+        }
+    }
+
+    fn fan_out(&self, packet: &rtp::Packet, metrics: &Metrics) {
+        let sinks = self.sinks.lock().expect("sinks lock is never poisoned");
+        for sink in sinks.values() {
+            if sink.try_send(packet.clone()).is_err() {
+                metrics.record_error("rtp_queue_full");
+            }
+        }
+    }
+}
+
+/// Counts a track in the tracks gauge for as long as it lives, even if its task is aborted.
+struct LiveTrack(prometheus::IntGauge);
+
+impl LiveTrack {
+    fn new(series: &RtpSeries) -> Self {
+        series.tracks.inc();
+        Self(series.tracks.clone())
+    }
+}
+
+impl Drop for LiveTrack {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Reads the publisher's track until it ends, forwarding every packet.
+pub async fn run_publication(publication: Arc<Publication>, metrics: Arc<Metrics>) {
+    let kind = publication.media_kind();
+    let incoming = metrics.rtp(Direction::In, kind).clone();
+    let _live = LiveTrack::new(&incoming);
+    while let Some(event) = publication.remote.poll().await {
+        match event {
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                incoming.record_packet(packet.payload.len());
+                if !publication.muted.load(Ordering::Relaxed) {
+                    publication.fan_out(&packet, &metrics);
+                }
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+}
+
+/// Writes one subscriber's queue into its local track, rewriting SSRC and payload type to the
+/// ones negotiated on that leg and dropping header extensions (their ids are per leg).
+pub async fn run_writer(
+    mut queue: mpsc::Receiver<rtp::Packet>,
+    local: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    kind: MediaKind,
+    metrics: Arc<Metrics>,
+) {
+    let outgoing = metrics.rtp(Direction::Out, kind).clone();
+    let _live = LiveTrack::new(&outgoing);
+    while let Some(mut packet) = queue.recv().await {
+        packet.header.ssrc = ssrc;
+        packet.header.payload_type = payload_type;
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        packet.header.extensions_padding = 0;
+        let bytes = packet.payload.len();
+        if local.write_rtp(packet).await.is_err() {
+            // Not bound yet (negotiation in flight) or already removed: drop the packet.
+            continue;
+        }
+        outgoing.record_packet(bytes);
+    }
+}
+
+/// Relays keyframe requests a subscriber sends about its local track to the publisher.
+pub async fn run_feedback(local: Arc<TrackLocalStaticRTP>, publication: Arc<Publication>) {
+    loop {
+        // The track yields nothing until negotiation binds it; the task is aborted on removal.
+        let Some(event) = local.poll().await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+            continue;
+        };
+        let wants_keyframe = packets.iter().any(|packet| {
+            let any = packet.as_any();
+            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+        });
+        if wants_keyframe {
+            publication.request_keyframe().await;
+        }
+    }
+}

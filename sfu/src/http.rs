@@ -1,0 +1,160 @@
+//! The HTTP surface of the SFU: the `/ws` signalling endpoint, `/version`, `/healthz`,
+//! `/metrics`, the API-key protected `/calls` endpoints and the demo page from `sfu/static`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::state::Shared;
+
+/// Where the demo page is looked for, first match wins: `$SFU_STATIC_DIR`, `./static`, the
+/// crate's own `static/` (development checkouts).
+fn static_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("SFU_STATIC_DIR") {
+        dirs.push(dir.into());
+    }
+    dirs.push("static".into());
+    dirs.push(concat!(env!("CARGO_MANIFEST_DIR"), "/static").into());
+    dirs
+}
+
+/// Builds the router over the shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/ws", get(websocket))
+        .route("/version", get(version))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/calls", get(calls))
+        .route("/calls/{id}/sessions", get(sessions))
+        .with_state(shared)
+}
+
+async fn index() -> Response {
+    for dir in static_dirs() {
+        if let Ok(page) = tokio::fs::read_to_string(dir.join("index.html")).await {
+            return Html(page).into_response();
+        }
+    }
+    error(StatusCode::NOT_FOUND, "not_found", "demo page not installed")
+}
+
+async fn websocket(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {
+    let max = shared.config.limits.max_message_bytes;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::session::run(shared, socket))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Version {
+    build_version: &'static str,
+    build_hash: &'static str,
+    build_date: &'static str,
+}
+
+async fn version() -> Json<Version> {
+    Json(Version {
+        build_version: env!("CARGO_PKG_VERSION"),
+        build_hash: option_env!("CALLS_BUILD_HASH").unwrap_or("dev"),
+        build_date: option_env!("CALLS_BUILD_DATE").unwrap_or("unknown"),
+    })
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": message, "code": code })),
+    )
+        .into_response()
+}
+
+/// Checks `Authorization: Bearer <api key>` in constant time.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(key) = &shared.config.api_key else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "disabled",
+            "the calls API is disabled (no api key configured)",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = key.as_bytes();
+    let matches = presented.len() == expected.len()
+        && presented
+            .bytes()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if matches {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong api key",
+        ))
+    }
+}
+
+#[derive(Serialize)]
+struct CallJson {
+    call_id: String,
+    participants: usize,
+    tracks: usize,
+}
+
+async fn calls(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&shared, &headers) {
+        return response;
+    }
+    let calls: Vec<CallJson> = shared
+        .calls()
+        .into_iter()
+        .map(|call| CallJson {
+            call_id: call.call_id,
+            participants: call.participants,
+            tracks: call.tracks,
+        })
+        .collect();
+    Json(calls).into_response()
+}
+
+async fn sessions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+) -> Response {
+    if let Err(response) = authorize(&shared, &headers) {
+        return response;
+    }
+    match shared.sessions_of(&call_id) {
+        Some(sessions) => Json(sessions).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no such call"),
+    }
+}

@@ -1,0 +1,435 @@
+//! ICE over one shared UDP port: every peer connection of the SFU sends and receives through a
+//! single socket, and incoming datagrams are demultiplexed to the right connection.
+//!
+//! webrtc 0.21 binds its own socket per connection, but hands every socket it binds to its
+//! `Runtime::wrap_udp_socket`. [`MuxRuntime`] is a per-connection runtime that delegates
+//! everything to Tokio except that hook: it drops the connection's own socket and returns a
+//! [`MuxSocket`], a virtual socket fed by the shared [`UdpMux`]. Datagrams are routed by the
+//! local ICE username fragment found in STUN binding requests (each connection is built with a
+//! known ufrag), then by the remote address learned from that request; STUN responses to our own
+//! requests (server-reflexive discovery) are routed by transaction id. The connection still
+//! believes it owns the ephemeral address it bound, so candidates it gathers carry that port;
+//! the session rewrites them to the shared port before signalling (see `sdp_rewrite`).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta,
+    Runtime, TokioRuntime, Transmit,
+};
+
+/// Datagrams queued per connection before the newest are dropped.
+const CONN_QUEUE: usize = 1024;
+/// Outstanding STUN transactions remembered for response routing.
+const MAX_TRANSACTIONS: usize = 4096;
+const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+const STUN_ATTR_USERNAME: u16 = 0x0006;
+
+/// The shared UDP socket and its routing tables.
+pub struct UdpMux {
+    socket: Arc<tokio::net::UdpSocket>,
+    routes: Mutex<Routes>,
+}
+
+#[derive(Default)]
+struct Routes {
+    by_ufrag: HashMap<String, Weak<ConnQueue>>,
+    by_addr: HashMap<SocketAddr, Weak<ConnQueue>>,
+    by_transaction: HashMap<[u8; 12], Weak<ConnQueue>>,
+}
+
+#[derive(Default)]
+struct ConnQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    packets: VecDeque<(Vec<u8>, SocketAddr)>,
+    waker: Option<Waker>,
+}
+
+impl ConnQueue {
+    fn push(&self, packet: Vec<u8>, from: SocketAddr) -> bool {
+        let mut state = self.state.lock().expect("queue lock is never poisoned");
+        if state.packets.len() >= CONN_QUEUE {
+            return false;
+        }
+        state.packets.push_back((packet, from));
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+        true
+    }
+}
+
+/// What a datagram looks like to the demultiplexer.
+#[derive(Debug, PartialEq, Eq)]
+enum Stun<'a> {
+    /// A binding request carrying `USERNAME = <local ufrag>:<remote ufrag>`.
+    Request { local_ufrag: Option<&'a str>, transaction: [u8; 12] },
+    /// Any other STUN message (responses, indications).
+    Other { transaction: [u8; 12] },
+    /// DTLS, SRTP, SRTCP.
+    NotStun,
+}
+
+fn classify(packet: &[u8]) -> Stun<'_> {
+    if packet.len() < 20 || packet[0] > 3 || packet[4..8] != STUN_MAGIC_COOKIE {
+        return Stun::NotStun;
+    }
+    let mut transaction = [0u8; 12];
+    transaction.copy_from_slice(&packet[8..20]);
+    let message_type = u16::from_be_bytes([packet[0], packet[1]]);
+    let is_request = message_type & 0x0110 == 0;
+    if !is_request {
+        return Stun::Other { transaction };
+    }
+    let mut offset = 20;
+    let mut local_ufrag = None;
+    while offset + 4 <= packet.len() {
+        let kind = u16::from_be_bytes([packet[offset], packet[offset + 1]]);
+        let len = u16::from_be_bytes([packet[offset + 2], packet[offset + 3]]) as usize;
+        let start = offset + 4;
+        let Some(value) = packet.get(start..start + len) else {
+            break;
+        };
+        if kind == STUN_ATTR_USERNAME {
+            local_ufrag = std::str::from_utf8(value)
+                .ok()
+                .and_then(|username| username.split(':').next());
+            break;
+        }
+        offset = start + len.div_ceil(4) * 4;
+    }
+    Stun::Request {
+        local_ufrag,
+        transaction,
+    }
+}
+
+impl UdpMux {
+    /// Binds the shared socket and starts its receive loop.
+    pub async fn bind(addr: SocketAddr) -> io::Result<Arc<UdpMux>> {
+        let socket = Arc::new(tokio::net::UdpSocket::bind(addr).await?);
+        let mux = Arc::new(UdpMux {
+            socket,
+            routes: Mutex::new(Routes::default()),
+        });
+        tokio::spawn(receive_loop(Arc::downgrade(&mux), Arc::clone(&mux.socket)));
+        Ok(mux)
+    }
+
+    /// The bound address of the shared socket.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn register(self: &Arc<Self>, ufrag: &str, local_addr: SocketAddr) -> Arc<MuxSocket> {
+        let queue = Arc::new(ConnQueue::default());
+        self.routes
+            .lock()
+            .expect("routes lock is never poisoned")
+            .by_ufrag
+            .insert(ufrag.to_owned(), Arc::downgrade(&queue));
+        Arc::new(MuxSocket {
+            mux: Arc::clone(self),
+            queue,
+            ufrag: ufrag.to_owned(),
+            local_addr,
+        })
+    }
+
+    fn route(&self, packet: &[u8], from: SocketAddr) -> Option<Arc<ConnQueue>> {
+        let mut routes = self.routes.lock().expect("routes lock is never poisoned");
+        match classify(packet) {
+            Stun::Request {
+                local_ufrag: Some(ufrag),
+                ..
+            } => {
+                let queue = routes.by_ufrag.get(ufrag)?.upgrade()?;
+                routes.by_addr.insert(from, Arc::downgrade(&queue));
+                Some(queue)
+            }
+            Stun::Other { transaction } => match routes.by_transaction.remove(&transaction) {
+                Some(queue) => queue.upgrade(),
+                None => routes.by_addr.get(&from)?.upgrade(),
+            },
+            Stun::Request { .. } | Stun::NotStun => routes.by_addr.get(&from)?.upgrade(),
+        }
+    }
+
+    fn note_sent(&self, queue: &Arc<ConnQueue>, packet: &[u8], to: SocketAddr) {
+        if let Stun::Request { transaction, .. } = classify(packet) {
+            let mut routes = self.routes.lock().expect("routes lock is never poisoned");
+            if routes.by_addr.contains_key(&to) {
+                return;
+            }
+            if routes.by_transaction.len() >= MAX_TRANSACTIONS {
+                routes.by_transaction.retain(|_, queue| queue.strong_count() > 0);
+                if routes.by_transaction.len() >= MAX_TRANSACTIONS {
+                    routes.by_transaction.clear();
+                }
+            }
+            routes
+                .by_transaction
+                .insert(transaction, Arc::downgrade(queue));
+        }
+    }
+
+    fn unregister(&self, ufrag: &str) {
+        let mut routes = self.routes.lock().expect("routes lock is never poisoned");
+        routes.by_ufrag.remove(ufrag);
+        routes.by_addr.retain(|_, queue| queue.strong_count() > 0);
+        routes
+            .by_transaction
+            .retain(|_, queue| queue.strong_count() > 0);
+    }
+
+    /// Number of remote addresses currently routed (for tests and debugging).
+    pub fn routed_addresses(&self) -> usize {
+        let routes = self.routes.lock().expect("routes lock is never poisoned");
+        routes
+            .by_addr
+            .values()
+            .filter(|q| q.strong_count() > 0)
+            .count()
+    }
+}
+
+async fn receive_loop(mux: Weak<UdpMux>, socket: Arc<tokio::net::UdpSocket>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            // ICMP errors from vanished peers surface here; they concern one peer only.
+            Err(err) if err.kind() != io::ErrorKind::Other => continue,
+            Err(err) => {
+                tracing::error!(error = %err, "ice udp mux receive failed");
+                return;
+            }
+        };
+        let Some(mux) = mux.upgrade() else { return };
+        if let Some(queue) = mux.route(&buf[..len], from) {
+            queue.push(buf[..len].to_vec(), from);
+        }
+    }
+}
+
+/// One connection's view of the shared socket.
+pub struct MuxSocket {
+    mux: Arc<UdpMux>,
+    queue: Arc<ConnQueue>,
+    ufrag: String,
+    local_addr: SocketAddr,
+}
+
+impl fmt::Debug for MuxSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxSocket")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MuxSocket {
+    fn drop(&mut self) {
+        // Release the strong reference first so the cleanup below sees the routes as dead.
+        self.queue = Arc::new(ConnQueue::default());
+        self.mux.unregister(&self.ufrag);
+    }
+}
+
+impl AsyncUdpSocket for MuxSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        let result = self
+            .mux
+            .socket
+            .poll_send_to(cx, transmit.contents, transmit.destination);
+        if let Poll::Ready(Ok(_)) = &result {
+            self.mux
+                .note_sent(&self.queue, transmit.contents, transmit.destination);
+        }
+        result
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.queue.state.lock().expect("queue lock is never poisoned");
+        let mut filled = 0;
+        while filled < bufs.len().min(meta.len()) {
+            let Some((packet, from)) = state.packets.pop_front() else {
+                break;
+            };
+            let len = packet.len().min(bufs[filled].len());
+            bufs[filled][..len].copy_from_slice(&packet[..len]);
+            let mut m = RecvMeta::default();
+            m.addr = from;
+            m.len = len;
+            m.stride = len.max(1);
+            m.dst_ip = Some(self.local_addr.ip());
+            meta[filled] = m;
+            filled += 1;
+        }
+        if filled > 0 {
+            return Poll::Ready(Ok(filled));
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The per-connection runtime: Tokio, except that UDP sockets come from the shared mux.
+#[derive(Clone)]
+pub struct MuxRuntime {
+    inner: Arc<TokioRuntime>,
+    mux: Arc<UdpMux>,
+    ufrag: String,
+}
+
+impl fmt::Debug for MuxRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxRuntime")
+            .field("ufrag", &self.ufrag)
+            .finish()
+    }
+}
+
+impl MuxRuntime {
+    /// A runtime for the connection whose local ICE ufrag is `ufrag`.
+    pub fn new(mux: Arc<UdpMux>, ufrag: String) -> Self {
+        Self {
+            inner: Arc::new(TokioRuntime),
+            mux,
+            ufrag,
+        }
+    }
+}
+
+impl Runtime for MuxRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        self.inner.spawn(future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let local_addr = socket.local_addr()?;
+        drop(socket);
+        Ok(self.mux.register(&self.ufrag, local_addr))
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        self.inner.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        self.inner.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        self.inner.resolve_host(host)
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        self.inner.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.inner.block_on(future)
+    }
+
+    fn name(&self) -> &'static str {
+        "tokio-ice-mux"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding_request(username: Option<&str>) -> Vec<u8> {
+        let mut packet = vec![0x00, 0x01, 0, 0];
+        packet.extend_from_slice(&STUN_MAGIC_COOKIE);
+        packet.extend_from_slice(&[7u8; 12]);
+        // A PRIORITY attribute first, so the parser has to skip one.
+        packet.extend_from_slice(&[0x00, 0x24, 0, 4, 1, 2, 3, 4]);
+        if let Some(username) = username {
+            packet.extend_from_slice(&STUN_ATTR_USERNAME.to_be_bytes());
+            packet.extend_from_slice(&(username.len() as u16).to_be_bytes());
+            packet.extend_from_slice(username.as_bytes());
+            while packet.len() % 4 != 0 {
+                packet.push(0);
+            }
+        }
+        let body = (packet.len() - 20) as u16;
+        packet[2..4].copy_from_slice(&body.to_be_bytes());
+        packet
+    }
+
+    #[test]
+    fn binding_requests_yield_the_local_ufrag() {
+        let packet = binding_request(Some("serverfrag:clientfrag"));
+        assert_eq!(
+            classify(&packet),
+            Stun::Request {
+                local_ufrag: Some("serverfrag"),
+                transaction: [7; 12]
+            }
+        );
+        assert!(matches!(
+            classify(&binding_request(None)),
+            Stun::Request {
+                local_ufrag: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn responses_and_media_are_told_apart() {
+        let mut response = binding_request(None);
+        response[0] = 0x01; // binding success response: class bits 0b10
+        response[1] = 0x01;
+        assert!(matches!(classify(&response), Stun::Other { .. }));
+        // DTLS records start at 20..=63, RTP at 128..=191.
+        assert_eq!(classify(&[22u8; 40]), Stun::NotStun);
+        assert_eq!(classify(&[0x80u8; 40]), Stun::NotStun);
+        assert_eq!(classify(&[0u8; 5]), Stun::NotStun);
+        // Truncated attributes are tolerated.
+        let mut truncated = binding_request(Some("a:b"));
+        truncated.truncate(30);
+        assert!(matches!(classify(&truncated), Stun::Request { .. }));
+    }
+}

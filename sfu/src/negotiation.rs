@@ -1,0 +1,446 @@
+//! The peer-connection half of a session: SDP offer/answer in both directions (the SFU is the
+//! polite peer), trickle ICE, incoming tracks becoming publications, and forwarded tracks added
+//! and removed on the shell's command.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use calls_protocol::signalling::{ClientMessage, ErrorCode, IceCandidate, ServerMessage, TrackKind};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::candidates::{rewrite_candidate, rewrite_sdp, Advertise};
+use crate::forward::{self, Publication};
+use crate::peer::{self, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use crate::state::{SessionCommand, Shared};
+
+/// Events the peer connection reports to its session task.
+pub enum PeerEvent {
+    /// A local ICE candidate to trickle.
+    Candidate(RTCIceCandidateInit),
+    /// The client started sending a track.
+    Track(Arc<dyn TrackRemote>),
+    /// The connection state changed.
+    State(RTCPeerConnectionState),
+}
+
+struct Handler {
+    events: mpsc::Sender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.events.try_send(PeerEvent::Candidate(init));
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.try_send(PeerEvent::Track(track));
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.try_send(PeerEvent::State(state));
+    }
+}
+
+/// A track forwarded to this session.
+pub struct Forward {
+    publication: Arc<Publication>,
+    sender: Option<Arc<dyn RtpSender>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The negotiation state of one session.
+pub struct Negotiator {
+    shared: Arc<Shared>,
+    session_id: String,
+    out: mpsc::Sender<ServerMessage>,
+    pc: Arc<dyn PeerConnection>,
+    advertise: Advertise,
+    /// The client's first offer has been answered.
+    negotiated: bool,
+    /// An SFU offer awaits the client's answer.
+    offer_pending: bool,
+    /// Forwarded tracks changed since the last SFU offer.
+    needs_offer: bool,
+    /// Commands that arrived before the first negotiation.
+    deferred: Vec<SessionCommand>,
+    /// Remote candidates that arrived before a remote description.
+    early_candidates: Vec<IceCandidate>,
+    forwards: HashMap<String, Forward>,
+    publications: Vec<JoinHandle<()>>,
+}
+
+type Flow = ControlFlow<()>;
+
+impl Negotiator {
+    /// Builds the peer connection of a session.
+    pub async fn start(
+        shared: Arc<Shared>,
+        session_id: String,
+        out: mpsc::Sender<ServerMessage>,
+        events: mpsc::Sender<PeerEvent>,
+        advertise: Advertise,
+    ) -> crate::Result<Self> {
+        let pc = peer::build(&shared.config.ice, &shared.mux, Arc::new(Handler { events })).await?;
+        Ok(Self {
+            shared,
+            session_id,
+            out,
+            pc,
+            advertise,
+            negotiated: false,
+            offer_pending: false,
+            needs_offer: false,
+            deferred: Vec::new(),
+            early_candidates: Vec::new(),
+            forwards: HashMap::new(),
+            publications: Vec::new(),
+        })
+    }
+
+    /// Queues a message to the client.
+    pub fn send(&self, message: ServerMessage) {
+        self.shared.send(&self.session_id, message);
+    }
+
+    /// Queues an error message to the client.
+    pub fn send_error(&self, code: ErrorCode, message: impl Into<String>) {
+        // Sent straight on the session's own queue so it still goes out while the session is
+        // being torn down.
+        let _ = self.out.try_send(ServerMessage::error(code, message));
+    }
+
+    /// Handles one message from the client; `Break` ends the session.
+    pub async fn handle_client(&mut self, message: ClientMessage) -> Flow {
+        let id = self.session_id.clone();
+        let result = match message {
+            ClientMessage::Join { .. } => {
+                self.send_error(ErrorCode::NotJoined, "already joined");
+                return Flow::Continue(());
+            }
+            ClientMessage::Offer { sdp } => self.handle_offer(sdp).await,
+            ClientMessage::Answer { sdp } => self.handle_answer(sdp).await,
+            ClientMessage::IceCandidate { candidate } => self.handle_candidate(candidate).await,
+            ClientMessage::Mute | ClientMessage::Unmute => {
+                let muted = matches!(message, ClientMessage::Mute);
+                let actions = self.shared.with_router(|r| r.handle_mute(&id, muted));
+                self.shared.set_voice_muted(&id, muted);
+                actions.map(|a| self.shared.apply(a)).map_err(|e| (e.code(), e.to_string()))
+            }
+            ClientMessage::ScreenOn | ClientMessage::ScreenOff => {
+                let on = matches!(message, ClientMessage::ScreenOn);
+                let screens: Vec<_> = self
+                    .shared
+                    .with_router(|r| r.tracks_of(&id))
+                    .into_iter()
+                    .filter(|t| t.kind == TrackKind::Screen)
+                    .collect();
+                let actions = self.shared.with_router(|r| r.handle_screen(&id, on));
+                let result = actions
+                    .map(|a| self.shared.apply(a))
+                    .map_err(|e| (e.code(), e.to_string()));
+                if !on {
+                    for track in screens {
+                        self.shared.unpublish(&track);
+                    }
+                }
+                result
+            }
+            ClientMessage::Caption(caption) => self
+                .shared
+                .with_router(|r| r.handle_caption(&id, caption))
+                .map(|a| self.shared.apply(a))
+                .map_err(|e| (e.code(), e.to_string())),
+            ClientMessage::Leave => return Flow::Break(()),
+        };
+        if let Err((code, message)) = result {
+            self.shared.metrics.record_error("client_request");
+            self.send_error(code, message);
+        }
+        Flow::Continue(())
+    }
+
+    async fn handle_offer(&mut self, sdp: String) -> Result<(), (ErrorCode, String)> {
+        let bad = |err: webrtc::error::Error| (ErrorCode::BadSdp, err.to_string());
+        let offer = RTCSessionDescription::offer(sdp).map_err(bad)?;
+        if self.offer_pending {
+            // Glare: the SFU is polite. Roll back, answer, and offer again afterwards.
+            let rollback = RTCSessionDescription::rollback(None).map_err(bad)?;
+            self.pc.set_local_description(rollback).await.map_err(bad)?;
+            self.offer_pending = false;
+            self.needs_offer = true;
+        }
+        self.pc.set_remote_description(offer).await.map_err(bad)?;
+        let answer = self.pc.create_answer(None).await.map_err(bad)?;
+        let sdp = rewrite_sdp(&answer.sdp, &self.advertise);
+        self.pc.set_local_description(answer).await.map_err(bad)?;
+        self.send(ServerMessage::Answer { sdp });
+        self.flush_early_candidates().await;
+        if !self.negotiated {
+            self.negotiated = true;
+            for command in std::mem::take(&mut self.deferred) {
+                self.apply_command(command).await;
+            }
+        }
+        self.maybe_offer().await;
+        Ok(())
+    }
+
+    async fn handle_answer(&mut self, sdp: String) -> Result<(), (ErrorCode, String)> {
+        let bad = |err: webrtc::error::Error| (ErrorCode::BadSdp, err.to_string());
+        if !self.offer_pending {
+            return Err((ErrorCode::BadSdp, "no offer is pending".into()));
+        }
+        let answer = RTCSessionDescription::answer(sdp).map_err(bad)?;
+        self.pc.set_remote_description(answer).await.map_err(bad)?;
+        self.offer_pending = false;
+        self.flush_early_candidates().await;
+        self.maybe_offer().await;
+        Ok(())
+    }
+
+    async fn handle_candidate(&mut self, candidate: IceCandidate) -> Result<(), (ErrorCode, String)> {
+        if !self.negotiated {
+            if self.early_candidates.len() < 64 {
+                self.early_candidates.push(candidate);
+            }
+            return Ok(());
+        }
+        self.pc
+            .add_ice_candidate(crate::session::candidate_init(candidate))
+            .await
+            .map_err(|err| (ErrorCode::BadSdp, format!("ice candidate refused: {err}")))
+    }
+
+    async fn flush_early_candidates(&mut self) {
+        for candidate in std::mem::take(&mut self.early_candidates) {
+            if let Err((code, message)) = self.handle_candidate(candidate).await {
+                self.send_error(code, message);
+            }
+        }
+    }
+
+    /// Sends an SFU offer if forwarded tracks changed and no negotiation is in flight.
+    async fn maybe_offer(&mut self) {
+        if !self.needs_offer || self.offer_pending || !self.negotiated {
+            return;
+        }
+        let offer = match self.pc.create_offer(None).await {
+            Ok(offer) => offer,
+            Err(err) => {
+                self.shared.metrics.record_error("create_offer");
+                tracing::warn!(error = %err, "create offer failed");
+                return;
+            }
+        };
+        let sdp = rewrite_sdp(&offer.sdp, &self.advertise);
+        if let Err(err) = self.pc.set_local_description(offer).await {
+            self.shared.metrics.record_error("set_local_description");
+            tracing::warn!(error = %err, "set local offer failed");
+            return;
+        }
+        self.needs_offer = false;
+        self.offer_pending = true;
+        self.send(ServerMessage::Offer { sdp });
+    }
+
+    /// Handles a command from the shell.
+    pub async fn handle_command(&mut self, command: SessionCommand) {
+        if !self.negotiated {
+            self.deferred.push(command);
+            return;
+        }
+        self.apply_command(command).await;
+        self.maybe_offer().await;
+    }
+
+    async fn apply_command(&mut self, command: SessionCommand) {
+        match command {
+            SessionCommand::Subscribe(publication) => {
+                if let Err(err) = self.subscribe(publication).await {
+                    self.shared.metrics.record_error("subscribe");
+                    tracing::warn!(error = %err, "adding a forwarded track failed");
+                }
+            }
+            SessionCommand::Unsubscribe(track) => {
+                if let Some(forward) = self.forwards.remove(&track.to_string()) {
+                    self.drop_forward(forward).await;
+                    self.needs_offer = true;
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, publication: Arc<Publication>) -> crate::Result<()> {
+        let key = publication.id.to_string();
+        if self.forwards.contains_key(&key) {
+            return Ok(());
+        }
+        let (kind, payload_type, codec) = match publication.id.kind {
+            TrackKind::Voice => (RtpCodecKind::Audio, OPUS_PAYLOAD_TYPE, peer::opus_codec()),
+            TrackKind::Screen => (RtpCodecKind::Video, VP8_PAYLOAD_TYPE, peer::vp8_codec()),
+        };
+        let ssrc = rand::random::<u32>();
+        let owner = publication.id.session_id.clone();
+        let track = MediaStreamTrack::new(
+            owner.clone(),
+            key.clone(),
+            key.clone(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec,
+                ..Default::default()
+            }],
+        );
+        let local = Arc::new(TrackLocalStaticRTP::new(track));
+        let transceiver = self
+            .pc
+            .add_transceiver_from_track(
+                Arc::clone(&local) as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![owner],
+                    send_encodings: Vec::new(),
+                }),
+            )
+            .await?;
+        let sender = transceiver.sender().await.ok().flatten();
+        let (sink, queue) = mpsc::channel(self.shared.config.limits.rtp_queue_size);
+        publication.add_sink(&self.session_id, sink);
+        let metrics = Arc::clone(&self.shared.metrics);
+        let tasks = vec![
+            tokio::spawn(forward::run_writer(
+                queue,
+                Arc::clone(&local),
+                ssrc,
+                payload_type,
+                publication.media_kind(),
+                metrics,
+            )),
+            tokio::spawn(forward::run_feedback(local, Arc::clone(&publication))),
+        ];
+        self.forwards.insert(
+            key,
+            Forward {
+                publication,
+                sender,
+                tasks,
+            },
+        );
+        self.needs_offer = true;
+        Ok(())
+    }
+
+    async fn drop_forward(&self, forward: Forward) {
+        forward.publication.remove_sink(&self.session_id);
+        for task in &forward.tasks {
+            task.abort();
+        }
+        if let Some(sender) = &forward.sender {
+            if let Err(err) = self.pc.remove_track(sender).await {
+                tracing::debug!(error = %err, "remove track failed");
+            }
+        }
+    }
+
+    /// Handles a peer-connection event; `Break` ends the session.
+    pub async fn handle_peer_event(&mut self, event: PeerEvent) -> Flow {
+        match event {
+            PeerEvent::Candidate(init) => {
+                if init.candidate.is_empty() {
+                    return Flow::Continue(());
+                }
+                self.send(ServerMessage::IceCandidate {
+                    candidate: IceCandidate {
+                        candidate: rewrite_candidate(&init.candidate, &self.advertise),
+                        sdp_mid: init.sdp_mid,
+                        sdp_mline_index: init.sdp_mline_index,
+                        username_fragment: init.username_fragment,
+                    },
+                });
+            }
+            PeerEvent::Track(remote) => self.publish(remote).await,
+            PeerEvent::State(state) => {
+                self.shared.metrics.record_conn_state(&state.to_string());
+                if matches!(
+                    state,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+                ) {
+                    return Flow::Break(());
+                }
+            }
+        }
+        Flow::Continue(())
+    }
+
+    async fn publish(&mut self, remote: Arc<dyn TrackRemote>) {
+        let kind = match remote.kind().await {
+            RtpCodecKind::Audio => TrackKind::Voice,
+            _ => TrackKind::Screen,
+        };
+        let ssrc = remote.ssrcs().await.first().copied().unwrap_or_default();
+        let codec = remote.codec(ssrc).await.unwrap_or_else(|| match kind {
+            TrackKind::Voice => peer::opus_codec(),
+            TrackKind::Screen => peer::vp8_codec(),
+        });
+        let id = self.session_id.clone();
+        if kind == TrackKind::Screen {
+            // Sending video implies a screen share, even if `screen_on` was not sent first.
+            if let Ok(actions) = self.shared.with_router(|r| r.handle_screen(&id, true)) {
+                self.shared.apply(actions);
+            }
+        }
+        let published = self.shared.with_router(|r| {
+            let muted = r.is_muted(&id);
+            r.handle_publish(&id, kind).map(|(track, actions)| (track, actions, muted))
+        });
+        let Ok((track, actions, muted)) = published else {
+            return;
+        };
+        tracing::info!(track = %track, "track published");
+        let publication = Arc::new(Publication::new(track.clone(), codec, remote, ssrc));
+        publication.set_muted(kind == TrackKind::Voice && muted);
+        self.shared.publish(Arc::clone(&publication), actions);
+        let shared = Arc::clone(&self.shared);
+        self.publications.push(tokio::spawn(async move {
+            forward::run_publication(publication, Arc::clone(&shared.metrics)).await;
+            shared.unpublish(&track);
+        }));
+    }
+
+    /// Closes the peer connection and stops every task of the session.
+    pub async fn close(&mut self) {
+        for (_, forward) in std::mem::take(&mut self.forwards) {
+            forward.publication.remove_sink(&self.session_id);
+            for task in &forward.tasks {
+                task.abort();
+            }
+        }
+        for task in &self.publications {
+            task.abort();
+        }
+        let _ = self.pc.close().await;
+    }
+}

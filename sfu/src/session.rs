@@ -1,0 +1,277 @@
+//! One signalling session: the WebSocket of one participant and its peer connection.
+//!
+//! A session is a single task that owns the peer connection, so negotiation steps never
+//! interleave. Inputs are client messages, [`SessionCommand`]s from the shell (add or remove a
+//! forwarded track) and peer events (local ICE candidates, incoming tracks, state changes).
+//! Negotiation: the client makes the first offer; afterwards either side may offer. The SFU is
+//! the *polite* peer: if a client offer arrives while its own offer is pending, it rolls its
+//! offer back, answers the client and offers again afterwards; a client ignores SFU offers while
+//! its own is pending.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use calls_protocol::signalling::{
+    ClientMessage, ErrorCode, IceCandidate, ParticipantInfo, ServerMessage, TrackId, TrackKind,
+    PROTOCOL_VERSION,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::candidates::Advertise;
+use crate::ratelimit::TokenBucket;
+use crate::state::{SessionHandle, Shared};
+use crate::{negotiation, token};
+
+/// How long a new connection may take to send `join`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one WebSocket connection to its end.
+pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
+    shared.metrics.ws_connections.inc();
+    let (mut sink, mut stream) = socket.split();
+    match accept_join(&shared, &mut stream).await {
+        Ok((call_id, info)) => {
+            let (out_tx, mut out_rx) =
+                mpsc::channel::<ServerMessage>(shared.config.limits.session_queue_size);
+            let flush = CancellationToken::new();
+            let writer_flush = flush.clone();
+            let writer = tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        message = out_rx.recv() => message,
+                        _ = writer_flush.cancelled() => out_rx.try_recv().ok(),
+                    };
+                    let Some(message) = message else { break };
+                    let frame = Message::Text(message.to_json().into());
+                    if sink.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sink.send(Message::Close(None)).await;
+            });
+            run_joined(&shared, call_id, info, out_tx, stream).await;
+            flush.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
+        Err(refusal) => {
+            shared.metrics.record_error("join_refused");
+            let _ = sink
+                .send(Message::Text(refusal.to_json().into()))
+                .await;
+            let _ = sink.send(Message::Close(None)).await;
+        }
+    }
+    shared.metrics.ws_connections.dec();
+}
+
+type Stream = futures::stream::SplitStream<WebSocket>;
+
+/// Waits for `join` and checks it; the error is the message to send before closing.
+async fn accept_join(
+    shared: &Shared,
+    stream: &mut Stream,
+) -> Result<(String, ParticipantInfo), ServerMessage> {
+    let frame = tokio::time::timeout(JOIN_TIMEOUT, stream.next())
+        .await
+        .map_err(|_| ServerMessage::error(ErrorCode::NotJoined, "no join message in time"))?;
+    let text = match frame {
+        Some(Ok(Message::Text(text))) => text,
+        _ => {
+            return Err(ServerMessage::error(
+                ErrorCode::BadMessage,
+                "expected a join message",
+            ))
+        }
+    };
+    let message = ClientMessage::from_json(&text)
+        .map_err(|err| ServerMessage::error(ErrorCode::BadMessage, err.to_string()))?;
+    let ClientMessage::Join {
+        version,
+        token,
+        call_id,
+    } = message
+    else {
+        return Err(ServerMessage::error(
+            ErrorCode::NotJoined,
+            "the first message must be join",
+        ));
+    };
+    shared.metrics.record_ws_message(crate::metrics::Direction::In, "join");
+    if version != PROTOCOL_VERSION {
+        return Err(ServerMessage::error(
+            ErrorCode::UnsupportedVersion,
+            format!("protocol version {version} is not supported (expected {PROTOCOL_VERSION})"),
+        ));
+    }
+    let secret = shared.config.token_secret.as_bytes();
+    let now = token::unix_seconds(std::time::SystemTime::now());
+    let claims = match &call_id {
+        Some(call_id) => token::verify_for_call(secret, &token, call_id, now),
+        None => token::verify(secret, &token, now),
+    }
+    .map_err(|err| ServerMessage::error(ErrorCode::BadToken, err.to_string()))?;
+    let info = ParticipantInfo {
+        session_id: uuid::Uuid::new_v4().simple().to_string(),
+        name: claims.name,
+        role: claims.role,
+        muted: false,
+        screen_on: false,
+    };
+    Ok((claims.call_id, info))
+}
+
+async fn run_joined(
+    shared: &Arc<Shared>,
+    call_id: String,
+    info: ParticipantInfo,
+    out: mpsc::Sender<ServerMessage>,
+    mut stream: Stream,
+) {
+    let session_id = info.session_id.clone();
+    let limits = shared.config.limits;
+    let (command_tx, mut commands) = mpsc::channel(limits.session_queue_size);
+    let kill = CancellationToken::new();
+    shared.add_session(
+        &session_id,
+        SessionHandle {
+            out: out.clone(),
+            commands: command_tx,
+            kill: kill.clone(),
+        },
+    );
+    let joined = shared.with_router(|router| router.handle_join(&call_id, info));
+    let (others, actions) = match joined {
+        Ok(joined) => joined,
+        Err(err) => {
+            let _ = out.try_send(ServerMessage::error(err.code(), err.to_string()));
+            shared.remove_session(&session_id);
+            return;
+        }
+    };
+    tracing::info!(call_id = %call_id, session_id = %session_id, "session joined");
+    shared.metrics.sessions.inc();
+    let _ = out.try_send(ServerMessage::Joined {
+        session_id: session_id.clone(),
+        call_id: call_id.clone(),
+        participants: others,
+    });
+    shared.apply(actions);
+
+    let (peer_tx, mut peer_events) = mpsc::channel(256);
+    let advertise = Advertise {
+        udp_port: shared.advertised_udp_port,
+        host_override: shared
+            .config
+            .ice
+            .host_override
+            .as_ref()
+            .map(|host| match host {
+                crate::config::HostOverride::Ip(ip) => ip.to_string(),
+                crate::config::HostOverride::Hostname(name) => name.clone(),
+            }),
+    };
+    let negotiator = negotiation::Negotiator::start(
+        Arc::clone(shared),
+        session_id.clone(),
+        out.clone(),
+        peer_tx,
+        advertise,
+    )
+    .await;
+    let mut negotiator = match negotiator {
+        Ok(negotiator) => negotiator,
+        Err(err) => {
+            shared.metrics.record_error("peer_connection");
+            let _ = out.try_send(ServerMessage::error(ErrorCode::Internal, err.to_string()));
+            shared.remove_session(&session_id);
+            shared.metrics.sessions.dec();
+            return;
+        }
+    };
+
+    let mut bucket = TokenBucket::new(limits.messages_per_second, limits.message_burst, Instant::now());
+    loop {
+        tokio::select! {
+            _ = kill.cancelled() => break,
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        negotiator.send_error(ErrorCode::BadMessage, "binary frames are not supported");
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                if !bucket.try_take(Instant::now()) {
+                    shared.metrics.record_error("rate_limited");
+                    negotiator.send_error(ErrorCode::RateLimited, "too many messages; disconnecting");
+                    break;
+                }
+                match ClientMessage::from_json(&text) {
+                    Ok(message) => {
+                        shared.metrics.record_ws_message(crate::metrics::Direction::In, client_type(&message));
+                        if negotiator.handle_client(message).await.is_break() {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        shared.metrics.record_error("bad_message");
+                        negotiator.send_error(ErrorCode::BadMessage, err.to_string());
+                    }
+                }
+            }
+            Some(command) = commands.recv() => negotiator.handle_command(command).await,
+            Some(event) = peer_events.recv() => {
+                if negotiator.handle_peer_event(event).await.is_break() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!(call_id = %call_id, session_id = %session_id, "session ended");
+    shared.remove_session(&session_id);
+    negotiator.close().await;
+    shared.metrics.sessions.dec();
+}
+
+fn client_type(message: &ClientMessage) -> &'static str {
+    match message {
+        ClientMessage::Join { .. } => "join",
+        ClientMessage::Offer { .. } => "offer",
+        ClientMessage::Answer { .. } => "answer",
+        ClientMessage::IceCandidate { .. } => "ice_candidate",
+        ClientMessage::Mute => "mute",
+        ClientMessage::Unmute => "unmute",
+        ClientMessage::ScreenOn => "screen_on",
+        ClientMessage::ScreenOff => "screen_off",
+        ClientMessage::Caption(_) => "caption",
+        ClientMessage::Leave => "leave",
+    }
+}
+
+/// Forwarded tracks of one session, by track id.
+pub type Forwards = HashMap<String, negotiation::Forward>;
+
+/// Converts a wire candidate to webrtc's type.
+pub fn candidate_init(candidate: IceCandidate) -> webrtc::peer_connection::RTCIceCandidateInit {
+    webrtc::peer_connection::RTCIceCandidateInit {
+        candidate: candidate.candidate,
+        sdp_mid: candidate.sdp_mid,
+        sdp_mline_index: candidate.sdp_mline_index,
+        username_fragment: candidate.username_fragment,
+        ..Default::default()
+    }
+}
+
+/// The kind of a forwarded track from its id, for logs.
+pub fn describe(track: &TrackId) -> &'static str {
+    match track.kind {
+        TrackKind::Voice => "voice",
+        TrackKind::Screen => "screen",
+    }
+}
