@@ -8,7 +8,10 @@ RUN if [ -n "$RUNTIME_PACKAGES" ]; then \
         apt-get update && apt-get install -y --no-install-recommends $RUNTIME_PACKAGES \
         && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb; \
     fi
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin calls
+# /data belongs to the job user so the offloader's per-job volume inherits it.
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin calls \
+    && mkdir -p /data \
+    && chown calls:calls /data
 COPY calls-test-job /usr/local/bin/calls-test-job
 USER 10001:10001
 WORKDIR /tmp

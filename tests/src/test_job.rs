@@ -1,7 +1,8 @@
 //! The program of `calls-test-job`, the tiny job image the offloader tests run. Its behaviour comes
 //! from its environment (the offloader upper-cases `input_data` keys): `BEHAVIOUR` is one of
-//! `exit0`, `exit1`, `sleep`, `upload`, `ignore_sigterm`; `SLEEP_SECONDS`, `ARTIFACT_BYTES`,
-//! `ARTIFACT_NAME`, `ARTIFACT_SEED`, `EXIT_CODE` and `FINAL_EXIT_CODE` tune it. It talks to the offloader exactly like
+//! `exit0`, `exit1`, `sleep`, `upload`, `record`, `ignore_sigterm`; `SLEEP_SECONDS`,
+//! `ARTIFACT_BYTES`, `ARTIFACT_NAME`, `ARTIFACT_SEED`, `DATA_DIR`, `EXIT_CODE` and
+//! `FINAL_EXIT_CODE` tune it. It talks to the offloader exactly like
 //! the recorder does: `POST /jobs/{id}/status` and `PUT /jobs/{id}/artifacts/{name}` with the
 //! job's own bearer token. It prints known lines to stdout and stderr so tests can find them in
 //! `docker logs` and in failure reasons, and it never prints a secret input, only its digest.
@@ -26,8 +27,11 @@ pub enum Behaviour {
     /// Tick once a second for `SLEEP_SECONDS`, then exit with `FINAL_EXIT_CODE` (default 0);
     /// SIGTERM ends it cleanly with 0.
     Sleep,
-    /// Upload `ARTIFACT_BYTES` deterministic bytes as `ARTIFACT_NAME`, then exit 0.
+    /// Write `ARTIFACT_BYTES` deterministic bytes to `DATA_DIR/ARTIFACT_NAME`, upload them,
+    /// report `finished` and exit 0.
     Upload,
+    /// Like the recorder: tick until SIGTERM (or `SLEEP_SECONDS`), then deliver like `Upload`.
+    Record,
     /// Like `Sleep`, but SIGTERM is logged and ignored, so only a kill ends it early.
     IgnoreSigterm,
 }
@@ -39,6 +43,7 @@ impl Behaviour {
             "exit1" => Behaviour::Exit1,
             "sleep" => Behaviour::Sleep,
             "upload" => Behaviour::Upload,
+            "record" => Behaviour::Record,
             "ignore_sigterm" => Behaviour::IgnoreSigterm,
             _ => return None,
         })
@@ -56,6 +61,7 @@ pub struct TestJobConfig {
     pub artifact_bytes: u64,
     pub artifact_name: String,
     pub artifact_seed: u64,
+    pub data_dir: std::path::PathBuf,
     pub exit_code: i32,
     pub final_exit_code: i32,
 }
@@ -75,7 +81,9 @@ impl TestJobConfig {
         };
         let behaviour_name = get("BEHAVIOUR").unwrap_or_else(|| "exit0".to_owned());
         let Some(behaviour) = Behaviour::parse(&behaviour_name) else {
-            bail!("unknown BEHAVIOUR {behaviour_name:?} (exit0, exit1, sleep, upload, ignore_sigterm)");
+            bail!(
+                "unknown BEHAVIOUR {behaviour_name:?} (exit0, exit1, sleep, upload, record, ignore_sigterm)"
+            );
         };
         Ok(Self {
             job_id: required("JOB_ID")?,
@@ -86,6 +94,7 @@ impl TestJobConfig {
             artifact_bytes: number("ARTIFACT_BYTES", 1024 * 1024)?,
             artifact_name: get("ARTIFACT_NAME").unwrap_or_else(|| "output.bin".to_owned()),
             artifact_seed: number("ARTIFACT_SEED", 1)?,
+            data_dir: get("DATA_DIR").unwrap_or_else(|| "/data".to_owned()).into(),
             exit_code: i32::try_from(number("EXIT_CODE", 1)?).context("EXIT_CODE is too large")?,
             final_exit_code: i32::try_from(number("FINAL_EXIT_CODE", 0)?)
                 .context("FINAL_EXIT_CODE is too large")?,
@@ -130,21 +139,49 @@ pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
         }
         Behaviour::Sleep => tick(&api, &config, true).await,
         Behaviour::IgnoreSigterm => tick(&api, &config, false).await,
-        Behaviour::Upload => {
-            let sha = api
-                .upload(
-                    &config.artifact_name,
-                    config.artifact_bytes,
-                    config.artifact_seed,
-                )
-                .await?;
-            println!(
-                "calls-test-job: uploaded {} ({} bytes, sha256 {sha})",
-                config.artifact_name, config.artifact_bytes
-            );
-            Ok(0)
+        Behaviour::Upload => deliver(&api, &config).await,
+        Behaviour::Record => {
+            let code = tick(&api, &config, true).await?;
+            if code != 0 {
+                return Ok(code);
+            }
+            deliver(&api, &config).await
         }
     }
+}
+
+/// Writes the artifact to the data directory, uploads it, reports `finished`; returns 0.
+async fn deliver(api: &JobApi, config: &TestJobConfig) -> anyhow::Result<i32> {
+    let path = config.data_dir.join(&config.artifact_name);
+    let sha = write_artifact(&path, config.artifact_bytes, config.artifact_seed)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    api.upload(&config.artifact_name, &path).await?;
+    api.status(JobStatusKind::Finished, Some("artifact delivered"), 1.0)
+        .await?;
+    println!(
+        "calls-test-job: uploaded {} ({} bytes, sha256 {sha})",
+        config.artifact_name, config.artifact_bytes
+    );
+    Ok(0)
+}
+
+/// Writes `len` deterministic bytes to `path` in 64 KiB chunks; returns their hex SHA-256.
+fn write_artifact(path: &std::path::Path, len: u64, seed: u64) -> anyhow::Result<String> {
+    use std::io::Write;
+    const CHUNK: u64 = 64 * 1024;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut stream = ArtifactStream::new(seed);
+    let mut hasher = Sha256::new();
+    let mut written = 0u64;
+    while written < len {
+        let size = CHUNK.min(len - written);
+        let chunk = stream.next_chunk(usize::try_from(size).expect("a chunk is at most 64 KiB"));
+        hasher.update(&chunk);
+        file.write_all(&chunk)?;
+        written += size;
+    }
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Prints the digest of every secret-looking environment variable so tests can check delivery.
@@ -240,22 +277,12 @@ impl JobApi {
         check(response, "status report").await
     }
 
-    /// Streams the artifact in 64 KiB chunks; returns the hex SHA-256 of what was sent.
-    async fn upload(&self, name: &str, len: u64, seed: u64) -> anyhow::Result<String> {
-        const CHUNK: u64 = 64 * 1024;
-        let mut stream = ArtifactStream::new(seed);
-        let mut hasher = Sha256::new();
-        let mut chunks = Vec::new();
-        let mut sent = 0u64;
-        while sent < len {
-            let size = CHUNK.min(len - sent);
-            let chunk =
-                stream.next_chunk(usize::try_from(size).expect("a chunk is at most 64 KiB"));
-            hasher.update(&chunk);
-            chunks.push(Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)));
-            sent += size;
-        }
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    /// Streams the file at `path` as the artifact `name` (chunked, no Content-Length).
+    async fn upload(&self, name: &str, path: &std::path::Path) -> anyhow::Result<()> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let response = self
             .http
             .put(format!("{}/artifacts/{name}", self.base))
@@ -265,8 +292,7 @@ impl JobApi {
             .send()
             .await
             .context("cannot reach the offloader")?;
-        check(response, "artifact upload").await?;
-        Ok(hex::encode(hasher.finalize()))
+        check(response, "artifact upload").await
     }
 }
 
