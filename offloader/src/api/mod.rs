@@ -8,14 +8,15 @@ mod job_side;
 mod jobs;
 mod output;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use calls_protocol::jobs::VersionInfo;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
@@ -23,7 +24,6 @@ use crate::AppState;
 
 /// The whole API. Pure: no socket, so tests drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.max_json_body_bytes;
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(healthz))
@@ -48,7 +48,9 @@ pub fn router(state: AppState) -> Router {
             get(output::download_artifact).put(job_side::upload_artifact),
         )
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
+        // JSON routes enforce api.max_json_body_bytes in ApiBytes; uploads stream with their own
+        // limit. axum's default 2 MB limit is off so it cannot cut an upload short.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -59,34 +61,47 @@ pub fn router(state: AppState) -> Router {
 /// A JSON body parsed into a protocol type, rejected in our error shape.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = Error;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
 
-/// A raw body under the JSON routes' limit, rejected in our error shape.
+/// Bytes read and thrown away after a body went over the limit, so that the client finishes
+/// sending and reads our 413 instead of a connection reset. Beyond this, the connection drops.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A raw body under the JSON routes' limit (`api.max_json_body_bytes`), rejected in our error
+/// shape.
 pub struct ApiBytes(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+impl FromRequest<AppState> for ApiBytes {
     type Rejection = Error;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self> {
-        Bytes::from_request(req, state)
-            .await
-            .map(ApiBytes)
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::PayloadTooLarge(
-                        "request body is over the JSON limit (api.max_json_body_bytes)".into(),
-                    )
-                } else {
-                    Error::BadRequest(format!("could not read the request body: {rejection}"))
-                }
-            })
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let limit = state.config.max_json_body_bytes;
+        let mut stream = req.into_body().into_data_stream();
+        let mut body = Vec::new();
+        let mut seen = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| Error::BadRequest(format!("could not read the request body: {e}")))?;
+            seen += chunk.len();
+            if seen <= limit {
+                body.extend_from_slice(&chunk);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+        if seen > limit {
+            return Err(Error::PayloadTooLarge(format!(
+                "request body is over the {limit} byte JSON limit (api.max_json_body_bytes)"
+            )));
+        }
+        Ok(ApiBytes(Bytes::from(body)))
     }
 }
 
