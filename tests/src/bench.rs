@@ -116,6 +116,40 @@ impl Drop for StartEvents {
     }
 }
 
+/// The floor: `docker run -d` of the same image straight from the CLI, one after another, timed
+/// from the moment the CLI is spawned to the container's `start` event.
+pub async fn docker_cli_baseline(runs: usize) -> anyhow::Result<LatencyReport> {
+    crate::docker::ensure_test_job_image(&crate::offloader::bin_dir()?)?;
+    let label = format!("calls.bench={}", std::process::id());
+    let events = StartEvents::watch(&label)?;
+    let mut latencies = Vec::new();
+    for i in 0..runs {
+        let job_id = format!("baseline-{i}");
+        let sent = now_ns();
+        // Without JOB_ID and friends the test job exits 2 at once; --rm cleans it up.
+        let status = Command::new("docker")
+            .args(["run", "-d", "--rm", "--init", "--label", &label, "--label"])
+            .arg(format!("calls.job_id={job_id}"))
+            .arg(crate::offloader::TEST_JOB_IMAGE)
+            .stdout(Stdio::null())
+            .status()
+            .context("cannot run docker run")?;
+        if !status.success() {
+            bail!("docker run failed: {status}");
+        }
+        let starts = events.collect(1, Duration::from_secs(60))?;
+        let started = starts
+            .get(&job_id)
+            .with_context(|| format!("a start event for {job_id} (got {starts:?})"))?;
+        latencies.push((started - sent) as f64 / 1e6);
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(LatencyReport {
+        scenario: format!("baseline: `docker run -d` from the CLI, {runs} one at a time"),
+        latencies_ms: latencies,
+    })
+}
+
 /// Submits `jobs` quick jobs one after another, each once the previous container is running:
 /// the start latency of an idle offloader.
 pub async fn sequential(jobs: usize) -> anyhow::Result<LatencyReport> {
@@ -135,7 +169,7 @@ pub async fn sequential(jobs: usize) -> anyhow::Result<LatencyReport> {
     }
     latencies.sort_by(f64::total_cmp);
     Ok(LatencyReport {
-        scenario: format!("{jobs} jobs one at a time"),
+        scenario: format!("offloader: {jobs} jobs one at a time"),
         latencies_ms: latencies,
     })
 }
@@ -174,7 +208,7 @@ pub async fn burst(jobs: usize, concurrency: u32) -> anyhow::Result<LatencyRepor
     }
     latencies.sort_by(f64::total_cmp);
     Ok(LatencyReport {
-        scenario: format!("{jobs} jobs at once, {concurrency} slots"),
+        scenario: format!("offloader: {jobs} jobs at once, {concurrency} slots"),
         latencies_ms: latencies,
     })
 }

@@ -1,15 +1,21 @@
 //! `offloader-bench`: job start latency (API call → container running) of the real offloader and
-//! Docker engine, p50/p95 over 20 jobs. Usage: `offloader-bench [JOBS] [BURST_SLOTS]`; needs
-//! `calls-offloader` built in the same target dir (`cargo build -p calls-offloader`).
+//! Docker engine, p50/p95 over 20 jobs, next to the `docker run` floor and two bursts (no
+//! queueing, and the default 2 slots). Usage: `offloader-bench [JOBS]`; needs `calls-offloader`
+//! built in the same target dir (`cargo build -p calls-offloader`).
 
-use calls_e2e::bench::{burst, sequential, LatencyReport};
+use calls_e2e::bench::{burst, docker_cli_baseline, sequential, LatencyReport};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let jobs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20);
-    let slots: u32 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(4);
-    let reports = [sequential(jobs).await?, burst(jobs, slots).await?];
+    let slots = u32::try_from(jobs)?;
+    let reports = [
+        docker_cli_baseline(jobs).await?,
+        sequential(jobs).await?,
+        burst(jobs, slots).await?,
+        burst(jobs, 2).await?,
+    ];
     println!("| scenario | jobs | p50 ms | p95 ms | max ms |");
     println!("|---|---|---|---|---|");
     for report in &reports {
