@@ -148,7 +148,7 @@ impl Runner {
 
     async fn dispatch_loop(self: Arc<Self>) {
         loop {
-            if let Err(error) = self.dispatch_once() {
+            if let Err(error) = self.dispatch_once().await {
                 tracing::error!(%error, "dispatch failed");
             }
             tokio::select! {
@@ -158,8 +158,9 @@ impl Runner {
         }
     }
 
-    /// Starts as many queued jobs (oldest first) as there are free slots.
-    fn dispatch_once(self: &Arc<Self>) -> Result<()> {
+    /// Starts as many queued jobs (oldest first) as there are free slots. Containers are
+    /// started one after another so that start times follow the queue order.
+    async fn dispatch_once(self: &Arc<Self>) -> Result<()> {
         let store = &self.app.store;
         let active = store.jobs_in(&ACTIVE)?.len();
         let queued: Vec<String> = store
@@ -169,24 +170,22 @@ impl Runner {
             .collect();
         for job_id in scheduler::admit(active, self.app.config.max_concurrent, &queued) {
             let token = auth::new_token();
-            if store.mark_starting(job_id, &auth::token_hash(&token))? {
-                self.app.job_changed(job_id);
-                tokio::spawn(self.clone().run_job(job_id.clone(), token));
+            if !store.mark_starting(job_id, &auth::token_hash(&token))? {
+                continue; // cancelled meanwhile
+            }
+            self.app.job_changed(job_id);
+            match self.start_container(job_id, &token).await {
+                Ok(()) => {
+                    tokio::spawn(self.clone().watch(job_id.clone()));
+                }
+                Err(error) => {
+                    tracing::error!(job_id, %error, "job start failed");
+                    let reason = format!("container could not be started: {error}");
+                    self.fail_before_start(job_id, &reason).await?;
+                }
             }
         }
         Ok(())
-    }
-
-    async fn run_job(self: Arc<Self>, job_id: String, token: String) {
-        if let Err(error) = self.start_container(&job_id, &token).await {
-            tracing::error!(job_id, %error, "job start failed");
-            let reason = format!("container could not be started: {error}");
-            if let Err(error) = self.fail_before_start(&job_id, &reason).await {
-                tracing::error!(job_id, %error, "could not record the failed start");
-            }
-            return;
-        }
-        self.watch(job_id).await;
     }
 
     async fn start_container(&self, job_id: &str, token: &str) -> Result<()> {
