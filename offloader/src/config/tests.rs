@@ -1,0 +1,104 @@
+//! Config tests: defaults, env overrides, clear errors, and the docs table staying complete.
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_are_safe_and_not_under_tmp() {
+    let config = Config::load("", env(&[])).expect("defaults validate");
+    assert_eq!(config.listen_address.port(), 4545);
+    assert_eq!(config.max_concurrent, 2);
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/calls-offloader"));
+    assert_eq!(config.failed_job_retention, Duration::from_secs(30 * 86400));
+    assert!(config.admin_secret.is_none());
+    assert!(!config.self_registration);
+}
+
+#[test]
+fn env_overrides_win_over_the_file() {
+    let file = "[jobs]\nmax_concurrent = 3\n[runners.recording]\nimage = \"a:1\"\n";
+    let config = Config::load(
+        file,
+        env(&[
+            ("OFFLOADER_JOBS_MAX_CONCURRENT", "5"),
+            ("OFFLOADER_JOBS_IMAGE_ALLOWLIST", "x:1, y:2"),
+            ("OFFLOADER_API_SELF_REGISTRATION", "true"),
+            ("PATH", "/usr/bin"),
+        ]),
+    )
+    .expect("valid");
+    assert_eq!(config.max_concurrent, 5);
+    assert_eq!(config.runner(JobType::Recording).image, "a:1");
+    assert_eq!(config.image_allowlist, vec!["x:1", "y:2"]);
+    assert!(config.self_registration);
+    assert!(config.image_allowed("y:2") && config.image_allowed("a:1"));
+    assert!(!config.image_allowed("evil:latest"));
+}
+
+#[test]
+fn bad_settings_give_clear_errors() {
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            "[jobs]\nmax_concurrnt = 3\n",
+            &[],
+            "unknown field `max_concurrnt`",
+        ),
+        (
+            "",
+            &[("OFFLOADER_JOBS_MAX_CONCURENT", "3")],
+            "unknown environment override",
+        ),
+        (
+            "",
+            &[("OFFLOADER_JOBS_MAX_CONCURRENT", "two")],
+            "is not an integer",
+        ),
+        ("", &[("OFFLOADER_JOBS_MAX_CONCURRENT", "0")], "at least 1"),
+        (
+            "",
+            &[("OFFLOADER_JOBS_FAILED_JOB_RETENTION", "soon")],
+            "jobs.failed_job_retention",
+        ),
+        (
+            "",
+            &[("OFFLOADER_STORE_DATA_DIR", "relative/dir")],
+            "absolute path",
+        ),
+        (
+            "",
+            &[("OFFLOADER_API_ADMIN_SECRET", "short")],
+            "at least 32",
+        ),
+        (
+            "",
+            &[("OFFLOADER_DOCKER_DATA_MOUNT", "nfs")],
+            "\"volume\" or \"tmpfs\"",
+        ),
+        ("[api\n", &[], "config file"),
+    ];
+    for (file, pairs, needle) in cases {
+        let err = Config::load(file, env(pairs))
+            .expect_err(needle)
+            .to_string();
+        assert!(err.contains(needle), "{err:?} should contain {needle:?}");
+    }
+}
+
+#[test]
+fn every_key_is_documented_with_its_env_name() {
+    let doc = include_str!("../../../docs/offloader.md");
+    for (key, ..) in KEYS {
+        assert!(doc.contains(key), "docs/offloader.md lacks {key}");
+        assert!(
+            doc.contains(&env_name(key)),
+            "docs/offloader.md lacks {}",
+            env_name(key)
+        );
+    }
+}

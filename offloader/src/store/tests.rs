@@ -1,0 +1,122 @@
+//! Store tests: transitions only from the states they are valid from, atomic queue admission,
+//! and what survives reopening the database (the crash-safety foundation).
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn record(id: &str) -> JobRecord {
+    JobRecord {
+        seq: 0,
+        id: id.into(),
+        client_id: "c".into(),
+        job_type: JobType::Recording,
+        state: JobState::Queued,
+        runner: "img:1".into(),
+        max_duration_sec: 60,
+        input_data: BTreeMap::from([("bot_token".to_string(), serde_json::json!("s"))]),
+        job_token_hash: String::new(),
+        created_at: 1,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        failure_reason: None,
+        stop_reason: None,
+        reported_error: None,
+        progress: None,
+        counters: BTreeMap::new(),
+        container_removed: false,
+        work_done: false,
+    }
+}
+
+#[test]
+fn transitions_only_happen_from_valid_states() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    store.insert_job(&record("j"), 2, 10).expect("insert");
+    assert!(
+        !store.mark_running("j", 5).expect("store"),
+        "queued cannot jump to running"
+    );
+    assert!(store.mark_starting("j", "hash").expect("store"));
+    assert!(
+        !store.mark_starting("j", "other").expect("store"),
+        "only once"
+    );
+    assert!(store.mark_running("j", 5).expect("store"));
+    assert!(store
+        .mark_stopping("j", StopReason::MaxDuration)
+        .expect("store"));
+    assert!(
+        !store.mark_stopping("j", StopReason::User).expect("store"),
+        "first reason wins"
+    );
+    assert!(store
+        .finish("j", JobState::Failed, Some(137), Some("max"), 9)
+        .expect("store"));
+    assert!(
+        !store
+            .finish("j", JobState::Succeeded, Some(0), None, 10)
+            .expect("store"),
+        "final is final"
+    );
+    assert!(!store.requeue("j").expect("store"));
+    let job = store.job("j").expect("store").expect("job");
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(
+        (job.started_at, job.finished_at, job.exit_code),
+        (Some(5), Some(9), Some(137))
+    );
+    assert_eq!(job.stop_reason, Some(StopReason::MaxDuration));
+    assert_eq!(job.job_token_hash, "hash");
+}
+
+#[test]
+fn admission_counts_free_slots_and_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    // 1 slot + queue of 1: two jobs fit, the third is refused.
+    store.insert_job(&record("a"), 1, 1).expect("first");
+    store.insert_job(&record("b"), 1, 1).expect("second");
+    let err = store.insert_job(&record("c"), 1, 1).expect_err("full");
+    assert!(matches!(err, Error::QueueFull(_)), "{err}");
+    assert!(store.job("c").expect("store").is_none(), "nothing stored");
+    // Starting `a` takes the slot: still only one waiting place.
+    store.mark_starting("a", "h").expect("store");
+    assert!(store.insert_job(&record("c"), 1, 1).is_err());
+    store
+        .finish("a", JobState::Succeeded, Some(0), None, 3)
+        .expect("store");
+    store.insert_job(&record("c"), 1, 1).expect("slot freed");
+    let queued: Vec<String> = store
+        .jobs_in(&[JobState::Queued])
+        .expect("store")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(queued, vec!["b", "c"], "FIFO by insertion");
+}
+
+#[test]
+fn everything_survives_reopening_and_the_instance_id_is_stable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let instance = {
+        let store = Store::open(dir.path()).expect("open");
+        store.insert_job(&record("j"), 2, 10).expect("insert");
+        store.mark_starting("j", "h").expect("store");
+        store.instance.clone()
+    };
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(store.instance, instance);
+    assert_eq!(instance.len(), 12);
+    let job = store.job("j").expect("store").expect("job");
+    assert_eq!(job.state, JobState::Starting);
+    assert_eq!(
+        job.input_data["bot_token"],
+        serde_json::json!("s"),
+        "secrets kept for re-queue"
+    );
+    let other = tempfile::tempdir().expect("tempdir");
+    assert_ne!(Store::open(other.path()).expect("open").instance, instance);
+}
