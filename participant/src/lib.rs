@@ -1,1 +1,32 @@
-//! Participant client library: join a call through the SFU, publish voice and screen, receive tracks.
+//! Participant client library: join a call through the SFU, publish voice and screen, receive
+//! tracks. The one client that bots, tests and load tools share.
+//!
+//! ```no_run
+//! # async fn demo(url: &str, token: &str) -> calls_participant::Result<()> {
+//! use calls_participant::{Event, JoinOptions, Participant};
+//! let mut me = Participant::join(url, token, JoinOptions::default()).await?;
+//! me.wait_connected(std::time::Duration::from_secs(10)).await?;
+//! while let Some(event) = me.next_event().await {
+//!     if let Event::Track(track) = event {
+//!         println!("receiving {:?} from {}", track.kind(), track.owner());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod audio;
+mod client;
+pub mod error;
+pub mod jitter;
+mod media;
+mod peer;
+pub mod video;
+
+pub use calls_protocol::signalling::{
+    Caption, ErrorCode, ParticipantInfo, Role, TrackId, TrackKind,
+};
+pub use client::{Event, JoinOptions, Participant};
+pub use error::{Error, Result};
+pub use media::RemoteTrack;
+pub use video::VideoFrame;
+pub use webrtc::peer_connection::RTCPeerConnectionState as ConnectionState;

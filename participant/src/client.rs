@@ -1,0 +1,662 @@
+//! [`Participant`]: joins a call over the SFU's signalling WebSocket, negotiates one peer
+//! connection, publishes voice and screen, and reports everything that happens as [`Event`]s.
+//!
+//! One task (the "actor") owns the WebSocket and the peer connection, so negotiation steps never
+//! interleave. The client makes the first offer and renegotiates when it adds or removes its
+//! screen track; the SFU offers when forwarded tracks change. The client is the *impolite* peer:
+//! an SFU offer arriving while the client's own offer is pending is ignored (the SFU rolls back
+//! and offers again after answering).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use calls_protocol::signalling::{
+    Caption, ClientMessage, ErrorCode, IceCandidate, ParticipantInfo, ServerMessage, TrackId,
+    PROTOCOL_VERSION,
+};
+use futures::{SinkExt, StreamExt};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::media::{self, RemoteTrack};
+use crate::{peer, Error, Result};
+
+/// How to join.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// Call id to announce; the SFU checks it against the token.
+    pub call_id: Option<String>,
+    /// Local address for media; by default derived from the SFU URL's host (loopback for a
+    /// loopback SFU, otherwise every interface).
+    pub bind_ip: Option<IpAddr>,
+    /// How long joining may take.
+    pub timeout: Duration,
+    /// Events buffered before the oldest are dropped.
+    pub event_capacity: usize,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        Self {
+            call_id: None,
+            bind_ip: None,
+            timeout: Duration::from_secs(10),
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// Something that happened in the call.
+pub enum Event {
+    /// Someone joined.
+    ParticipantJoined(ParticipantInfo),
+    /// Someone left.
+    ParticipantLeft {
+        /// Who.
+        session_id: String,
+    },
+    /// Someone muted or unmuted (this participant included).
+    MuteState {
+        /// Who.
+        session_id: String,
+        /// New state.
+        muted: bool,
+    },
+    /// Someone started or stopped a screen share.
+    ScreenState {
+        /// Who.
+        session_id: String,
+        /// New state.
+        screen_on: bool,
+    },
+    /// A caption relayed by the SFU.
+    Caption(Caption),
+    /// The SFU asks this bot to stop its job.
+    JobStop {
+        /// Why.
+        reason: String,
+    },
+    /// The SFU refused something.
+    Error {
+        /// Code.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// A remote track started arriving.
+    Track(RemoteTrack),
+    /// The media connection changed state.
+    Connection(RTCPeerConnectionState),
+    /// The signalling connection closed.
+    Disconnected,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::ParticipantJoined(info) => write!(f, "ParticipantJoined({})", info.session_id),
+            Event::ParticipantLeft { session_id } => write!(f, "ParticipantLeft({session_id})"),
+            Event::MuteState { session_id, muted } => write!(f, "MuteState({session_id}, {muted})"),
+            Event::ScreenState {
+                session_id,
+                screen_on,
+            } => write!(f, "ScreenState({session_id}, {screen_on})"),
+            Event::Caption(caption) => write!(f, "Caption({:?})", caption.text),
+            Event::JobStop { reason } => write!(f, "JobStop({reason})"),
+            Event::Error { code, message } => write!(f, "Error({code:?}, {message})"),
+            Event::Track(track) => write!(f, "Track({})", track.id),
+            Event::Connection(state) => write!(f, "Connection({state})"),
+            Event::Disconnected => write!(f, "Disconnected"),
+        }
+    }
+}
+
+enum Command {
+    Send(ClientMessage),
+    AddTrack(Arc<TrackLocalStaticSample>, oneshot::Sender<Result<Arc<dyn RtpSender>>>),
+    RemoveTrack(Arc<dyn RtpSender>),
+    Leave(oneshot::Sender<()>),
+}
+
+enum PeerEvent {
+    Candidate(RTCIceCandidateInit),
+    Track(Arc<dyn TrackRemote>),
+    State(RTCPeerConnectionState),
+}
+
+struct Handler {
+    events: mpsc::Sender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.events.try_send(PeerEvent::Candidate(init));
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.try_send(PeerEvent::Track(track));
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.try_send(PeerEvent::State(state));
+    }
+}
+
+/// Display names of the call's members, shared with the actor.
+pub(crate) type Names = Arc<Mutex<HashMap<String, String>>>;
+
+/// A member of a call.
+pub struct Participant {
+    session_id: String,
+    call_id: String,
+    initial: Vec<ParticipantInfo>,
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<Event>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    voice: Arc<TrackLocalStaticSample>,
+    voice_ssrc: u32,
+    screen: Option<media::ScreenShare>,
+    names: Names,
+    actor: JoinHandle<()>,
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+fn default_bind_ip(url: &str) -> IpAddr {
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    let loopback = host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| addr.ip().is_loopback());
+    if loopback {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+async fn next_server_message(socket: &mut Socket) -> Result<ServerMessage> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return ServerMessage::from_json(&text)
+                    .map_err(|err| Error::Signalling(format!("bad message from sfu: {err}")))
+            }
+            Some(Ok(Message::Close(_))) | None => return Err(Error::Disconnected),
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return Err(Error::Signalling(err.to_string())),
+        }
+    }
+}
+
+impl Participant {
+    /// Joins the call the token is for. Returns once the SFU accepted the join and the first
+    /// offer is sent; media connects shortly after (see [`Participant::wait_connected`]).
+    pub async fn join(sfu_ws_url: &str, token: &str, options: JoinOptions) -> Result<Participant> {
+        tokio::time::timeout(options.timeout, Self::join_inner(sfu_ws_url, token, options.clone()))
+            .await
+            .map_err(|_| Error::Timeout("join"))?
+    }
+
+    async fn join_inner(url: &str, token: &str, options: JoinOptions) -> Result<Participant> {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|err| Error::Signalling(format!("cannot connect to {url}: {err}")))?;
+        let join = ClientMessage::Join {
+            version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+            call_id: options.call_id.clone(),
+        };
+        socket
+            .send(Message::Text(join.to_json().into()))
+            .await
+            .map_err(|err| Error::Signalling(err.to_string()))?;
+        let (session_id, call_id, participants) = match next_server_message(&mut socket).await? {
+            ServerMessage::Joined {
+                session_id,
+                call_id,
+                participants,
+            } => (session_id, call_id, participants),
+            ServerMessage::Error { code, message } => return Err(Error::Refused { code, message }),
+            other => {
+                return Err(Error::Signalling(format!(
+                    "expected joined, got {}",
+                    other.to_json()
+                )))
+            }
+        };
+        let names: Names = Arc::new(Mutex::new(
+            participants
+                .iter()
+                .map(|p| (p.session_id.clone(), p.name.clone()))
+                .collect(),
+        ));
+        let (peer_tx, peer_rx) = mpsc::channel(256);
+        let bind_ip = options.bind_ip.unwrap_or_else(|| default_bind_ip(url));
+        let pc = peer::build(bind_ip, Arc::new(Handler { events: peer_tx })).await?;
+        let (voice, voice_ssrc) = peer::sample_track(
+            RtpCodecKind::Audio,
+            &session_id,
+            &TrackId::new(calls_protocol::signalling::TrackKind::Voice, &session_id, 0).to_string(),
+        )?;
+        pc.add_transceiver_from_track(
+            Arc::clone(&voice) as Arc<dyn TrackLocal>,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![session_id.clone()],
+                send_encodings: Vec::new(),
+            }),
+        )
+        .await?;
+        let (command_tx, command_rx) = mpsc::channel(64);
+        let (event_tx, event_rx) = mpsc::channel(options.event_capacity.max(16));
+        let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+        let mut actor = Actor {
+            socket,
+            pc,
+            events: event_tx,
+            state: state_tx,
+            names: Arc::clone(&names),
+            making_offer: false,
+            needs_offer: false,
+            remote_set: false,
+            early_candidates: Vec::new(),
+        };
+        actor.offer().await?;
+        let actor = tokio::spawn(actor.run(command_rx, peer_rx));
+        Ok(Participant {
+            session_id,
+            call_id,
+            initial: participants,
+            commands: command_tx,
+            events: event_rx,
+            state: state_rx,
+            voice,
+            voice_ssrc,
+            screen: None,
+            names,
+            actor,
+        })
+    }
+
+    /// This session's id.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The call joined.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// Who was in the call when this participant joined.
+    pub fn initial_participants(&self) -> &[ParticipantInfo] {
+        &self.initial
+    }
+
+    /// Display name of a member, when known.
+    pub fn name_of(&self, session_id: &str) -> Option<String> {
+        self.names
+            .lock()
+            .expect("names lock is never poisoned")
+            .get(session_id)
+            .cloned()
+    }
+
+    /// The next event; `None` once the participant is gone and all events were read.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next event within `timeout`.
+    pub async fn next_event_within(&mut self, timeout: Duration) -> Option<Event> {
+        tokio::time::timeout(timeout, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits until the media connection is up.
+    pub async fn wait_connected(&mut self, timeout: Duration) -> Result<()> {
+        let wait = self
+            .state
+            .wait_for(|state| *state == RTCPeerConnectionState::Connected);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Disconnected),
+            Err(_) => Err(Error::Timeout("media connection")),
+        }
+    }
+
+    async fn command(&self, command: Command) -> Result<()> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Disconnected)
+    }
+
+    /// Sends a signalling message as is (tests use this to send odd input).
+    pub async fn send_raw(&self, message: ClientMessage) -> Result<()> {
+        self.command(Command::Send(message)).await
+    }
+
+    /// Stops the SFU forwarding this participant's voice.
+    pub async fn mute(&self) -> Result<()> {
+        self.send_raw(ClientMessage::Mute).await
+    }
+
+    /// Resumes forwarding this participant's voice.
+    pub async fn unmute(&self) -> Result<()> {
+        self.send_raw(ClientMessage::Unmute).await
+    }
+
+    /// Publishes a caption (bots only; the SFU answers others with an error event).
+    pub async fn publish_caption(&self, caption: Caption) -> Result<()> {
+        self.send_raw(ClientMessage::Caption(caption)).await
+    }
+
+    /// Sends 48 kHz mono PCM as Opus in real time (20 ms frames). The task ends when the
+    /// samples are sent or the participant leaves.
+    pub fn send_voice(&self, pcm: Vec<i16>) -> JoinHandle<Result<()>> {
+        media::spawn_voice(Arc::clone(&self.voice), self.voice_ssrc, pcm)
+    }
+
+    /// Starts sharing the moving test pattern (`width`×`height` at `fps`) as VP8.
+    pub async fn start_screen(&mut self, width: u32, height: u32, fps: u32) -> Result<()> {
+        if self.screen.is_some() {
+            return Ok(());
+        }
+        let index = media::next_screen_index();
+        let (track, ssrc) = peer::sample_track(
+            RtpCodecKind::Video,
+            &self.session_id,
+            &TrackId::new(calls_protocol::signalling::TrackKind::Screen, &self.session_id, index)
+                .to_string(),
+        )?;
+        self.send_raw(ClientMessage::ScreenOn).await?;
+        let (reply, added) = oneshot::channel();
+        self.command(Command::AddTrack(Arc::clone(&track), reply))
+            .await?;
+        let sender = added.await.map_err(|_| Error::Disconnected)??;
+        self.screen = Some(media::ScreenShare::start(track, ssrc, sender, width, height, fps)?);
+        Ok(())
+    }
+
+    /// Stops the screen share.
+    pub async fn stop_screen(&mut self) -> Result<()> {
+        let Some(screen) = self.screen.take() else {
+            return Ok(());
+        };
+        let sender = screen.stop().await;
+        self.command(Command::RemoveTrack(sender)).await?;
+        self.send_raw(ClientMessage::ScreenOff).await
+    }
+
+    /// Leaves the call cleanly and closes the connection.
+    pub async fn leave(mut self) -> Result<()> {
+        if let Some(screen) = self.screen.take() {
+            screen.stop().await;
+        }
+        let (done, finished) = oneshot::channel();
+        if self.commands.send(Command::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), finished).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.actor).await;
+        Ok(())
+    }
+
+    /// Drops the connection without saying goodbye (a crashed client), for tests.
+    pub fn abort(self) {
+        self.actor.abort();
+    }
+}
+
+struct Actor {
+    socket: Socket,
+    pc: Arc<dyn PeerConnection>,
+    events: mpsc::Sender<Event>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    names: Names,
+    making_offer: bool,
+    needs_offer: bool,
+    remote_set: bool,
+    early_candidates: Vec<IceCandidate>,
+}
+
+impl Actor {
+    fn emit(&self, event: Event) {
+        // A consumer that does not read events must not stall the connection.
+        let _ = self.events.try_send(event);
+    }
+
+    async fn send(&mut self, message: ClientMessage) -> Result<()> {
+        self.socket
+            .send(Message::Text(message.to_json().into()))
+            .await
+            .map_err(|err| Error::Signalling(err.to_string()))
+    }
+
+    async fn offer(&mut self) -> Result<()> {
+        if self.making_offer {
+            self.needs_offer = true;
+            return Ok(());
+        }
+        let offer = self.pc.create_offer(None).await?;
+        let sdp = offer.sdp.clone();
+        self.pc.set_local_description(offer).await?;
+        self.making_offer = true;
+        self.needs_offer = false;
+        self.send(ClientMessage::Offer { sdp }).await
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut peer_events: mpsc::Receiver<PeerEvent>,
+    ) {
+        let mut leaving = None;
+        loop {
+            tokio::select! {
+                message = next_server_message(&mut self.socket) => match message {
+                    Ok(message) => {
+                        if let Err(err) = self.handle_server(message).await {
+                            tracing::debug!(error = %err, "handling a server message failed");
+                        }
+                    }
+                    Err(_) => break,
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Leave(done)) => {
+                        let _ = self.send(ClientMessage::Leave).await;
+                        leaving = Some(done);
+                        break;
+                    }
+                    Some(command) => {
+                        if let Err(err) = self.handle_command(command).await {
+                            self.emit(Event::Error { code: ErrorCode::Internal, message: err.to_string() });
+                        }
+                    }
+                    None => break,
+                },
+                Some(event) = peer_events.recv() => self.handle_peer(event).await,
+            }
+        }
+        let _ = self.pc.close().await;
+        let _ = self.socket.close(None).await;
+        self.emit(Event::Disconnected);
+        if let Some(done) = leaving {
+            let _ = done.send(());
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) -> Result<()> {
+        match command {
+            Command::Send(message) => self.send(message).await,
+            Command::AddTrack(track, reply) => {
+                let added = self
+                    .pc
+                    .add_transceiver_from_track(
+                        track as Arc<dyn TrackLocal>,
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Sendonly,
+                            streams: Vec::new(),
+                            send_encodings: Vec::new(),
+                        }),
+                    )
+                    .await;
+                let sender = match added {
+                    Ok(transceiver) => transceiver
+                        .sender()
+                        .await
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| Error::Media("transceiver has no sender".into())),
+                    Err(err) => Err(err.into()),
+                };
+                let ok = sender.is_ok();
+                let _ = reply.send(sender);
+                if ok {
+                    self.offer().await?;
+                }
+                Ok(())
+            }
+            Command::RemoveTrack(sender) => {
+                self.pc.remove_track(&sender).await?;
+                self.offer().await
+            }
+            Command::Leave(_) => Ok(()),
+        }
+    }
+
+    async fn handle_server(&mut self, message: ServerMessage) -> Result<()> {
+        match message {
+            ServerMessage::Answer { sdp } => {
+                self.pc
+                    .set_remote_description(RTCSessionDescription::answer(sdp)?)
+                    .await?;
+                self.making_offer = false;
+                self.remote_set = true;
+                self.flush_candidates().await;
+                if self.needs_offer {
+                    self.offer().await?;
+                }
+            }
+            ServerMessage::Offer { sdp } => {
+                if self.making_offer {
+                    // Impolite side of glare: the SFU rolls back and offers again later.
+                    return Ok(());
+                }
+                self.pc
+                    .set_remote_description(RTCSessionDescription::offer(sdp)?)
+                    .await?;
+                let answer = self.pc.create_answer(None).await?;
+                let sdp = answer.sdp.clone();
+                self.pc.set_local_description(answer).await?;
+                self.send(ClientMessage::Answer { sdp }).await?;
+                if self.needs_offer {
+                    self.offer().await?;
+                }
+            }
+            ServerMessage::IceCandidate { candidate } => {
+                if self.remote_set {
+                    self.add_candidate(candidate).await;
+                } else if self.early_candidates.len() < 64 {
+                    self.early_candidates.push(candidate);
+                }
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                self.names
+                    .lock()
+                    .expect("names lock is never poisoned")
+                    .insert(participant.session_id.clone(), participant.name.clone());
+                self.emit(Event::ParticipantJoined(participant));
+            }
+            ServerMessage::ParticipantLeft { session_id } => {
+                self.emit(Event::ParticipantLeft { session_id });
+            }
+            ServerMessage::MuteState { session_id, muted } => {
+                self.emit(Event::MuteState { session_id, muted });
+            }
+            ServerMessage::ScreenState {
+                session_id,
+                screen_on,
+            } => self.emit(Event::ScreenState {
+                session_id,
+                screen_on,
+            }),
+            ServerMessage::Caption(caption) => self.emit(Event::Caption(caption)),
+            ServerMessage::JobStop { reason } => self.emit(Event::JobStop { reason }),
+            ServerMessage::Error { code, message } => self.emit(Event::Error { code, message }),
+            ServerMessage::Joined { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn add_candidate(&mut self, candidate: IceCandidate) {
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_mline_index,
+            username_fragment: candidate.username_fragment,
+            ..Default::default()
+        };
+        if let Err(err) = self.pc.add_ice_candidate(init).await {
+            tracing::debug!(error = %err, "remote candidate refused");
+        }
+    }
+
+    async fn flush_candidates(&mut self) {
+        for candidate in std::mem::take(&mut self.early_candidates) {
+            self.add_candidate(candidate).await;
+        }
+    }
+
+    async fn handle_peer(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Candidate(init) => {
+                if init.candidate.is_empty() {
+                    return;
+                }
+                let candidate = IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                };
+                let _ = self.send(ClientMessage::IceCandidate { candidate }).await;
+            }
+            PeerEvent::Track(track) => {
+                if let Some(remote) = RemoteTrack::new(track, &self.names).await {
+                    self.emit(Event::Track(remote));
+                }
+            }
+            PeerEvent::State(state) => {
+                let _ = self.state.send(state);
+                self.emit(Event::Connection(state));
+            }
+        }
+    }
+}
