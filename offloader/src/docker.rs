@@ -210,6 +210,29 @@ pub async fn status(docker: &Docker, name: &str) -> Result<Option<ContainerStatu
     }
 }
 
+/// When the container exited (Unix ms), from Docker's record; `None` if unknown. Used so a job
+/// that ended while the offloader was down gets its real end time.
+pub async fn finished_at(docker: &Docker, name: &str) -> Result<Option<i64>> {
+    let inspect = match docker.inspect_container(name, None).await {
+        Ok(inspect) => inspect,
+        Err(e) if is_status(&e, 404) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let text = inspect
+        .state
+        .and_then(|s| s.finished_at)
+        .unwrap_or_default();
+    Ok(parse_docker_time(&text))
+}
+
+/// Parses Docker's RFC 3339 timestamps; the zero time (`0001-01-01T...`) means "never".
+pub fn parse_docker_time(text: &str) -> Option<i64> {
+    let time =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let ms = (time.unix_timestamp_nanos() / 1_000_000) as i64;
+    (ms > 0).then_some(ms)
+}
+
 /// Waits until the container is not running and returns its final status. Long waits survive
 /// the client's request timeout by falling back to inspecting and waiting again.
 pub async fn wait_exit(docker: &Docker, name: &str) -> Result<Option<ContainerStatus>> {
@@ -329,6 +352,16 @@ mod tests {
             container_removed: false,
             work_done: false,
         }
+    }
+
+    #[test]
+    fn docker_times_parse_and_zero_means_never() {
+        assert_eq!(
+            parse_docker_time("2026-11-21T13:48:24.123456789Z"),
+            Some(1_795_268_904_123)
+        );
+        assert_eq!(parse_docker_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_docker_time(""), None);
     }
 
     #[test]

@@ -348,7 +348,13 @@ impl Runner {
             memory_mb: self.app.config.runner(job.job_type).memory_mb,
             max_duration_sec: job.max_duration_sec,
         });
-        let now = now_ms();
+        let mut now = now_ms();
+        if container_exists {
+            if let Ok(Some(exited)) = docker::finished_at(&self.docker, &name).await {
+                // Never before the start nor after now (clocks can step).
+                now = exited.max(job.started_at.unwrap_or(exited)).min(now);
+            }
+        }
         if store.finish(job_id, state, exit_code, reason.as_deref(), now)? {
             tracing::info!(job_id, state = %state, exit_code, "job finished");
             if let Some(started) = job.started_at {
