@@ -81,7 +81,10 @@ mod tests {
             "garbage",
             "",
         ] {
-            assert_eq!(rewrite_candidate(candidate, &advertise(Some("x"))), candidate);
+            assert_eq!(
+                rewrite_candidate(candidate, &advertise(Some("x"))),
+                candidate
+            );
         }
     }
 

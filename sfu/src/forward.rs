@@ -89,7 +89,10 @@ impl Publication {
 
     /// Number of subscribers.
     pub fn sink_count(&self) -> usize {
-        self.sinks.lock().expect("sinks lock is never poisoned").len()
+        self.sinks
+            .lock()
+            .expect("sinks lock is never poisoned")
+            .len()
     }
 
     /// Asks the publisher for a keyframe, unless one was asked for very recently.

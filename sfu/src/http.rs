@@ -43,7 +43,11 @@ async fn index() -> Response {
             return Html(page).into_response();
         }
     }
-    error(StatusCode::NOT_FOUND, "not_found", "demo page not installed")
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "demo page not installed",
+    )
 }
 
 async fn websocket(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {
@@ -90,10 +94,10 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Checks `Authorization: Bearer <api key>` in constant time.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks `Authorization: Bearer <api key>` in constant time; `Some` is the refusal to send.
+fn refuse_unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     let Some(key) = &shared.config.api_key else {
-        return Err(error(
+        return Some(error(
             StatusCode::NOT_FOUND,
             "disabled",
             "the calls API is disabled (no api key configured)",
@@ -111,15 +115,13 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
             .zip(expected.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    if matches {
-        Ok(())
-    } else {
-        Err(error(
+    (!matches).then(|| {
+        error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong api key",
-        ))
-    }
+        )
+    })
 }
 
 #[derive(Serialize)]
@@ -130,7 +132,7 @@ struct CallJson {
 }
 
 async fn calls(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(response) = authorize(&shared, &headers) {
+    if let Some(response) = refuse_unauthorized(&shared, &headers) {
         return response;
     }
     let calls: Vec<CallJson> = shared
@@ -150,7 +152,7 @@ async fn sessions(
     headers: HeaderMap,
     Path(call_id): Path<String>,
 ) -> Response {
-    if let Err(response) = authorize(&shared, &headers) {
+    if let Some(response) = refuse_unauthorized(&shared, &headers) {
         return response;
     }
     match shared.sessions_of(&call_id) {

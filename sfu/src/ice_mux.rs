@@ -22,8 +22,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta,
-    Runtime, TokioRuntime, Transmit,
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
+    TokioRuntime, Transmit,
 };
 
 /// Datagrams queued per connection before the newest are dropped.
@@ -75,16 +75,19 @@ impl ConnQueue {
 #[derive(Debug, PartialEq, Eq)]
 enum Stun<'a> {
     /// A binding request carrying `USERNAME = <local ufrag>:<remote ufrag>`.
-    Request { local_ufrag: Option<&'a str>, transaction: [u8; 12] },
+    Request {
+        local_ufrag: Option<&'a str>,
+        transaction: [u8; 12],
+    },
     /// Any other STUN message (responses, indications).
     Other { transaction: [u8; 12] },
     /// DTLS, SRTP, SRTCP.
-    NotStun,
+    Media,
 }
 
 fn classify(packet: &[u8]) -> Stun<'_> {
     if packet.len() < 20 || packet[0] > 3 || packet[4..8] != STUN_MAGIC_COOKIE {
-        return Stun::NotStun;
+        return Stun::Media;
     }
     let mut transaction = [0u8; 12];
     transaction.copy_from_slice(&packet[8..20]);
@@ -163,7 +166,7 @@ impl UdpMux {
                 Some(queue) => queue.upgrade(),
                 None => routes.by_addr.get(&from)?.upgrade(),
             },
-            Stun::Request { .. } | Stun::NotStun => routes.by_addr.get(&from)?.upgrade(),
+            Stun::Request { .. } | Stun::Media => routes.by_addr.get(&from)?.upgrade(),
         }
     }
 
@@ -174,7 +177,9 @@ impl UdpMux {
                 return;
             }
             if routes.by_transaction.len() >= MAX_TRANSACTIONS {
-                routes.by_transaction.retain(|_, queue| queue.strong_count() > 0);
+                routes
+                    .by_transaction
+                    .retain(|_, queue| queue.strong_count() > 0);
                 if routes.by_transaction.len() >= MAX_TRANSACTIONS {
                     routes.by_transaction.clear();
                 }
@@ -211,7 +216,17 @@ async fn receive_loop(mux: Weak<UdpMux>, socket: Arc<tokio::net::UdpSocket>) {
         let (len, from) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
             // ICMP errors from vanished peers surface here; they concern one peer only.
-            Err(err) if err.kind() != io::ErrorKind::Other => continue,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue
+            }
             Err(err) => {
                 tracing::error!(error = %err, "ice udp mux receive failed");
                 return;
@@ -271,7 +286,11 @@ impl AsyncUdpSocket for MuxSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut state = self.queue.state.lock().expect("queue lock is never poisoned");
+        let mut state = self
+            .queue
+            .state
+            .lock()
+            .expect("queue lock is never poisoned");
         let mut filled = 0;
         while filled < bufs.len().min(meta.len()) {
             let Some((packet, from)) = state.packets.pop_front() else {
@@ -424,9 +443,9 @@ mod tests {
         response[1] = 0x01;
         assert!(matches!(classify(&response), Stun::Other { .. }));
         // DTLS records start at 20..=63, RTP at 128..=191.
-        assert_eq!(classify(&[22u8; 40]), Stun::NotStun);
-        assert_eq!(classify(&[0x80u8; 40]), Stun::NotStun);
-        assert_eq!(classify(&[0u8; 5]), Stun::NotStun);
+        assert_eq!(classify(&[22u8; 40]), Stun::Media);
+        assert_eq!(classify(&[0x80u8; 40]), Stun::Media);
+        assert_eq!(classify(&[0u8; 5]), Stun::Media);
         // Truncated attributes are tolerated.
         let mut truncated = binding_request(Some("a:b"));
         truncated.truncate(30);

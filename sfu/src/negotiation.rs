@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use calls_protocol::signalling::{ClientMessage, ErrorCode, IceCandidate, ServerMessage, TrackKind};
+use calls_protocol::signalling::{
+    ClientMessage, ErrorCode, IceCandidate, ServerMessage, TrackKind,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -98,7 +100,12 @@ impl Negotiator {
         events: mpsc::Sender<PeerEvent>,
         advertise: Advertise,
     ) -> crate::Result<Self> {
-        let pc = peer::build(&shared.config.ice, &shared.mux, Arc::new(Handler { events })).await?;
+        let pc = peer::build(
+            &shared.config.ice,
+            &shared.mux,
+            Arc::new(Handler { events }),
+        )
+        .await?;
         Ok(Self {
             shared,
             session_id,
@@ -142,7 +149,9 @@ impl Negotiator {
                 let muted = matches!(message, ClientMessage::Mute);
                 let actions = self.shared.with_router(|r| r.handle_mute(&id, muted));
                 self.shared.set_voice_muted(&id, muted);
-                actions.map(|a| self.shared.apply(a)).map_err(|e| (e.code(), e.to_string()))
+                actions
+                    .map(|a| self.shared.apply(a))
+                    .map_err(|e| (e.code(), e.to_string()))
             }
             ClientMessage::ScreenOn | ClientMessage::ScreenOff => {
                 let on = matches!(message, ClientMessage::ScreenOn);
@@ -216,7 +225,10 @@ impl Negotiator {
         Ok(())
     }
 
-    async fn handle_candidate(&mut self, candidate: IceCandidate) -> Result<(), (ErrorCode, String)> {
+    async fn handle_candidate(
+        &mut self,
+        candidate: IceCandidate,
+    ) -> Result<(), (ErrorCode, String)> {
         if !self.negotiated {
             if self.early_candidates.len() < 64 {
                 self.early_candidates.push(candidate);
@@ -414,7 +426,8 @@ impl Negotiator {
         }
         let published = self.shared.with_router(|r| {
             let muted = r.is_muted(&id);
-            r.handle_publish(&id, kind).map(|(track, actions)| (track, actions, muted))
+            r.handle_publish(&id, kind)
+                .map(|(track, actions)| (track, actions, muted))
         });
         let Ok((track, actions, muted)) = published else {
             return;

@@ -282,7 +282,11 @@ impl Router {
     }
 
     /// Mute or unmute; tells everyone in the call (the member included) when the state changes.
-    pub fn handle_mute(&mut self, session_id: &str, muted: bool) -> Result<Vec<Action>, RouteError> {
+    pub fn handle_mute(
+        &mut self,
+        session_id: &str,
+        muted: bool,
+    ) -> Result<Vec<Action>, RouteError> {
         let (call, _) = self.member_mut(session_id)?;
         let member = call
             .members

@@ -37,32 +37,52 @@ fn sends(actions: &[Action]) -> Vec<(String, ServerMessage)> {
 #[test]
 fn members_receive_every_other_members_tracks_but_not_their_own() {
     let mut router = Router::new(10);
-    router.handle_join("c", info("a", Role::Participant)).unwrap();
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
     let (voice_a, actions) = router.handle_publish("a", TrackKind::Voice).unwrap();
     assert_eq!(voice_a.to_string(), "voice_a_0");
-    assert!(subscriptions(&actions).is_empty(), "nobody else is in the call");
+    assert!(
+        subscriptions(&actions).is_empty(),
+        "nobody else is in the call"
+    );
 
-    let (others, actions) = router.handle_join("c", info("b", Role::Participant)).unwrap();
+    let (others, actions) = router
+        .handle_join("c", info("b", Role::Participant))
+        .unwrap();
     assert_eq!(others.len(), 1);
-    assert_eq!(subscriptions(&actions), vec![("b".into(), "voice_a_0".into())]);
+    assert_eq!(
+        subscriptions(&actions),
+        vec![("b".into(), "voice_a_0".into())]
+    );
     assert!(matches!(
         &sends(&actions)[..],
         [(to, ServerMessage::ParticipantJoined { participant })] if to == "a" && participant.session_id == "b"
     ));
 
     let (_, actions) = router.handle_publish("b", TrackKind::Voice).unwrap();
-    assert_eq!(subscriptions(&actions), vec![("a".into(), "voice_b_0".into())]);
+    assert_eq!(
+        subscriptions(&actions),
+        vec![("a".into(), "voice_b_0".into())]
+    );
     let (screen, actions) = router.handle_publish("b", TrackKind::Screen).unwrap();
     assert_eq!(screen.to_string(), "screen_b_0");
-    assert_eq!(subscriptions(&actions), vec![("a".into(), "screen_b_0".into())]);
+    assert_eq!(
+        subscriptions(&actions),
+        vec![("a".into(), "screen_b_0".into())]
+    );
 }
 
 #[test]
 fn calls_are_isolated() {
     let mut router = Router::new(10);
-    router.handle_join("c1", info("a", Role::Participant)).unwrap();
+    router
+        .handle_join("c1", info("a", Role::Participant))
+        .unwrap();
     router.handle_publish("a", TrackKind::Voice).unwrap();
-    let (others, actions) = router.handle_join("c2", info("b", Role::Participant)).unwrap();
+    let (others, actions) = router
+        .handle_join("c2", info("b", Role::Participant))
+        .unwrap();
     assert!(others.is_empty());
     assert!(actions.is_empty());
     assert_eq!(router.calls().len(), 2);
@@ -71,8 +91,12 @@ fn calls_are_isolated() {
 #[test]
 fn leave_unsubscribes_and_notifies_and_empty_calls_vanish() {
     let mut router = Router::new(10);
-    router.handle_join("c", info("a", Role::Participant)).unwrap();
-    router.handle_join("c", info("b", Role::Participant)).unwrap();
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
+    router
+        .handle_join("c", info("b", Role::Participant))
+        .unwrap();
     router.handle_publish("a", TrackKind::Voice).unwrap();
     let actions = router.handle_leave("a");
     assert_eq!(
@@ -90,7 +114,10 @@ fn leave_unsubscribes_and_notifies_and_empty_calls_vanish() {
             },
         ]
     );
-    assert!(router.handle_leave("a").is_empty(), "second leave is a no-op");
+    assert!(
+        router.handle_leave("a").is_empty(),
+        "second leave is a no-op"
+    );
     router.handle_leave("b");
     assert!(router.calls().is_empty());
     assert_eq!(router.session_count(), 0);
@@ -99,9 +126,13 @@ fn leave_unsubscribes_and_notifies_and_empty_calls_vanish() {
 #[test]
 fn rejoin_gets_fresh_state() {
     let mut router = Router::new(10);
-    router.handle_join("c", info("a", Role::Participant)).unwrap();
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
     router.handle_leave("a");
-    router.handle_join("c", info("a", Role::Participant)).unwrap();
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
     assert!(!router.is_muted("a"));
     assert_eq!(
         router.handle_join("c", info("a", Role::Participant)),
@@ -112,8 +143,12 @@ fn rejoin_gets_fresh_state() {
 #[test]
 fn call_capacity_is_enforced() {
     let mut router = Router::new(2);
-    router.handle_join("c", info("a", Role::Participant)).unwrap();
-    router.handle_join("c", info("b", Role::Participant)).unwrap();
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
+    router
+        .handle_join("c", info("b", Role::Participant))
+        .unwrap();
     let refused = router.handle_join("c", info("x", Role::Participant));
     assert_eq!(refused.unwrap_err().code(), ErrorCode::CallFull);
 }
@@ -121,8 +156,12 @@ fn call_capacity_is_enforced() {
 #[test]
 fn mute_notifies_everyone_once() {
     let mut router = Router::new(10);
-    router.handle_join("c", info("a", Role::Participant)).unwrap();
-    router.handle_join("c", info("b", Role::Participant)).unwrap();
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
+    router
+        .handle_join("c", info("b", Role::Participant))
+        .unwrap();
     let actions = router.handle_mute("a", true).unwrap();
     assert_eq!(actions.len(), 2, "both members hear about it");
     assert!(router.is_muted("a"));
@@ -134,8 +173,12 @@ fn mute_notifies_everyone_once() {
 #[test]
 fn screen_off_unpublishes_screen_tracks_only() {
     let mut router = Router::new(10);
-    router.handle_join("c", info("a", Role::Participant)).unwrap();
-    router.handle_join("c", info("b", Role::Participant)).unwrap();
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
+    router
+        .handle_join("c", info("b", Role::Participant))
+        .unwrap();
     router.handle_publish("a", TrackKind::Voice).unwrap();
     assert_eq!(router.handle_screen("a", true).unwrap().len(), 2);
     router.handle_publish("a", TrackKind::Screen).unwrap();
@@ -156,8 +199,12 @@ fn screen_off_unpublishes_screen_tracks_only() {
 #[test]
 fn only_bots_publish_captions_and_everyone_else_receives_them() {
     let mut router = Router::new(10);
-    router.handle_join("c", info("a", Role::Participant)).unwrap();
-    router.handle_join("c", info("b", Role::Participant)).unwrap();
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
+    router
+        .handle_join("c", info("b", Role::Participant))
+        .unwrap();
     router.handle_join("c", info("bot", Role::Bot)).unwrap();
     let caption = Caption {
         text: "hi".into(),

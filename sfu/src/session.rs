@@ -59,9 +59,7 @@ pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
         }
         Err(refusal) => {
             shared.metrics.record_error("join_refused");
-            let _ = sink
-                .send(Message::Text(refusal.to_json().into()))
-                .await;
+            let _ = sink.send(Message::Text(refusal.to_json().into())).await;
             let _ = sink.send(Message::Close(None)).await;
         }
     }
@@ -100,7 +98,9 @@ async fn accept_join(
             "the first message must be join",
         ));
     };
-    shared.metrics.record_ws_message(crate::metrics::Direction::In, "join");
+    shared
+        .metrics
+        .record_ws_message(crate::metrics::Direction::In, "join");
     if version != PROTOCOL_VERSION {
         return Err(ServerMessage::error(
             ErrorCode::UnsupportedVersion,
@@ -193,7 +193,11 @@ async fn run_joined(
         }
     };
 
-    let mut bucket = TokenBucket::new(limits.messages_per_second, limits.message_burst, Instant::now());
+    let mut bucket = TokenBucket::new(
+        limits.messages_per_second,
+        limits.message_burst,
+        Instant::now(),
+    );
     loop {
         tokio::select! {
             _ = kill.cancelled() => break,

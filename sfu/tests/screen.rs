@@ -27,9 +27,18 @@ async fn screen_share_reaches_others_and_decodes_to_the_pattern() {
         .await
         .unwrap();
     let matching: Vec<u32> = frames.iter().filter_map(video::bar_position).collect();
-    println!("decoded {} frames, {} show the pattern", frames.len(), matching.len());
+    println!(
+        "decoded {} frames, {} show the pattern",
+        frames.len(),
+        matching.len()
+    );
     assert!(frames.len() >= 20, "only {} frames decoded", frames.len());
-    assert!(matching.len() * 10 >= frames.len() * 9, "{} of {} frames show the pattern", matching.len(), frames.len());
+    assert!(
+        matching.len() * 10 >= frames.len() * 9,
+        "{} of {} frames show the pattern",
+        matching.len(),
+        frames.len()
+    );
     assert!((frames[0].width, frames[0].height) == (320, 240));
     let distinct: std::collections::BTreeSet<u32> = matching.iter().copied().collect();
     assert!(distinct.len() >= 10, "the bar does not move: {distinct:?}");
@@ -44,7 +53,11 @@ async fn screen_share_reaches_others_and_decodes_to_the_pattern() {
         .record_frames(Duration::from_secs(1), Duration::from_millis(800))
         .await
         .unwrap();
-    assert!(after_stop.len() <= 2, "{} frames after stop", after_stop.len());
+    assert!(
+        after_stop.len() <= 2,
+        "{} frames after stop",
+        after_stop.len()
+    );
 
     alice.start_screen(320, 240, 15).await.unwrap();
     let again = wait_track(&mut bob, &alice_id, TrackKind::Screen).await;

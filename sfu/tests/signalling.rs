@@ -40,15 +40,26 @@ async fn mute_stops_forwarding_and_tells_everyone() {
         .await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), voice.next_packet()).await {}
-    assert_eq!(packets_during(&voice, Duration::from_secs(1)).await, 0, "muted voice still forwarded");
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(50), voice.next_packet()).await
+    {}
+    assert_eq!(
+        packets_during(&voice, Duration::from_secs(1)).await,
+        0,
+        "muted voice still forwarded"
+    );
 
     alice.unmute().await.unwrap();
-    wait_event(&mut bob, "unmute", |e| {
-        matches!(e, Event::MuteState { session_id, muted: false } if *session_id == alice_id)
-    })
+    wait_event(
+        &mut bob,
+        "unmute",
+        |e| matches!(e, Event::MuteState { session_id, muted: false } if *session_id == alice_id),
+    )
     .await;
-    assert!(packets_during(&voice, Duration::from_millis(500)).await > 15, "unmuted voice not forwarded");
+    assert!(
+        packets_during(&voice, Duration::from_millis(500)).await > 15,
+        "unmuted voice not forwarded"
+    );
     sending.abort();
     alice.leave().await.unwrap();
     bob.leave().await.unwrap();
@@ -62,24 +73,33 @@ async fn leave_rejoin_and_killed_clients_are_cleaned_up() {
     let bob = join(&sfu, "call-leave", "Bob").await;
     let bob_id = bob.session_id().to_owned();
     bob.leave().await.unwrap();
-    wait_event(&mut alice, "participant left", |e| {
-        matches!(e, Event::ParticipantLeft { session_id } if *session_id == bob_id)
-    })
+    wait_event(
+        &mut alice,
+        "participant left",
+        |e| matches!(e, Event::ParticipantLeft { session_id } if *session_id == bob_id),
+    )
     .await;
     assert_eq!(sfu.session_count(), 1);
 
     let bob = join(&sfu, "call-leave", "Bob").await;
-    let rejoined = wait_event(&mut alice, "rejoin", |e| matches!(e, Event::ParticipantJoined(_))).await;
-    let Event::ParticipantJoined(info) = rejoined else { unreachable!() };
+    let rejoined = wait_event(&mut alice, "rejoin", |e| {
+        matches!(e, Event::ParticipantJoined(_))
+    })
+    .await;
+    let Event::ParticipantJoined(info) = rejoined else {
+        unreachable!()
+    };
     assert_eq!(info.name, "Bob");
     assert_ne!(info.session_id, bob_id, "a rejoin is a new session");
     assert_eq!(bob.initial_participants().len(), 1);
 
     let killed = bob.session_id().to_owned();
     bob.abort();
-    wait_event(&mut alice, "killed client leaves", |e| {
-        matches!(e, Event::ParticipantLeft { session_id } if *session_id == killed)
-    })
+    wait_event(
+        &mut alice,
+        "killed client leaves",
+        |e| matches!(e, Event::ParticipantLeft { session_id } if *session_id == killed),
+    )
     .await;
     alice.leave().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -117,7 +137,13 @@ async fn captions_from_bots_reach_everyone_and_job_stop_reaches_the_bot() {
     // A participant may not publish captions.
     alice.publish_caption(caption).await.unwrap();
     wait_event(&mut alice, "forbidden", |e| {
-        matches!(e, Event::Error { code: ErrorCode::Forbidden, .. })
+        matches!(
+            e,
+            Event::Error {
+                code: ErrorCode::Forbidden,
+                ..
+            }
+        )
     })
     .await;
 
@@ -138,9 +164,8 @@ async fn bad_tokens_are_refused_with_an_error() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("join with a bad token succeeded"),
     };
-    let (code, message) = refused(
-        Participant::join(&sfu.ws_url(), "garbage", JoinOptions::default()).await,
-    );
+    let (code, message) =
+        refused(Participant::join(&sfu.ws_url(), "garbage", JoinOptions::default()).await);
     assert_eq!(code, ErrorCode::BadToken);
     assert!(message.contains("malformed"), "{message}");
 
@@ -153,7 +178,8 @@ async fn bad_tokens_are_refused_with_an_error() {
         std::time::SystemTime::now(),
     )
     .unwrap();
-    let (code, _) = refused(Participant::join(&sfu.ws_url(), &forged, JoinOptions::default()).await);
+    let (code, _) =
+        refused(Participant::join(&sfu.ws_url(), &forged, JoinOptions::default()).await);
     assert_eq!(code, ErrorCode::BadToken);
 
     let expired = calls_sfu::token::sign(
@@ -165,7 +191,8 @@ async fn bad_tokens_are_refused_with_an_error() {
             exp: 1,
         },
     );
-    let (code, message) = refused(Participant::join(&sfu.ws_url(), &expired, JoinOptions::default()).await);
+    let (code, message) =
+        refused(Participant::join(&sfu.ws_url(), &expired, JoinOptions::default()).await);
     assert_eq!(code, ErrorCode::BadToken);
     assert!(message.contains("expired"), "{message}");
 
@@ -174,7 +201,12 @@ async fn bad_tokens_are_refused_with_an_error() {
         ..JoinOptions::default()
     };
     let (code, message) = refused(
-        Participant::join(&sfu.ws_url(), &token("call", "Eve", Role::Participant), options).await,
+        Participant::join(
+            &sfu.ws_url(),
+            &token("call", "Eve", Role::Participant),
+            options,
+        )
+        .await,
     );
     assert_eq!(code, ErrorCode::BadToken);
     assert!(message.contains("another call"), "{message}");
@@ -188,7 +220,10 @@ async fn next_text(
     >,
 ) -> Option<ServerMessage> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.ok()?? {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .ok()??
+        {
             Ok(Message::Text(text)) => return Some(ServerMessage::from_json(&text).unwrap()),
             Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => continue,
@@ -200,14 +235,22 @@ async fn next_text(
 async fn bad_input_gets_error_messages_and_floods_disconnect_only_the_flooder() {
     let sfu = start_sfu().await;
     let mut healthy = join(&sfu, "call-bad", "Healthy").await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(sfu.ws_url()).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(sfu.ws_url())
+        .await
+        .unwrap();
     let join_message = ClientMessage::Join {
         version: PROTOCOL_VERSION,
         token: token("call-bad", "Fuzzer", Role::Participant),
         call_id: None,
     };
-    socket.send(Message::Text(join_message.to_json().into())).await.unwrap();
-    assert!(matches!(next_text(&mut socket).await, Some(ServerMessage::Joined { .. })));
+    socket
+        .send(Message::Text(join_message.to_json().into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_text(&mut socket).await,
+        Some(ServerMessage::Joined { .. })
+    ));
 
     for bad in [
         "not json",
@@ -223,25 +266,44 @@ async fn bad_input_gets_error_messages_and_floods_disconnect_only_the_flooder() 
         );
     }
     // Still in the call after all of that.
-    socket.send(Message::Text(ClientMessage::Mute.to_json().into())).await.unwrap();
-    assert!(matches!(next_text(&mut socket).await, Some(ServerMessage::MuteState { muted: true, .. })));
+    socket
+        .send(Message::Text(ClientMessage::Mute.to_json().into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_text(&mut socket).await,
+        Some(ServerMessage::MuteState { muted: true, .. })
+    ));
 
     // A flood gets a rate-limit error and a closed socket.
     for _ in 0..500 {
-        if socket.send(Message::Text(ClientMessage::Unmute.to_json().into())).await.is_err() {
+        if socket
+            .send(Message::Text(ClientMessage::Unmute.to_json().into()))
+            .await
+            .is_err()
+        {
             break;
         }
     }
     let mut rate_limited = false;
     while let Some(message) = next_text(&mut socket).await {
-        if matches!(message, ServerMessage::Error { code: ErrorCode::RateLimited, .. }) {
+        if matches!(
+            message,
+            ServerMessage::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            }
+        ) {
             rate_limited = true;
         }
     }
     assert!(rate_limited, "flood was not rate limited");
 
     // The healthy participant saw the flooder come and go and is still served.
-    wait_event(&mut healthy, "flooder left", |e| matches!(e, Event::ParticipantLeft { .. })).await;
+    wait_event(&mut healthy, "flooder left", |e| {
+        matches!(e, Event::ParticipantLeft { .. })
+    })
+    .await;
     let mut other = join(&sfu, "call-bad", "Other").await;
     let healthy_id = healthy.session_id().to_owned();
     let talking = healthy.send_voice(vec![2000i16; 48_000 * 3]);

@@ -12,8 +12,16 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_clients_exchange_voice() {
     let dir = tempfile::tempdir().unwrap();
-    let alice_words = speech(dir.path(), "alice", "The quick brown fox jumps over the lazy dog.");
-    let bob_words = speech(dir.path(), "bob", "Seven silver swans swam silently seaward.");
+    let alice_words = speech(
+        dir.path(),
+        "alice",
+        "The quick brown fox jumps over the lazy dog.",
+    );
+    let bob_words = speech(
+        dir.path(),
+        "bob",
+        "Seven silver swans swam silently seaward.",
+    );
     let sfu = start_sfu().await;
     let mut alice = join(&sfu, "call-voice", "Alice").await;
     let mut bob = join(&sfu, "call-voice", "Bob").await;
@@ -43,7 +51,9 @@ async fn two_clients_exchange_voice() {
     let alice_to_bob = audio::similarity(&alice_words, &heard_by_bob);
     let bob_to_alice = audio::similarity(&bob_words, &heard_by_alice);
     let cross = audio::similarity(&alice_words, &heard_by_alice);
-    println!("similarity alice->bob {alice_to_bob:.3}, bob->alice {bob_to_alice:.3}, cross {cross:.3}");
+    println!(
+        "similarity alice->bob {alice_to_bob:.3}, bob->alice {bob_to_alice:.3}, cross {cross:.3}"
+    );
     assert!(alice_to_bob >= 0.8, "alice->bob similarity {alice_to_bob}");
     assert!(bob_to_alice >= 0.8, "bob->alice similarity {bob_to_alice}");
     assert!(cross < 0.5, "alice hears her own words? {cross}");

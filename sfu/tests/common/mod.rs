@@ -74,7 +74,11 @@ pub fn with_lead_in(pcm: &[i16], lead_in: Duration) -> Vec<i16> {
 }
 
 /// Waits for a remote track of `kind` owned by `owner`, skipping other events.
-pub async fn wait_track(participant: &mut Participant, owner: &str, kind: TrackKind) -> RemoteTrack {
+pub async fn wait_track(
+    participant: &mut Participant,
+    owner: &str,
+    kind: TrackKind,
+) -> RemoteTrack {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

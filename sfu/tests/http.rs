@@ -1,0 +1,131 @@
+//! The HTTP API of a running SFU: version, health, metrics, and the API-key protected calls
+//! endpoints, queried over a real socket while a call is live.
+
+mod common;
+
+use calls_participant::TrackKind;
+use common::*;
+
+const API_KEY: &str = "test-api-key-0123456789";
+
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn version_health_metrics_and_calls_answer() {
+    let sfu = start_sfu().await;
+    let http = reqwest::Client::new();
+    let base = sfu.http_url();
+
+    let version: serde_json::Value = http
+        .get(format!("{base}/version"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(version["buildVersion"].is_string(), "{version}");
+    assert!(version["buildHash"].is_string());
+    assert!(version["buildDate"].is_string());
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert!(health.status().is_success());
+
+    let alice = join(&sfu, "call-http", "Alice").await;
+    let mut bob = join(&sfu, "call-http", "Bob").await;
+    let talking = alice.send_voice(vec![3000i16; 48_000 * 3]);
+    let voice = wait_track(&mut bob, alice.session_id(), TrackKind::Voice).await;
+    for _ in 0..20 {
+        voice.next_packet().await.expect("voice flows");
+    }
+
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        counter(&metrics, "sfu_rtc_sessions_total"),
+        2.0,
+        "{metrics}"
+    );
+    assert!(
+        counter(
+            &metrics,
+            "sfu_rtc_rtp_packets_total{direction=\"in\",type=\"audio\"}"
+        ) >= 20.0
+    );
+    assert!(
+        counter(
+            &metrics,
+            "sfu_rtc_rtp_packets_total{direction=\"out\",type=\"audio\"}"
+        ) >= 20.0
+    );
+    assert!(
+        counter(
+            &metrics,
+            "sfu_rtc_rtp_bytes_total{direction=\"out\",type=\"audio\"}"
+        ) > 0.0
+    );
+    assert!(counter(&metrics, "sfu_ws_connections_total") >= 2.0);
+    assert!(metrics.contains("process_cpu_seconds_total"));
+
+    let unauthorized = http.get(format!("{base}/calls")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let wrong = http
+        .get(format!("{base}/calls"))
+        .bearer_auth("wrong-key-wrong-key-1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let calls: serde_json::Value = http
+        .get(format!("{base}/calls"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls[0]["call_id"], "call-http", "{calls}");
+    assert_eq!(calls[0]["participants"], 2);
+    let sessions: serde_json::Value = http
+        .get(format!("{base}/calls/call-http/sessions"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"Alice") && names.contains(&"Bob"));
+    let missing = http
+        .get(format!("{base}/calls/nope/sessions"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+
+    talking.abort();
+    alice.leave().await.unwrap();
+    bob.leave().await.unwrap();
+    sfu.shutdown().await;
+}
