@@ -102,3 +102,19 @@ fn every_key_is_documented_with_its_env_name() {
         );
     }
 }
+
+#[test]
+fn the_documented_example_file_is_valid() {
+    let doc = include_str!("../../../docs/offloader.md");
+    let start = doc
+        .find("```toml\n")
+        .expect("docs/offloader.md has a TOML example")
+        + 8;
+    let end = start
+        + doc[start..]
+            .find("```")
+            .expect("the example block is closed");
+    let config = Config::load(&doc[start..end], Vec::new()).expect("the example validates");
+    assert_eq!(config.max_concurrent, 4);
+    assert_eq!(config.failed_job_retention, Duration::from_secs(7 * 86400));
+}
