@@ -12,12 +12,12 @@ use serde::Serialize;
 
 use crate::state::Shared;
 
-/// Where the demo page is looked for, first match wins: `$SFU_STATIC_DIR`, `./static`, the
-/// crate's own `static/` (development checkouts).
-fn static_dirs() -> Vec<std::path::PathBuf> {
+/// Where the demo page is looked for, first match wins: the configured `http.static_dir`,
+/// `./static`, the crate's own `static/` (development checkouts).
+fn static_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(dir) = std::env::var_os("SFU_STATIC_DIR") {
-        dirs.push(dir.into());
+    if let Some(dir) = &shared.config.static_dir {
+        dirs.push(dir.clone());
     }
     dirs.push("static".into());
     dirs.push(concat!(env!("CARGO_MANIFEST_DIR"), "/static").into());
@@ -37,8 +37,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn index() -> Response {
-    for dir in static_dirs() {
+async fn index(State(shared): State<Arc<Shared>>) -> Response {
+    for dir in static_dirs(&shared) {
         if let Ok(page) = tokio::fs::read_to_string(dir.join("index.html")).await {
             return Html(page).into_response();
         }
