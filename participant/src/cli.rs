@@ -1,0 +1,467 @@
+//! The `calls-participant` program: a connectivity check and test client for operators. It joins a
+//! call, optionally sends a WAV file as voice and the moving test pattern as a screen share, and
+//! with `--record-dir` writes one WAV per remote voice (named after the speaker), counts decoded
+//! screen frames per sharer and writes `summary.json`.
+//!
+//! It lives in the library (not in the binary) so that tests can run it in-process; like a binary
+//! it reports errors with `anyhow`. Each received track gets its own task that decodes as packets
+//! arrive and streams voice straight into its WAV file, so memory stays flat on long calls.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::audio::{read_wav, VoiceDecoder, SAMPLE_RATE};
+use crate::video::{pattern_matches, Vp8Decoder};
+use crate::{Event, JoinOptions, Participant, RemoteTrack, TrackKind};
+
+/// Size of the test pattern shared with `--send-screen`.
+const SCREEN_SIZE: (u32, u32, u32) = (640, 360, 15);
+
+/// Command line of `calls-participant`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "calls-participant",
+    version,
+    about = "Join a call on calls-sfu: send a voice or a screen, record what arrives"
+)]
+pub struct Args {
+    /// SFU address: http(s)://host:8045 or the ws(s)://host:8045/ws signalling URL.
+    #[arg(long)]
+    pub sfu: String,
+    /// Call to join (must match the token's call).
+    #[arg(long)]
+    pub call: String,
+    /// Join token (`calls-sfu token --call ID --name NAME`).
+    #[arg(long, env = "CALLS_PARTICIPANT_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Display name, used in the summary (the SFU shows the token's name).
+    #[arg(long)]
+    pub name: String,
+    /// WAV file (16-bit, 48 kHz) to send as this participant's voice.
+    #[arg(long)]
+    pub send_audio: Option<PathBuf>,
+    /// Share the moving test pattern as a VP8 screen share.
+    #[arg(long)]
+    pub send_screen: bool,
+    /// Directory for one WAV per remote voice, screen frame counts and summary.json.
+    #[arg(long)]
+    pub record_dir: Option<PathBuf>,
+    /// How long to stay in the call (e.g. 10s, 2m); until Ctrl-C when absent.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// How long joining and connecting media may take.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// The signalling WebSocket URL for `--sfu`.
+pub fn signalling_url(sfu: &str) -> anyhow::Result<String> {
+    let sfu = sfu.trim().trim_end_matches('/');
+    let (scheme, rest) = sfu.split_once("://").with_context(|| {
+        format!("--sfu {sfu:?} has no scheme (http://, https://, ws://, wss://)")
+    })?;
+    let scheme = match scheme {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => bail!("--sfu scheme {other:?} is not http, https, ws or wss"),
+    };
+    if rest.is_empty() {
+        bail!("--sfu {sfu:?} has no host");
+    }
+    let path = if rest.ends_with("/ws") { "" } else { "/ws" };
+    Ok(format!("{scheme}://{rest}{path}"))
+}
+
+/// What one received track delivered.
+#[derive(Debug, Clone)]
+pub struct TrackReport {
+    pub track_id: String,
+    pub kind: TrackKind,
+    pub owner_session: String,
+    pub owner_name: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Voice: decoded samples (48 kHz). Screen: 0.
+    pub samples: u64,
+    /// Screen: decoded frames, and how many of them show the test pattern.
+    pub frames: u64,
+    pub pattern_frames: u64,
+    /// Voice with `--record-dir`: the WAV written.
+    pub wav: Option<PathBuf>,
+}
+
+/// Everything the run saw; also written as summary.json.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub call_id: String,
+    pub session_id: String,
+    pub name: String,
+    pub seconds: f64,
+    /// Session id → display name of everyone seen in the call (other than this participant).
+    pub participants_seen: BTreeMap<String, String>,
+    pub tracks: Vec<TrackReport>,
+    /// (speaker name or session, text, final)
+    pub captions: Vec<(String, String, bool)>,
+    /// Errors the SFU reported.
+    pub errors: Vec<String>,
+}
+
+impl Summary {
+    pub fn to_json(&self) -> Value {
+        let tracks: Vec<Value> = self
+            .tracks
+            .iter()
+            .map(|track| {
+                json!({
+                    "track_id": track.track_id,
+                    "kind": match track.kind { TrackKind::Voice => "voice", TrackKind::Screen => "screen" },
+                    "owner_session": track.owner_session,
+                    "owner_name": track.owner_name,
+                    "packets": track.packets,
+                    "bytes": track.bytes,
+                    "decoded_samples": track.samples,
+                    "decoded_frames": track.frames,
+                    "pattern_frames": track.pattern_frames,
+                    "wav": track.wav.as_ref().and_then(|path| path.file_name()).map(|name| name.to_string_lossy()),
+                })
+            })
+            .collect();
+        let mut screen_frames = BTreeMap::new();
+        for track in self.tracks.iter().filter(|t| t.kind == TrackKind::Screen) {
+            let sharer = track
+                .owner_name
+                .clone()
+                .unwrap_or(track.owner_session.clone());
+            *screen_frames.entry(sharer).or_insert(0u64) += track.frames;
+        }
+        json!({
+            "call_id": self.call_id,
+            "session_id": self.session_id,
+            "name": self.name,
+            "seconds": self.seconds,
+            "participants_seen": self.participants_seen.iter()
+                .map(|(session, name)| json!({"session_id": session, "name": name}))
+                .collect::<Vec<_>>(),
+            "tracks_received": tracks,
+            "packets_received": self.tracks.iter().map(|t| t.packets).sum::<u64>(),
+            "screen_frames_decoded": screen_frames,
+            "captions_received": self.captions.iter()
+                .map(|(speaker, text, is_final)| json!({"speaker": speaker, "text": text, "final": is_final}))
+                .collect::<Vec<_>>(),
+            "errors": self.errors,
+        })
+    }
+}
+
+/// A file name made of the speaker's name: letters, digits, `-` and `_` kept, the rest `_`.
+pub fn file_stem(name: &str) -> String {
+    let stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if stem.trim_matches('_').is_empty() {
+        "speaker".to_owned()
+    } else {
+        stem
+    }
+}
+
+/// Picks `<stem>.wav`, or `<stem>-<session>-<n>.wav` when that name is taken in this run.
+fn unique_wav(dir: &Path, taken: &mut HashSet<PathBuf>, stem: &str, session: &str) -> PathBuf {
+    let mut path = dir.join(format!("{stem}.wav"));
+    let mut n = 1;
+    while taken.contains(&path) {
+        path = dir.join(format!("{stem}-{}-{n}.wav", file_stem(session)));
+        n += 1;
+    }
+    taken.insert(path.clone());
+    path
+}
+
+fn wav_writer(path: &Path) -> anyhow::Result<hound::WavWriter<std::io::BufWriter<std::fs::File>>> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: SAMPLE_RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    hound::WavWriter::create(path, spec)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// Decodes one track until it ends or `stop` fires.
+async fn receive(
+    track: RemoteTrack,
+    wav: Option<PathBuf>,
+    stop: CancellationToken,
+) -> anyhow::Result<TrackReport> {
+    let mut report = TrackReport {
+        track_id: track.id.to_string(),
+        kind: track.kind(),
+        owner_session: track.owner().to_owned(),
+        owner_name: track.owner_name.clone(),
+        packets: 0,
+        bytes: 0,
+        samples: 0,
+        frames: 0,
+        pattern_frames: 0,
+        wav: wav.clone(),
+    };
+    let mut writer = wav.as_deref().map(wav_writer).transpose()?;
+    let mut voice = match track.kind() {
+        TrackKind::Voice => Some(VoiceDecoder::new()?),
+        TrackKind::Screen => None,
+    };
+    let mut screen = match track.kind() {
+        TrackKind::Screen => {
+            track.request_keyframe().await;
+            Some(Vp8Decoder::new()?)
+        }
+        TrackKind::Voice => None,
+    };
+    loop {
+        let packet = tokio::select! {
+            _ = stop.cancelled() => break,
+            packet = track.next_packet() => match packet { Some(packet) => packet, None => break },
+        };
+        report.packets += 1;
+        report.bytes += packet.payload.len() as u64;
+        if let Some(decoder) = voice.as_mut() {
+            let pcm = decoder.push(packet);
+            report.samples += pcm.len() as u64;
+            if let Some(writer) = writer.as_mut() {
+                for sample in pcm {
+                    writer.write_sample(sample).context("cannot write wav")?;
+                }
+            }
+        } else if let Some(decoder) = screen.as_mut() {
+            let output = decoder.push(&packet);
+            report.frames += output.frames.len() as u64;
+            report.pattern_frames +=
+                output.frames.iter().filter(|f| pattern_matches(f)).count() as u64;
+            if output.wants_keyframe {
+                track.request_keyframe().await;
+            }
+        }
+    }
+    if let Some(writer) = writer {
+        writer.finalize().context("cannot finish wav")?;
+    }
+    Ok(report)
+}
+
+/// Runs the participant until `--duration` elapses, `interrupt` completes or the SFU closes the
+/// connection, then leaves and (with `--record-dir`) writes the recordings and summary.json.
+pub async fn run(args: Args, interrupt: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+    let url = signalling_url(&args.sfu)?;
+    let outgoing_voice = match &args.send_audio {
+        Some(path) => {
+            Some(read_wav(path).with_context(|| format!("--send-audio {}", path.display()))?)
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.record_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let options = JoinOptions {
+        call_id: Some(args.call.clone()),
+        timeout: args.connect_timeout,
+        ..JoinOptions::default()
+    };
+    let started = Instant::now();
+    let mut me = Participant::join(&url, &args.token, options)
+        .await
+        .with_context(|| format!("cannot join call {} at {url}", args.call))?;
+    me.wait_connected(args.connect_timeout)
+        .await
+        .context("media connection did not come up (check UDP/TCP 8443 reachability)")?;
+    tracing::info!(
+        session_id = me.session_id(),
+        call_id = me.call_id(),
+        "joined"
+    );
+
+    let mut summary = Summary {
+        call_id: me.call_id().to_owned(),
+        session_id: me.session_id().to_owned(),
+        name: args.name.clone(),
+        seconds: 0.0,
+        participants_seen: me
+            .initial_participants()
+            .iter()
+            .map(|p| (p.session_id.clone(), p.name.clone()))
+            .collect(),
+        tracks: Vec::new(),
+        captions: Vec::new(),
+        errors: Vec::new(),
+    };
+    let voice_task = outgoing_voice.map(|pcm| me.send_voice(pcm));
+    if args.send_screen {
+        let (width, height, fps) = SCREEN_SIZE;
+        me.start_screen(width, height, fps)
+            .await
+            .context("cannot start the screen share")?;
+    }
+
+    let stop = CancellationToken::new();
+    let mut receivers: Vec<JoinHandle<anyhow::Result<TrackReport>>> = Vec::new();
+    let mut taken = HashSet::new();
+    let deadline = args
+        .duration
+        .map(|duration| tokio::time::Instant::now() + duration);
+    tokio::pin!(interrupt);
+    loop {
+        let event = tokio::select! {
+            _ = &mut interrupt => break,
+            _ = sleep_until(deadline) => break,
+            event = me.next_event() => match event { Some(event) => event, None => break },
+        };
+        match event {
+            Event::ParticipantJoined(info) => {
+                summary.participants_seen.insert(info.session_id, info.name);
+            }
+            Event::Track(track) => {
+                let wav = match (&args.record_dir, track.kind()) {
+                    (Some(dir), TrackKind::Voice) => {
+                        let name = track
+                            .owner_name
+                            .clone()
+                            .or_else(|| me.name_of(track.owner()))
+                            .unwrap_or_else(|| track.owner().to_owned());
+                        Some(unique_wav(
+                            dir,
+                            &mut taken,
+                            &file_stem(&name),
+                            track.owner(),
+                        ))
+                    }
+                    _ => None,
+                };
+                let mut track = track;
+                if track.owner_name.is_none() {
+                    track.owner_name = me.name_of(track.owner());
+                }
+                receivers.push(tokio::spawn(receive(track, wav, stop.clone())));
+            }
+            Event::Caption(caption) => {
+                let speaker = caption.speaker_name.unwrap_or(caption.speaker_session);
+                summary
+                    .captions
+                    .push((speaker, caption.text, caption.is_final));
+            }
+            Event::Error { code, message } => summary.errors.push(format!("{code:?}: {message}")),
+            Event::JobStop { reason } => {
+                tracing::info!(reason, "the sfu asked us to stop");
+                break;
+            }
+            Event::Disconnected => {
+                summary.errors.push("disconnected by the sfu".into());
+                break;
+            }
+            Event::ParticipantLeft { .. }
+            | Event::MuteState { .. }
+            | Event::ScreenState { .. }
+            | Event::Connection(_) => {}
+        }
+    }
+
+    if let Some(task) = voice_task {
+        task.abort();
+    }
+    if let Err(error) = me.leave().await {
+        summary.errors.push(format!("leave: {error}"));
+    }
+    stop.cancel();
+    for receiver in receivers {
+        match receiver.await {
+            Ok(Ok(report)) => summary.tracks.push(report),
+            Ok(Err(error)) => summary.errors.push(format!("{error:#}")),
+            Err(join) => summary.errors.push(format!("receiver task failed: {join}")),
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    if let Some(dir) = &args.record_dir {
+        let path = dir.join("summary.json");
+        let text =
+            serde_json::to_string_pretty(&summary.to_json()).expect("json values always serialise");
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signalling_url_accepts_http_and_ws_forms() {
+        assert_eq!(signalling_url("http://h:8045").unwrap(), "ws://h:8045/ws");
+        assert_eq!(signalling_url("https://h/").unwrap(), "wss://h/ws");
+        assert_eq!(signalling_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
+        assert!(signalling_url("h:8045").is_err());
+        assert!(signalling_url("ftp://h").is_err());
+        assert!(signalling_url("http://").is_err());
+    }
+
+    #[test]
+    fn file_stems_are_safe() {
+        assert_eq!(file_stem("Alice Smith"), "Alice_Smith");
+        assert_eq!(file_stem("../../etc/passwd"), "______etc_passwd");
+        assert_eq!(file_stem("///"), "speaker");
+        assert_eq!(file_stem("Zoë"), "Zoë");
+    }
+
+    #[test]
+    fn duplicate_names_get_distinct_files() {
+        let dir = Path::new("/rec");
+        let mut taken = HashSet::new();
+        let first = unique_wav(dir, &mut taken, "Bob", "s1");
+        let second = unique_wav(dir, &mut taken, "Bob", "s2");
+        assert_eq!(first, dir.join("Bob.wav"));
+        assert_eq!(second, dir.join("Bob-s2-1.wav"));
+    }
+
+    #[test]
+    fn arguments_parse() {
+        use clap::Parser;
+        let args = Args::try_parse_from([
+            "calls-participant",
+            "--sfu",
+            "http://h:8045",
+            "--call",
+            "c",
+            "--token",
+            "t",
+            "--name",
+            "n",
+            "--send-screen",
+            "--duration",
+            "10s",
+        ])
+        .expect("valid arguments");
+        assert!(args.send_screen);
+        assert_eq!(args.duration, Some(Duration::from_secs(10)));
+        assert_eq!(args.connect_timeout, Duration::from_secs(15));
+    }
+}
