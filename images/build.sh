@@ -112,10 +112,16 @@ build_image() {
     cleanup_dirs+=("$ctx")
     cp "$here/$dockerfile" "$ctx/Dockerfile"
     cp "$bin_dir/$binary" "$ctx/$binary"
+    local previous
+    previous="$(docker image inspect -f '{{.Id}}' "calls-$name:$tag" 2>/dev/null || true)"
     log "building calls-$name:$tag from $bin_dir/$binary${packages:+ with $packages}"
     # An empty list leaves the Dockerfile's default (the recorder's lists its FFmpeg libraries).
-    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" ${packages:+--build-arg "RUNTIME_PACKAGES=$packages"} --label "calls.build.input=$input" -t "calls-$name:$tag" "$ctx" >/dev/null
+    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" ${packages:+--build-arg "RUNTIME_PACKAGES=$packages"} --label "calls.build.input=$input" -t "calls-$name:$tag" "$ctx" 2> >(grep -vE 'DEPRECATED|BuildKit is currently disabled|environment-variable|^$' >&2) >/dev/null
     rm -rf "$ctx"
+    # Drop the image this build replaced (kept if a container still uses it).
+    if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "calls-$name:$tag")" ]]; then
+        docker rmi "$previous" >/dev/null 2>&1 || true
+    fi
 }
 
 declare -A binary_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-test-job [recorder]=calls-recorder )
@@ -141,4 +147,4 @@ for n in "${wanted[@]}"; do
     build_image "$n" "$b" "$n.Dockerfile"
     built+=("calls-$n:$tag")
 done
-log "base $base; built: ${built[*]:-nothing}"
+log "base $base; ready: ${built[*]:-nothing}"

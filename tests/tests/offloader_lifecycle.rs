@@ -56,6 +56,13 @@ async fn job_exiting_0_succeeds_and_its_container_is_removed() -> anyhow::Result
 
     wait_container_gone(&job.container_name, Duration::from_secs(15)).await?;
     assert!(docker::containers_with_label(&Offloader::label_of(&client))?.is_empty());
+
+    // The counter the job reported is exported on /metrics.
+    let metrics = offloader.anonymous().get("/metrics").await?.text();
+    let reported = metrics.lines().find(|l| {
+        l.starts_with("calls_offloader_job_reported_total") && l.contains("test_job_ticks")
+    });
+    assert!(reported.is_some_and(|l| l.ends_with(" 1")), "{reported:?}");
     Ok(())
 }
 
@@ -176,6 +183,28 @@ async fn stopping_a_running_job_through_the_api_cancels_it() -> anyhow::Result<(
         .await?;
     let running = docker::running_with_label(&Offloader::label_of(&client))?;
     assert_eq!(running.len(), 1, "{running:?}");
+    // What the operator sees: the documented name, image and labels, a hardened container.
+    let row = &running[0];
+    assert_eq!(row.name, format!("calls-recording-{}", created.id));
+    assert_eq!(row.image, "calls-test-job:latest");
+    assert_eq!(row.job_id, created.id);
+    let labels = docker::inspect(&row.name, "{{json .Config.Labels}}").unwrap_or_default();
+    for needle in [
+        r#""app":"calls-offloader""#,
+        r#""calls.job_type":"recording""#,
+    ] {
+        assert!(labels.contains(needle), "{needle} in {labels}");
+    }
+    let hardening = docker::inspect(
+        &row.name,
+        "{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.SecurityOpt}} {{.Config.User}}",
+    )
+    .unwrap_or_default();
+    assert!(
+        hardening.starts_with("true "),
+        "read-only root: {hardening}"
+    );
+    assert!(hardening.contains("no-new-privileges"), "{hardening}");
 
     let reply = client.stop(&created.id).await?;
     assert!(

@@ -175,7 +175,12 @@ async fn bad_requests_get_clear_json_errors_and_change_nothing() -> anyhow::Resu
         // The server answers 413 without reading the body and then drops the connection, so
         // the request asks not to keep it for the next one.
         let reply = client
-            .request_with(Method::POST, "/jobs", Some(body), &[("Connection", "close")])
+            .request_with(
+                Method::POST,
+                "/jobs",
+                Some(body),
+                &[("Connection", "close")],
+            )
             .await?;
         assert!(
             statuses.contains(&reply.status),
