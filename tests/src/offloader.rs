@@ -39,6 +39,10 @@ pub struct OffloaderSettings {
     pub sweep_interval: String,
     pub max_json_body_bytes: u64,
     pub max_artifact_bytes: u64,
+    /// Memory limit of job containers (both types).
+    pub memory_mb: u64,
+    /// Images a job may name as `runner` besides the test job image.
+    pub image_allowlist: Vec<String>,
 }
 
 impl Default for OffloaderSettings {
@@ -53,6 +57,8 @@ impl Default for OffloaderSettings {
             sweep_interval: "1s".into(),
             max_json_body_bytes: 64 * 1024,
             max_artifact_bytes: 64 * 1024 * 1024,
+            memory_mb: 256,
+            image_allowlist: Vec::new(),
         }
     }
 }
@@ -361,10 +367,11 @@ impl Offloader {
             ("DOCKER_NETWORK", "bridge".to_owned()),
             ("RUNNERS_RECORDING_IMAGE", TEST_JOB_IMAGE.to_owned()),
             ("RUNNERS_RECORDING_MAX_DURATION", s.max_duration.clone()),
-            ("RUNNERS_RECORDING_MEMORY_MB", "256".to_owned()),
+            ("RUNNERS_RECORDING_MEMORY_MB", s.memory_mb.to_string()),
             ("RUNNERS_TRANSCRIBING_IMAGE", TEST_JOB_IMAGE.to_owned()),
             ("RUNNERS_TRANSCRIBING_MAX_DURATION", s.max_duration.clone()),
-            ("RUNNERS_TRANSCRIBING_MEMORY_MB", "256".to_owned()),
+            ("RUNNERS_TRANSCRIBING_MEMORY_MB", s.memory_mb.to_string()),
+            ("JOBS_IMAGE_ALLOWLIST", s.image_allowlist.join(",")),
         ]
         .into_iter()
         .map(|(k, v)| (format!("OFFLOADER_{k}"), v))

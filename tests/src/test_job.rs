@@ -1,8 +1,8 @@
 //! The program of `calls-test-job`, the tiny job image the offloader tests run. Its behaviour comes
 //! from its environment (the offloader upper-cases `input_data` keys): `BEHAVIOUR` is one of
-//! `exit0`, `exit1`, `sleep`, `upload`, `record`, `ignore_sigterm`; `SLEEP_SECONDS`,
-//! `ARTIFACT_BYTES`, `ARTIFACT_NAME`, `ARTIFACT_SEED`, `DATA_DIR`, `EXIT_CODE` and
-//! `FINAL_EXIT_CODE` tune it. It talks to the offloader exactly like
+//! `exit0`, `exit1`, `sleep`, `upload`, `record`, `ignore_sigterm`, `hog_memory`;
+//! `SLEEP_SECONDS`, `ARTIFACT_BYTES`, `ARTIFACT_NAME`, `ARTIFACT_SEED`, `DATA_DIR`, `EXIT_CODE`,
+//! `FINAL_EXIT_CODE` and `HOG_MB` tune it. It talks to the offloader exactly like
 //! the recorder does: `POST /jobs/{id}/status` and `PUT /jobs/{id}/artifacts/{name}` with the
 //! job's own bearer token. It prints known lines to stdout and stderr so tests can find them in
 //! `docker logs` and in failure reasons, and it never prints a secret input, only its digest.
@@ -32,6 +32,8 @@ pub enum Behaviour {
     Upload,
     /// Like the recorder: tick until SIGTERM (or `SLEEP_SECONDS`), then deliver like `Upload`.
     Record,
+    /// Allocate and touch `HOG_MB` MiB (to meet the container's memory limit), then exit 0.
+    HogMemory,
     /// Like `Sleep`, but SIGTERM is logged and ignored, so only a kill ends it early.
     IgnoreSigterm,
 }
@@ -44,6 +46,7 @@ impl Behaviour {
             "sleep" => Behaviour::Sleep,
             "upload" => Behaviour::Upload,
             "record" => Behaviour::Record,
+            "hog_memory" => Behaviour::HogMemory,
             "ignore_sigterm" => Behaviour::IgnoreSigterm,
             _ => return None,
         })
@@ -64,6 +67,7 @@ pub struct TestJobConfig {
     pub data_dir: std::path::PathBuf,
     pub exit_code: i32,
     pub final_exit_code: i32,
+    pub hog_mb: u64,
 }
 
 impl TestJobConfig {
@@ -82,7 +86,7 @@ impl TestJobConfig {
         let behaviour_name = get("BEHAVIOUR").unwrap_or_else(|| "exit0".to_owned());
         let Some(behaviour) = Behaviour::parse(&behaviour_name) else {
             bail!(
-                "unknown BEHAVIOUR {behaviour_name:?} (exit0, exit1, sleep, upload, record, ignore_sigterm)"
+                "unknown BEHAVIOUR {behaviour_name:?} (exit0, exit1, sleep, upload, record, ignore_sigterm, hog_memory)"
             );
         };
         Ok(Self {
@@ -98,6 +102,7 @@ impl TestJobConfig {
             exit_code: i32::try_from(number("EXIT_CODE", 1)?).context("EXIT_CODE is too large")?,
             final_exit_code: i32::try_from(number("FINAL_EXIT_CODE", 0)?)
                 .context("FINAL_EXIT_CODE is too large")?,
+            hog_mb: number("HOG_MB", 1024)?,
         })
     }
 }
@@ -140,6 +145,19 @@ pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
         Behaviour::Sleep => tick(&api, &config, true).await,
         Behaviour::IgnoreSigterm => tick(&api, &config, false).await,
         Behaviour::Upload => deliver(&api, &config).await,
+        Behaviour::HogMemory => {
+            println!("calls-test-job: allocating {} MiB", config.hog_mb);
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            for mib in 0..config.hog_mb {
+                // Non-zero bytes so the pages are really committed.
+                hoard.push(vec![1u8; 1024 * 1024]);
+                if mib % 64 == 0 {
+                    println!("calls-test-job: holding {mib} MiB");
+                }
+            }
+            println!("calls-test-job: held {} MiB, exiting 0", hoard.len());
+            Ok(0)
+        }
         Behaviour::Record => {
             let code = tick(&api, &config, true).await?;
             if code != 0 {
