@@ -93,21 +93,30 @@ pub fn container_body(
 ) -> ContainerCreateBody {
     let runner = config.runner(job.job_type);
     let tmpfs_opts = format!("rw,nosuid,nodev,mode=1777,size={}m", config.tmpfs_size_mb);
-    let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_opts.clone())]);
+    // /data always, /tmp when the root is read-only. Anonymous volumes start as a copy of the
+    // image's directory (owner and mode included), so a non-root job can write them on every
+    // kernel; tmpfs `mode=` is ignored on some sandboxed kernels.
+    let mut scratch = vec!["/data"];
+    if config.read_only_rootfs {
+        scratch.push("/tmp");
+    }
+    let mut tmpfs = HashMap::new();
     let mut mounts = Vec::new();
-    match config.data_mount {
-        DataMount::Tmpfs => {
-            tmpfs.insert("/data".to_string(), tmpfs_opts);
-        }
-        DataMount::Volume => mounts.push(Mount {
-            target: Some("/data".to_string()),
-            typ: Some(MountType::VOLUME),
-            volume_options: Some(MountVolumeOptions {
-                labels: Some(job_labels(job, instance)),
+    for target in scratch {
+        match config.data_mount {
+            DataMount::Tmpfs => {
+                tmpfs.insert(target.to_string(), tmpfs_opts.clone());
+            }
+            DataMount::Volume => mounts.push(Mount {
+                target: Some(target.to_string()),
+                typ: Some(MountType::VOLUME),
+                volume_options: Some(MountVolumeOptions {
+                    labels: Some(job_labels(job, instance)),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
-            ..Default::default()
-        }),
+        }
     }
     let host_gateway =
         (config.network != "host").then(|| vec!["host.docker.internal:host-gateway".to_string()]);
@@ -395,8 +404,23 @@ mod tests {
         assert_eq!(host.nano_cpus, Some(2_000_000_000));
         assert_eq!(host.init, Some(true));
         assert_eq!(host.network_mode.as_deref(), Some("bridge"));
-        let mounts = host.mounts.expect("mounts");
-        assert_eq!(mounts[0].target.as_deref(), Some("/data"));
-        assert!(host.tmpfs.expect("tmpfs").contains_key("/tmp"));
+        let targets: Vec<_> = host
+            .mounts
+            .expect("mounts")
+            .into_iter()
+            .map(|m| m.target.expect("target"))
+            .collect();
+        assert_eq!(targets, vec!["/data", "/tmp"]);
+        let tmpfs_config = Config::load(
+            "",
+            vec![("OFFLOADER_DOCKER_DATA_MOUNT".into(), "tmpfs".into())],
+        )
+        .expect("valid");
+        let host = container_body(&tmpfs_config, "inst1", &job(), "tok")
+            .host_config
+            .expect("host config");
+        let tmpfs = host.tmpfs.expect("tmpfs");
+        assert!(tmpfs.contains_key("/data") && tmpfs.contains_key("/tmp"));
+        assert_eq!(host.mounts, Some(Vec::new()));
     }
 }
