@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use calls_protocol::jobs::{CreateJobRequest, ErrorBody, Job, JobList, JobType, LoginResponse};
+use calls_protocol::jobs::{
+    CreateJobRequest, ErrorBody, Job, JobList, JobType, LoginResponse, RegisterRequest,
+    WebhookConfig,
+};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -372,6 +375,8 @@ impl Offloader {
             ("RUNNERS_TRANSCRIBING_MAX_DURATION", s.max_duration.clone()),
             ("RUNNERS_TRANSCRIBING_MEMORY_MB", s.memory_mb.to_string()),
             ("JOBS_IMAGE_ALLOWLIST", s.image_allowlist.join(",")),
+            ("WEBHOOKS_INITIAL_BACKOFF", "200ms".to_owned()),
+            ("WEBHOOKS_TIMEOUT", "5s".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (format!("OFFLOADER_{k}"), v))
@@ -474,7 +479,16 @@ impl Offloader {
     /// Registers a new client (`e2e-<tag>-<name>-<unique>`) with the admin secret and logs it in;
     /// the returned client uses the bearer token. Its containers are removed when `self` drops.
     pub async fn register(&self, name: &str) -> anyhow::Result<Client> {
-        let (client_id, auth_key) = self.register_credentials(name).await?;
+        self.register_with_webhook(name, None).await
+    }
+
+    /// [`Offloader::register`] with a webhook for the client's job state changes.
+    pub async fn register_with_webhook(
+        &self,
+        name: &str,
+        webhook: Option<WebhookConfig>,
+    ) -> anyhow::Result<Client> {
+        let (client_id, auth_key) = self.register_credentials(name, webhook).await?;
         let body = serde_json::json!({"clientID": client_id, "authKey": auth_key});
         let login: LoginResponse = self
             .anonymous()
@@ -486,7 +500,7 @@ impl Offloader {
 
     /// Registers a new client that authenticates with Basic auth on every request.
     pub async fn register_basic(&self, name: &str) -> anyhow::Result<Client> {
-        let (client_id, auth_key) = self.register_credentials(name).await?;
+        let (client_id, auth_key) = self.register_credentials(name, None).await?;
         Ok(self.client(
             Auth::Basic {
                 client_id: client_id.clone(),
@@ -496,14 +510,22 @@ impl Offloader {
         ))
     }
 
-    async fn register_credentials(&self, name: &str) -> anyhow::Result<(String, String)> {
+    async fn register_credentials(
+        &self,
+        name: &str,
+        webhook: Option<WebhookConfig>,
+    ) -> anyhow::Result<(String, String)> {
         let client_id = format!("e2e-{}-{name}-{}", self.tag, unique());
         let auth_key = format!("key-{}-{}-0123456789abcdefghij", name, unique());
         self.client_ids
             .lock()
             .expect("client id lock is never held across a panic")
             .push(client_id.clone());
-        let body = serde_json::json!({"clientID": client_id, "authKey": auth_key});
+        let body = RegisterRequest {
+            client_id: client_id.clone(),
+            auth_key: auth_key.clone(),
+            webhook,
+        };
         let reply = self.admin().post_json("/register", &body).await?;
         if !reply.status.is_success() {
             bail!("register {client_id}: {} {}", reply.status, reply.text());
