@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use calls_protocol::jobs::{ArtifactInfo, ArtifactList, Job, JobState, WebhookEvent};
 use serde_json::json;
 
-use super::tests::{bearer, harness, Harness, KEY_A, KEY_B};
+use super::test_support::{bearer, harness, Harness, KEY_A, KEY_B};
 use crate::{auth, files};
 
 /// A job of client `a`, moved to `starting` with a known job token (as the dispatcher does).

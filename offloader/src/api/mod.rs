@@ -163,4 +163,6 @@ async fn openapi() -> Response {
 #[cfg(test)]
 mod job_side_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
