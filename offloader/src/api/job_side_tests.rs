@@ -289,3 +289,63 @@ async fn state_changes_reach_the_signed_webhook() {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn failed_webhook_calls_are_retried_and_counted() {
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = attempts.clone();
+    // Fails twice, then accepts.
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let seen = seen.clone();
+            async move {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let h = harness(&[("OFFLOADER_WEBHOOKS_INITIAL_BACKOFF", "10ms")]);
+    let secret = "webhook-secret-0123456789";
+    let reply = h
+        .post(
+            "/register",
+            Some(&bearer(super::test_support::ADMIN)),
+            json!({"clientID": "w", "authKey": KEY_A, "webhook": {"url": format!("http://{address}/hook"), "secret": secret}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let login = h
+        .post("/login", None, json!({"clientID": "w", "authKey": KEY_A}))
+        .await;
+    let token: calls_protocol::jobs::LoginResponse =
+        serde_json::from_slice(&login.body).expect("login");
+    h.create(&bearer(&token.token), json!({"type": "recording"}))
+        .await;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while attempts.load(std::sync::atomic::Ordering::SeqCst) < 3
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "two failures, then success"
+    );
+    let metrics = h.get("/metrics", None).await.text();
+    assert!(
+        metrics.contains("calls_offloader_webhook_failures_total{gave_up=\"false\"} 2"),
+        "{metrics}"
+    );
+}
