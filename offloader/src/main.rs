@@ -16,20 +16,29 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args = Args::parse();
+    // One line naming the cause, not a backtrace: these are operator errors (config, Docker).
+    if let Err(error) = run(Args::parse()).await {
+        eprintln!("calls-offloader: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let text = match &args.config {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?,
         None => String::new(),
     };
     let config = calls_offloader::Config::load(&text, std::env::vars())?;
-    calls_offloader::run(config).await?;
+    calls_offloader::run(config)
+        .await
+        .context("the offloader stopped")?;
     Ok(())
 }
