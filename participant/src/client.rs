@@ -46,6 +46,8 @@ pub struct JoinOptions {
     pub timeout: Duration,
     /// Events buffered before the oldest are dropped.
     pub event_capacity: usize,
+    /// Use ICE over TCP only (no UDP), as a client behind a UDP-blocking firewall would.
+    pub tcp_only: bool,
 }
 
 impl Default for JoinOptions {
@@ -55,6 +57,7 @@ impl Default for JoinOptions {
             bind_ip: None,
             timeout: Duration::from_secs(10),
             event_capacity: 1024,
+            tcp_only: false,
         }
     }
 }
@@ -126,7 +129,10 @@ impl std::fmt::Debug for Event {
 
 enum Command {
     Send(ClientMessage),
-    AddTrack(Arc<TrackLocalStaticSample>, oneshot::Sender<Result<Arc<dyn RtpSender>>>),
+    AddTrack(
+        Arc<TrackLocalStaticSample>,
+        oneshot::Sender<Result<Arc<dyn RtpSender>>>,
+    ),
     RemoveTrack(Arc<dyn RtpSender>),
     Leave(oneshot::Sender<()>),
 }
@@ -176,9 +182,8 @@ pub struct Participant {
     actor: JoinHandle<()>,
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn default_bind_ip(url: &str) -> IpAddr {
     let host = url
@@ -216,9 +221,12 @@ impl Participant {
     /// Joins the call the token is for. Returns once the SFU accepted the join and the first
     /// offer is sent; media connects shortly after (see [`Participant::wait_connected`]).
     pub async fn join(sfu_ws_url: &str, token: &str, options: JoinOptions) -> Result<Participant> {
-        tokio::time::timeout(options.timeout, Self::join_inner(sfu_ws_url, token, options.clone()))
-            .await
-            .map_err(|_| Error::Timeout("join"))?
+        tokio::time::timeout(
+            options.timeout,
+            Self::join_inner(sfu_ws_url, token, options.clone()),
+        )
+        .await
+        .map_err(|_| Error::Timeout("join"))?
     }
 
     async fn join_inner(url: &str, token: &str, options: JoinOptions) -> Result<Participant> {
@@ -256,7 +264,12 @@ impl Participant {
         ));
         let (peer_tx, peer_rx) = mpsc::channel(256);
         let bind_ip = options.bind_ip.unwrap_or_else(|| default_bind_ip(url));
-        let pc = peer::build(bind_ip, Arc::new(Handler { events: peer_tx })).await?;
+        let pc = peer::build(
+            bind_ip,
+            options.tcp_only,
+            Arc::new(Handler { events: peer_tx }),
+        )
+        .await?;
         let (voice, voice_ssrc) = peer::sample_track(
             RtpCodecKind::Audio,
             &session_id,
@@ -393,15 +406,21 @@ impl Participant {
         let (track, ssrc) = peer::sample_track(
             RtpCodecKind::Video,
             &self.session_id,
-            &TrackId::new(calls_protocol::signalling::TrackKind::Screen, &self.session_id, index)
-                .to_string(),
+            &TrackId::new(
+                calls_protocol::signalling::TrackKind::Screen,
+                &self.session_id,
+                index,
+            )
+            .to_string(),
         )?;
         self.send_raw(ClientMessage::ScreenOn).await?;
         let (reply, added) = oneshot::channel();
         self.command(Command::AddTrack(Arc::clone(&track), reply))
             .await?;
         let sender = added.await.map_err(|_| Error::Disconnected)??;
-        self.screen = Some(media::ScreenShare::start(track, ssrc, sender, width, height, fps)?);
+        self.screen = Some(media::ScreenShare::start(
+            track, ssrc, sender, width, height, fps,
+        )?);
         Ok(())
     }
 

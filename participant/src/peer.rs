@@ -52,9 +52,10 @@ fn vp8_codec() -> RTCRtpCodec {
     }
 }
 
-/// Builds the peer connection, bound to `bind_ip` on an ephemeral port.
+/// Builds the peer connection, bound to `bind_ip` on an ephemeral port (UDP, or TCP only).
 pub async fn build(
     bind_ip: IpAddr,
+    tcp_only: bool,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>> {
     let mut engine = MediaEngine::default();
@@ -73,6 +74,7 @@ pub async fn build(
         RtpCodecKind::Video,
     )?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let local = std::net::SocketAddr::new(bind_ip, 0);
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
@@ -83,7 +85,8 @@ pub async fn build(
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
         .with_handler(handler)
-        .with_udp_addrs(vec![std::net::SocketAddr::new(bind_ip, 0)])
+        .with_udp_addrs(if tcp_only { Vec::new() } else { vec![local] })
+        .with_tcp_addrs(if tcp_only { vec![local] } else { Vec::new() })
         .build()
         .await?;
     Ok(Arc::new(peer))

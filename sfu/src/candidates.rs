@@ -8,6 +8,8 @@
 pub struct Advertise {
     /// The shared UDP port.
     pub udp_port: u16,
+    /// The shared ICE-TCP port, if ICE-TCP is on.
+    pub tcp_port: Option<u16>,
     /// Address to advertise instead of the local one, if any.
     pub host_override: Option<String>,
 }
@@ -20,10 +22,17 @@ pub fn rewrite_candidate(candidate: &str, advertise: &Advertise) -> String {
     if fields.len() < 8 || fields[6] != "typ" || fields[7] != "host" {
         return candidate.to_owned();
     }
-    if !fields[2].eq_ignore_ascii_case("udp") {
+    let port = if fields[2].eq_ignore_ascii_case("udp") {
+        advertise.udp_port
+    } else if fields[2].eq_ignore_ascii_case("tcp") && fields.ends_with(&["tcptype", "passive"]) {
+        match advertise.tcp_port {
+            Some(port) => port,
+            None => return candidate.to_owned(),
+        }
+    } else {
         return candidate.to_owned();
-    }
-    let port = advertise.udp_port.to_string();
+    };
+    let port = port.to_string();
     let address = advertise.host_override.as_deref().unwrap_or(fields[4]);
     let mut out: Vec<&str> = fields.clone();
     out[4] = address;
@@ -56,6 +65,7 @@ mod tests {
     fn advertise(host_override: Option<&str>) -> Advertise {
         Advertise {
             udp_port: 8443,
+            tcp_port: Some(8443),
             host_override: host_override.map(str::to_owned),
         }
     }
@@ -70,6 +80,15 @@ mod tests {
         assert_eq!(
             rewrite_candidate(candidate, &advertise(Some("sfu.example.com"))),
             "candidate:1 1 udp 2130706431 sfu.example.com 8443 typ host"
+        );
+    }
+
+    #[test]
+    fn passive_tcp_candidates_get_the_tcp_mux_port() {
+        let candidate = "candidate:4 1 tcp 1518280447 10.0.0.5 40123 typ host tcptype passive";
+        assert_eq!(
+            rewrite_candidate(candidate, &advertise(None)),
+            "candidate:4 1 tcp 1518280447 10.0.0.5 8443 typ host tcptype passive"
         );
     }
 

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::tcp_mux::TcpMux;
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
     TokioRuntime, Transmit,
@@ -116,6 +117,14 @@ fn classify(packet: &[u8]) -> Stun<'_> {
     Stun::Request {
         local_ufrag,
         transaction,
+    }
+}
+
+/// The local ufrag named by a STUN binding request (`USERNAME = <local>:<remote>`).
+pub fn local_ufrag(packet: &[u8]) -> Option<&str> {
+    match classify(packet) {
+        Stun::Request { local_ufrag, .. } => local_ufrag,
+        _ => None,
     }
 }
 
@@ -319,6 +328,7 @@ impl AsyncUdpSocket for MuxSocket {
 pub struct MuxRuntime {
     inner: Arc<TokioRuntime>,
     mux: Arc<UdpMux>,
+    tcp: Option<Arc<TcpMux>>,
     ufrag: String,
 }
 
@@ -332,10 +342,11 @@ impl fmt::Debug for MuxRuntime {
 
 impl MuxRuntime {
     /// A runtime for the connection whose local ICE ufrag is `ufrag`.
-    pub fn new(mux: Arc<UdpMux>, ufrag: String) -> Self {
+    pub fn new(mux: Arc<UdpMux>, tcp: Option<Arc<TcpMux>>, ufrag: String) -> Self {
         Self {
             inner: Arc::new(TokioRuntime),
             mux,
+            tcp,
             ufrag,
         }
     }
@@ -356,14 +367,22 @@ impl Runtime for MuxRuntime {
         &self,
         listener: std::net::TcpListener,
     ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        self.inner.wrap_tcp_listener(listener)
+        match &self.tcp {
+            Some(tcp) => {
+                let local_addr = listener.local_addr()?;
+                drop(listener);
+                Ok(tcp.register(&self.ufrag, local_addr))
+            }
+            None => self.inner.wrap_tcp_listener(listener),
+        }
     }
 
     fn connect_tcp<'a>(
         &'a self,
-        remote_addr: SocketAddr,
+        _remote_addr: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        self.inner.connect_tcp(remote_addr)
+        // The SFU only accepts ICE-TCP on its shared port; it never dials out to clients.
+        Box::pin(async { Err(io::Error::other("ice-tcp is passive on the sfu")) })
     }
 
     fn resolve_host<'a>(

@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod router;
 pub mod session;
 pub mod state;
+pub mod tcp_mux;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ice_mux::UdpMux;
 use crate::metrics::Metrics;
 use crate::state::Shared;
+use crate::tcp_mux::TcpMux;
 
 /// A started SFU. Dropping it does not stop it; call [`RunningSfu::shutdown`].
 pub struct RunningSfu {
@@ -37,6 +39,8 @@ pub struct RunningSfu {
     pub http_addr: SocketAddr,
     /// Bound ICE UDP address.
     pub ice_udp_addr: SocketAddr,
+    /// Bound ICE-TCP address.
+    pub ice_tcp_addr: SocketAddr,
     shared: Arc<Shared>,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -56,6 +60,11 @@ impl RunningSfu {
     /// The metrics of this SFU.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// ICE-TCP connections routed to sessions so far.
+    pub fn ice_tcp_connections(&self) -> usize {
+        self.shared.tcp_mux.routed_connections()
     }
 
     /// Live sessions in all calls.
@@ -92,10 +101,12 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
     };
     let mux = UdpMux::bind(ice_bind).await?;
     let ice_udp_addr = mux.local_addr()?;
+    let tcp_mux = TcpMux::bind(SocketAddr::new(ice_bind.ip(), config.ice.tcp_port)).await?;
+    let ice_tcp_addr = tcp_mux.local_addr();
     let listener = tokio::net::TcpListener::bind(config.http_listen_address).await?;
     let http_addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new());
-    let shared = Arc::new(Shared::new(config, metrics, mux, ice_udp_addr.port()));
+    let shared = Arc::new(Shared::new(config, metrics, mux, tcp_mux));
     let app = http::router(Arc::clone(&shared));
     let stop = CancellationToken::new();
     let stopped = stop.clone();
@@ -104,10 +115,16 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
             .with_graceful_shutdown(async move { stopped.cancelled().await })
             .await
     });
-    tracing::info!(http = %http_addr, ice_udp = %ice_udp_addr, "calls-sfu listening");
+    tracing::info!(
+        http = %http_addr,
+        ice_udp = %ice_udp_addr,
+        ice_tcp = %ice_tcp_addr,
+        "calls-sfu listening"
+    );
     Ok(RunningSfu {
         http_addr,
         ice_udp_addr,
+        ice_tcp_addr,
         shared,
         stop,
         server,

@@ -103,6 +103,7 @@ impl Negotiator {
         let pc = peer::build(
             &shared.config.ice,
             &shared.mux,
+            Some(&shared.tcp_mux),
             Arc::new(Handler { events }),
         )
         .await?;

@@ -17,6 +17,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::ice_mux::{MuxRuntime, UdpMux};
+use crate::tcp_mux::TcpMux;
 use crate::{config::IceConfig, Result};
 
 /// Payload type of Opus on every leg.
@@ -77,6 +78,7 @@ fn media_engine() -> Result<MediaEngine> {
 pub async fn build(
     ice: &IceConfig,
     mux: &Arc<UdpMux>,
+    tcp: Option<&Arc<TcpMux>>,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>> {
     let (ufrag, password) = {
@@ -117,8 +119,17 @@ pub async fn build(
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
-        .with_runtime(Arc::new(MuxRuntime::new(Arc::clone(mux), ufrag)))
+        .with_runtime(Arc::new(MuxRuntime::new(
+            Arc::clone(mux),
+            tcp.cloned(),
+            ufrag,
+        )))
         .with_handler(handler)
+        .with_tcp_addrs(if tcp.is_some() {
+            udp_addrs.clone()
+        } else {
+            Vec::new()
+        })
         .with_udp_addrs(udp_addrs)
         .build()
         .await?;

@@ -163,7 +163,12 @@ async fn run_joined(
 
     let (peer_tx, mut peer_events) = mpsc::channel(256);
     let advertise = Advertise {
-        udp_port: shared.advertised_udp_port,
+        udp_port: shared
+            .mux
+            .local_addr()
+            .map(|addr| addr.port())
+            .unwrap_or(shared.config.ice.udp_port),
+        tcp_port: Some(shared.tcp_mux.local_addr().port()),
         host_override: shared
             .config
             .ice

@@ -15,6 +15,7 @@ use crate::forward::Publication;
 use crate::ice_mux::UdpMux;
 use crate::metrics::{Direction, Metrics};
 use crate::router::{Action, CallSummary, Router};
+use crate::tcp_mux::TcpMux;
 
 /// What the shell asks a session task to do with its peer connection.
 pub enum SessionCommand {
@@ -43,8 +44,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The shared ICE UDP socket.
     pub mux: Arc<UdpMux>,
-    /// Port advertised in host candidates.
-    pub advertised_udp_port: u16,
+    /// The shared ICE-TCP listener.
+    pub tcp_mux: Arc<TcpMux>,
     router: Mutex<Router>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
     publications: Mutex<HashMap<String, Arc<Publication>>>,
@@ -52,13 +53,18 @@ pub struct Shared {
 
 impl Shared {
     /// Creates the shared state.
-    pub fn new(config: Config, metrics: Arc<Metrics>, mux: Arc<UdpMux>, udp_port: u16) -> Self {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        mux: Arc<UdpMux>,
+        tcp_mux: Arc<TcpMux>,
+    ) -> Self {
         let router = Router::new(config.limits.max_participants_per_call);
         Self {
             config,
             metrics,
             mux,
-            advertised_udp_port: udp_port,
+            tcp_mux,
             router: Mutex::new(router),
             sessions: Mutex::new(HashMap::new()),
             publications: Mutex::new(HashMap::new()),
