@@ -203,7 +203,9 @@ pub fn similarity(sent: &[i16], received: &[i16]) -> f32 {
     }
     let (env_a, env_b) = (envelope(&a, 80), envelope(&b, 80));
     let energy = |v: &[f32]| v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>();
-    let norm = (energy(&env_a) * energy(&env_b)).sqrt().max(f64::MIN_POSITIVE);
+    let norm = (energy(&env_a) * energy(&env_b))
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
     let max_lag = env_b.len() as isize;
     let coarse = (-(env_a.len() as isize)..max_lag)
         .max_by(|x, y| {
@@ -227,8 +229,7 @@ mod tests {
             .map(|i| {
                 let t = i as f32 / SAMPLE_RATE as f32;
                 let envelope = (t * 3.0).sin().abs();
-                (envelope * 8000.0 * (t * (300.0 + 400.0 * t) * std::f32::consts::TAU).sin())
-                    as i16
+                (envelope * 8000.0 * (t * (300.0 + 400.0 * t) * std::f32::consts::TAU).sin()) as i16
             })
             .collect()
     }

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod audio;
+pub mod cli;
 mod client;
 pub mod error;
 pub mod jitter;

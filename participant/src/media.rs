@@ -138,7 +138,10 @@ impl RemoteTrack {
     pub(crate) async fn new(inner: Arc<dyn TrackRemote>, names: &Names) -> Option<Self> {
         let track_id = inner.track_id().await;
         let Some(id) = TrackId::parse(&track_id) else {
-            tracing::warn!(track_id, "ignoring a track that does not follow the id convention");
+            tracing::warn!(
+                track_id,
+                "ignoring a track that does not follow the id convention"
+            );
             return None;
         };
         let owner_name = names
@@ -207,7 +210,11 @@ impl RemoteTrack {
 
     /// Decodes screen frames for `duration` (or until the track ends or stays idle for
     /// `idle`), requesting a keyframe at the start and after losses.
-    pub async fn record_frames(&self, duration: Duration, idle: Duration) -> Result<Vec<VideoFrame>> {
+    pub async fn record_frames(
+        &self,
+        duration: Duration,
+        idle: Duration,
+    ) -> Result<Vec<VideoFrame>> {
         if self.id.kind != TrackKind::Screen {
             return Err(Error::Media("not a screen track".into()));
         }

@@ -311,7 +311,10 @@ mod tests {
         let mut decoded = Vec::new();
         let mut payloader = rtc::rtp::codec::vp8::Vp8Payloader::default();
         for index in 0..10 {
-            for data in encoder.encode(&pattern_frame(160, 120, index), index == 0).unwrap() {
+            for data in encoder
+                .encode(&pattern_frame(160, 120, index), index == 0)
+                .unwrap()
+            {
                 let payloads =
                     rtc::rtp::packetizer::Payloader::payload(&mut payloader, 1000, &data).unwrap();
                 let count = payloads.len();

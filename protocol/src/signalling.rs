@@ -288,7 +288,13 @@ impl TrackId {
 
 impl fmt::Display for TrackId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}_{}_{}", self.kind.prefix(), self.session_id, self.index)
+        write!(
+            f,
+            "{}_{}_{}",
+            self.kind.prefix(),
+            self.session_id,
+            self.index
+        )
     }
 }
 
