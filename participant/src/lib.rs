@@ -16,6 +16,7 @@
 
 pub mod audio;
 pub mod cli;
+mod actor;
 mod client;
 pub mod error;
 pub mod jitter;
