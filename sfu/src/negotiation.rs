@@ -123,6 +123,11 @@ impl Negotiator {
         })
     }
 
+    /// Whether the client's first offer has been answered.
+    pub fn negotiated(&self) -> bool {
+        self.negotiated
+    }
+
     /// Queues a message to the client.
     pub fn send(&self, message: ServerMessage) {
         self.shared.send(&self.session_id, message);

@@ -28,6 +28,8 @@ use crate::{negotiation, token};
 
 /// How long a new connection may take to send `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a joined session may take to complete its first offer/answer.
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs one WebSocket connection to its end.
 pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
@@ -203,9 +205,15 @@ async fn run_joined(
         limits.message_burst,
         Instant::now(),
     );
+    let negotiation_deadline = tokio::time::Instant::now() + NEGOTIATION_TIMEOUT;
     loop {
         tokio::select! {
             _ = kill.cancelled() => break,
+            _ = tokio::time::sleep_until(negotiation_deadline), if !negotiator.negotiated() => {
+                shared.metrics.record_error("negotiation_timeout");
+                negotiator.send_error(ErrorCode::BadSdp, "no offer received in time; disconnecting");
+                break;
+            }
             frame = stream.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
