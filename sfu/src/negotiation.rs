@@ -197,6 +197,7 @@ impl Negotiator {
         let offer = RTCSessionDescription::offer(sdp).map_err(bad)?;
         if self.offer_pending {
             // Glare: the SFU is polite. Roll back, answer, and offer again afterwards.
+            tracing::debug!(session_id = %self.session_id, "offer glare: rolling back the sfu offer");
             let rollback = RTCSessionDescription::rollback(None).map_err(bad)?;
             self.pc.set_local_description(rollback).await.map_err(bad)?;
             self.offer_pending = false;
