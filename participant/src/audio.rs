@@ -130,10 +130,8 @@ impl VoiceDecoder {
                         self.advance_timestamp();
                     }
                 }
-                Output::Gap(count) => {
-                    // Long gaps are filled from the timestamps of the next packet.
-                    let _ = count;
-                }
+                // Long gaps are filled with silence from the next packet's timestamp.
+                Output::Gap(_) => {}
             }
         }
         pcm

@@ -8,14 +8,12 @@
 //! offer back, answers the client and offers again afterwards; a client ignores SFU offers while
 //! its own is pending.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use calls_protocol::signalling::{
-    ClientMessage, ErrorCode, IceCandidate, ParticipantInfo, ServerMessage, TrackId, TrackKind,
-    PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, IceCandidate, ParticipantInfo, ServerMessage, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -271,9 +269,6 @@ fn client_type(message: &ClientMessage) -> &'static str {
     }
 }
 
-/// Forwarded tracks of one session, by track id.
-pub type Forwards = HashMap<String, negotiation::Forward>;
-
 /// Converts a wire candidate to webrtc's type.
 pub fn candidate_init(candidate: IceCandidate) -> webrtc::peer_connection::RTCIceCandidateInit {
     webrtc::peer_connection::RTCIceCandidateInit {
@@ -282,13 +277,5 @@ pub fn candidate_init(candidate: IceCandidate) -> webrtc::peer_connection::RTCIc
         sdp_mline_index: candidate.sdp_mline_index,
         username_fragment: candidate.username_fragment,
         ..Default::default()
-    }
-}
-
-/// The kind of a forwarded track from its id, for logs.
-pub fn describe(track: &TrackId) -> &'static str {
-    match track.kind {
-        TrackKind::Voice => "voice",
-        TrackKind::Screen => "screen",
     }
 }
