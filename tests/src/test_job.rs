@@ -237,7 +237,9 @@ async fn tick(api: &JobApi, config: &TestJobConfig, obey_sigterm: bool) -> anyho
                 }
                 ticks += 1;
                 // A lost progress report must not end the job: the offloader may be restarting.
-                if let Err(err) = api.status(JobStatusKind::Progress, None, ticks as f64).await {
+                if let Err(Attempt::Retry(err) | Attempt::Final(err)) =
+                    api.status_once(JobStatusKind::Progress, None, ticks as f64).await
+                {
                     eprintln!("calls-test-job: progress report failed: {err:#}");
                 }
             }
@@ -272,12 +274,23 @@ impl JobApi {
         })
     }
 
+    /// Reports a status, retrying for about 15 s while the offloader is unreachable or answers
+    /// 5xx (it may be restarting: jobs outlive it); a 4xx answer is final.
     async fn status(
         &self,
         status: JobStatusKind,
         message: Option<&str>,
         ticks: f64,
     ) -> anyhow::Result<()> {
+        retry("status report", || self.status_once(status, message, ticks)).await
+    }
+
+    async fn status_once(
+        &self,
+        status: JobStatusKind,
+        message: Option<&str>,
+        ticks: f64,
+    ) -> Result<(), Attempt> {
         let body = JobStatusUpdate {
             status,
             message: message.map(str::to_owned),
@@ -291,15 +304,23 @@ impl JobApi {
             .json(&body)
             .send()
             .await
-            .context("cannot reach the offloader")?;
+            .map_err(|e| {
+                Attempt::Retry(anyhow::Error::new(e).context("cannot reach the offloader"))
+            })?;
         check(response, "status report").await
     }
 
-    /// Streams the file at `path` as the artifact `name` (chunked, no Content-Length).
+    /// Streams the file at `path` as the artifact `name` (chunked, no Content-Length),
+    /// retrying like [`JobApi::status`].
     async fn upload(&self, name: &str, path: &std::path::Path) -> anyhow::Result<()> {
+        retry("artifact upload", || self.upload_once(name, path)).await
+    }
+
+    async fn upload_once(&self, name: &str, path: &std::path::Path) -> Result<(), Attempt> {
         let file = tokio::fs::File::open(path)
             .await
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .with_context(|| format!("cannot open {}", path.display()))
+            .map_err(Attempt::Final)?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let response = self
             .http
@@ -309,18 +330,53 @@ impl JobApi {
             .body(body)
             .send()
             .await
-            .context("cannot reach the offloader")?;
+            .map_err(|e| {
+                Attempt::Retry(anyhow::Error::new(e).context("cannot reach the offloader"))
+            })?;
         check(response, "artifact upload").await
     }
 }
 
-async fn check(response: reqwest::Response, what: &str) -> anyhow::Result<()> {
+/// The outcome of one failed request: worth another try, or not.
+enum Attempt {
+    Retry(anyhow::Error),
+    Final(anyhow::Error),
+}
+
+/// Runs `once` up to 30 times, 500 ms apart, while it fails with [`Attempt::Retry`].
+async fn retry<F, Fut>(what: &str, once: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Attempt>>,
+{
+    const ATTEMPTS: u32 = 30;
+    let mut attempt = 1;
+    loop {
+        match once().await {
+            Ok(()) => return Ok(()),
+            Err(Attempt::Final(error)) => return Err(error),
+            Err(Attempt::Retry(error)) if attempt >= ATTEMPTS => return Err(error),
+            Err(Attempt::Retry(error)) => {
+                eprintln!("calls-test-job: {what} failed (attempt {attempt}), retrying: {error:#}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn check(response: reqwest::Response, what: &str) -> Result<(), Attempt> {
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
     let body = response.text().await.unwrap_or_default();
-    bail!("{what} refused with {status}: {body}")
+    let error = anyhow::anyhow!("{what} refused with {status}: {body}");
+    Err(if status.is_server_error() {
+        Attempt::Retry(error)
+    } else {
+        Attempt::Final(error)
+    })
 }
 
 #[cfg(test)]
