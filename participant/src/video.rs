@@ -9,10 +9,12 @@
 use bytes::Bytes;
 use ffmpeg_next::{codec, decoder, encoder, format, frame, Dictionary, Packet, Rational};
 use rtc::rtp;
-use rtc::rtp::codec::vp8::Vp8Packet;
-use rtc::rtp::packetizer::Depacketizer;
 
+use crate::jitter::{Output, Reorder};
 use crate::{Error, Result};
+
+/// Packets the decoder waits past a hole before declaring the missing one lost.
+pub const REORDER_DEPTH: usize = 5;
 
 /// Width of the pattern bar in pixels.
 pub const BAR_WIDTH: u32 = 32;
@@ -176,7 +178,7 @@ impl Vp8Encoder {
 /// Reassembles VP8 frames from RTP and decodes them.
 pub struct Vp8Decoder {
     decoder: decoder::Video,
-    depacketizer: Vp8Packet,
+    reorder: Reorder<rtp::Packet>,
     frame: Vec<u8>,
     last_sequence: Option<u16>,
     broken: bool,
@@ -202,15 +204,34 @@ impl Vp8Decoder {
             .video()?;
         Ok(Self {
             decoder,
-            depacketizer: Vp8Packet::default(),
+            reorder: Reorder::new(REORDER_DEPTH),
             frame: Vec::new(),
             last_sequence: None,
             broken: false,
         })
     }
 
-    /// Feeds one RTP packet (in sequence order).
+    /// Feeds one RTP packet as received; packets are put back in sequence order first, and a
+    /// packet missing after [`REORDER_DEPTH`] later ones counts as lost.
     pub fn push(&mut self, packet: &rtp::Packet) -> DecodeOutput {
+        self.reorder
+            .push(packet.header.sequence_number, packet.clone());
+        let mut output = DecodeOutput::default();
+        while let Some(next) = self.reorder.pop() {
+            match next {
+                Output::Packet(packet) => {
+                    let step = self.push_in_order(&packet);
+                    output.frames.extend(step.frames);
+                    output.wants_keyframe |= step.wants_keyframe;
+                }
+                // The sequence check in `push_in_order` sees the hole and asks for a keyframe.
+                Output::Gap(_) => {}
+            }
+        }
+        output
+    }
+
+    fn push_in_order(&mut self, packet: &rtp::Packet) -> DecodeOutput {
         let mut output = DecodeOutput::default();
         let sequence = packet.header.sequence_number;
         if let Some(last) = self.last_sequence {
@@ -220,7 +241,12 @@ impl Vp8Decoder {
             }
         }
         self.last_sequence = Some(sequence);
-        if self.depacketizer.is_partition_head(&packet.payload) {
+        let Some((starts_frame, data)) = vp8_payload(&packet.payload) else {
+            self.broken = true;
+            output.wants_keyframe = true;
+            return output;
+        };
+        if starts_frame {
             if !self.frame.is_empty() {
                 // The previous frame never saw its marker packet.
                 self.broken = true;
@@ -232,17 +258,11 @@ impl Vp8Decoder {
                 self.broken = false;
             }
         }
-        match self.depacketizer.depacketize(&packet.payload) {
-            Ok(data) => self.frame.extend_from_slice(&data),
-            Err(_) => {
-                self.broken = true;
-                output.wants_keyframe = true;
-            }
-        }
+        self.frame.extend_from_slice(data);
         if packet.header.marker && !self.frame.is_empty() {
-            let data = std::mem::take(&mut self.frame);
+            let frame = std::mem::take(&mut self.frame);
             if !self.broken {
-                match self.decode(&data) {
+                match self.decode(&frame) {
                     Ok(frames) => output.frames = frames,
                     Err(_) => output.wants_keyframe = true,
                 }
@@ -261,6 +281,33 @@ impl Vp8Decoder {
         }
         Ok(frames)
     }
+}
+
+/// Splits an RTP payload into its VP8 payload descriptor (RFC 7741 §4.2) and the VP8 data.
+/// Returns whether the packet starts a frame (S bit with partition 0) and the data, or `None`
+/// for a malformed descriptor.
+pub fn vp8_payload(payload: &[u8]) -> Option<(bool, &[u8])> {
+    let first = *payload.first()?;
+    let extended = first & 0x80 != 0;
+    let starts_frame = first & 0x10 != 0 && first & 0x07 == 0;
+    let mut index = 1;
+    if extended {
+        let flags = *payload.get(index)?;
+        index += 1;
+        if flags & 0x80 != 0 {
+            // Picture id: 7 or 15 bits, the M bit says which.
+            let picture_id = *payload.get(index)?;
+            index += if picture_id & 0x80 != 0 { 2 } else { 1 };
+        }
+        if flags & 0x40 != 0 {
+            index += 1; // TL0PICIDX
+        }
+        if flags & 0x30 != 0 {
+            index += 1; // TID/Y/KEYIDX
+        }
+    }
+    let data = payload.get(index..)?;
+    (!data.is_empty()).then_some((starts_frame, data))
 }
 
 fn to_i420(decoded: &frame::Video) -> VideoFrame {
@@ -290,6 +337,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn payload_descriptors_are_parsed() {
+        assert_eq!(vp8_payload(&[0x10, 0xaa]), Some((true, &[0xaa][..])));
+        assert_eq!(
+            vp8_payload(&[0x00, 0xaa, 0xbb]),
+            Some((false, &[0xaa, 0xbb][..]))
+        );
+        // X, I with a 15-bit picture id, L, T/K.
+        assert_eq!(
+            vp8_payload(&[0x90, 0xf0, 0x81, 0x02, 0x03, 0x04, 0xaa]),
+            Some((true, &[0xaa][..]))
+        );
+        assert_eq!(vp8_payload(&[0x90, 0x80]), None);
+        assert_eq!(vp8_payload(&[]), None);
+    }
+
+    #[test]
     fn pattern_is_recognised_and_moves() {
         let first = pattern_frame(160, 120, 0);
         let later = pattern_frame(160, 120, 3);
@@ -301,6 +364,60 @@ mod tests {
             data: vec![16; 160 * 120 * 3 / 2],
         };
         assert!(!pattern_matches(&blank));
+    }
+
+    fn packetize(encoder: &mut Vp8Encoder, frames: u64, first_sequence: u16) -> Vec<rtp::Packet> {
+        let mut payloader = rtc::rtp::codec::vp8::Vp8Payloader::default();
+        let mut sequence = first_sequence;
+        let mut packets = Vec::new();
+        for index in 0..frames {
+            for data in encoder
+                .encode(&pattern_frame(160, 120, index), index == 0)
+                .unwrap()
+            {
+                let payloads =
+                    rtc::rtp::packetizer::Payloader::payload(&mut payloader, 60, &data).unwrap();
+                let count = payloads.len();
+                for (i, payload) in payloads.into_iter().enumerate() {
+                    let mut packet = rtp::Packet::default();
+                    packet.header.sequence_number = sequence;
+                    packet.header.marker = i + 1 == count;
+                    packet.payload = payload;
+                    sequence = sequence.wrapping_add(1);
+                    packets.push(packet);
+                }
+            }
+        }
+        packets
+    }
+
+    #[test]
+    fn reordered_packets_still_decode_and_losses_ask_for_a_keyframe() {
+        let mut encoder = Vp8Encoder::new(160, 120, 15, 300_000).unwrap();
+        let mut packets = packetize(&mut encoder, 6, 65530);
+        assert!(packets.len() > 8, "want several packets per frame");
+        packets.swap(1, 2);
+        packets.swap(5, 7);
+        let mut decoder = Vp8Decoder::new().unwrap();
+        let mut frames = Vec::new();
+        let mut keyframe_wanted = false;
+        for packet in &packets {
+            let output = decoder.push(packet);
+            frames.extend(output.frames);
+            keyframe_wanted |= output.wants_keyframe;
+        }
+        assert!(!keyframe_wanted, "reordering is not loss");
+        assert!(frames.len() >= 5, "{} frames", frames.len());
+        assert!(frames.iter().all(pattern_matches));
+
+        let mut lossy = Vp8Decoder::new().unwrap();
+        let mut wanted = false;
+        for (index, packet) in packetize(&mut encoder, 12, 100).iter().enumerate() {
+            if index != 3 {
+                wanted |= lossy.push(packet).wants_keyframe;
+            }
+        }
+        assert!(wanted, "a lost packet asks for a keyframe");
     }
 
     #[test]
