@@ -34,6 +34,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/calls", get(calls))
         .route("/calls/{id}/sessions", get(sessions))
+        .route(
+            "/calls/{id}/sessions/{session}/job_stop",
+            axum::routing::post(job_stop),
+        )
         .with_state(shared)
 }
 
@@ -158,5 +162,38 @@ async fn sessions(
     match shared.sessions_of(&call_id) {
         Some(sessions) => Json(sessions).into_response(),
         None => error(StatusCode::NOT_FOUND, "not_found", "no such call"),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct JobStopBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Sends `job_stop` to a bot session of a call (used by the offloader to end a recording).
+async fn job_stop(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path((call_id, session_id)): Path<(String, String)>,
+    body: Option<Json<JobStopBody>>,
+) -> Response {
+    if let Some(response) = refuse_unauthorized(&shared, &headers) {
+        return response;
+    }
+    let in_call = shared
+        .sessions_of(&call_id)
+        .is_some_and(|sessions| sessions.iter().any(|s| s.session_id == session_id));
+    let reason = body
+        .and_then(|Json(body)| body.reason)
+        .unwrap_or_else(|| "stopped by the api".to_owned());
+    if in_call && shared.stop_job(&session_id, &reason) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such session in this call",
+        )
     }
 }

@@ -124,6 +124,47 @@ async fn version_health_metrics_and_calls_answer() {
         .unwrap();
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
 
+    // job_stop through the API reaches the session.
+    let mut bot = calls_participant::Participant::join(
+        &sfu.ws_url(),
+        &token("call-http", "Recorder", calls_participant::Role::Bot),
+        calls_participant::JoinOptions::default(),
+    )
+    .await
+    .unwrap();
+    let url = format!(
+        "{base}/calls/call-http/sessions/{}/job_stop",
+        bot.session_id()
+    );
+    let refused = http.post(&url).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let stopped = http
+        .post(&url)
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({ "reason": "max duration" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), reqwest::StatusCode::NO_CONTENT);
+    let stop = wait_event(&mut bot, "job stop", |e| {
+        matches!(e, calls_participant::Event::JobStop { .. })
+    })
+    .await;
+    assert!(
+        matches!(stop, calls_participant::Event::JobStop { reason } if reason == "max duration")
+    );
+    let unknown = http
+        .post(format!(
+            "{base}/calls/other/sessions/{}/job_stop",
+            bot.session_id()
+        ))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+    bot.leave().await.unwrap();
+
     talking.abort();
     alice.leave().await.unwrap();
     bob.leave().await.unwrap();
