@@ -37,7 +37,8 @@ pub struct VideoFrame {
 impl VideoFrame {
     /// The luma plane.
     pub fn luma(&self) -> &[u8] {
-        &self.data[..(self.width * self.height) as usize]
+        let len = (self.width as usize * self.height as usize).min(self.data.len());
+        &self.data[..len]
     }
 }
 
@@ -135,6 +136,16 @@ impl Vp8Encoder {
     pub fn encode(&mut self, picture: &VideoFrame, keyframe: bool) -> Result<Vec<Bytes>> {
         if picture.width != self.width || picture.height != self.height {
             return Err(Error::Media("frame size differs from the encoder's".into()));
+        }
+        let expected =
+            (self.width * self.height) as usize + 2 * chroma_size(self.width, self.height);
+        if picture.data.len() < expected {
+            return Err(Error::Media(format!(
+                "frame holds {} bytes, I420 {}x{} needs {expected}",
+                picture.data.len(),
+                self.width,
+                self.height
+            )));
         }
         let mut input = frame::Video::new(format::Pixel::YUV420P, self.width, self.height);
         let planes = [
