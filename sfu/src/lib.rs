@@ -105,8 +105,11 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
     let ice_tcp_addr = tcp_mux.local_addr();
     let listener = tokio::net::TcpListener::bind(config.http_listen_address).await?;
     let http_addr = listener.local_addr()?;
+    let advertised_host = resolve_host_override(&config).await?;
     let metrics = Arc::new(Metrics::new());
-    let shared = Arc::new(Shared::new(config, metrics, mux, tcp_mux));
+    let mut shared = Shared::new(config, metrics, mux, tcp_mux);
+    shared.advertised_host = advertised_host;
+    let shared = Arc::new(shared);
     let app = http::router(Arc::clone(&shared));
     let stop = CancellationToken::new();
     let stopped = stop.clone();
@@ -129,6 +132,37 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
         stop,
         server,
     })
+}
+
+/// The address advertised in host candidates instead of the local one. A hostname is resolved
+/// once at start: browsers only resolve `.local` names in candidates, so an IP must be signalled.
+async fn resolve_host_override(config: &Config) -> Result<Option<String>> {
+    match &config.ice.host_override {
+        None => Ok(None),
+        Some(config::HostOverride::Ip(ip)) => Ok(Some(ip.to_string())),
+        Some(config::HostOverride::Hostname(name)) => {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map_err(|err| {
+                    Error::Io(std::io::Error::other(format!(
+                        "cannot resolve ice.host_override {name:?}: {err}"
+                    )))
+                })?
+                .collect();
+            let ip = addrs
+                .iter()
+                .find(|addr| addr.is_ipv4())
+                .or(addrs.first())
+                .map(|addr| addr.ip())
+                .ok_or_else(|| {
+                    Error::Io(std::io::Error::other(format!(
+                        "ice.host_override {name:?} has no address"
+                    )))
+                })?;
+            tracing::info!(host = %name, ip = %ip, "ice host override resolved");
+            Ok(Some(ip.to_string()))
+        }
+    }
 }
 
 /// Starts the SFU and serves until the process is stopped.

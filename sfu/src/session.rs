@@ -169,15 +169,7 @@ async fn run_joined(
             .map(|addr| addr.port())
             .unwrap_or(shared.config.ice.udp_port),
         tcp_port: Some(shared.tcp_mux.local_addr().port()),
-        host_override: shared
-            .config
-            .ice
-            .host_override
-            .as_ref()
-            .map(|host| match host {
-                crate::config::HostOverride::Ip(ip) => ip.to_string(),
-                crate::config::HostOverride::Hostname(name) => name.clone(),
-            }),
+        host_override: shared.advertised_host.clone(),
     };
     let negotiator = negotiation::Negotiator::start(
         Arc::clone(shared),

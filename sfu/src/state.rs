@@ -46,6 +46,8 @@ pub struct Shared {
     pub mux: Arc<UdpMux>,
     /// The shared ICE-TCP listener.
     pub tcp_mux: Arc<TcpMux>,
+    /// IP advertised in host candidates instead of the local one (`ice.host_override`).
+    pub advertised_host: Option<String>,
     router: Mutex<Router>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
     publications: Mutex<HashMap<String, Arc<Publication>>>,
@@ -65,6 +67,7 @@ impl Shared {
             metrics,
             mux,
             tcp_mux,
+            advertised_host: None,
             router: Mutex::new(router),
             sessions: Mutex::new(HashMap::new()),
             publications: Mutex::new(HashMap::new()),
