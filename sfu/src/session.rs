@@ -133,7 +133,12 @@ async fn run_joined(
 ) {
     let session_id = info.session_id.clone();
     let limits = shared.config.limits;
-    let (command_tx, mut commands) = mpsc::channel(limits.session_queue_size);
+    // A newcomer is sent one subscribe command per published track at once (voice and screen of
+    // everyone), so the command queue must hold a full call's worth.
+    let command_capacity = limits
+        .session_queue_size
+        .max(limits.max_participants_per_call * 2 + 16);
+    let (command_tx, mut commands) = mpsc::channel(command_capacity);
     let kill = CancellationToken::new();
     shared.add_session(
         &session_id,
