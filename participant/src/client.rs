@@ -39,7 +39,7 @@ pub struct JoinOptions {
     pub bind_ip: Option<IpAddr>,
     /// How long joining may take.
     pub timeout: Duration,
-    /// Events buffered before the oldest are dropped.
+    /// Events buffered for a consumer that does not keep up; further events are dropped.
     pub event_capacity: usize,
     /// Use ICE over TCP only (no UDP), as a client behind a UDP-blocking firewall would.
     pub tcp_only: bool,
@@ -203,7 +203,7 @@ impl Participant {
                 .map(|p| (p.session_id.clone(), p.name.clone()))
                 .collect(),
         ));
-        let (peer_tx, peer_rx) = mpsc::channel(256);
+        let (peer_tx, peer_rx) = mpsc::channel(1024);
         let bind_ip = options.bind_ip.unwrap_or_else(|| default_bind_ip(url));
         let pc = peer::build(
             bind_ip,
