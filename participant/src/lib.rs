@@ -14,9 +14,9 @@
 //! # Ok(()) }
 //! ```
 
+mod actor;
 pub mod audio;
 pub mod cli;
-mod actor;
 mod client;
 pub mod error;
 pub mod jitter;
