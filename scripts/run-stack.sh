@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --locked -p calls-sfu -p calls-offloader -p calls-recorder --bins
+cargo build --release -p calls-sfu -p calls-offloader -p calls-recorder --bins
 ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder
 
 random() { head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | head -c 48; }

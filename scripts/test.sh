@@ -15,13 +15,13 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "build (debug; dependencies optimised, see Cargo.toml)"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets
 
 step "container images"
 ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile debug
 
 step "clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "tests"
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
+cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
