@@ -44,8 +44,13 @@ pub struct OffloaderSettings {
     pub max_artifact_bytes: u64,
     /// Memory limit of job containers (both types).
     pub memory_mb: u64,
-    /// Images a job may name as `runner` besides the test job image.
+    /// Images a job may name as `runner` besides the per-type images.
     pub image_allowlist: Vec<String>,
+    /// The per-type images (the recorder's end-to-end tests run `calls-recorder:latest`).
+    pub recording_image: String,
+    pub transcribing_image: String,
+    /// Further `OFFLOADER_*` overrides (full variable names), applied last.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for OffloaderSettings {
@@ -62,6 +67,9 @@ impl Default for OffloaderSettings {
             max_artifact_bytes: 64 * 1024 * 1024,
             memory_mb: 256,
             image_allowlist: Vec::new(),
+            recording_image: TEST_JOB_IMAGE.to_owned(),
+            transcribing_image: TEST_JOB_IMAGE.to_owned(),
+            extra_env: Vec::new(),
         }
     }
 }
@@ -368,10 +376,10 @@ impl Offloader {
             ("JOBS_MAX_ARTIFACT_BYTES", s.max_artifact_bytes.to_string()),
             ("JOBS_OFFLOADER_URL", self.base_url()),
             ("DOCKER_NETWORK", "bridge".to_owned()),
-            ("RUNNERS_RECORDING_IMAGE", TEST_JOB_IMAGE.to_owned()),
+            ("RUNNERS_RECORDING_IMAGE", s.recording_image.clone()),
             ("RUNNERS_RECORDING_MAX_DURATION", s.max_duration.clone()),
             ("RUNNERS_RECORDING_MEMORY_MB", s.memory_mb.to_string()),
-            ("RUNNERS_TRANSCRIBING_IMAGE", TEST_JOB_IMAGE.to_owned()),
+            ("RUNNERS_TRANSCRIBING_IMAGE", s.transcribing_image.clone()),
             ("RUNNERS_TRANSCRIBING_MAX_DURATION", s.max_duration.clone()),
             ("RUNNERS_TRANSCRIBING_MEMORY_MB", s.memory_mb.to_string()),
             ("JOBS_IMAGE_ALLOWLIST", s.image_allowlist.join(",")),
@@ -381,6 +389,7 @@ impl Offloader {
         .into_iter()
         .map(|(k, v)| (format!("OFFLOADER_{k}"), v))
         .collect();
+        env.extend(s.extra_env.iter().cloned());
         env.push(("RUST_LOG".into(), "info".into()));
         env
     }
