@@ -1,12 +1,13 @@
 //! Helpers for the end-to-end tests: start the real stack (SFU, offloader, containers) and make test speech.
-//! The offloader side: [`offloader`] starts the real `calls-offloader` binary as a child process and
-//! wraps its REST API, [`docker`] inspects and cleans containers through the `docker` CLI (the
-//! operator's view), [`test_job`] is the program of the `calls-test-job` image, [`artifact`]
-//! makes the deterministic content it uploads, [`webhook_sink`] receives webhooks, and [`bench`]
-//! measures job start latency.
+//! The offloader side: [`offloader`] runs the real `calls-offloader` binary as a child process,
+//! [`client`] wraps its REST API, [`docker`] inspects and cleans containers through the `docker`
+//! CLI (the operator's view), [`test_job`] is the program of the `calls-test-job` image,
+//! [`artifact`] makes the deterministic content it uploads, [`webhook_sink`] receives webhooks,
+//! and [`bench`] measures job start latency.
 
 pub mod artifact;
 pub mod bench;
+pub mod client;
 pub mod docker;
 pub mod offloader;
 pub mod test_job;
