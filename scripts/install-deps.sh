@@ -8,7 +8,7 @@ packages=(
   cmake clang libclang-dev pkg-config
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev
   # tests: real speech, ffprobe/ffmpeg, base image for the job containers
-  espeak-ng sox ffmpeg debootstrap
+  espeak-ng sox ffmpeg debootstrap chromium
   # tools the scripts use
   curl ca-certificates jq
 )
