@@ -1,0 +1,381 @@
+//! A minimal Chrome DevTools Protocol client for the browser test: it launches headless Chromium
+//! with a fake microphone in its own process group, attaches to one page over the browser's
+//! DevTools WebSocket (flattened target sessions) and evaluates JavaScript there. Every wait is
+//! bounded, and dropping the [`Chromium`] handle kills the whole process group.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long one DevTools command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many lines of Chromium's stderr and of the page's console are kept for failure reports.
+const KEPT_LINES: usize = 60;
+
+type Lines = Arc<Mutex<VecDeque<String>>>;
+
+fn keep(lines: &Lines, line: String) {
+    let mut lines = lines.lock().expect("line buffer lock is never poisoned");
+    if lines.len() == KEPT_LINES {
+        lines.pop_front();
+    }
+    lines.push_back(line);
+}
+
+/// The `chromium` binary on `PATH`, if there is one.
+pub fn find_chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("chromium"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A running headless Chromium and its DevTools connection.
+pub struct Chromium {
+    // Declared first so that the connection closes before the process group is killed.
+    devtools: Arc<Devtools>,
+    process: Process,
+}
+
+/// The Chromium process group, killed on drop, and its temporary profile.
+struct Process {
+    child: Child,
+    stderr: Lines,
+    // Removed after the process group is killed (fields drop after `Drop::drop`).
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    /// Starts Chromium with a fake, auto-granted microphone (a beeping tone) and connects to it.
+    pub async fn launch(binary: &Path) -> Result<Chromium> {
+        let profile = tempfile::tempdir().context("temporary profile directory")?;
+        let mut child = Command::new(binary)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--no-first-run",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                "--autoplay-policy=no-user-gesture-required",
+                "--allow-loopback-in-peer-connection",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own group, so that dropping the handle can kill renderers and helpers too.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let (url_tx, url_rx) = std_mpsc::channel();
+        let process = Process {
+            child,
+            stderr: Lines::default(),
+            _profile: profile,
+        };
+        let kept = process.stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    let _ = url_tx.send(url.trim().to_string());
+                }
+                keep(&kept, line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            match url_rx.try_recv() {
+                Ok(url) => break url,
+                Err(std_mpsc::TryRecvError::Disconnected) => {
+                    bail!("chromium exited early:\n{}", process.stderr_tail())
+                }
+                Err(std_mpsc::TryRecvError::Empty) if Instant::now() > deadline => {
+                    bail!(
+                        "chromium printed no DevTools address within 30 s:\n{}",
+                        process.stderr_tail()
+                    )
+                }
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+            }
+        };
+        let devtools = Arc::new(Devtools::connect(&url).await?);
+        Ok(Chromium { devtools, process })
+    }
+
+    /// Opens a new tab and attaches to it.
+    pub async fn new_page(&self) -> Result<Page> {
+        let target = self
+            .devtools
+            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+            .await?;
+        let target_id = target["targetId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("createTarget returned no targetId: {target}"))?;
+        let attached = self
+            .devtools
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target_id, "flatten": true }),
+            )
+            .await?;
+        let session = attached["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("attachToTarget returned no sessionId: {attached}"))?
+            .to_string();
+        let page = Page {
+            devtools: self.devtools.clone(),
+            session,
+        };
+        page.call("Page.enable", json!({})).await?;
+        page.call("Runtime.enable", json!({})).await?;
+        Ok(page)
+    }
+
+    /// The last lines Chromium wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.process.stderr_tail()
+    }
+}
+
+impl Process {
+    fn stderr_tail(&self) -> String {
+        let lines = self.stderr.lock().expect("line buffer lock is never poisoned");
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // The browser was started as the leader of its own process group.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One attached tab.
+pub struct Page {
+    devtools: Arc<Devtools>,
+    session: String,
+}
+
+impl Page {
+    async fn call(&self, method: &str, params: Value) -> Result<Value> {
+        self.devtools.call(Some(&self.session), method, params).await
+    }
+
+    /// Loads `url` and waits until its document has loaded.
+    pub async fn navigate(&self, url: &str) -> Result<()> {
+        let result = self.call("Page.navigate", json!({ "url": url })).await?;
+        if let Some(error) = result.get("errorText").and_then(Value::as_str) {
+            bail!("navigating to {url} failed: {error}");
+        }
+        self.wait_for(
+            "the page to load",
+            "document.readyState === 'complete' && location.href !== 'about:blank'",
+            Duration::from_secs(15),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Evaluates `expression` in the page (awaiting a promise result) and returns its JSON value.
+    pub async fn evaluate(&self, expression: &str) -> Result<Value> {
+        let reply = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+            )
+            .await?;
+        if let Some(details) = reply.get("exceptionDetails") {
+            let text = details["exception"]["description"]
+                .as_str()
+                .or_else(|| details["text"].as_str())
+                .unwrap_or("unknown exception");
+            bail!("`{expression}` threw: {text}");
+        }
+        Ok(reply["result"].get("value").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Polls `expression` every 200 ms until it yields something other than false, null, 0 or
+    /// an empty string, and returns that value; fails after `limit`.
+    pub async fn wait_for(&self, what: &str, expression: &str, limit: Duration) -> Result<Value> {
+        let deadline = Instant::now() + limit;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            last = self.evaluate(expression).await?;
+            let truthy = match &last {
+                Value::Null | Value::Bool(false) => false,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return Ok(last);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("timed out after {limit:?} waiting for {what} (last value {last})")
+    }
+
+    /// The page's recent console messages and uncaught exceptions.
+    pub fn console(&self) -> String {
+        let lines = self.devtools.console.lock().expect("line buffer lock is never poisoned");
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+type Reply = oneshot::Sender<Result<Value>>;
+
+struct Request {
+    session: Option<String>,
+    method: String,
+    params: Value,
+    reply: Reply,
+}
+
+/// The browser-level DevTools WebSocket, owned by one task that matches replies to requests.
+struct Devtools {
+    requests: mpsc::Sender<Request>,
+    console: Lines,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Devtools {
+    async fn connect(url: &str) -> Result<Devtools> {
+        let (socket, _) = timeout(COMMAND_TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .context("connecting to DevTools timed out")?
+            .with_context(|| format!("connecting to DevTools at {url}"))?;
+        let (requests, receiver) = mpsc::channel(64);
+        let console: Lines = Arc::default();
+        let task = tokio::spawn(serve(socket, receiver, console.clone()));
+        Ok(Devtools {
+            requests,
+            console,
+            task,
+        })
+    }
+
+    async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Result<Value> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            session: session.map(str::to_string),
+            method: method.to_string(),
+            params,
+            reply,
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| anyhow!("DevTools connection is closed"))?;
+        timeout(COMMAND_TIMEOUT, answer)
+            .await
+            .with_context(|| format!("{method} got no reply within {COMMAND_TIMEOUT:?}"))?
+            .map_err(|_| anyhow!("DevTools connection closed during {method}"))?
+    }
+}
+
+impl Drop for Devtools {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn serve(mut socket: Socket, mut requests: mpsc::Receiver<Request>, console: Lines) {
+    let mut pending: HashMap<u64, Reply> = HashMap::new();
+    let mut next_id = 1u64;
+    loop {
+        tokio::select! {
+            request = requests.recv() => {
+                let Some(request) = request else { break };
+                let id = next_id;
+                next_id += 1;
+                let mut message = json!({ "id": id, "method": request.method, "params": request.params });
+                if let Some(session) = request.session {
+                    message["sessionId"] = Value::String(session);
+                }
+                if let Err(error) = socket.send(Message::Text(message.to_string().into())).await {
+                    let _ = request.reply.send(Err(anyhow!("sending to DevTools: {error}")));
+                    break;
+                }
+                pending.insert(id, request.reply);
+            }
+            incoming = socket.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => break,
+                };
+                let Ok(message) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                match message.get("id").and_then(Value::as_u64) {
+                    Some(id) => {
+                        if let Some(reply) = pending.remove(&id) {
+                            let result = match message.get("error") {
+                                Some(error) => Err(anyhow!("DevTools error: {error}")),
+                                None => Ok(message["result"].clone()),
+                            };
+                            let _ = reply.send(result);
+                        }
+                    }
+                    None => note_event(&message, &console),
+                }
+            }
+        }
+    }
+}
+
+/// Keeps console output and uncaught exceptions for failure reports.
+fn note_event(message: &Value, console: &Lines) {
+    let params = &message["params"];
+    match message["method"].as_str() {
+        Some("Runtime.consoleAPICalled") => {
+            let args: Vec<String> = params["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|arg| match &arg["value"] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => arg["description"].as_str().unwrap_or("").to_string(),
+                    other => other.to_string(),
+                })
+                .collect();
+            keep(console, format!("console.{}: {}", params["type"].as_str().unwrap_or("log"), args.join(" ")));
+        }
+        Some("Runtime.exceptionThrown") => {
+            let details = &params["exceptionDetails"];
+            let text = details["exception"]["description"]
+                .as_str()
+                .or_else(|| details["text"].as_str())
+                .unwrap_or("exception");
+            keep(console, format!("uncaught: {text}"));
+        }
+        _ => {}
+    }
+}
