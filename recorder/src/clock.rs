@@ -3,8 +3,8 @@
 //! RTP timestamps give the spacing of a track's packets exactly but start at a random value, wrap at 2^32 and
 //! jump when a sender restarts. Arrival times start on the recording's clock but jitter. [`RtpClock`] uses both:
 //! the first packet is placed at its arrival time, later packets at `anchor + Δrtp / clock_rate`, and when that
-//! estimate drifts from arrival by more than a threshold (sender restart, long mute with a new timestamp base)
-//! the track is re-anchored at arrival. Late packets keep their RTP-derived place, so the mixer can put them
+//! estimate falls too far behind arrival (it would miss the jitter window: clock skew, a long mute the decoder
+//! did not fill) or runs too far ahead (sender restart, a new timestamp base) the track is re-anchored at arrival. Late packets keep their RTP-derived place, so the mixer can put them
 //! where they belong.
 
 use std::time::Duration;
@@ -18,7 +18,8 @@ pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 #[derive(Debug, Clone)]
 pub struct RtpClock {
     clock_rate: u32,
-    resync_after: Duration,
+    max_behind: Duration,
+    max_ahead: Duration,
     /// `(extended rtp timestamp, media time)` of the anchor packet.
     anchor: Option<(i64, Duration)>,
     /// Highest extended timestamp seen, to unwrap the next one.
@@ -27,12 +28,13 @@ pub struct RtpClock {
 }
 
 impl RtpClock {
-    /// A clock for a track with `clock_rate` Hz timestamps; estimates further than `resync_after` from arrival
-    /// re-anchor the track.
-    pub fn new(clock_rate: u32, resync_after: Duration) -> RtpClock {
+    /// A clock for a track with `clock_rate` Hz timestamps. An estimate more than `max_behind` earlier or
+    /// `max_ahead` later than the arrival time re-anchors the track at arrival.
+    pub fn new(clock_rate: u32, max_behind: Duration, max_ahead: Duration) -> RtpClock {
         RtpClock {
             clock_rate: clock_rate.max(1),
-            resync_after,
+            max_behind,
+            max_ahead,
             anchor: None,
             highest: 0,
             resyncs: 0,
@@ -62,7 +64,7 @@ impl RtpClock {
             anchor_time.checked_sub(offset)
         };
         match estimate {
-            Some(time) if time.abs_diff(arrival) <= self.resync_after => {
+            Some(time) if time + self.max_behind >= arrival && time <= arrival + self.max_ahead => {
                 self.highest = self.highest.max(extended);
                 time
             }
@@ -99,7 +101,11 @@ mod tests {
     }
 
     fn clock() -> RtpClock {
-        RtpClock::new(OPUS_CLOCK_RATE, Duration::from_secs(1))
+        RtpClock::new(
+            OPUS_CLOCK_RATE,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        )
     }
 
     #[test]
@@ -108,7 +114,11 @@ mod tests {
         assert_eq!(clock.handle_packet(1_000_000, ms(500)), ms(500));
         // Arrives 30 ms late; still placed 20 ms after the first.
         assert_eq!(clock.handle_packet(1_000_960, ms(550)), ms(520));
-        assert_eq!(clock.handle_packet(1_001_920, ms(541)), ms(540));
+        assert_eq!(
+            clock.handle_packet(1_001_920, ms(531)),
+            ms(540),
+            "early arrival is fine too"
+        );
     }
 
     #[test]
@@ -145,8 +155,28 @@ mod tests {
     }
 
     #[test]
+    fn falling_behind_arrival_beyond_the_window_reanchors() {
+        let mut clock = clock();
+        clock.handle_packet(0, ms(0));
+        // A sender clock running slow: the estimate lags arrival more and more.
+        assert_eq!(clock.handle_packet(48_000, ms(1090)), ms(1000));
+        assert_eq!(
+            clock.handle_packet(96_000, ms(2150)),
+            ms(2150),
+            "150 ms behind: re-anchored"
+        );
+        assert_eq!(clock.resyncs(), 1);
+        // Late arrival within the window keeps the rtp-derived place.
+        assert_eq!(clock.handle_packet(96_960, ms(2230)), ms(2170));
+    }
+
+    #[test]
     fn video_clock_uses_90_khz() {
-        let mut clock = RtpClock::new(VIDEO_CLOCK_RATE, Duration::from_secs(1));
+        let mut clock = RtpClock::new(
+            VIDEO_CLOCK_RATE,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        );
         clock.handle_packet(0, ms(0));
         assert_eq!(
             clock.handle_packet(6_000, ms(70)),

@@ -53,8 +53,17 @@ impl Mp4Writer {
     pub fn create(path: &Path, profile: &Profile) -> Result<Mp4Writer> {
         profile.validate()?;
         ffmpeg_next::init().map_err(Error::ffmpeg("initialising"))?;
-        // libx264 prints pages of statistics at info level; warnings and errors still reach stderr.
-        ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Warning);
+        // libx264 prints pages of statistics at info level; warnings and errors still reach stderr (unless the
+        // caller chose a quieter level already).
+        use ffmpeg_next::log::Level;
+        if ffmpeg_next::log::get_level().is_ok_and(|level| {
+            matches!(
+                level,
+                Level::Info | Level::Verbose | Level::Debug | Level::Trace
+            )
+        }) {
+            ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Warning);
+        }
         let mut output =
             format::output_as(&path, "mp4").map_err(Error::ffmpeg("creating the mp4 file"))?;
         let global_header = output

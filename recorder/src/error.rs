@@ -33,6 +33,12 @@ pub enum Error {
     /// The media thread could not start, or died.
     #[error("media thread: {0}")]
     MediaThread(&'static str),
+    /// The offloader could not be reached or refused a request.
+    #[error("offloader: {0}")]
+    Offloader(String),
+    /// Joining or talking to the call failed.
+    #[error("call: {0}")]
+    Call(String),
     /// A file operation failed.
     #[error("{context}: {source}")]
     Io {

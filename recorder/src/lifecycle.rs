@@ -4,8 +4,11 @@
 //! [`Lifecycle::poll_stop`] after each one. The first reason wins and is reported exactly once, so a SIGTERM
 //! that races a `job_stop` message produces one clean finish, not two.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
+
+use calls_protocol::signalling::{ParticipantInfo, Role};
 
 /// Why a recording ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +103,67 @@ impl Lifecycle {
     }
 }
 
+/// The people in the call (bots excluded), by session id, in join order of their names.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    people: BTreeMap<String, String>,
+}
+
+impl Roster {
+    /// The roster as the bot found it when joining.
+    pub fn new(initial: &[ParticipantInfo], own_session: &str) -> Roster {
+        let mut roster = Roster::default();
+        for info in initial {
+            if info.session_id != own_session {
+                roster.handle_joined(info);
+            }
+        }
+        roster
+    }
+
+    /// Someone joined; bots do not count as people to record for.
+    pub fn handle_joined(&mut self, info: &ParticipantInfo) {
+        if info.role == Role::Participant {
+            self.people
+                .insert(info.session_id.clone(), info.name.clone());
+        }
+    }
+
+    /// Someone left.
+    pub fn handle_left(&mut self, session_id: &str) {
+        self.people.remove(session_id);
+    }
+
+    /// How many people are in the call.
+    pub fn count(&self) -> usize {
+        self.people.len()
+    }
+
+    /// Their display names, sorted for a stable picture.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.people.values().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+/// The SFU's signalling WebSocket URL from the configured base: `http(s)://host` → `ws(s)://host/ws`; a
+/// `ws(s)://` URL with a path is used as given.
+pub fn signalling_url(sfu_url: &str) -> String {
+    let (scheme, rest) = match sfu_url.split_once("://") {
+        Some(("https", rest)) => ("wss", rest),
+        Some(("http", rest)) => ("ws", rest),
+        Some((scheme, rest)) => (scheme, rest),
+        None => ("ws", sfu_url),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') {
+        format!("{scheme}://{rest}")
+    } else {
+        format!("{scheme}://{rest}/ws")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +216,46 @@ mod tests {
         assert_eq!(lifecycle.poll_stop(secs(6)), None);
         lifecycle.handle_call_ended();
         assert_eq!(lifecycle.poll_stop(secs(7)), None);
+    }
+
+    fn info(session: &str, name: &str, role: Role) -> ParticipantInfo {
+        ParticipantInfo {
+            session_id: session.into(),
+            name: name.into(),
+            role,
+            muted: false,
+            screen_on: false,
+        }
+    }
+
+    #[test]
+    fn the_roster_counts_people_not_bots_or_ourselves() {
+        let initial = [
+            info("s1", "Zoe", Role::Participant),
+            info("me", "Recorder", Role::Bot),
+            info("s2", "Adam", Role::Participant),
+            info("s3", "Transcriber", Role::Bot),
+        ];
+        let mut roster = Roster::new(&initial, "me");
+        assert_eq!(roster.count(), 2);
+        assert_eq!(roster.names(), ["Adam", "Zoe"]);
+        roster.handle_left("s1");
+        roster.handle_joined(&info("s4", "Bea", Role::Participant));
+        assert_eq!(roster.names(), ["Adam", "Bea"]);
+    }
+
+    #[test]
+    fn signalling_urls_are_derived_from_the_sfu_base() {
+        assert_eq!(signalling_url("http://sfu:8443"), "ws://sfu:8443/ws");
+        assert_eq!(
+            signalling_url("https://calls.example.com/"),
+            "wss://calls.example.com/ws"
+        );
+        assert_eq!(
+            signalling_url("ws://127.0.0.1:9000/ws"),
+            "ws://127.0.0.1:9000/ws"
+        );
+        assert_eq!(signalling_url("wss://sfu"), "wss://sfu/ws");
     }
 
     #[test]

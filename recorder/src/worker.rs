@@ -76,6 +76,26 @@ enum Command {
     Finish(Duration),
 }
 
+/// A cloneable way to feed the media thread from several tasks (one per received track).
+#[derive(Clone)]
+pub struct MediaSender {
+    sender: SyncSender<Command>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl MediaSender {
+    /// Queues an input without blocking. `false` when it was dropped (thread behind, or stopped after an error).
+    pub fn send(&self, input: MediaInput) -> bool {
+        match self.sender.try_send(Command::Input(input)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                lock(&self.shared).inputs_dropped += 1;
+                false
+            }
+        }
+    }
+}
+
 /// Handle to the media thread.
 pub struct MediaWorker {
     sender: SyncSender<Command>,
@@ -132,12 +152,14 @@ impl MediaWorker {
 
     /// Queues an input without blocking. `false` when it was dropped (thread behind, or stopped after an error).
     pub fn send(&self, input: MediaInput) -> bool {
-        match self.sender.try_send(Command::Input(input)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                lock(&self.shared).inputs_dropped += 1;
-                false
-            }
+        self.sender().send(input)
+    }
+
+    /// A handle for other tasks to send inputs with.
+    pub fn sender(&self) -> MediaSender {
+        MediaSender {
+            sender: self.sender.clone(),
+            shared: Arc::clone(&self.shared),
         }
     }
 

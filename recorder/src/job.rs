@@ -1,0 +1,380 @@
+//! The recorder job: join the call as a bot, feed received media to the media thread, stop when told to (or
+//! when alone, or when the call ends), finalise the file, upload it, and report to the offloader.
+//!
+//! This is the thin async shell around the pure parts: [`Lifecycle`] decides when to stop, [`Roster`] who is
+//! there, [`RtpClock`] where packets belong on the media clock, and the [`MediaWorker`] owns the encoders.
+//! Every phase logs one line to stdout so `docker logs` tells the story of a recording.
+
+use std::future::Future;
+use std::time::Duration;
+
+use calls_participant::audio::VoiceDecoder;
+use calls_participant::video::Vp8Decoder;
+use calls_participant::{ConnectionState, Event, JoinOptions, Participant, RemoteTrack, TrackKind};
+use calls_protocol::jobs::JobStatusKind;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::clock::{RtpClock, OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE};
+use crate::config::JobConfig;
+use crate::error::{Error, Result};
+use crate::frame::I420Frame;
+use crate::lifecycle::{signalling_url, Lifecycle, Roster, StopReason};
+use crate::mixer::{duration_from_samples, MixerConfig};
+use crate::offloader::OffloaderClient;
+use crate::worker::{MediaInput, MediaSender, MediaWorker};
+
+/// Name of the uploaded artifact.
+pub const ARTIFACT_NAME: &str = "recording.mp4";
+const TICK: Duration = Duration::from_millis(20);
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// Inputs the media thread may fall behind by before they are dropped (about 2 s of two voices and a share).
+const MEDIA_QUEUE: usize = 1024;
+
+/// What a successful job did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    /// Why recording stopped.
+    pub reason: StopReason,
+    /// Media time recorded.
+    pub recorded: Duration,
+    /// Bytes uploaded.
+    pub bytes: u64,
+}
+
+/// Runs the whole job. `shutdown` resolves on SIGTERM/SIGINT. On failure the offloader is told why (best
+/// effort) and the error is returned; the caller exits non-zero so the container and its data are kept.
+pub async fn run(config: JobConfig, shutdown: impl Future<Output = ()>) -> Result<JobOutcome> {
+    let client = OffloaderClient::new(&config)?;
+    match record_and_upload(&config, &client, shutdown).await {
+        Ok(outcome) => Ok(outcome),
+        Err(error) => {
+            if let Err(report_error) = client
+                .report(JobStatusKind::Failed, None, Some(error.to_string()), &[])
+                .await
+            {
+                tracing::error!(%report_error, "could not report the failure to the offloader");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn record_and_upload(
+    config: &JobConfig,
+    client: &OffloaderClient,
+    shutdown: impl Future<Output = ()>,
+) -> Result<JobOutcome> {
+    let profile = &config.profile;
+    // The VP8 decoder warns about every frame until the first keyframe; errors are what an operator needs.
+    ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Error);
+    tracing::info!(
+        job_id = %config.job_id,
+        call_id = %config.call_id,
+        profile = %profile.name,
+        size = %format!("{}x{}", profile.width, profile.height),
+        fps = profile.fps,
+        "recorder starting"
+    );
+    std::fs::create_dir_all(&config.output_dir).map_err(|source| Error::Io {
+        context: "creating the output directory",
+        source,
+    })?;
+    let path = config.output_path();
+    let worker = MediaWorker::spawn(
+        path.clone(),
+        profile.clone(),
+        MixerConfig::default(),
+        MEDIA_QUEUE,
+    )?;
+
+    let options = JoinOptions {
+        call_id: Some(config.call_id.clone()),
+        ..JoinOptions::default()
+    };
+    let url = signalling_url(&config.sfu_url);
+    let mut me = Participant::join(&url, config.join_token.expose(), options)
+        .await
+        .map_err(|e| Error::Call(format!("joining {url}: {e}")))?;
+    me.wait_connected(Duration::from_secs(15))
+        .await
+        .map_err(|e| Error::Call(format!("connecting media: {e}")))?;
+    let origin = Instant::now();
+    let mut roster = Roster::new(me.initial_participants(), me.session_id());
+    tracing::info!(session_id = %me.session_id(), people = roster.count(), "joined call");
+    if let Err(error) = client
+        .report(
+            JobStatusKind::Started,
+            Some("joined the call".into()),
+            None,
+            &[],
+        )
+        .await
+    {
+        tracing::warn!(%error, "could not report started");
+    }
+
+    let sender = worker.sender();
+    let mut lifecycle = Lifecycle::new(Duration::ZERO, config.alone_timeout);
+    lifecycle.handle_participants(Duration::ZERO, roster.count());
+    sender.send(MediaInput::Participants {
+        names: roster.names(),
+    });
+    let mut tracks: Vec<JoinHandle<()>> = Vec::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // The first progress report comes one period after `started`, not right on top of it.
+    let mut report = tokio::time::interval_at(Instant::now() + REPORT_EVERY, REPORT_EVERY);
+    report.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut milestones = Milestones::default();
+    tokio::pin!(shutdown);
+
+    let reason = loop {
+        let now = origin.elapsed();
+        if let Some(reason) = lifecycle.poll_stop(now) {
+            break reason;
+        }
+        tokio::select! {
+            _ = &mut shutdown => lifecycle.handle_signal(),
+            _ = tick.tick() => {
+                sender.send(MediaInput::Tick { now });
+                milestones.log(&worker);
+            }
+            _ = report.tick() => {
+                let progress = worker.progress();
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let message = format!("recorded {:.0} s", progress.seconds_recorded());
+                    if let Err(error) = client
+                        .report(JobStatusKind::Progress, Some(message), None, &progress.counters())
+                        .await
+                    {
+                        tracing::warn!(%error, "progress report failed");
+                    }
+                });
+            }
+            event = me.next_event() => match event {
+                None | Some(Event::Disconnected) => lifecycle.handle_call_ended(),
+                Some(Event::Connection(ConnectionState::Failed | ConnectionState::Closed)) => {
+                    lifecycle.handle_call_ended();
+                }
+                Some(Event::Track(track)) => tracks.push(spawn_track(track, sender.clone(), origin)),
+                Some(Event::ParticipantJoined(info)) => {
+                    roster.handle_joined(&info);
+                    lifecycle.handle_participants(now, roster.count());
+                    sender.send(MediaInput::Participants { names: roster.names() });
+                }
+                Some(Event::ParticipantLeft { session_id }) => {
+                    roster.handle_left(&session_id);
+                    lifecycle.handle_participants(now, roster.count());
+                    sender.send(MediaInput::Participants { names: roster.names() });
+                    sender.send(MediaInput::ShareStopped { sharer: session_id.clone(), at: now });
+                    sender.send(MediaInput::SpeakerLeft { speaker: session_id });
+                }
+                Some(Event::MuteState { session_id, muted }) => {
+                    sender.send(MediaInput::SpeakerMuted { speaker: session_id, muted });
+                }
+                Some(Event::ScreenState { session_id, screen_on: false }) => {
+                    sender.send(MediaInput::ShareStopped { sharer: session_id, at: now });
+                }
+                Some(Event::JobStop { reason }) => {
+                    tracing::info!(%reason, "job_stop received");
+                    lifecycle.handle_job_stop();
+                }
+                Some(_) => {}
+            },
+        }
+    };
+
+    let end = origin.elapsed();
+    tracing::info!(%reason, recorded_s = end.as_secs_f64(), "stopping");
+    for track in &tracks {
+        track.abort();
+    }
+    let progress = worker.progress();
+    let summary = tokio::task::spawn_blocking(move || worker.finish(end))
+        .await
+        .map_err(|_| Error::MediaThread("panicked while finishing"))??;
+    tracing::info!(
+        bytes = summary.bytes,
+        video_frames = summary.video_frames,
+        seconds = duration_from_samples(summary.audio_samples).as_secs_f64(),
+        "recording finalised"
+    );
+    // Leave while uploading: the bot should disappear from the call promptly.
+    let leaving = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), me.leave()).await;
+    });
+    let bytes = client.upload(&path, ARTIFACT_NAME).await?;
+    tracing::info!(bytes, artifact = ARTIFACT_NAME, "uploaded");
+    let message = format!(
+        "uploaded {ARTIFACT_NAME} ({bytes} bytes, {:.1} s)",
+        end.as_secs_f64()
+    );
+    if let Err(error) = client
+        .report(
+            JobStatusKind::Progress,
+            Some(message),
+            None,
+            &progress.counters(),
+        )
+        .await
+    {
+        tracing::warn!(%error, "final progress report failed");
+    }
+    let _ = leaving.await;
+    Ok(JobOutcome {
+        reason,
+        recorded: end,
+        bytes,
+    })
+}
+
+/// Logs the first audio and the first screen frame once each.
+#[derive(Default)]
+struct Milestones {
+    audio: bool,
+    screen: bool,
+}
+
+impl Milestones {
+    fn log(&mut self, worker: &MediaWorker) {
+        let progress = worker.progress();
+        if !self.audio && progress.audio_frames_with_voice > 0 {
+            self.audio = true;
+            tracing::info!(recorded_s = progress.seconds_recorded(), "first audio");
+        }
+        if !self.screen && progress.share_frames_received > 0 {
+            self.screen = true;
+            tracing::info!(
+                recorded_s = progress.seconds_recorded(),
+                "first screen frame"
+            );
+        }
+    }
+}
+
+fn spawn_track(track: RemoteTrack, sender: MediaSender, origin: Instant) -> JoinHandle<()> {
+    tracing::info!(owner = %track.owner(), name = ?track.owner_name, kind = ?track.kind(), "receiving track");
+    match track.kind() {
+        TrackKind::Voice => tokio::spawn(pump_voice(track, sender, origin)),
+        TrackKind::Screen => tokio::spawn(pump_screen(track, sender, origin)),
+    }
+}
+
+/// Decodes a voice track; the decoder's output is contiguous (it conceals losses and fills short gaps), so its
+/// sample count is the track's own clock, mapped onto the media clock by arrival.
+async fn pump_voice(track: RemoteTrack, sender: MediaSender, origin: Instant) {
+    let speaker = track.owner().to_owned();
+    let mut decoder = match VoiceDecoder::new() {
+        Ok(decoder) => decoder,
+        Err(error) => {
+            tracing::error!(%speaker, %error, "cannot decode voice");
+            return;
+        }
+    };
+    // Behind by more than the mixer's jitter window would be dropped; re-anchor before that.
+    let mut clock = RtpClock::new(
+        OPUS_CLOCK_RATE,
+        Duration::from_millis(100),
+        Duration::from_millis(400),
+    );
+    let mut position: u64 = 0;
+    while let Some(packet) = track.next_packet().await {
+        let arrival = origin.elapsed();
+        let pcm = decoder.push(packet);
+        if pcm.is_empty() {
+            continue;
+        }
+        let length = duration_from_samples(pcm.len() as u64);
+        // The decoder's position is a 48 kHz timeline; wrapping to u32 is what RtpClock unwraps.
+        let at = clock.handle_packet(position as u32, arrival.saturating_sub(length));
+        position += pcm.len() as u64;
+        sender.send(MediaInput::Audio {
+            speaker: speaker.clone(),
+            at,
+            pcm,
+        });
+    }
+}
+
+/// Decodes a screen track, placing each frame by its RTP timestamp and asking for keyframes after losses.
+async fn pump_screen(track: RemoteTrack, sender: MediaSender, origin: Instant) {
+    let sharer = track.owner().to_owned();
+    let mut decoder = match Vp8Decoder::new() {
+        Ok(decoder) => decoder,
+        Err(error) => {
+            tracing::error!(%sharer, %error, "cannot decode the screen share");
+            return;
+        }
+    };
+    let mut clock = RtpClock::new(
+        VIDEO_CLOCK_RATE,
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+    );
+    let mut last_keyframe_request: Option<Instant> = None;
+    track.request_keyframe().await;
+    while let Some(packet) = track.next_packet().await {
+        let arrival = origin.elapsed();
+        let timestamp = packet.header.timestamp;
+        let output = decoder.push(&packet);
+        if output.wants_keyframe
+            && last_keyframe_request.is_none_or(|at| at.elapsed() > Duration::from_millis(500))
+        {
+            last_keyframe_request = Some(Instant::now());
+            track.request_keyframe().await;
+        }
+        for frame in output.frames {
+            let at = clock.handle_packet(timestamp, arrival);
+            match I420Frame::new(frame.width, frame.height, frame.data) {
+                Ok(frame) => {
+                    sender.send(MediaInput::Video {
+                        sharer: sharer.clone(),
+                        at,
+                        frame,
+                    });
+                }
+                Err(error) => tracing::warn!(%sharer, %error, "dropping a malformed screen frame"),
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM (the offloader or Docker stopping the container) or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
+}
+
+/// Tells the offloader that the job's settings were invalid, when enough of them (`JOB_ID`, `JOB_TOKEN`,
+/// `OFFLOADER_URL`) are there to do so. Best effort: the exit code carries the failure either way.
+pub async fn report_invalid_settings(lookup: impl Fn(&str) -> Option<String>, error: &Error) {
+    let (Some(base), Some(job_id), Some(token)) = (
+        lookup("OFFLOADER_URL"),
+        lookup("JOB_ID"),
+        lookup("JOB_TOKEN"),
+    ) else {
+        return;
+    };
+    let Ok(client) = OffloaderClient::from_parts(&base, &job_id, crate::config::Secret::new(token))
+    else {
+        return;
+    };
+    if let Err(report_error) = client
+        .report(JobStatusKind::Failed, None, Some(error.to_string()), &[])
+        .await
+    {
+        tracing::error!(%report_error, "could not report the invalid settings to the offloader");
+    }
+}
