@@ -338,8 +338,15 @@ impl Participant {
         media::spawn_voice(Arc::clone(&self.voice), self.voice_ssrc, pcm)
     }
 
-    /// Starts sharing the moving test pattern (`width`×`height` at `fps`) as VP8.
+    /// Starts sharing the moving test pattern (`width`×`height` at `fps`) as VP8, with a
+    /// keyframe every second and on request.
     pub async fn start_screen(&mut self, width: u32, height: u32, fps: u32) -> Result<()> {
+        self.start_screen_with(media::ScreenOptions::new(width, height, fps))
+            .await
+    }
+
+    /// Starts sharing the moving test pattern as VP8 with the given options.
+    pub async fn start_screen_with(&mut self, options: media::ScreenOptions) -> Result<()> {
         if self.screen.is_some() {
             return Ok(());
         }
@@ -359,10 +366,13 @@ impl Participant {
         self.command(Command::AddTrack(Arc::clone(&track), reply))
             .await?;
         let sender = added.await.map_err(|_| Error::Disconnected)??;
-        self.screen = Some(media::ScreenShare::start(
-            track, ssrc, sender, width, height, fps,
-        )?);
+        self.screen = Some(media::ScreenShare::start(track, ssrc, sender, options)?);
         Ok(())
+    }
+
+    /// What the running screen share has sent and been asked for; `None` when not sharing.
+    pub fn screen_stats(&self) -> Option<media::ScreenStats> {
+        self.screen.as_ref().map(media::ScreenShare::stats)
     }
 
     /// Stops the screen share.

@@ -19,6 +19,7 @@ pub mod audio;
 pub mod cli;
 mod client;
 pub mod error;
+mod feedback;
 pub mod jitter;
 mod media;
 mod peer;
@@ -30,5 +31,6 @@ pub use calls_protocol::signalling::{
 pub use client::{Event, JoinOptions, Participant};
 pub use error::{Error, Result};
 pub use media::RemoteTrack;
+pub use media::{KeyframePolicy, ScreenOptions, ScreenStats};
 pub use video::VideoFrame;
 pub use webrtc::peer_connection::RTCPeerConnectionState as ConnectionState;

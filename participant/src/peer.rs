@@ -1,5 +1,6 @@
 //! The participant's peer connection: the same two codecs as the SFU (Opus 111, VP8 96),
-//! default interceptors, an ephemeral UDP port on the address that reaches the SFU.
+//! default interceptors plus one that hands keyframe requests to the screen share, an ephemeral
+//! UDP port on the address that reaches the SFU.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -73,7 +74,10 @@ pub async fn build(
         },
         RtpCodecKind::Video,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?.with(
+        crate::feedback::marker_slot(),
+        crate::feedback::KeyframeRequestMarker::default(),
+    );
     let local = std::net::SocketAddr::new(bind_ip, 0);
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)

@@ -105,6 +105,12 @@ pub struct Vp8Encoder {
 impl Vp8Encoder {
     /// Opens libvpx for `width`×`height` at `fps`, a keyframe at least every `fps` frames.
     pub fn new(width: u32, height: u32, fps: u32, bitrate: usize) -> Result<Self> {
+        Self::with_gop(width, height, fps, fps, bitrate)
+    }
+
+    /// Opens libvpx for `width`×`height` at `fps`, a keyframe at least every `gop` frames
+    /// (besides the ones [`Vp8Encoder::encode`] is asked for).
+    pub fn with_gop(width: u32, height: u32, fps: u32, gop: u32, bitrate: usize) -> Result<Self> {
         init_ffmpeg()?;
         let codec = encoder::find_by_name("libvpx")
             .ok_or_else(|| Error::Media("libvpx VP8 encoder is not available".into()))?;
@@ -117,7 +123,7 @@ impl Vp8Encoder {
         video.set_time_base(Rational(1, fps as i32));
         video.set_frame_rate(Some(Rational(fps as i32, 1)));
         video.set_bit_rate(bitrate);
-        video.set_gop(fps);
+        video.set_gop(gop.max(1));
         let mut options = Dictionary::new();
         options.set("deadline", "realtime");
         options.set("cpu-used", "8");

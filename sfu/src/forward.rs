@@ -4,7 +4,11 @@
 //! The publisher's reader never waits on a subscriber: a full queue drops the packet for that
 //! subscriber only (counted in `sfu_rtc_errors_total{type="rtp_queue_full"}`), so one slow
 //! receiver cannot stall a call. Keyframe requests (PLI/FIR) from subscribers are relayed to the
-//! publisher as a PLI, at most one per [`KEYFRAME_REQUEST_INTERVAL`].
+//! publisher as a PLI for the publisher's SSRC, at most one per [`KEYFRAME_REQUEST_INTERVAL`].
+//! webrtc routes an inbound RTCP batch to one track by the SSRC its *first* packet names (a
+//! browser's receiver report may come first), so requests are matched to publications by the
+//! SSRC they name, through the session's [`FeedbackRoutes`], whichever track they arrived on.
+//! They reach the application at all only because `peer.rs` registers `KeyframeRequestMarker`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +18,9 @@ use std::time::{Duration, Instant};
 use calls_protocol::signalling::{TrackId, TrackKind};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
-use tokio::sync::mpsc;
+use rtc::{rtcp, rtp};
+use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -95,8 +99,9 @@ impl Publication {
             .len()
     }
 
-    /// Asks the publisher for a keyframe, unless one was asked for very recently.
-    pub async fn request_keyframe(&self) {
+    /// Asks the publisher for a keyframe (a PLI naming the SSRC it sends with), unless one was
+    /// asked for very recently.
+    pub async fn request_keyframe(&self, metrics: &Metrics) {
         {
             let mut last = self
                 .last_keyframe_request
@@ -104,6 +109,10 @@ impl Publication {
                 .expect("keyframe lock is never poisoned");
             let now = Instant::now();
             if last.is_some_and(|at| now.duration_since(at) < KEYFRAME_REQUEST_INTERVAL) {
+                metrics
+                    .keyframe_requests
+                    .with_label_values(&["coalesced"])
+                    .inc();
                 return;
             }
             *last = Some(now);
@@ -112,8 +121,21 @@ impl Publication {
             sender_ssrc: 0,
             media_ssrc: self.media_ssrc,
         };
-        if let Err(err) = self.remote.write_rtcp(vec![Box::new(pli)]).await {
-            tracing::debug!(track = %self.id, error = %err, "keyframe request failed");
+        match self.remote.write_rtcp(vec![Box::new(pli)]).await {
+            Ok(()) => {
+                tracing::debug!(track = %self.id, ssrc = self.media_ssrc, "keyframe requested");
+                metrics
+                    .keyframe_requests
+                    .with_label_values(&["relayed"])
+                    .inc();
+            }
+            Err(err) => {
+                tracing::debug!(track = %self.id, error = %err, "keyframe request failed");
+                metrics
+                    .keyframe_requests
+                    .with_label_values(&["failed"])
+                    .inc();
+            }
         }
     }
 
@@ -143,8 +165,14 @@ impl Drop for LiveTrack {
     }
 }
 
-/// Reads the publisher's track until it ends, forwarding every packet.
-pub async fn run_publication(publication: Arc<Publication>, metrics: Arc<Metrics>) {
+/// Reads the publisher's track until it ends, forwarding every packet. Keyframe requests the
+/// publisher sends about tracks it receives may land here too; they go through `routes`, the
+/// publisher's own session's.
+pub async fn run_publication(
+    publication: Arc<Publication>,
+    metrics: Arc<Metrics>,
+    routes: Arc<FeedbackRoutes>,
+) {
     let kind = publication.media_kind();
     let incoming = metrics.rtp(Direction::In, kind).clone();
     let _live = LiveTrack::new(&incoming);
@@ -156,6 +184,9 @@ pub async fn run_publication(publication: Arc<Publication>, metrics: Arc<Metrics
                     publication.fan_out(&packet, &metrics);
                 }
             }
+            TrackRemoteEvent::OnRtcpPacket(packets) => {
+                routes.relay(&packets, &metrics).await;
+            }
             TrackRemoteEvent::OnEnded => break,
             _ => {}
         }
@@ -163,9 +194,12 @@ pub async fn run_publication(publication: Arc<Publication>, metrics: Arc<Metrics
 }
 
 /// Writes one subscriber's queue into its local track, rewriting SSRC and payload type to the
-/// ones negotiated on that leg and dropping header extensions (their ids are per leg).
+/// ones negotiated on that leg and dropping header extensions (their ids are per leg). Packets
+/// are dropped while the subscriber's connection is not up (`media_up` false): before DTLS
+/// completes there are no SRTP keys and webrtc would fail every write with an error log.
 pub async fn run_writer(
     mut queue: mpsc::Receiver<rtp::Packet>,
+    media_up: watch::Receiver<bool>,
     local: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     payload_type: u8,
@@ -175,6 +209,9 @@ pub async fn run_writer(
     let outgoing = metrics.rtp(Direction::Out, kind).clone();
     let _live = LiveTrack::new(&outgoing);
     while let Some(mut packet) = queue.recv().await {
+        if !*media_up.borrow() {
+            continue;
+        }
         packet.header.ssrc = ssrc;
         packet.header.payload_type = payload_type;
         packet.header.extension = false;
@@ -189,10 +226,67 @@ pub async fn run_writer(
     }
 }
 
-/// Relays keyframe requests a subscriber sends about its local track to the publisher.
-pub async fn run_feedback(local: Arc<TrackLocalStaticRTP>, publication: Arc<Publication>) {
+/// The tracks forwarded to one subscriber session by the SSRC the SFU sends each with.
+#[derive(Default)]
+pub struct FeedbackRoutes(Mutex<HashMap<u32, Arc<Publication>>>);
+
+impl FeedbackRoutes {
+    /// Routes requests naming `ssrc` to `publication`.
+    pub fn insert(&self, ssrc: u32, publication: Arc<Publication>) {
+        self.0
+            .lock()
+            .expect("routes lock is never poisoned")
+            .insert(ssrc, publication);
+    }
+
+    /// Forgets `ssrc`.
+    pub fn remove(&self, ssrc: u32) {
+        self.0
+            .lock()
+            .expect("routes lock is never poisoned")
+            .remove(&ssrc);
+    }
+
+    /// Relays every keyframe request in `packets` to the publication it names.
+    pub async fn relay(&self, packets: &[Box<dyn rtcp::Packet>], metrics: &Metrics) {
+        let targets: Vec<Arc<Publication>> = {
+            let routes = self.0.lock().expect("routes lock is never poisoned");
+            let mut ssrcs = keyframe_request_ssrcs(packets);
+            ssrcs.dedup();
+            ssrcs
+                .iter()
+                .filter_map(|ssrc| routes.get(ssrc).cloned())
+                .collect()
+        };
+        for publication in targets {
+            publication.request_keyframe(metrics).await;
+        }
+    }
+}
+
+/// The media SSRCs that the PLI and FIR packets among `packets` ask keyframes for, in order.
+pub fn keyframe_request_ssrcs(packets: &[Box<dyn rtcp::Packet>]) -> Vec<u32> {
+    let mut ssrcs = Vec::new();
+    for packet in packets {
+        let any = packet.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            ssrcs.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            ssrcs.extend(fir.fir.iter().map(|entry| entry.ssrc));
+        }
+    }
+    ssrcs
+}
+
+/// Relays the keyframe requests a subscriber's RTCP carries (webrtc delivers them on this local
+/// track) to the publishers, until the task is aborted on removal.
+pub async fn run_feedback(
+    local: Arc<TrackLocalStaticRTP>,
+    routes: Arc<FeedbackRoutes>,
+    metrics: Arc<Metrics>,
+) {
     loop {
-        // The track yields nothing until negotiation binds it; the task is aborted on removal.
+        // The track yields nothing until negotiation binds it.
         let Some(event) = local.poll().await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -200,12 +294,34 @@ pub async fn run_feedback(local: Arc<TrackLocalStaticRTP>, publication: Arc<Publ
         let TrackLocalEvent::OnRtcpPacket(packets) = event else {
             continue;
         };
-        let wants_keyframe = packets.iter().any(|packet| {
-            let any = packet.as_any();
-            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-        });
-        if wants_keyframe {
-            publication.request_keyframe().await;
-        }
+        routes.relay(&packets, &metrics).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::payload_feedbacks::full_intra_request::FirEntry;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+
+    #[test]
+    fn keyframe_requests_are_found_by_the_ssrc_they_name() {
+        let packets: Vec<Box<dyn rtcp::Packet>> = vec![
+            Box::new(ReceiverReport::default()),
+            Box::new(PictureLossIndication {
+                sender_ssrc: 1,
+                media_ssrc: 42,
+            }),
+            Box::new(FullIntraRequest {
+                sender_ssrc: 1,
+                media_ssrc: 0,
+                fir: vec![FirEntry {
+                    ssrc: 7,
+                    sequence_number: 3,
+                }],
+            }),
+        ];
+        assert_eq!(keyframe_request_ssrcs(&packets), vec![42, 7]);
+        assert!(keyframe_request_ssrcs(&[Box::new(ReceiverReport::default())]).is_empty());
     }
 }

@@ -79,6 +79,9 @@ pub struct Metrics {
     pub ws_connections: IntGauge,
     /// Signalling messages by `direction` and message `type`.
     pub ws_messages: IntCounterVec,
+    /// Keyframe requests (PLI/FIR) from receivers by `result`: `relayed` to the publisher as a
+    /// PLI, `coalesced` into one relayed shortly before, or `failed` to write.
+    pub keyframe_requests: IntCounterVec,
     rtp: [[RtpSeries; 2]; 2],
 }
 
@@ -153,6 +156,12 @@ impl Metrics {
             "Signalling messages by direction and type.",
             &["direction", "type"],
         );
+        let keyframe_requests = counter_vec(
+            &registry,
+            "sfu_rtc_keyframe_requests_total",
+            "Keyframe requests from receivers: relayed to the publisher, coalesced, or failed.",
+            &["result"],
+        );
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
@@ -178,6 +187,7 @@ impl Metrics {
             errors,
             ws_connections,
             ws_messages,
+            keyframe_requests,
             rtp,
         }
     }

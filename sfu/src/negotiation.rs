@@ -14,7 +14,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -26,7 +26,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::candidates::{rewrite_candidate, rewrite_sdp, Advertise};
-use crate::forward::{self, Publication};
+use crate::forward::{self, FeedbackRoutes, Publication};
 use crate::peer::{self, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
 use crate::state::{SessionCommand, Shared};
 
@@ -64,6 +64,8 @@ impl PeerConnectionEventHandler for Handler {
 /// A track forwarded to this session.
 pub struct Forward {
     publication: Arc<Publication>,
+    /// SSRC the SFU sends it with on this leg.
+    ssrc: u32,
     sender: Option<Arc<dyn RtpSender>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -86,6 +88,10 @@ pub struct Negotiator {
     /// Remote candidates that arrived before a remote description.
     early_candidates: Vec<IceCandidate>,
     forwards: HashMap<String, Forward>,
+    /// Keyframe requests from this session, by the SSRC of the forwarded track they name.
+    routes: Arc<FeedbackRoutes>,
+    /// Whether the connection is up (DTLS done); forwarded packets are dropped until it is.
+    media_up: watch::Sender<bool>,
     publications: Vec<JoinHandle<()>>,
 }
 
@@ -119,6 +125,8 @@ impl Negotiator {
             deferred: Vec::new(),
             early_candidates: Vec::new(),
             forwards: HashMap::new(),
+            routes: Arc::new(FeedbackRoutes::default()),
+            media_up: watch::channel(false).0,
             publications: Vec::new(),
         })
     }
@@ -349,21 +357,28 @@ impl Negotiator {
         let (sink, queue) = mpsc::channel(self.shared.config.limits.rtp_queue_size);
         publication.add_sink(&self.session_id, sink);
         let metrics = Arc::clone(&self.shared.metrics);
+        self.routes.insert(ssrc, Arc::clone(&publication));
         let tasks = vec![
             tokio::spawn(forward::run_writer(
                 queue,
+                self.media_up.subscribe(),
                 Arc::clone(&local),
                 ssrc,
                 payload_type,
                 publication.media_kind(),
+                Arc::clone(&metrics),
+            )),
+            tokio::spawn(forward::run_feedback(
+                local,
+                Arc::clone(&self.routes),
                 metrics,
             )),
-            tokio::spawn(forward::run_feedback(local, Arc::clone(&publication))),
         ];
         self.forwards.insert(
             key,
             Forward {
                 publication,
+                ssrc,
                 sender,
                 tasks,
             },
@@ -374,6 +389,7 @@ impl Negotiator {
 
     async fn drop_forward(&self, forward: Forward) {
         forward.publication.remove_sink(&self.session_id);
+        self.routes.remove(forward.ssrc);
         for task in &forward.tasks {
             task.abort();
         }
@@ -403,6 +419,8 @@ impl Negotiator {
             PeerEvent::Track(remote) => self.publish(remote).await,
             PeerEvent::State(state) => {
                 self.shared.metrics.record_conn_state(&state.to_string());
+                self.media_up
+                    .send_replace(state == RTCPeerConnectionState::Connected);
                 if matches!(
                     state,
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
@@ -444,8 +462,9 @@ impl Negotiator {
         publication.set_muted(kind == TrackKind::Voice && muted);
         self.shared.publish(Arc::clone(&publication), actions);
         let shared = Arc::clone(&self.shared);
+        let routes = Arc::clone(&self.routes);
         self.publications.push(tokio::spawn(async move {
-            forward::run_publication(publication, Arc::clone(&shared.metrics)).await;
+            forward::run_publication(publication, Arc::clone(&shared.metrics), routes).await;
             shared.unpublish(&track);
         }));
     }

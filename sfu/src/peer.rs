@@ -1,15 +1,27 @@
 //! Builds the SFU side of one session's peer connection: Opus and VP8 only (fixed payload types
 //! 111 and 96, the ones the participant client uses too), default interceptors (NACK, RTCP
-//! reports, TWCC), a known ICE ufrag so the shared UDP mux can route to it, no mDNS.
+//! reports, TWCC) plus [`KeyframeRequestMarker`], a known ICE ufrag so the shared UDP mux can
+//! route to it, no mDNS.
+//!
+//! webrtc 0.21 stops all inbound RTCP at the end of the interceptor chain unless an interceptor
+//! marks a packet `DeliverToApplication`; without the marker a receiver's PLI/FIR never reaches
+//! `forward::run_feedback` and a sharer that sends keyframes only on request (every browser) is
+//! never asked for one.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rand::distributions::{Alphanumeric, DistString};
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
+use rtc::sansio::Protocol;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer, Registry,
@@ -89,7 +101,8 @@ pub async fn build(
         )
     };
     let mut engine = media_engine()?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)?
+        .with(Slot::from(MARKER_SLOT), KeyframeRequestMarker::default());
     let settings = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.clone(), password)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
@@ -134,4 +147,111 @@ pub async fn build(
         .build()
         .await?;
     Ok(Arc::new(peer))
+}
+
+/// Chain position of the marker: after every built-in interceptor (the jitter buffer is at
+/// 13 000), so they all see the whole of the inbound RTCP first.
+const MARKER_SLOT: usize = 14_000;
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Passes inbound PLI/FIR on to the application (other inbound RTCP is left for the chain's end
+/// to drop, as without this interceptor); outbound packets pass untouched.
+#[derive(Default)]
+pub struct KeyframeRequestMarker {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                let requests = packets
+                    .iter()
+                    .filter(|p| is_keyframe_request(p.as_ref()))
+                    .cloned()
+                    .collect();
+                msg.message.packet = Packet::Rtcp(requests);
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestMarker {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::shared::TransportContext;
+
+    fn read(
+        marker: &mut KeyframeRequestMarker,
+        packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+    ) -> TaggedPacket {
+        marker
+            .handle_read(TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtcp(packets)),
+            })
+            .expect("the marker accepts every packet");
+        marker
+            .poll_read()
+            .expect("the marker passes every packet on")
+    }
+
+    #[test]
+    fn keyframe_requests_are_marked_for_the_application_and_reports_are_not() {
+        let mut marker = KeyframeRequestMarker::default();
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 42,
+        };
+        let out = read(
+            &mut marker,
+            vec![Box::new(ReceiverReport::default()), Box::new(pli)],
+        );
+        assert!(out.message.has(&Attribute::DeliverToApplication));
+        let Packet::Rtcp(kept) = &out.message.packet else {
+            panic!("rtcp stays rtcp");
+        };
+        assert_eq!(kept.len(), 1, "only the request is handed over");
+        assert!(kept[0].as_any().is::<PictureLossIndication>());
+
+        let out = read(&mut marker, vec![Box::new(ReceiverReport::default())]);
+        assert!(!out.message.has(&Attribute::DeliverToApplication));
+    }
 }
