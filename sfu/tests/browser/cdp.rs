@@ -158,7 +158,10 @@ impl Chromium {
 
 impl Process {
     fn stderr_tail(&self) -> String {
-        let lines = self.stderr.lock().expect("line buffer lock is never poisoned");
+        let lines = self
+            .stderr
+            .lock()
+            .expect("line buffer lock is never poisoned");
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }
@@ -184,7 +187,9 @@ pub struct Page {
 
 impl Page {
     async fn call(&self, method: &str, params: Value) -> Result<Value> {
-        self.devtools.call(Some(&self.session), method, params).await
+        self.devtools
+            .call(Some(&self.session), method, params)
+            .await
     }
 
     /// Loads `url` and waits until its document has loaded.
@@ -243,7 +248,11 @@ impl Page {
 
     /// The page's recent console messages and uncaught exceptions.
     pub fn console(&self) -> String {
-        let lines = self.devtools.console.lock().expect("line buffer lock is never poisoned");
+        let lines = self
+            .devtools
+            .console
+            .lock()
+            .expect("line buffer lock is never poisoned");
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }
@@ -366,7 +375,14 @@ fn note_event(message: &Value, console: &Lines) {
                     other => other.to_string(),
                 })
                 .collect();
-            keep(console, format!("console.{}: {}", params["type"].as_str().unwrap_or("log"), args.join(" ")));
+            keep(
+                console,
+                format!(
+                    "console.{}: {}",
+                    params["type"].as_str().unwrap_or("log"),
+                    args.join(" ")
+                ),
+            );
         }
         Some("Runtime.exceptionThrown") => {
             let details = &params["exceptionDetails"];

@@ -34,7 +34,10 @@ fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
-    let sum: f64 = samples.iter().map(|s| (f64::from(*s) / 32768.0).powi(2)).sum();
+    let sum: f64 = samples
+        .iter()
+        .map(|s| (f64::from(*s) / 32768.0).powi(2))
+        .sum();
     (sum / samples.len() as f64).sqrt()
 }
 
@@ -63,7 +66,11 @@ pub fn analyse(pcm: &[i16]) -> Beeps {
             onsets.push(index as f64 * WINDOW as f64 / 48_000.0);
         }
         // Hysteresis: a beep ends only when the level falls well below the onset threshold.
-        in_beep = if in_beep { *level >= loud / 4.0 } else { *level >= loud };
+        in_beep = if in_beep {
+            *level >= loud / 4.0
+        } else {
+            *level >= loud
+        };
     }
     let loudest = levels
         .iter()
@@ -90,9 +97,13 @@ pub fn analyse(pcm: &[i16]) -> Beeps {
     Beeps {
         seconds: pcm.len() as f64 / 48_000.0,
         peak_rms,
-        floor_rms: if floor_rms.is_finite() { floor_rms } else { 0.0 },
+        floor_rms: if floor_rms.is_finite() {
+            floor_rms
+        } else {
+            0.0
+        },
         onsets,
-        tone_hz,
+        tone_hz: if total > 0.0 { tone_hz } else { 0.0 },
         tone_share: if total > 0.0 { near / total } else { 0.0 },
     }
 }

@@ -1,0 +1,291 @@
+//! The demo page in a real browser: headless Chromium, driven over the DevTools protocol, opens
+//! the page served by an in-process SFU, joins with a join token and publishes its fake
+//! microphone (a beeping tone). A participant-library client in the same call must hear the
+//! beeps attributed to the browser's display name, the page must list that client and play its
+//! espeak-ng speech, the page's mute button must reach the client as a mute event, and a caption
+//! published by a bot must show up in the page. Skipped, with a message, when no `chromium`
+//! binary is installed.
+
+mod common;
+
+#[path = "browser/cdp.rs"]
+mod cdp;
+#[path = "browser/tone.rs"]
+mod tone;
+
+use std::io::Write;
+use std::time::Duration;
+
+use calls_participant::{Caption, Event, JoinOptions, Participant, Role, TrackKind};
+use cdp::{Chromium, Page};
+use common::*;
+use serde_json::Value;
+
+const CALL: &str = "call-browser";
+const BROWSER_NAME: &str = "Carol in Chromium";
+
+/// A JavaScript string literal for `text`.
+fn js_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string always serialises")
+}
+
+/// Audio the page receives from `owner`: the inbound-rtp stats of the track its `<audio>`
+/// element for that owner plays, or null while there is none.
+fn inbound_audio_of(owner: &str) -> String {
+    format!(
+        r##"(async () => {{
+            const element = [...document.querySelectorAll("#voices audio")]
+                .find((audio) => audio.dataset.owner === {owner});
+            if (!element || !element.srcObject) return null;
+            const track = element.srcObject.getAudioTracks()[0];
+            const stats = await state.pc.getStats();
+            let found = null;
+            stats.forEach((report) => {{
+                if (report.type === "inbound-rtp" && report.kind === "audio"
+                    && report.trackIdentifier === track.id) {{
+                    found = {{
+                        packets: report.packetsReceived || 0,
+                        bytes: report.bytesReceived || 0,
+                        energy: report.totalAudioEnergy || 0,
+                    }};
+                }}
+            }});
+            return found;
+        }})()"##,
+        owner = js_string(owner)
+    )
+}
+
+fn field(value: &Value, name: &str) -> f64 {
+    value[name].as_f64().unwrap_or(0.0)
+}
+
+async fn page_participants(page: &Page) -> Vec<String> {
+    let names = page
+        .evaluate("[...document.querySelectorAll('#participants li')].map((li) => li.textContent)")
+        .await
+        .expect("participant list reads");
+    serde_json::from_value(names).expect("participant names are strings")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn demo_page_talks_with_a_participant() {
+    let Some(binary) = cdp::find_chromium() else {
+        // Written to stderr directly, so that the harness's output capture does not hide it.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED demo_page_talks_with_a_participant: no `chromium` on PATH \
+             (apt-get install chromium, or run scripts/install-deps.sh)"
+        );
+        return;
+    };
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let bob_words = speech(
+        dir.path(),
+        "bob",
+        "Hello from the participant library, can the browser hear me?",
+    );
+
+    let sfu = start_sfu().await;
+    let mut bob = join(&sfu, CALL, "Bob").await;
+    let captions = Participant::join(
+        &sfu.ws_url(),
+        &token(CALL, "Captions", Role::Bot),
+        JoinOptions::default(),
+    )
+    .await
+    .expect("the caption bot joins");
+
+    let chromium = Chromium::launch(&binary).await.expect("chromium starts");
+    let page = chromium.new_page().await.expect("a tab opens");
+    let outcome = run_scenario(&sfu, &page, &mut bob, &captions, &bob_words).await;
+    if let Err(error) = outcome {
+        let page_log = page
+            .evaluate("document.getElementById('log').textContent")
+            .await
+            .unwrap_or_default();
+        panic!(
+            "{error:#}\n--- page log ---\n{}\n--- console ---\n{}\n--- chromium stderr ---\n{}",
+            page_log.as_str().unwrap_or(""),
+            page.console(),
+            chromium.stderr_tail()
+        );
+    }
+    drop(page);
+    drop(chromium);
+    bob.leave().await.unwrap();
+    captions.leave().await.unwrap();
+    sfu.shutdown().await;
+    println!("browser test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+async fn run_scenario(
+    sfu: &calls_sfu::RunningSfu,
+    page: &Page,
+    bob: &mut Participant,
+    captions: &Participant,
+    bob_words: &[i16],
+) -> anyhow::Result<()> {
+    // A user opens the page, pastes a token and presses Join.
+    page.navigate(&format!("{}/", sfu.http_url())).await?;
+    let token = token(CALL, BROWSER_NAME, Role::Participant);
+    page.evaluate(&format!(
+        "document.getElementById('token').value = {}; document.getElementById('join').click(); true",
+        js_string(&token)
+    ))
+    .await?;
+    let browser_session = page
+        .wait_for(
+            "the page's media connection",
+            "state.pc && state.pc.connectionState === 'connected' && state.sessionId",
+            Duration::from_secs(20),
+        )
+        .await?;
+    let browser_session = browser_session.as_str().unwrap_or_default().to_string();
+    let status = page
+        .evaluate("document.getElementById('status').textContent")
+        .await?;
+    anyhow::ensure!(
+        status.as_str().is_some_and(|s| s.starts_with("in call")),
+        "page status {status}"
+    );
+
+    // (1) The participant receives the browser's microphone, attributed to its display name.
+    let from_browser = wait_track(bob, &browser_session, TrackKind::Voice).await;
+    anyhow::ensure!(
+        from_browser.owner_name.as_deref() == Some(BROWSER_NAME),
+        "the browser's voice is attributed to {:?}",
+        from_browser.owner_name
+    );
+
+    // (2) Meanwhile Bob speaks; the page must list him and play his voice.
+    let lead_in = Duration::from_millis(500);
+    let sending = bob.send_voice(with_lead_in(bob_words, lead_in));
+    let listen = Duration::from_secs(4);
+    let bob_session = bob.session_id().to_string();
+    let (heard, page_audio) = tokio::join!(
+        from_browser.record_voice(listen, Duration::from_secs(2)),
+        async {
+            let first = page
+                .wait_for(
+                    "Bob's audio in the page",
+                    &inbound_audio_of(&bob_session),
+                    Duration::from_secs(10),
+                )
+                .await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let later = page.evaluate(&inbound_audio_of(&bob_session)).await?;
+            anyhow::Ok((first, later))
+        }
+    );
+    let heard = heard?;
+    let (first, later) = page_audio?;
+    sending.await??;
+
+    let beeps = tone::analyse(&heard);
+    println!(
+        "browser microphone as heard by Bob: {beeps:?}, period {:?}",
+        beeps.period()
+    );
+    // Chromium's fake microphone beeps at 400 Hz every 500 ms. The page's audio processing
+    // (noise suppression, gain control) sometimes swallows beeps for seconds, so the test asks
+    // for at least one loud beep and for every beep heard to sit on the 500 ms grid.
+    anyhow::ensure!(
+        beeps.seconds >= 3.0,
+        "only {:.1} s of the browser's audio arrived",
+        beeps.seconds
+    );
+    anyhow::ensure!(
+        beeps.peak_rms >= 0.05 && beeps.peak_rms >= 100.0 * beeps.floor_rms,
+        "no beep stands out of the browser's audio: {beeps:?}"
+    );
+    anyhow::ensure!(
+        (300.0..=500.0).contains(&beeps.tone_hz) && beeps.tone_share >= 0.3,
+        "the loudest part is not the 400 Hz beep: {beeps:?}"
+    );
+    anyhow::ensure!(
+        beeps.onsets.windows(2).all(|pair| {
+            let beats = (pair[1] - pair[0]) / 0.5;
+            (beats - beats.round()).abs() <= 0.1 && beats.round() >= 1.0
+        }),
+        "beeps off the 500 ms grid: {beeps:?}"
+    );
+
+    println!("Bob's audio in the page: first {first}, 3 s later {later}");
+    let names = page_participants(page).await;
+    anyhow::ensure!(names.iter().any(|n| n == "Bob"), "page lists {names:?}");
+    anyhow::ensure!(
+        names.iter().any(|n| n == "Captions [bot]"),
+        "page lists {names:?}"
+    );
+    anyhow::ensure!(
+        field(&later, "packets") >= field(&first, "packets") + 100.0,
+        "Bob's packets stopped reaching the page: {first} then {later}"
+    );
+    anyhow::ensure!(
+        field(&later, "bytes") > field(&first, "bytes"),
+        "{first} then {later}"
+    );
+    anyhow::ensure!(
+        field(&later, "energy") > 1e-4,
+        "the page hears no energy from Bob: {later}"
+    );
+
+    // (3) The page's mute button reaches Bob as a mute event, and the page shows it.
+    page.evaluate("document.getElementById('mute').click(); true")
+        .await?;
+    let muted = wait_event(bob, "the browser's mute event", |event| {
+        matches!(event, Event::MuteState { session_id, muted: true } if *session_id == browser_session)
+    })
+    .await;
+    println!("after the mute click Bob got {muted:?}");
+    // What was queued before the mute took effect is skipped; then Bob must hear no more beeps.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < drain_until {
+        let next = tokio::time::timeout(Duration::from_millis(60), from_browser.next_packet());
+        if !matches!(next.await, Ok(Some(_))) {
+            break;
+        }
+    }
+    let after_mute = from_browser
+        .record_voice(Duration::from_secs(2), Duration::from_secs(2))
+        .await?;
+    let after_mute = tone::analyse(&after_mute);
+    println!("after the mute Bob hears {after_mute:?}");
+    anyhow::ensure!(
+        after_mute.peak_rms < 0.01,
+        "Bob still hears the muted browser: {after_mute:?}"
+    );
+    page.wait_for(
+        "the page to show itself muted",
+        "document.querySelector('#participants li').classList.contains('muted') \
+         && document.getElementById('mute').textContent === 'Unmute'",
+        Duration::from_secs(5),
+    )
+    .await?;
+
+    // (4) A caption published by a bot is shown in the page, attributed to the speaker.
+    let text = "can the browser hear me";
+    captions
+        .publish_caption(Caption {
+            text: text.into(),
+            speaker_session: bob.session_id().into(),
+            speaker_name: Some("Bob".into()),
+            start_ms: 500,
+            end_ms: 3_200,
+            is_final: true,
+        })
+        .await?;
+    page.wait_for(
+        "the caption in the page",
+        &format!(
+            "document.getElementById('captions').textContent.includes({})",
+            js_string(&format!("Bob: {text}"))
+        ),
+        Duration::from_secs(10),
+    )
+    .await?;
+    Ok(())
+}
