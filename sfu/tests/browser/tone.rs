@@ -21,15 +21,6 @@ pub struct Beeps {
     pub tone_share: f64,
 }
 
-impl Beeps {
-    /// Median gap between consecutive beeps, in seconds.
-    pub fn period(&self) -> Option<f64> {
-        let mut gaps: Vec<f64> = self.onsets.windows(2).map(|w| w[1] - w[0]).collect();
-        gaps.sort_by(|a, b| a.total_cmp(b));
-        gaps.get(gaps.len() / 2).copied()
-    }
-}
-
 fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
         return 0.0;
