@@ -60,12 +60,11 @@ fn field(value: &Value, name: &str) -> f64 {
     value[name].as_f64().unwrap_or(0.0)
 }
 
-async fn page_participants(page: &Page) -> Vec<String> {
+async fn page_participants(page: &Page) -> anyhow::Result<Vec<String>> {
     let names = page
         .evaluate("[...document.querySelectorAll('#participants li')].map((li) => li.textContent)")
-        .await
-        .expect("participant list reads");
-    serde_json::from_value(names).expect("participant names are strings")
+        .await?;
+    Ok(serde_json::from_value(names)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,7 +213,7 @@ async fn run_scenario(
     );
 
     println!("Bob's audio in the page: first {first}, 3 s later {later}");
-    let names = page_participants(page).await;
+    let names = page_participants(page).await?;
     anyhow::ensure!(names.iter().any(|n| n == "Bob"), "page lists {names:?}");
     anyhow::ensure!(
         names.iter().any(|n| n == "Captions [bot]"),
