@@ -18,6 +18,8 @@ struct Args {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
+        // Plain text under `docker logs`; colours only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
