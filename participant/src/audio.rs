@@ -15,6 +15,15 @@ pub const SAMPLE_RATE: u32 = 48_000;
 pub const FRAME_SAMPLES: usize = 960;
 /// Gaps longer than this many frames are filled with silence rather than concealment.
 const MAX_CONCEALED_FRAMES: u16 = 3;
+/// The longest hole concealed, in samples.
+const MAX_CONCEALED_SAMPLES: usize = FRAME_SAMPLES * MAX_CONCEALED_FRAMES as usize;
+/// Timestamp jumps up to this many samples (10 s) are filled with silence; a larger jump is a
+/// restarted clock, not time that passed.
+const MAX_FILLED_SAMPLES: u32 = SAMPLE_RATE * 10;
+/// The longest Opus packet: 120 ms.
+const MAX_PACKET_SAMPLES: usize = FRAME_SAMPLES * 6;
+/// Opus conceals in steps of 2.5 ms.
+const PLC_STEP_SAMPLES: usize = 120;
 
 /// Reads a 16-bit WAV at 48 kHz (mono, or stereo downmixed) into mono samples.
 pub fn read_wav(path: &Path) -> Result<Vec<i16>> {
@@ -81,10 +90,20 @@ impl VoiceEncoder {
 }
 
 /// Decodes one received voice track to PCM.
+///
+/// The output is one contiguous 48 kHz timeline that follows the sender's RTP timestamps: every
+/// sample out stands for one sample of the sender's clock. Packets with an empty payload (such
+/// as Chromium's padding-only bandwidth probes) count in the sequence but carry no audio, so they
+/// add nothing. A real loss is concealed (Opus PLC) for exactly the duration the timestamps say
+/// is missing; a longer hole, or a timestamp jump without any loss (a sender that stopped
+/// sending), is filled with silence.
 pub struct VoiceDecoder {
     decoder: opus::Decoder,
     reorder: Reorder<rtp::Packet>,
-    last_timestamp: Option<u32>,
+    /// RTP timestamp of the last packet that carried audio, and how many samples it decoded to.
+    last: Option<(u32, usize)>,
+    /// Packets reported lost since the last packet that carried audio.
+    lost: u32,
 }
 
 impl VoiceDecoder {
@@ -93,7 +112,8 @@ impl VoiceDecoder {
         Ok(Self {
             decoder: opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)?,
             reorder: Reorder::new(3),
-            last_timestamp: None,
+            last: None,
+            lost: 0,
         })
     }
 
@@ -104,42 +124,92 @@ impl VoiceDecoder {
         let mut pcm = Vec::new();
         while let Some(output) = self.reorder.pop() {
             match output {
+                Output::Gap(count) => self.lost = self.lost.saturating_add(u32::from(count)),
+                // Padding only (a bandwidth probe): it fills its sequence number, nothing more.
+                Output::Packet(packet) if packet.payload.is_empty() => {}
                 Output::Packet(packet) => {
-                    // Packets that were never sent (a muted sender) leave a timestamp jump but no
-                    // sequence gap on some paths; fill it with silence.
-                    if let Some(last) = self.last_timestamp {
-                        let step = packet.header.timestamp.wrapping_sub(last) as usize;
-                        if step > FRAME_SAMPLES * (usize::from(MAX_CONCEALED_FRAMES) + 1)
-                            && step < SAMPLE_RATE as usize * 10
-                        {
-                            pcm.resize(pcm.len() + step - FRAME_SAMPLES, 0);
-                        }
-                    }
-                    self.last_timestamp = Some(packet.header.timestamp);
-                    let mut frame = vec![0i16; FRAME_SAMPLES * 6];
-                    match self.decoder.decode(&packet.payload, &mut frame, false) {
-                        Ok(samples) => pcm.extend_from_slice(&frame[..samples]),
-                        Err(_) => pcm.resize(pcm.len() + FRAME_SAMPLES, 0),
-                    }
+                    self.fill_before(packet.header.timestamp, &mut pcm);
+                    let samples = self.decode(&packet.payload, &mut pcm);
+                    self.last = Some((packet.header.timestamp, samples));
                 }
-                Output::Gap(count) if count <= MAX_CONCEALED_FRAMES => {
-                    for _ in 0..count {
-                        let mut frame = vec![0i16; FRAME_SAMPLES];
-                        let samples = self.decoder.decode(&[], &mut frame, false).unwrap_or(0);
-                        pcm.extend_from_slice(&frame[..samples]);
-                        self.advance_timestamp();
-                    }
-                }
-                // Long gaps are filled with silence from the next packet's timestamp.
-                Output::Gap(_) => {}
             }
         }
         pcm
     }
 
-    fn advance_timestamp(&mut self) {
-        if let Some(last) = self.last_timestamp.as_mut() {
-            *last = last.wrapping_add(FRAME_SAMPLES as u32);
+    /// Covers the time between the last audio packet's end and `timestamp`: concealment for a
+    /// short real loss, silence otherwise.
+    fn fill_before(&mut self, timestamp: u32, pcm: &mut Vec<i16>) {
+        let lost = std::mem::take(&mut self.lost);
+        let Some((last_timestamp, last_samples)) = self.last else {
+            return;
+        };
+        // Signed: a timestamp slightly behind the last one means overlap, not a huge jump.
+        let step = i64::from(timestamp.wrapping_sub(last_timestamp) as i32);
+        let missing = step - last_samples as i64;
+        if missing > 0 && missing < i64::from(MAX_FILLED_SAMPLES) {
+            let missing = missing as usize;
+            if lost > 0 && missing <= MAX_CONCEALED_SAMPLES {
+                self.conceal(missing, pcm);
+            } else {
+                pcm.resize(pcm.len() + missing, 0);
+                if lost > 0 {
+                    // The decoder's state still holds the sound from before the hole; carried
+                    // over the silence it would ring into the next packet. (Resetting only
+                    // fails for a destroyed decoder, and then decoding fails too.)
+                    let _ = self.decoder.reset_state();
+                }
+            }
+        } else if missing >= i64::from(MAX_FILLED_SAMPLES)
+            && lost > 0
+            && lost <= u32::from(MAX_CONCEALED_FRAMES)
+        {
+            // The timestamps restarted (a new source behind the same track): they say nothing
+            // about the loss, so conceal one packet's duration per lost packet.
+            self.conceal(lost as usize * last_samples, pcm);
+        }
+    }
+
+    /// Appends exactly `samples` samples of Opus packet-loss concealment.
+    fn conceal(&mut self, samples: usize, pcm: &mut Vec<i16>) {
+        let mut frame = [0i16; FRAME_SAMPLES];
+        let mut left = samples;
+        while left > 0 {
+            // Opus conceals in whole 2.5 ms steps; a remainder shorter than that is silence.
+            let chunk = left.min(FRAME_SAMPLES) / PLC_STEP_SAMPLES * PLC_STEP_SAMPLES;
+            if chunk == 0 {
+                pcm.resize(pcm.len() + left, 0);
+                return;
+            }
+            let produced = self
+                .decoder
+                .decode(&[], &mut frame[..chunk], false)
+                .unwrap_or(0)
+                .min(chunk);
+            pcm.extend_from_slice(&frame[..produced]);
+            pcm.resize(pcm.len() + chunk - produced, 0);
+            left -= chunk;
+        }
+    }
+
+    /// Decodes one packet onto `pcm`; returns how many samples it stands for (a packet the
+    /// decoder rejects becomes silence of its declared duration, or one frame).
+    fn decode(&mut self, payload: &[u8], pcm: &mut Vec<i16>) -> usize {
+        let mut frame = [0i16; MAX_PACKET_SAMPLES];
+        match self.decoder.decode(payload, &mut frame, false) {
+            Ok(samples) => {
+                let samples = samples.min(MAX_PACKET_SAMPLES);
+                pcm.extend_from_slice(&frame[..samples]);
+                samples
+            }
+            Err(_) => {
+                let samples = opus::packet::get_nb_samples(payload, SAMPLE_RATE)
+                    .ok()
+                    .filter(|n| (1..=MAX_PACKET_SAMPLES).contains(n))
+                    .unwrap_or(FRAME_SAMPLES);
+                pcm.resize(pcm.len() + samples, 0);
+                samples
+            }
         }
     }
 }
@@ -245,23 +315,147 @@ mod tests {
         assert!(similarity(&sent, &noise) < 0.5);
     }
 
-    #[test]
-    fn opus_round_trip_with_a_lost_packet() {
-        let sent = chirp(SAMPLE_RATE as usize / 2);
+    /// One RTP packet of a voice stream.
+    fn packet(sequence: u16, timestamp: u32, payload: Vec<u8>) -> rtp::Packet {
+        let mut packet = rtp::Packet::default();
+        packet.header.sequence_number = sequence;
+        packet.header.timestamp = timestamp;
+        packet.payload = payload.into();
+        packet
+    }
+
+    /// `pcm` encoded as 20 ms packets: (frame index, Opus payload).
+    fn encode_all(pcm: &[i16]) -> Vec<Vec<u8>> {
         let mut encoder = VoiceEncoder::new().unwrap();
+        pcm.chunks(FRAME_SAMPLES)
+            .map(|frame| encoder.encode(frame).unwrap())
+            .collect()
+    }
+
+    fn decode_all(packets: impl IntoIterator<Item = rtp::Packet>) -> Vec<i16> {
         let mut decoder = VoiceDecoder::new().unwrap();
-        let mut received = Vec::new();
-        for (index, frame) in sent.chunks(FRAME_SAMPLES).enumerate() {
-            let mut packet = rtp::Packet::default();
-            packet.header.sequence_number = index as u16;
-            packet.header.timestamp = (index * FRAME_SAMPLES) as u32;
-            packet.payload = encoder.encode(frame).unwrap().into();
-            if index != 7 {
-                received.extend(decoder.push(packet));
+        packets.into_iter().flat_map(|p| decoder.push(p)).collect()
+    }
+
+    fn rms(samples: &[i16]) -> f64 {
+        let sum: f64 = samples.iter().map(|s| f64::from(*s).powi(2)).sum();
+        (sum / samples.len().max(1) as f64).sqrt()
+    }
+
+    #[test]
+    fn padding_only_packets_add_no_audio() {
+        let frames = encode_all(&chirp(SAMPLE_RATE as usize / 2));
+        let timestamp = |index: usize| 1_000 + (index * FRAME_SAMPLES) as u32;
+        let clean = decode_all(
+            frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| packet(i as u16, timestamp(i), f.clone())),
+        );
+        // As Chromium sends them: after every third frame, two padding-only probes that take the
+        // next sequence numbers and repeat the previous packet's timestamp.
+        let mut probed = Vec::new();
+        let mut sequence = 65_530u16;
+        for (index, frame) in frames.iter().enumerate() {
+            probed.push(packet(sequence, timestamp(index), frame.clone()));
+            sequence = sequence.wrapping_add(1);
+            if index % 3 == 0 {
+                for _ in 0..2 {
+                    probed.push(packet(sequence, timestamp(index), Vec::new()));
+                    sequence = sequence.wrapping_add(1);
+                }
             }
         }
-        // 25 frames sent, one lost and concealed; the last two may wait in the reorder buffer.
-        assert!(received.len() >= 22 * FRAME_SAMPLES, "{}", received.len());
+        let received = decode_all(probed);
+        assert_eq!(received.len(), frames.len() * FRAME_SAMPLES);
+        assert_eq!(received, clean, "probes changed the decoded audio");
+    }
+
+    #[test]
+    fn one_lost_packet_is_concealed_for_exactly_one_frame() {
+        let sent = chirp(SAMPLE_RATE as usize / 2);
+        let frames = encode_all(&sent);
+        let packets = |skip: &[usize]| {
+            frames
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !skip.contains(i))
+                .map(|(i, f)| packet(i as u16, (i * FRAME_SAMPLES) as u32, f.clone()))
+                .collect::<Vec<_>>()
+        };
+        let clean = decode_all(packets(&[]));
+        let received = decode_all(packets(&[7]));
+        // 25 frames sent, 24 decoded and one concealed: the reorder buffer gave up on the hole
+        // three packets later and nothing waits in it after that.
+        assert_eq!(received.len(), frames.len() * FRAME_SAMPLES);
+        assert_eq!(received[..7 * FRAME_SAMPLES], clean[..7 * FRAME_SAMPLES]);
+        assert!(
+            rms(&received[7 * FRAME_SAMPLES..8 * FRAME_SAMPLES]) > 100.0,
+            "the lost frame is concealed, not silent"
+        );
         assert!(similarity(&sent, &received) > 0.8);
+
+        // A lost padding-only probe leaves a sequence hole but no time to cover.
+        let mut decoder = VoiceDecoder::new().unwrap();
+        let mut received = Vec::new();
+        for (index, frame) in frames.iter().enumerate() {
+            let sequence = if index < 10 { index } else { index + 1 } as u16;
+            received.extend(decoder.push(packet(
+                sequence,
+                (index * FRAME_SAMPLES) as u32,
+                frame.clone(),
+            )));
+        }
+        assert_eq!(received, clean);
+    }
+
+    #[test]
+    fn output_follows_the_rtp_timestamps() {
+        // 3 s: silence with a loud tone from 2.0 s to 2.2 s and from 2.6 s to 2.8 s.
+        let mut sent = vec![0i16; 3 * SAMPLE_RATE as usize];
+        for (start, end) in [(96_000, 105_600), (124_800, 134_400)] {
+            for (i, sample) in sent[start..end].iter_mut().enumerate() {
+                *sample =
+                    (8000.0 * (i as f32 * 440.0 / 48_000.0 * std::f32::consts::TAU).sin()) as i16;
+            }
+        }
+        let frames = encode_all(&sent);
+        let first_timestamp = 4_294_000_000u32; // wraps during the stream
+        let mut stream = Vec::new();
+        let mut sequence = 100u16;
+        for (index, frame) in frames.iter().enumerate() {
+            // Frames 20..70 are never sent (a sender that paused: no sequence gap); 80 is
+            // lost; 110..120 are lost (too long to conceal); after frame 130, a probe.
+            let timestamp = first_timestamp.wrapping_add((index * FRAME_SAMPLES) as u32);
+            if (20..70).contains(&index) {
+                continue;
+            }
+            if index != 80 && !(110..120).contains(&index) {
+                stream.push(packet(sequence, timestamp, frame.clone()));
+            }
+            sequence = sequence.wrapping_add(1);
+            if index == 130 {
+                stream.push(packet(sequence, timestamp, Vec::new()));
+                sequence = sequence.wrapping_add(1);
+            }
+        }
+        // Reordered in flight, within the buffer's depth.
+        stream.swap(60, 61);
+        let received = decode_all(stream);
+        // Every sample the sender's clock covered, from the first frame's start to the last's end.
+        assert_eq!(received.len(), frames.len() * FRAME_SAMPLES);
+        // The tones sit where they were sent (the codec delays by under 10 ms).
+        let window = |from: usize, to: usize| rms(&received[from + 480..to]);
+        assert!(
+            window(96_000, 105_600) > 2000.0,
+            "{}",
+            window(96_000, 105_600)
+        );
+        assert!(window(124_800, 134_400) > 2000.0);
+        assert!(
+            window(105_600, 124_800) < 1.0,
+            "the long loss is silence, without ringing"
+        );
+        assert!(window(19_200, 67_200) < 1.0, "the pause is silence");
     }
 }
