@@ -258,6 +258,11 @@ impl Vp8Decoder {
             }
         }
         self.last_sequence = Some(sequence);
+        if packet.payload.is_empty() {
+            // A padding-only probe (browsers send them to estimate bandwidth): it takes a
+            // sequence number, so it was counted above, but it carries no part of a frame.
+            return output;
+        }
         let Some((starts_frame, data)) = vp8_payload(&packet.payload) else {
             self.broken = true;
             output.wants_keyframe = true;
@@ -435,6 +440,42 @@ mod tests {
             }
         }
         assert!(wanted, "a lost packet asks for a keyframe");
+    }
+
+    #[test]
+    fn padding_probes_between_frames_are_not_losses() {
+        let mut encoder = Vp8Encoder::new(160, 120, 15, 300_000).unwrap();
+        let media = packetize(&mut encoder, 6, 65534);
+        // After every frame's last packet, two padding-only probes take the next sequence
+        // numbers, as browsers send them; the media packets after them are renumbered.
+        let mut stream = Vec::new();
+        let mut sequence = 65534u16;
+        for packet in media {
+            let marker = packet.header.marker;
+            let mut packet = packet;
+            packet.header.sequence_number = sequence;
+            sequence = sequence.wrapping_add(1);
+            stream.push(packet);
+            if marker {
+                for _ in 0..2 {
+                    let mut probe = rtp::Packet::default();
+                    probe.header.sequence_number = sequence;
+                    sequence = sequence.wrapping_add(1);
+                    stream.push(probe);
+                }
+            }
+        }
+        let mut decoder = Vp8Decoder::new().unwrap();
+        let mut frames = Vec::new();
+        let mut keyframe_wanted = false;
+        for packet in &stream {
+            let output = decoder.push(packet);
+            frames.extend(output.frames);
+            keyframe_wanted |= output.wants_keyframe;
+        }
+        assert!(!keyframe_wanted, "a padding probe is not a loss");
+        assert_eq!(frames.len(), 6);
+        assert!(frames.iter().all(pattern_matches));
     }
 
     #[test]
