@@ -6,8 +6,10 @@ ARG BASE=debian:bookworm-slim
 FROM ${BASE}
 # images/build.sh narrows this to the packages of the libraries the binary really links.
 ARG RUNTIME_PACKAGES="libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59"
+# Not linked, so never in RUNTIME_PACKAGES: the font the backdrop draws participants' names with (drawtext).
+ARG EXTRA_PACKAGES="fonts-dejavu-core"
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends $RUNTIME_PACKAGES \
+    && apt-get install -y --no-install-recommends $RUNTIME_PACKAGES $EXTRA_PACKAGES \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && useradd --system --uid 10001 --user-group --create-home --home-dir /home/calls --shell /usr/sbin/nologin calls \
     && mkdir -p /data \

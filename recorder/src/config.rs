@@ -14,6 +14,7 @@
 //! | `WIDTH`, `HEIGHT`, `FPS`, `VIDEO_BITRATE`, `AUDIO_BITRATE` | no | profile overrides (see `profile.rs`) |
 //! | `OUTPUT_DIR` | no | where `recording.mp4` is written (default `/data`, the job's volume) |
 //! | `ALONE_TIMEOUT_SEC` | no | stop after the bot has been alone this long (default 60, 1..=86400) |
+//! | `CALLS_HEARTBEAT_FILE` | no | file touched while frames are encoded, for the image's health check (default `/tmp/calls-recorder.alive`) |
 
 use std::fmt;
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ pub struct JobConfig {
     pub output_dir: PathBuf,
     /// How long the bot may be alone in the call before it stops.
     pub alone_timeout: Duration,
+    /// Touched while the pipeline makes progress (see `heartbeat.rs`).
+    pub heartbeat_file: PathBuf,
 }
 
 impl JobConfig {
@@ -141,6 +144,10 @@ impl JobConfig {
             profile,
             output_dir: PathBuf::from(get("OUTPUT_DIR").unwrap_or_else(|| "/data".to_owned())),
             alone_timeout,
+            heartbeat_file: PathBuf::from(
+                get("CALLS_HEARTBEAT_FILE")
+                    .unwrap_or_else(|| crate::heartbeat::DEFAULT_HEARTBEAT_FILE.to_owned()),
+            ),
         })
     }
 
@@ -182,6 +189,10 @@ mod tests {
         assert_eq!(config.profile, Profile::default());
         assert_eq!(config.output_path(), PathBuf::from("/data/recording.mp4"));
         assert_eq!(config.alone_timeout, Duration::from_secs(60));
+        assert_eq!(
+            config.heartbeat_file,
+            PathBuf::from("/tmp/calls-recorder.alive")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::clock::{RtpClock, OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE};
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::frame::I420Frame;
+use crate::heartbeat::Heartbeat;
 use crate::lifecycle::{signalling_url, Lifecycle, Roster, StopReason};
 use crate::mixer::{duration_from_samples, MixerConfig};
 use crate::offloader::OffloaderClient;
@@ -81,6 +82,7 @@ async fn record_and_upload(
         source,
     })?;
     let path = config.output_path();
+    let mut heartbeat = Heartbeat::start(&config.heartbeat_file);
     let worker = MediaWorker::spawn(
         path.clone(),
         profile.clone(),
@@ -138,7 +140,9 @@ async fn record_and_upload(
             _ = &mut shutdown => lifecycle.handle_signal(),
             _ = tick.tick() => {
                 sender.send(MediaInput::Tick { now });
-                milestones.log(&worker);
+                let progress = worker.progress();
+                milestones.log(&progress);
+                heartbeat.poll(now, progress.video_frames_encoded);
             }
             _ = report.tick() => {
                 let progress = worker.progress();
@@ -211,23 +215,44 @@ async fn record_and_upload(
         "uploaded {ARTIFACT_NAME} ({bytes} bytes, {:.1} s)",
         end.as_secs_f64()
     );
-    if let Err(error) = client
-        .report(
-            JobStatusKind::Progress,
-            Some(message),
-            None,
-            &progress.counters(),
-        )
-        .await
-    {
-        tracing::warn!(%error, "final progress report failed");
-    }
+    // `finished` tells the offloader the work is delivered: a job stopped through its API then ends
+    // `succeeded` rather than `cancelled`. It decides the job's outcome, so it is retried.
+    report_finished(client, message, &progress.counters()).await;
     let _ = leaving.await;
     Ok(JobOutcome {
         reason,
         recorded: end,
         bytes,
     })
+}
+
+/// Reports `finished` (a few attempts); a failure is logged, the exit code still says the upload succeeded.
+async fn report_finished(
+    client: &OffloaderClient,
+    message: String,
+    counters: &[(&'static str, f64)],
+) {
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
+        match client
+            .report(
+                JobStatusKind::Finished,
+                Some(message.clone()),
+                None,
+                counters,
+            )
+            .await
+        {
+            Ok(()) => return,
+            Err(error) if attempt == ATTEMPTS => {
+                tracing::warn!(%error, "could not report finished; a job stopped through the API will show as cancelled");
+            }
+            Err(error) => {
+                tracing::warn!(attempt, %error, "finished report failed, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 /// Logs the first audio and the first screen frame once each.
@@ -238,8 +263,7 @@ struct Milestones {
 }
 
 impl Milestones {
-    fn log(&mut self, worker: &MediaWorker) {
-        let progress = worker.progress();
+    fn log(&mut self, progress: &crate::metrics::Progress) {
         if !self.audio && progress.audio_frames_with_voice > 0 {
             self.audio = true;
             tracing::info!(recorded_s = progress.seconds_recorded(), "first audio");

@@ -11,6 +11,7 @@ pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod frame;
+pub mod heartbeat;
 pub mod job;
 pub mod lifecycle;
 pub mod metrics;

@@ -2,9 +2,10 @@
 //! (`docker ps --filter label=...`, `docker inspect`, `docker rm -f`), so the tests check what an
 //! operator would see rather than what the offloader believes.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 
@@ -122,32 +123,52 @@ pub fn bridge_gateway() -> String {
 /// Builds `calls-test-job:latest` from the binary cargo built next to the running test (once per
 /// process), with images/build.sh, which skips the build when the image is already current.
 pub fn ensure_test_job_image(bin_dir: &Path) -> anyhow::Result<()> {
-    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = RESULT.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/build.sh");
-        let profile = bin_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_owned();
-        let target = bin_dir.parent().unwrap_or(bin_dir);
-        let output = Command::new("bash")
-            .arg(&script)
-            .arg("--target-dir")
-            .arg(target)
-            .arg("--profile")
-            .arg(&profile)
-            .arg("test-job")
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "images/build.sh test-job failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    });
+    ensure_image(bin_dir, "test-job")
+}
+
+/// Builds `calls-<image>:latest` (`image` as images/build.sh names it: `test-job`, `recorder`...)
+/// from the binary in `bin_dir` once per process; build.sh skips the build when the image is
+/// already current, and says which binary to build first when it is missing.
+pub fn ensure_image(bin_dir: &Path, image: &str) -> anyhow::Result<()> {
+    static RESULTS: Mutex<BTreeMap<String, Result<(), String>>> = Mutex::new(BTreeMap::new());
+    // Held across the build: two tests asking for the same image build it once.
+    let mut results = RESULTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let result = results
+        .entry(image.to_owned())
+        .or_insert_with(|| build_image(bin_dir, image));
     result.clone().map_err(anyhow::Error::msg)
+}
+
+fn build_image(bin_dir: &Path, image: &str) -> Result<(), String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/build.sh");
+    let profile = bin_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_owned();
+    let target = bin_dir.parent().unwrap_or(bin_dir);
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg("--target-dir")
+        .arg(target)
+        .arg("--profile")
+        .arg(&profile)
+        .arg(image)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "images/build.sh {image} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// `docker kill <name>` (SIGKILL), as an operator or the OOM killer would end a container.
+pub fn kill(name: &str) -> anyhow::Result<()> {
+    docker(&["kill", name]).map(|_| ())
 }

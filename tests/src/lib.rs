@@ -3,12 +3,15 @@
 //! [`client`] wraps its REST API, [`docker`] inspects and cleans containers through the `docker`
 //! CLI (the operator's view), [`test_job`] is the program of the `calls-test-job` image,
 //! [`artifact`] makes the deterministic content it uploads, [`webhook_sink`] receives webhooks,
-//! and [`bench`] measures job start latency.
+//! and [`bench`] measures job start latency. For recordings: [`speech`] makes test sentences and
+//! finds them again in decoded audio, [`mp4`] reads a file with ffprobe and ffmpeg.
 
 pub mod artifact;
 pub mod bench;
 pub mod client;
 pub mod docker;
+pub mod mp4;
 pub mod offloader;
+pub mod speech;
 pub mod test_job;
 pub mod webhook_sink;
