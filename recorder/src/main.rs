@@ -15,7 +15,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The WebRTC stack narrates every ICE step at info and warns about candidate
+                // pairs that are still forming; keep its real problems, so the last lines of a
+                // failed job (quoted in its failure reason) are the recorder's own phases.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,rtc=warn,rtc_ice=error,webrtc=warn")
+                }),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
