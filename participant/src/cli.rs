@@ -12,7 +12,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -59,24 +59,6 @@ pub struct Args {
     /// How long joining and connecting media may take.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
-}
-
-/// The signalling WebSocket URL for `--sfu`.
-pub fn signalling_url(sfu: &str) -> anyhow::Result<String> {
-    let sfu = sfu.trim().trim_end_matches('/');
-    let (scheme, rest) = sfu.split_once("://").with_context(|| {
-        format!("--sfu {sfu:?} has no scheme (http://, https://, ws://, wss://)")
-    })?;
-    let scheme = match scheme {
-        "http" | "ws" => "ws",
-        "https" | "wss" => "wss",
-        other => bail!("--sfu scheme {other:?} is not http, https, ws or wss"),
-    };
-    if rest.is_empty() {
-        bail!("--sfu {sfu:?} has no host");
-    }
-    let path = if rest.ends_with("/ws") { "" } else { "/ws" };
-    Ok(format!("{scheme}://{rest}{path}"))
 }
 
 /// What one received track delivered.
@@ -267,7 +249,7 @@ async fn receive(
 /// Runs the participant until `--duration` elapses, `interrupt` completes or the SFU closes the
 /// connection, then leaves and (with `--record-dir`) writes the recordings and summary.json.
 pub async fn run(args: Args, interrupt: impl Future<Output = ()>) -> anyhow::Result<Summary> {
-    let url = signalling_url(&args.sfu)?;
+    let url = crate::signalling_url(&args.sfu).context("--sfu")?;
     let outgoing_voice = match &args.send_audio {
         Some(path) => {
             Some(read_wav(path).with_context(|| format!("--send-audio {}", path.display()))?)
@@ -416,12 +398,17 @@ mod tests {
 
     #[test]
     fn signalling_url_accepts_http_and_ws_forms() {
+        use crate::signalling_url;
         assert_eq!(signalling_url("http://h:8045").unwrap(), "ws://h:8045/ws");
         assert_eq!(signalling_url("https://h/").unwrap(), "wss://h/ws");
         assert_eq!(signalling_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
         assert!(signalling_url("h:8045").is_err());
         assert!(signalling_url("ftp://h").is_err());
         assert!(signalling_url("http://").is_err());
+        assert_eq!(
+            signalling_url("https://calls.example.com/calls/ws").unwrap(),
+            "wss://calls.example.com/calls/ws"
+        );
     }
 
     #[test]

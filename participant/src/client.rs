@@ -158,6 +158,27 @@ fn default_bind_ip(url: &str) -> IpAddr {
     }
 }
 
+/// The signalling WebSocket URL of an SFU given by its base URL, as operators and job settings
+/// write it: `http(s)://host:port` or `ws(s)://host:port` become `ws(s)://host:port/ws`; a URL
+/// that already names a path (`wss://host/ws`, `https://host/calls/ws`) keeps it.
+pub fn signalling_url(sfu: &str) -> Result<String> {
+    let sfu = sfu.trim().trim_end_matches('/');
+    let invalid = |why: &str| Error::InvalidUrl(format!("{sfu:?} {why}"));
+    let (scheme, rest) = sfu
+        .split_once("://")
+        .ok_or_else(|| invalid("has no scheme (http://, https://, ws://, wss://)"))?;
+    let scheme = match scheme {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        _ => return Err(invalid("has a scheme other than http, https, ws or wss")),
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid("has no host"));
+    }
+    let path = if rest.contains('/') { "" } else { "/ws" };
+    Ok(format!("{scheme}://{rest}{path}"))
+}
+
 impl Participant {
     /// Joins the call the token is for. Returns once the SFU accepted the join and the first
     /// offer is sent; media connects shortly after (see [`Participant::wait_connected`]).

@@ -26,6 +26,9 @@ pub enum Error {
     /// The participant has left or was disconnected.
     #[error("participant is disconnected")]
     Disconnected,
+    /// An SFU URL that cannot be turned into a signalling URL.
+    #[error("invalid sfu url: {0}")]
+    InvalidUrl(String),
     /// Waiting for something took too long.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),

@@ -28,7 +28,7 @@ pub mod video;
 pub use calls_protocol::signalling::{
     Caption, ErrorCode, ParticipantInfo, Role, TrackId, TrackKind,
 };
-pub use client::{Event, JoinOptions, Participant};
+pub use client::{signalling_url, Event, JoinOptions, Participant};
 pub use error::{Error, Result};
 pub use media::RemoteTrack;
 pub use media::{KeyframePolicy, ScreenOptions, ScreenStats};

@@ -20,7 +20,7 @@ use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::frame::I420Frame;
 use crate::heartbeat::Heartbeat;
-use crate::lifecycle::{signalling_url, Lifecycle, Roster, StopReason};
+use crate::lifecycle::{Lifecycle, Roster, StopReason};
 use crate::mixer::{duration_from_samples, MixerConfig};
 use crate::offloader::OffloaderClient;
 use crate::worker::{MediaInput, MediaSender, MediaWorker};
@@ -94,7 +94,8 @@ async fn record_and_upload(
         call_id: Some(config.call_id.clone()),
         ..JoinOptions::default()
     };
-    let url = signalling_url(&config.sfu_url);
+    let url = calls_participant::signalling_url(&config.sfu_url)
+        .map_err(|e| Error::Call(e.to_string()))?;
     let mut me = Participant::join(&url, config.join_token.expose(), options)
         .await
         .map_err(|e| Error::Call(format!("joining {url}: {e}")))?;

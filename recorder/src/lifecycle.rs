@@ -147,23 +147,6 @@ impl Roster {
     }
 }
 
-/// The SFU's signalling WebSocket URL from the configured base: `http(s)://host` → `ws(s)://host/ws`; a
-/// `ws(s)://` URL with a path is used as given.
-pub fn signalling_url(sfu_url: &str) -> String {
-    let (scheme, rest) = match sfu_url.split_once("://") {
-        Some(("https", rest)) => ("wss", rest),
-        Some(("http", rest)) => ("ws", rest),
-        Some((scheme, rest)) => (scheme, rest),
-        None => ("ws", sfu_url),
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') {
-        format!("{scheme}://{rest}")
-    } else {
-        format!("{scheme}://{rest}/ws")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,20 +225,6 @@ mod tests {
         roster.handle_left("s1");
         roster.handle_joined(&info("s4", "Bea", Role::Participant));
         assert_eq!(roster.names(), ["Adam", "Bea"]);
-    }
-
-    #[test]
-    fn signalling_urls_are_derived_from_the_sfu_base() {
-        assert_eq!(signalling_url("http://sfu:8443"), "ws://sfu:8443/ws");
-        assert_eq!(
-            signalling_url("https://calls.example.com/"),
-            "wss://calls.example.com/ws"
-        );
-        assert_eq!(
-            signalling_url("ws://127.0.0.1:9000/ws"),
-            "ws://127.0.0.1:9000/ws"
-        );
-        assert_eq!(signalling_url("wss://sfu"), "wss://sfu/ws");
     }
 
     #[test]
