@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# Stamped into the binaries and shown by GET /version.
+export CALLS_BUILD_HASH="${CALLS_BUILD_HASH:-$(git rev-parse --short HEAD 2>/dev/null || echo dev)}"
+export CALLS_BUILD_DATE="${CALLS_BUILD_DATE:-$(git log -1 --format=%cs 2>/dev/null || date -u +%F)}"
 cargo build --release -p calls-sfu -p calls-offloader -p calls-recorder --bins
 ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder
 
