@@ -3,9 +3,10 @@
 //! microphone (a beeping tone). A participant-library client in the same call must hear the
 //! beeps attributed to the browser's display name and on their 500 ms clock, the page must list
 //! that client and play its espeak-ng speech, the page's mute button must reach the client as a
-//! mute event, and a caption published by a bot must show up in the page. Skipped, with a
-//! message, when no `chromium` binary is installed.
-
+//! mute event, and a caption published by a bot must show up in the page. A second test shares
+//! the page's fake screen alone for a few seconds, so that its first keyframe goes to nobody;
+//! a client that joins later can decode the share only if the SFU relays its keyframe request
+//! to the browser. Both are skipped, with a message, when no `chromium` binary is installed.
 mod common;
 
 #[path = "browser/cdp.rs"]
@@ -14,6 +15,7 @@ mod cdp;
 mod tone;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use calls_participant::{Caption, Event, JoinOptions, Participant, Role, TrackKind};
@@ -22,11 +24,75 @@ use common::*;
 use serde_json::Value;
 
 const CALL: &str = "call-browser";
+const SHARE_CALL: &str = "call-browser-share";
 const BROWSER_NAME: &str = "Carol in Chromium";
 /// How far consecutive beeps may stray from 500 ms apart, in seconds: onsets are found on a
 /// 10 ms grid, so a spacing is off by up to 10 ms from that alone. A 120 ms stretch of invented
 /// audio always fails; a single extra or missing 20 ms frame usually does.
 const BEEP_TOLERANCE: f64 = 0.015;
+
+/// One Chromium at a time: the tests share two busy cores, and the beep clock suffers otherwise.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The Chromium binary, or `None` after saying on stderr why `test` is skipped.
+fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    let binary = cdp::find_chromium();
+    if binary.is_none() {
+        // Written to stderr directly, so that the harness's output capture does not hide it.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: no `chromium` on PATH \
+             (apt-get install chromium, or run scripts/install-deps.sh)"
+        );
+    }
+    binary
+}
+
+/// Fails the test with `error` and what the page and Chromium logged.
+async fn fail_with_logs(error: anyhow::Error, page: &Page, chromium: &Chromium) -> ! {
+    let page_log = page
+        .evaluate("document.getElementById('log').textContent")
+        .await
+        .unwrap_or_default();
+    panic!(
+        "{error:#}\n--- page log ---\n{}\n--- console ---\n{}\n--- chromium stderr ---\n{}",
+        page_log.as_str().unwrap_or(""),
+        page.console(),
+        chromium.stderr_tail()
+    );
+}
+
+/// A user opens the page, pastes a token for `name` in `call` and presses Join; returns the
+/// page's session id once its media connection is up.
+async fn join_page(
+    sfu: &calls_sfu::RunningSfu,
+    page: &Page,
+    call: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    page.navigate(&format!("{}/", sfu.http_url())).await?;
+    let token = token(call, name, Role::Participant);
+    page.evaluate(&format!(
+        "document.getElementById('token').value = {}; document.getElementById('join').click(); true",
+        js_string(&token)
+    ))
+    .await?;
+    let session = page
+        .wait_for(
+            "the page's media connection",
+            "state.pc && state.pc.connectionState === 'connected' && state.sessionId",
+            Duration::from_secs(20),
+        )
+        .await?;
+    let status = page
+        .evaluate("document.getElementById('status').textContent")
+        .await?;
+    anyhow::ensure!(
+        status.as_str().is_some_and(|s| s.starts_with("in call")),
+        "page status {status}"
+    );
+    Ok(session.as_str().unwrap_or_default().to_string())
+}
 
 /// A JavaScript string literal for `text`.
 fn js_string(text: &str) -> String {
@@ -73,15 +139,10 @@ async fn page_participants(page: &Page) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn demo_page_talks_with_a_participant() {
-    let Some(binary) = cdp::find_chromium() else {
-        // Written to stderr directly, so that the harness's output capture does not hide it.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED demo_page_talks_with_a_participant: no `chromium` on PATH \
-             (apt-get install chromium, or run scripts/install-deps.sh)"
-        );
+    let Some(binary) = chromium_or_skip("demo_page_talks_with_a_participant") else {
         return;
     };
+    let _one_browser = ONE_BROWSER.lock().await;
     let started = std::time::Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let bob_words = speech(
@@ -104,16 +165,7 @@ async fn demo_page_talks_with_a_participant() {
     let page = chromium.new_page().await.expect("a tab opens");
     let outcome = run_scenario(&sfu, &page, &mut bob, &captions, &bob_words).await;
     if let Err(error) = outcome {
-        let page_log = page
-            .evaluate("document.getElementById('log').textContent")
-            .await
-            .unwrap_or_default();
-        panic!(
-            "{error:#}\n--- page log ---\n{}\n--- console ---\n{}\n--- chromium stderr ---\n{}",
-            page_log.as_str().unwrap_or(""),
-            page.console(),
-            chromium.stderr_tail()
-        );
+        fail_with_logs(error, &page, &chromium).await;
     }
     drop(page);
     drop(chromium);
@@ -130,29 +182,7 @@ async fn run_scenario(
     captions: &Participant,
     bob_words: &[i16],
 ) -> anyhow::Result<()> {
-    // A user opens the page, pastes a token and presses Join.
-    page.navigate(&format!("{}/", sfu.http_url())).await?;
-    let token = token(CALL, BROWSER_NAME, Role::Participant);
-    page.evaluate(&format!(
-        "document.getElementById('token').value = {}; document.getElementById('join').click(); true",
-        js_string(&token)
-    ))
-    .await?;
-    let browser_session = page
-        .wait_for(
-            "the page's media connection",
-            "state.pc && state.pc.connectionState === 'connected' && state.sessionId",
-            Duration::from_secs(20),
-        )
-        .await?;
-    let browser_session = browser_session.as_str().unwrap_or_default().to_string();
-    let status = page
-        .evaluate("document.getElementById('status').textContent")
-        .await?;
-    anyhow::ensure!(
-        status.as_str().is_some_and(|s| s.starts_with("in call")),
-        "page status {status}"
-    );
+    let browser_session = join_page(sfu, page, CALL, BROWSER_NAME).await?;
 
     // (1) The participant receives the browser's microphone, attributed to its display name.
     let from_browser = wait_track(bob, &browser_session, TrackKind::Voice).await;
@@ -304,5 +334,103 @@ async fn run_scenario(
         Duration::from_secs(10),
     )
     .await?;
+    Ok(())
+}
+
+/// What the page's RTCPeerConnection reports sending on its video (screen) track.
+const OUTBOUND_VIDEO: &str = r#"(async () => {
+    let found = null;
+    (await state.pc.getStats()).forEach((report) => {
+        if (report.type === "outbound-rtp" && report.kind === "video") {
+            found = {
+                framesEncoded: report.framesEncoded || 0,
+                keyFramesEncoded: report.keyFramesEncoded || 0,
+                pliCount: report.pliCount || 0,
+                frameWidth: report.frameWidth || 0,
+                frameHeight: report.frameHeight || 0,
+            };
+        }
+    });
+    return found;
+})()"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_receiver_decodes_the_pages_screen_share() {
+    let Some(binary) = chromium_or_skip("late_receiver_decodes_the_pages_screen_share") else {
+        return;
+    };
+    let _one_browser = ONE_BROWSER.lock().await;
+    let started = std::time::Instant::now();
+    let sfu = start_sfu().await;
+    let chromium = Chromium::launch(&binary).await.expect("chromium starts");
+    let page = chromium.new_page().await.expect("a tab opens");
+    if let Err(error) = share_scenario(&sfu, &page).await {
+        fail_with_logs(error, &page, &chromium).await;
+    }
+    drop(page);
+    drop(chromium);
+    sfu.shutdown().await;
+    println!(
+        "browser share test took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn share_scenario(sfu: &calls_sfu::RunningSfu, page: &Page) -> anyhow::Result<()> {
+    let browser_session = join_page(sfu, page, SHARE_CALL, BROWSER_NAME).await?;
+    // The user presses "Share screen"; Chromium picks its fake screen without asking.
+    page.evaluate("document.getElementById('screen').click(); true")
+        .await?;
+    page.wait_for(
+        "the page to share its screen",
+        "state.screenSender !== null \
+         && document.getElementById('screen').textContent === 'Stop sharing'",
+        Duration::from_secs(10),
+    )
+    .await?;
+    // Alone in the call, so the share's first keyframe reaches nobody.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+
+    let mut dave = join(sfu, SHARE_CALL, "Dave").await;
+    let screen = wait_track(&mut dave, &browser_session, TrackKind::Screen).await;
+    anyhow::ensure!(
+        screen.owner_name.as_deref() == Some(BROWSER_NAME),
+        "the browser's screen is attributed to {:?}",
+        screen.owner_name
+    );
+    let frames = screen
+        .record_frames(Duration::from_secs(5), Duration::from_secs(3))
+        .await?;
+    let sent = page.evaluate(OUTBOUND_VIDEO).await?;
+    let sizes: std::collections::BTreeSet<(u32, u32)> =
+        frames.iter().map(|f| (f.width, f.height)).collect();
+    println!(
+        "Dave decoded {} frames of the browser's screen, sizes {sizes:?}; the page sent {sent}",
+        frames.len()
+    );
+    anyhow::ensure!(
+        field(&sent, "pliCount") >= 1.0,
+        "no keyframe request reached the browser: {sent}"
+    );
+    anyhow::ensure!(
+        frames.len() >= 20,
+        "Dave decoded only {} frames of the browser's share (the page sent {sent})",
+        frames.len()
+    );
+    anyhow::ensure!(
+        sizes
+            .iter()
+            .all(|&(w, h)| (160..=4096).contains(&w) && (120..=4096).contains(&h)),
+        "decoded frame sizes {sizes:?}"
+    );
+    let last = frames.last().expect("at least 20 frames were checked");
+    anyhow::ensure!(
+        f64::from(last.width) == field(&sent, "frameWidth")
+            && f64::from(last.height) == field(&sent, "frameHeight"),
+        "the last frame is {}x{}, the page encodes {sent}",
+        last.width,
+        last.height
+    );
+    dave.leave().await?;
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! A minimal Chrome DevTools Protocol client for the browser test: it launches headless Chromium
-//! with a fake microphone in its own process group, attaches to one page over the browser's
+//! A minimal Chrome DevTools Protocol client for the browser tests: it launches headless Chromium
+//! with a fake microphone and a fake, auto-picked screen in its own process group, attaches to one page over the browser's
 //! DevTools WebSocket (flattened target sessions) and evaluates JavaScript there. Every wait is
 //! bounded, and dropping the [`Chromium`] handle kills the whole process group.
 
@@ -57,7 +57,8 @@ struct Process {
 }
 
 impl Chromium {
-    /// Starts Chromium with a fake, auto-granted microphone (a beeping tone) and connects to it.
+    /// Starts Chromium with a fake, auto-granted microphone (a beeping tone) and screen (whose
+    /// capture `getDisplayMedia` picks without asking) and connects to it.
     pub async fn launch(binary: &Path) -> Result<Chromium> {
         let profile = tempfile::tempdir().context("temporary profile directory")?;
         let mut child = Command::new(binary)
@@ -67,6 +68,7 @@ impl Chromium {
                 "--no-first-run",
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
+                "--auto-select-desktop-capture-source=Entire",
                 "--autoplay-policy=no-user-gesture-required",
                 "--allow-loopback-in-peer-connection",
                 "--remote-debugging-address=127.0.0.1",
@@ -208,11 +210,17 @@ impl Page {
     }
 
     /// Evaluates `expression` in the page (awaiting a promise result) and returns its JSON value.
+    /// It runs as a user gesture, as a click would, so that it may start a screen capture.
     pub async fn evaluate(&self, expression: &str) -> Result<Value> {
         let reply = self
             .call(
                 "Runtime.evaluate",
-                json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+                json!({
+                    "expression": expression,
+                    "awaitPromise": true,
+                    "returnByValue": true,
+                    "userGesture": true,
+                }),
             )
             .await?;
         if let Some(details) = reply.get("exceptionDetails") {
