@@ -49,7 +49,7 @@ apt_mirror() {
     local m
     m="$( { grep -hsE '^\s*deb\s' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{for (i=2;i<=NF;i++) if ($i ~ /^https?:/) {print $i; break}}';
             grep -hsE '^\s*URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'; } \
-          | grep -E '/debian/?$' | grep -v security | head -n1 || true)"
+          | grep -E '/debian/?$' | grep -v security | sed -n 1p || true)"
     echo "${m:-http://deb.debian.org/debian}"
 }
 
@@ -90,9 +90,11 @@ runtime_packages() {
     local binary="$1" soname path pkgs=()
     command -v readelf >/dev/null && command -v dpkg >/dev/null || return 0
     for soname in $(readelf -d "$binary" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-        path="$(ldconfig -p | awk -v s="$soname" '$1 == s && /x86-64|x86_64|aarch64/ {print $NF; exit}')"
+        # awk reads to the end (no early `exit`): with pipefail, ldconfig killed by SIGPIPE would
+        # end the whole script once its output outgrows the pipe buffer.
+        path="$(ldconfig -p | awk -v s="$soname" '!found && $1 == s && /x86-64|x86_64|aarch64/ {print $NF; found = 1}')"
         [[ -n "$path" ]] || { log "warning: $binary needs $soname, which this host does not have"; continue; }
-        pkgs+=("$(dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n1)")
+        pkgs+=("$(dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null | sed -n 1p)")
     done
     printf '%s\n' "${pkgs[@]}" | sed -n 's/^\([^:]*\):.*/\1/p' | grep -vxE 'libc6|libgcc-s1' | sort -u | tr '\n' ' ' || true
 }

@@ -14,7 +14,7 @@ export CALLS_BUILD_DATE="${CALLS_BUILD_DATE:-$(git log -1 --format=%cs 2>/dev/nu
 cargo build --release -p calls-sfu -p calls-offloader -p calls-recorder --bins
 ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder
 
-random() { head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | head -c 48; }
+random() { head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | cut -c1-48; }
 if [ ! -f .env ]; then
   umask 077
   cat > .env <<ENV
