@@ -182,6 +182,9 @@ async fn record_and_upload(
                 Some(Event::ScreenState { session_id, screen_on: false }) => {
                     sender.send(MediaInput::ShareStopped { sharer: session_id, at: now });
                 }
+                Some(Event::ScreenState { session_id, screen_on: true }) => {
+                    sender.send(MediaInput::ShareStarted { sharer: session_id });
+                }
                 Some(Event::JobStop { reason }) => {
                     tracing::info!(%reason, "job_stop received");
                     lifecycle.handle_job_stop();

@@ -8,6 +8,7 @@
 //! **Invariant:** after `finish(end)` the file holds exactly `end` of video (one frame per tick) and of audio
 //! (every sample up to `end`), both starting at 0, so drift is bounded by one video frame.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub struct Recording {
     writer: Mp4Writer,
     latency: Duration,
     sharer: Option<String>,
+    /// Sharers whose share ended and has not started again: frames of theirs still in flight
+    /// (decoded after the `screen_off` event) must not reopen the share and freeze its last frame.
+    stopped_sharers: HashSet<String>,
     audio_frames_encoded: u64,
     font: Option<PathBuf>,
     names: Vec<String>,
@@ -46,6 +50,7 @@ impl Recording {
             compositor: Compositor::new(CompositorConfig::from_profile(profile)),
             writer: Mp4Writer::create(path, profile)?,
             sharer: None,
+            stopped_sharers: HashSet::new(),
             audio_frames_encoded: 0,
             font: backdrop::default_font(),
             names: Vec::new(),
@@ -99,6 +104,9 @@ impl Recording {
     /// A decoded screen-share frame from `sharer` captured at media time `at`. A frame from a different
     /// participant than the current sharer means they took over the share.
     pub fn handle_video(&mut self, sharer: &str, at: Duration, frame: I420Frame) {
+        if self.stopped_sharers.contains(sharer) {
+            return;
+        }
         if self.sharer.as_deref() != Some(sharer) {
             self.sharer = Some(sharer.to_owned());
         }
@@ -107,10 +115,16 @@ impl Recording {
 
     /// `sharer` stopped sharing at media time `at`. Ignored if somebody else shares now.
     pub fn handle_share_stopped(&mut self, sharer: &str, at: Duration) {
+        self.stopped_sharers.insert(sharer.to_owned());
         if self.sharer.as_deref() == Some(sharer) {
             self.sharer = None;
             self.compositor.handle_share_stopped(at);
         }
+    }
+
+    /// `sharer` started a (new) share: its frames are composed again.
+    pub fn handle_share_started(&mut self, sharer: &str) {
+        self.stopped_sharers.remove(sharer);
     }
 
     /// Encodes everything due at media time `now` (minus the latency).

@@ -47,6 +47,11 @@ pub enum MediaInput {
         /// Media time of the stop.
         at: Duration,
     },
+    /// Someone started a screen share (after an earlier one of theirs stopped).
+    ShareStarted {
+        /// Who started.
+        sharer: String,
+    },
     /// A speaker left the call.
     SpeakerLeft {
         /// Who left.
@@ -209,6 +214,10 @@ fn run(
             }
             MediaInput::ShareStopped { sharer, at } => {
                 recording.handle_share_stopped(&sharer, at);
+                false
+            }
+            MediaInput::ShareStarted { sharer } => {
+                recording.handle_share_started(&sharer);
                 false
             }
             MediaInput::SpeakerLeft { speaker } => {

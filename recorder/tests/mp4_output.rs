@@ -481,6 +481,8 @@ fn audio_and_video_stay_in_sync_over_a_minute() {
                 recording.handle_audio("beeper", now, &pcm).expect("fits");
             }
             if now == start {
+                // As in a call: `screen_on` arrives before the new share's first frame.
+                recording.handle_share_started("flasher");
                 recording.handle_video("flasher", now, flash.clone());
             }
             if now == start + secs(1.0) {
@@ -552,4 +554,46 @@ fn participant_names_show_while_nobody_shares() {
         ),
         "the share replaces the names"
     );
+}
+
+#[test]
+fn frames_still_in_flight_after_a_stop_do_not_freeze_the_share() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("late.mp4");
+    let profile = Profile::named(ProfileName::Low);
+    let mut recording = Recording::create(&path, &profile).expect("recording starts");
+    let mut now = Duration::ZERO;
+    while now <= secs(6.0) {
+        if now == secs(1.0) {
+            recording.handle_video("bob", now, bar_pattern(1280, 720, 0));
+        }
+        if now == secs(2.0) {
+            recording.handle_share_stopped("bob", now);
+        }
+        if now == secs(2.1) {
+            // Decoded after the `screen_off` event, stamped after the stop.
+            recording.handle_video("bob", now, bar_pattern(1280, 720, 1));
+        }
+        if now == secs(4.0) {
+            recording.handle_share_started("bob");
+            recording.handle_video("bob", now, bar_pattern(1280, 720, 2));
+        }
+        recording.tick(now).expect("encoding works");
+        now += PACKET;
+    }
+    recording.finish(now).expect("finalised");
+    let (r, g, b) = BAR_COLOURS[0];
+    let bar = Yuv::from_rgb(r, g, b);
+    let at = |t: f64| {
+        frame_at(&path, t, 1280, 720)
+            .pixel(100, 100)
+            .expect("inside")
+    };
+    assert!(close(at(1.5), bar, 12), "shared at 1.5 s: {:?}", at(1.5));
+    assert!(
+        close(at(3.0), Yuv::BACKGROUND, 4),
+        "background after the stop, not a frozen share: {:?}",
+        at(3.0)
+    );
+    assert!(close(at(5.0), bar, 12), "a new share shows: {:?}", at(5.0));
 }
