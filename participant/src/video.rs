@@ -388,7 +388,12 @@ mod tests {
         assert!(!pattern_matches(&blank));
     }
 
-    fn packetize(encoder: &mut Vp8Encoder, frames: u64, first_sequence: u16) -> Vec<rtp::Packet> {
+    fn packetize(
+        encoder: &mut Vp8Encoder,
+        frames: u64,
+        first_sequence: u16,
+        mtu: usize,
+    ) -> Vec<rtp::Packet> {
         let mut payloader = rtc::rtp::codec::vp8::Vp8Payloader::default();
         let mut sequence = first_sequence;
         let mut packets = Vec::new();
@@ -398,7 +403,7 @@ mod tests {
                 .unwrap()
             {
                 let payloads =
-                    rtc::rtp::packetizer::Payloader::payload(&mut payloader, 60, &data).unwrap();
+                    rtc::rtp::packetizer::Payloader::payload(&mut payloader, mtu, &data).unwrap();
                 let count = payloads.len();
                 for (i, payload) in payloads.into_iter().enumerate() {
                     let mut packet = rtp::Packet::default();
@@ -416,7 +421,7 @@ mod tests {
     #[test]
     fn reordered_packets_still_decode_and_losses_ask_for_a_keyframe() {
         let mut encoder = Vp8Encoder::new(160, 120, 15, 300_000).unwrap();
-        let mut packets = packetize(&mut encoder, 6, 65530);
+        let mut packets = packetize(&mut encoder, 6, 65530, 60);
         assert!(packets.len() > 8, "want several packets per frame");
         packets.swap(1, 2);
         packets.swap(5, 7);
@@ -434,7 +439,7 @@ mod tests {
 
         let mut lossy = Vp8Decoder::new().unwrap();
         let mut wanted = false;
-        for (index, packet) in packetize(&mut encoder, 12, 100).iter().enumerate() {
+        for (index, packet) in packetize(&mut encoder, 12, 100, 60).iter().enumerate() {
             if index != 3 {
                 wanted |= lossy.push(packet).wants_keyframe;
             }
@@ -445,7 +450,7 @@ mod tests {
     #[test]
     fn padding_probes_between_frames_are_not_losses() {
         let mut encoder = Vp8Encoder::new(160, 120, 15, 300_000).unwrap();
-        let media = packetize(&mut encoder, 6, 65534);
+        let media = packetize(&mut encoder, 6, 65534, 60);
         // After every frame's last packet, two padding-only probes take the next sequence
         // numbers, as browsers send them; the media packets after them are renumbered.
         let mut stream = Vec::new();
@@ -482,27 +487,10 @@ mod tests {
     fn vp8_round_trip_keeps_the_pattern() {
         let mut encoder = Vp8Encoder::new(160, 120, 15, 300_000).unwrap();
         let mut decoder = Vp8Decoder::new().unwrap();
-        let mut sequence = 0u16;
-        let mut decoded = Vec::new();
-        let mut payloader = rtc::rtp::codec::vp8::Vp8Payloader::default();
-        for index in 0..10 {
-            for data in encoder
-                .encode(&pattern_frame(160, 120, index), index == 0)
-                .unwrap()
-            {
-                let payloads =
-                    rtc::rtp::packetizer::Payloader::payload(&mut payloader, 1000, &data).unwrap();
-                let count = payloads.len();
-                for (i, payload) in payloads.into_iter().enumerate() {
-                    let mut packet = rtp::Packet::default();
-                    packet.header.sequence_number = sequence;
-                    packet.header.marker = i + 1 == count;
-                    packet.payload = payload;
-                    sequence = sequence.wrapping_add(1);
-                    decoded.extend(decoder.push(&packet).frames);
-                }
-            }
-        }
+        let decoded: Vec<VideoFrame> = packetize(&mut encoder, 10, 0, 1000)
+            .iter()
+            .flat_map(|packet| decoder.push(packet).frames)
+            .collect();
         assert!(decoded.len() >= 8, "decoded {} frames", decoded.len());
         let last = decoded.last().unwrap();
         assert_eq!((last.width, last.height), (160, 120));
