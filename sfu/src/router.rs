@@ -116,17 +116,16 @@ impl Router {
         Some((call, call.members.get(session_id)?))
     }
 
-    fn member_mut(&mut self, session_id: &str) -> Result<(&mut Call, String), RouteError> {
+    /// The call `session_id` is a member of.
+    fn call_of_member_mut(&mut self, session_id: &str) -> Result<&mut Call, RouteError> {
         let call_id = self
             .call_of
             .get(session_id)
-            .ok_or(RouteError::UnknownSession)?
-            .clone();
-        let call = self
+            .ok_or(RouteError::UnknownSession)?;
+        Ok(self
             .calls
-            .get_mut(&call_id)
-            .expect("call_of only names calls that exist");
-        Ok((call, call_id))
+            .get_mut(call_id)
+            .expect("call_of only names calls that exist"))
     }
 
     /// Adds `info` to `call_id`. Returns the members already there and the actions: tell them,
@@ -219,7 +218,7 @@ impl Router {
         session_id: &str,
         kind: TrackKind,
     ) -> Result<(TrackId, Vec<Action>), RouteError> {
-        let (call, _) = self.member_mut(session_id)?;
+        let call = self.call_of_member_mut(session_id)?;
         let member = call
             .members
             .get_mut(session_id)
@@ -245,7 +244,7 @@ impl Router {
 
     /// A published track ended. Unknown tracks yield no actions.
     pub fn handle_unpublish(&mut self, track: &TrackId) -> Vec<Action> {
-        let Ok((call, _)) = self.member_mut(&track.session_id) else {
+        let Ok(call) = self.call_of_member_mut(&track.session_id) else {
             return Vec::new();
         };
         let Some(member) = call.members.get_mut(&track.session_id) else {
@@ -287,7 +286,7 @@ impl Router {
         session_id: &str,
         muted: bool,
     ) -> Result<Vec<Action>, RouteError> {
-        let (call, _) = self.member_mut(session_id)?;
+        let call = self.call_of_member_mut(session_id)?;
         let member = call
             .members
             .get_mut(session_id)
@@ -312,7 +311,7 @@ impl Router {
         session_id: &str,
         screen_on: bool,
     ) -> Result<Vec<Action>, RouteError> {
-        let (call, _) = self.member_mut(session_id)?;
+        let call = self.call_of_member_mut(session_id)?;
         let member = call
             .members
             .get_mut(session_id)
