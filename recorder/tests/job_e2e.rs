@@ -14,6 +14,9 @@ use calls_recorder::test_signal::tone;
 use calls_recorder::I420Frame;
 use serde_json::{json, Value};
 
+mod common;
+use common::{decode_audio, frame_at};
+
 const SECRET: &str = "recorder-e2e-secret-0123456789abcdef";
 const ADMIN: &str = "recorder-e2e-admin-0123456789abcdef";
 const CLIENT_KEY: &str = "recorder-e2e-client-key-0123456789abcdef";
@@ -103,40 +106,6 @@ async fn start_offloader(dir: &Path) -> (String, String, String, String) {
         .mark_starting(&job_id, &calls_offloader::auth::token_hash(&job_token))
         .expect("store"));
     (base, job_id, job_token, bearer)
-}
-
-fn decode_audio(path: &Path) -> Vec<i16> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(out.status.success());
-    out.stdout
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
-}
-
-fn frame_at(path: &Path, at: f64) -> I420Frame {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args([
-            "-ss",
-            &format!("{at:.2}"),
-            "-frames:v",
-            "1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
-        .output()
-        .expect("ffmpeg runs");
-    I420Frame::new(1280, 720, out.stdout).expect("a 1280x720 frame")
 }
 
 fn rms(samples: &[i16], from: f64, to: f64) -> f64 {
@@ -286,13 +255,13 @@ async fn the_recorder_job_records_a_call_and_uploads_a_playable_file() {
     }
 
     // Picture: Bob's bar pattern while he shares, the names background otherwise.
-    let (bright, dark) = bar_and_black(&frame_at(&path, 5.5));
+    let (bright, dark) = bar_and_black(&frame_at(&path, 5.5, 1280, 720));
     assert!(
         bright >= 2 && dark >= 800,
         "share pattern at 5.5 s: {bright} bright, {dark} dark"
     );
     for at in [1.0, 8.3] {
-        let (bright, dark) = bar_and_black(&frame_at(&path, at));
+        let (bright, dark) = bar_and_black(&frame_at(&path, at, 1280, 720));
         assert!(
             bright < 40 && dark < 100,
             "no share at {at} s: {bright} bright, {dark} dark"

@@ -10,6 +10,9 @@ use calls_recorder::test_signal::{bar_pattern, tone, BAR_COLOURS};
 use calls_recorder::{I420Frame, Profile, ProfileName, Recording, Yuv};
 use serde_json::Value;
 
+mod common;
+use common::{decode_audio, frame_at};
+
 const RATE: usize = 48_000;
 const PACKET: Duration = Duration::from_millis(20);
 
@@ -105,49 +108,6 @@ fn ffprobe(path: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("ffprobe prints json")
-}
-
-fn decode_audio(path: &Path) -> Vec<i16> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
-        .output()
-        .expect("ffmpeg is installed");
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect()
-}
-
-fn frame_at(path: &Path, at: f64, width: u32, height: u32) -> I420Frame {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args([
-            "-ss",
-            &format!("{at:.3}"),
-            "-frames:v",
-            "1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-",
-        ])
-        .output()
-        .expect("ffmpeg is installed");
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    I420Frame::new(width, height, out.stdout).expect("one raw frame of the configured size")
 }
 
 /// RMS level and zero-crossing frequency of the decoded audio between two times.
