@@ -13,6 +13,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use bytes::Bytes;
+use calls_protocol::job_env;
 use futures::{Stream, StreamExt};
 
 use crate::config::{Config, DataMount};
@@ -46,14 +47,14 @@ fn is_status(error: &DockerError, code: u16) -> bool {
 /// names win over input keys of the same name.
 pub fn job_env(job: &JobRecord, offloader_url: &str, job_token: &str) -> Vec<String> {
     let fixed = [
-        ("JOB_ID", job.id.clone()),
-        ("JOB_TYPE", job.job_type.as_str().to_string()),
-        ("OFFLOADER_URL", offloader_url.to_string()),
-        ("JOB_TOKEN", job_token.to_string()),
+        (job_env::JOB_ID, job.id.clone()),
+        (job_env::JOB_TYPE, job.job_type.as_str().to_string()),
+        (job_env::OFFLOADER_URL, offloader_url.to_string()),
+        (job_env::JOB_TOKEN, job_token.to_string()),
     ];
     let mut env: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
     for (key, value) in &job.input_data {
-        let name = key.to_ascii_uppercase();
+        let name = job_env::env_name(key);
         if fixed.iter().any(|(k, _)| *k == name) {
             continue;
         }

@@ -2,5 +2,6 @@
 //! participants, and the REST bodies of the offloader. Nothing here does I/O; each module is the
 //! single definition of one protocol, so a change to the wire shows up in exactly one place.
 
+pub mod job_env;
 pub mod jobs;
 pub mod signalling;

@@ -16,138 +16,61 @@
 //! | `ALONE_TIMEOUT_SEC` | no | stop after the bot has been alone this long (default 60, 1..=86400) |
 //! | `CALLS_HEARTBEAT_FILE` | no | file touched while frames are encoded, for the image's health check (default `/tmp/calls-recorder.alive`) |
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use calls_job::settings::Settings;
+pub use calls_job::{CallTarget, JobIdentity, Secret};
+use calls_protocol::job_env::recording;
+
+use crate::error::Result;
 use crate::profile::{Profile, ProfileOverrides};
 
-/// A value that must never reach logs or responses; `Debug` prints a placeholder.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that sends it (an `Authorization` header, a join request).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// The heartbeat file when `CALLS_HEARTBEAT_FILE` is not set (the image sets the same path).
+pub const DEFAULT_HEARTBEAT_FILE: &str = "/tmp/calls-recorder.alive";
 
 /// Validated settings of one recording job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobConfig {
-    /// The offloader's job id.
-    pub job_id: String,
-    /// Bearer token for the job's own status and artifact endpoints.
-    pub job_token: Secret,
-    /// Base URL of the offloader (no trailing slash).
-    pub offloader_url: String,
-    /// The call to record.
-    pub call_id: String,
-    /// Base URL of the SFU (no trailing slash).
-    pub sfu_url: String,
-    /// Join token for the bot.
-    pub join_token: Secret,
+    /// `JOB_ID`, `JOB_TOKEN`, `OFFLOADER_URL`.
+    pub identity: JobIdentity,
+    /// `CALL_ID`, `SFU_URL`, `BOT_TOKEN`.
+    pub call: CallTarget,
     /// Output size, rate and bitrates.
     pub profile: Profile,
     /// Directory that receives `recording.mp4`.
     pub output_dir: PathBuf,
     /// How long the bot may be alone in the call before it stops.
     pub alone_timeout: Duration,
-    /// Touched while the pipeline makes progress (see `heartbeat.rs`).
+    /// Touched while the pipeline makes progress (see `calls_job::heartbeat`).
     pub heartbeat_file: PathBuf,
 }
 
 impl JobConfig {
-    /// Reads and validates every setting through `lookup` (e.g. `|k| std::env::var(k).ok()`). All problems are
-    /// reported together.
+    /// Reads and validates every setting through `lookup` (e.g. `calls_job::settings::process_lookup()`).
+    /// All problems are reported together.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<JobConfig> {
-        let get = |key: &str| {
-            lookup(key)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let mut problems: Vec<String> = Vec::new();
-        let mut required = |key: &'static str| {
-            get(key).unwrap_or_else(|| {
-                problems.push(format!("{key} is required"));
-                String::new()
-            })
-        };
-        let job_id = required("JOB_ID");
-        let job_token = Secret::new(required("JOB_TOKEN"));
-        let offloader_url = required("OFFLOADER_URL");
-        let call_id = required("CALL_ID");
-        let sfu_url = required("SFU_URL");
-        let join_token = match get("BOT_TOKEN").or_else(|| get("JOIN_TOKEN")) {
-            Some(token) => Secret::new(token),
-            None => {
-                problems.push("BOT_TOKEN (or JOIN_TOKEN) is required".to_owned());
-                Secret::new("")
-            }
-        };
-        for (key, url, schemes) in [
-            (
-                "OFFLOADER_URL",
-                &offloader_url,
-                &["http://", "https://"][..],
-            ),
-            (
-                "SFU_URL",
-                &sfu_url,
-                &["http://", "https://", "ws://", "wss://"][..],
-            ),
-        ] {
-            if !url.is_empty() && !schemes.iter().any(|scheme| url.starts_with(scheme)) {
-                problems.push(format!(
-                    "{key} {url:?} must start with {}",
-                    schemes.join(" or ")
-                ));
-            }
-        }
+        let mut settings = Settings::new(lookup);
+        let identity = settings.identity();
+        let call = settings.call();
+        let get = |key: &str| settings.get(key);
         let profile = ProfileOverrides::from_lookup(get)
-            .and_then(|overrides| Profile::resolve(get("PROFILE").as_deref(), &overrides));
+            .and_then(|overrides| Profile::resolve(get(recording::PROFILE).as_deref(), &overrides));
         let profile = profile.unwrap_or_else(|error| {
-            problems.push(error.to_string());
+            settings.problem(error.to_string());
             Profile::default()
         });
-        let alone_timeout = match get("ALONE_TIMEOUT_SEC").map(|v| v.parse::<u64>()) {
-            None => Duration::from_secs(60),
-            Some(Ok(seconds)) if (1..=86_400).contains(&seconds) => Duration::from_secs(seconds),
-            Some(_) => {
-                problems.push("ALONE_TIMEOUT_SEC must be whole seconds in 1..=86400".to_owned());
-                Duration::from_secs(60)
-            }
-        };
-        if !problems.is_empty() {
-            return Err(Error::InvalidJob(problems.join("; ")));
-        }
+        let alone_timeout = settings.alone_timeout();
+        let output_dir = settings.output_dir();
+        let heartbeat_file = settings.heartbeat_file(DEFAULT_HEARTBEAT_FILE);
+        settings.finish()?;
         Ok(JobConfig {
-            job_id,
-            job_token,
-            offloader_url: offloader_url.trim_end_matches('/').to_owned(),
-            call_id,
-            sfu_url: sfu_url.trim_end_matches('/').to_owned(),
-            join_token,
+            identity,
+            call,
             profile,
-            output_dir: PathBuf::from(get("OUTPUT_DIR").unwrap_or_else(|| "/data".to_owned())),
+            output_dir,
             alone_timeout,
-            heartbeat_file: PathBuf::from(
-                get("CALLS_HEARTBEAT_FILE")
-                    .unwrap_or_else(|| crate::heartbeat::DEFAULT_HEARTBEAT_FILE.to_owned()),
-            ),
+            heartbeat_file,
         })
     }
 
@@ -183,9 +106,9 @@ mod tests {
     #[test]
     fn a_complete_environment_gives_a_config_with_defaults() {
         let config = JobConfig::from_lookup(env(&VALID)).unwrap();
-        assert_eq!(config.job_id, "job-1");
-        assert_eq!(config.offloader_url, "http://offloader:4545");
-        assert_eq!(config.join_token.expose(), "bot-secret-value");
+        assert_eq!(config.identity.job_id, "job-1");
+        assert_eq!(config.identity.offloader_url, "http://offloader:4545");
+        assert_eq!(config.call.join_token.expose(), "bot-secret-value");
         assert_eq!(config.profile, Profile::default());
         assert_eq!(config.output_path(), PathBuf::from("/data/recording.mp4"));
         assert_eq!(config.alone_timeout, Duration::from_secs(60));
@@ -209,7 +132,7 @@ mod tests {
         assert_eq!((config.profile.width, config.profile.fps), (1920, 25));
         assert_eq!(config.output_path(), PathBuf::from("/tmp/x/recording.mp4"));
         assert_eq!(
-            config.join_token.expose(),
+            config.call.join_token.expose(),
             "bot-secret-value",
             "BOT_TOKEN wins"
         );

@@ -15,9 +15,6 @@ pub enum Error {
         /// Why it was rejected, including the accepted range.
         reason: String,
     },
-    /// The job's environment is incomplete or wrong; every problem is listed, separated by `; `.
-    #[error("invalid job settings: {0}")]
-    InvalidJob(String),
     /// A video frame whose buffer does not match its declared size.
     #[error("invalid video frame: {0}")]
     InvalidFrame(String),
@@ -33,9 +30,9 @@ pub enum Error {
     /// The media thread could not start, or died.
     #[error("media thread: {0}")]
     MediaThread(&'static str),
-    /// The offloader could not be reached or refused a request.
-    #[error("offloader: {0}")]
-    Offloader(String),
+    /// The job shell failed: invalid settings, or the offloader could not be reached or refused a request.
+    #[error(transparent)]
+    Job(#[from] calls_job::Error),
     /// Joining or talking to the call failed.
     #[error("call: {0}")]
     Call(String),

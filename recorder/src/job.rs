@@ -8,10 +8,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use calls_job::shell::{report_failed, report_finished, report_started, spawn_progress};
+use calls_job::{Heartbeat, Lifecycle, OffloaderClient, Roster, StopReason};
 use calls_participant::audio::VoiceDecoder;
 use calls_participant::video::Vp8Decoder;
 use calls_participant::{ConnectionState, Event, JoinOptions, Participant, RemoteTrack, TrackKind};
-use calls_protocol::jobs::JobStatusKind;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -19,10 +20,7 @@ use crate::clock::{RtpClock, OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE};
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::frame::I420Frame;
-use crate::heartbeat::Heartbeat;
-use crate::lifecycle::{Lifecycle, Roster, StopReason};
 use crate::mixer::{duration_from_samples, MixerConfig};
-use crate::offloader::OffloaderClient;
 use crate::worker::{MediaInput, MediaSender, MediaWorker};
 
 /// Name of the uploaded artifact.
@@ -46,16 +44,11 @@ pub struct JobOutcome {
 /// Runs the whole job. `shutdown` resolves on SIGTERM/SIGINT. On failure the offloader is told why (best
 /// effort) and the error is returned; the caller exits non-zero so the container and its data are kept.
 pub async fn run(config: JobConfig, shutdown: impl Future<Output = ()>) -> Result<JobOutcome> {
-    let client = OffloaderClient::new(&config)?;
+    let client = OffloaderClient::new(&config.identity)?;
     match record_and_upload(&config, &client, shutdown).await {
         Ok(outcome) => Ok(outcome),
         Err(error) => {
-            if let Err(report_error) = client
-                .report(JobStatusKind::Failed, None, Some(error.to_string()), &[])
-                .await
-            {
-                tracing::error!(%report_error, "could not report the failure to the offloader");
-            }
+            report_failed(&client, &error).await;
             Err(error)
         }
     }
@@ -70,8 +63,8 @@ async fn record_and_upload(
     // The VP8 decoder warns about every frame until the first keyframe; errors are what an operator needs.
     ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Error);
     tracing::info!(
-        job_id = %config.job_id,
-        call_id = %config.call_id,
+        job_id = %config.identity.job_id,
+        call_id = %config.call.call_id,
         profile = %profile.name,
         size = %format!("{}x{}", profile.width, profile.height),
         fps = profile.fps,
@@ -91,12 +84,12 @@ async fn record_and_upload(
     )?;
 
     let options = JoinOptions {
-        call_id: Some(config.call_id.clone()),
+        call_id: Some(config.call.call_id.clone()),
         ..JoinOptions::default()
     };
-    let url = calls_participant::signalling_url(&config.sfu_url)
+    let url = calls_participant::signalling_url(&config.call.sfu_url)
         .map_err(|e| Error::Call(e.to_string()))?;
-    let mut me = Participant::join(&url, config.join_token.expose(), options)
+    let mut me = Participant::join(&url, config.call.join_token.expose(), options)
         .await
         .map_err(|e| Error::Call(format!("joining {url}: {e}")))?;
     me.wait_connected(Duration::from_secs(15))
@@ -105,17 +98,7 @@ async fn record_and_upload(
     let origin = Instant::now();
     let mut roster = Roster::new(me.initial_participants(), me.session_id());
     tracing::info!(session_id = %me.session_id(), people = roster.count(), "joined call");
-    if let Err(error) = client
-        .report(
-            JobStatusKind::Started,
-            Some("joined the call".into()),
-            None,
-            &[],
-        )
-        .await
-    {
-        tracing::warn!(%error, "could not report started");
-    }
+    report_started(client, "joined the call").await;
 
     let sender = worker.sender();
     let mut lifecycle = Lifecycle::new(Duration::ZERO, config.alone_timeout);
@@ -147,16 +130,8 @@ async fn record_and_upload(
             }
             _ = report.tick() => {
                 let progress = worker.progress();
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let message = format!("recorded {:.0} s", progress.seconds_recorded());
-                    if let Err(error) = client
-                        .report(JobStatusKind::Progress, Some(message), None, &progress.counters())
-                        .await
-                    {
-                        tracing::warn!(%error, "progress report failed");
-                    }
-                });
+                let message = format!("recorded {:.0} s", progress.seconds_recorded());
+                spawn_progress(client, message, progress.counters().to_vec());
             }
             event = me.next_event() => match event {
                 None | Some(Event::Disconnected) => lifecycle.handle_call_ended(),
@@ -228,35 +203,6 @@ async fn record_and_upload(
         recorded: end,
         bytes,
     })
-}
-
-/// Reports `finished` (a few attempts); a failure is logged, the exit code still says the upload succeeded.
-async fn report_finished(
-    client: &OffloaderClient,
-    message: String,
-    counters: &[(&'static str, f64)],
-) {
-    const ATTEMPTS: u32 = 3;
-    for attempt in 1..=ATTEMPTS {
-        match client
-            .report(
-                JobStatusKind::Finished,
-                Some(message.clone()),
-                None,
-                counters,
-            )
-            .await
-        {
-            Ok(()) => return,
-            Err(error) if attempt == ATTEMPTS => {
-                tracing::warn!(%error, "could not report finished; a job stopped through the API will show as cancelled");
-            }
-            Err(error) => {
-                tracing::warn!(attempt, %error, "finished report failed, retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
 }
 
 /// Logs the first audio and the first screen frame once each.
@@ -369,40 +315,4 @@ async fn pump_screen(track: RemoteTrack, sender: MediaSender, origin: Instant) {
     }
 }
 
-/// Resolves on SIGTERM (the offloader or Docker stopping the container) or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = interrupt => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = interrupt.await;
-        }
-    }
-}
-
-/// Tells the offloader that the job's settings were invalid, when enough of them (`JOB_ID`, `JOB_TOKEN`,
-/// `OFFLOADER_URL`) are there to do so. Best effort: the exit code carries the failure either way.
-pub async fn report_invalid_settings(lookup: impl Fn(&str) -> Option<String>, error: &Error) {
-    let (Some(base), Some(job_id), Some(token)) = (
-        lookup("OFFLOADER_URL"),
-        lookup("JOB_ID"),
-        lookup("JOB_TOKEN"),
-    ) else {
-        return;
-    };
-    let Ok(client) = OffloaderClient::from_parts(&base, &job_id, crate::config::Secret::new(token))
-    else {
-        return;
-    };
-    if let Err(report_error) = client
-        .report(JobStatusKind::Failed, None, Some(error.to_string()), &[])
-        .await
-    {
-        tracing::error!(%report_error, "could not report the invalid settings to the offloader");
-    }
-}
+pub use calls_job::shell::{report_invalid_settings, shutdown_signal};

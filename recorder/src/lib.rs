@@ -3,6 +3,7 @@
 //! The media core is a set of pure parts driven by one media clock: [`mixer`] (voices → one track),
 //! [`compositor`] (screen share → fixed-size frames), [`encoder`] (MP4 writer) and [`recording`], which owns
 //! them and is what the job shell feeds. [`profile`] holds the quality profiles and validated overrides.
+//! The job plumbing (settings, offloader client, heartbeat, stop policy) is the shared `calls-job` crate.
 
 pub mod backdrop;
 pub mod clock;
@@ -11,12 +12,9 @@ pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod frame;
-pub mod heartbeat;
 pub mod job;
-pub mod lifecycle;
 pub mod metrics;
 pub mod mixer;
-pub mod offloader;
 pub mod profile;
 pub mod recording;
 pub mod test_signal;

@@ -33,12 +33,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let lookup = |key: &str| std::env::var(key).ok();
-    let config = match JobConfig::from_lookup(lookup) {
+    let lookup = calls_job::settings::process_lookup();
+    let config = match JobConfig::from_lookup(&lookup) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "invalid job settings");
-            runtime.block_on(job::report_invalid_settings(lookup, &error));
+            runtime.block_on(job::report_invalid_settings(&lookup, &error));
             return ExitCode::from(2);
         }
     };

@@ -8,6 +8,8 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
+use calls_protocol::job_env::recording;
+
 use crate::error::{Error, Result};
 
 /// Sample rate of everything audio in the recorder (Opus decodes at 48 kHz; AAC encodes at 48 kHz).
@@ -195,18 +197,18 @@ impl ProfileOverrides {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ProfileOverrides> {
         let get = |key: &str| lookup(key).filter(|value| !value.trim().is_empty());
         Ok(ProfileOverrides {
-            width: get("WIDTH")
-                .map(|v| parse_dimension("WIDTH", &v, &WIDTH_RANGE))
+            width: get(recording::WIDTH)
+                .map(|v| parse_dimension(recording::WIDTH, &v, &WIDTH_RANGE))
                 .transpose()?,
-            height: get("HEIGHT")
-                .map(|v| parse_dimension("HEIGHT", &v, &HEIGHT_RANGE))
+            height: get(recording::HEIGHT)
+                .map(|v| parse_dimension(recording::HEIGHT, &v, &HEIGHT_RANGE))
                 .transpose()?,
-            fps: get("FPS").map(|v| parse_fps(&v)).transpose()?,
-            video_bitrate_kbps: get("VIDEO_BITRATE")
-                .map(|v| parse_bitrate_kbps("VIDEO_BITRATE", &v, &VIDEO_KBPS_RANGE))
+            fps: get(recording::FPS).map(|v| parse_fps(&v)).transpose()?,
+            video_bitrate_kbps: get(recording::VIDEO_BITRATE)
+                .map(|v| parse_bitrate_kbps(recording::VIDEO_BITRATE, &v, &VIDEO_KBPS_RANGE))
                 .transpose()?,
-            audio_bitrate_kbps: get("AUDIO_BITRATE")
-                .map(|v| parse_bitrate_kbps("AUDIO_BITRATE", &v, &AUDIO_KBPS_RANGE))
+            audio_bitrate_kbps: get(recording::AUDIO_BITRATE)
+                .map(|v| parse_bitrate_kbps(recording::AUDIO_BITRATE, &v, &AUDIO_KBPS_RANGE))
                 .transpose()?,
         })
     }

@@ -2,16 +2,19 @@
 //! from its environment (the offloader upper-cases `input_data` keys): `BEHAVIOUR` is one of
 //! `exit0`, `exit1`, `sleep`, `upload`, `record`, `ignore_sigterm`, `hog_memory`;
 //! `SLEEP_SECONDS`, `ARTIFACT_BYTES`, `ARTIFACT_NAME`, `ARTIFACT_SEED`, `DATA_DIR`, `EXIT_CODE`,
-//! `FINAL_EXIT_CODE` and `HOG_MB` tune it. It talks to the offloader exactly like
-//! the recorder does: `POST /jobs/{id}/status` and `PUT /jobs/{id}/artifacts/{name}` with the
-//! job's own bearer token. It prints known lines to stdout and stderr so tests can find them in
+//! `FINAL_EXIT_CODE` and `HOG_MB` tune it. It talks to the offloader through the same job shell
+//! as the recorder and the transcriber (`calls-job`: `POST /jobs/{id}/status` and
+//! `PUT /jobs/{id}/artifacts/{name}` with the job's own bearer token), retrying for about 15 s
+//! while the offloader is unreachable, because the offloader tests restart it under running jobs. It prints known lines to stdout and stderr so tests can find them in
 //! `docker logs` and in failure reasons, and it never prints a secret input, only its digest.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use calls_protocol::jobs::{is_secret_field, JobStatusKind, JobStatusUpdate};
+use calls_job::settings::Settings;
+use calls_job::{JobIdentity, OffloaderClient, RetryPolicy};
+use calls_protocol::job_env;
+use calls_protocol::jobs::{is_secret_field, JobStatusKind};
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -56,9 +59,8 @@ impl Behaviour {
 /// Settings read from the environment.
 #[derive(Debug, Clone)]
 pub struct TestJobConfig {
-    pub job_id: String,
-    pub job_token: String,
-    pub offloader_url: String,
+    /// `JOB_ID`, `JOB_TOKEN`, `OFFLOADER_URL`.
+    pub identity: JobIdentity,
     pub behaviour: Behaviour,
     pub sleep: Duration,
     pub artifact_bytes: u64,
@@ -73,7 +75,6 @@ pub struct TestJobConfig {
 impl TestJobConfig {
     /// Reads the settings through `get` (the process environment in production).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let required = |name: &str| get(name).with_context(|| format!("{name} is not set"));
         let number = |name: &str, default: u64| -> anyhow::Result<u64> {
             match get(name) {
                 None => Ok(default),
@@ -89,10 +90,11 @@ impl TestJobConfig {
                 "unknown BEHAVIOUR {behaviour_name:?} (exit0, exit1, sleep, upload, record, ignore_sigterm, hog_memory)"
             );
         };
+        let mut settings = Settings::new(&get);
+        let identity = settings.identity();
+        settings.finish()?;
         Ok(Self {
-            job_id: required("JOB_ID")?,
-            job_token: required("JOB_TOKEN")?,
-            offloader_url: required("OFFLOADER_URL")?.trim_end_matches('/').to_owned(),
+            identity,
             behaviour,
             sleep: Duration::from_secs(number("SLEEP_SECONDS", 3600)?),
             artifact_bytes: number("ARTIFACT_BYTES", 1024 * 1024)?,
@@ -117,11 +119,11 @@ pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
     let api = JobApi::new(&config)?;
     println!(
         "calls-test-job: job {} starting, behaviour {:?}",
-        config.job_id, config.behaviour
+        config.identity.job_id, config.behaviour
     );
     eprintln!(
         "calls-test-job: stderr is attached for job {}",
-        config.job_id
+        config.identity.job_id
     );
     print_secret_digests();
 
@@ -205,7 +207,7 @@ fn write_artifact(path: &std::path::Path, len: u64, seed: u64) -> anyhow::Result
 /// Prints the digest of every secret-looking environment variable so tests can check delivery.
 fn print_secret_digests() {
     let mut secrets: Vec<(String, String)> = std::env::vars()
-        .filter(|(name, _)| name != "JOB_TOKEN" && is_secret_field(name))
+        .filter(|(name, _)| name != job_env::JOB_TOKEN && is_secret_field(name))
         .collect();
     secrets.sort();
     for (name, value) in secrets {
@@ -237,9 +239,7 @@ async fn tick(api: &JobApi, config: &TestJobConfig, obey_sigterm: bool) -> anyho
                 }
                 ticks += 1;
                 // A lost progress report must not end the job: the offloader may be restarting.
-                if let Err(Attempt::Retry(err) | Attempt::Final(err)) =
-                    api.status_once(JobStatusKind::Progress, None, ticks as f64).await
-                {
+                if let Err(err) = api.status_once(JobStatusKind::Progress, None, ticks as f64).await {
                     eprintln!("calls-test-job: progress report failed: {err:#}");
                 }
             }
@@ -254,129 +254,65 @@ async fn tick(api: &JobApi, config: &TestJobConfig, obey_sigterm: bool) -> anyho
     }
 }
 
-/// The job side of the offloader API.
+/// The job side of the offloader API: the shared job shell's client, retrying every request for
+/// about 15 s (30 attempts, 500 ms apart) while the offloader is unreachable or answers 5xx (it may
+/// be restarting: jobs outlive it); a 4xx answer is final.
 struct JobApi {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+    client: OffloaderClient,
 }
+
+/// The retry policy of every request the test job makes.
+const RETRY: RetryPolicy = RetryPolicy::fixed(30, Duration::from_millis(500));
 
 impl JobApi {
     fn new(config: &TestJobConfig) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?;
         Ok(Self {
-            http,
-            base: format!("{}/jobs/{}", config.offloader_url, config.job_id),
-            token: config.job_token.clone(),
+            client: OffloaderClient::new(&config.identity)?,
         })
     }
 
-    /// Reports a status, retrying for about 15 s while the offloader is unreachable or answers
-    /// 5xx (it may be restarting: jobs outlive it); a 4xx answer is final.
+    /// Reports a status with the tick counter, retrying by [`RETRY`].
     async fn status(
         &self,
         status: JobStatusKind,
         message: Option<&str>,
         ticks: f64,
     ) -> anyhow::Result<()> {
-        retry("status report", || self.status_once(status, message, ticks)).await
+        self.client
+            .report_with(
+                RETRY,
+                status,
+                message.map(str::to_owned),
+                None,
+                &[("test_job_ticks", ticks)],
+            )
+            .await?;
+        Ok(())
     }
 
+    /// Reports a status once.
     async fn status_once(
         &self,
         status: JobStatusKind,
         message: Option<&str>,
         ticks: f64,
-    ) -> Result<(), Attempt> {
-        let body = JobStatusUpdate {
-            status,
-            message: message.map(str::to_owned),
-            error: None,
-            counters: BTreeMap::from([("test_job_ticks".to_owned(), ticks)]),
-        };
-        let response = self
-            .http
-            .post(format!("{}/status", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| {
-                Attempt::Retry(anyhow::Error::new(e).context("cannot reach the offloader"))
-            })?;
-        check(response, "status report").await
+    ) -> anyhow::Result<()> {
+        self.client
+            .report(
+                status,
+                message.map(str::to_owned),
+                None,
+                &[("test_job_ticks", ticks)],
+            )
+            .await?;
+        Ok(())
     }
 
-    /// Streams the file at `path` as the artifact `name` (chunked, no Content-Length),
-    /// retrying like [`JobApi::status`].
+    /// Streams the file at `path` as the artifact `name`, retrying by [`RETRY`].
     async fn upload(&self, name: &str, path: &std::path::Path) -> anyhow::Result<()> {
-        retry("artifact upload", || self.upload_once(name, path)).await
+        self.client.upload_with(RETRY, path, name).await?;
+        Ok(())
     }
-
-    async fn upload_once(&self, name: &str, path: &std::path::Path) -> Result<(), Attempt> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .with_context(|| format!("cannot open {}", path.display()))
-            .map_err(Attempt::Final)?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        let response = self
-            .http
-            .put(format!("{}/artifacts/{name}", self.base))
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                Attempt::Retry(anyhow::Error::new(e).context("cannot reach the offloader"))
-            })?;
-        check(response, "artifact upload").await
-    }
-}
-
-/// The outcome of one failed request: worth another try, or not.
-enum Attempt {
-    Retry(anyhow::Error),
-    Final(anyhow::Error),
-}
-
-/// Runs `once` up to 30 times, 500 ms apart, while it fails with [`Attempt::Retry`].
-async fn retry<F, Fut>(what: &str, once: F) -> anyhow::Result<()>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), Attempt>>,
-{
-    const ATTEMPTS: u32 = 30;
-    let mut attempt = 1;
-    loop {
-        match once().await {
-            Ok(()) => return Ok(()),
-            Err(Attempt::Final(error)) => return Err(error),
-            Err(Attempt::Retry(error)) if attempt >= ATTEMPTS => return Err(error),
-            Err(Attempt::Retry(error)) => {
-                eprintln!("calls-test-job: {what} failed (attempt {attempt}), retrying: {error:#}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                attempt += 1;
-            }
-        }
-    }
-}
-
-async fn check(response: reqwest::Response, what: &str) -> Result<(), Attempt> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body = response.text().await.unwrap_or_default();
-    let error = anyhow::anyhow!("{what} refused with {status}: {body}");
-    Err(if status.is_server_error() {
-        Attempt::Retry(error)
-    } else {
-        Attempt::Final(error)
-    })
 }
 
 #[cfg(test)]
@@ -401,7 +337,7 @@ mod tests {
         ];
         let config = TestJobConfig::from_env(env(&base)).expect("valid env");
         assert_eq!(config.behaviour, Behaviour::Exit0);
-        assert_eq!(config.offloader_url, "http://172.17.0.1:4545");
+        assert_eq!(config.identity.offloader_url, "http://172.17.0.1:4545");
         assert_eq!(config.artifact_bytes, 1024 * 1024);
 
         let mut with = base.to_vec();

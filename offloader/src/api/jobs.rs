@@ -7,6 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use calls_protocol::job_env;
 use calls_protocol::jobs::{CreateJobRequest, ImageStatus, InitRequest, Job, JobList, JobState};
 
 use super::{parse_json, ApiBytes, ApiJson};
@@ -17,7 +18,6 @@ use crate::view::public_job;
 use crate::{docker, files, now_ms, AppState};
 
 const MAX_INPUT_KEYS: usize = 64;
-const RESERVED_ENV: [&str; 4] = ["JOB_ID", "JOB_TYPE", "OFFLOADER_URL", "JOB_TOKEN"];
 
 /// Checks a job request against the configuration and builds its queued record.
 pub fn validate_request(
@@ -60,7 +60,7 @@ pub fn validate_request(
                 "input_data key {key:?} must be a valid environment name ([A-Za-z_][A-Za-z0-9_]*)"
             )));
         }
-        if RESERVED_ENV.contains(&key.to_ascii_uppercase().as_str()) {
+        if job_env::RESERVED.contains(&job_env::env_name(key).as_str()) {
             return Err(Error::BadRequest(format!(
                 "input_data key {key:?} is reserved (the offloader sets it)"
             )));

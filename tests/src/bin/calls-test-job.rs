@@ -4,7 +4,7 @@
 use calls_e2e::test_job::{run, TestJobConfig};
 
 fn main() {
-    let code = match TestJobConfig::from_env(|name| std::env::var(name).ok()) {
+    let code = match TestJobConfig::from_env(calls_job::settings::process_lookup()) {
         Err(err) => {
             eprintln!("calls-test-job: invalid settings: {err:#}");
             2

@@ -1,4 +1,5 @@
-//! When a recording stops: the pure decision behind the job shell's main loop.
+//! When a job that sits in a call stops (the recorder, the transcriber): the pure decision behind the job
+//! shell's main loop, and the roster of people it is there for.
 //!
 //! Inputs arrive as `handle_*(now, …)` calls (time is the job's monotonic clock, passed in); the shell asks
 //! [`Lifecycle::poll_stop`] after each one. The first reason wins and is reported exactly once, so a SIGTERM
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use calls_protocol::signalling::{ParticipantInfo, Role};
 
-/// Why a recording ended.
+/// Why a job left the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {
     /// The container was asked to stop (SIGTERM from the offloader or Docker).
@@ -137,6 +138,11 @@ impl Roster {
     /// How many people are in the call.
     pub fn count(&self) -> usize {
         self.people.len()
+    }
+
+    /// The display name of `session_id`, while they are in the call.
+    pub fn name_of(&self, session_id: &str) -> Option<&str> {
+        self.people.get(session_id).map(String::as_str)
     }
 
     /// Their display names, sorted for a stable picture.

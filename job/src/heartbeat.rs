@@ -1,46 +1,46 @@
-//! Liveness for the image's `HEALTHCHECK`: the recorder touches a file (`$CALLS_HEARTBEAT_FILE`, default
-//! `/tmp/calls-recorder.alive`) while its pipeline makes progress, and the health check fails when the file is
-//! older than 30 s. A live process whose encoder is stuck therefore shows as `unhealthy` in `docker ps`.
+//! Liveness for an image's `HEALTHCHECK`: a job touches a file (`$CALLS_HEARTBEAT_FILE`; each job has its own
+//! default, e.g. `/tmp/calls-recorder.alive`) while its work makes progress, and the health check fails when
+//! the file is older than 30 s. A live process whose pipeline is stuck therefore shows as `unhealthy` in
+//! `docker ps`.
 //!
-//! [`HeartbeatPolicy`] is the pure decision (beat at most every [`HEARTBEAT_EVERY`], and only when more video
-//! frames were encoded since the last beat); [`Heartbeat`] adds the file.
+//! [`HeartbeatPolicy`] is the pure decision (beat at most every [`HEARTBEAT_EVERY`], and only when the job's
+//! work counter advanced since the last beat: video frames encoded, packets captured, audio transcribed);
+//! [`Heartbeat`] adds the file.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-/// The heartbeat file when `CALLS_HEARTBEAT_FILE` is not set (the image sets the same path).
-pub const DEFAULT_HEARTBEAT_FILE: &str = "/tmp/calls-recorder.alive";
-/// How often the file is touched while frames are being encoded (the health check allows 30 s).
+/// How often the file is touched while work advances (the health check allows 30 s).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
-/// When to beat: at most once per period, and only when the encoder advanced since the last beat.
+/// When to beat: at most once per period, and only when the work counter advanced since the last beat.
 #[derive(Debug, Clone, Default)]
 pub struct HeartbeatPolicy {
     last_beat: Option<Duration>,
-    last_frames: Option<u64>,
+    last_work: Option<u64>,
 }
 
 impl HeartbeatPolicy {
-    /// Whether to beat now, given the media clock and the video frames encoded so far; a `true` answer counts
-    /// as a beat.
-    pub fn poll(&mut self, now: Duration, frames_encoded: u64) -> bool {
+    /// Whether to beat now, given the job's clock and its work counter (anything that only grows while the
+    /// job makes progress); a `true` answer counts as a beat.
+    pub fn poll(&mut self, now: Duration, work_done: u64) -> bool {
         if self
             .last_beat
             .is_some_and(|at| now.saturating_sub(at) < HEARTBEAT_EVERY)
         {
             return false;
         }
-        if self.last_frames.is_some_and(|seen| frames_encoded <= seen) {
+        if self.last_work.is_some_and(|seen| work_done <= seen) {
             return false;
         }
         self.last_beat = Some(now);
-        self.last_frames = Some(frames_encoded);
+        self.last_work = Some(work_done);
         true
     }
 }
 
-/// The heartbeat file and its policy. Failing to touch the file is logged once and never stops a recording.
+/// The heartbeat file and its policy. Failing to touch the file is logged once and never stops a job.
 #[derive(Debug)]
 pub struct Heartbeat {
     path: PathBuf,
@@ -49,7 +49,7 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// A heartbeat on `path`; touches it at once, so the file exists while the bot joins.
+    /// A heartbeat on `path`; touches it at once, so the file exists while the job starts.
     pub fn start(path: &Path) -> Heartbeat {
         let mut heartbeat = Heartbeat {
             path: path.to_owned(),
@@ -61,8 +61,8 @@ impl Heartbeat {
     }
 
     /// Touches the file when the policy says so.
-    pub fn poll(&mut self, now: Duration, frames_encoded: u64) {
-        if self.policy.poll(now, frames_encoded) {
+    pub fn poll(&mut self, now: Duration, work_done: u64) {
+        if self.policy.poll(now, work_done) {
             self.touch();
         }
     }

@@ -1,0 +1,103 @@
+//! The async steps every job binary takes around its own work: wait for SIGTERM, tell the offloader why
+//! the settings were refused, report a failure, and report `finished` once the artifacts are delivered.
+
+use calls_protocol::job_env;
+use calls_protocol::jobs::JobStatusKind;
+
+use crate::offloader::{OffloaderClient, RetryPolicy};
+use crate::secret::Secret;
+
+/// Resolves on SIGTERM (the offloader or Docker stopping the container) or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
+}
+
+/// Tells the offloader that the job's settings were invalid, when enough of them (`JOB_ID`, `JOB_TOKEN`,
+/// `OFFLOADER_URL`) are there to do so. Best effort: the exit code carries the failure either way.
+pub async fn report_invalid_settings(
+    lookup: impl Fn(&str) -> Option<String>,
+    error: &(dyn std::fmt::Display + Sync),
+) {
+    let (Some(base), Some(job_id), Some(token)) = (
+        lookup(job_env::OFFLOADER_URL),
+        lookup(job_env::JOB_ID),
+        lookup(job_env::JOB_TOKEN),
+    ) else {
+        return;
+    };
+    let Ok(client) = OffloaderClient::from_parts(&base, &job_id, Secret::new(token)) else {
+        return;
+    };
+    report_failed(&client, error).await;
+}
+
+/// Reports `failed` with `error` as the reason; a failure to report is logged.
+pub async fn report_failed(client: &OffloaderClient, error: &(dyn std::fmt::Display + Sync)) {
+    if let Err(report_error) = client
+        .report_with(
+            RetryPolicy::FINISHED,
+            JobStatusKind::Failed,
+            None,
+            Some(error.to_string()),
+            &[],
+        )
+        .await
+    {
+        tracing::error!(%report_error, "could not report the failure to the offloader");
+    }
+}
+
+/// Reports `finished` (a few attempts): the work is delivered, so a job stopped through the API ends
+/// `succeeded` rather than `cancelled`. A failure is logged; the exit code still says the upload succeeded.
+pub async fn report_finished(client: &OffloaderClient, message: String, counters: &[(&str, f64)]) {
+    if let Err(error) = client
+        .report_with(
+            RetryPolicy::FINISHED,
+            JobStatusKind::Finished,
+            Some(message),
+            None,
+            counters,
+        )
+        .await
+    {
+        tracing::warn!(%error, "could not report finished; a job stopped through the API will show as cancelled");
+    }
+}
+
+/// Reports `started`; a failure is logged and does not stop the job.
+pub async fn report_started(client: &OffloaderClient, message: &str) {
+    if let Err(error) = client
+        .report(JobStatusKind::Started, Some(message.to_owned()), None, &[])
+        .await
+    {
+        tracing::warn!(%error, "could not report started");
+    }
+}
+
+/// Sends a progress report in the background (one attempt): a slow offloader never stalls the job.
+pub fn spawn_progress(
+    client: &OffloaderClient,
+    message: String,
+    counters: Vec<(&'static str, f64)>,
+) {
+    let client = client.clone();
+    tokio::spawn(async move {
+        if let Err(error) = client
+            .report(JobStatusKind::Progress, Some(message), None, &counters)
+            .await
+        {
+            tracing::warn!(%error, "progress report failed");
+        }
+    });
+}
