@@ -1,10 +1,13 @@
-//! Credentials: client keys hashed with argon2id, bearer and job tokens (random, 256 bit) stored
-//! as SHA-256 hashes (enough for high-entropy tokens, and fast on every request), parsing of the
-//! `Authorization` header, and the [`ClientAuth`] extractor used by every client route.
+//! Credentials: client keys hashed with argon2id (verified through [`keys::KeyVerifier`], which
+//! bounds what that costs), bearer and job tokens (random, 256 bit) stored as SHA-256 hashes
+//! (enough for high-entropy tokens, and fast on every request), parsing of the `Authorization`
+//! header, and the [`ClientAuth`] extractor used by every client route.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use axum::extract::FromRequestParts;
+pub mod keys;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use base64::Engine;
 use rand::RngCore;
@@ -42,29 +45,6 @@ pub fn parse_authorization(header: Option<&str>) -> Option<Credentials> {
     None
 }
 
-/// argon2id PHC string of a client key (CPU-heavy: call from `spawn_blocking`).
-pub fn hash_key(key: &str) -> Result<String> {
-    let mut salt = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| Error::Internal(format!("salt encoding: {e}")))?;
-    Ok(Argon2::default()
-        .hash_password(key.as_bytes(), &salt)
-        .map_err(|e| Error::Internal(format!("key hashing: {e}")))?
-        .to_string())
-}
-
-/// Checks a key against its argon2 hash (CPU-heavy: call from `spawn_blocking`).
-pub fn verify_key(key: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(key.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
 /// A fresh 256-bit token, URL-safe base64.
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
@@ -95,15 +75,38 @@ pub fn is_admin(state: &AppState, credentials: Option<&Credentials>) -> bool {
     }
 }
 
-/// Verifies a client id and key against the store.
-pub async fn verify_client(state: &AppState, client_id: &str, auth_key: &str) -> Result<bool> {
-    let Some(client) = state.store.client(client_id)? else {
-        return Ok(false);
-    };
-    let key = auth_key.to_string();
-    tokio::task::spawn_blocking(move || verify_key(&key, &client.key_hash))
+/// Verifies a client id and key (cached, bounded and rate-limited: see [`keys`]).
+pub async fn verify_client(
+    state: &AppState,
+    client_id: &str,
+    auth_key: &str,
+    source: Option<IpAddr>,
+) -> Result<bool> {
+    let checks = &state.metrics.auth_key_checks;
+    match state
+        .keys
+        .verify(&state.store, client_id, auth_key, source)
         .await
-        .map_err(|e| Error::Internal(format!("key verification task: {e}")))
+    {
+        Ok((client, outcome)) => {
+            checks.with_label_values(&[outcome.as_str()]).inc();
+            Ok(client.is_some())
+        }
+        Err(error) => {
+            if matches!(error, Error::RateLimited(_)) {
+                checks.with_label_values(&["rate_limited"]).inc();
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The peer address of the connection a request came on (absent when driven without a socket).
+pub fn source_address(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
 }
 
 fn authorization(parts: &Parts) -> Option<Credentials> {
@@ -134,7 +137,7 @@ impl FromRequestParts<AppState> for ClientAuth {
                 client_id,
                 auth_key,
             }) => {
-                if verify_client(state, &client_id, &auth_key).await? {
+                if verify_client(state, &client_id, &auth_key, source_address(parts)).await? {
                     Ok(ClientAuth(client_id))
                 } else {
                     Err(unauthorized())
@@ -154,15 +157,19 @@ impl FromRequestParts<AppState> for ClientAuth {
     }
 }
 
-/// The raw credentials of a request, for routes that accept admin or client auth.
+/// The raw credentials of a request, for routes that accept admin or client auth, with the
+/// connection's source address (for the failure limit).
 #[derive(Debug)]
-pub struct MaybeCredentials(pub Option<Credentials>);
+pub struct MaybeCredentials(pub Option<Credentials>, pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for MaybeCredentials {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self> {
-        Ok(MaybeCredentials(authorization(parts)))
+        Ok(MaybeCredentials(
+            authorization(parts),
+            source_address(parts),
+        ))
     }
 }
 
@@ -190,15 +197,6 @@ mod tests {
         assert_eq!(parse_authorization(Some("Basic !!!")), None);
         assert_eq!(parse_authorization(Some("Bearer ")), None);
         assert_eq!(parse_authorization(None), None);
-    }
-
-    #[test]
-    fn keys_verify_only_against_their_own_hash() {
-        let hash = hash_key("0123456789abcdef0123456789abcdef").expect("hash");
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_key("0123456789abcdef0123456789abcdef", &hash));
-        assert!(!verify_key("0123456789abcdef0123456789abcdeX", &hash));
-        assert!(!verify_key("x", "not a hash"));
     }
 
     #[test]

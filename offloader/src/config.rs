@@ -34,6 +34,9 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("api.self_registration", Kind::Bool, "false", "let anyone register a client without the admin secret"),
     ("api.token_ttl", Kind::Str, "\"24h\"", "lifetime of bearer tokens from /login"),
     ("api.max_json_body_bytes", Kind::Int, "1048576", "body limit of JSON routes (413 above it)"),
+    ("api.key_cache_ttl", Kind::Str, "\"10m\"", "how long a verified client key is remembered (as a keyed hash, in memory) so Basic auth runs argon2 at most once per key and period; \"0s\" disables"),
+    ("api.max_key_verifications", Kind::Int, "2", "argon2 key verifications running at once (≈ 19 MiB each); further ones wait up to 10 s, then 503"),
+    ("api.auth_failure_limit", Kind::Int, "10", "failed key verifications per minute for one client id, or from one source address, before 429 `rate_limited`"),
     ("store.data_dir", Kind::Str, "\"/var/lib/calls-offloader\"", "SQLite store, job logs and artifacts (absolute path)"),
     ("jobs.max_concurrent", Kind::Int, "2", "jobs whose containers run at the same time"),
     ("jobs.max_queue_length", Kind::Int, "50", "queued jobs waiting for a slot; 429 when full"),
@@ -85,6 +88,9 @@ struct RawApi {
     self_registration: Option<bool>,
     token_ttl: Option<String>,
     max_json_body_bytes: Option<u64>,
+    key_cache_ttl: Option<String>,
+    max_key_verifications: Option<u64>,
+    auth_failure_limit: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +170,9 @@ pub struct Config {
     pub self_registration: bool,
     pub token_ttl: Duration,
     pub max_json_body_bytes: usize,
+    pub key_cache_ttl: Duration,
+    pub max_key_verifications: usize,
+    pub auth_failure_limit: u32,
     pub data_dir: PathBuf,
     pub max_concurrent: usize,
     pub max_queue_length: usize,
@@ -413,6 +422,17 @@ fn validate(raw: RawConfig) -> Result<Config> {
             "api.max_json_body_bytes",
             raw.api.max_json_body_bytes.unwrap_or(1024 * 1024),
         )? as usize,
+        key_cache_ttl: duration("api.key_cache_ttl", raw.api.key_cache_ttl, "10m")?,
+        max_key_verifications: positive(
+            "api.max_key_verifications",
+            raw.api.max_key_verifications.unwrap_or(2),
+        )?
+        .min(256) as usize,
+        auth_failure_limit: positive(
+            "api.auth_failure_limit",
+            raw.api.auth_failure_limit.unwrap_or(10),
+        )?
+        .min(1_000_000) as u32,
         data_dir,
         max_concurrent: max_concurrent.min(10_000) as usize,
         max_queue_length: raw.jobs.max_queue_length.unwrap_or(50).min(1_000_000) as usize,

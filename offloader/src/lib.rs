@@ -29,6 +29,7 @@ pub use api::router;
 pub use config::Config;
 pub use error::{Error, Result};
 
+use crate::auth::keys::KeyVerifier;
 use crate::metrics::Metrics;
 use crate::runner::{Runner, RunnerHandle};
 use crate::store::Store;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub webhooks: Webhooks,
+    /// Client key verification: cache, slots, failure limit.
+    pub keys: Arc<KeyVerifier>,
     pub runner: RunnerHandle,
     /// `None` in tests that drive the API without Docker: jobs then stay queued.
     pub docker: Option<Docker>,
@@ -59,11 +62,17 @@ impl AppState {
         let store = Arc::new(Store::open(&config.data_dir)?);
         let metrics = Arc::new(Metrics::new());
         let webhooks = Webhooks::new(&config, store.clone(), metrics.clone());
+        let keys = Arc::new(KeyVerifier::new(
+            config.key_cache_ttl,
+            config.max_key_verifications,
+            config.auth_failure_limit,
+        )?);
         Ok(AppState {
             config: Arc::new(config),
             store,
             metrics,
             webhooks,
+            keys,
             runner: RunnerHandle::default(),
             docker,
         })
@@ -102,9 +111,12 @@ pub async fn run(config: Config) -> Result<()> {
     Runner::start(state.clone(), docker).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listen, "calls-offloader listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

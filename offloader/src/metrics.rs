@@ -20,6 +20,7 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     pub webhook_failures: IntCounterVec,
     pub job_reported: CounterVec,
+    pub auth_key_checks: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -97,6 +98,14 @@ impl Metrics {
             &["type", "name"],
         )
         .expect("static metric definition is valid");
+        let auth_key_checks = IntCounterVec::new(
+            Opts::new(
+                "calls_offloader_auth_key_checks_total",
+                "client key checks (Basic auth, /login) by outcome: cached (no argon2), verified, rejected, rate_limited (refused before argon2)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition is valid");
         for collector in [
             Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_length.clone()),
@@ -106,6 +115,7 @@ impl Metrics {
             Box::new(api_requests.clone()),
             Box::new(webhook_failures.clone()),
             Box::new(job_reported.clone()),
+            Box::new(auth_key_checks.clone()),
         ] {
             registry
                 .register(collector)
@@ -121,6 +131,7 @@ impl Metrics {
             api_requests,
             webhook_failures,
             job_reported,
+            auth_key_checks,
         }
     }
 

@@ -272,6 +272,38 @@ impl Offloader {
         }
     }
 
+    /// The offloader's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// (`VmRSS`, `VmHWM`) of the offloader process in KiB: resident now and the peak so far.
+    pub fn rss_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let pid = self.pid().context("the offloader is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .context("cannot read the offloader's /proc status")?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+                .with_context(|| format!("no {name} in /proc/{pid}/status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// The value of one sample of `/metrics`, e.g.
+    /// `calls_offloader_auth_key_checks_total{outcome="cached"}`; 0 when it is not exported yet.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let text = self.anonymous().get("/metrics").await?.text();
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     /// SIGKILL: no shutdown handler runs, like a crash or `kill -9`.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -326,6 +358,17 @@ impl Offloader {
             .await?
             .ok_json()?;
         Ok(self.client(Auth::Bearer(login.token), client_id))
+    }
+
+    /// A client sending `client_id:auth_key` as Basic auth (right or wrong, registered or not).
+    pub fn basic(&self, client_id: &str, auth_key: &str) -> Client {
+        self.client(
+            Auth::Basic {
+                client_id: client_id.to_owned(),
+                auth_key: auth_key.to_owned(),
+            },
+            client_id.to_owned(),
+        )
     }
 
     /// Registers a new client that authenticates with Basic auth on every request.

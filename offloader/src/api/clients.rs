@@ -33,7 +33,7 @@ fn validate_client_id(id: &str) -> Result<()> {
 
 pub async fn register(
     State(state): State<AppState>,
-    MaybeCredentials(credentials): MaybeCredentials,
+    MaybeCredentials(credentials, _source): MaybeCredentials,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Response> {
     if !auth::is_admin(&state, credentials.as_ref()) && !state.config.self_registration {
@@ -58,10 +58,7 @@ pub async fn register(
             request.client_id
         )));
     }
-    let key = request.auth_key.clone();
-    let key_hash = tokio::task::spawn_blocking(move || auth::hash_key(&key))
-        .await
-        .map_err(|e| Error::Internal(format!("key hashing task: {e}")))??;
+    let key_hash = state.keys.hash(&request.auth_key).await?;
     state.store.insert_client(
         &ClientRecord {
             id: request.client_id.clone(),
@@ -82,7 +79,7 @@ pub async fn register(
 /// the admin secret, the client named in the body.
 pub async fn unregister(
     State(state): State<AppState>,
-    MaybeCredentials(credentials): MaybeCredentials,
+    MaybeCredentials(credentials, source): MaybeCredentials,
     ApiBytes(body): ApiBytes,
 ) -> Result<StatusCode> {
     let client_id = if auth::is_admin(&state, credentials.as_ref()) {
@@ -92,7 +89,7 @@ pub async fn unregister(
             Some(Credentials::Basic {
                 client_id,
                 auth_key,
-            }) if auth::verify_client(&state, &client_id, &auth_key).await? => client_id,
+            }) if auth::verify_client(&state, &client_id, &auth_key, source).await? => client_id,
             Some(Credentials::Bearer(token)) => state
                 .store
                 .token_client(&auth::token_hash(&token), now_ms())?
@@ -118,6 +115,7 @@ pub async fn unregister(
             "client {client_id:?} is not registered"
         )));
     }
+    state.keys.forget_all();
     tracing::info!(client_id, "client unregistered");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -125,7 +123,7 @@ pub async fn unregister(
 /// Exchanges credentials (JSON body or Basic header) for a bearer token.
 pub async fn login(
     State(state): State<AppState>,
-    MaybeCredentials(credentials): MaybeCredentials,
+    MaybeCredentials(credentials, source): MaybeCredentials,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<LoginResponse>> {
     let (client_id, auth_key) = if !body.is_empty() {
@@ -142,7 +140,7 @@ pub async fn login(
             "login needs {clientID, authKey} in the body or Basic auth".into(),
         ));
     };
-    if !auth::verify_client(&state, &client_id, &auth_key).await? {
+    if !auth::verify_client(&state, &client_id, &auth_key, source).await? {
         return Err(Error::Unauthorized(
             "unknown clientID or wrong authKey".into(),
         ));
