@@ -7,6 +7,7 @@ fn info(session: &str, role: Role) -> ParticipantInfo {
         session_id: session.into(),
         name: format!("name-{session}"),
         role,
+        purpose: None,
         muted: false,
         screen_on: false,
     }

@@ -118,6 +118,7 @@ async fn accept_join(
         session_id: uuid::Uuid::new_v4().simple().to_string(),
         name: claims.name,
         role: claims.role,
+        purpose: claims.purpose,
         muted: false,
         screen_on: false,
     };
@@ -148,22 +149,36 @@ async fn run_joined(
             kill: kill.clone(),
         },
     );
-    let joined = shared.with_router(|router| router.handle_join(&call_id, info));
-    let (others, actions) = match joined {
-        Ok(joined) => joined,
+    // `joined` is queued while the router lock is still held: any `participant_joined` for this
+    // session is computed by a later join under the same lock, so it can only be queued after.
+    let joined = shared.with_router(|router| {
+        let (others, actions) = router.handle_join(&call_id, info)?;
+        if out
+            .try_send(ServerMessage::Joined {
+                session_id: session_id.clone(),
+                call_id: call_id.clone(),
+                participants: others,
+            })
+            .is_err()
+        {
+            // The queue is new and empty; a failure means the writer already ended.
+            shared.metrics.record_error("ws_queue_full");
+        }
+        Ok::<_, crate::router::RouteError>(actions)
+    });
+    let actions = match joined {
+        Ok(actions) => actions,
         Err(err) => {
             let _ = out.try_send(ServerMessage::error(err.code(), err.to_string()));
             shared.remove_session(&session_id);
             return;
         }
     };
+    shared
+        .metrics
+        .record_ws_message(crate::metrics::Direction::Out, "joined");
     tracing::info!(call_id = %call_id, session_id = %session_id, "session joined");
     shared.metrics.sessions.inc();
-    let _ = out.try_send(ServerMessage::Joined {
-        session_id: session_id.clone(),
-        call_id: call_id.clone(),
-        participants: others,
-    });
     shared.apply(actions);
 
     let (peer_tx, mut peer_events) = mpsc::channel(256);

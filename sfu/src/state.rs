@@ -193,6 +193,37 @@ impl Shared {
         }
     }
 
+    /// Tells every live session that the SFU is shutting down and disconnects it (its task then
+    /// closes the peer connection and the WebSocket). Returns how many sessions were told.
+    pub fn shutdown_sessions(&self) -> usize {
+        let handles: Vec<SessionHandle> = self
+            .sessions
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for handle in &handles {
+            let notice = ServerMessage::error(
+                calls_protocol::signalling::ErrorCode::ShuttingDown,
+                "the sfu is shutting down",
+            );
+            if handle.out.try_send(notice).is_ok() {
+                self.metrics.record_ws_message(Direction::Out, "error");
+            }
+            handle.kill.cancel();
+        }
+        handles.len()
+    }
+
+    /// Live sessions (registered queues).
+    pub fn live_sessions(&self) -> usize {
+        self.sessions
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .len()
+    }
+
     /// Sends `job_stop` to a bot session. Returns false if the session is unknown.
     pub fn stop_job(&self, session_id: &str, reason: &str) -> bool {
         if self.handle(session_id).is_none() {
