@@ -250,6 +250,11 @@ pub enum ErrorCode {
     Internal,
     /// The SFU is shutting down (SIGTERM); it closes the connection right after this message.
     ShuttingDown,
+    /// A publication beyond the session's track limit (`limits.voice_tracks_per_session`,
+    /// `limits.screen_tracks_per_session`); the extra track is not forwarded.
+    TrackLimit,
+    /// The join token already holds `limits.sessions_per_token` live sessions.
+    TokenInUse,
 }
 
 /// Kind of a media track.

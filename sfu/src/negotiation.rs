@@ -531,8 +531,26 @@ impl Negotiator {
             r.handle_publish(&id, kind)
                 .map(|(track, actions)| (track, actions, muted))
         });
-        let Ok((track, actions, muted)) = published else {
-            return;
+        let (track, actions, muted) = match published {
+            Ok(published) => published,
+            Err(err) => {
+                // Refused (the track limit): tell the client, forward nothing, and read the
+                // track to its end so its packets do not pile up.
+                tracing::info!(session_id = %id, error = %err, "publication refused");
+                self.shared.metrics.record_error("track_limit");
+                self.send_error(err.code(), err.to_string());
+                self.publications.push(tokio::spawn(async move {
+                    while let Some(event) = remote.poll().await {
+                        if matches!(
+                            event,
+                            webrtc::media_stream::track_remote::TrackRemoteEvent::OnEnded
+                        ) {
+                            break;
+                        }
+                    }
+                }));
+                return;
+            }
         };
         tracing::info!(track = %track, "track published");
         let publication = Arc::new(Publication::new(track.clone(), codec, remote, ssrc));

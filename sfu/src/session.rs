@@ -33,8 +33,23 @@ const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(20);
 pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
     shared.metrics.ws_connections.inc();
     let (mut sink, mut stream) = socket.split();
-    match accept_join(&shared, &mut stream).await {
-        Ok((call_id, info)) => {
+    let joined = accept_join(&shared, &mut stream)
+        .await
+        .and_then(|(call_id, info, token_key)| {
+            if shared.claim_token(&token_key) {
+                Ok((call_id, info, token_key))
+            } else {
+                Err(ServerMessage::error(
+                    ErrorCode::TokenInUse,
+                    format!(
+                        "this join token already holds {} live session(s)",
+                        shared.config.limits.sessions_per_token
+                    ),
+                ))
+            }
+        });
+    match joined {
+        Ok((call_id, info, token_key)) => {
             let (out_tx, mut out_rx) =
                 mpsc::channel::<ServerMessage>(shared.config.limits.session_queue_size);
             let flush = CancellationToken::new();
@@ -54,6 +69,7 @@ pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
                 let _ = sink.send(Message::Close(None)).await;
             });
             run_joined(&shared, call_id, info, out_tx, stream).await;
+            shared.release_token(&token_key);
             flush.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         }
@@ -68,11 +84,12 @@ pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
 
 type Stream = futures::stream::SplitStream<WebSocket>;
 
-/// Waits for `join` and checks it; the error is the message to send before closing.
+/// Waits for `join` and checks it: the call, the participant and the token's key (its
+/// signature) for the per-token session limit; the error is the message to send before closing.
 async fn accept_join(
     shared: &Shared,
     stream: &mut Stream,
-) -> Result<(String, ParticipantInfo), ServerMessage> {
+) -> Result<(String, ParticipantInfo, String), ServerMessage> {
     let frame = tokio::time::timeout(JOIN_TIMEOUT, stream.next())
         .await
         .map_err(|_| ServerMessage::error(ErrorCode::NotJoined, "no join message in time"))?;
@@ -122,7 +139,11 @@ async fn accept_join(
         muted: false,
         screen_on: false,
     };
-    Ok((claims.call_id, info))
+    let token_key = token
+        .rsplit_once('.')
+        .map_or(token.as_str(), |(_, signature)| signature)
+        .to_owned();
+    Ok((claims.call_id, info, token_key))
 }
 
 async fn run_joined(
@@ -225,20 +246,26 @@ async fn run_joined(
                 break;
             }
             frame = stream.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => {
-                        negotiator.send_error(ErrorCode::BadMessage, "binary frames are not supported");
-                        continue;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                let frame = match frame {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(frame)) => frame,
                 };
+                // Every frame the client sends is charged, whatever its kind: binary frames and
+                // pings cost the server work too (issue 11, finding 5).
                 if !bucket.try_take(Instant::now()) {
                     shared.metrics.record_error("rate_limited");
                     negotiator.send_error(ErrorCode::RateLimited, "too many messages; disconnecting");
                     break;
                 }
+                let text = match frame {
+                    Message::Text(text) => text,
+                    Message::Binary(_) => {
+                        shared.metrics.record_error("bad_message");
+                        negotiator.send_error(ErrorCode::BadMessage, "binary frames are not supported");
+                        continue;
+                    }
+                    _ => continue,
+                };
                 match ClientMessage::from_json(&text) {
                     Ok(message) => {
                         shared.metrics.record_ws_message(crate::metrics::Direction::In, client_type(&message));

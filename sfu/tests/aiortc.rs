@@ -171,3 +171,74 @@ async fn an_aiortc_client_offering_other_payload_types_hears_and_is_heard() {
         );
     }
 }
+
+/// Issue 11, finding 4: every track a session publishes adds a transceiver, two tasks and a
+/// renegotiation to every other member, and there was no limit. With the defaults (one voice, one
+/// screen per session) a client publishing two voices gets `track_limit` for the second, and the
+/// others receive only the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_voice_track_is_refused_with_track_limit() {
+    let Some(python) = python_with_aiortc() else {
+        return;
+    };
+    let sfu = start_sfu().await;
+    let mut bob = join(&sfu, "call-aiortc-limit", "Bob").await;
+    let client = tokio::spawn(
+        tokio::process::Command::new(&python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/aiortc/client.py"
+            ))
+            .arg(sfu.ws_url())
+            .arg(token("call-aiortc-limit", CLIENT_NAME, Role::Participant))
+            .args(["8", "2"])
+            .kill_on_drop(true)
+            .output(),
+    );
+    let Event::ParticipantJoined(eve) = wait_event(
+        &mut bob,
+        "the aiortc client",
+        |event| matches!(event, Event::ParticipantJoined(info) if info.name == CLIENT_NAME),
+    )
+    .await
+    else {
+        unreachable!("wait_event returns a matching event")
+    };
+    let mut voices = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(6);
+    while let Ok(Some(event)) = tokio::time::timeout_at(until, bob.next_event()).await {
+        if let Event::Track(track) = event {
+            if track.owner() == eve.session_id && track.kind() == TrackKind::Voice {
+                voices += 1;
+            }
+        }
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), client)
+        .await
+        .expect("the aiortc client finishes")
+        .expect("the client task does not panic")
+        .expect("the aiortc client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no report:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    eprintln!("aiortc report: {report}; bob got {voices} voice track(s) from it");
+    assert_eq!(voices, 1, "bob must receive exactly one of the two voices");
+    assert!(
+        report["errors"]
+            .as_array()
+            .is_some_and(|codes| codes.iter().any(|code| code == "track_limit")),
+        "the client was not told: {report}"
+    );
+    assert!(sfu
+        .metrics()
+        .render()
+        .contains("sfu_rtc_errors_total{type=\"track_limit\"} 1"));
+}

@@ -7,7 +7,8 @@ decoded audio frame of every received voice, and how many of them carry sound (R
 -40 dBFS). Prints one JSON line at the end: {"frames": .., "loud_frames": .., "offered_opus_pt": ..,
 "answered_opus_pt": .., "tracks": ..}.
 
-Usage: client.py WS_URL TOKEN SECONDS
+Usage: client.py WS_URL TOKEN SECONDS [TONES]
+TONES (default 1) voice tracks are published; the report lists the error codes the SFU sent.
 """
 
 import asyncio
@@ -58,10 +59,11 @@ def opus_pt(sdp):
     return int(match.group(1)) if match else None
 
 
-async def main(url, token, seconds):
-    stats = {"frames": 0, "loud_frames": 0, "tracks": 0}
+async def main(url, token, seconds, tones):
+    stats = {"frames": 0, "loud_frames": 0, "tracks": 0, "errors": []}
     pc = RTCPeerConnection()
-    pc.addTrack(Tone())
+    for _ in range(tones):
+        pc.addTrack(Tone())
 
     async def listen(track):
         stats["tracks"] += 1
@@ -114,6 +116,7 @@ async def main(url, token, seconds):
                         raise SystemExit(f"candidate without sdpMid: {init}")
                     await pc.addIceCandidate(candidate)
                 elif kind == "error":
+                    stats["errors"].append(message.get("code"))
                     print(f"sfu error: {message}", file=sys.stderr)
 
         task = asyncio.ensure_future(signalling())
@@ -125,4 +128,5 @@ async def main(url, token, seconds):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    tones = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), tones))
