@@ -1,4 +1,6 @@
 # calls-sfu: the WebRTC SFU. Signalling and the HTTP API on 8045, ICE on 8443 (UDP and TCP).
+# The demo page is built into the binary (sfu/static is include_str!'d), so nothing else is copied;
+# sfu/tests/image.rs checks that this image serves it.
 ARG BASE=debian:bookworm-slim
 FROM ${BASE}
 # Shared libraries the binary links beyond libc (images/build.sh computes them from the binary).

@@ -9,6 +9,8 @@ packages=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev
   # tests: real speech, ffprobe/ffmpeg, base image for the job containers
   espeak-ng sox ffmpeg debootstrap chromium
+  # SFU interop tests: a real Firefox ESR on the demo page, and aiortc (pip, into a venv the test makes)
+  firefox-esr python3 python3-venv
   # the recorder draws participants' names with FFmpeg drawtext (its image installs the same font)
   fonts-dejavu-core
   # tools the scripts use

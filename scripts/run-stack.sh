@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the stack on this machine: installs what it needs, builds release binaries, builds the images
 # (no registry needed), writes ./.env with fresh secrets on first run, and starts the SFU and the
-# offloader with docker-compose. Prints the demo page URL and two join tokens.
+# offloader with docker-compose. Prints the demo page URL and two join links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,5 +40,5 @@ echo
 echo "calls-sfu:       http://127.0.0.1:8045/   (demo page; open it in two tabs)"
 echo "calls-offloader: http://127.0.0.1:4545/   (admin secret in .env)"
 for name in alice bob; do
-  echo "join token for $name: $("${compose[@]}" exec -T sfu calls-sfu token --call demo --name "$name" --ttl 8h)"
+  echo "join link for $name: $("${compose[@]}" exec -T sfu calls-sfu token --call demo --name "$name" --ttl 8h --link http://127.0.0.1:8045)"
 done

@@ -212,6 +212,7 @@ mod tests {
             session_id: session.into(),
             name: name.into(),
             role,
+            purpose: None,
             muted: false,
             screen_on: false,
         }

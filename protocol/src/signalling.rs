@@ -32,6 +32,27 @@ impl fmt::Display for Role {
     }
 }
 
+/// Why a bot is in a call, carried by its join token (`purpose` claim) so that everyone in the
+/// call can be told: the demo page shows "this call is being recorded / transcribed" while a bot
+/// with a purpose is present. Optional and additive: tokens and clients without it still work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BotPurpose {
+    /// The bot records the call (calls-recorder).
+    Recording,
+    /// The bot transcribes the call or publishes live captions (calls-transcriber).
+    Transcribing,
+}
+
+impl fmt::Display for BotPurpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BotPurpose::Recording => "recording",
+            BotPurpose::Transcribing => "transcribing",
+        })
+    }
+}
+
 /// A trickle ICE candidate, in the browser's `RTCIceCandidateInit` shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceCandidate {
@@ -84,6 +105,10 @@ pub struct ParticipantInfo {
     pub name: String,
     /// Role from the join token.
     pub role: Role,
+    /// What a bot is there for (from its join token); absent for people and for bots whose
+    /// token names no purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<BotPurpose>,
     /// Whether the participant's voice is muted.
     pub muted: bool,
     /// Whether the participant shares a screen.
@@ -223,6 +248,13 @@ pub enum ErrorCode {
     CallFull,
     /// A server-side failure.
     Internal,
+    /// The SFU is shutting down (SIGTERM); it closes the connection right after this message.
+    ShuttingDown,
+    /// A publication beyond the session's track limit (`limits.voice_tracks_per_session`,
+    /// `limits.screen_tracks_per_session`); the extra track is not forwarded.
+    TrackLimit,
+    /// The join token already holds `limits.sessions_per_token` live sessions.
+    TokenInUse,
 }
 
 /// Kind of a media track.
@@ -382,8 +414,17 @@ mod tests {
             session_id: "s1".into(),
             name: "Alice".into(),
             role: Role::Participant,
+            purpose: None,
             muted: false,
             screen_on: true,
+        };
+        let recorder = ParticipantInfo {
+            session_id: "s3".into(),
+            name: "Recorder".into(),
+            role: Role::Bot,
+            purpose: Some(BotPurpose::Recording),
+            muted: true,
+            screen_on: false,
         };
         let messages = vec![
             ServerMessage::Joined {
@@ -394,6 +435,9 @@ mod tests {
             ServerMessage::Offer { sdp: "v=0".into() },
             ServerMessage::Answer { sdp: "v=0".into() },
             ServerMessage::ParticipantJoined { participant: info },
+            ServerMessage::ParticipantJoined {
+                participant: recorder.clone(),
+            },
             ServerMessage::ParticipantLeft {
                 session_id: "s1".into(),
             },
@@ -410,11 +454,32 @@ mod tests {
                 reason: "stopped".into(),
             },
             ServerMessage::error(ErrorCode::BadToken, "token expired"),
+            ServerMessage::error(ErrorCode::ShuttingDown, "the sfu is shutting down"),
         ];
         for message in messages {
             let json = message.to_json();
             assert_eq!(ServerMessage::from_json(&json).unwrap(), message, "{json}");
         }
+        let json = ServerMessage::ParticipantJoined {
+            participant: recorder,
+        }
+        .to_json();
+        assert!(json.contains(r#""purpose":"recording""#), "{json}");
+    }
+
+    #[test]
+    fn participants_without_a_purpose_keep_the_old_wire_shape() {
+        // Written by an SFU from before the purpose field: still parses, as no purpose.
+        let old = r#"{"type":"participant_joined","participant":{"session_id":"s","name":"Bot","role":"bot","muted":false,"screen_on":false}}"#;
+        let ServerMessage::ParticipantJoined { participant } =
+            ServerMessage::from_json(old).expect("old shape parses")
+        else {
+            panic!("wrong message");
+        };
+        assert_eq!(participant.purpose, None);
+        assert!(!ServerMessage::ParticipantJoined { participant }
+            .to_json()
+            .contains("purpose"));
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! its CPU time at the start and end of the measured window and prints one JSON line:
 //! forwarded packets per second and SFU CPU-seconds per forwarded packet.
 //!
+//! The SFU runs in the shipped configuration: the defaults of `calls-sfu serve` (ICE gathering on
+//! every interface of the host, ICE-TCP on), read through the same config loader, with only the
+//! token secret set, the participant cap raised for large runs, and the ports moved to ephemeral
+//! ones on request (`--ephemeral-ports`, so a running stack's 8045/8443 do not clash). Other
+//! `SFU_*` variables in the environment apply as they would to the binary.
+//!
 //! ```text
 //! cargo run --release -p calls-sfu --example bench -- --receivers 10 --seconds 20
 //! ```
@@ -33,17 +39,55 @@ struct Args {
     /// Length of the measured window in seconds.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Listen on ephemeral ports (HTTP on 127.0.0.1) instead of the shipped 8045/8443.
+    #[arg(long)]
+    ephemeral_ports: bool,
     /// Run as the SFU child process (internal).
     #[arg(long, hide = true)]
     sfu_child: bool,
 }
 
-/// The child: start the SFU on 127.0.0.1, print its HTTP address, serve until stdin closes.
-async fn sfu_child() -> anyhow::Result<()> {
-    let mut config = calls_sfu::Config::for_local_test(SECRET);
-    config.limits.max_participants_per_call = 1000;
+/// The child's configuration: the shipped defaults plus the few settings the benchmark needs.
+fn shipped_config(ephemeral_ports: bool) -> anyhow::Result<calls_sfu::Config> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("SFU_") && name != "SFU_CONFIG")
+        .collect();
+    let mut set = |name: &str, value: &str| {
+        if !env.iter().any(|(n, _)| n == name) {
+            env.push((name.to_owned(), value.to_owned()));
+        }
+    };
+    set("SFU_AUTH_TOKEN_SECRET", SECRET);
+    set("SFU_LIMITS_MAX_PARTICIPANTS_PER_CALL", "1000");
+    if ephemeral_ports {
+        set("SFU_HTTP_LISTEN_ADDRESS", "127.0.0.1:0");
+        set("SFU_ICE_UDP_PORT", "0");
+        set("SFU_ICE_TCP_PORT", "0");
+    }
+    Ok(calls_sfu::Config::from_file_and_env(None, env.into_iter())?)
+}
+
+/// The child: start the SFU, print its HTTP address and ICE addresses, serve until stdin closes.
+async fn sfu_child(ephemeral_ports: bool) -> anyhow::Result<()> {
+    let config = shipped_config(ephemeral_ports)?;
+    let host_addresses = if config.ice.host_addresses.is_empty() {
+        "all-interfaces".to_owned()
+    } else {
+        config
+            .ice
+            .host_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let sfu = calls_sfu::start(config).await?;
-    println!("READY {}", sfu.http_addr);
+    let http = if sfu.http_addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], sfu.http_addr.port()))
+    } else {
+        sfu.http_addr
+    };
+    println!("READY {http} {host_addresses}");
     std::io::stdout().flush()?;
     // The parent holds our stdin; when it exits (or is killed) we stop too.
     tokio::task::spawn_blocking(|| {
@@ -152,6 +196,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .arg("--sfu-child")
+        .args(args.ephemeral_ports.then_some("--ephemeral-ports"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -160,11 +205,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let stdout = child.stdout.take().context("child stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line
+    let mut ready = line
         .trim()
         .strip_prefix("READY ")
         .context("sfu child did not start")?
-        .to_owned();
+        .split(' ');
+    let addr = ready.next().context("no address")?.to_owned();
+    let host_addresses = ready.next().unwrap_or("?").to_owned();
     let base = format!("http://{addr}");
     let url = format!("ws://{addr}/ws");
     let http = reqwest::Client::new();
@@ -230,6 +277,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "receivers": args.receivers,
         "speakers": 2,
+        "ice_host_addresses": host_addresses,
         "seconds": (elapsed * 10.0).round() / 10.0,
         "forwarded_packets_per_second": (forwarded / elapsed).round(),
         "received_packets_per_second": ((recv1 - recv0) as f64 / elapsed).round(),
@@ -254,7 +302,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     if args.sfu_child {
-        runtime.block_on(sfu_child())
+        runtime.block_on(sfu_child(args.ephemeral_ports))
     } else {
         runtime.block_on(bench(args))
     }

@@ -58,9 +58,65 @@ pub fn rewrite_sdp(sdp: &str, advertise: &Advertise) -> String {
     out
 }
 
+/// The media id of the first media section of `sdp` (`a=mid:` in the first `m=` section). With
+/// BUNDLE every candidate of the SFU belongs to that section, so trickled candidates name it.
+pub fn first_mid(sdp: &str) -> Option<String> {
+    let mut in_media = false;
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("m=") {
+            if in_media {
+                // The first section had no mid.
+                return None;
+            }
+            in_media = true;
+        } else if in_media {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                return (!mid.is_empty()).then(|| mid.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// The transport (`udp` or `tcp`, lower case) of a `candidate:` value, for metrics.
+pub fn candidate_transport(candidate: &str) -> &'static str {
+    match candidate.split(' ').nth(2) {
+        Some(t) if t.eq_ignore_ascii_case("udp") => "udp",
+        Some(t) if t.eq_ignore_ascii_case("tcp") => "tcp",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_media_sections_mid_is_found() {
+        let sdp = "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
+        assert_eq!(first_mid(sdp).as_deref(), Some("0"));
+        let firefox = "v=0\na=mid:session-level-is-not-a-mid\nm=audio 9 UDP/TLS/RTP/SAVPF 109\na=sendrecv\na=mid:{6ad2c1f2}\n";
+        assert_eq!(first_mid(firefox).as_deref(), Some("{6ad2c1f2}"));
+        assert_eq!(
+            first_mid("v=0\r\nm=audio 9 RTP 0\r\nm=video 9 RTP 96\r\na=mid:1\r\n"),
+            None
+        );
+        assert_eq!(first_mid("v=0\r\n"), None);
+    }
+
+    #[test]
+    fn candidate_transports_are_named() {
+        assert_eq!(
+            candidate_transport("candidate:1 1 udp 5 127.0.0.1 5000 typ host"),
+            "udp"
+        );
+        assert_eq!(
+            candidate_transport("candidate:1 1 TCP 5 127.0.0.1 5000 typ host tcptype passive"),
+            "tcp"
+        );
+        assert_eq!(candidate_transport("garbage"), "other");
+    }
 
     fn advertise(host_override: Option<&str>) -> Advertise {
         Advertise {

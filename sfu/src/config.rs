@@ -104,6 +104,12 @@ pub struct Limits {
     pub session_queue_size: usize,
     /// RTP packets queued per forwarded track before packets are dropped.
     pub rtp_queue_size: usize,
+    /// Voice tracks one session may publish at a time.
+    pub voice_tracks_per_session: usize,
+    /// Screen tracks one session may publish at a time (0 disables screen sharing).
+    pub screen_tracks_per_session: usize,
+    /// Live sessions one join token may hold at a time.
+    pub sessions_per_token: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +233,9 @@ pub struct RawLimits {
     pub message_burst: Option<u32>,
     pub session_queue_size: Option<usize>,
     pub rtp_queue_size: Option<usize>,
+    pub voice_tracks_per_session: Option<usize>,
+    pub screen_tracks_per_session: Option<usize>,
+    pub sessions_per_token: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +315,9 @@ pub const KEYS: &[Key] = &[
     key!(limits.message_burst, parse),
     key!(limits.session_queue_size, parse),
     key!(limits.rtp_queue_size, parse),
+    key!(limits.voice_tracks_per_session, parse),
+    key!(limits.screen_tracks_per_session, parse),
+    key!(limits.sessions_per_token, parse),
     key!(log.format, text),
     key!(log.level, text),
 ];
@@ -526,6 +538,24 @@ impl RawLimits {
                 self.rtp_queue_size.unwrap_or(512),
                 1,
                 1_000_000,
+            )?,
+            voice_tracks_per_session: in_range(
+                "limits.voice_tracks_per_session",
+                self.voice_tracks_per_session.unwrap_or(1),
+                1,
+                16,
+            )?,
+            screen_tracks_per_session: in_range(
+                "limits.screen_tracks_per_session",
+                self.screen_tracks_per_session.unwrap_or(1),
+                0,
+                16,
+            )?,
+            sessions_per_token: in_range(
+                "limits.sessions_per_token",
+                self.sessions_per_token.unwrap_or(1),
+                1,
+                1000,
             )?,
         })
     }

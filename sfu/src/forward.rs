@@ -193,16 +193,30 @@ pub async fn run_publication(
     }
 }
 
+/// The payload type a forwarded track uses on one receiver's leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegCodec {
+    /// The track's negotiation has not completed yet: packets are dropped, not counted.
+    Pending,
+    /// The receiver negotiated the codec under this payload type.
+    Negotiated(u8),
+    /// The receiver's answer accepted no codec the track can carry: every packet is an error.
+    Refused,
+}
+
 /// Writes one subscriber's queue into its local track, rewriting SSRC and payload type to the
-/// ones negotiated on that leg and dropping header extensions (their ids are per leg). Packets
-/// are dropped while the subscriber's connection is not up (`media_up` false): before DTLS
-/// completes there are no SRTP keys and webrtc would fail every write with an error log.
+/// ones negotiated on that leg (`codec`, updated after every negotiation) and dropping header
+/// extensions (their ids are per leg). Packets are dropped while the subscriber's connection is
+/// not up (`media_up` false): before DTLS completes there are no SRTP keys and webrtc would fail
+/// every write with an error log. Only packets handed to the connection count as sent
+/// (`sfu_rtc_rtp_packets_total{direction="out"}`); packets the receiver cannot take count in
+/// `sfu_rtc_errors_total{type="rtp_codec_refused"}` or `{type="rtp_write"}`.
 pub async fn run_writer(
     mut queue: mpsc::Receiver<rtp::Packet>,
     media_up: watch::Receiver<bool>,
+    codec: watch::Receiver<LegCodec>,
     local: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
-    payload_type: u8,
     kind: MediaKind,
     metrics: Arc<Metrics>,
 ) {
@@ -212,6 +226,14 @@ pub async fn run_writer(
         if !*media_up.borrow() {
             continue;
         }
+        let payload_type = match *codec.borrow() {
+            LegCodec::Pending => continue,
+            LegCodec::Refused => {
+                metrics.record_error("rtp_codec_refused");
+                continue;
+            }
+            LegCodec::Negotiated(payload_type) => payload_type,
+        };
         packet.header.ssrc = ssrc;
         packet.header.payload_type = payload_type;
         packet.header.extension = false;
@@ -219,7 +241,8 @@ pub async fn run_writer(
         packet.header.extensions_padding = 0;
         let bytes = packet.payload.len();
         if local.write_rtp(packet).await.is_err() {
-            // Not bound yet (negotiation in flight) or already removed: drop the packet.
+            // Unbound (removed while this packet was queued) or the connection is closing.
+            metrics.record_error("rtp_write");
             continue;
         }
         outgoing.record_packet(bytes);

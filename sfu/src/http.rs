@@ -1,5 +1,6 @@
 //! The HTTP surface of the SFU: the `/ws` signalling endpoint, `/version`, `/healthz`,
-//! `/metrics`, the API-key protected `/calls` endpoints and the demo page from `sfu/static`.
+//! `/metrics`, the API-key protected `/calls` endpoints and the demo page (built in from
+//! `sfu/static`, or read from `http.static_dir`).
 
 use std::sync::Arc;
 
@@ -12,17 +13,9 @@ use serde::Serialize;
 
 use crate::state::Shared;
 
-/// Where the demo page is looked for, first match wins: the configured `http.static_dir`,
-/// `./static`, the crate's own `static/` (development checkouts).
-fn static_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(dir) = &shared.config.static_dir {
-        dirs.push(dir.clone());
-    }
-    dirs.push("static".into());
-    dirs.push(concat!(env!("CARGO_MANIFEST_DIR"), "/static").into());
-    dirs
-}
+/// The demo page, built into the binary so that every way of running the SFU (the image, a
+/// release binary copied anywhere, `cargo run`) serves it.
+pub const DEMO_PAGE: &str = include_str!("../static/index.html");
 
 /// Builds the router over the shared state.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -41,17 +34,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// `/`: the page from `http.static_dir` when one is configured (an override for people changing
+/// the page without rebuilding), else the built-in one.
 async fn index(State(shared): State<Arc<Shared>>) -> Response {
-    for dir in static_dirs(&shared) {
-        if let Ok(page) = tokio::fs::read_to_string(dir.join("index.html")).await {
-            return Html(page).into_response();
+    if let Some(dir) = &shared.config.static_dir {
+        let path = dir.join("index.html");
+        match tokio::fs::read_to_string(&path).await {
+            Ok(page) => return Html(page).into_response(),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "http.static_dir page unreadable; serving the built-in page");
+            }
         }
     }
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "demo page not installed",
-    )
+    Html(DEMO_PAGE).into_response()
 }
 
 async fn websocket(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {

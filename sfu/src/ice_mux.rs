@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::tcp_mux::TcpMux;
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
@@ -201,7 +202,15 @@ impl UdpMux {
 
     fn unregister(&self, ufrag: &str) {
         let mut routes = self.routes.lock().expect("routes lock is never poisoned");
-        routes.by_ufrag.remove(ufrag);
+        // Several sockets of one connection (one per local address) share its ufrag: forget the
+        // route only if it led to a socket that is gone.
+        if routes
+            .by_ufrag
+            .get(ufrag)
+            .is_some_and(|queue| queue.strong_count() == 0)
+        {
+            routes.by_ufrag.remove(ufrag);
+        }
         routes.by_addr.retain(|_, queue| queue.strong_count() > 0);
         routes
             .by_transaction
@@ -221,10 +230,15 @@ impl UdpMux {
 
 async fn receive_loop(mux: Weak<UdpMux>, socket: Arc<tokio::net::UdpSocket>) {
     let mut buf = vec![0u8; 2048];
+    let mut backoff = Backoff::new();
     loop {
         let (len, from) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            // ICMP errors from vanished peers surface here; they concern one peer only.
+            Ok(received) => {
+                backoff.succeeded();
+                received
+            }
+            // ICMP errors from vanished peers surface here, one per ICMP message received;
+            // they concern one peer only and are paced by the network, so no pause is needed.
             Err(err)
                 if matches!(
                     err.kind(),
@@ -236,9 +250,18 @@ async fn receive_loop(mux: Weak<UdpMux>, socket: Arc<tokio::net::UdpSocket>) {
             {
                 continue
             }
+            // Anything else may repeat at once: pause (growing) and log rarely, but keep the
+            // port alive, since every session of the SFU depends on it.
             Err(err) => {
-                tracing::error!(error = %err, "ice udp mux receive failed");
-                return;
+                let delay = backoff.failed(Instant::now());
+                if let Some(suppressed) = delay.log {
+                    tracing::error!(error = %err, suppressed, "ice udp mux receive failed");
+                }
+                tokio::time::sleep(delay.wait).await;
+                if mux.strong_count() == 0 {
+                    return;
+                }
+                continue;
             }
         };
         let Some(mux) = mux.upgrade() else { return };

@@ -5,6 +5,7 @@
 //! [`run`] does the same and serves until the process is stopped. The routing decisions live in
 //! the pure [`router`]; `session`/`negotiation` drive webrtc, `forward` moves the packets.
 
+pub mod backoff;
 pub mod candidates;
 pub mod config;
 pub mod error;
@@ -32,6 +33,9 @@ use crate::ice_mux::UdpMux;
 use crate::metrics::Metrics;
 use crate::state::Shared;
 use crate::tcp_mux::TcpMux;
+
+/// How long a graceful shutdown waits for sessions and connections to close.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A started SFU. Dropping it does not stop it; call [`RunningSfu::shutdown`].
 pub struct RunningSfu {
@@ -77,10 +81,55 @@ impl RunningSfu {
         self.shared.stop_job(session_id, reason)
     }
 
-    /// Stops accepting connections and waits for the HTTP server to finish.
+    /// Shuts down gracefully: stops accepting connections, tells every session (an `error`
+    /// message with code `shutting_down`), closes their peer connections and WebSockets, and
+    /// waits (at most [`SHUTDOWN_GRACE`]) for them and the HTTP server to finish. The ICE
+    /// sockets close when the last reference to them goes, at the latest when this returns.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        let _ = self.server.await;
+        let told = self.shared.shutdown_sessions();
+        tracing::info!(sessions = told, "calls-sfu shutting down");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while (self.shared.live_sessions() > 0 || self.shared.metrics.ws_connections.get() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left, self.server).await.is_err() {
+            tracing::warn!("http server did not stop in time");
+        }
+        tracing::info!("calls-sfu stopped");
+    }
+
+    /// Serves until the process receives SIGTERM or SIGINT (then shuts down gracefully, see
+    /// [`RunningSfu::shutdown`]) or the HTTP server fails.
+    pub async fn serve_until_signalled(mut self) -> Result<()> {
+        let signalled = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut term = signal(SignalKind::terminate())?;
+                tokio::select! {
+                    _ = term.recv() => {}
+                    result = tokio::signal::ctrl_c() => result?,
+                }
+            }
+            #[cfg(not(unix))]
+            tokio::signal::ctrl_c().await?;
+            Ok::<(), std::io::Error>(())
+        };
+        tokio::select! {
+            result = signalled => {
+                result?;
+                self.shutdown().await;
+                Ok(())
+            }
+            finished = &mut self.server => match finished {
+                Ok(result) => Ok(result?),
+                Err(join) => Err(Error::Io(std::io::Error::other(join.to_string()))),
+            },
+        }
     }
 
     /// Serves until the HTTP server fails or the process is stopped.
@@ -165,7 +214,7 @@ async fn resolve_host_override(config: &Config) -> Result<Option<String>> {
     }
 }
 
-/// Starts the SFU and serves until the process is stopped.
+/// Starts the SFU and serves until SIGTERM/SIGINT, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<()> {
-    start(config).await?.wait().await
+    start(config).await?.serve_until_signalled().await
 }

@@ -1,5 +1,7 @@
-//! The `calls-sfu` binary: `serve [--config FILE]` (the default) runs the SFU; `token --call X
-//! --name Y [--role bot] [--ttl 1h]` prints a join token signed with the configured secret.
+//! The `calls-sfu` binary: `serve [--config FILE]` (the default) runs the SFU until SIGTERM or
+//! SIGINT, then shuts down gracefully; `token --call X --name Y [--role bot [--purpose
+//! recording|transcribing]] [--ttl 1h] [--link BASE_URL]` prints a join token (or a join link to
+//! the demo page) signed with the configured secret.
 
 use std::path::PathBuf;
 

@@ -82,6 +82,9 @@ pub struct Metrics {
     /// Keyframe requests (PLI/FIR) from receivers by `result`: `relayed` to the publisher as a
     /// PLI, `coalesced` into one relayed shortly before, or `failed` to write.
     pub keyframe_requests: IntCounterVec,
+    /// Local ICE candidates trickled to clients, by `transport` (`udp`, `tcp`): one per local
+    /// address the SFU gathers on, per session.
+    pub ice_candidates: IntCounterVec,
     rtp: [[RtpSeries; 2]; 2],
 }
 
@@ -162,6 +165,12 @@ impl Metrics {
             "Keyframe requests from receivers: relayed to the publisher, coalesced, or failed.",
             &["result"],
         );
+        let ice_candidates = counter_vec(
+            &registry,
+            "sfu_ice_local_candidates_total",
+            "Local ICE candidates signalled to clients, by transport.",
+            &["transport"],
+        );
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
@@ -188,6 +197,7 @@ impl Metrics {
             ws_connections,
             ws_messages,
             keyframe_requests,
+            ice_candidates,
             rtp,
         }
     }

@@ -25,10 +25,13 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::candidates::{rewrite_candidate, rewrite_sdp, Advertise};
-use crate::forward::{self, FeedbackRoutes, Publication};
-use crate::peer::{self, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use crate::candidates::{
+    candidate_transport, first_mid, rewrite_candidate, rewrite_sdp, Advertise,
+};
+use crate::forward::{self, FeedbackRoutes, LegCodec, Publication};
+use crate::peer::{self, negotiated_payload_type};
 use crate::state::{SessionCommand, Shared};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 
 /// Events the peer connection reports to its session task.
 pub enum PeerEvent {
@@ -67,6 +70,12 @@ pub struct Forward {
     /// SSRC the SFU sends it with on this leg.
     ssrc: u32,
     sender: Option<Arc<dyn RtpSender>>,
+    /// Codec the track carries (`audio/opus`, `video/VP8`).
+    mime_type: &'static str,
+    /// The payload type on this leg, read back after each negotiation that included the track.
+    codec: watch::Sender<LegCodec>,
+    /// Included in an SFU offer (so the next answer negotiates it).
+    offered: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -93,6 +102,9 @@ pub struct Negotiator {
     /// Whether the connection is up (DTLS done); forwarded packets are dropped until it is.
     media_up: watch::Sender<bool>,
     publications: Vec<JoinHandle<()>>,
+    /// Media id of the first section of the local description: every candidate belongs to it
+    /// (BUNDLE), so trickled candidates name it.
+    first_mid: Option<String>,
 }
 
 type Flow = ControlFlow<()>;
@@ -128,6 +140,7 @@ impl Negotiator {
             routes: Arc::new(FeedbackRoutes::default()),
             media_up: watch::channel(false).0,
             publications: Vec::new(),
+            first_mid: None,
         })
     }
 
@@ -215,8 +228,10 @@ impl Negotiator {
         let answer = self.pc.create_answer(None).await.map_err(bad)?;
         let sdp = rewrite_sdp(&answer.sdp, &self.advertise);
         self.pc.set_local_description(answer).await.map_err(bad)?;
+        self.note_local_description(&sdp);
         self.send(ServerMessage::Answer { sdp });
         self.flush_early_candidates().await;
+        self.refresh_leg_codecs().await;
         if !self.negotiated {
             self.negotiated = true;
             for command in std::mem::take(&mut self.deferred) {
@@ -236,6 +251,7 @@ impl Negotiator {
         self.pc.set_remote_description(answer).await.map_err(bad)?;
         self.offer_pending = false;
         self.flush_early_candidates().await;
+        self.refresh_leg_codecs().await;
         self.maybe_offer().await;
         Ok(())
     }
@@ -285,7 +301,52 @@ impl Negotiator {
         }
         self.needs_offer = false;
         self.offer_pending = true;
+        self.note_local_description(&sdp);
+        for forward in self.forwards.values_mut() {
+            forward.offered = true;
+        }
         self.send(ServerMessage::Offer { sdp });
+    }
+
+    fn note_local_description(&mut self, sdp: &str) {
+        if let Some(mid) = first_mid(sdp) {
+            self.first_mid = Some(mid);
+        }
+    }
+
+    /// Reads back, for every forwarded track the last negotiation covered, the payload type the
+    /// receiver negotiated for its codec; the track's writer rewrites packets to it.
+    async fn refresh_leg_codecs(&mut self) {
+        for (key, forward) in &self.forwards {
+            if !forward.offered {
+                continue;
+            }
+            let Some(sender) = &forward.sender else {
+                continue;
+            };
+            let leg = match sender.get_parameters().await {
+                Ok(parameters) => {
+                    match negotiated_payload_type(
+                        &parameters.rtp_parameters.codecs,
+                        forward.mime_type,
+                    ) {
+                        Some(payload_type) => LegCodec::Negotiated(payload_type),
+                        None => LegCodec::Refused,
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(track = %key, error = %err, "sender parameters unavailable");
+                    continue;
+                }
+            };
+            if *forward.codec.borrow() != leg {
+                tracing::debug!(session_id = %self.session_id, track = %key, ?leg, "forwarded track codec on this leg");
+                if leg == LegCodec::Refused {
+                    tracing::warn!(session_id = %self.session_id, track = %key, codec = forward.mime_type, "receiver did not accept the codec of a forwarded track");
+                }
+            }
+            forward.codec.send_replace(leg);
+        }
     }
 
     /// Handles a command from the shell.
@@ -320,9 +381,9 @@ impl Negotiator {
         if self.forwards.contains_key(&key) {
             return Ok(());
         }
-        let (kind, payload_type, codec) = match publication.id.kind {
-            TrackKind::Voice => (RtpCodecKind::Audio, OPUS_PAYLOAD_TYPE, peer::opus_codec()),
-            TrackKind::Screen => (RtpCodecKind::Video, VP8_PAYLOAD_TYPE, peer::vp8_codec()),
+        let (kind, mime_type, codec) = match publication.id.kind {
+            TrackKind::Voice => (RtpCodecKind::Audio, MIME_TYPE_OPUS, peer::opus_codec()),
+            TrackKind::Screen => (RtpCodecKind::Video, MIME_TYPE_VP8, peer::vp8_codec()),
         };
         let ssrc = rand::random::<u32>();
         let owner = publication.id.session_id.clone();
@@ -358,13 +419,14 @@ impl Negotiator {
         publication.add_sink(&self.session_id, sink);
         let metrics = Arc::clone(&self.shared.metrics);
         self.routes.insert(ssrc, Arc::clone(&publication));
+        let (leg_codec, leg_codec_rx) = watch::channel(LegCodec::Pending);
         let tasks = vec![
             tokio::spawn(forward::run_writer(
                 queue,
                 self.media_up.subscribe(),
+                leg_codec_rx,
                 Arc::clone(&local),
                 ssrc,
-                payload_type,
                 publication.media_kind(),
                 Arc::clone(&metrics),
             )),
@@ -380,6 +442,9 @@ impl Negotiator {
                 publication,
                 ssrc,
                 sender,
+                mime_type,
+                codec: leg_codec,
+                offered: false,
                 tasks,
             },
         );
@@ -407,11 +472,23 @@ impl Negotiator {
                 if init.candidate.is_empty() {
                     return Flow::Continue(());
                 }
+                self.shared
+                    .metrics
+                    .ice_candidates
+                    .with_label_values(&[candidate_transport(&init.candidate)])
+                    .inc();
+                // webrtc leaves the mid empty; a browser needs it (or a valid index) to place
+                // the candidate, and under BUNDLE it is the first section's.
+                let sdp_mid = init
+                    .sdp_mid
+                    .filter(|mid| !mid.is_empty())
+                    .or_else(|| self.first_mid.clone());
+                let sdp_mline_index = init.sdp_mline_index.or(Some(0));
                 self.send(ServerMessage::IceCandidate {
                     candidate: IceCandidate {
                         candidate: rewrite_candidate(&init.candidate, &self.advertise),
-                        sdp_mid: init.sdp_mid,
-                        sdp_mline_index: init.sdp_mline_index,
+                        sdp_mid,
+                        sdp_mline_index,
                         username_fragment: init.username_fragment,
                     },
                 });
@@ -454,8 +531,26 @@ impl Negotiator {
             r.handle_publish(&id, kind)
                 .map(|(track, actions)| (track, actions, muted))
         });
-        let Ok((track, actions, muted)) = published else {
-            return;
+        let (track, actions, muted) = match published {
+            Ok(published) => published,
+            Err(err) => {
+                // Refused (the track limit): tell the client, forward nothing, and read the
+                // track to its end so its packets do not pile up.
+                tracing::info!(session_id = %id, error = %err, "publication refused");
+                self.shared.metrics.record_error("track_limit");
+                self.send_error(err.code(), err.to_string());
+                self.publications.push(tokio::spawn(async move {
+                    while let Some(event) = remote.poll().await {
+                        if matches!(
+                            event,
+                            webrtc::media_stream::track_remote::TrackRemoteEvent::OnEnded
+                        ) {
+                            break;
+                        }
+                    }
+                }));
+                return;
+            }
         };
         tracing::info!(track = %track, "track published");
         let publication = Arc::new(Publication::new(track.clone(), codec, remote, ssrc));

@@ -1,5 +1,6 @@
-//! Builds the SFU side of one session's peer connection: Opus and VP8 only (fixed payload types
-//! 111 and 96, the ones the participant client uses too), default interceptors (NACK, RTCP
+//! Builds the SFU side of one session's peer connection: Opus and VP8 only (registered as
+//! payload types 111 and 96; a client may negotiate others, and forwarded packets are rewritten
+//! to each receiver's own, see [`negotiated_payload_type`]), default interceptors (NACK, RTCP
 //! reports, TWCC) plus [`KeyframeRequestMarker`], a known ICE ufrag so the shared UDP mux can
 //! route to it, no mDNS.
 //!
@@ -32,10 +33,20 @@ use crate::ice_mux::{MuxRuntime, UdpMux};
 use crate::tcp_mux::TcpMux;
 use crate::{config::IceConfig, Result};
 
-/// Payload type of Opus on every leg.
+/// Payload type the SFU registers Opus under (what it offers; a client's offer may use another).
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
-/// Payload type of VP8 on every leg.
+/// Payload type the SFU registers VP8 under (what it offers; a client's offer may use another).
 pub const VP8_PAYLOAD_TYPE: u8 = 96;
+
+/// The payload type negotiated for `mime_type` (e.g. `audio/opus`) among a sender's negotiated
+/// codecs, or `None` if the receiver accepted no such codec. Firefox offers Opus as 109, aiortc
+/// as 96: a packet written with any other type is refused by the sender.
+pub fn negotiated_payload_type(codecs: &[RTCRtpCodecParameters], mime_type: &str) -> Option<u8> {
+    codecs
+        .iter()
+        .find(|codec| codec.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
+        .map(|codec| codec.payload_type)
+}
 
 /// The Opus codec as negotiated.
 pub fn opus_codec() -> RTCRtpCodec {
@@ -231,6 +242,26 @@ mod tests {
         marker
             .poll_read()
             .expect("the marker passes every packet on")
+    }
+
+    #[test]
+    fn the_receivers_payload_type_is_used() {
+        let codec = |mime: &str, payload_type: u8| RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                ..opus_codec()
+            },
+            payload_type,
+        };
+        let firefox = [
+            codec("audio/opus", 109),
+            codec("audio/telephone-event", 101),
+        ];
+        assert_eq!(negotiated_payload_type(&firefox, MIME_TYPE_OPUS), Some(109));
+        let aiortc = [codec("video/VP8", 97), codec("video/rtx", 98)];
+        assert_eq!(negotiated_payload_type(&aiortc, "video/vp8"), Some(97));
+        assert_eq!(negotiated_payload_type(&aiortc, MIME_TYPE_OPUS), None);
+        assert_eq!(negotiated_payload_type(&[], MIME_TYPE_VP8), None);
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub enum RouteError {
     /// Only bots may publish captions.
     #[error("only bots may publish captions")]
     NotABot,
+    /// The session already publishes as many tracks of this kind as allowed.
+    #[error("at most {limit} {kind:?} track(s) per session")]
+    TrackLimit { kind: TrackKind, limit: usize },
 }
 
 impl RouteError {
@@ -62,6 +65,7 @@ impl RouteError {
             RouteError::CallFull(_) => ErrorCode::CallFull,
             RouteError::AlreadyJoined | RouteError::UnknownSession => ErrorCode::NotJoined,
             RouteError::NotABot => ErrorCode::Forbidden,
+            RouteError::TrackLimit { .. } => ErrorCode::TrackLimit,
         }
     }
 }
@@ -99,16 +103,27 @@ pub struct Router {
     calls: BTreeMap<String, Call>,
     call_of: HashMap<String, String>,
     max_participants_per_call: usize,
+    /// Voice and screen tracks one member may publish at a time.
+    track_limits: (usize, usize),
 }
 
 impl Router {
-    /// An empty router admitting at most `max_participants_per_call` members per call.
+    /// An empty router admitting at most `max_participants_per_call` members per call, each
+    /// publishing at most one voice and one screen track (see [`Router::with_track_limits`]).
     pub fn new(max_participants_per_call: usize) -> Self {
         Self {
             calls: BTreeMap::new(),
             call_of: HashMap::new(),
             max_participants_per_call,
+            track_limits: (1, 1),
         }
+    }
+
+    /// Sets how many voice and screen tracks one member may publish at a time. Every extra
+    /// track would add a transceiver, two tasks and a renegotiation to every other member.
+    pub fn with_track_limits(mut self, voice: usize, screen: usize) -> Self {
+        self.track_limits = (voice, screen);
+        self
     }
 
     fn member(&self, session_id: &str) -> Option<(&Call, &Member)> {
@@ -218,11 +233,19 @@ impl Router {
         session_id: &str,
         kind: TrackKind,
     ) -> Result<(TrackId, Vec<Action>), RouteError> {
+        let limit = match kind {
+            TrackKind::Voice => self.track_limits.0,
+            TrackKind::Screen => self.track_limits.1,
+        };
         let call = self.call_of_member_mut(session_id)?;
         let member = call
             .members
             .get_mut(session_id)
             .expect("call_of and members agree");
+        let published = member.tracks.values().filter(|t| t.kind == kind).count();
+        if published >= limit {
+            return Err(RouteError::TrackLimit { kind, limit });
+        }
         let counter = match kind {
             TrackKind::Voice => &mut member.next_voice,
             TrackKind::Screen => &mut member.next_screen,

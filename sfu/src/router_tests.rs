@@ -7,6 +7,7 @@ fn info(session: &str, role: Role) -> ParticipantInfo {
         session_id: session.into(),
         name: format!("name-{session}"),
         role,
+        purpose: None,
         muted: false,
         screen_on: false,
     }
@@ -237,4 +238,42 @@ fn unknown_sessions_are_refused() {
         .handle_unpublish(&TrackId::new(TrackKind::Voice, "x", 0))
         .is_empty());
     assert_eq!(router.sessions("nope"), None);
+}
+
+#[test]
+fn publications_beyond_the_track_limits_are_refused_and_a_stopped_share_frees_its_slot() {
+    let mut router = Router::new(10).with_track_limits(1, 1);
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
+    router
+        .handle_join("c", info("b", Role::Participant))
+        .unwrap();
+    router.handle_publish("a", TrackKind::Voice).unwrap();
+    assert_eq!(
+        router.handle_publish("a", TrackKind::Voice).unwrap_err(),
+        RouteError::TrackLimit {
+            kind: TrackKind::Voice,
+            limit: 1
+        }
+    );
+    assert_eq!(
+        router
+            .handle_publish("a", TrackKind::Voice)
+            .unwrap_err()
+            .code(),
+        ErrorCode::TrackLimit
+    );
+    let (screen, _) = router.handle_publish("a", TrackKind::Screen).unwrap();
+    assert!(router.handle_publish("a", TrackKind::Screen).is_err());
+    router.handle_unpublish(&screen);
+    router.handle_publish("a", TrackKind::Screen).unwrap();
+    // Limits are per session: b still has both slots.
+    router.handle_publish("b", TrackKind::Voice).unwrap();
+    // No screen shares at all when the screen limit is 0.
+    let mut router = Router::new(10).with_track_limits(1, 0);
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
+    assert!(router.handle_publish("a", TrackKind::Screen).is_err());
 }

@@ -33,8 +33,23 @@ const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(20);
 pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
     shared.metrics.ws_connections.inc();
     let (mut sink, mut stream) = socket.split();
-    match accept_join(&shared, &mut stream).await {
-        Ok((call_id, info)) => {
+    let joined = accept_join(&shared, &mut stream)
+        .await
+        .and_then(|(call_id, info, token_key)| {
+            if shared.claim_token(&token_key) {
+                Ok((call_id, info, token_key))
+            } else {
+                Err(ServerMessage::error(
+                    ErrorCode::TokenInUse,
+                    format!(
+                        "this join token already holds {} live session(s)",
+                        shared.config.limits.sessions_per_token
+                    ),
+                ))
+            }
+        });
+    match joined {
+        Ok((call_id, info, token_key)) => {
             let (out_tx, mut out_rx) =
                 mpsc::channel::<ServerMessage>(shared.config.limits.session_queue_size);
             let flush = CancellationToken::new();
@@ -54,6 +69,7 @@ pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
                 let _ = sink.send(Message::Close(None)).await;
             });
             run_joined(&shared, call_id, info, out_tx, stream).await;
+            shared.release_token(&token_key);
             flush.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         }
@@ -68,11 +84,12 @@ pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
 
 type Stream = futures::stream::SplitStream<WebSocket>;
 
-/// Waits for `join` and checks it; the error is the message to send before closing.
+/// Waits for `join` and checks it: the call, the participant and the token's key (its
+/// signature) for the per-token session limit; the error is the message to send before closing.
 async fn accept_join(
     shared: &Shared,
     stream: &mut Stream,
-) -> Result<(String, ParticipantInfo), ServerMessage> {
+) -> Result<(String, ParticipantInfo, String), ServerMessage> {
     let frame = tokio::time::timeout(JOIN_TIMEOUT, stream.next())
         .await
         .map_err(|_| ServerMessage::error(ErrorCode::NotJoined, "no join message in time"))?;
@@ -118,10 +135,15 @@ async fn accept_join(
         session_id: uuid::Uuid::new_v4().simple().to_string(),
         name: claims.name,
         role: claims.role,
+        purpose: claims.purpose,
         muted: false,
         screen_on: false,
     };
-    Ok((claims.call_id, info))
+    let token_key = token
+        .rsplit_once('.')
+        .map_or(token.as_str(), |(_, signature)| signature)
+        .to_owned();
+    Ok((claims.call_id, info, token_key))
 }
 
 async fn run_joined(
@@ -148,22 +170,36 @@ async fn run_joined(
             kill: kill.clone(),
         },
     );
-    let joined = shared.with_router(|router| router.handle_join(&call_id, info));
-    let (others, actions) = match joined {
-        Ok(joined) => joined,
+    // `joined` is queued while the router lock is still held: any `participant_joined` for this
+    // session is computed by a later join under the same lock, so it can only be queued after.
+    let joined = shared.with_router(|router| {
+        let (others, actions) = router.handle_join(&call_id, info)?;
+        if out
+            .try_send(ServerMessage::Joined {
+                session_id: session_id.clone(),
+                call_id: call_id.clone(),
+                participants: others,
+            })
+            .is_err()
+        {
+            // The queue is new and empty; a failure means the writer already ended.
+            shared.metrics.record_error("ws_queue_full");
+        }
+        Ok::<_, crate::router::RouteError>(actions)
+    });
+    let actions = match joined {
+        Ok(actions) => actions,
         Err(err) => {
             let _ = out.try_send(ServerMessage::error(err.code(), err.to_string()));
             shared.remove_session(&session_id);
             return;
         }
     };
+    shared
+        .metrics
+        .record_ws_message(crate::metrics::Direction::Out, "joined");
     tracing::info!(call_id = %call_id, session_id = %session_id, "session joined");
     shared.metrics.sessions.inc();
-    let _ = out.try_send(ServerMessage::Joined {
-        session_id: session_id.clone(),
-        call_id: call_id.clone(),
-        participants: others,
-    });
     shared.apply(actions);
 
     let (peer_tx, mut peer_events) = mpsc::channel(256);
@@ -210,20 +246,26 @@ async fn run_joined(
                 break;
             }
             frame = stream.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => {
-                        negotiator.send_error(ErrorCode::BadMessage, "binary frames are not supported");
-                        continue;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                let frame = match frame {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(frame)) => frame,
                 };
+                // Every frame the client sends is charged, whatever its kind: binary frames and
+                // pings cost the server work too (issue 11, finding 5).
                 if !bucket.try_take(Instant::now()) {
                     shared.metrics.record_error("rate_limited");
                     negotiator.send_error(ErrorCode::RateLimited, "too many messages; disconnecting");
                     break;
                 }
+                let text = match frame {
+                    Message::Text(text) => text,
+                    Message::Binary(_) => {
+                        shared.metrics.record_error("bad_message");
+                        negotiator.send_error(ErrorCode::BadMessage, "binary frames are not supported");
+                        continue;
+                    }
+                    _ => continue,
+                };
                 match ClientMessage::from_json(&text) {
                     Ok(message) => {
                         shared.metrics.record_ws_message(crate::metrics::Direction::In, client_type(&message));

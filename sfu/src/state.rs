@@ -51,6 +51,8 @@ pub struct Shared {
     router: Mutex<Router>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
     publications: Mutex<HashMap<String, Arc<Publication>>>,
+    /// Live sessions per join token (keyed by the token's signature).
+    token_sessions: Mutex<HashMap<String, usize>>,
 }
 
 impl Shared {
@@ -61,7 +63,10 @@ impl Shared {
         mux: Arc<UdpMux>,
         tcp_mux: Arc<TcpMux>,
     ) -> Self {
-        let router = Router::new(config.limits.max_participants_per_call);
+        let router = Router::new(config.limits.max_participants_per_call).with_track_limits(
+            config.limits.voice_tracks_per_session,
+            config.limits.screen_tracks_per_session,
+        );
         Self {
             config,
             metrics,
@@ -71,6 +76,37 @@ impl Shared {
             router: Mutex::new(router),
             sessions: Mutex::new(HashMap::new()),
             publications: Mutex::new(HashMap::new()),
+            token_sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one of the `limits.sessions_per_token` session slots of the token whose signature is
+    /// `key`; false when all are taken. Each successful claim is paired with one
+    /// [`Shared::release_token`].
+    pub fn claim_token(&self, key: &str) -> bool {
+        let mut slots = self
+            .token_sessions
+            .lock()
+            .expect("token sessions lock is never poisoned");
+        let used = slots.entry(key.to_owned()).or_default();
+        if *used >= self.config.limits.sessions_per_token {
+            return false;
+        }
+        *used += 1;
+        true
+    }
+
+    /// Gives back a slot taken by [`Shared::claim_token`].
+    pub fn release_token(&self, key: &str) {
+        let mut slots = self
+            .token_sessions
+            .lock()
+            .expect("token sessions lock is never poisoned");
+        if let Some(used) = slots.get_mut(key) {
+            *used = used.saturating_sub(1);
+            if *used == 0 {
+                slots.remove(key);
+            }
         }
     }
 
@@ -191,6 +227,37 @@ impl Shared {
             self.metrics.record_error("session_queue_full");
             handle.kill.cancel();
         }
+    }
+
+    /// Tells every live session that the SFU is shutting down and disconnects it (its task then
+    /// closes the peer connection and the WebSocket). Returns how many sessions were told.
+    pub fn shutdown_sessions(&self) -> usize {
+        let handles: Vec<SessionHandle> = self
+            .sessions
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for handle in &handles {
+            let notice = ServerMessage::error(
+                calls_protocol::signalling::ErrorCode::ShuttingDown,
+                "the sfu is shutting down",
+            );
+            if handle.out.try_send(notice).is_ok() {
+                self.metrics.record_ws_message(Direction::Out, "error");
+            }
+            handle.kill.cancel();
+        }
+        handles.len()
+    }
+
+    /// Live sessions (registered queues).
+    pub fn live_sessions(&self) -> usize {
+        self.sessions
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .len()
     }
 
     /// Sends `job_stop` to a bot session. Returns false if the session is unknown.

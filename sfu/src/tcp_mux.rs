@@ -7,6 +7,14 @@
 //! streams report the dropped listener's address as their local address, which is what the
 //! connection's passive host candidate names; the session rewrites that candidate's port to the
 //! shared one before signalling it.
+//!
+//! webrtc binds one listener per local address it gathers on, so on a host with several
+//! interfaces one connection registers several listeners under the same ufrag. Each keeps its
+//! own route (keyed by ufrag and posed address); a connection is handed to the route whose
+//! address matches the interface it arrived on. **Invariant:** `accept` never fails fast: webrtc
+//! re-arms `accept` as soon as it returns, so an error answered at once would spin a core and
+//! flood the log (issue 12). A listener whose route is gone waits forever instead; webrtc drops
+//! the pending future when it closes the connection.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +27,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
+
+use crate::backoff::Backoff;
 use tokio::sync::mpsc;
 use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream};
 
@@ -37,7 +47,13 @@ type Handoff = (tokio::net::TcpStream, SocketAddr, Vec<u8>);
 pub struct TcpMux {
     local_addr: SocketAddr,
     routed: AtomicUsize,
-    routes: Mutex<HashMap<String, mpsc::Sender<Handoff>>>,
+    routes: Mutex<HashMap<String, Vec<Route>>>,
+}
+
+/// One registered listener: the address it poses as and its queue.
+struct Route {
+    local_addr: SocketAddr,
+    sender: mpsc::Sender<Handoff>,
 }
 
 impl TcpMux {
@@ -66,10 +82,12 @@ impl TcpMux {
     /// A listener for the connection with local ufrag `ufrag`, posing as `local_addr`.
     pub fn register(self: &Arc<Self>, ufrag: &str, local_addr: SocketAddr) -> Arc<MuxListener> {
         let (sender, receiver) = mpsc::channel(ACCEPT_QUEUE);
-        self.routes
-            .lock()
-            .expect("routes lock is never poisoned")
-            .insert(ufrag.to_owned(), sender);
+        let mut routes = self.routes.lock().expect("routes lock is never poisoned");
+        let listeners = routes.entry(ufrag.to_owned()).or_default();
+        // A rebind (ICE restart) registers the same address again: the new listener replaces it.
+        listeners.retain(|route| route.local_addr != local_addr);
+        listeners.push(Route { local_addr, sender });
+        drop(routes);
         Arc::new(MuxListener {
             mux: Arc::clone(self),
             ufrag: ufrag.to_owned(),
@@ -78,27 +96,68 @@ impl TcpMux {
         })
     }
 
-    fn route(&self, ufrag: &str) -> Option<mpsc::Sender<Handoff>> {
+    /// The queue for a connection naming `ufrag` that arrived on local address `arrived_on`:
+    /// the listener posing as that interface's address, else the connection's first listener.
+    fn route(&self, ufrag: &str, arrived_on: Option<SocketAddr>) -> Option<mpsc::Sender<Handoff>> {
+        let routes = self.routes.lock().expect("routes lock is never poisoned");
+        let listeners = routes.get(ufrag)?;
+        let chosen = arrived_on
+            .and_then(|addr| {
+                listeners
+                    .iter()
+                    .find(|route| route.local_addr.ip() == addr.ip())
+            })
+            .or_else(|| listeners.first())?;
+        Some(chosen.sender.clone())
+    }
+
+    /// Removes the listener of `ufrag` posing as `local_addr`.
+    fn unregister(&self, ufrag: &str, local_addr: SocketAddr) {
+        let mut routes = self.routes.lock().expect("routes lock is never poisoned");
+        if let Some(listeners) = routes.get_mut(ufrag) {
+            listeners.retain(|route| route.local_addr != local_addr);
+            if listeners.is_empty() {
+                routes.remove(ufrag);
+            }
+        }
+    }
+
+    /// Listeners currently registered (for tests).
+    pub fn registered_listeners(&self) -> usize {
         self.routes
             .lock()
             .expect("routes lock is never poisoned")
-            .get(ufrag)
-            .cloned()
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, mux: Weak<TcpMux>) {
+    let mut backoff = Backoff::new();
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff.succeeded();
+                accepted
+            }
+            // Out of descriptors and the like: wait, growing the pause, and log rarely.
+            Err(err) => {
+                let delay = backoff.failed(std::time::Instant::now());
+                if let Some(suppressed) = delay.log {
+                    tracing::warn!(error = %err, suppressed, "ice tcp accept failed");
+                }
+                tokio::time::sleep(delay.wait).await;
+                continue;
+            }
         };
         let Some(mux) = mux.upgrade() else { return };
         tokio::spawn(async move {
+            let arrived_on = stream.local_addr().ok();
             if let Ok(Some((stream, prefix, ufrag))) =
                 tokio::time::timeout(FIRST_FRAME_TIMEOUT, read_first_frame(stream)).await
             {
-                if let Some(route) = mux.route(&ufrag) {
+                if let Some(route) = mux.route(&ufrag, arrived_on) {
                     if route.try_send((stream, peer, prefix)).is_ok() {
                         mux.routed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -145,11 +204,7 @@ impl fmt::Debug for MuxListener {
 
 impl Drop for MuxListener {
     fn drop(&mut self) {
-        self.mux
-            .routes
-            .lock()
-            .expect("routes lock is never poisoned")
-            .remove(&self.ufrag);
+        self.mux.unregister(&self.ufrag, self.local_addr);
     }
 }
 
@@ -157,10 +212,11 @@ impl AsyncTcpListener for MuxListener {
     fn accept<'a>(&'a self) -> Pin<Box<dyn Future<Output = io::Result<Accepted>> + Send + 'a>> {
         Box::pin(async move {
             let mut accepted = self.accepted.lock().await;
-            let (stream, peer, prefix) = accepted
-                .recv()
-                .await
-                .ok_or_else(|| io::Error::other("ice tcp mux closed"))?;
+            let Some((stream, peer, prefix)) = accepted.recv().await else {
+                // The route is gone (the mux itself went away): nothing will ever arrive, and an
+                // error would be re-armed at once by webrtc. Wait until the future is dropped.
+                return std::future::pending().await;
+            };
             let stream: Arc<dyn AsyncTcpStream> = Arc::new(MuxStream {
                 stream,
                 prefix: Mutex::new(prefix),
@@ -174,6 +230,18 @@ impl AsyncTcpListener for MuxListener {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local_addr)
     }
+}
+
+/// Errors after which a TCP stream never delivers data again.
+fn is_final(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// An accepted ICE-TCP connection; the bytes read while routing it are replayed first.
@@ -214,7 +282,17 @@ impl AsyncTcpStream for MuxStream {
                 self.stream.readable().await?;
                 match self.stream.try_read(buf) {
                     Ok(n) => return Ok(n),
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
+                    // webrtc re-arms a read at once after these ("retryable" for UDP), but on a
+                    // TCP stream they are final: report the end of the stream so it is dropped.
+                    Err(err) if is_final(&err) => return Ok(0),
                     Err(err) => return Err(err),
                 }
             }
@@ -249,5 +327,88 @@ impl AsyncTcpStream for MuxStream {
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.peer_addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("test addresses are valid")
+    }
+
+    /// An RFC 4571 frame holding a binding request whose USERNAME names `ufrag`.
+    fn framed_binding_request(ufrag: &str) -> Vec<u8> {
+        let username = format!("{ufrag}:remote");
+        let mut packet = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+        packet.extend_from_slice(&[9u8; 12]);
+        packet.extend_from_slice(&[0x00, 0x06]);
+        packet.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        packet.extend_from_slice(username.as_bytes());
+        while packet.len() % 4 != 0 {
+            packet.push(0);
+        }
+        let body = (packet.len() - 20) as u16;
+        packet[2..4].copy_from_slice(&body.to_be_bytes());
+        let mut frame = (packet.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&packet);
+        frame
+    }
+
+    async fn dial(mux: &TcpMux, ufrag: &str) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(mux.local_addr())
+            .await
+            .expect("the mux listens");
+        stream
+            .write_all(&framed_binding_request(ufrag))
+            .await
+            .expect("the frame is sent");
+        stream
+    }
+
+    #[tokio::test]
+    async fn listeners_of_one_connection_on_several_addresses_all_stay_routed() {
+        let mux = TcpMux::bind(addr("127.0.0.1:0")).await.expect("binds");
+        // webrtc on a host with two interfaces: one listener per local address, same ufrag.
+        let loopback = mux.register("frag", addr("127.0.0.1:40001"));
+        let bridge = mux.register("frag", addr("172.17.0.1:40002"));
+        assert_eq!(mux.registered_listeners(), 2);
+
+        let _client = dial(&mux, "frag").await;
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(5), loopback.accept())
+            .await
+            .expect("the connection reaches the listener of the interface it arrived on")
+            .expect("accept succeeds");
+        assert_eq!(stream.local_addr().expect("known"), addr("127.0.0.1:40001"));
+
+        // Dropping one listener leaves the other routed (it used to remove both).
+        drop(loopback);
+        assert_eq!(mux.registered_listeners(), 1);
+        let _client = dial(&mux, "frag").await;
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(5), bridge.accept())
+            .await
+            .expect("the remaining listener still gets connections")
+            .expect("accept succeeds");
+        assert_eq!(
+            stream.local_addr().expect("known"),
+            addr("172.17.0.1:40002")
+        );
+        drop(bridge);
+        assert_eq!(mux.registered_listeners(), 0);
+    }
+
+    #[tokio::test]
+    async fn accept_on_a_closed_route_waits_instead_of_failing_at_once() {
+        let mux = TcpMux::bind(addr("127.0.0.1:0")).await.expect("binds");
+        let old = mux.register("frag", addr("127.0.0.1:40001"));
+        // A rebind registers the same address again and replaces the old route.
+        let _new = mux.register("frag", addr("127.0.0.1:40001"));
+        let outcome = tokio::time::timeout(Duration::from_millis(300), old.accept()).await;
+        assert!(
+            outcome.is_err(),
+            "accept on a closed route must not return (webrtc re-arms it at once)"
+        );
     }
 }

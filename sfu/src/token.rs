@@ -27,8 +27,21 @@ type HmacSha256 = Hmac<Sha256>;
 /// Longest token we even try to decode; real tokens are a few hundred bytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
+/// Why a bot is in the call (optional `purpose` claim of bot tokens).
+pub use calls_protocol::signalling::BotPurpose;
 /// Role of a token holder; the wire type lives in `calls_protocol` so events can carry it too.
 pub use calls_protocol::signalling::Role;
+
+/// Parses `recording` or `transcribing` (the `--purpose` argument).
+pub fn parse_purpose(value: &str) -> Result<BotPurpose, String> {
+    match value {
+        "recording" => Ok(BotPurpose::Recording),
+        "transcribing" => Ok(BotPurpose::Transcribing),
+        other => Err(format!(
+            "unknown purpose {other:?}: expected recording or transcribing"
+        )),
+    }
+}
 
 /// Parses `participant` or `bot` (the `--role` argument).
 pub fn parse_role(value: &str) -> Result<Role, String> {
@@ -48,6 +61,10 @@ pub struct JoinClaims {
     pub call_id: String,
     pub name: String,
     pub role: Role,
+    /// What a bot is there for; only bot tokens may carry it. Absent in tokens minted before
+    /// the claim existed, which stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<BotPurpose>,
     /// Expiry, unix seconds; the token is refused at and after this second.
     pub exp: u64,
 }
@@ -106,6 +123,9 @@ pub fn verify(secret: &[u8], token: &str, now_unix: u64) -> Result<JoinClaims, T
         .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
     let claims: JoinClaims =
         serde_json::from_slice(&json).map_err(|_| TokenError::Malformed("claims are not valid"))?;
+    if claims.purpose.is_some() && claims.role != Role::Bot {
+        return Err(TokenError::Malformed("only bot tokens carry a purpose"));
+    }
     if now_unix >= claims.exp {
         return Err(TokenError::Expired);
     }
@@ -142,6 +162,24 @@ pub fn mint(
     ttl: Duration,
     now: SystemTime,
 ) -> Result<String, TokenError> {
+    mint_with_purpose(secret, call_id, name, role, None, ttl, now)
+}
+
+/// [`mint`] for a bot that says what it is there for (`purpose` needs `role` bot).
+pub fn mint_with_purpose(
+    secret: &[u8],
+    call_id: &str,
+    name: &str,
+    role: Role,
+    purpose: Option<BotPurpose>,
+    ttl: Duration,
+    now: SystemTime,
+) -> Result<String, TokenError> {
+    if purpose.is_some() && role != Role::Bot {
+        return Err(TokenError::InvalidRequest(
+            "only bots have a purpose (add --role bot)".into(),
+        ));
+    }
     if call_id.trim().is_empty() {
         return Err(TokenError::InvalidRequest("call id is empty".into()));
     }
@@ -155,6 +193,7 @@ pub fn mint(
         call_id: call_id.to_owned(),
         name: name.to_owned(),
         role,
+        purpose,
         exp: unix_seconds(now).saturating_add(ttl.as_secs().max(1)),
     };
     Ok(sign(secret, &claims))
@@ -172,25 +211,55 @@ pub struct TokenArgs {
     /// Role of the holder.
     #[arg(long, value_parser = parse_role, default_value = "participant")]
     pub role: Role,
+    /// For bots: what the bot does in the call (recording, transcribing). Everyone in the call
+    /// is shown that the call is being recorded or transcribed while such a bot is present.
+    #[arg(long, value_parser = parse_purpose)]
+    pub purpose: Option<BotPurpose>,
+    /// Print a join link to the demo page served at this base URL (e.g.
+    /// `http://127.0.0.1:8045`) instead of the bare token.
+    #[arg(long, value_name = "BASE_URL")]
+    pub link: Option<String>,
     /// How long the token stays valid (humantime: 90s, 1h, 2d).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
 }
 
-/// Runs `calls-sfu token`: mints a token with the configured secret and returns it for printing.
+/// Runs `calls-sfu token`: mints a token with the configured secret and returns it for printing
+/// (or, with `--link`, the join link that carries it).
 pub fn token_command(
     config: &Config,
     args: &TokenArgs,
     now: SystemTime,
 ) -> Result<String, TokenError> {
-    mint(
+    let token = mint_with_purpose(
         config.token_secret.as_bytes(),
         &args.call,
         &args.name,
         args.role,
+        args.purpose,
         args.ttl,
         now,
-    )
+    )?;
+    match &args.link {
+        Some(base) => join_link(base, &token),
+        None => Ok(token),
+    }
+}
+
+/// The demo page's join link for `token`: `<base>/#token=<token>&join=1`. The token travels in
+/// the fragment, which browsers never send to a server, so it stays out of access logs and
+/// `Referer` headers. Tokens are base64url and '.', so they need no escaping.
+pub fn join_link(base_url: &str, token: &str) -> Result<String, TokenError> {
+    let base = base_url.trim().trim_end_matches('/');
+    let valid = (base.starts_with("http://") || base.starts_with("https://"))
+        && base.len() > "https://".len()
+        && !base.contains(['#', '?', ' ']);
+    if !valid {
+        return Err(TokenError::InvalidRequest(format!(
+            "--link needs an http(s) base URL without query or fragment, got {base_url:?}"
+        )));
+    }
+    Ok(format!("{base}/#token={token}&join=1"))
 }
 
 #[cfg(test)]
@@ -204,6 +273,7 @@ mod tests {
             call_id: "call-1".into(),
             name: "Alice".into(),
             role: Role::Participant,
+            purpose: None,
             exp: 1_000,
         }
     }
@@ -321,6 +391,77 @@ mod tests {
     }
 
     #[test]
+    fn bot_purpose_is_signed_and_only_bots_have_one() {
+        let now = UNIX_EPOCH;
+        let ttl = Duration::from_secs(60);
+        let token = mint_with_purpose(
+            SECRET,
+            "c",
+            "Recorder",
+            Role::Bot,
+            Some(BotPurpose::Recording),
+            ttl,
+            now,
+        )
+        .expect("a bot may have a purpose");
+        let bot_claims = verify(SECRET, &token, 0).expect("valid");
+        assert_eq!(bot_claims.purpose, Some(BotPurpose::Recording));
+        assert!(matches!(
+            mint_with_purpose(
+                SECRET,
+                "c",
+                "Eve",
+                Role::Participant,
+                Some(BotPurpose::Recording),
+                ttl,
+                now
+            ),
+            Err(TokenError::InvalidRequest(_))
+        ));
+        // A correctly signed participant token claiming a purpose is refused too.
+        let forged = JoinClaims {
+            purpose: Some(BotPurpose::Transcribing),
+            ..claims()
+        };
+        assert_eq!(
+            verify(SECRET, &sign(SECRET, &forged), 0),
+            Err(TokenError::Malformed("only bot tokens carry a purpose"))
+        );
+        // Tokens minted before the claim existed have no `purpose` key and stay valid.
+        let old = sign(SECRET, &claims());
+        assert!(!String::from_utf8(
+            URL_SAFE_NO_PAD
+                .decode(old.split('.').next().expect("payload"))
+                .expect("b64")
+        )
+        .expect("utf8")
+        .contains("purpose"));
+        assert_eq!(verify(SECRET, &old, 0), Ok(claims()));
+    }
+
+    #[test]
+    fn join_links_carry_the_token_in_the_fragment() {
+        assert_eq!(
+            join_link("http://127.0.0.1:8045/", "abc.def").as_deref(),
+            Ok("http://127.0.0.1:8045/#token=abc.def&join=1")
+        );
+        assert_eq!(
+            join_link("https://calls.example.com", "t.s").as_deref(),
+            Ok("https://calls.example.com/#token=t.s&join=1")
+        );
+        for bad in [
+            "",
+            "127.0.0.1:8045",
+            "ftp://x",
+            "http://x/?a=1",
+            "http://x/#y",
+            "http://",
+        ] {
+            assert!(join_link(bad, "t.s").is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn mint_rejects_empty_fields() {
         let now = UNIX_EPOCH;
         let ttl = Duration::from_secs(60);
@@ -343,6 +484,26 @@ mod tests {
         .expect("valid arguments");
         assert_eq!(cli.token.role, Role::Bot);
         assert_eq!(cli.token.ttl, Duration::from_secs(7200));
+        let cli = Cli::try_parse_from([
+            "t",
+            "--call",
+            "X",
+            "--name",
+            "Y",
+            "--role",
+            "bot",
+            "--purpose",
+            "transcribing",
+            "--link",
+            "http://h:8045",
+        ])
+        .expect("valid arguments");
+        assert_eq!(cli.token.purpose, Some(BotPurpose::Transcribing));
+        assert_eq!(cli.token.link.as_deref(), Some("http://h:8045"));
+        assert!(
+            Cli::try_parse_from(["t", "--call", "X", "--name", "Y", "--purpose", "spying"])
+                .is_err()
+        );
         let cli = Cli::try_parse_from(["t", "--call", "X", "--name", "Y"]).expect("defaults");
         assert_eq!(cli.token.role, Role::Participant);
         assert_eq!(cli.token.ttl, Duration::from_secs(3600));

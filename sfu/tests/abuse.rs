@@ -311,3 +311,108 @@ async fn wait_sessions(sfu: &calls_sfu::RunningSfu, expected: i64) {
         sfu.metrics().sessions.get()
     );
 }
+
+/// Every error code the server sends until it closes the socket (or `wait` passes), and whether
+/// it closed it.
+async fn errors_until_close(socket: &mut Socket, wait: Duration) -> (Vec<ErrorCode>, bool) {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut codes = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return (codes, false),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return (codes, true),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if let Ok(ServerMessage::Error { code, .. }) = ServerMessage::from_json(&text) {
+                    codes.push(code);
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// Issue 11, finding 5: binary frames used to bypass the rate limiter (400 in under a second,
+/// session open). Every frame is charged now: a binary flood ends in `rate_limited` and a closed
+/// socket, like a text flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_binary_frame_flood_is_rate_limited_and_disconnected() {
+    let sfu = start_sfu().await;
+    let mut socket = connect(&sfu).await;
+    send(
+        &mut socket,
+        join_message(&token("call-binary", "Flooder", Role::Participant), None),
+    )
+    .await;
+    for _ in 0..400 {
+        if socket
+            .send(Message::Binary(vec![0u8; 64].into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (codes, closed) = errors_until_close(&mut socket, Duration::from_secs(5)).await;
+    assert!(
+        codes.contains(&ErrorCode::RateLimited),
+        "no rate_limited among {codes:?}"
+    );
+    assert!(closed, "the flooding session was left open");
+    let metrics = sfu.metrics().render();
+    assert!(
+        metrics.contains("sfu_rtc_errors_total{type=\"rate_limited\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Issue 11, finding 9: one join token held any number of concurrent sessions. With the default
+/// `limits.sessions_per_token` (1) a second live session on the same token is refused with
+/// `token_in_use`; once the first leaves, the token works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_token_holds_one_live_session_at_a_time() {
+    let sfu = start_sfu().await;
+    let shared_token = token("call-token-reuse", "Bob", Role::Participant);
+    let mut first = connect(&sfu).await;
+    send(&mut first, join_message(&shared_token, None)).await;
+    let joined = tokio::time::timeout(Duration::from_secs(5), first.next())
+        .await
+        .expect("an answer in time")
+        .expect("a frame")
+        .expect("a good frame");
+    assert!(
+        matches!(&joined, Message::Text(text) if text.contains("\"joined\"")),
+        "{joined:?}"
+    );
+
+    let mut second = connect(&sfu).await;
+    send(&mut second, join_message(&shared_token, None)).await;
+    let (codes, closed) = errors_until_close(&mut second, Duration::from_secs(5)).await;
+    assert_eq!(codes, vec![ErrorCode::TokenInUse]);
+    assert!(closed, "the refused socket was left open");
+    assert_eq!(sfu.session_count(), 1, "the refused join holds no session");
+
+    first
+        .send(Message::Text(r#"{"type":"leave"}"#.into()))
+        .await
+        .expect("leave is sent");
+    let _ = errors_until_close(&mut first, Duration::from_secs(5)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sfu.session_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = connect(&sfu).await;
+    send(&mut again, join_message(&shared_token, None)).await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), again.next())
+        .await
+        .expect("an answer in time")
+        .expect("a frame")
+        .expect("a good frame");
+    assert!(
+        matches!(&answer, Message::Text(text) if text.contains("\"joined\"")),
+        "the token was not released: {answer:?}"
+    );
+}

@@ -188,6 +188,7 @@ async fn bad_tokens_are_refused_with_an_error() {
             call_id: "call".into(),
             name: "Late".into(),
             role: Role::Participant,
+            purpose: None,
             exp: 1,
         },
     );
@@ -313,4 +314,55 @@ async fn bad_input_gets_error_messages_and_floods_disconnect_only_the_flooder() 
     healthy.leave().await.unwrap();
     other.leave().await.unwrap();
     sfu.shutdown().await;
+}
+
+/// Issue 12: a concurrent join's `participant_joined` could reach a new session before its own
+/// `joined`. Many sockets join one call at once; the first message each receives must be
+/// `joined`, and every later `participant_joined` it gets must name someone not in its `joined`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joined_is_the_first_message_of_every_concurrent_join() {
+    let sfu = start_sfu().await;
+    const JOINERS: usize = 16;
+    let mut sockets = Vec::new();
+    for index in 0..JOINERS {
+        let (socket, _) = tokio_tungstenite::connect_async(sfu.ws_url())
+            .await
+            .expect("websocket connects");
+        sockets.push((index, socket));
+    }
+    let joins = sockets.into_iter().map(|(index, mut socket)| async move {
+        let join = ClientMessage::Join {
+            version: PROTOCOL_VERSION,
+            token: token("call-order", &format!("joiner-{index}"), Role::Participant),
+            call_id: None,
+        };
+        socket
+            .send(Message::Text(join.to_json().into()))
+            .await
+            .expect("join is sent");
+        let mut seen = Vec::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout_at(until, socket.next()).await
+        {
+            seen.push(ServerMessage::from_json(&text).expect("server messages parse"));
+        }
+        seen
+    });
+    for seen in futures::future::join_all(joins).await {
+        let Some(ServerMessage::Joined { participants, .. }) = seen.first() else {
+            panic!("first message was not joined: {seen:?}");
+        };
+        for message in &seen[1..] {
+            if let ServerMessage::ParticipantJoined { participant } = message {
+                assert!(
+                    !participants
+                        .iter()
+                        .any(|p| p.session_id == participant.session_id),
+                    "told about {} twice",
+                    participant.name
+                );
+            }
+        }
+    }
 }
