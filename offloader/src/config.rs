@@ -62,6 +62,7 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("webhooks.max_attempts", Kind::Int, "5", "delivery attempts per webhook call"),
     ("webhooks.initial_backoff", Kind::Str, "\"1s\"", "wait before the first retry; doubles each retry"),
     ("webhooks.timeout", Kind::Str, "\"10s\"", "timeout of one webhook request"),
+    ("webhooks.allow_private", Kind::Bool, "false", "let webhooks reach loopback, private, link-local and reserved addresses (only for closed networks: otherwise a client could make the offloader call internal services)"),
 ];
 
 /// The env var name of a dotted key: `jobs.max_concurrent` → `OFFLOADER_JOBS_MAX_CONCURRENT`.
@@ -144,6 +145,7 @@ struct RawWebhooks {
     max_attempts: Option<u64>,
     initial_backoff: Option<String>,
     timeout: Option<String>,
+    allow_private: Option<bool>,
 }
 
 /// What `/data` inside a job container is.
@@ -191,6 +193,7 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     pub webhook_initial_backoff: Duration,
     pub webhook_timeout: Duration,
+    pub allow_private_webhooks: bool,
 }
 
 impl Config {
@@ -377,8 +380,10 @@ fn validate(raw: RawConfig) -> Result<Config> {
     ] {
         let prefix = format!("runners.{job_type}");
         let image = runner.image.unwrap_or_else(|| image.into());
-        if image.trim().is_empty() {
-            return Err(Error::Config(format!("{prefix}.image must not be empty")));
+        if !crate::image_ref::is_valid_reference(&image) {
+            return Err(Error::Config(format!(
+                "{prefix}.image = {image:?} is not a Docker image reference (name[:tag][@digest])"
+            )));
         }
         let max_duration = duration(&format!("{prefix}.max_duration"), runner.max_duration, max)?;
         if max_duration < Duration::from_secs(1) {
@@ -407,6 +412,15 @@ fn validate(raw: RawConfig) -> Result<Config> {
                 memory_mb,
             },
         );
+    }
+    let image_allowlist = raw.jobs.image_allowlist.unwrap_or_default();
+    if let Some(bad) = image_allowlist
+        .iter()
+        .find(|i| !crate::image_ref::is_valid_reference(i))
+    {
+        return Err(Error::Config(format!(
+            "jobs.image_allowlist entry {bad:?} is not a Docker image reference (name[:tag][@digest])"
+        )));
     }
     let max_concurrent = positive("jobs.max_concurrent", raw.jobs.max_concurrent.unwrap_or(2))?;
     let webhook_max_attempts = positive(
@@ -455,7 +469,7 @@ fn validate(raw: RawConfig) -> Result<Config> {
                 .max_artifact_bytes
                 .unwrap_or(10 * 1024 * 1024 * 1024),
         )?,
-        image_allowlist: raw.jobs.image_allowlist.unwrap_or_default(),
+        image_allowlist,
         offloader_url: offloader_url.trim_end_matches('/').to_string(),
         network,
         read_only_rootfs: raw.docker.read_only_rootfs.unwrap_or(true),
@@ -472,6 +486,7 @@ fn validate(raw: RawConfig) -> Result<Config> {
             "1s",
         )?,
         webhook_timeout: duration("webhooks.timeout", raw.webhooks.timeout, "10s")?,
+        allow_private_webhooks: raw.webhooks.allow_private.unwrap_or(false),
     })
 }
 

@@ -14,7 +14,7 @@ use crate::auth::ClientAuth;
 use crate::error::{Error, Result};
 use crate::store::{JobRecord, StopReason};
 use crate::view::public_job;
-use crate::{docker, files, now_ms, AppState};
+use crate::{docker, files, image_ref, now_ms, AppState};
 
 const MAX_INPUT_KEYS: usize = 64;
 const RESERVED_ENV: [&str; 4] = ["JOB_ID", "JOB_TYPE", "OFFLOADER_URL", "JOB_TOKEN"];
@@ -218,6 +218,11 @@ pub async fn init(
     } else {
         parse_json(&body)?
     };
+    if request.runners.len() > MAX_INPUT_KEYS {
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_INPUT_KEYS} runners per request"
+        )));
+    }
     let images = if request.runners.is_empty() {
         state.config.all_images()
     } else {
@@ -227,11 +232,24 @@ pub async fn init(
         .docker
         .as_ref()
         .ok_or_else(|| Error::Unavailable("docker is not connected".into()))?;
+    // Checked before any reaches Docker, whose API takes the name as part of a URL path.
+    for image in &images {
+        if !image_ref::is_valid_reference(image) {
+            return Err(Error::BadRequest(format!(
+                "runner {image:?} is not a Docker image reference (name[:tag][@digest])"
+            )));
+        }
+        if !state.config.image_allowed(image) {
+            return Err(Error::BadRequest(format!(
+                "runner {image:?} is neither a configured runner image nor on the image allowlist"
+            )));
+        }
+    }
     let mut out = Vec::new();
     for image in images {
         out.push(ImageStatus {
             present: docker::image_present(docker, &image).await?,
-            allowed: state.config.image_allowed(&image),
+            allowed: true,
             image,
         });
     }
