@@ -50,7 +50,7 @@ pub async fn register(
         )));
     }
     if let Some(webhook) = &request.webhook {
-        webhook::validate(webhook)?;
+        webhook::validate(webhook, state.config.allow_private_webhooks)?;
     }
     if state.store.client(&request.client_id)?.is_some() {
         return Err(Error::Conflict(format!(
@@ -158,7 +158,7 @@ pub async fn set_webhook(
     ClientAuth(client_id): ClientAuth,
     ApiJson(config): ApiJson<WebhookConfig>,
 ) -> Result<StatusCode> {
-    webhook::validate(&config)?;
+    webhook::validate(&config, state.config.allow_private_webhooks)?;
     state.store.set_webhook(&client_id, Some(&config))?;
     Ok(StatusCode::NO_CONTENT)
 }
