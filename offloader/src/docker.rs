@@ -340,6 +340,7 @@ mod tests {
             seq: 1,
             id: "abc".into(),
             client_id: "client-a".into(),
+            owner: "owner-uid".into(),
             job_type: JobType::Transcribing,
             state: JobState::Starting,
             runner: "calls-transcriber:latest".into(),

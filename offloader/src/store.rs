@@ -3,6 +3,11 @@
 //! a conditional `UPDATE ... WHERE state IN (...)`, so a transition only happens from the states
 //! it is valid from, and it is on disk before the runner acts on it.
 //!
+//! **Invariant:** a job belongs to the client *registration* that created it, by the client's
+//! internal `uid` (random, made at registration), not by its client id: a client id that is
+//! unregistered and registered again is a new owner and sees none of the old jobs, logs or
+//! artifacts. Stores written before `uid` existed are migrated in place when opened.
+//!
 //! **Invariant:** `input_data` is stored whole (secrets included) because a re-queued job needs
 //! it again; only `Job::from_record` decides what leaves the process.
 
@@ -24,6 +29,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 CREATE TABLE IF NOT EXISTS clients (
     id TEXT PRIMARY KEY,
+    uid TEXT NOT NULL DEFAULT '',
     key_hash TEXT NOT NULL,
     webhook_url TEXT,
     webhook_secret TEXT,
@@ -32,12 +38,14 @@ CREATE TABLE IF NOT EXISTS clients (
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     client_id TEXT NOT NULL,
+    client_uid TEXT NOT NULL DEFAULT '',
     expires_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     client_id TEXT NOT NULL,
+    owner_uid TEXT NOT NULL DEFAULT '',
     job_type TEXT NOT NULL,
     state TEXT NOT NULL,
     runner TEXT NOT NULL,
@@ -57,7 +65,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     work_done INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
-CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs(client_id, seq);
 CREATE TABLE IF NOT EXISTS artifacts (
     job_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -98,6 +105,8 @@ impl StopReason {
 #[derive(Debug, Clone)]
 pub struct ClientRecord {
     pub id: String,
+    /// Internal, random, made at registration: what owns jobs and tokens.
+    pub uid: String,
     pub key_hash: String,
     pub webhook: Option<WebhookConfig>,
 }
@@ -107,7 +116,10 @@ pub struct ClientRecord {
 pub struct JobRecord {
     pub seq: i64,
     pub id: String,
+    /// The client id at submission (labels, logs); ownership is `owner`.
     pub client_id: String,
+    /// The `uid` of the client registration that owns the job.
+    pub owner: String,
     pub job_type: JobType,
     pub state: JobState,
     pub runner: String,
@@ -143,7 +155,7 @@ pub fn container_name(job_type: JobType, id: &str) -> String {
 const JOB_COLUMNS: &str =
     "seq, id, client_id, job_type, state, runner, max_duration_sec, input_data, \
     job_token_hash, created_at, started_at, finished_at, exit_code, failure_reason, stop_reason, \
-    reported_error, progress, counters, container_removed, work_done";
+    reported_error, progress, counters, container_removed, work_done, owner_uid";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let bad = |i: usize, what: String| {
@@ -175,6 +187,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         counters: serde_json::from_str(&counters).map_err(|e| bad(17, e.to_string()))?,
         container_removed: row.get::<_, i64>(18)? != 0,
         work_done: row.get::<_, i64>(19)? != 0,
+        owner: row.get(20)?,
     })
 }
 
@@ -208,6 +221,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?1)",
             params![uuid::Uuid::new_v4().simple().to_string()[..12].to_string()],
@@ -259,8 +273,8 @@ impl Store {
             )));
         }
         tx.execute(
-            "INSERT INTO jobs (id, client_id, job_type, state, runner, max_duration_sec, input_data, \
-             job_token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO jobs (id, client_id, owner_uid, job_type, state, runner, max_duration_sec, \
+             input_data, job_token_hash, created_at) VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 job.id,
                 job.client_id,
@@ -271,6 +285,7 @@ impl Store {
                 serde_json::to_string(&job.input_data).expect("a JSON map always serializes"),
                 job.job_token_hash,
                 job.created_at,
+                job.owner,
             ],
         )?;
         tx.commit()?;
@@ -288,24 +303,23 @@ impl Store {
             .optional()?)
     }
 
-    /// The job if it exists and belongs to `client_id`; otherwise 404 (never "forbidden", so
-    /// that a client cannot probe other clients' job ids).
-    pub fn client_job(&self, id: &str, client_id: &str) -> Result<JobRecord> {
+    /// The job if it exists and belongs to the client registration `owner` (its uid);
+    /// otherwise 404 (never "forbidden", so that a client cannot probe other clients' job ids).
+    pub fn client_job(&self, id: &str, owner: &str) -> Result<JobRecord> {
         match self.job(id)? {
-            Some(job) if job.client_id == client_id => Ok(job),
+            Some(job) if !owner.is_empty() && job.owner == owner => Ok(job),
             _ => Err(Error::job_not_found()),
         }
     }
 
-    pub fn client_jobs(&self, client_id: &str, state: Option<JobState>) -> Result<Vec<JobRecord>> {
+    /// The jobs of the client registration `owner`, oldest first.
+    pub fn client_jobs(&self, owner: &str, state: Option<JobState>) -> Result<Vec<JobRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE client_id = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq"
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE owner_uid = ?1 AND owner_uid != '' \
+             AND (?2 IS NULL OR state = ?2) ORDER BY seq"
         ))?;
-        let rows = stmt.query_map(
-            params![client_id, state.map(JobState::as_str)],
-            job_from_row,
-        )?;
+        let rows = stmt.query_map(params![owner, state.map(JobState::as_str)], job_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -441,6 +455,54 @@ impl Store {
         ))?;
         let rows = stmt.query_map(params![before], job_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |row| row.get::<_, String>(1))?;
+    names.collect()
+}
+
+/// Brings a store written by an older offloader up to the current schema, in one transaction:
+/// clients get a random `uid`; each job and token is given to the uid of the client registered
+/// under its client id now. Jobs whose client is gone get no owner (`''`), which no client
+/// matches: a later registration of that id cannot see them. Idempotent.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        if !columns(conn, "clients")?.iter().any(|c| c == "uid") {
+            conn.execute_batch("ALTER TABLE clients ADD COLUMN uid TEXT NOT NULL DEFAULT ''")?;
+        }
+        conn.execute(
+            "UPDATE clients SET uid = lower(hex(randomblob(16))) WHERE uid = ''",
+            [],
+        )?;
+        if !columns(conn, "jobs")?.iter().any(|c| c == "owner_uid") {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN owner_uid TEXT NOT NULL DEFAULT '';
+                 UPDATE jobs SET owner_uid = COALESCE(
+                     (SELECT uid FROM clients WHERE clients.id = jobs.client_id), '');",
+            )?;
+        }
+        if !columns(conn, "tokens")?.iter().any(|c| c == "client_uid") {
+            conn.execute_batch(
+                "ALTER TABLE tokens ADD COLUMN client_uid TEXT NOT NULL DEFAULT '';
+                 UPDATE tokens SET client_uid = COALESCE(
+                     (SELECT uid FROM clients WHERE clients.id = tokens.client_id), '');",
+            )?;
+        }
+        conn.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS clients_by_uid ON clients(uid);
+             CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs(owner_uid, state, seq);",
+        )
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error)
+        }
     }
 }
 

@@ -233,7 +233,9 @@ impl Webhooks {
 
     /// Sends the job's current state to its client's webhook, if any, in the background.
     pub fn notify(&self, job: &JobRecord) {
-        let webhook = match self.store.client(&job.client_id) {
+        // The owner registration's webhook: a later registration of the same client id is
+        // another client and hears nothing of these jobs.
+        let webhook = match self.store.client_by_uid(&job.owner) {
             Ok(Some(client)) => client.webhook,
             _ => None,
         };

@@ -1,5 +1,6 @@
 //! Job routes of clients: create, list, get, stop, delete, and the image check `POST /jobs/init`.
-//! Every lookup goes through `Store::client_job`, so another client's job is a 404.
+//! Every lookup goes through `Store::client_job` with the caller's registration uid, so another
+//! client's job (or that of an earlier registration of the same client id) is a 404.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,7 @@ const RESERVED_ENV: [&str; 4] = ["JOB_ID", "JOB_TYPE", "OFFLOADER_URL", "JOB_TOK
 pub fn validate_request(
     state: &AppState,
     client_id: &str,
+    owner: &str,
     request: CreateJobRequest,
 ) -> Result<JobRecord> {
     let runner_config = state.config.runner(request.job_type);
@@ -73,6 +75,7 @@ pub fn validate_request(
         seq: 0,
         id: uuid::Uuid::new_v4().simple().to_string(),
         client_id: client_id.to_string(),
+        owner: owner.to_string(),
         job_type: request.job_type,
         state: JobState::Queued,
         runner,
@@ -95,10 +98,10 @@ pub fn validate_request(
 
 pub async fn create(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    ClientAuth { client_id, owner }: ClientAuth,
     ApiJson(request): ApiJson<CreateJobRequest>,
 ) -> Result<Response> {
-    let record = validate_request(&state, &client_id, request)?;
+    let record = validate_request(&state, &client_id, &owner, request)?;
     state.store.insert_job(
         &record,
         state.config.max_concurrent,
@@ -116,7 +119,7 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     RawQuery(query): RawQuery,
 ) -> Result<Json<JobList>> {
     let mut filter = None;
@@ -137,7 +140,7 @@ pub async fn list(
             _ => return Err(Error::BadRequest(format!("unknown query parameter {pair:?}"))),
         }
     }
-    let jobs = state.store.client_jobs(&client_id, filter)?;
+    let jobs = state.store.client_jobs(&client.owner, filter)?;
     Ok(Json(JobList {
         jobs: jobs.iter().map(public_job).collect(),
     }))
@@ -145,19 +148,21 @@ pub async fn list(
 
 pub async fn get_one(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Job>> {
-    Ok(Json(public_job(&state.store.client_job(&id, &client_id)?)))
+    Ok(Json(public_job(
+        &state.store.client_job(&id, &client.owner)?,
+    )))
 }
 
 /// Queued jobs are cancelled at once; started ones get SIGTERM, the grace period, then SIGKILL.
 pub async fn stop(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Job>> {
-    let job = state.store.client_job(&id, &client_id)?;
+    let job = state.store.client_job(&id, &client.owner)?;
     match job.state {
         JobState::Queued => {
             if state
@@ -181,16 +186,18 @@ pub async fn stop(
             )));
         }
     }
-    Ok(Json(public_job(&state.store.client_job(&id, &client_id)?)))
+    Ok(Json(public_job(
+        &state.store.client_job(&id, &client.owner)?,
+    )))
 }
 
 /// Deletes a finished job: its container (if kept), logs, artifacts and record.
 pub async fn delete(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let job = state.store.client_job(&id, &client_id)?;
+    let job = state.store.client_job(&id, &client.owner)?;
     if !job.state.is_final() {
         return Err(Error::Conflict(format!(
             "job is {}: stop it first (POST /jobs/{id}/stop)",
@@ -210,7 +217,7 @@ pub async fn delete(
 /// pulled: images are built or loaded by the operator.
 pub async fn init(
     State(state): State<AppState>,
-    ClientAuth(_client_id): ClientAuth,
+    _client: ClientAuth,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<calls_protocol::jobs::InitResponse>> {
     let request: InitRequest = if body.is_empty() {

@@ -11,9 +11,9 @@ impl Store {
     pub fn insert_client(&self, client: &ClientRecord, now: i64) -> Result<()> {
         let (url, secret) = webhook_columns(client.webhook.as_ref());
         let changed = self.conn().execute(
-            "INSERT OR IGNORE INTO clients (id, key_hash, webhook_url, webhook_secret, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![client.id, client.key_hash, url, secret, now],
+            "INSERT OR IGNORE INTO clients (id, uid, key_hash, webhook_url, webhook_secret, created_at) \
+             VALUES (?1, ?6, ?2, ?3, ?4, ?5)",
+            params![client.id, client.key_hash, url, secret, now, client.uid],
         )?;
         if changed == 0 {
             return Err(Error::Conflict(format!(
@@ -25,11 +25,25 @@ impl Store {
     }
 
     pub fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        self.client_where("id", id)
+    }
+
+    /// The client registration with internal id `uid` (jobs and tokens refer to it).
+    pub fn client_by_uid(&self, uid: &str) -> Result<Option<ClientRecord>> {
+        if uid.is_empty() {
+            return Ok(None);
+        }
+        self.client_where("uid", uid)
+    }
+
+    fn client_where(&self, column: &str, value: &str) -> Result<Option<ClientRecord>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT id, key_hash, webhook_url, webhook_secret FROM clients WHERE id = ?1",
-                params![id],
+                &format!(
+                    "SELECT id, key_hash, webhook_url, webhook_secret, uid FROM clients WHERE {column} = ?1"
+                ),
+                params![value],
                 |row| {
                     let url: Option<String> = row.get(2)?;
                     let secret: Option<String> = row.get(3)?;
@@ -39,6 +53,7 @@ impl Store {
                         webhook: url
                             .zip(secret)
                             .map(|(url, secret)| WebhookConfig { url, secret }),
+                        uid: row.get(4)?,
                     })
                 },
             )
@@ -60,22 +75,24 @@ impl Store {
         )? > 0)
     }
 
-    pub fn insert_token(&self, hash: &str, client_id: &str, expires_at: i64) -> Result<()> {
+    pub fn insert_token(&self, hash: &str, client: &ClientRecord, expires_at: i64) -> Result<()> {
         self.conn().execute(
-            "INSERT INTO tokens (hash, client_id, expires_at) VALUES (?1, ?2, ?3)",
-            params![hash, client_id, expires_at],
+            "INSERT INTO tokens (hash, client_id, client_uid, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![hash, client.id, client.uid, expires_at],
         )?;
         Ok(())
     }
 
-    /// The client a token hash belongs to, if it has not expired.
-    pub fn token_client(&self, hash: &str, now: i64) -> Result<Option<String>> {
+    /// The client (id, uid) a token hash belongs to, if it has not expired and the client
+    /// registration it was issued to still exists.
+    pub fn token_client(&self, hash: &str, now: i64) -> Result<Option<(String, String)>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT client_id FROM tokens WHERE hash = ?1 AND expires_at > ?2",
+                "SELECT c.id, c.uid FROM tokens t JOIN clients c ON c.uid = t.client_uid \
+                 WHERE t.hash = ?1 AND t.expires_at > ?2 AND t.client_uid != ''",
                 params![hash, now],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()?)
     }
