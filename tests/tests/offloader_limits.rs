@@ -1,8 +1,14 @@
 //! The offloader's limits against the real binary (issue 11): runner names reach Docker only
 //! when they are valid, configured image references (#2); unknown HTTP methods do not create
-//! metric labels (#7).
+//! metric labels (#7); job containers drop every capability and have pid and log limits, and a
+//! job's log is read within a budget (#11); a job type runs only its own images, and
+//! `input_data` keys may not differ only in case (#12).
 
-use calls_e2e::offloader::{serial, Offloader, OffloaderSettings, TEST_JOB_IMAGE};
+use std::time::Duration;
+
+use calls_e2e::docker;
+use calls_e2e::offloader::{serial, test_job, Offloader, OffloaderSettings, TEST_JOB_IMAGE};
+use calls_protocol::jobs::JobState;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -64,5 +70,90 @@ async fn unknown_methods_share_one_metric_label() -> anyhow::Result<()> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(other, 3.0, "{metrics}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_containers_are_locked_down_and_their_logs_bounded() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let settings = OffloaderSettings {
+        extra_env: vec![("OFFLOADER_JOBS_MAX_LOG_BYTES".into(), "100".into())],
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("lockdown", settings).await?;
+    let client = offloader.register("a").await?;
+    // A failed job keeps its container, so an operator (and this test) can inspect it.
+    let job = client.create_job(&test_job("exit1", &[])).await?;
+    let job = client.wait_final(&job.id, Duration::from_secs(60)).await?;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    let name = &job.container_name;
+    let inspect = |format: &str| docker::inspect(name, format).unwrap_or_default();
+    assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), "[\"ALL\"]");
+    assert_eq!(inspect("{{.HostConfig.PidsLimit}}"), "512");
+    assert_eq!(inspect("{{.HostConfig.LogConfig.Type}}"), "json-file");
+    assert_eq!(
+        inspect("{{index .HostConfig.LogConfig.Config \"max-size\"}}"),
+        "10m"
+    );
+    assert_eq!(
+        inspect("{{index .HostConfig.LogConfig.Config \"max-file\"}}"),
+        "3"
+    );
+    // The job ran (and failed as asked) without any capability.
+    assert!(
+        job.failure_reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("exited 1"),
+        "{job:?}"
+    );
+
+    // Docker holds the whole log; the offloader kept its first and last 50 bytes.
+    let full = docker::logs(name)?;
+    assert!(
+        full.len() > 150,
+        "the test job logs enough to cut: {full:?}"
+    );
+    let kept = client.logs(&job.id).await?;
+    assert!(
+        kept.contains("bytes of log omitted here (jobs.max_log_bytes)"),
+        "{kept}"
+    );
+    assert!(kept.len() < 100 + 100, "{} bytes kept: {kept}", kept.len());
+    // The kept end is the last 50 bytes Docker streamed (stdout and stderr interleaved).
+    let tail = kept
+        .rsplit("(jobs.max_log_bytes)]\n")
+        .next()
+        .unwrap_or_default();
+    assert_eq!(tail.len(), 50, "{kept:?}");
+    assert!(kept.starts_with("calls-test-job: job "), "{kept:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_types_run_only_their_own_images_and_keys_differ_by_more_than_case(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let settings = OffloaderSettings {
+        transcribing_image: "calls-transcriber:latest".into(),
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("pertype", settings).await?;
+    let client = offloader.register("a").await?;
+    let mut recording = test_job("exit0", &[]);
+    recording.runner = Some("calls-transcriber:latest".into());
+    let reply = client.post_json("/jobs", &recording).await?;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(
+        reply.text().contains("not allowed for recording jobs"),
+        "{}",
+        reply.text()
+    );
+
+    let twins = test_job("exit0", &[("call_id", json!("a")), ("CALL_ID", json!("b"))]);
+    let reply = client.post_json("/jobs", &twins).await?;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(reply.text().contains("only in case"), "{}", reply.text());
+    assert!(client.jobs().await?.is_empty(), "nothing was stored");
     Ok(())
 }

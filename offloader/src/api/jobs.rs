@@ -29,9 +29,10 @@ pub fn validate_request(
 ) -> Result<JobRecord> {
     let runner_config = state.config.runner(request.job_type);
     let runner = match request.runner {
-        Some(image) if !state.config.image_allowed(&image) => {
+        Some(image) if !state.config.image_allowed_for(request.job_type, &image) => {
             return Err(Error::BadRequest(format!(
-                "runner {image:?} is not on the image allowlist (jobs.image_allowlist)"
+                "runner {image:?} is not allowed for {} jobs (runners.{}.image or .image_allowlist, or jobs.image_allowlist)",
+                request.job_type, request.job_type
             )))
         }
         Some(image) => image,
@@ -49,6 +50,16 @@ pub fn validate_request(
         return Err(Error::BadRequest(format!(
             "input_data has more than {MAX_INPUT_KEYS} keys"
         )));
+    }
+    // Keys become upper-cased environment names: two keys differing only in case would be one
+    // variable twice, with the container seeing whichever Docker applies last.
+    let mut upper = std::collections::BTreeSet::new();
+    for key in request.input_data.keys() {
+        if !upper.insert(key.to_ascii_uppercase()) {
+            return Err(Error::BadRequest(format!(
+                "input_data key {key:?} differs from another key only in case (keys become upper-case environment names)"
+            )));
+        }
     }
     for (key, value) in &request.input_data {
         let env_safe = key
