@@ -40,6 +40,9 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("store.data_dir", Kind::Str, "\"/var/lib/calls-offloader\"", "SQLite store, job logs and artifacts (absolute path)"),
     ("jobs.max_concurrent", Kind::Int, "2", "jobs whose containers run at the same time"),
     ("jobs.max_queue_length", Kind::Int, "50", "queued jobs waiting for a slot; 429 when full"),
+    ("jobs.client_queue_share", Kind::Float, "0.5", "fraction of jobs.max_queue_length one client may fill (at least 1 job); 429 beyond it"),
+    ("jobs.max_artifacts_per_job", Kind::Int, "32", "artifacts one job may store (409 beyond it; replacing one by name is fine)"),
+    ("jobs.max_job_artifact_bytes", Kind::Int, "21474836480", "total size of one job's artifacts (413 beyond it)"),
     ("jobs.stop_grace_period", Kind::Str, "\"30s\"", "time between SIGTERM and SIGKILL on stop or max duration"),
     ("jobs.failed_job_retention", Kind::Str, "\"30d\"", "how long failed containers (and their volume) are kept"),
     ("jobs.finished_job_retention", Kind::Str, "\"30d\"", "how long final job records, logs and artifacts are kept"),
@@ -111,6 +114,9 @@ struct RawStore {
 struct RawJobs {
     max_concurrent: Option<u64>,
     max_queue_length: Option<u64>,
+    client_queue_share: Option<f64>,
+    max_artifacts_per_job: Option<u64>,
+    max_job_artifact_bytes: Option<u64>,
     stop_grace_period: Option<String>,
     failed_job_retention: Option<String>,
     finished_job_retention: Option<String>,
@@ -191,6 +197,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub max_concurrent: usize,
     pub max_queue_length: usize,
+    /// Queued places one client may hold (from `jobs.client_queue_share`).
+    pub max_queue_per_client: usize,
+    pub max_artifacts_per_job: usize,
+    pub max_job_artifact_bytes: u64,
     pub stop_grace_period: Duration,
     pub failed_job_retention: Duration,
     pub finished_job_retention: Duration,
@@ -471,6 +481,14 @@ fn validate(raw: RawConfig) -> Result<Config> {
         )));
     }
     let max_concurrent = positive("jobs.max_concurrent", raw.jobs.max_concurrent.unwrap_or(2))?;
+    let max_queue_length = raw.jobs.max_queue_length.unwrap_or(50).min(1_000_000) as usize;
+    let share = raw.jobs.client_queue_share.unwrap_or(0.5);
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(Error::Config(format!(
+            "jobs.client_queue_share = {share} must be above 0 and at most 1"
+        )));
+    }
+    let max_queue_per_client = ((max_queue_length as f64 * share).ceil() as usize).max(1);
     let webhook_max_attempts = positive(
         "webhooks.max_attempts",
         raw.webhooks.max_attempts.unwrap_or(5),
@@ -497,7 +515,17 @@ fn validate(raw: RawConfig) -> Result<Config> {
         .min(1_000_000) as u32,
         data_dir,
         max_concurrent: max_concurrent.min(10_000) as usize,
-        max_queue_length: raw.jobs.max_queue_length.unwrap_or(50).min(1_000_000) as usize,
+        max_queue_length,
+        max_queue_per_client,
+        max_artifacts_per_job: positive(
+            "jobs.max_artifacts_per_job",
+            raw.jobs.max_artifacts_per_job.unwrap_or(32),
+        )?
+        .min(100_000) as usize,
+        max_job_artifact_bytes: positive(
+            "jobs.max_job_artifact_bytes",
+            raw.jobs.max_job_artifact_bytes.unwrap_or(20 << 30),
+        )?,
         stop_grace_period: duration("jobs.stop_grace_period", raw.jobs.stop_grace_period, "30s")?,
         failed_job_retention: duration(
             "jobs.failed_job_retention",

@@ -244,129 +244,157 @@ impl Store {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Inserts a queued job unless the queue is full. Admission is atomic with the count, so two
+    /// Inserts a queued job unless the queue is full, or its owner already holds
+    /// `max_queue_per_client` of the queued places. Admission is atomic with the counts, so two
     /// concurrent submissions cannot both take the last place.
     pub fn insert_job(
         &self,
         job: &JobRecord,
         max_concurrent: usize,
         max_queue: usize,
+        max_queue_per_client: usize,
     ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let count = |states: &[JobState]| -> rusqlite::Result<i64> {
-            tx.query_row(
-                &format!(
-                    "SELECT COUNT(*) FROM jobs WHERE state IN ({})",
-                    placeholders(states)
-                ),
-                [],
+        blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let count = |states: &[JobState]| -> rusqlite::Result<i64> {
+                tx.query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM jobs WHERE state IN ({})",
+                        placeholders(states)
+                    ),
+                    [],
+                    |row| row.get(0),
+                )
+            };
+            let queued = count(&[JobState::Queued])? as usize;
+            let active = count(&ACTIVE)? as usize;
+            let free_slots = max_concurrent.saturating_sub(active);
+            if queued >= max_queue + free_slots {
+                return Err(Error::QueueFull(format!(
+                    "job queue is full ({queued} jobs waiting, {active} running); retry later"
+                )));
+            }
+            let mine: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner_uid = ?1",
+                params![job.owner],
                 |row| row.get(0),
-            )
-        };
-        let queued = count(&[JobState::Queued])? as usize;
-        let active = count(&ACTIVE)? as usize;
-        let free_slots = max_concurrent.saturating_sub(active);
-        if queued >= max_queue + free_slots {
-            return Err(Error::QueueFull(format!(
-                "job queue is full ({queued} jobs waiting, {active} running); retry later"
-            )));
-        }
-        tx.execute(
-            "INSERT INTO jobs (id, client_id, owner_uid, job_type, state, runner, max_duration_sec, \
-             input_data, job_token_hash, created_at) VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                job.id,
-                job.client_id,
-                job.job_type.as_str(),
-                job.state.as_str(),
-                job.runner,
-                job.max_duration_sec as i64,
-                serde_json::to_string(&job.input_data).expect("a JSON map always serializes"),
-                job.job_token_hash,
-                job.created_at,
-                job.owner,
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+            )?;
+            if mine as usize >= max_queue_per_client + free_slots {
+                return Err(Error::QueueFull(format!(
+                    "this client already has {mine} jobs waiting, its share of the queue (jobs.client_queue_share); retry later"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO jobs (id, client_id, owner_uid, job_type, state, runner, max_duration_sec, \
+                 input_data, job_token_hash, created_at) VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    job.id,
+                    job.client_id,
+                    job.job_type.as_str(),
+                    job.state.as_str(),
+                    job.runner,
+                    job.max_duration_sec as i64,
+                    serde_json::to_string(&job.input_data).expect("a JSON map always serializes"),
+                    job.job_token_hash,
+                    job.created_at,
+                    job.owner,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )
-            .optional()?)
+        blocking(|| {
+            Ok(self
+                .conn()
+                .query_row(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                    params![id],
+                    job_from_row,
+                )
+                .optional()?)
+        })
     }
 
     /// The job if it exists and belongs to the client registration `owner` (its uid);
     /// otherwise 404 (never "forbidden", so that a client cannot probe other clients' job ids).
     pub fn client_job(&self, id: &str, owner: &str) -> Result<JobRecord> {
-        match self.job(id)? {
+        blocking(|| match self.job(id)? {
             Some(job) if !owner.is_empty() && job.owner == owner => Ok(job),
             _ => Err(Error::job_not_found()),
-        }
+        })
     }
 
     /// The jobs of the client registration `owner`, oldest first.
     pub fn client_jobs(&self, owner: &str, state: Option<JobState>) -> Result<Vec<JobRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE owner_uid = ?1 AND owner_uid != '' \
-             AND (?2 IS NULL OR state = ?2) ORDER BY seq"
-        ))?;
-        let rows = stmt.query_map(params![owner, state.map(JobState::as_str)], job_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE owner_uid = ?1 AND owner_uid != '' \
+                 AND (?2 IS NULL OR state = ?2) ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map(params![owner, state.map(JobState::as_str)], job_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 
     /// Jobs in any of `states`, oldest first (FIFO order for `queued`).
     pub fn jobs_in(&self, states: &[JobState]) -> Result<Vec<JobRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) ORDER BY seq",
-            placeholders(states)
-        ))?;
-        let rows = stmt.query_map([], job_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) ORDER BY seq",
+                placeholders(states)
+            ))?;
+            let rows = stmt.query_map([], job_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 
     /// `queued → starting`, with the hash of the job token the container will receive.
     pub fn mark_starting(&self, id: &str, job_token_hash: &str) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = 'starting', job_token_hash = ?2 WHERE id = ?1 AND state = 'queued'",
-            params![id, job_token_hash],
-        )? > 0)
+        blocking(|| {
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = 'starting', job_token_hash = ?2 WHERE id = ?1 AND state = 'queued'",
+                params![id, job_token_hash],
+            )? > 0)
+        })
     }
 
     /// Back to `queued` (a start that never happened); the old job token stops working.
     pub fn requeue(&self, id: &str) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = 'queued', job_token_hash = '', started_at = NULL \
-             WHERE id = ?1 AND state IN ('queued', 'starting', 'running')",
-            params![id],
-        )? > 0)
+        blocking(|| {
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = 'queued', job_token_hash = '', started_at = NULL \
+                 WHERE id = ?1 AND state IN ('queued', 'starting', 'running')",
+                params![id],
+            )? > 0)
+        })
     }
 
     /// `starting → running` with its start time.
     pub fn mark_running(&self, id: &str, started_at: i64) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?2) \
-             WHERE id = ?1 AND state = 'starting'",
-            params![id, started_at],
-        )? > 0)
+        blocking(|| {
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?2) \
+                 WHERE id = ?1 AND state = 'starting'",
+                params![id, started_at],
+            )? > 0)
+        })
     }
 
     /// `starting | running → stopping`, remembering why.
     pub fn mark_stopping(&self, id: &str, reason: StopReason) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = 'stopping', stop_reason = ?2 \
-             WHERE id = ?1 AND state IN ('starting', 'running')",
-            params![id, reason.as_str()],
-        )? > 0)
+        blocking(|| {
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = 'stopping', stop_reason = ?2 \
+                 WHERE id = ?1 AND state IN ('starting', 'running')",
+                params![id, reason.as_str()],
+            )? > 0)
+        })
     }
 
     /// Any non-final state → `state` (final), with exit code and reason.
@@ -378,20 +406,24 @@ impl Store {
         reason: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        debug_assert!(state.is_final());
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = ?2, exit_code = ?3, failure_reason = ?4, finished_at = ?5 \
-             WHERE id = ?1 AND state IN ('queued', 'starting', 'running', 'stopping')",
-            params![id, state.as_str(), exit_code, reason, now],
-        )? > 0)
+        blocking(|| {
+            debug_assert!(state.is_final());
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = ?2, exit_code = ?3, failure_reason = ?4, finished_at = ?5 \
+                 WHERE id = ?1 AND state IN ('queued', 'starting', 'running', 'stopping')",
+                params![id, state.as_str(), exit_code, reason, now],
+            )? > 0)
+        })
     }
 
     pub fn set_container_removed(&self, id: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET container_removed = 1 WHERE id = ?1",
-            params![id],
-        )?;
-        Ok(())
+        blocking(|| {
+            self.conn().execute(
+                "UPDATE jobs SET container_removed = 1 WHERE id = ?1",
+                params![id],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records what a job reported about itself.
@@ -403,58 +435,66 @@ impl Store {
         counters: &BTreeMap<String, f64>,
         work_done: bool,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET progress = COALESCE(?2, progress), reported_error = COALESCE(?3, reported_error), \
-             counters = ?4, work_done = MAX(work_done, ?5) WHERE id = ?1",
-            params![
-                id,
-                progress,
-                error,
-                serde_json::to_string(counters).expect("a map of numbers always serializes"),
-                work_done as i64
-            ],
-        )?;
-        Ok(())
+        blocking(|| {
+            self.conn().execute(
+                "UPDATE jobs SET progress = COALESCE(?2, progress), reported_error = COALESCE(?3, reported_error), \
+                 counters = ?4, work_done = MAX(work_done, ?5) WHERE id = ?1",
+                params![
+                    id,
+                    progress,
+                    error,
+                    serde_json::to_string(counters).expect("a map of numbers always serializes"),
+                    work_done as i64
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn delete_job(&self, id: &str) -> Result<()> {
-        let conn = self.conn();
-        conn.execute("DELETE FROM artifacts WHERE job_id = ?1", params![id])?;
-        conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])?;
-        Ok(())
+        blocking(|| {
+            let conn = self.conn();
+            conn.execute("DELETE FROM artifacts WHERE job_id = ?1", params![id])?;
+            conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])?;
+            Ok(())
+        })
     }
 
     /// Job counts per (type, state), for the metrics gauges.
     pub fn counts(&self) -> Result<Vec<(JobType, JobState, i64)>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state")?;
-        let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (t, s, n) = row?;
-            if let (Some(t), Some(s)) = (JobType::parse(&t), JobState::parse(&s)) {
-                out.push((t, s, n));
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (t, s, n) = row?;
+                if let (Some(t), Some(s)) = (JobType::parse(&t), JobState::parse(&s)) {
+                    out.push((t, s, n));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Final jobs that finished before `before`, for the retention sweeper.
     pub fn final_jobs_finished_before(&self, before: i64) -> Result<Vec<JobRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) AND finished_at < ?1 ORDER BY seq",
-            placeholders(&FINAL)
-        ))?;
-        let rows = stmt.query_map(params![before], job_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) AND finished_at < ?1 ORDER BY seq",
+                placeholders(&FINAL)
+            ))?;
+            let rows = stmt.query_map(params![before], job_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 }
 
@@ -503,6 +543,22 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             let _ = conn.execute_batch("ROLLBACK");
             Err(error)
         }
+    }
+}
+
+/// Runs a store call (SQLite with `synchronous=FULL`: an fsync per write) without stalling the
+/// async worker it was called from: on the multi-threaded runtime the worker hands its other
+/// tasks to another thread for the duration (`block_in_place`). Unlike `spawn_blocking`, the
+/// call keeps borrowing its arguments, so every method stays a plain synchronous function that
+/// tests can call directly. Elsewhere (a current-thread runtime in tests, a plain thread) it
+/// just runs.
+pub(crate) fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
     }
 }
 

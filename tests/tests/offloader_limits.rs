@@ -2,7 +2,8 @@
 //! when they are valid, configured image references (#2); unknown HTTP methods do not create
 //! metric labels (#7); job containers drop every capability and have pid and log limits, and a
 //! job's log is read within a budget (#11); a job type runs only its own images, and
-//! `input_data` keys may not differ only in case (#12).
+//! `input_data` keys may not differ only in case (#12); one client cannot fill the whole queue,
+//! and a job's artifacts have a count and a size quota (#13).
 
 use std::time::Duration;
 
@@ -155,5 +156,95 @@ async fn job_types_run_only_their_own_images_and_keys_differ_by_more_than_case(
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
     assert!(reply.text().contains("only in case"), "{}", reply.text());
     assert!(client.jobs().await?.is_empty(), "nothing was stored");
+    Ok(())
+}
+
+/// The `JOB_TOKEN` the offloader gave a running job, read like an operator would.
+fn job_token(container: &str) -> anyhow::Result<String> {
+    let env = docker::inspect(container, "{{range .Config.Env}}{{println .}}{{end}}")
+        .ok_or_else(|| anyhow::anyhow!("no container {container}"))?;
+    env.lines()
+        .find_map(|line| line.strip_prefix("JOB_TOKEN="))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no JOB_TOKEN in {container}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_get_a_queue_share_and_jobs_an_artifact_quota() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let settings = OffloaderSettings {
+        max_concurrent: 1,
+        max_queue_length: 4,
+        extra_env: vec![
+            ("OFFLOADER_JOBS_MAX_ARTIFACTS_PER_JOB".into(), "2".into()),
+            (
+                "OFFLOADER_JOBS_MAX_JOB_ARTIFACT_BYTES".into(),
+                "3000".into(),
+            ),
+        ],
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("quotas", settings).await?;
+    let greedy = offloader.register("greedy").await?;
+    let other = offloader.register("other").await?;
+    let running = greedy.create_job(&test_job("sleep", &[])).await?;
+    let running = greedy
+        .wait_for(&running.id, Duration::from_secs(60), "running", |j| {
+            j.state == JobState::Running
+        })
+        .await?;
+    // A queue of 4 with the default share of 0.5: two places for each client.
+    for _ in 0..2 {
+        greedy.create_job(&test_job("exit0", &[])).await?;
+    }
+    let reply = greedy.post_json("/jobs", &test_job("exit0", &[])).await?;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("jobs.client_queue_share"),
+        "{}",
+        reply.text()
+    );
+    other.create_job(&test_job("exit0", &[])).await?;
+
+    // The running job's own token, as its container has it: 2 artifacts, 3000 bytes in all.
+    let job = offloader.bearer(&job_token(&running.container_name)?);
+    let put = |name: &str, size: usize| {
+        let job = job.clone();
+        let path = format!("/jobs/{}/artifacts/{name}", running.id);
+        async move { job.request(Method::PUT, &path, Some(vec![7u8; size])).await }
+    };
+    assert_eq!(put("one.bin", 1000).await?.status, StatusCode::CREATED);
+    assert_eq!(put("two.bin", 1500).await?.status, StatusCode::CREATED);
+    let third = put("three.bin", 10).await?;
+    assert_eq!(third.status, StatusCode::CONFLICT, "{}", third.text());
+    assert!(
+        third.text().contains("jobs.max_artifacts_per_job"),
+        "{}",
+        third.text()
+    );
+    // Replacing one by name is fine while the total stays within 3000 bytes...
+    assert_eq!(put("one.bin", 1400).await?.status, StatusCode::CREATED);
+    // ...and refused beyond it, keeping the old file.
+    let too_big = put("two.bin", 2000).await?;
+    assert_eq!(
+        too_big.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        too_big.text()
+    );
+    let listed = greedy
+        .get(&format!("/jobs/{}/artifacts", running.id))
+        .await?
+        .ok_json::<serde_json::Value>()?;
+    let sizes: Vec<u64> = listed["artifacts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["size"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(sizes, vec![1400, 1500], "{listed}");
     Ok(())
 }

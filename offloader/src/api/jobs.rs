@@ -117,6 +117,7 @@ pub async fn create(
         &record,
         state.config.max_concurrent,
         state.config.max_queue_length,
+        state.config.max_queue_per_client,
     )?;
     tracing::info!(job_id = record.id, job_type = %record.job_type, client_id, "job queued");
     state.job_changed(&record.id);
