@@ -14,6 +14,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::store::ClientRecord;
 use crate::AppState;
 
 /// What an `Authorization` header carries.
@@ -82,6 +83,18 @@ pub async fn verify_client(
     auth_key: &str,
     source: Option<IpAddr>,
 ) -> Result<bool> {
+    Ok(verified_client(state, client_id, auth_key, source)
+        .await?
+        .is_some())
+}
+
+/// [`verify_client`], returning the client's record when the key is right.
+pub async fn verified_client(
+    state: &AppState,
+    client_id: &str,
+    auth_key: &str,
+    source: Option<IpAddr>,
+) -> Result<Option<ClientRecord>> {
     let checks = &state.metrics.auth_key_checks;
     match state
         .keys
@@ -90,7 +103,7 @@ pub async fn verify_client(
     {
         Ok((client, outcome)) => {
             checks.with_label_values(&[outcome.as_str()]).inc();
-            Ok(client.is_some())
+            Ok(client)
         }
         Err(error) => {
             if matches!(error, Error::RateLimited(_)) {
@@ -118,9 +131,13 @@ fn authorization(parts: &Parts) -> Option<Credentials> {
     )
 }
 
-/// The authenticated client of a request (Basic id:key or a bearer token from `/login`).
+/// The authenticated client of a request (Basic id:key or a bearer token from `/login`): its
+/// client id and the internal uid of its registration, which is what owns jobs.
 #[derive(Debug, Clone)]
-pub struct ClientAuth(pub String);
+pub struct ClientAuth {
+    pub client_id: String,
+    pub owner: String,
+}
 
 impl FromRequestParts<AppState> for ClientAuth {
     type Rejection = Error;
@@ -137,10 +154,12 @@ impl FromRequestParts<AppState> for ClientAuth {
                 client_id,
                 auth_key,
             }) => {
-                if verify_client(state, &client_id, &auth_key, source_address(parts)).await? {
-                    Ok(ClientAuth(client_id))
-                } else {
-                    Err(unauthorized())
+                match verified_client(state, &client_id, &auth_key, source_address(parts)).await? {
+                    Some(client) => Ok(ClientAuth {
+                        client_id: client.id,
+                        owner: client.uid,
+                    }),
+                    None => Err(unauthorized()),
                 }
             }
             Some(Credentials::Bearer(token)) => {
@@ -148,7 +167,7 @@ impl FromRequestParts<AppState> for ClientAuth {
                     .store
                     .token_client(&token_hash(&token), crate::now_ms())?
                 {
-                    Some(client_id) => Ok(ClientAuth(client_id)),
+                    Some((client_id, owner)) => Ok(ClientAuth { client_id, owner }),
                     None => Err(unauthorized()),
                 }
             }

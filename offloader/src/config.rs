@@ -40,28 +40,38 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("store.data_dir", Kind::Str, "\"/var/lib/calls-offloader\"", "SQLite store, job logs and artifacts (absolute path)"),
     ("jobs.max_concurrent", Kind::Int, "2", "jobs whose containers run at the same time"),
     ("jobs.max_queue_length", Kind::Int, "50", "queued jobs waiting for a slot; 429 when full"),
+    ("jobs.client_queue_share", Kind::Float, "0.5", "fraction of jobs.max_queue_length one client may fill (at least 1 job); 429 beyond it"),
+    ("jobs.max_artifacts_per_job", Kind::Int, "32", "artifacts one job may store (409 beyond it; replacing one by name is fine)"),
+    ("jobs.max_job_artifact_bytes", Kind::Int, "21474836480", "total size of one job's artifacts (413 beyond it)"),
     ("jobs.stop_grace_period", Kind::Str, "\"30s\"", "time between SIGTERM and SIGKILL on stop or max duration"),
     ("jobs.failed_job_retention", Kind::Str, "\"30d\"", "how long failed containers (and their volume) are kept"),
     ("jobs.finished_job_retention", Kind::Str, "\"30d\"", "how long final job records, logs and artifacts are kept"),
     ("jobs.sweep_interval", Kind::Str, "\"1m\"", "period of the retention sweeper"),
     ("jobs.max_artifact_bytes", Kind::Int, "10737418240", "size limit of one uploaded artifact"),
-    ("jobs.image_allowlist", Kind::List, "[]", "images a job may name as runner, besides the per-type images"),
+    ("jobs.image_allowlist", Kind::List, "[]", "images a job of any type may name as runner (prefer the per-type `runners.<type>.image_allowlist`)"),
     ("jobs.offloader_url", Kind::Str, "\"http://172.17.0.1:4545\"", "OFFLOADER_URL given to jobs: how a container reaches this API"),
     ("docker.network", Kind::Str, "\"bridge\"", "network of job containers (`bridge`, `host` or a network name)"),
     ("docker.read_only_rootfs", Kind::Bool, "true", "run job containers with a read-only root filesystem (/tmp then gets a scratch mount like /data)"),
     ("docker.data_mount", Kind::Str, "\"volume\"", "what /data (and /tmp on a read-only root) is: `volume` (anonymous, a copy of the image's directory, removed with the container) or `tmpfs`"),
+    ("docker.pids_limit", Kind::Int, "512", "most processes and threads a job container may have (0 = no limit)"),
+    ("docker.log_max_size", Kind::Str, "\"10m\"", "json-file log size at which Docker rotates a job container's log (`max-size`)"),
+    ("docker.log_max_files", Kind::Int, "3", "rotated log files Docker keeps per job container (`max-file`)"),
+    ("jobs.max_log_bytes", Kind::Int, "8388608", "bytes of a finished job's log the offloader reads and keeps (the first and the last half; the middle is replaced by a marker)"),
     ("docker.tmpfs_size_mb", Kind::Int, "1024", "size of each tmpfs when docker.data_mount = \"tmpfs\""),
     ("runners.recording.image", Kind::Str, "\"calls-recorder:latest\"", "default image of recording jobs"),
     ("runners.recording.max_duration", Kind::Str, "\"6h\"", "default and largest max duration of recording jobs"),
+    ("runners.recording.image_allowlist", Kind::List, "[]", "further images recording jobs may name as runner"),
     ("runners.recording.cpus", Kind::Float, "1.0", "CPU limit of a recording container (0 = none)"),
     ("runners.recording.memory_mb", Kind::Int, "2048", "memory limit of a recording container (0 = none)"),
     ("runners.transcribing.image", Kind::Str, "\"calls-transcriber:latest\"", "default image of transcribing jobs"),
     ("runners.transcribing.max_duration", Kind::Str, "\"2h\"", "default and largest max duration of transcribing jobs"),
+    ("runners.transcribing.image_allowlist", Kind::List, "[]", "further images transcribing jobs may name as runner"),
     ("runners.transcribing.cpus", Kind::Float, "2.0", "CPU limit of a transcribing container (0 = none)"),
     ("runners.transcribing.memory_mb", Kind::Int, "4096", "memory limit of a transcribing container (0 = none)"),
     ("webhooks.max_attempts", Kind::Int, "5", "delivery attempts per webhook call"),
     ("webhooks.initial_backoff", Kind::Str, "\"1s\"", "wait before the first retry; doubles each retry"),
     ("webhooks.timeout", Kind::Str, "\"10s\"", "timeout of one webhook request"),
+    ("webhooks.allow_private", Kind::Bool, "false", "let webhooks reach loopback, private, link-local and reserved addresses (only for closed networks: otherwise a client could make the offloader call internal services)"),
 ];
 
 /// The env var name of a dotted key: `jobs.max_concurrent` → `OFFLOADER_JOBS_MAX_CONCURRENT`.
@@ -104,11 +114,15 @@ struct RawStore {
 struct RawJobs {
     max_concurrent: Option<u64>,
     max_queue_length: Option<u64>,
+    client_queue_share: Option<f64>,
+    max_artifacts_per_job: Option<u64>,
+    max_job_artifact_bytes: Option<u64>,
     stop_grace_period: Option<String>,
     failed_job_retention: Option<String>,
     finished_job_retention: Option<String>,
     sweep_interval: Option<String>,
     max_artifact_bytes: Option<u64>,
+    max_log_bytes: Option<u64>,
     image_allowlist: Option<Vec<String>>,
     offloader_url: Option<String>,
 }
@@ -120,6 +134,9 @@ struct RawDocker {
     read_only_rootfs: Option<bool>,
     data_mount: Option<String>,
     tmpfs_size_mb: Option<u64>,
+    pids_limit: Option<u64>,
+    log_max_size: Option<String>,
+    log_max_files: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +150,7 @@ struct RawRunners {
 #[serde(deny_unknown_fields, default)]
 struct RawRunner {
     image: Option<String>,
+    image_allowlist: Option<Vec<String>>,
     max_duration: Option<String>,
     cpus: Option<f64>,
     memory_mb: Option<u64>,
@@ -144,6 +162,7 @@ struct RawWebhooks {
     max_attempts: Option<u64>,
     initial_backoff: Option<String>,
     timeout: Option<String>,
+    allow_private: Option<bool>,
 }
 
 /// What `/data` inside a job container is.
@@ -157,6 +176,8 @@ pub enum DataMount {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunnerConfig {
     pub image: String,
+    /// Further images jobs of this type may run.
+    pub image_allowlist: Vec<String>,
     pub max_duration: Duration,
     pub cpus: f64,
     pub memory_mb: u64,
@@ -176,6 +197,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub max_concurrent: usize,
     pub max_queue_length: usize,
+    /// Queued places one client may hold (from `jobs.client_queue_share`).
+    pub max_queue_per_client: usize,
+    pub max_artifacts_per_job: usize,
+    pub max_job_artifact_bytes: u64,
     pub stop_grace_period: Duration,
     pub failed_job_retention: Duration,
     pub finished_job_retention: Duration,
@@ -187,10 +212,15 @@ pub struct Config {
     pub read_only_rootfs: bool,
     pub data_mount: DataMount,
     pub tmpfs_size_mb: u64,
+    pub pids_limit: u64,
+    pub log_max_size: String,
+    pub log_max_files: u64,
+    pub max_log_bytes: usize,
     pub runners: BTreeMap<JobType, RunnerConfig>,
     pub webhook_max_attempts: u32,
     pub webhook_initial_backoff: Duration,
     pub webhook_timeout: Duration,
+    pub allow_private_webhooks: bool,
 }
 
 impl Config {
@@ -224,9 +254,19 @@ impl Config {
             .expect("validate() inserts a runner for every JobType")
     }
 
-    /// True when `image` may run: a per-type default image or on the allowlist.
+    /// True when `image` may run as some job type (`POST /jobs/init`).
     pub fn image_allowed(&self, image: &str) -> bool {
-        self.runners.values().any(|r| r.image == image)
+        JobType::ALL
+            .iter()
+            .any(|job_type| self.image_allowed_for(*job_type, image))
+    }
+
+    /// True when a job of `job_type` may run `image`: its type's image or allowlist, or the
+    /// allowlist of every type. Another type's default image is not enough.
+    pub fn image_allowed_for(&self, job_type: JobType, image: &str) -> bool {
+        let runner = self.runner(job_type);
+        runner.image == image
+            || runner.image_allowlist.iter().any(|i| i == image)
             || self.image_allowlist.iter().any(|i| i == image)
     }
 
@@ -236,7 +276,7 @@ impl Config {
         for image in self
             .runners
             .values()
-            .map(|r| &r.image)
+            .flat_map(|r| std::iter::once(&r.image).chain(r.image_allowlist.iter()))
             .chain(self.image_allowlist.iter())
         {
             if !out.contains(image) {
@@ -377,8 +417,19 @@ fn validate(raw: RawConfig) -> Result<Config> {
     ] {
         let prefix = format!("runners.{job_type}");
         let image = runner.image.unwrap_or_else(|| image.into());
-        if image.trim().is_empty() {
-            return Err(Error::Config(format!("{prefix}.image must not be empty")));
+        if !crate::image_ref::is_valid_reference(&image) {
+            return Err(Error::Config(format!(
+                "{prefix}.image = {image:?} is not a Docker image reference (name[:tag][@digest])"
+            )));
+        }
+        let image_allowlist = runner.image_allowlist.unwrap_or_default();
+        if let Some(bad) = image_allowlist
+            .iter()
+            .find(|i| !crate::image_ref::is_valid_reference(i))
+        {
+            return Err(Error::Config(format!(
+                "{prefix}.image_allowlist entry {bad:?} is not a Docker image reference"
+            )));
         }
         let max_duration = duration(&format!("{prefix}.max_duration"), runner.max_duration, max)?;
         if max_duration < Duration::from_secs(1) {
@@ -402,13 +453,42 @@ fn validate(raw: RawConfig) -> Result<Config> {
             job_type,
             RunnerConfig {
                 image,
+                image_allowlist,
                 max_duration,
                 cpus,
                 memory_mb,
             },
         );
     }
+    let image_allowlist = raw.jobs.image_allowlist.unwrap_or_default();
+    if let Some(bad) = image_allowlist
+        .iter()
+        .find(|i| !crate::image_ref::is_valid_reference(i))
+    {
+        return Err(Error::Config(format!(
+            "jobs.image_allowlist entry {bad:?} is not a Docker image reference (name[:tag][@digest])"
+        )));
+    }
+    let log_max_size = raw.docker.log_max_size.unwrap_or_else(|| "10m".into());
+    let size_ok = log_max_size
+        .strip_suffix(['k', 'm', 'g'])
+        .unwrap_or(&log_max_size)
+        .parse::<u64>()
+        .is_ok_and(|n| n > 0);
+    if !size_ok {
+        return Err(Error::Config(format!(
+            "docker.log_max_size = {log_max_size:?} must be a size like \"10m\" (k, m or g)"
+        )));
+    }
     let max_concurrent = positive("jobs.max_concurrent", raw.jobs.max_concurrent.unwrap_or(2))?;
+    let max_queue_length = raw.jobs.max_queue_length.unwrap_or(50).min(1_000_000) as usize;
+    let share = raw.jobs.client_queue_share.unwrap_or(0.5);
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(Error::Config(format!(
+            "jobs.client_queue_share = {share} must be above 0 and at most 1"
+        )));
+    }
+    let max_queue_per_client = ((max_queue_length as f64 * share).ceil() as usize).max(1);
     let webhook_max_attempts = positive(
         "webhooks.max_attempts",
         raw.webhooks.max_attempts.unwrap_or(5),
@@ -435,7 +515,17 @@ fn validate(raw: RawConfig) -> Result<Config> {
         .min(1_000_000) as u32,
         data_dir,
         max_concurrent: max_concurrent.min(10_000) as usize,
-        max_queue_length: raw.jobs.max_queue_length.unwrap_or(50).min(1_000_000) as usize,
+        max_queue_length,
+        max_queue_per_client,
+        max_artifacts_per_job: positive(
+            "jobs.max_artifacts_per_job",
+            raw.jobs.max_artifacts_per_job.unwrap_or(32),
+        )?
+        .min(100_000) as usize,
+        max_job_artifact_bytes: positive(
+            "jobs.max_job_artifact_bytes",
+            raw.jobs.max_job_artifact_bytes.unwrap_or(20 << 30),
+        )?,
         stop_grace_period: duration("jobs.stop_grace_period", raw.jobs.stop_grace_period, "30s")?,
         failed_job_retention: duration(
             "jobs.failed_job_retention",
@@ -455,7 +545,7 @@ fn validate(raw: RawConfig) -> Result<Config> {
                 .max_artifact_bytes
                 .unwrap_or(10 * 1024 * 1024 * 1024),
         )?,
-        image_allowlist: raw.jobs.image_allowlist.unwrap_or_default(),
+        image_allowlist,
         offloader_url: offloader_url.trim_end_matches('/').to_string(),
         network,
         read_only_rootfs: raw.docker.read_only_rootfs.unwrap_or(true),
@@ -464,6 +554,18 @@ fn validate(raw: RawConfig) -> Result<Config> {
             "docker.tmpfs_size_mb",
             raw.docker.tmpfs_size_mb.unwrap_or(1024),
         )?,
+        pids_limit: raw.docker.pids_limit.unwrap_or(512),
+        log_max_size,
+        log_max_files: positive(
+            "docker.log_max_files",
+            raw.docker.log_max_files.unwrap_or(3),
+        )?
+        .min(100),
+        max_log_bytes: positive(
+            "jobs.max_log_bytes",
+            raw.jobs.max_log_bytes.unwrap_or(8 << 20),
+        )?
+        .clamp(64, 1 << 30) as usize,
         runners,
         webhook_max_attempts: webhook_max_attempts.min(100) as u32,
         webhook_initial_backoff: duration(
@@ -472,6 +574,7 @@ fn validate(raw: RawConfig) -> Result<Config> {
             "1s",
         )?,
         webhook_timeout: duration("webhooks.timeout", raw.webhooks.timeout, "10s")?,
+        allow_private_webhooks: raw.webhooks.allow_private.unwrap_or(false),
     })
 }
 

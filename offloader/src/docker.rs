@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, WaitContainerOptions,
@@ -130,6 +132,18 @@ pub fn container_body(
             nano_cpus: (runner.cpus > 0.0).then_some((runner.cpus * 1e9) as i64),
             memory: (runner.memory_mb > 0).then(|| runner.memory_mb as i64 * 1024 * 1024),
             security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            // Job images run as an unprivileged user and need no capability (not even
+            // NET_RAW, which would let a job craft packets on the job network).
+            cap_drop: Some(vec!["ALL".to_string()]),
+            pids_limit: (config.pids_limit > 0).then_some(config.pids_limit as i64),
+            // Explicit rotation: the engine default may be unbounded json-file.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), config.log_max_size.clone()),
+                    ("max-file".to_string(), config.log_max_files.to_string()),
+                ])),
+            }),
             readonly_rootfs: Some(config.read_only_rootfs),
             tmpfs: Some(tmpfs),
             mounts: Some(mounts),
@@ -309,14 +323,72 @@ pub fn logs(docker: &Docker, name: &str, follow: bool) -> impl Stream<Item = Res
         .map(|item| item.map(|out| out.into_bytes()).map_err(Error::from))
 }
 
-/// The whole log of a (usually exited) container.
-pub async fn collect_logs(docker: &Docker, name: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+/// The log of a (usually exited) container, at most about `limit` bytes of it: see
+/// [`BoundedLog`].
+pub async fn collect_logs(docker: &Docker, name: &str, limit: usize) -> Result<Vec<u8>> {
+    let mut log = BoundedLog::new(limit);
     let mut stream = std::pin::pin!(logs(docker, name, false));
     while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk?);
+        log.push(&chunk?);
     }
-    Ok(out)
+    Ok(log.finish())
+}
+
+/// A log read in chunks, kept within a byte budget: the first half of the budget as it came,
+/// and the last half as a ring, so memory stays bounded however much a job printed, while the
+/// start (configuration, errors on start-up) and the end (why it stopped) survive.
+pub struct BoundedLog {
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+    head_limit: usize,
+    tail_limit: usize,
+    omitted: u64,
+}
+
+impl BoundedLog {
+    pub fn new(limit: usize) -> BoundedLog {
+        let head_limit = limit / 2;
+        BoundedLog {
+            head: Vec::new(),
+            tail: std::collections::VecDeque::new(),
+            head_limit,
+            tail_limit: limit - head_limit,
+            omitted: 0,
+        }
+    }
+
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        let room = self.head_limit - self.head.len();
+        let to_head = room.min(bytes.len());
+        self.head.extend_from_slice(&bytes[..to_head]);
+        bytes = &bytes[to_head..];
+        if bytes.len() > self.tail_limit {
+            let skip = bytes.len() - self.tail_limit;
+            self.omitted += (self.tail.len() + skip) as u64;
+            self.tail.clear();
+            bytes = &bytes[skip..];
+        }
+        let overflow = (self.tail.len() + bytes.len()).saturating_sub(self.tail_limit);
+        self.tail.drain(..overflow);
+        self.omitted += overflow as u64;
+        self.tail.extend(bytes);
+    }
+
+    /// The kept bytes, with a line saying how many were left out in between, if any.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = self.head;
+        if self.omitted > 0 {
+            out.extend_from_slice(
+                format!(
+                    "\n[calls-offloader: {} bytes of log omitted here (jobs.max_log_bytes)]\n",
+                    self.omitted
+                )
+                .as_bytes(),
+            );
+        }
+        out.extend(self.tail);
+        out
+    }
 }
 
 /// Whether an image exists in the local engine.
@@ -341,6 +413,7 @@ mod tests {
             seq: 1,
             id: "abc".into(),
             client_id: "client-a".into(),
+            owner: "owner-uid".into(),
             job_type: JobType::Transcribing,
             state: JobState::Starting,
             runner: "calls-transcriber:latest".into(),
@@ -362,6 +435,30 @@ mod tests {
             container_removed: false,
             work_done: false,
         }
+    }
+
+    #[test]
+    fn bounded_logs_keep_the_start_and_the_end() {
+        let mut log = BoundedLog::new(10);
+        log.push(b"abc");
+        assert_eq!(log.finish(), b"abc");
+        let mut log = BoundedLog::new(10);
+        for chunk in [&b"01234"[..], b"56", b"789abcdefgh", b"ij"] {
+            log.push(chunk);
+        }
+        let text = String::from_utf8(log.finish()).expect("utf8");
+        assert!(
+            text.starts_with("01234\n[calls-offloader: 10 bytes"),
+            "{text}"
+        );
+        assert!(text.ends_with("]\nfghij"), "{text}");
+        let mut log = BoundedLog::new(8);
+        for byte in 0..=255u8 {
+            log.push(&[byte]);
+        }
+        let bytes = log.finish();
+        assert_eq!(&bytes[..4], &[0, 1, 2, 3]);
+        assert_eq!(&bytes[bytes.len() - 4..], &[252, 253, 254, 255]);
     }
 
     #[test]
@@ -404,6 +501,13 @@ mod tests {
         assert_eq!(host.memory, Some(4096 * 1024 * 1024));
         assert_eq!(host.nano_cpus, Some(2_000_000_000));
         assert_eq!(host.init, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.pids_limit, Some(512));
+        let log = host.log_config.expect("log config");
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let options = log.config.expect("log options");
+        assert_eq!(options["max-size"], "10m");
+        assert_eq!(options["max-file"], "3");
         assert_eq!(host.network_mode.as_deref(), Some("bridge"));
         let targets: Vec<_> = host
             .mounts

@@ -87,7 +87,7 @@ where
             size += chunk.len() as u64;
             if size > limit {
                 return Err(Error::PayloadTooLarge(format!(
-                    "artifact larger than the {limit} byte limit (jobs.max_artifact_bytes)"
+                    "artifact larger than the {limit} byte limit (jobs.max_artifact_bytes, or what is left of the job's jobs.max_job_artifact_bytes)"
                 )));
             }
             hasher.update(&chunk);

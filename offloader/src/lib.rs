@@ -6,7 +6,8 @@
 //! Code map: `api/` (axum routes, [`router`]), `auth` (keys, tokens), `store` (SQLite),
 //! `scheduler` (pure decisions: admission, exit classification, reconciliation), `runner`
 //! (async shell: dispatcher, watchers, sweeper), `docker` (bollard calls), `files` (logs and
-//! artifacts on disk), `webhook`, `metrics`, `config`, `view` (the redacted public job).
+//! artifacts on disk), `webhook`, `metrics`, `config`, `view` (the redacted public job),
+//! `image_ref` (the Docker image reference grammar).
 
 pub mod api;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod docker;
 pub mod error;
 pub mod files;
+pub mod image_ref;
 pub mod metrics;
 pub mod runner;
 pub mod scheduler;

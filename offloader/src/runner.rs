@@ -320,7 +320,7 @@ impl Runner {
         let data_dir = &self.app.config.data_dir;
         let container_exists = status.is_some();
         let logs = if container_exists {
-            docker::collect_logs(&self.docker, &name)
+            docker::collect_logs(&self.docker, &name, self.app.config.max_log_bytes)
                 .await
                 .unwrap_or_default()
         } else {

@@ -3,6 +3,11 @@
 //! a conditional `UPDATE ... WHERE state IN (...)`, so a transition only happens from the states
 //! it is valid from, and it is on disk before the runner acts on it.
 //!
+//! **Invariant:** a job belongs to the client *registration* that created it, by the client's
+//! internal `uid` (random, made at registration), not by its client id: a client id that is
+//! unregistered and registered again is a new owner and sees none of the old jobs, logs or
+//! artifacts. Stores written before `uid` existed are migrated in place when opened.
+//!
 //! **Invariant:** `input_data` is stored whole (secrets included) because a re-queued job needs
 //! it again; only `Job::from_record` decides what leaves the process.
 
@@ -24,6 +29,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 CREATE TABLE IF NOT EXISTS clients (
     id TEXT PRIMARY KEY,
+    uid TEXT NOT NULL DEFAULT '',
     key_hash TEXT NOT NULL,
     webhook_url TEXT,
     webhook_secret TEXT,
@@ -32,12 +38,14 @@ CREATE TABLE IF NOT EXISTS clients (
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     client_id TEXT NOT NULL,
+    client_uid TEXT NOT NULL DEFAULT '',
     expires_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     client_id TEXT NOT NULL,
+    owner_uid TEXT NOT NULL DEFAULT '',
     job_type TEXT NOT NULL,
     state TEXT NOT NULL,
     runner TEXT NOT NULL,
@@ -57,7 +65,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     work_done INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
-CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs(client_id, seq);
 CREATE TABLE IF NOT EXISTS artifacts (
     job_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -98,6 +105,8 @@ impl StopReason {
 #[derive(Debug, Clone)]
 pub struct ClientRecord {
     pub id: String,
+    /// Internal, random, made at registration: what owns jobs and tokens.
+    pub uid: String,
     pub key_hash: String,
     pub webhook: Option<WebhookConfig>,
 }
@@ -107,7 +116,10 @@ pub struct ClientRecord {
 pub struct JobRecord {
     pub seq: i64,
     pub id: String,
+    /// The client id at submission (labels, logs); ownership is `owner`.
     pub client_id: String,
+    /// The `uid` of the client registration that owns the job.
+    pub owner: String,
     pub job_type: JobType,
     pub state: JobState,
     pub runner: String,
@@ -143,7 +155,7 @@ pub fn container_name(job_type: JobType, id: &str) -> String {
 const JOB_COLUMNS: &str =
     "seq, id, client_id, job_type, state, runner, max_duration_sec, input_data, \
     job_token_hash, created_at, started_at, finished_at, exit_code, failure_reason, stop_reason, \
-    reported_error, progress, counters, container_removed, work_done";
+    reported_error, progress, counters, container_removed, work_done, owner_uid";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let bad = |i: usize, what: String| {
@@ -175,6 +187,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         counters: serde_json::from_str(&counters).map_err(|e| bad(17, e.to_string()))?,
         container_removed: row.get::<_, i64>(18)? != 0,
         work_done: row.get::<_, i64>(19)? != 0,
+        owner: row.get(20)?,
     })
 }
 
@@ -208,6 +221,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?1)",
             params![uuid::Uuid::new_v4().simple().to_string()[..12].to_string()],
@@ -230,129 +244,157 @@ impl Store {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Inserts a queued job unless the queue is full. Admission is atomic with the count, so two
+    /// Inserts a queued job unless the queue is full, or its owner already holds
+    /// `max_queue_per_client` of the queued places. Admission is atomic with the counts, so two
     /// concurrent submissions cannot both take the last place.
     pub fn insert_job(
         &self,
         job: &JobRecord,
         max_concurrent: usize,
         max_queue: usize,
+        max_queue_per_client: usize,
     ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let count = |states: &[JobState]| -> rusqlite::Result<i64> {
-            tx.query_row(
-                &format!(
-                    "SELECT COUNT(*) FROM jobs WHERE state IN ({})",
-                    placeholders(states)
-                ),
-                [],
+        blocking(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let count = |states: &[JobState]| -> rusqlite::Result<i64> {
+                tx.query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM jobs WHERE state IN ({})",
+                        placeholders(states)
+                    ),
+                    [],
+                    |row| row.get(0),
+                )
+            };
+            let queued = count(&[JobState::Queued])? as usize;
+            let active = count(&ACTIVE)? as usize;
+            let free_slots = max_concurrent.saturating_sub(active);
+            if queued >= max_queue + free_slots {
+                return Err(Error::QueueFull(format!(
+                    "job queue is full ({queued} jobs waiting, {active} running); retry later"
+                )));
+            }
+            let mine: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner_uid = ?1",
+                params![job.owner],
                 |row| row.get(0),
-            )
-        };
-        let queued = count(&[JobState::Queued])? as usize;
-        let active = count(&ACTIVE)? as usize;
-        let free_slots = max_concurrent.saturating_sub(active);
-        if queued >= max_queue + free_slots {
-            return Err(Error::QueueFull(format!(
-                "job queue is full ({queued} jobs waiting, {active} running); retry later"
-            )));
-        }
-        tx.execute(
-            "INSERT INTO jobs (id, client_id, job_type, state, runner, max_duration_sec, input_data, \
-             job_token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                job.id,
-                job.client_id,
-                job.job_type.as_str(),
-                job.state.as_str(),
-                job.runner,
-                job.max_duration_sec as i64,
-                serde_json::to_string(&job.input_data).expect("a JSON map always serializes"),
-                job.job_token_hash,
-                job.created_at,
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+            )?;
+            if mine as usize >= max_queue_per_client + free_slots {
+                return Err(Error::QueueFull(format!(
+                    "this client already has {mine} jobs waiting, its share of the queue (jobs.client_queue_share); retry later"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO jobs (id, client_id, owner_uid, job_type, state, runner, max_duration_sec, \
+                 input_data, job_token_hash, created_at) VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    job.id,
+                    job.client_id,
+                    job.job_type.as_str(),
+                    job.state.as_str(),
+                    job.runner,
+                    job.max_duration_sec as i64,
+                    serde_json::to_string(&job.input_data).expect("a JSON map always serializes"),
+                    job.job_token_hash,
+                    job.created_at,
+                    job.owner,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )
-            .optional()?)
+        blocking(|| {
+            Ok(self
+                .conn()
+                .query_row(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                    params![id],
+                    job_from_row,
+                )
+                .optional()?)
+        })
     }
 
-    /// The job if it exists and belongs to `client_id`; otherwise 404 (never "forbidden", so
-    /// that a client cannot probe other clients' job ids).
-    pub fn client_job(&self, id: &str, client_id: &str) -> Result<JobRecord> {
-        match self.job(id)? {
-            Some(job) if job.client_id == client_id => Ok(job),
+    /// The job if it exists and belongs to the client registration `owner` (its uid);
+    /// otherwise 404 (never "forbidden", so that a client cannot probe other clients' job ids).
+    pub fn client_job(&self, id: &str, owner: &str) -> Result<JobRecord> {
+        blocking(|| match self.job(id)? {
+            Some(job) if !owner.is_empty() && job.owner == owner => Ok(job),
             _ => Err(Error::job_not_found()),
-        }
+        })
     }
 
-    pub fn client_jobs(&self, client_id: &str, state: Option<JobState>) -> Result<Vec<JobRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE client_id = ?1 AND (?2 IS NULL OR state = ?2) ORDER BY seq"
-        ))?;
-        let rows = stmt.query_map(
-            params![client_id, state.map(JobState::as_str)],
-            job_from_row,
-        )?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    /// The jobs of the client registration `owner`, oldest first.
+    pub fn client_jobs(&self, owner: &str, state: Option<JobState>) -> Result<Vec<JobRecord>> {
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE owner_uid = ?1 AND owner_uid != '' \
+                 AND (?2 IS NULL OR state = ?2) ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map(params![owner, state.map(JobState::as_str)], job_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 
     /// Jobs in any of `states`, oldest first (FIFO order for `queued`).
     pub fn jobs_in(&self, states: &[JobState]) -> Result<Vec<JobRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) ORDER BY seq",
-            placeholders(states)
-        ))?;
-        let rows = stmt.query_map([], job_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) ORDER BY seq",
+                placeholders(states)
+            ))?;
+            let rows = stmt.query_map([], job_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 
     /// `queued → starting`, with the hash of the job token the container will receive.
     pub fn mark_starting(&self, id: &str, job_token_hash: &str) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = 'starting', job_token_hash = ?2 WHERE id = ?1 AND state = 'queued'",
-            params![id, job_token_hash],
-        )? > 0)
+        blocking(|| {
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = 'starting', job_token_hash = ?2 WHERE id = ?1 AND state = 'queued'",
+                params![id, job_token_hash],
+            )? > 0)
+        })
     }
 
     /// Back to `queued` (a start that never happened); the old job token stops working.
     pub fn requeue(&self, id: &str) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = 'queued', job_token_hash = '', started_at = NULL \
-             WHERE id = ?1 AND state IN ('queued', 'starting', 'running')",
-            params![id],
-        )? > 0)
+        blocking(|| {
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = 'queued', job_token_hash = '', started_at = NULL \
+                 WHERE id = ?1 AND state IN ('queued', 'starting', 'running')",
+                params![id],
+            )? > 0)
+        })
     }
 
     /// `starting → running` with its start time.
     pub fn mark_running(&self, id: &str, started_at: i64) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?2) \
-             WHERE id = ?1 AND state = 'starting'",
-            params![id, started_at],
-        )? > 0)
+        blocking(|| {
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, ?2) \
+                 WHERE id = ?1 AND state = 'starting'",
+                params![id, started_at],
+            )? > 0)
+        })
     }
 
     /// `starting | running → stopping`, remembering why.
     pub fn mark_stopping(&self, id: &str, reason: StopReason) -> Result<bool> {
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = 'stopping', stop_reason = ?2 \
-             WHERE id = ?1 AND state IN ('starting', 'running')",
-            params![id, reason.as_str()],
-        )? > 0)
+        blocking(|| {
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = 'stopping', stop_reason = ?2 \
+                 WHERE id = ?1 AND state IN ('starting', 'running')",
+                params![id, reason.as_str()],
+            )? > 0)
+        })
     }
 
     /// Any non-final state → `state` (final), with exit code and reason.
@@ -364,20 +406,24 @@ impl Store {
         reason: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        debug_assert!(state.is_final());
-        Ok(self.conn().execute(
-            "UPDATE jobs SET state = ?2, exit_code = ?3, failure_reason = ?4, finished_at = ?5 \
-             WHERE id = ?1 AND state IN ('queued', 'starting', 'running', 'stopping')",
-            params![id, state.as_str(), exit_code, reason, now],
-        )? > 0)
+        blocking(|| {
+            debug_assert!(state.is_final());
+            Ok(self.conn().execute(
+                "UPDATE jobs SET state = ?2, exit_code = ?3, failure_reason = ?4, finished_at = ?5 \
+                 WHERE id = ?1 AND state IN ('queued', 'starting', 'running', 'stopping')",
+                params![id, state.as_str(), exit_code, reason, now],
+            )? > 0)
+        })
     }
 
     pub fn set_container_removed(&self, id: &str) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET container_removed = 1 WHERE id = ?1",
-            params![id],
-        )?;
-        Ok(())
+        blocking(|| {
+            self.conn().execute(
+                "UPDATE jobs SET container_removed = 1 WHERE id = ?1",
+                params![id],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records what a job reported about itself.
@@ -389,58 +435,130 @@ impl Store {
         counters: &BTreeMap<String, f64>,
         work_done: bool,
     ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE jobs SET progress = COALESCE(?2, progress), reported_error = COALESCE(?3, reported_error), \
-             counters = ?4, work_done = MAX(work_done, ?5) WHERE id = ?1",
-            params![
-                id,
-                progress,
-                error,
-                serde_json::to_string(counters).expect("a map of numbers always serializes"),
-                work_done as i64
-            ],
-        )?;
-        Ok(())
+        blocking(|| {
+            self.conn().execute(
+                "UPDATE jobs SET progress = COALESCE(?2, progress), reported_error = COALESCE(?3, reported_error), \
+                 counters = ?4, work_done = MAX(work_done, ?5) WHERE id = ?1",
+                params![
+                    id,
+                    progress,
+                    error,
+                    serde_json::to_string(counters).expect("a map of numbers always serializes"),
+                    work_done as i64
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn delete_job(&self, id: &str) -> Result<()> {
-        let conn = self.conn();
-        conn.execute("DELETE FROM artifacts WHERE job_id = ?1", params![id])?;
-        conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])?;
-        Ok(())
+        blocking(|| {
+            let conn = self.conn();
+            conn.execute("DELETE FROM artifacts WHERE job_id = ?1", params![id])?;
+            conn.execute("DELETE FROM jobs WHERE id = ?1", params![id])?;
+            Ok(())
+        })
     }
 
     /// Job counts per (type, state), for the metrics gauges.
     pub fn counts(&self) -> Result<Vec<(JobType, JobState, i64)>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state")?;
-        let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (t, s, n) = row?;
-            if let (Some(t), Some(s)) = (JobType::parse(&t), JobState::parse(&s)) {
-                out.push((t, s, n));
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare("SELECT job_type, state, COUNT(*) FROM jobs GROUP BY job_type, state")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (t, s, n) = row?;
+                if let (Some(t), Some(s)) = (JobType::parse(&t), JobState::parse(&s)) {
+                    out.push((t, s, n));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Final jobs that finished before `before`, for the retention sweeper.
     pub fn final_jobs_finished_before(&self, before: i64) -> Result<Vec<JobRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) AND finished_at < ?1 ORDER BY seq",
-            placeholders(&FINAL)
-        ))?;
-        let rows = stmt.query_map(params![before], job_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) AND finished_at < ?1 ORDER BY seq",
+                placeholders(&FINAL)
+            ))?;
+            let rows = stmt.query_map(params![before], job_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}
+
+fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |row| row.get::<_, String>(1))?;
+    names.collect()
+}
+
+/// Brings a store written by an older offloader up to the current schema, in one transaction:
+/// clients get a random `uid`; each job and token is given to the uid of the client registered
+/// under its client id now. Jobs whose client is gone get no owner (`''`), which no client
+/// matches: a later registration of that id cannot see them. Idempotent.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        if !columns(conn, "clients")?.iter().any(|c| c == "uid") {
+            conn.execute_batch("ALTER TABLE clients ADD COLUMN uid TEXT NOT NULL DEFAULT ''")?;
+        }
+        conn.execute(
+            "UPDATE clients SET uid = lower(hex(randomblob(16))) WHERE uid = ''",
+            [],
+        )?;
+        if !columns(conn, "jobs")?.iter().any(|c| c == "owner_uid") {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN owner_uid TEXT NOT NULL DEFAULT '';
+                 UPDATE jobs SET owner_uid = COALESCE(
+                     (SELECT uid FROM clients WHERE clients.id = jobs.client_id), '');",
+            )?;
+        }
+        if !columns(conn, "tokens")?.iter().any(|c| c == "client_uid") {
+            conn.execute_batch(
+                "ALTER TABLE tokens ADD COLUMN client_uid TEXT NOT NULL DEFAULT '';
+                 UPDATE tokens SET client_uid = COALESCE(
+                     (SELECT uid FROM clients WHERE clients.id = tokens.client_id), '');",
+            )?;
+        }
+        conn.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS clients_by_uid ON clients(uid);
+             CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs(owner_uid, state, seq);",
+        )
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(error) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+/// Runs a store call (SQLite with `synchronous=FULL`: an fsync per write) without stalling the
+/// async worker it was called from: on the multi-threaded runtime the worker hands its other
+/// tasks to another thread for the duration (`block_in_place`). Unlike `spawn_blocking`, the
+/// call keeps borrowing its arguments, so every method stays a plain synchronous function that
+/// tests can call directly. Elsewhere (a current-thread runtime in tests, a plain thread) it
+/// just runs.
+pub(crate) fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
     }
 }
 

@@ -50,6 +50,7 @@ mod tests {
             seq: 1,
             id: "j1".into(),
             client_id: "c".into(),
+            owner: "owner-uid".into(),
             job_type: JobType::Recording,
             state: JobState::Queued,
             runner: "img:1".into(),

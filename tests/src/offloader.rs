@@ -371,6 +371,11 @@ impl Offloader {
         )
     }
 
+    /// A client sending `token` as a bearer token (a job's `JOB_TOKEN`, say).
+    pub fn bearer(&self, token: &str) -> Client {
+        self.client(Auth::Bearer(token.to_owned()), String::new())
+    }
+
     /// Registers a new client that authenticates with Basic auth on every request.
     pub async fn register_basic(&self, name: &str) -> anyhow::Result<Client> {
         let (client_id, auth_key) = self.register_credentials(name, None).await?;

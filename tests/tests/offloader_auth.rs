@@ -116,6 +116,20 @@ async fn basic_keys_are_verified_once_and_failures_are_limited() -> anyhow::Resu
         login.text()
     );
 
+    // Attempts sent all at once cannot slip past the limit before the first failure counts:
+    // a fresh offloader, 32 concurrent wrong keys, at most 10 argon2 runs.
+    let burst_offloader = Offloader::start("authburst", OffloaderSettings::default()).await?;
+    let victim = burst_offloader.register_basic("victim").await?;
+    let guesser = burst_offloader.basic(&victim.client_id, "wrong-key-wrong-key-wrong-key-wrong");
+    let statuses = burst(&guesser, 32, 32).await?;
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(refused, 22, "{statuses:?}");
+    assert_eq!(checks(&burst_offloader, "rejected").await?, 10.0);
+    drop(burst_offloader);
+
     // The honest client's cached key and the bearer client keep working during the attack.
     assert_eq!(honest.get("/jobs").await?.status, StatusCode::OK);
     assert_eq!(bearer.get("/jobs").await?.status, StatusCode::OK);

@@ -270,3 +270,61 @@ async fn bad_requests_get_clear_json_errors_and_change_nothing() -> anyhow::Resu
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_id_registered_again_does_not_inherit_the_old_jobs() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let offloader = Offloader::start("reregister", OffloaderSettings::default()).await?;
+    let client_id = format!("e2e-reregister-{}", std::process::id());
+    let first_key = "first-owner-key-0123456789abcdefghij";
+    let register = |key: &'static str| {
+        let admin = offloader.admin();
+        let client_id = client_id.clone();
+        async move {
+            let reply = admin
+                .post_json("/register", &json!({"clientID": client_id, "authKey": key}))
+                .await?;
+            anyhow::ensure!(reply.status == StatusCode::CREATED, "{}", reply.text());
+            anyhow::Ok(())
+        }
+    };
+    register(first_key).await?;
+    let first = offloader.basic(&client_id, first_key);
+    let job = first
+        .create_job(&test_job("upload", &[("artifact_bytes", json!(1000))]))
+        .await?;
+    let job = first.wait_final(&job.id, Duration::from_secs(60)).await?;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    let artifacts = first.get(&format!("/jobs/{}/artifacts", job.id)).await?;
+    assert_eq!(artifacts.status, StatusCode::OK, "{}", artifacts.text());
+
+    // The admin unregisters the client; someone registers the same id with another key.
+    let reply = offloader
+        .admin()
+        .post_json("/unregister", &json!({"clientID": client_id}))
+        .await?;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    let second_key = "second-owner-key-0123456789abcdefghij";
+    register(second_key).await?;
+    let second = offloader.basic(&client_id, second_key);
+
+    // The new owner sees nothing of the old registration's job, logs or artifacts.
+    assert!(second.jobs().await?.is_empty());
+    for path in [
+        format!("/jobs/{}", job.id),
+        format!("/jobs/{}/logs", job.id),
+        format!("/jobs/{}/artifacts", job.id),
+        format!("/jobs/{}/artifacts/output.bin", job.id),
+    ] {
+        let reply = second.get(&path).await?;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            reply.text()
+        );
+    }
+    // The old key does not work any more either.
+    assert_eq!(first.get("/jobs").await?.status, StatusCode::UNAUTHORIZED);
+    Ok(())
+}

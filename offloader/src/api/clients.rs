@@ -50,7 +50,7 @@ pub async fn register(
         )));
     }
     if let Some(webhook) = &request.webhook {
-        webhook::validate(webhook)?;
+        webhook::validate(webhook, state.config.allow_private_webhooks)?;
     }
     if state.store.client(&request.client_id)?.is_some() {
         return Err(Error::Conflict(format!(
@@ -62,6 +62,7 @@ pub async fn register(
     state.store.insert_client(
         &ClientRecord {
             id: request.client_id.clone(),
+            uid: uuid::Uuid::new_v4().simple().to_string(),
             key_hash,
             webhook: request.webhook,
         },
@@ -90,10 +91,13 @@ pub async fn unregister(
                 client_id,
                 auth_key,
             }) if auth::verify_client(&state, &client_id, &auth_key, source).await? => client_id,
-            Some(Credentials::Bearer(token)) => state
-                .store
-                .token_client(&auth::token_hash(&token), now_ms())?
-                .ok_or_else(|| Error::Unauthorized("invalid or expired token".into()))?,
+            Some(Credentials::Bearer(token)) => {
+                state
+                    .store
+                    .token_client(&auth::token_hash(&token), now_ms())?
+                    .ok_or_else(|| Error::Unauthorized("invalid or expired token".into()))?
+                    .0
+            }
             _ => {
                 return Err(Error::Unauthorized(
                     "unregister needs the client's credentials or the admin secret".into(),
@@ -140,32 +144,32 @@ pub async fn login(
             "login needs {clientID, authKey} in the body or Basic auth".into(),
         ));
     };
-    if !auth::verify_client(&state, &client_id, &auth_key, source).await? {
+    let Some(client) = auth::verified_client(&state, &client_id, &auth_key, source).await? else {
         return Err(Error::Unauthorized(
             "unknown clientID or wrong authKey".into(),
         ));
-    }
+    };
     let token = auth::new_token();
     let expires_at = now_ms() + state.config.token_ttl.as_millis() as i64;
     state
         .store
-        .insert_token(&auth::token_hash(&token), &client_id, expires_at)?;
+        .insert_token(&auth::token_hash(&token), &client, expires_at)?;
     Ok(Json(LoginResponse { token, expires_at }))
 }
 
 pub async fn set_webhook(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    ClientAuth { client_id, .. }: ClientAuth,
     ApiJson(config): ApiJson<WebhookConfig>,
 ) -> Result<StatusCode> {
-    webhook::validate(&config)?;
+    webhook::validate(&config, state.config.allow_private_webhooks)?;
     state.store.set_webhook(&client_id, Some(&config))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn delete_webhook(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    ClientAuth { client_id, .. }: ClientAuth,
 ) -> Result<StatusCode> {
     state.store.set_webhook(&client_id, None)?;
     Ok(StatusCode::NO_CONTENT)

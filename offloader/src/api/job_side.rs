@@ -141,14 +141,30 @@ pub async fn upload_artifact(
 ) -> Result<(StatusCode, Json<ArtifactInfo>)> {
     authenticate_job(&state, &headers, &id)?;
     files::validate_artifact_name(&name)?;
-    let limit = state.config.max_artifact_bytes;
+    // Quotas per job: the count and the total size of its other artifacts (an upload under
+    // an existing name replaces it).
+    let others: Vec<ArtifactInfo> = state
+        .store
+        .artifacts(&id)?
+        .into_iter()
+        .filter(|a| a.name != name)
+        .collect();
+    if others.len() >= state.config.max_artifacts_per_job {
+        return Err(Error::Conflict(format!(
+            "the job already stored {} artifacts, its limit (jobs.max_artifacts_per_job)",
+            others.len()
+        )));
+    }
+    let used: u64 = others.iter().map(|a| a.size).sum();
+    let room = state.config.max_job_artifact_bytes.saturating_sub(used);
+    let limit = state.config.max_artifact_bytes.min(room);
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::PayloadTooLarge(format!(
-            "artifact larger than the {limit} byte limit (jobs.max_artifact_bytes)"
+            "artifact larger than the {limit} byte limit (jobs.max_artifact_bytes, or what is left of the job's jobs.max_job_artifact_bytes)"
         )));
     }
     let (size, sha256) = files::store_artifact(

@@ -229,7 +229,8 @@ async fn state_changes_reach_the_signed_webhook() {
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, receiver).await });
 
-    let h = harness(&[]);
+    // The receiver is on loopback, which webhooks may only reach when allowed.
+    let h = harness(&[("OFFLOADER_WEBHOOKS_ALLOW_PRIVATE", "true")]);
     let a = h.client("a", KEY_A).await;
     let secret = "webhook-secret-0123456789";
     let hook = json!({"url": format!("http://{address}/hook"), "secret": secret});
@@ -314,7 +315,10 @@ async fn failed_webhook_calls_are_retried_and_counted() {
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, receiver).await });
 
-    let h = harness(&[("OFFLOADER_WEBHOOKS_INITIAL_BACKOFF", "10ms")]);
+    let h = harness(&[
+        ("OFFLOADER_WEBHOOKS_INITIAL_BACKOFF", "10ms"),
+        ("OFFLOADER_WEBHOOKS_ALLOW_PRIVATE", "true"),
+    ]);
     let secret = "webhook-secret-0123456789";
     let reply = h
         .post(

@@ -1,5 +1,6 @@
 //! Job routes of clients: create, list, get, stop, delete, and the image check `POST /jobs/init`.
-//! Every lookup goes through `Store::client_job`, so another client's job is a 404.
+//! Every lookup goes through `Store::client_job` with the caller's registration uid, so another
+//! client's job (or that of an earlier registration of the same client id) is a 404.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use crate::auth::ClientAuth;
 use crate::error::{Error, Result};
 use crate::store::{JobRecord, StopReason};
 use crate::view::public_job;
-use crate::{docker, files, now_ms, AppState};
+use crate::{docker, files, image_ref, now_ms, AppState};
 
 const MAX_INPUT_KEYS: usize = 64;
 
@@ -23,13 +24,15 @@ const MAX_INPUT_KEYS: usize = 64;
 pub fn validate_request(
     state: &AppState,
     client_id: &str,
+    owner: &str,
     request: CreateJobRequest,
 ) -> Result<JobRecord> {
     let runner_config = state.config.runner(request.job_type);
     let runner = match request.runner {
-        Some(image) if !state.config.image_allowed(&image) => {
+        Some(image) if !state.config.image_allowed_for(request.job_type, &image) => {
             return Err(Error::BadRequest(format!(
-                "runner {image:?} is not on the image allowlist (jobs.image_allowlist)"
+                "runner {image:?} is not allowed for {} jobs (runners.{}.image or .image_allowlist, or jobs.image_allowlist)",
+                request.job_type, request.job_type
             )))
         }
         Some(image) => image,
@@ -47,6 +50,16 @@ pub fn validate_request(
         return Err(Error::BadRequest(format!(
             "input_data has more than {MAX_INPUT_KEYS} keys"
         )));
+    }
+    // Keys become upper-cased environment names: two keys differing only in case would be one
+    // variable twice, with the container seeing whichever Docker applies last.
+    let mut upper = std::collections::BTreeSet::new();
+    for key in request.input_data.keys() {
+        if !upper.insert(key.to_ascii_uppercase()) {
+            return Err(Error::BadRequest(format!(
+                "input_data key {key:?} differs from another key only in case (keys become upper-case environment names)"
+            )));
+        }
     }
     for (key, value) in &request.input_data {
         let env_safe = key
@@ -73,6 +86,7 @@ pub fn validate_request(
         seq: 0,
         id: uuid::Uuid::new_v4().simple().to_string(),
         client_id: client_id.to_string(),
+        owner: owner.to_string(),
         job_type: request.job_type,
         state: JobState::Queued,
         runner,
@@ -95,14 +109,15 @@ pub fn validate_request(
 
 pub async fn create(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    ClientAuth { client_id, owner }: ClientAuth,
     ApiJson(request): ApiJson<CreateJobRequest>,
 ) -> Result<Response> {
-    let record = validate_request(&state, &client_id, request)?;
+    let record = validate_request(&state, &client_id, &owner, request)?;
     state.store.insert_job(
         &record,
         state.config.max_concurrent,
         state.config.max_queue_length,
+        state.config.max_queue_per_client,
     )?;
     tracing::info!(job_id = record.id, job_type = %record.job_type, client_id, "job queued");
     state.job_changed(&record.id);
@@ -116,7 +131,7 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     RawQuery(query): RawQuery,
 ) -> Result<Json<JobList>> {
     let mut filter = None;
@@ -137,7 +152,7 @@ pub async fn list(
             _ => return Err(Error::BadRequest(format!("unknown query parameter {pair:?}"))),
         }
     }
-    let jobs = state.store.client_jobs(&client_id, filter)?;
+    let jobs = state.store.client_jobs(&client.owner, filter)?;
     Ok(Json(JobList {
         jobs: jobs.iter().map(public_job).collect(),
     }))
@@ -145,19 +160,21 @@ pub async fn list(
 
 pub async fn get_one(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Job>> {
-    Ok(Json(public_job(&state.store.client_job(&id, &client_id)?)))
+    Ok(Json(public_job(
+        &state.store.client_job(&id, &client.owner)?,
+    )))
 }
 
 /// Queued jobs are cancelled at once; started ones get SIGTERM, the grace period, then SIGKILL.
 pub async fn stop(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Job>> {
-    let job = state.store.client_job(&id, &client_id)?;
+    let job = state.store.client_job(&id, &client.owner)?;
     match job.state {
         JobState::Queued => {
             if state
@@ -181,16 +198,18 @@ pub async fn stop(
             )));
         }
     }
-    Ok(Json(public_job(&state.store.client_job(&id, &client_id)?)))
+    Ok(Json(public_job(
+        &state.store.client_job(&id, &client.owner)?,
+    )))
 }
 
 /// Deletes a finished job: its container (if kept), logs, artifacts and record.
 pub async fn delete(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let job = state.store.client_job(&id, &client_id)?;
+    let job = state.store.client_job(&id, &client.owner)?;
     if !job.state.is_final() {
         return Err(Error::Conflict(format!(
             "job is {}: stop it first (POST /jobs/{id}/stop)",
@@ -210,7 +229,7 @@ pub async fn delete(
 /// pulled: images are built or loaded by the operator.
 pub async fn init(
     State(state): State<AppState>,
-    ClientAuth(_client_id): ClientAuth,
+    _client: ClientAuth,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<calls_protocol::jobs::InitResponse>> {
     let request: InitRequest = if body.is_empty() {
@@ -218,6 +237,11 @@ pub async fn init(
     } else {
         parse_json(&body)?
     };
+    if request.runners.len() > MAX_INPUT_KEYS {
+        return Err(Error::BadRequest(format!(
+            "at most {MAX_INPUT_KEYS} runners per request"
+        )));
+    }
     let images = if request.runners.is_empty() {
         state.config.all_images()
     } else {
@@ -227,11 +251,24 @@ pub async fn init(
         .docker
         .as_ref()
         .ok_or_else(|| Error::Unavailable("docker is not connected".into()))?;
+    // Checked before any reaches Docker, whose API takes the name as part of a URL path.
+    for image in &images {
+        if !image_ref::is_valid_reference(image) {
+            return Err(Error::BadRequest(format!(
+                "runner {image:?} is not a Docker image reference (name[:tag][@digest])"
+            )));
+        }
+        if !state.config.image_allowed(image) {
+            return Err(Error::BadRequest(format!(
+                "runner {image:?} is neither a configured runner image nor on the image allowlist"
+            )));
+        }
+    }
     let mut out = Vec::new();
     for image in images {
         out.push(ImageStatus {
             present: docker::image_present(docker, &image).await?,
-            allowed: state.config.image_allowed(&image),
+            allowed: true,
             image,
         });
     }

@@ -27,7 +27,7 @@ fn text(body: Body) -> Response {
 
 pub async fn logs(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
@@ -48,7 +48,7 @@ pub async fn logs(
             }
         }
     }
-    let job = state.store.client_job(&id, &client_id)?;
+    let job = state.store.client_job(&id, &client.owner)?;
     let saved = files::logs_path(&state.config.data_dir, &id);
     if job.state.is_final() || job.container_removed {
         return match tokio::fs::File::open(&saved).await {
@@ -78,10 +78,10 @@ pub async fn logs(
 
 pub async fn list_artifacts(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path(id): Path<String>,
 ) -> Result<Json<ArtifactList>> {
-    state.store.client_job(&id, &client_id)?;
+    state.store.client_job(&id, &client.owner)?;
     Ok(Json(ArtifactList {
         artifacts: state.store.artifacts(&id)?,
     }))
@@ -89,11 +89,11 @@ pub async fn list_artifacts(
 
 pub async fn download_artifact(
     State(state): State<AppState>,
-    ClientAuth(client_id): ClientAuth,
+    client: ClientAuth,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    state.store.client_job(&id, &client_id)?;
+    state.store.client_job(&id, &client.owner)?;
     files::validate_artifact_name(&name)?;
     let info = state
         .store

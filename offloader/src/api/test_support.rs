@@ -57,6 +57,11 @@ pub fn harness(extra_env: &[(&str, &str)]) -> Harness {
             "OFFLOADER_JOBS_MAX_QUEUE_LENGTH".to_string(),
             "3".to_string(),
         ),
+        // One client fills the whole (small) queue in these tests.
+        (
+            "OFFLOADER_JOBS_CLIENT_QUEUE_SHARE".to_string(),
+            "1.0".to_string(),
+        ),
         (
             "OFFLOADER_JOBS_MAX_ARTIFACT_BYTES".to_string(),
             "1000".to_string(),

@@ -89,6 +89,15 @@ impl Failures {
         }
     }
 
+    /// Takes back one failure charged by [`Failures::add`] (a check that then succeeded).
+    fn refund(&mut self, key: &str, now: Instant) {
+        if let Some((n, start)) = self.counts.get_mut(key) {
+            if now.duration_since(*start) < FAILURE_WINDOW {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
     fn add(&mut self, key: String, now: Instant) {
         if self.counts.len() >= MAX_ENTRIES {
             self.counts
@@ -174,7 +183,9 @@ impl KeyVerifier {
         }
         let id_key = format!("id:{client_id}");
         let source_key = source.map(source_key);
-        self.check_failures(&id_key, source_key.as_deref())?;
+        // Charged before argon2 runs and refunded on success, so that concurrent attempts
+        // cannot all pass the check before the first failure is counted.
+        self.charge_failure(&id_key, source_key.as_deref())?;
         let client = store.client(client_id)?;
         let hash = client
             .as_ref()
@@ -194,20 +205,19 @@ impl KeyVerifier {
             .map_err(|e| Error::Internal(format!("key verification task: {e}")))?;
         match client {
             Some(client) if matched => {
+                let now = Instant::now();
+                let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                failures.refund(&id_key, now);
+                if let Some(source_key) = &source_key {
+                    failures.refund(source_key, now);
+                }
+                drop(failures);
                 if !self.cache_ttl.is_zero() {
                     self.remember(fingerprint, &client.key_hash);
                 }
                 Ok((Some(client), Outcome::Verified))
             }
-            _ => {
-                let now = Instant::now();
-                let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-                failures.add(id_key, now);
-                if let Some(source_key) = source_key {
-                    failures.add(source_key, now);
-                }
-                Ok((None, Outcome::Rejected))
-            }
+            _ => Ok((None, Outcome::Rejected)),
         }
     }
 
@@ -255,15 +265,21 @@ impl KeyVerifier {
         );
     }
 
-    fn check_failures(&self, id_key: &str, source_key: Option<&str>) -> Result<()> {
+    /// Refuses when the id or the source is at its limit; otherwise counts one failure for
+    /// each in advance (refunded when the key turns out right).
+    fn charge_failure(&self, id_key: &str, source_key: Option<&str>) -> Result<()> {
         let now = Instant::now();
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let over = |key: &str| failures.count(key, now) >= self.failure_limit;
         if over(id_key) || source_key.is_some_and(over) {
             return Err(Error::RateLimited(format!(
                 "too many failed logins for this client id or from this address; wait up to {}s",
                 FAILURE_WINDOW.as_secs()
             )));
+        }
+        failures.add(id_key.to_string(), now);
+        if let Some(source_key) = source_key {
+            failures.add(source_key.to_string(), now);
         }
         Ok(())
     }
@@ -423,6 +439,8 @@ mod tests {
         assert_eq!(failures.count("id:a", start + FAILURE_WINDOW), 0);
         failures.add("id:a".into(), start + FAILURE_WINDOW);
         assert_eq!(failures.count("id:a", start + FAILURE_WINDOW), 1);
+        failures.refund("id:a", start + FAILURE_WINDOW);
+        assert_eq!(failures.count("id:a", start + FAILURE_WINDOW), 0);
     }
 
     #[test]

@@ -37,6 +37,12 @@ fn env_overrides_win_over_the_file() {
     assert_eq!(config.image_allowlist, vec!["x:1", "y:2"]);
     assert!(config.self_registration);
     assert!(config.image_allowed("y:2") && config.image_allowed("a:1"));
+    assert!(config.image_allowed_for(JobType::Recording, "a:1"));
+    assert!(
+        !config.image_allowed_for(JobType::Transcribing, "a:1"),
+        "another type's default image is not allowed"
+    );
+    assert!(config.image_allowed_for(JobType::Transcribing, "y:2"));
     assert!(!config.image_allowed("evil:latest"));
 }
 

@@ -1,0 +1,250 @@
+//! The offloader's limits against the real binary (issue 11): runner names reach Docker only
+//! when they are valid, configured image references (#2); unknown HTTP methods do not create
+//! metric labels (#7); job containers drop every capability and have pid and log limits, and a
+//! job's log is read within a budget (#11); a job type runs only its own images, and
+//! `input_data` keys may not differ only in case (#12); one client cannot fill the whole queue,
+//! and a job's artifacts have a count and a size quota (#13).
+
+use std::time::Duration;
+
+use calls_e2e::docker;
+use calls_e2e::offloader::{serial, test_job, Offloader, OffloaderSettings, TEST_JOB_IMAGE};
+use calls_protocol::jobs::JobState;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_accepts_only_configured_image_references() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let offloader = Offloader::start("initrefs", OffloaderSettings::default()).await?;
+    let client = offloader.register("a").await?;
+    // Docker API paths, queries and images nobody configured never reach Docker.
+    for runner in [
+        "../containers/x/json?",
+        "../volumes/v",
+        "../containers/x/archive?path=/etc/passwd",
+        "calls-test-job:latest/../../info",
+        "alpine:latest",
+    ] {
+        let reply = client
+            .post_json("/jobs/init", &json!({ "runners": [runner] }))
+            .await?;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{runner}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.error()?.code, "bad_request");
+    }
+    // A configured image is looked up and reported.
+    let reply = client
+        .post_json("/jobs/init", &json!({ "runners": [TEST_JOB_IMAGE] }))
+        .await?;
+    let answer: serde_json::Value = reply.ok_json()?;
+    assert_eq!(answer["images"][0]["image"], TEST_JOB_IMAGE);
+    assert_eq!(answer["images"][0]["present"], true);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_methods_share_one_metric_label() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let offloader = Offloader::start("methods", OffloaderSettings::default()).await?;
+    let anonymous = offloader.anonymous();
+    for method in ["FOOBAR", "X-INJECTED", "BREW"] {
+        let reply = anonymous
+            .request(Method::from_bytes(method.as_bytes())?, "/version", None)
+            .await?;
+        assert!(reply.status.is_client_error(), "{method}: {}", reply.status);
+    }
+    let metrics = anonymous.get("/metrics").await?.text();
+    for method in ["FOOBAR", "X-INJECTED", "BREW"] {
+        assert!(
+            !metrics.contains(method),
+            "{method} became a label:\n{metrics}"
+        );
+    }
+    let other: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("calls_offloader_api_requests_total{method=\"other\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(other, 3.0, "{metrics}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_containers_are_locked_down_and_their_logs_bounded() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let settings = OffloaderSettings {
+        extra_env: vec![("OFFLOADER_JOBS_MAX_LOG_BYTES".into(), "100".into())],
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("lockdown", settings).await?;
+    let client = offloader.register("a").await?;
+    // A failed job keeps its container, so an operator (and this test) can inspect it.
+    let job = client.create_job(&test_job("exit1", &[])).await?;
+    let job = client.wait_final(&job.id, Duration::from_secs(60)).await?;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    let name = &job.container_name;
+    let inspect = |format: &str| docker::inspect(name, format).unwrap_or_default();
+    assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), "[\"ALL\"]");
+    assert_eq!(inspect("{{.HostConfig.PidsLimit}}"), "512");
+    assert_eq!(inspect("{{.HostConfig.LogConfig.Type}}"), "json-file");
+    assert_eq!(
+        inspect("{{index .HostConfig.LogConfig.Config \"max-size\"}}"),
+        "10m"
+    );
+    assert_eq!(
+        inspect("{{index .HostConfig.LogConfig.Config \"max-file\"}}"),
+        "3"
+    );
+    // The job ran (and failed as asked) without any capability.
+    assert!(
+        job.failure_reason
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("exited 1"),
+        "{job:?}"
+    );
+
+    // Docker holds the whole log; the offloader kept its first and last 50 bytes.
+    let full = docker::logs(name)?;
+    assert!(
+        full.len() > 150,
+        "the test job logs enough to cut: {full:?}"
+    );
+    let kept = client.logs(&job.id).await?;
+    assert!(
+        kept.contains("bytes of log omitted here (jobs.max_log_bytes)"),
+        "{kept}"
+    );
+    assert!(kept.len() < 100 + 100, "{} bytes kept: {kept}", kept.len());
+    // The kept end is the last 50 bytes Docker streamed (stdout and stderr interleaved).
+    let tail = kept
+        .rsplit("(jobs.max_log_bytes)]\n")
+        .next()
+        .unwrap_or_default();
+    assert_eq!(tail.len(), 50, "{kept:?}");
+    assert!(kept.starts_with("calls-test-job: job "), "{kept:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_types_run_only_their_own_images_and_keys_differ_by_more_than_case(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let settings = OffloaderSettings {
+        transcribing_image: "calls-transcriber:latest".into(),
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("pertype", settings).await?;
+    let client = offloader.register("a").await?;
+    let mut recording = test_job("exit0", &[]);
+    recording.runner = Some("calls-transcriber:latest".into());
+    let reply = client.post_json("/jobs", &recording).await?;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(
+        reply.text().contains("not allowed for recording jobs"),
+        "{}",
+        reply.text()
+    );
+
+    let twins = test_job("exit0", &[("call_id", json!("a")), ("CALL_ID", json!("b"))]);
+    let reply = client.post_json("/jobs", &twins).await?;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(reply.text().contains("only in case"), "{}", reply.text());
+    assert!(client.jobs().await?.is_empty(), "nothing was stored");
+    Ok(())
+}
+
+/// The `JOB_TOKEN` the offloader gave a running job, read like an operator would.
+fn job_token(container: &str) -> anyhow::Result<String> {
+    let env = docker::inspect(container, "{{range .Config.Env}}{{println .}}{{end}}")
+        .ok_or_else(|| anyhow::anyhow!("no container {container}"))?;
+    env.lines()
+        .find_map(|line| line.strip_prefix("JOB_TOKEN="))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no JOB_TOKEN in {container}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_get_a_queue_share_and_jobs_an_artifact_quota() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let settings = OffloaderSettings {
+        max_concurrent: 1,
+        max_queue_length: 4,
+        extra_env: vec![
+            ("OFFLOADER_JOBS_MAX_ARTIFACTS_PER_JOB".into(), "2".into()),
+            (
+                "OFFLOADER_JOBS_MAX_JOB_ARTIFACT_BYTES".into(),
+                "3000".into(),
+            ),
+        ],
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("quotas", settings).await?;
+    let greedy = offloader.register("greedy").await?;
+    let other = offloader.register("other").await?;
+    let running = greedy.create_job(&test_job("sleep", &[])).await?;
+    let running = greedy
+        .wait_for(&running.id, Duration::from_secs(60), "running", |j| {
+            j.state == JobState::Running
+        })
+        .await?;
+    // A queue of 4 with the default share of 0.5: two places for each client.
+    for _ in 0..2 {
+        greedy.create_job(&test_job("exit0", &[])).await?;
+    }
+    let reply = greedy.post_json("/jobs", &test_job("exit0", &[])).await?;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("jobs.client_queue_share"),
+        "{}",
+        reply.text()
+    );
+    other.create_job(&test_job("exit0", &[])).await?;
+
+    // The running job's own token, as its container has it: 2 artifacts, 3000 bytes in all.
+    let job = offloader.bearer(&job_token(&running.container_name)?);
+    let put = |name: &str, size: usize| {
+        let job = job.clone();
+        let path = format!("/jobs/{}/artifacts/{name}", running.id);
+        async move { job.request(Method::PUT, &path, Some(vec![7u8; size])).await }
+    };
+    assert_eq!(put("one.bin", 1000).await?.status, StatusCode::CREATED);
+    assert_eq!(put("two.bin", 1500).await?.status, StatusCode::CREATED);
+    let third = put("three.bin", 10).await?;
+    assert_eq!(third.status, StatusCode::CONFLICT, "{}", third.text());
+    assert!(
+        third.text().contains("jobs.max_artifacts_per_job"),
+        "{}",
+        third.text()
+    );
+    // Replacing one by name is fine while the total stays within 3000 bytes...
+    assert_eq!(put("one.bin", 1400).await?.status, StatusCode::CREATED);
+    // ...and refused beyond it, keeping the old file.
+    let too_big = put("two.bin", 2000).await?;
+    assert_eq!(
+        too_big.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        too_big.text()
+    );
+    let listed = greedy
+        .get(&format!("/jobs/{}/artifacts", running.id))
+        .await?
+        .ok_json::<serde_json::Value>()?;
+    let sizes: Vec<u64> = listed["artifacts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["size"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(sizes, vec![1400, 1500], "{listed}");
+    Ok(())
+}
