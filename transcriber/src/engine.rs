@@ -56,6 +56,22 @@ pub struct RawSegment {
     pub avg_token_prob: f32,
     /// Whisper's no-speech probability for the window this segment came from.
     pub no_speech_prob: f32,
+    /// The segment's text tokens with their own times (special tokens left out). Lets the pipeline
+    /// split a segment that runs across two packed speech regions.
+    pub tokens: Vec<RawToken>,
+}
+
+/// One text token of a segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawToken {
+    /// Start, ms from the buffer's first sample.
+    pub start_ms: u64,
+    /// End, ms from the buffer's first sample.
+    pub end_ms: u64,
+    /// The token's text (often starts with a space).
+    pub text: String,
+    /// Its probability.
+    pub probability: f32,
 }
 
 /// The result of decoding one buffer.
@@ -164,6 +180,8 @@ impl Engine {
         params.set_print_progress(false);
         params.set_print_realtime(false);
         params.set_print_timestamps(false);
+        // Per-token times, so a segment spanning two packed regions can be cut between them.
+        params.set_token_timestamps(true);
         // Non-speech tokens ("[Music]", "(applause)", "♪") are never what a participant said.
         params.set_suppress_nst(true);
         params.set_suppress_blank(true);
@@ -182,6 +200,7 @@ impl Engine {
                 .to_string();
             let mut probability_sum = 0.0f32;
             let mut text_tokens = 0u32;
+            let mut tokens = Vec::new();
             for index in 0..segment.n_tokens() {
                 let Some(token) = segment.get_token(index) else {
                     continue;
@@ -190,8 +209,17 @@ impl Engine {
                 if token.token_id() >= eot {
                     continue;
                 }
-                probability_sum += token.token_probability();
+                let probability = token.token_probability();
+                probability_sum += probability;
                 text_tokens += 1;
+                let data = token.token_data();
+                let start_ms = (data.t0.max(0) as u64) * 10;
+                tokens.push(RawToken {
+                    start_ms,
+                    end_ms: ((data.t1.max(0) as u64) * 10).max(start_ms),
+                    text: token.to_str_lossy().map(|t| t.into_owned()).unwrap_or_default(),
+                    probability,
+                });
             }
             let start_ms = (segment.start_timestamp().max(0) as u64) * 10;
             let end_ms = ((segment.end_timestamp().max(0) as u64) * 10).max(start_ms);
@@ -205,6 +233,7 @@ impl Engine {
                     0.0
                 },
                 no_speech_prob: segment.no_speech_probability(),
+                tokens,
             });
         }
         let language = if self.multilingual {

@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::engine::{DecodeSettings, Engine, RawSegment, SAMPLE_RATE};
+use crate::engine::{DecodeSettings, Engine, RawSegment, RawToken, SAMPLE_RATE};
 use crate::error::Result;
 use crate::models;
 use crate::transcript::{Segment, SpeakerTranscript};
@@ -77,8 +77,9 @@ pub struct Progress {
 /// Longest stretch of packed speech handed to whisper at once: just under its 30 s window, so a chunk is
 /// decoded in one encoder pass.
 pub const CHUNK_MAX_MS: u64 = 28_000;
-/// Silence placed between two packed regions, so whisper sees a pause and ends a segment there.
-pub const CHUNK_GAP_MS: u64 = 300;
+/// Silence placed between two packed regions, so whisper sees a pause and tends to end a segment there
+/// (a segment that still runs across is cut by its token times, see `Chunk::to_call_time`).
+pub const CHUNK_GAP_MS: u64 = 1_000;
 
 /// Segments whisper itself judged to be probably no speech, with a low token probability, are dropped.
 const NO_SPEECH_DROP: f32 = 0.6;
@@ -159,9 +160,7 @@ impl Transcriber {
                 }
             }
             for raw in decoded.segments {
-                if let Some(segment) = chunk.to_call_time(&raw, &pieces) {
-                    segments.push(segment);
-                }
+                segments.extend(chunk.to_call_time(&raw, &pieces));
             }
             done_ms += chunk.speech_ms();
             progress(Progress { done_ms, total_ms });
@@ -295,20 +294,59 @@ impl Chunk {
         part.map_or(0, |part| part_call_ms(part, position, pieces))
     }
 
-    /// A decoded segment placed on the call timeline, or `None` if it is not speech.
-    fn to_call_time(&self, raw: &RawSegment, pieces: &[AudioPiece]) -> Option<Segment> {
-        if !is_speech(raw) {
-            return None;
+    /// Index of the part a position (ms inside the chunk) belongs to; a gap belongs to the next part.
+    fn part_index(&self, chunk_ms: u64) -> usize {
+        let position = ms_to_samples(chunk_ms);
+        self.parts
+            .iter()
+            .position(|p| position < p.chunk_offset + p.source.len())
+            .unwrap_or(self.parts.len().saturating_sub(1))
+    }
+
+    /// A decoded segment placed on the call timeline: one segment per packed region it covers (cut by
+    /// its tokens' times), non-speech dropped.
+    fn to_call_time(&self, raw: &RawSegment, pieces: &[AudioPiece]) -> Vec<Segment> {
+        let mut groups: Vec<(usize, Vec<&RawToken>)> = Vec::new();
+        for token in &raw.tokens {
+            let part = self.part_index(token.start_ms);
+            match groups.last_mut() {
+                Some((last, tokens)) if *last == part => tokens.push(token),
+                _ => groups.push((part, vec![token])),
+            }
         }
-        let start_ms = self.call_start_ms(raw.start_ms, pieces);
-        let end_ms = self.call_end_ms(raw.end_ms, pieces).max(start_ms);
-        Some(Segment {
-            start_ms,
-            end_ms,
-            text: raw.text.trim().to_string(),
-            avg_token_prob: raw.avg_token_prob,
-            no_speech_prob: raw.no_speech_prob,
-        })
+        let pieces_of_text: Vec<RawSegment> = if groups.len() <= 1 {
+            vec![raw.clone()]
+        } else {
+            groups
+                .into_iter()
+                .map(|(_, tokens)| {
+                    let probability: f32 = tokens.iter().map(|t| t.probability).sum();
+                    RawSegment {
+                        start_ms: tokens.first().map_or(raw.start_ms, |t| t.start_ms),
+                        end_ms: tokens.last().map_or(raw.end_ms, |t| t.end_ms),
+                        text: tokens.iter().map(|t| t.text.as_str()).collect(),
+                        avg_token_prob: probability / tokens.len().max(1) as f32,
+                        no_speech_prob: raw.no_speech_prob,
+                        tokens: Vec::new(),
+                    }
+                })
+                .collect()
+        };
+        pieces_of_text
+            .into_iter()
+            .filter(is_speech)
+            .map(|part| {
+                let start_ms = self.call_start_ms(part.start_ms, pieces);
+                let end_ms = self.call_end_ms(part.end_ms, pieces).max(start_ms);
+                Segment {
+                    start_ms,
+                    end_ms,
+                    text: part.text.trim().to_string(),
+                    avg_token_prob: part.avg_token_prob,
+                    no_speech_prob: part.no_speech_prob,
+                }
+            })
+            .collect()
     }
 }
 

@@ -7,7 +7,23 @@ fn raw(start_ms: u64, end_ms: u64, text: &str) -> RawSegment {
         text: text.to_string(),
         avg_token_prob: 0.9,
         no_speech_prob: 0.05,
+        tokens: Vec::new(),
     }
+}
+
+fn token(start_ms: u64, end_ms: u64, text: &str) -> RawToken {
+    RawToken {
+        start_ms,
+        end_ms,
+        text: text.to_string(),
+        probability: 0.8,
+    }
+}
+
+/// The single segment a decoded segment maps to.
+fn one(segments: Vec<Segment>) -> Segment {
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments.into_iter().next().unwrap()
 }
 
 fn piece(start_ms: u64, seconds: usize) -> AudioPiece {
@@ -25,32 +41,46 @@ fn regions_are_packed_with_gaps_and_mapped_back_to_call_time() {
     let chunks = plan_chunks(0, &regions);
     assert_eq!(chunks.len(), 1);
     let chunk = &chunks[0];
-    // 2 s + 0.3 s gap + 2 s.
-    assert_eq!(chunk.len(), 16_000 * 2 + 4_800 + 16_000 * 2);
+    // 2 s + 1 s gap + 2 s.
+    assert_eq!(chunk.len(), 16_000 * 5);
     assert_eq!(chunk.speech_ms(), 4_000);
     // A segment in the first region: 0.5..1.5 s of the chunk = 61.5..62.5 s of the call.
-    let s = chunk
-        .to_call_time(&raw(500, 1_500, " Hello. "), &pieces)
-        .unwrap();
-    assert_eq!(
-        (s.start_ms, s.end_ms, s.text.as_str()),
-        (61_500, 62_500, "Hello.")
-    );
+    let s = one(chunk.to_call_time(&raw(500, 1_500, " Hello. "), &pieces));
+    assert_eq!((s.start_ms, s.end_ms, s.text.as_str()), (61_500, 62_500, "Hello."));
     // A segment starting in the gap starts with the second region (70 s) and ends inside it.
-    let s = chunk
-        .to_call_time(&raw(2_100, 3_300, "Second."), &pieces)
-        .unwrap();
+    let s = one(chunk.to_call_time(&raw(2_500, 4_000, "Second."), &pieces));
     assert_eq!((s.start_ms, s.end_ms), (70_000, 71_000));
-    // A segment spanning both regions keeps both ends.
-    let s = chunk
-        .to_call_time(&raw(1_000, 4_000, "Both."), &pieces)
-        .unwrap();
-    assert_eq!((s.start_ms, s.end_ms), (62_000, 71_700));
+    // A segment without token times spanning both regions keeps both ends.
+    let s = one(chunk.to_call_time(&raw(1_000, 5_000, "Both."), &pieces));
+    assert_eq!((s.start_ms, s.end_ms), (62_000, 72_000));
     // An end in the gap belongs to the first region.
-    let s = chunk
-        .to_call_time(&raw(1_000, 2_200, "First."), &pieces)
-        .unwrap();
+    let s = one(chunk.to_call_time(&raw(1_000, 2_500, "First."), &pieces));
     assert_eq!((s.start_ms, s.end_ms), (62_000, 63_000));
+}
+
+#[test]
+fn a_segment_running_across_two_regions_is_cut_between_them_by_token_times() {
+    let pieces = vec![piece(60_000, 20)];
+    let chunk = &plan_chunks(0, &[16_000..48_000, 160_000..192_000])[0];
+    let segment = RawSegment {
+        tokens: vec![
+            token(500, 800, "The"),
+            token(1_200, 1_800, " end."),
+            token(3_500, 3_800, " Next"),
+            token(4_000, 4_500, " one."),
+        ],
+        ..raw(0, 5_000, "The end. Next one.")
+    };
+    let segments = chunk.to_call_time(&segment, &pieces);
+    let got: Vec<_> = segments
+        .iter()
+        .map(|s| (s.start_ms, s.end_ms, s.text.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(61_500, 62_800, "The end."), (70_500, 71_500, "Next one.")]
+    );
+    assert!((segments[0].avg_token_prob - 0.8).abs() < 1e-6);
 }
 
 #[test]
@@ -60,7 +90,7 @@ fn chunks_never_exceed_the_whisper_window_unless_one_region_does() {
         .map(|i| (i * 20 * second)..(i * 20 * second + 10 * second))
         .collect();
     let chunks = plan_chunks(3, &regions);
-    // 10 s regions + gaps: two fit into 28 s, a third does not.
+    // 10 s regions + 1 s gaps: two fit into 28 s, a third does not.
     assert_eq!(chunks.len(), 5);
     assert!(chunks
         .iter()
@@ -80,11 +110,11 @@ fn assembled_chunks_copy_speech_and_put_silence_between() {
     }];
     let chunk = &plan_chunks(0, &[100..110, 200..205])[0];
     let samples = chunk.assemble(&pieces);
-    assert_eq!(samples.len(), 10 + 4_800 + 5);
+    assert_eq!(samples.len(), 10 + 16_000 + 5);
     assert_eq!(samples[0], 100.0);
     assert_eq!(samples[9], 109.0);
-    assert!(samples[10..4_810].iter().all(|s| *s == 0.0));
-    assert_eq!(samples[4_810], 200.0);
+    assert!(samples[10..16_010].iter().all(|s| *s == 0.0));
+    assert_eq!(samples[16_010], 200.0);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! directory (`$CALLS_TRANSCRIBER_MODELS` or `~/.cache/calls-transcriber/models`); `scripts/test.sh`
 //! fetches them first. A missing model fails the test with the command that fetches it.
 
-use calls_transcriber::evaluation::{noise, synthesize, word_error_rate, SENTENCES, VOICES};
+use calls_transcriber::evaluation::{noise, synthesize, word_errors, SENTENCES, VOICES};
 use calls_transcriber::models;
 use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transcriber};
 use calls_transcriber::transcript::merge;
@@ -51,35 +51,33 @@ fn check_sentences(model: &str, max_wer: f64) {
         "{result:?}"
     );
     assert_eq!(result.language.as_deref(), Some("en"));
-    // Every sentence is found near the time it was spoken, with a low word error rate.
+    // Every sentence is found where it was spoken: a cue starting within 1 s of it, and the cues near
+    // it say it with few errors (WER over all sentences, as in docs/benchmarks.md).
+    let mut errors = 0;
+    let mut words = 0;
     for (at_ms, sentence) in spoken {
-        let text: Vec<&str> = result
+        let near: Vec<_> = result
             .segments
             .iter()
-            .filter(|s| s.start_ms + 1_500 >= at_ms && s.start_ms < at_ms + 2_500)
-            .map(|s| s.text.as_str())
+            .filter(|s| s.start_ms + 1_000 >= at_ms && s.start_ms < at_ms + 2_500)
             .collect();
-        let text = text.join(" ");
-        let wer = word_error_rate(sentence, &text);
-        assert!(
-            wer <= max_wer,
-            "{model}: {sentence:?} → {text:?} (WER {wer:.2})"
-        );
-        let first = result
-            .segments
-            .iter()
-            .find(|s| s.start_ms + 1_500 >= at_ms)
-            .unwrap();
+        let first = near.first().unwrap_or_else(|| {
+            panic!("{model}: nothing within 1 s of {at_ms} ms ({sentence:?}): {:?}", result.segments)
+        });
         assert!(
             first.start_ms.abs_diff(at_ms) <= 1_000,
             "{model}: {sentence:?} spoken at {at_ms} ms, cue at {} ms",
             first.start_ms
         );
-        assert!(
-            first.avg_token_prob > 0.3 && first.no_speech_prob < 0.6,
-            "{first:?}"
-        );
+        assert!(first.avg_token_prob > 0.3 && first.no_speech_prob < 0.6, "{first:?}");
+        let text: Vec<&str> = near.iter().map(|s| s.text.as_str()).collect();
+        let (e, w) = word_errors(sentence, &text.join(" "));
+        eprintln!("{model}: {sentence:?} → {:?}", text.join(" "));
+        errors += e;
+        words += w;
     }
+    let wer = errors as f64 / words as f64;
+    assert!(wer <= max_wer, "{model}: WER {wer:.3} > {max_wer}");
     let transcript = merge("call", model, 30_000, vec![result]);
     assert!(
         transcript.to_vtt().contains("<v Alice>The birch canoe"),

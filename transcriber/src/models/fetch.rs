@@ -148,6 +148,19 @@ async fn wheel(package: &Package, dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// An error with its causes, so "error sending request" says why (DNS, TLS, refused).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// An HTTP client that trusts the system's certificate store (proxies with their own CA included).
 fn client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("calls-transcriber/", env!("CARGO_PKG_VERSION")))
@@ -167,7 +180,7 @@ async fn wheel_url(index: &str, package: &Package) -> Result<reqwest::Url> {
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| Error::Download(format!("{base}: {e}")))?;
+        .map_err(|e| Error::Download(format!("{base}: {}", chain(&e))))?;
     let page: serde_json::Value = response
         .json()
         .await
@@ -190,13 +203,13 @@ async fn download(url: &reqwest::Url, path: &Path) -> Result<String> {
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| Error::Download(format!("{url}: {e}")))?;
+        .map_err(|e| Error::Download(format!("{url}: {}", chain(&e))))?;
     let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| Error::Download(format!("{url}: {e}")))?
+        .map_err(|e| Error::Download(format!("{url}: {}", chain(&e))))?
     {
         hasher.update(&chunk);
         file.write_all(&chunk).map_err(|e| Error::io(path, e))?;
