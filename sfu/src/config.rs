@@ -110,6 +110,10 @@ pub struct Limits {
     pub screen_tracks_per_session: usize,
     /// Live sessions one join token may hold at a time.
     pub sessions_per_token: usize,
+    /// HTTP connections (WebSockets included) served at once.
+    pub max_http_connections: usize,
+    /// Time a client has to send a request's headers, and its body.
+    pub http_read_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +240,8 @@ pub struct RawLimits {
     pub voice_tracks_per_session: Option<usize>,
     pub screen_tracks_per_session: Option<usize>,
     pub sessions_per_token: Option<usize>,
+    pub max_http_connections: Option<usize>,
+    pub http_read_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,6 +324,8 @@ pub const KEYS: &[Key] = &[
     key!(limits.voice_tracks_per_session, parse),
     key!(limits.screen_tracks_per_session, parse),
     key!(limits.sessions_per_token, parse),
+    key!(limits.max_http_connections, parse),
+    key!(limits.http_read_timeout_secs, parse),
     key!(log.format, text),
     key!(log.level, text),
 ];
@@ -557,6 +565,18 @@ impl RawLimits {
                 1,
                 1000,
             )?,
+            max_http_connections: in_range(
+                "limits.max_http_connections",
+                self.max_http_connections.unwrap_or(4096),
+                16,
+                1_000_000,
+            )?,
+            http_read_timeout: std::time::Duration::from_secs(in_range(
+                "limits.http_read_timeout_secs",
+                self.http_read_timeout_secs.unwrap_or(10),
+                1,
+                300,
+            )?),
         })
     }
 }

@@ -31,6 +31,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/calls/{id}/sessions/{session}/job_stop",
             axum::routing::post(job_stop),
         )
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            shared.config.limits.http_read_timeout,
+        ))
         .with_state(shared)
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod http;
+pub mod http_server;
 pub mod ice_mux;
 pub mod metrics;
 pub mod negotiation;
@@ -161,12 +162,17 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
     let shared = Arc::new(shared);
     let app = http::router(Arc::clone(&shared));
     let stop = CancellationToken::new();
-    let stopped = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopped.cancelled().await })
-            .await
-    });
+    let server_limits = http_server::ServerLimits {
+        max_connections: shared.config.limits.max_http_connections,
+        header_read_timeout: shared.config.limits.http_read_timeout,
+    };
+    let server = tokio::spawn(http_server::serve(
+        listener,
+        app,
+        server_limits,
+        Arc::clone(&shared.metrics),
+        stop.clone(),
+    ));
     tracing::info!(
         http = %http_addr,
         ice_udp = %ice_udp_addr,

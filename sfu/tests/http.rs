@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use calls_participant::TrackKind;
 use common::*;
 
@@ -169,4 +171,69 @@ async fn version_health_metrics_and_calls_answer() {
     alice.leave().await.unwrap();
     bob.leave().await.unwrap();
     sfu.shutdown().await;
+}
+
+/// Issue 11, finding 6: a partial request header held a connection open indefinitely, and
+/// connections were not capped. With the cap at its minimum (16) and the shipped read timeout
+/// (10 s): 16 clients that never finish their headers fill the server; a 17th, complete request
+/// waits in the backlog until the timeout closes them, and is then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partial_headers_time_out_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = calls_sfu::Config::for_local_test(SECRET);
+    config.limits.max_http_connections = 16;
+    let timeout = config.limits.http_read_timeout;
+    assert_eq!(timeout, Duration::from_secs(10), "the shipped default");
+    let sfu = calls_sfu::start(config).await.expect("sfu starts");
+
+    let started = tokio::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..16 {
+        let mut stream = tokio::net::TcpStream::connect(sfu.http_addr)
+            .await
+            .expect("connects");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: sfu\r\nX-Slow: ")
+            .await
+            .expect("partial header is sent");
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let waiting = tokio::spawn(async move {
+        let mut stream = tokio::net::TcpStream::connect(sfu.http_addr)
+            .await
+            .expect("the kernel accepts into the backlog");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: sfu\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request is sent");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .await
+            .expect("answer is read");
+        (answer, started.elapsed())
+    });
+
+    for mut stream in slow {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(timeout + Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the server closes a connection whose header never ends");
+        assert!(
+            matches!(closed, Ok(0) | Err(_)) || String::from_utf8_lossy(&buf).contains("408"),
+            "unexpected answer to a partial header: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    let (answer, after) = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the waiting request is served")
+        .expect("task");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        after >= timeout - Duration::from_secs(1),
+        "the 17th connection was served after {after:?}, before the cap freed a slot"
+    );
 }

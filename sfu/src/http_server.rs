@@ -1,0 +1,105 @@
+//! The SFU's HTTP/1.1 server loop (instead of `axum::serve`, which has neither of the two
+//! protections below; issue 11, finding 6):
+//!
+//! - a **connection cap** (`http.max_connections`): the loop accepts a connection only while it
+//!   holds a permit; beyond the cap, new connections wait in the kernel's backlog instead of
+//!   costing a task and buffers each;
+//! - a **header read timeout** (`http.header_read_timeout`): a client that does not finish
+//!   sending a request's headers in time is disconnected (a partial header used to hold a
+//!   connection open indefinitely). Request bodies get the same deadline through
+//!   `tower_http::timeout::RequestBodyTimeoutLayer` in `http::router`.
+//!
+//! Upgraded connections (the signalling WebSocket) keep their permit for their whole life, so the
+//! cap also bounds live sessions per SFU. Accept errors back off (`backoff.rs`). On `stop` the
+//! loop stops accepting and every connection is shut down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::metrics::Metrics;
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (and, through the router, its body).
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = Backoff::new();
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => {
+                permit.expect("the semaphore is never closed")
+            }
+            _ = stop.cancelled() => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff.succeeded();
+                    accepted
+                }
+                Err(err) => {
+                    let delay = backoff.failed(std::time::Instant::now());
+                    if let Some(suppressed) = delay.log {
+                        tracing::warn!(error = %err, suppressed, "http accept failed");
+                    }
+                    metrics.record_error("http_accept");
+                    tokio::time::sleep(delay.wait).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        let metrics = Arc::clone(&metrics);
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                if err.is_timeout() {
+                    metrics.record_error("http_header_timeout");
+                }
+                tracing::debug!(error = %err, "http connection ended with an error");
+            }
+        });
+    }
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
+    Ok(())
+}
