@@ -133,6 +133,35 @@ pub async fn status(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The upload stream, failing when no chunk arrives for `idle` (a stalled upload must not hold
+/// its connection and temporary file forever).
+fn idle_timeout<S>(
+    stream: S,
+    idle: std::time::Duration,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, String>> + Unpin
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin + Send + 'static,
+{
+    Box::pin(futures::stream::unfold(
+        stream,
+        move |mut stream| async move {
+            use futures::StreamExt;
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), stream)),
+                Ok(Some(Err(e))) => Some((Err(e.to_string()), stream)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(format!(
+                        "no data for {}s (api.body_read_timeout)",
+                        idle.as_secs_f64()
+                    )),
+                    stream,
+                )),
+            }
+        },
+    ))
+}
+
 pub async fn upload_artifact(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,
@@ -171,7 +200,7 @@ pub async fn upload_artifact(
         &state.config.data_dir,
         &id,
         &name,
-        body.into_data_stream(),
+        idle_timeout(body.into_data_stream(), state.config.body_read_timeout),
         limit,
     )
     .await?;
