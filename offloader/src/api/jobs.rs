@@ -17,8 +17,8 @@ use crate::store::{JobRecord, StopReason};
 use crate::view::public_job;
 use crate::{docker, files, image_ref, now_ms, AppState};
 
-const MAX_INPUT_KEYS: usize = 64;
-const RESERVED_ENV: [&str; 4] = ["JOB_ID", "JOB_TYPE", "OFFLOADER_URL", "JOB_TOKEN"];
+pub const MAX_INPUT_KEYS: usize = 64;
+pub const RESERVED_ENV: [&str; 4] = ["JOB_ID", "JOB_TYPE", "OFFLOADER_URL", "JOB_TOKEN"];
 
 /// Checks a job request against the configuration and builds its queued record.
 pub fn validate_request(

@@ -5,8 +5,11 @@
 
 mod clients;
 mod job_side;
-mod jobs;
+pub mod jobs;
 mod output;
+
+pub use clients::validate_registration;
+pub use job_side::{validate_status_update, MAX_COUNTERS};
 
 use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::header;
