@@ -34,6 +34,9 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("api.self_registration", Kind::Bool, "false", "let anyone register a client without the admin secret"),
     ("api.token_ttl", Kind::Str, "\"24h\"", "lifetime of bearer tokens from /login"),
     ("api.max_json_body_bytes", Kind::Int, "1048576", "body limit of JSON routes (413 above it)"),
+    ("api.header_read_timeout", Kind::Str, "\"10s\"", "time a client has to send a request's line and headers (also between requests on a kept-alive connection) before the connection is closed"),
+    ("api.body_read_timeout", Kind::Str, "\"30s\"", "time a JSON body may take to arrive, and the longest pause between two chunks of an artifact upload (408-style 400 and the upload dropped)"),
+    ("api.max_connections", Kind::Int, "1024", "connections served at once; further ones are closed at once and counted in calls_offloader_api_connections_refused_total"),
     ("api.key_cache_ttl", Kind::Str, "\"10m\"", "how long a verified client key is remembered (as a keyed hash, in memory) so Basic auth runs argon2 at most once per key and period; \"0s\" disables"),
     ("api.max_key_verifications", Kind::Int, "2", "argon2 key verifications running at once (≈ 19 MiB each); further ones wait up to 10 s, then 503"),
     ("api.auth_failure_limit", Kind::Int, "10", "failed key verifications per minute for one client id, or from one source address, before 429 `rate_limited`"),
@@ -99,6 +102,9 @@ struct RawApi {
     token_ttl: Option<String>,
     max_json_body_bytes: Option<u64>,
     key_cache_ttl: Option<String>,
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    max_connections: Option<u64>,
     max_key_verifications: Option<u64>,
     auth_failure_limit: Option<u64>,
 }
@@ -192,6 +198,9 @@ pub struct Config {
     pub token_ttl: Duration,
     pub max_json_body_bytes: usize,
     pub key_cache_ttl: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
     pub max_key_verifications: usize,
     pub auth_failure_limit: u32,
     pub data_dir: PathBuf,
@@ -503,6 +512,19 @@ fn validate(raw: RawConfig) -> Result<Config> {
             raw.api.max_json_body_bytes.unwrap_or(1024 * 1024),
         )? as usize,
         key_cache_ttl: duration("api.key_cache_ttl", raw.api.key_cache_ttl, "10m")?,
+        header_read_timeout: duration(
+            "api.header_read_timeout",
+            raw.api.header_read_timeout,
+            "10s",
+        )?
+        .max(Duration::from_millis(100)),
+        body_read_timeout: duration("api.body_read_timeout", raw.api.body_read_timeout, "30s")?
+            .max(Duration::from_millis(100)),
+        max_connections: positive(
+            "api.max_connections",
+            raw.api.max_connections.unwrap_or(1024),
+        )?
+        .min(1_000_000) as usize,
         max_key_verifications: positive(
             "api.max_key_verifications",
             raw.api.max_key_verifications.unwrap_or(2),

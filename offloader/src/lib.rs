@@ -7,7 +7,8 @@
 //! `scheduler` (pure decisions: admission, exit classification, reconciliation), `runner`
 //! (async shell: dispatcher, watchers, sweeper), `docker` (bollard calls), `files` (logs and
 //! artifacts on disk), `webhook`, `metrics`, `config`, `view` (the redacted public job),
-//! `image_ref` (the Docker image reference grammar).
+//! `image_ref` (the Docker image reference grammar), `serve` (the HTTP server loop with its
+//! timeouts and connection cap).
 
 pub mod api;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod image_ref;
 pub mod metrics;
 pub mod runner;
 pub mod scheduler;
+pub mod serve;
 pub mod store;
 pub mod view;
 pub mod webhook;
@@ -113,11 +115,14 @@ pub async fn run(config: Config) -> Result<()> {
     Runner::start(state.clone(), docker).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listen, "calls-offloader listening");
-    axum::serve(
+    serve::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router(state.clone()),
+        state.config.header_read_timeout,
+        state.config.max_connections,
+        state.metrics.clone(),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await?;
     Ok(())
 }

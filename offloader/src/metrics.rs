@@ -21,6 +21,7 @@ pub struct Metrics {
     pub webhook_failures: IntCounterVec,
     pub job_reported: CounterVec,
     pub auth_key_checks: IntCounterVec,
+    pub connections_refused: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -106,6 +107,11 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition is valid");
+        let connections_refused = prometheus::IntCounter::new(
+            "calls_offloader_api_connections_refused_total",
+            "connections closed on accept because api.max_connections were open",
+        )
+        .expect("static metric definition is valid");
         for collector in [
             Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_length.clone()),
@@ -116,6 +122,7 @@ impl Metrics {
             Box::new(webhook_failures.clone()),
             Box::new(job_reported.clone()),
             Box::new(auth_key_checks.clone()),
+            Box::new(connections_refused.clone()),
         ] {
             registry
                 .register(collector)
@@ -132,6 +139,7 @@ impl Metrics {
             webhook_failures,
             job_reported,
             auth_key_checks,
+            connections_refused,
         }
     }
 

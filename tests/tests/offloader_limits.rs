@@ -3,7 +3,8 @@
 //! metric labels (#7); job containers drop every capability and have pid and log limits, and a
 //! job's log is read within a budget (#11); a job type runs only its own images, and
 //! `input_data` keys may not differ only in case (#12); one client cannot fill the whole queue,
-//! and a job's artifacts have a count and a size quota (#13).
+//! and a job's artifacts have a count and a size quota (#13); slow clients cannot hold
+//! connections, and connections are capped (#6).
 
 use std::time::Duration;
 
@@ -246,5 +247,96 @@ async fn clients_get_a_queue_share_and_jobs_an_artifact_quota() -> anyhow::Resul
         .map(|a| a.iter().filter_map(|x| x["size"].as_u64()).collect())
         .unwrap_or_default();
     assert_eq!(sizes, vec![1400, 1500], "{listed}");
+    Ok(())
+}
+
+/// Reads until the server closes the connection (or `limit` passes); what it sent.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> anyhow::Result<(String, Duration)> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(started + limit),
+            stream.read(&mut buffer),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buffer[..n]),
+            Err(_) => anyhow::bail!(
+                "still open after {limit:?}, sent {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    Ok((
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off_and_connections_capped() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let _serial = serial().await;
+    let settings = OffloaderSettings {
+        extra_env: vec![
+            ("OFFLOADER_API_HEADER_READ_TIMEOUT".into(), "1s".into()),
+            ("OFFLOADER_API_BODY_READ_TIMEOUT".into(), "1s".into()),
+            ("OFFLOADER_API_MAX_CONNECTIONS".into(), "4".into()),
+        ],
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("slowloris", settings).await?;
+    let address = offloader
+        .base_url()
+        .trim_start_matches("http://")
+        .to_owned();
+
+    // Half a request head: closed after the header timeout instead of held.
+    let mut partial = tokio::net::TcpStream::connect(&address).await?;
+    partial
+        .write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    let (_, held) = read_until_closed(&mut partial, Duration::from_secs(10)).await?;
+    assert!(held < Duration::from_secs(5), "held for {held:?}");
+
+    // A body that never completes: 400 naming the setting, within the body timeout.
+    let mut slow_body = tokio::net::TcpStream::connect(&address).await?;
+    slow_body
+        .write_all(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"clientID\"")
+        .await?;
+    let (answer, _) = read_until_closed(&mut slow_body, Duration::from_secs(10)).await?;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("api.body_read_timeout"), "{answer}");
+
+    // Four idle connections fill the cap: a fifth is closed without an answer.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(&address).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = tokio::net::TcpStream::connect(&address).await?;
+    let _ = fifth
+        .write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (answer, _) = read_until_closed(&mut fifth, Duration::from_secs(10)).await?;
+    assert!(answer.is_empty(), "{answer}");
+    // The idle ones time out too, and then the API answers again.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = offloader
+        .metric("calls_offloader_api_connections_refused_total")
+        .await?;
+    assert!(refused >= 1.0, "{refused}");
+    assert_eq!(
+        offloader.anonymous().get("/version").await?.status,
+        StatusCode::OK
+    );
     Ok(())
 }

@@ -31,6 +31,22 @@ fn validate_client_id(id: &str) -> Result<()> {
     }
 }
 
+/// The rules of a registration body by itself: client id 1–64 of `A-Z a-z 0-9 . _ -`, key of
+/// 32–256 characters, webhook (if any) as `webhook::validate` says.
+pub fn validate_registration(request: &RegisterRequest, allow_private: bool) -> Result<()> {
+    validate_client_id(&request.client_id)?;
+    let key_chars = request.auth_key.chars().count();
+    if !(MIN_KEY_CHARS..=256).contains(&key_chars) {
+        return Err(Error::BadRequest(format!(
+            "authKey must be {MIN_KEY_CHARS} to 256 characters"
+        )));
+    }
+    if let Some(webhook) = &request.webhook {
+        webhook::validate(webhook, allow_private)?;
+    }
+    Ok(())
+}
+
 pub async fn register(
     State(state): State<AppState>,
     MaybeCredentials(credentials, _source): MaybeCredentials,
@@ -42,16 +58,7 @@ pub async fn register(
                 .into(),
         ));
     }
-    validate_client_id(&request.client_id)?;
-    let key_chars = request.auth_key.chars().count();
-    if !(MIN_KEY_CHARS..=256).contains(&key_chars) {
-        return Err(Error::BadRequest(format!(
-            "authKey must be {MIN_KEY_CHARS} to 256 characters"
-        )));
-    }
-    if let Some(webhook) = &request.webhook {
-        webhook::validate(webhook, state.config.allow_private_webhooks)?;
-    }
+    validate_registration(&request, state.config.allow_private_webhooks)?;
     if state.store.client(&request.client_id)?.is_some() {
         return Err(Error::Conflict(format!(
             "client {:?} is already registered",

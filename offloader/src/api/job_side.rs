@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::store::JobRecord;
 use crate::{files, now_ms, AppState};
 
-const MAX_COUNTERS: usize = 32;
+pub const MAX_COUNTERS: usize = 32;
 const MAX_TEXT_CHARS: usize = 2000;
 
 /// The job a job token belongs to. Wrong or missing token → 401; a token cannot tell whether
@@ -58,13 +58,9 @@ fn clip(text: Option<String>) -> Option<String> {
     text.map(|t| t.chars().take(MAX_TEXT_CHARS).collect())
 }
 
-pub async fn status(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ApiJson(update): ApiJson<JobStatusUpdate>,
-) -> Result<StatusCode> {
-    let job = authenticate_job(&state, &headers, &id)?;
+/// The rules of one status report by itself: at most [`MAX_COUNTERS`] counters, names
+/// `[A-Za-z_][A-Za-z0-9_]{0,63}`, values finite and ≥ 0.
+pub fn validate_status_update(update: &JobStatusUpdate) -> Result<()> {
     if update.counters.len() > MAX_COUNTERS {
         return Err(Error::BadRequest(format!(
             "at most {MAX_COUNTERS} counters per update"
@@ -82,6 +78,17 @@ pub async fn status(
             )));
         }
     }
+    Ok(())
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(update): ApiJson<JobStatusUpdate>,
+) -> Result<StatusCode> {
+    let job = authenticate_job(&state, &headers, &id)?;
+    validate_status_update(&update)?;
     let mut counters = job.counters.clone();
     let known = update
         .counters
@@ -133,6 +140,35 @@ pub async fn status(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The upload stream, failing when no chunk arrives for `idle` (a stalled upload must not hold
+/// its connection and temporary file forever).
+fn idle_timeout<S>(
+    stream: S,
+    idle: std::time::Duration,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, String>> + Unpin
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin + Send + 'static,
+{
+    Box::pin(futures::stream::unfold(
+        stream,
+        move |mut stream| async move {
+            use futures::StreamExt;
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), stream)),
+                Ok(Some(Err(e))) => Some((Err(e.to_string()), stream)),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(format!(
+                        "no data for {}s (api.body_read_timeout)",
+                        idle.as_secs_f64()
+                    )),
+                    stream,
+                )),
+            }
+        },
+    ))
+}
+
 pub async fn upload_artifact(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,
@@ -171,7 +207,7 @@ pub async fn upload_artifact(
         &state.config.data_dir,
         &id,
         &name,
-        body.into_data_stream(),
+        idle_timeout(body.into_data_stream(), state.config.body_read_timeout),
         limit,
     )
     .await?;

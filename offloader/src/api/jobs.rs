@@ -18,7 +18,7 @@ use crate::store::{JobRecord, StopReason};
 use crate::view::public_job;
 use crate::{docker, files, image_ref, now_ms, AppState};
 
-const MAX_INPUT_KEYS: usize = 64;
+pub const MAX_INPUT_KEYS: usize = 64;
 
 /// Checks a job request against the configuration and builds its queued record.
 pub fn validate_request(

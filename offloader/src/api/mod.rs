@@ -5,8 +5,11 @@
 
 mod clients;
 mod job_side;
-mod jobs;
+pub mod jobs;
 mod output;
+
+pub use clients::validate_registration;
+pub use job_side::{validate_status_update, MAX_COUNTERS};
 
 use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::header;
@@ -83,19 +86,30 @@ impl FromRequest<AppState> for ApiBytes {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         let limit = state.config.max_json_body_bytes;
+        let timeout = state.config.body_read_timeout;
         let mut stream = req.into_body().into_data_stream();
         let mut body = Vec::new();
         let mut seen = 0usize;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|e| Error::BadRequest(format!("could not read the request body: {e}")))?;
-            seen += chunk.len();
-            if seen <= limit {
-                body.extend_from_slice(&chunk);
-            } else if seen > DRAIN_LIMIT {
-                break;
+        let read = async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    Error::BadRequest(format!("could not read the request body: {e}"))
+                })?;
+                seen += chunk.len();
+                if seen <= limit {
+                    body.extend_from_slice(&chunk);
+                } else if seen > DRAIN_LIMIT {
+                    break;
+                }
             }
-        }
+            Ok::<(), Error>(())
+        };
+        tokio::time::timeout(timeout, read).await.map_err(|_| {
+            Error::BadRequest(format!(
+                "the request body did not arrive within {}s (api.body_read_timeout)",
+                timeout.as_secs_f64()
+            ))
+        })??;
         if seen > limit {
             return Err(Error::PayloadTooLarge(format!(
                 "request body is over the {limit} byte JSON limit (api.max_json_body_bytes)"
