@@ -1,1 +1,16 @@
-//! calls-transcriber: will join a call as a bot, transcribe each speaker with whisper and publish live captions.
+//! calls-transcriber: joins a call as a bot, keeps every speaker's voice, and after the call transcribes
+//! each speaker with whisper into `transcript.{vtt,srt,txt,json}`.
+//!
+//! The speech part: [`models`] (fetch, convert and find whisper/VAD models), [`vad`] (Silero VAD),
+//! [`engine`] (whisper on a buffer), [`pipeline`] (one speaker: VAD → chunks → whisper → call time) and
+//! [`transcript`] (merge speakers, render the artifacts).
+
+pub mod engine;
+pub mod error;
+pub mod evaluation;
+pub mod models;
+pub mod pipeline;
+pub mod transcript;
+pub mod vad;
+
+pub use error::{Error, Result};

@@ -1,0 +1,19 @@
+"""One faster-whisper run for transcriber-bench: loads the same CTranslate2 weights calls-transcriber
+converts, transcribes 16 kHz float32 raw audio, prints one JSON line (text, seconds, peak RSS)."""
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+from faster_whisper import WhisperModel
+
+model_dir, compute_type, beam, threads, audio_path = sys.argv[1:6]
+audio = np.fromfile(audio_path, dtype=np.float32)
+model = WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=int(threads), num_workers=1)
+started = time.perf_counter()
+segments, info = model.transcribe(audio, beam_size=int(beam), language="en", vad_filter=True)
+text = " ".join(segment.text.strip() for segment in segments)
+seconds = time.perf_counter() - started
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"text": text, "seconds": seconds, "peak_rss_mb": peak_mb}))

@@ -1,0 +1,332 @@
+//! transcriber-bench: speed, accuracy and memory of calls-transcriber side by side with faster-whisper on
+//! the same CTranslate2 weights, in one run (docs/benchmarks.md).
+//!
+//! ```text
+//! cargo run --release -p calls-transcriber --bin transcriber-bench -- \
+//!     [--models tiny.en,base] [--threads 1,2] [--python /work/.venv-fw/bin/python] [--vad-report]
+//! ```
+//! The audio: every sentence of `evaluation::SENTENCES` spoken by espeak-ng, voices rotating, with 0.7 s
+//! pauses (≥ 30 s). Each configuration runs in its own process so its peak RSS is its own. RTF = time to
+//! transcribe (model already loaded) ÷ audio duration. faster-whisper runs with its Silero VAD filter on,
+//! as calls-transcriber runs with its own.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use calls_transcriber::engine::{DecodeSettings, Engine};
+use calls_transcriber::evaluation::{noise, synthesize, word_error_rate, SENTENCES, VOICES};
+use calls_transcriber::models;
+use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transcriber};
+
+const FASTER_WHISPER_SCRIPT: &str = include_str!("../../bench/faster_whisper_bench.py");
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--one") {
+        return one(&args[1..]);
+    }
+    let option = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let model_names =
+        option("--models").unwrap_or_else(|| format!("tiny.en,{}", models::DEFAULT_MODEL));
+    let threads = option("--threads").unwrap_or_else(|| "1,2".to_string());
+    let python = option("--python").unwrap_or_else(|| "/work/.venv-fw/bin/python".to_string());
+    let dir = models::default_dir();
+
+    let work = tempfile::tempdir()?;
+    let mut audio = Vec::new();
+    let mut reference = Vec::new();
+    for (index, sentence) in SENTENCES.iter().enumerate() {
+        audio.extend(synthesize(
+            sentence,
+            VOICES[index % VOICES.len()],
+            work.path(),
+        )?);
+        audio.extend(std::iter::repeat_n(0.0f32, 16_000 * 7 / 10));
+        reference.push(*sentence);
+    }
+    let reference = reference.join(" ");
+    let audio_s = audio.len() as f64 / 16_000.0;
+    let audio_path = work.path().join("bench.f32");
+    std::fs::write(
+        &audio_path,
+        audio
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    println!(
+        "audio: {audio_s:.1} s, {} sentences, {} voices; cpu: {cpu}; load average: {}",
+        SENTENCES.len(),
+        VOICES.len(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!();
+    println!(
+        "| engine | model | weights | beam | threads | RTF | × real time | WER | peak RSS MB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let me = std::env::current_exe()?;
+    let script = work.path().join("faster_whisper_bench.py");
+    std::fs::write(&script, FASTER_WHISPER_SCRIPT)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for name in model_names.split(',') {
+        let base_name = name.split("-q").next().unwrap_or(name);
+        for threads in threads.split(',') {
+            for beam in ["1", "5"] {
+                let output = Command::new(&me)
+                    .args(["--one", name, threads, beam])
+                    .arg(&audio_path)
+                    .output()?;
+                report_line(
+                    &output,
+                    "calls-transcriber",
+                    name,
+                    weights_of(name),
+                    beam,
+                    threads,
+                    audio_s,
+                    &reference,
+                );
+            }
+            let Ok(ct2) = runtime.block_on(models::fetch::extract_ct2(base_name, &dir)) else {
+                continue;
+            };
+            if !Path::new(&python).exists() || name != base_name {
+                continue;
+            }
+            for compute in ["int8", "float32"] {
+                for beam in ["1", "5"] {
+                    let output = Command::new(&python)
+                        .arg(&script)
+                        .arg(&ct2)
+                        .args([compute, beam, threads])
+                        .arg(&audio_path)
+                        .output()?;
+                    report_line(
+                        &output,
+                        "faster-whisper",
+                        name,
+                        compute,
+                        beam,
+                        threads,
+                        audio_s,
+                        &reference,
+                    );
+                }
+            }
+        }
+    }
+    if args.iter().any(|a| a == "--vad-report") {
+        vad_report(&dir, work.path())?;
+    }
+    Ok(())
+}
+
+fn weights_of(name: &str) -> &'static str {
+    if name.ends_with("-q8_0") {
+        "q8_0"
+    } else if name.ends_with("-q5_0") {
+        "q5_0"
+    } else {
+        "f16"
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_line(
+    output: &std::process::Output,
+    engine: &str,
+    model: &str,
+    weights: &str,
+    beam: &str,
+    threads: &str,
+    audio_s: f64,
+    reference: &str,
+) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{'));
+    let Some(value) = line.and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()) else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        println!(
+            "| {engine} | {model} | {weights} | {beam} | {threads} | failed: {} | | | |",
+            stderr.lines().last().unwrap_or("no output")
+        );
+        return;
+    };
+    let seconds = value["seconds"].as_f64().unwrap_or(f64::NAN);
+    let text = value["text"].as_str().unwrap_or("");
+    let wer = word_error_rate(reference, text);
+    println!(
+        "| {engine} | {model} | {weights} | {beam} | {threads} | {:.3} | {:.1} | {:.1}% | {:.0} |",
+        seconds / audio_s,
+        audio_s / seconds,
+        wer * 100.0,
+        value["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
+    );
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("{engine} {model} {weights} beam {beam} threads {threads}: {text}");
+    }
+}
+
+/// Child process: one calls-transcriber configuration.
+fn one(args: &[String]) -> anyhow::Result<()> {
+    let [name, threads, beam, audio_path] = args else {
+        bail!("usage: --one MODEL THREADS BEAM AUDIO");
+    };
+    let bytes = std::fs::read(audio_path).with_context(|| audio_path.clone())?;
+    let samples: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut options = TranscribeOptions::for_model(&models::default_dir(), name)?;
+    options.threads = threads.parse()?;
+    options.beam_size = Some(beam.parse()?);
+    options.language = Some("en".to_string());
+    let mut transcriber = Transcriber::new(&options)?;
+    let started = Instant::now();
+    let speaker = Speaker {
+        name: "bench".into(),
+        session: "bench".into(),
+    };
+    let result = transcriber.transcribe_speaker(
+        &speaker,
+        vec![AudioPiece {
+            start_ms: 0,
+            samples,
+        }],
+        &mut |_| {},
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let text: Vec<&str> = result.segments.iter().map(|s| s.text.as_str()).collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "text": text.join(" "),
+            "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(),
+        })
+    );
+    Ok(())
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The VAD's effect: words produced on speech (WER) and on silence, noise and hum, with the VAD and with
+/// whisper alone on the same audio.
+fn vad_report(dir: &Path, work: &Path) -> anyhow::Result<()> {
+    let model = models::DEFAULT_MODEL;
+    let options = TranscribeOptions::for_model(dir, model)?;
+    let mut transcriber = Transcriber::new(&options)?;
+    let mut engine = Engine::load(&options.model)?;
+    let settings = DecodeSettings {
+        threads: 2,
+        ..DecodeSettings::default()
+    };
+    let mut speech = Vec::new();
+    let mut reference = Vec::new();
+    for (index, sentence) in SENTENCES.iter().take(6).enumerate() {
+        speech.extend(synthesize(sentence, VOICES[index], work)?);
+        speech.extend(std::iter::repeat_n(0.0f32, 16_000 * 3));
+        reference.push(*sentence);
+    }
+    let reference = reference.join(" ");
+    let inputs: Vec<(&str, Vec<f32>)> = vec![
+        ("speech with 3 s pauses", speech),
+        ("digital silence 30 s", vec![0.0; 16_000 * 30]),
+        (
+            "brown noise 30 s (sox, vol 0.3)",
+            noise("brownnoise", 30.0, 0.3, work)?,
+        ),
+        (
+            "pink noise 30 s (sox, vol 0.1)",
+            noise("pinknoise", 30.0, 0.1, work)?,
+        ),
+        (
+            "50 Hz hum + harmonics 30 s",
+            noise("hum50", 30.0, 0.3, work)?,
+        ),
+        (
+            "60 Hz hum + harmonics 30 s",
+            noise("hum60", 30.0, 0.3, work)?,
+        ),
+    ];
+    println!();
+    println!("VAD report, model {model}, 2 threads:");
+    println!();
+    println!("| input | with Silero VAD: words (WER) | whisper alone: words (WER) | whisper alone: text |");
+    println!("|---|---|---|---|");
+    for (label, samples) in inputs {
+        let speaker = Speaker {
+            name: "vad".into(),
+            session: "vad".into(),
+        };
+        let with_vad = transcriber.transcribe_speaker(
+            &speaker,
+            vec![AudioPiece {
+                start_ms: 0,
+                samples: samples.clone(),
+            }],
+            &mut |_| {},
+        )?;
+        let with_text: Vec<&str> = with_vad.segments.iter().map(|s| s.text.as_str()).collect();
+        let with_text = with_text.join(" ");
+        let alone = engine.decode(&samples, &settings)?;
+        let alone_text: Vec<String> = alone.segments.iter().map(|s| s.text.clone()).collect();
+        let alone_text = alone_text.join(" ");
+        let is_speech = label.starts_with("speech");
+        let describe = |text: &str| {
+            let words = calls_transcriber::evaluation::words(text).len();
+            if is_speech {
+                format!(
+                    "{words} ({:.1}%)",
+                    word_error_rate(&reference, text) * 100.0
+                )
+            } else {
+                words.to_string()
+            }
+        };
+        println!(
+            "| {label} | {} | {} | {} |",
+            describe(&with_text),
+            describe(&alone_text),
+            if is_speech {
+                "…".to_string()
+            } else {
+                format!("{alone_text:?}")
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The whisper engine: one loaded ggml model and one decoding state, turning a buffer of 16 kHz mono
+//! samples into timed text. Knows nothing about speakers or call time; the post-call pipeline
+//! ([`crate::pipeline`]) and live captions both drive it with their own [`DecodeSettings`].
+
+use std::path::Path;
+
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use crate::error::{Error, Result};
+
+/// Samples per second whisper expects.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// How one buffer is decoded. Defaults: greedy, 2 threads, English unless the model is multilingual.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeSettings {
+    /// `None` detects the language (multilingual models only); otherwise an ISO 639-1 code (`en`).
+    pub language: Option<String>,
+    /// `None` or `Some(1)`: greedy decoding; `Some(n)`: beam search with `n` beams.
+    pub beam_size: Option<u32>,
+    /// Threads whisper.cpp uses for this decode.
+    pub threads: u32,
+    /// Text that primes the decoder (names, jargon).
+    pub initial_prompt: Option<String>,
+    /// Decode the buffer as one segment without carrying text over from earlier buffers (live windows).
+    pub single_segment: bool,
+    /// Do not condition on the previous buffer's text (avoids a hallucination feeding the next one).
+    pub no_context: bool,
+}
+
+impl Default for DecodeSettings {
+    fn default() -> Self {
+        DecodeSettings {
+            language: Some("en".to_string()),
+            beam_size: None,
+            threads: 2,
+            initial_prompt: None,
+            single_segment: false,
+            no_context: true,
+        }
+    }
+}
+
+/// One decoded segment, in milliseconds from the start of the buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSegment {
+    /// Start, ms from the buffer's first sample.
+    pub start_ms: u64,
+    /// End, ms from the buffer's first sample.
+    pub end_ms: u64,
+    /// Text as whisper produced it, trimmed.
+    pub text: String,
+    /// Mean probability of the segment's text tokens (special tokens such as timestamps left out).
+    pub avg_token_prob: f32,
+    /// Whisper's no-speech probability for the window this segment came from.
+    pub no_speech_prob: f32,
+    /// The segment's text tokens with their own times (special tokens left out). Lets the pipeline
+    /// split a segment that runs across two packed speech regions.
+    pub tokens: Vec<RawToken>,
+}
+
+/// One text token of a segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawToken {
+    /// Start, ms from the buffer's first sample.
+    pub start_ms: u64,
+    /// End, ms from the buffer's first sample.
+    pub end_ms: u64,
+    /// The token's text (often starts with a space).
+    pub text: String,
+    /// Its probability.
+    pub probability: f32,
+}
+
+/// The result of decoding one buffer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decoded {
+    /// Segments in time order.
+    pub segments: Vec<RawSegment>,
+    /// The language used: the one asked for, or the detected one.
+    pub language: Option<String>,
+}
+
+/// A loaded whisper model with its decoding state. Loading is the expensive part; keep one per thread.
+pub struct Engine {
+    // Field order matters: the state refers to the context and is dropped first.
+    state: WhisperState,
+    context: WhisperContext,
+    multilingual: bool,
+}
+
+impl Engine {
+    /// Loads a ggml whisper model. Errors name the file.
+    pub fn load(model: &Path) -> Result<Self> {
+        whisper_rs::install_logging_hooks();
+        if !model.is_file() {
+            return Err(Error::invalid_model(model, "no such file"));
+        }
+        let mut parameters = WhisperContextParameters::default();
+        parameters.use_gpu(false);
+        let context = WhisperContext::new_with_params(model, parameters).map_err(|error| {
+            Error::invalid_model(model, format!("whisper cannot load it: {error}"))
+        })?;
+        let state = context.create_state()?;
+        let multilingual = context.is_multilingual();
+        Ok(Engine {
+            state,
+            context,
+            multilingual,
+        })
+    }
+
+    /// True for models that know more languages than English (`auto` only makes sense for those).
+    pub fn is_multilingual(&self) -> bool {
+        self.multilingual
+    }
+
+    /// Checks settings against this model: an English-only model cannot detect or speak other languages.
+    pub fn check(&self, settings: &DecodeSettings) -> Result<()> {
+        if settings.threads == 0 {
+            return Err(Error::InvalidOption {
+                name: "threads",
+                reason: "must be at least 1".to_string(),
+            });
+        }
+        if let Some(beam) = settings.beam_size {
+            if !(1..=16).contains(&beam) {
+                return Err(Error::InvalidOption {
+                    name: "beam_size",
+                    reason: format!("{beam} is outside 1..=16"),
+                });
+            }
+        }
+        match settings.language.as_deref() {
+            None => {}
+            Some(code) if whisper_rs::get_lang_id(code).is_none() => {
+                return Err(Error::InvalidOption {
+                    name: "language",
+                    reason: format!("{code:?} is not a language whisper knows (use an ISO 639-1 code such as en, de, fr, or auto)"),
+                })
+            }
+            Some(code) if !self.multilingual && code != "en" => {
+                return Err(Error::InvalidOption {
+                    name: "language",
+                    reason: format!("this model is English-only and cannot transcribe {code:?}; use a multilingual model such as base"),
+                })
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Decodes one buffer of 16 kHz mono samples.
+    pub fn decode(&mut self, samples: &[f32], settings: &DecodeSettings) -> Result<Decoded> {
+        if samples.is_empty() {
+            return Ok(Decoded::default());
+        }
+        let strategy = match settings.beam_size {
+            Some(beam) if beam > 1 => SamplingStrategy::BeamSearch {
+                beam_size: beam as i32,
+                patience: -1.0,
+            },
+            _ => SamplingStrategy::Greedy { best_of: 1 },
+        };
+        let mut params = FullParams::new(strategy);
+        params.set_n_threads(settings.threads as i32);
+        let language = match (&settings.language, self.multilingual) {
+            (_, false) => Some("en"),
+            (Some(code), true) => Some(code.as_str()),
+            (None, true) => None,
+        };
+        // `None` makes whisper.cpp detect the language ("auto").
+        params.set_language(Some(language.unwrap_or("auto")));
+        params.set_translate(false);
+        params.set_no_context(settings.no_context);
+        params.set_single_segment(settings.single_segment);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        // Per-token times, so a segment spanning two packed regions can be cut between them.
+        params.set_token_timestamps(true);
+        // Non-speech tokens ("[Music]", "(applause)", "♪") are never what a participant said.
+        params.set_suppress_nst(true);
+        params.set_suppress_blank(true);
+        if let Some(prompt) = &settings.initial_prompt {
+            params.set_initial_prompt(prompt);
+        }
+        self.state.full(params, samples)?;
+
+        let eot = self.context.token_eot();
+        let mut segments = Vec::new();
+        for segment in self.state.as_iter() {
+            let text = segment
+                .to_str_lossy()
+                .map_err(Error::from)?
+                .trim()
+                .to_string();
+            let mut probability_sum = 0.0f32;
+            let mut text_tokens = 0u32;
+            let mut tokens = Vec::new();
+            for index in 0..segment.n_tokens() {
+                let Some(token) = segment.get_token(index) else {
+                    continue;
+                };
+                // Special tokens (timestamps, <|en|>, <|endoftext|>...) sit at or above end-of-text.
+                if token.token_id() >= eot {
+                    continue;
+                }
+                let probability = token.token_probability();
+                probability_sum += probability;
+                text_tokens += 1;
+                let data = token.token_data();
+                let start_ms = (data.t0.max(0) as u64) * 10;
+                tokens.push(RawToken {
+                    start_ms,
+                    end_ms: ((data.t1.max(0) as u64) * 10).max(start_ms),
+                    text: token.to_str_lossy().map(|t| t.into_owned()).unwrap_or_default(),
+                    probability,
+                });
+            }
+            let start_ms = (segment.start_timestamp().max(0) as u64) * 10;
+            let end_ms = ((segment.end_timestamp().max(0) as u64) * 10).max(start_ms);
+            segments.push(RawSegment {
+                start_ms,
+                end_ms,
+                text,
+                avg_token_prob: if text_tokens > 0 {
+                    probability_sum / text_tokens as f32
+                } else {
+                    0.0
+                },
+                no_speech_prob: segment.no_speech_probability(),
+                tokens,
+            });
+        }
+        let language = if self.multilingual {
+            whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).map(str::to_string)
+        } else {
+            Some("en".to_string())
+        };
+        Ok(Decoded { segments, language })
+    }
+}

@@ -1,0 +1,438 @@
+//! CTranslate2 Whisper → whisper.cpp ggml conversion, in Rust.
+//!
+//! The ggml file: magic `0x67676d6c`; ten i32 hyper-parameters read off tensor shapes (n_vocab,
+//! n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_text_ctx, n_text_state, n_text_head,
+//! n_text_layer, n_mels) and the file type; the mel filterbank (i32 n_mels, i32 201, f32 values); the
+//! vocabulary (i32 count, then per token u32 length + raw bytes, ids below `<|endoftext|>`); then tensors
+//! (i32 ndim, i32 name length, i32 type, i32 dims innermost first, name, data). whisper.cpp checks every
+//! tensor's name, shape and type, and rejects unknown or missing ones, so the name map below is exact.
+
+use std::collections::BTreeMap;
+
+use super::ct2::Model;
+use super::mel;
+use super::quantize::{encode_f16, WeightType};
+
+const MAGIC: u32 = 0x6767_6d6c;
+const F32: i32 = 0;
+const F16: i32 = 1;
+
+/// Hyper-parameters of a Whisper model, as whisper.cpp reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HParams {
+    /// Vocabulary size (51864 for English-only, 51865 for multilingual models).
+    pub n_vocab: i32,
+    /// Encoder positions (1500).
+    pub n_audio_ctx: i32,
+    /// Encoder width.
+    pub n_audio_state: i32,
+    /// Encoder attention heads.
+    pub n_audio_head: i32,
+    /// Encoder layers.
+    pub n_audio_layer: i32,
+    /// Decoder positions (448).
+    pub n_text_ctx: i32,
+    /// Decoder width.
+    pub n_text_state: i32,
+    /// Decoder attention heads.
+    pub n_text_head: i32,
+    /// Decoder layers.
+    pub n_text_layer: i32,
+    /// Mel bands of the input (80).
+    pub n_mels: i32,
+}
+
+impl HParams {
+    /// True for multilingual models (their vocabulary has the language tokens).
+    pub fn is_multilingual(&self) -> bool {
+        self.n_vocab >= 51865
+    }
+}
+
+/// Reads the hyper-parameters off a CTranslate2 Whisper model.
+pub fn hparams(model: &Model) -> Result<HParams, String> {
+    let dims = |name: &str| -> Result<Vec<i32>, String> {
+        model
+            .get(name)
+            .map(|v| v.dims.iter().map(|d| *d as i32).collect())
+            .ok_or_else(|| format!("missing variable {name}"))
+    };
+    let scalar = |name: &str| -> Result<i32, String> {
+        model
+            .get(name)
+            .and_then(|v| v.scalar())
+            .map(|v| v as i32)
+            .ok_or_else(|| format!("missing scalar {name}"))
+    };
+    let layers = |prefix: &str| {
+        (0..)
+            .take_while(|layer| {
+                let start = format!("{prefix}/layer_{layer}/");
+                model.variables.iter().any(|v| v.name.starts_with(&start))
+            })
+            .count() as i32
+    };
+    let embeddings = dims("decoder/embeddings/weight")?;
+    let audio_positions = dims("encoder/position_encodings/encodings")?;
+    let text_positions = dims("decoder/position_encodings/encodings")?;
+    let conv1 = dims("encoder/conv1/weight")?;
+    let (
+        &[n_vocab, _],
+        &[n_audio_ctx, n_audio_state],
+        &[n_text_ctx, n_text_state],
+        &[_, n_mels, _],
+    ) = (
+        embeddings.as_slice(),
+        audio_positions.as_slice(),
+        text_positions.as_slice(),
+        conv1.as_slice(),
+    )
+    else {
+        return Err("unexpected tensor ranks: not a Whisper model".to_string());
+    };
+    Ok(HParams {
+        n_vocab,
+        n_audio_ctx,
+        n_audio_state,
+        n_audio_head: scalar("encoder/num_heads")?,
+        n_audio_layer: layers("encoder"),
+        n_text_ctx,
+        n_text_state,
+        n_text_head: scalar("decoder/num_heads")?,
+        n_text_layer: layers("decoder"),
+        n_mels,
+    })
+}
+
+/// GPT-2's byte-level alphabet reversed: each printable stand-in character back to its byte.
+fn byte_decoder() -> BTreeMap<char, u8> {
+    let mut printable: Vec<u32> = (u32::from('!')..=u32::from('~')).collect();
+    printable.extend(u32::from('¡')..=u32::from('¬'));
+    printable.extend(u32::from('®')..=u32::from('ÿ'));
+    let mut map = BTreeMap::new();
+    let mut extra = 0;
+    for byte in 0u32..256 {
+        let stand_in = if printable.contains(&byte) {
+            byte
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        // Every stand-in is below 0x200, a valid char.
+        map.insert(
+            char::from_u32(stand_in).expect("stand-ins are below 0x200"),
+            byte as u8,
+        );
+    }
+    map
+}
+
+/// The token list for the ggml file: tokens below `<|endoftext|>`, decoded from GPT-2's byte-level
+/// characters to raw bytes.
+pub fn vocabulary_bytes(tokens: &[String]) -> Result<Vec<Vec<u8>>, String> {
+    let eot = tokens
+        .iter()
+        .position(|t| t == "<|endoftext|>")
+        .ok_or("the vocabulary has no <|endoftext|> token")?;
+    let decoder = byte_decoder();
+    tokens[..eot]
+        .iter()
+        .enumerate()
+        .map(|(id, token)| {
+            token
+                .chars()
+                .map(|c| {
+                    decoder.get(&c).copied().ok_or_else(|| {
+                        format!("token {id} has a character outside the byte alphabet")
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A tensor ready to be written.
+struct Tensor {
+    name: String,
+    /// Dimensions innermost first (ggml's `ne`).
+    ne: Vec<i32>,
+    ttype: i32,
+    data: Vec<u8>,
+}
+
+/// Converts a CTranslate2 Whisper model with its vocabulary (`vocabulary.txt` lines) into a ggml file.
+pub fn convert(model: &Model, tokens: &[String], weights: WeightType) -> Result<Vec<u8>, String> {
+    if model.spec != "WhisperSpec" {
+        return Err(format!("spec {:?} is not WhisperSpec", model.spec));
+    }
+    let hp = hparams(model)?;
+    let vocabulary = vocabulary_bytes(tokens)?;
+    let expected_eot = if hp.is_multilingual() { 50257 } else { 50256 };
+    if vocabulary.len() != expected_eot {
+        return Err(format!(
+            "the vocabulary puts <|endoftext|> at {} but a model with {} tokens needs it at {expected_eot}",
+            vocabulary.len(),
+            hp.n_vocab
+        ));
+    }
+
+    let mut out = Vec::new();
+    let push_i32 = |out: &mut Vec<u8>, v: i32| out.extend_from_slice(&v.to_le_bytes());
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    for v in [
+        hp.n_vocab,
+        hp.n_audio_ctx,
+        hp.n_audio_state,
+        hp.n_audio_head,
+        hp.n_audio_layer,
+        hp.n_text_ctx,
+        hp.n_text_state,
+        hp.n_text_head,
+        hp.n_text_layer,
+        hp.n_mels,
+        weights.ggml_ftype(),
+    ] {
+        push_i32(&mut out, v);
+    }
+    let filters = mel::slaney_filters(hp.n_mels as usize, mel::N_FFT_BINS);
+    push_i32(&mut out, hp.n_mels);
+    push_i32(&mut out, mel::N_FFT_BINS as i32);
+    for v in filters {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    push_i32(&mut out, vocabulary.len() as i32);
+    for token in &vocabulary {
+        out.extend_from_slice(&(token.len() as u32).to_le_bytes());
+        out.extend_from_slice(token);
+    }
+    for tensor in tensors(model, &hp, weights)? {
+        push_i32(&mut out, tensor.ne.len() as i32);
+        push_i32(&mut out, tensor.name.len() as i32);
+        push_i32(&mut out, tensor.ttype);
+        for dim in &tensor.ne {
+            push_i32(&mut out, *dim);
+        }
+        out.extend_from_slice(tensor.name.as_bytes());
+        out.extend_from_slice(&tensor.data);
+    }
+    Ok(out)
+}
+
+/// Builds every tensor whisper.cpp expects, in its names, shapes and types.
+fn tensors(model: &Model, hp: &HParams, weights: WeightType) -> Result<Vec<Tensor>, String> {
+    let mut out = Vec::new();
+    let values = |name: &str| model.to_f32(name);
+    // f32 vector or matrix, PyTorch shape `shape` (outermost first).
+    let f32_tensor = |name: &str, data: Vec<f32>, shape: &[i32]| Tensor {
+        name: name.to_string(),
+        ne: shape.iter().rev().copied().collect(),
+        ttype: F32,
+        data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    // A 2-D weight in the model's weight type.
+    let weight = |name: &str, data: Vec<f32>, rows: i32, cols: i32| Tensor {
+        name: name.to_string(),
+        ne: vec![cols, rows],
+        ttype: weights.ggml_type(),
+        data: weights.encode(&data),
+    };
+    let split = |data: Vec<f32>, parts: usize| -> Vec<Vec<f32>> {
+        let size = data.len() / parts;
+        data.chunks(size).map(<[f32]>::to_vec).collect()
+    };
+
+    // Encoder front.
+    let a = hp.n_audio_state;
+    for (index, inputs) in [(1, hp.n_mels), (2, a)] {
+        let source = format!("encoder/conv{index}");
+        out.push(Tensor {
+            name: format!("encoder.conv{index}.weight"),
+            ne: vec![3, inputs, a],
+            ttype: F16,
+            data: encode_f16(&values(&format!("{source}/weight"))?),
+        });
+        out.push(f32_tensor(
+            &format!("encoder.conv{index}.bias"),
+            values(&format!("{source}/bias"))?,
+            &[a, 1],
+        ));
+    }
+    out.push(f32_tensor(
+        "encoder.positional_embedding",
+        values("encoder/position_encodings/encodings")?,
+        &[hp.n_audio_ctx, a],
+    ));
+
+    for (side, layers, d) in [
+        ("encoder", hp.n_audio_layer, a),
+        ("decoder", hp.n_text_layer, hp.n_text_state),
+    ] {
+        for layer in 0..layers {
+            let src = format!("{side}/layer_{layer}");
+            let dst = format!("{side}.blocks.{layer}");
+            let norm = |out: &mut Vec<Tensor>, from: &str, to: &str| -> Result<(), String> {
+                out.push(f32_tensor(
+                    &format!("{dst}.{to}.weight"),
+                    values(&format!("{src}/{from}/gamma"))?,
+                    &[d],
+                ));
+                out.push(f32_tensor(
+                    &format!("{dst}.{to}.bias"),
+                    values(&format!("{src}/{from}/beta"))?,
+                    &[d],
+                ));
+                Ok(())
+            };
+            let linear = |out: &mut Vec<Tensor>,
+                          from: &str,
+                          to: &str,
+                          rows: i32,
+                          cols: i32|
+             -> Result<(), String> {
+                out.push(weight(
+                    &format!("{dst}.{to}.weight"),
+                    values(&format!("{src}/{from}/weight"))?,
+                    rows,
+                    cols,
+                ));
+                out.push(f32_tensor(
+                    &format!("{dst}.{to}.bias"),
+                    values(&format!("{src}/{from}/bias"))?,
+                    &[rows],
+                ));
+                Ok(())
+            };
+
+            // Self-attention: q, k, v fused in linear_0; the key has no bias (CTranslate2 stores zeros).
+            norm(&mut out, "self_attention/layer_norm", "attn_ln")?;
+            let qkv = split(values(&format!("{src}/self_attention/linear_0/weight"))?, 3);
+            let qkv_bias = split(values(&format!("{src}/self_attention/linear_0/bias"))?, 3);
+            if qkv.len() != 3 || qkv_bias.len() != 3 {
+                return Err(format!(
+                    "{src}/self_attention/linear_0 is not a fused q,k,v projection"
+                ));
+            }
+            out.push(weight(
+                &format!("{dst}.attn.query.weight"),
+                qkv[0].clone(),
+                d,
+                d,
+            ));
+            out.push(f32_tensor(
+                &format!("{dst}.attn.query.bias"),
+                qkv_bias[0].clone(),
+                &[d],
+            ));
+            out.push(weight(
+                &format!("{dst}.attn.key.weight"),
+                qkv[1].clone(),
+                d,
+                d,
+            ));
+            out.push(weight(
+                &format!("{dst}.attn.value.weight"),
+                qkv[2].clone(),
+                d,
+                d,
+            ));
+            out.push(f32_tensor(
+                &format!("{dst}.attn.value.bias"),
+                qkv_bias[2].clone(),
+                &[d],
+            ));
+            linear(&mut out, "self_attention/linear_1", "attn.out", d, d)?;
+
+            if side == "decoder" {
+                // Cross-attention: query in linear_0, k and v fused in linear_1, output in linear_2.
+                norm(&mut out, "attention/layer_norm", "cross_attn_ln")?;
+                linear(&mut out, "attention/linear_0", "cross_attn.query", d, d)?;
+                let kv = split(values(&format!("{src}/attention/linear_1/weight"))?, 2);
+                let kv_bias = split(values(&format!("{src}/attention/linear_1/bias"))?, 2);
+                if kv.len() != 2 || kv_bias.len() != 2 {
+                    return Err(format!(
+                        "{src}/attention/linear_1 is not a fused k,v projection"
+                    ));
+                }
+                out.push(weight(
+                    &format!("{dst}.cross_attn.key.weight"),
+                    kv[0].clone(),
+                    d,
+                    a,
+                ));
+                out.push(weight(
+                    &format!("{dst}.cross_attn.value.weight"),
+                    kv[1].clone(),
+                    d,
+                    a,
+                ));
+                out.push(f32_tensor(
+                    &format!("{dst}.cross_attn.value.bias"),
+                    kv_bias[1].clone(),
+                    &[d],
+                ));
+                linear(&mut out, "attention/linear_2", "cross_attn.out", d, d)?;
+            }
+
+            norm(&mut out, "ffn/layer_norm", "mlp_ln")?;
+            linear(&mut out, "ffn/linear_0", "mlp.0", 4 * d, d)?;
+            linear(&mut out, "ffn/linear_1", "mlp.2", d, 4 * d)?;
+        }
+    }
+    out.push(f32_tensor(
+        "encoder.ln_post.weight",
+        values("encoder/layer_norm/gamma")?,
+        &[a],
+    ));
+    out.push(f32_tensor(
+        "encoder.ln_post.bias",
+        values("encoder/layer_norm/beta")?,
+        &[a],
+    ));
+
+    let t = hp.n_text_state;
+    out.push(f32_tensor(
+        "decoder.positional_embedding",
+        values("decoder/position_encodings/encodings")?,
+        &[hp.n_text_ctx, t],
+    ));
+    out.push(weight(
+        "decoder.token_embedding.weight",
+        values("decoder/embeddings/weight")?,
+        hp.n_vocab,
+        t,
+    ));
+    out.push(f32_tensor(
+        "decoder.ln.weight",
+        values("decoder/layer_norm/gamma")?,
+        &[t],
+    ));
+    out.push(f32_tensor(
+        "decoder.ln.bias",
+        values("decoder/layer_norm/beta")?,
+        &[t],
+    ));
+
+    for tensor in &out {
+        let elements: i64 = tensor.ne.iter().map(|d| i64::from(*d)).product();
+        let bytes_expected = match tensor.ttype {
+            F32 => elements * 4,
+            F16 => elements * 2,
+            8 => elements / 32 * 34,
+            6 => elements / 32 * 22,
+            other => return Err(format!("internal: unknown tensor type {other}")),
+        };
+        if bytes_expected != tensor.data.len() as i64 {
+            return Err(format!(
+                "tensor {} has {} bytes but its shape {:?} needs {bytes_expected}",
+                tensor.name,
+                tensor.data.len(),
+                tensor.ne
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "ggml_tests.rs"]
+mod tests;

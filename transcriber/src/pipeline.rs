@@ -1,0 +1,371 @@
+//! The post-call speech pipeline for one speaker: audio pieces on the call timeline → VAD → speech packed
+//! into whisper-sized chunks → whisper → segments mapped back to call time.
+//!
+//! The job shell decodes each speaker's captured Opus to 16 kHz mono [`AudioPiece`]s (one per stretch of
+//! received audio, placed on the call timeline) and hands them to [`Transcriber::transcribe_speaker`];
+//! [`crate::transcript::merge`] then interleaves all speakers.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::engine::{DecodeSettings, Engine, RawSegment, RawToken, SAMPLE_RATE};
+use crate::error::Result;
+use crate::models;
+use crate::transcript::{Segment, SpeakerTranscript};
+use crate::vad::{Vad, VadSettings};
+
+/// A participant as the call knew them. Two people with one name stay apart by session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Speaker {
+    /// Display name.
+    pub name: String,
+    /// The SFU session id of the participant.
+    pub session: String,
+}
+
+/// A stretch of one speaker's audio: 16 kHz mono samples starting `start_ms` after the call began.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioPiece {
+    /// Call time of the first sample, in milliseconds.
+    pub start_ms: u64,
+    /// 16 kHz mono samples in -1..1.
+    pub samples: Vec<f32>,
+}
+
+/// What the caller chooses about a transcription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscribeOptions {
+    /// The ggml whisper model file (see [`models::model_path`]).
+    pub model: PathBuf,
+    /// The Silero VAD model file (see [`models::vad_model_path`]).
+    pub vad_model: PathBuf,
+    /// `None` or `Some("auto")`: detect per speaker (multilingual models); otherwise an ISO 639-1 code.
+    pub language: Option<String>,
+    /// `None`: greedy decoding (the default); `Some(n)`: beam search with n beams.
+    pub beam_size: Option<u32>,
+    /// Threads for whisper and the VAD.
+    pub threads: u32,
+    /// Text that primes the decoder (names, jargon).
+    pub initial_prompt: Option<String>,
+}
+
+impl TranscribeOptions {
+    /// Options for the model called `name` in the model directory `dir`, with the defaults: language
+    /// detected, greedy, 2 threads, no prompt. Fails with the list of models present if `name` is missing.
+    pub fn for_model(dir: &Path, name: &str) -> Result<Self> {
+        Ok(TranscribeOptions {
+            model: models::model_path(dir, name)?,
+            vad_model: models::vad_model_path(dir)?,
+            language: None,
+            beam_size: None,
+            threads: 2,
+            initial_prompt: None,
+        })
+    }
+}
+
+/// How far the current speaker's transcription is, in milliseconds of speech.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Speech of this speaker transcribed so far.
+    pub done_ms: u64,
+    /// All speech of this speaker found by the VAD.
+    pub total_ms: u64,
+}
+
+/// Longest stretch of packed speech handed to whisper at once: just under its 30 s window, so a chunk is
+/// decoded in one encoder pass.
+pub const CHUNK_MAX_MS: u64 = 28_000;
+/// Silence placed between two packed regions, so whisper sees a pause and tends to end a segment there
+/// (a segment that still runs across is cut by its token times, see `Chunk::to_call_time`).
+pub const CHUNK_GAP_MS: u64 = 1_000;
+
+/// Segments whisper itself judged to be probably no speech, with a low token probability, are dropped.
+const NO_SPEECH_DROP: f32 = 0.6;
+const LOW_TOKEN_PROB: f32 = 0.4;
+
+/// Loads the models once and transcribes speakers one after the other.
+pub struct Transcriber {
+    engine: Engine,
+    vad: Vad,
+    settings: DecodeSettings,
+}
+
+impl Transcriber {
+    /// Loads the whisper and VAD models and checks the options against the model.
+    pub fn new(options: &TranscribeOptions) -> Result<Self> {
+        let engine = Engine::load(&options.model)?;
+        let vad = Vad::load(&options.vad_model, VadSettings::default(), options.threads)?;
+        let language = match options.language.as_deref().map(str::trim) {
+            None | Some("") | Some("auto") => None,
+            Some(code) => Some(code.to_ascii_lowercase()),
+        };
+        let settings = DecodeSettings {
+            language,
+            beam_size: options.beam_size,
+            threads: options.threads,
+            initial_prompt: options
+                .initial_prompt
+                .clone()
+                .filter(|p| !p.trim().is_empty()),
+            single_segment: false,
+            no_context: true,
+        };
+        engine.check(&settings)?;
+        Ok(Transcriber {
+            engine,
+            vad,
+            settings,
+        })
+    }
+
+    /// Transcribes one speaker. `pieces` may come in any order; `progress` is called after the VAD pass
+    /// and after each chunk. A speaker who never spoke yields no segments and `speech_ms == 0`.
+    pub fn transcribe_speaker(
+        &mut self,
+        speaker: &Speaker,
+        pieces: impl IntoIterator<Item = AudioPiece>,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<SpeakerTranscript> {
+        let started = Instant::now();
+        let mut pieces: Vec<AudioPiece> = pieces.into_iter().collect();
+        pieces.sort_by_key(|p| p.start_ms);
+        let audio_ms = pieces.iter().map(|p| samples_to_ms(p.samples.len())).sum();
+
+        // VAD over every piece first, so progress has a total.
+        let mut chunks = Vec::new();
+        for (index, piece) in pieces.iter().enumerate() {
+            let regions = self.vad.speech_regions(&piece.samples)?;
+            chunks.extend(plan_chunks(index, &regions));
+        }
+        let total_ms: u64 = chunks.iter().map(Chunk::speech_ms).sum();
+        progress(Progress {
+            done_ms: 0,
+            total_ms,
+        });
+
+        let mut language = self.settings.language.clone();
+        let mut settings = self.settings.clone();
+        let mut segments = Vec::new();
+        let mut done_ms = 0;
+        for chunk in &chunks {
+            let samples = chunk.assemble(&pieces);
+            let decoded = self.engine.decode(&samples, &settings)?;
+            // The first chunk fixes an auto-detected language for the rest of this speaker.
+            if settings.language.is_none() {
+                if let Some(detected) = &decoded.language {
+                    settings.language = Some(detected.clone());
+                    language = Some(detected.clone());
+                }
+            }
+            for raw in decoded.segments {
+                segments.extend(chunk.to_call_time(&raw, &pieces));
+            }
+            done_ms += chunk.speech_ms();
+            progress(Progress { done_ms, total_ms });
+        }
+        if language.is_none() && !self.engine.is_multilingual() {
+            language = Some("en".to_string());
+        }
+        segments.sort_by_key(|s: &Segment| (s.start_ms, s.end_ms));
+        Ok(SpeakerTranscript {
+            speaker: speaker.clone(),
+            language,
+            segments,
+            audio_ms,
+            speech_ms: total_ms,
+            processing: started.elapsed(),
+        })
+    }
+}
+
+/// Whether a decoded segment is text a person said, not whisper talking over silence: empty text,
+/// non-speech markers and segments whisper itself doubts (high no-speech and low token probability) go.
+pub fn is_speech(segment: &RawSegment) -> bool {
+    let text = segment.text.trim();
+    if text.is_empty() || !text.chars().any(char::is_alphanumeric) {
+        return false;
+    }
+    let bracketed = (text.starts_with('[') && text.ends_with(']'))
+        || (text.starts_with('(') && text.ends_with(')'))
+        || (text.starts_with('*') && text.ends_with('*'));
+    if bracketed {
+        return false;
+    }
+    !(segment.no_speech_prob > NO_SPEECH_DROP && segment.avg_token_prob < LOW_TOKEN_PROB)
+}
+
+/// One part of a chunk: a speech region of one piece, and where it sits inside the chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part {
+    piece: usize,
+    source: Range<usize>,
+    chunk_offset: usize,
+}
+
+/// Speech regions packed into one buffer of at most [`CHUNK_MAX_MS`] (a single longer region stands alone).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Chunk {
+    parts: Vec<Part>,
+}
+
+/// Packs the speech regions of piece `piece` into chunks, in order.
+fn plan_chunks(piece: usize, regions: &[Range<usize>]) -> Vec<Chunk> {
+    let max = ms_to_samples(CHUNK_MAX_MS);
+    let gap = ms_to_samples(CHUNK_GAP_MS);
+    let mut chunks = Vec::new();
+    let mut current = Chunk::default();
+    let mut length = 0;
+    for region in regions.iter().filter(|r| !r.is_empty()) {
+        let needed = if current.parts.is_empty() {
+            region.len()
+        } else {
+            gap + region.len()
+        };
+        if !current.parts.is_empty() && length + needed > max {
+            chunks.push(std::mem::take(&mut current));
+            length = 0;
+        }
+        let offset = if current.parts.is_empty() {
+            0
+        } else {
+            length + gap
+        };
+        current.parts.push(Part {
+            piece,
+            source: region.clone(),
+            chunk_offset: offset,
+        });
+        length = offset + region.len();
+    }
+    if !current.parts.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+impl Chunk {
+    fn speech_ms(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| samples_to_ms(p.source.len()))
+            .sum()
+    }
+
+    fn len(&self) -> usize {
+        self.parts
+            .last()
+            .map_or(0, |p| p.chunk_offset + p.source.len())
+    }
+
+    /// The chunk's samples: each region copied to its offset, silence between.
+    fn assemble(&self, pieces: &[AudioPiece]) -> Vec<f32> {
+        let mut samples = vec![0.0; self.len()];
+        for part in &self.parts {
+            let source = &pieces[part.piece].samples[part.source.clone()];
+            samples[part.chunk_offset..part.chunk_offset + source.len()].copy_from_slice(source);
+        }
+        samples
+    }
+
+    /// Call time (ms) where something starting at `chunk_ms` inside the chunk starts: a start in a gap
+    /// belongs to the next region; past the end, to the end of the last region.
+    fn call_start_ms(&self, chunk_ms: u64, pieces: &[AudioPiece]) -> u64 {
+        let position = ms_to_samples(chunk_ms);
+        let part = self
+            .parts
+            .iter()
+            .find(|p| position < p.chunk_offset + p.source.len())
+            .or(self.parts.last());
+        part.map_or(0, |part| part_call_ms(part, position, pieces))
+    }
+
+    /// Call time (ms) where something ending at `chunk_ms` inside the chunk ends: an end in a gap belongs
+    /// to the region before it.
+    fn call_end_ms(&self, chunk_ms: u64, pieces: &[AudioPiece]) -> u64 {
+        let position = ms_to_samples(chunk_ms);
+        let part = self
+            .parts
+            .iter()
+            .rev()
+            .find(|p| position >= p.chunk_offset)
+            .or(self.parts.first());
+        part.map_or(0, |part| part_call_ms(part, position, pieces))
+    }
+
+    /// Index of the part a position (ms inside the chunk) belongs to; a gap belongs to the next part.
+    fn part_index(&self, chunk_ms: u64) -> usize {
+        let position = ms_to_samples(chunk_ms);
+        self.parts
+            .iter()
+            .position(|p| position < p.chunk_offset + p.source.len())
+            .unwrap_or(self.parts.len().saturating_sub(1))
+    }
+
+    /// A decoded segment placed on the call timeline: one segment per packed region it covers (cut by
+    /// its tokens' times), non-speech dropped.
+    fn to_call_time(&self, raw: &RawSegment, pieces: &[AudioPiece]) -> Vec<Segment> {
+        let mut groups: Vec<(usize, Vec<&RawToken>)> = Vec::new();
+        for token in &raw.tokens {
+            let part = self.part_index(token.start_ms);
+            match groups.last_mut() {
+                Some((last, tokens)) if *last == part => tokens.push(token),
+                _ => groups.push((part, vec![token])),
+            }
+        }
+        let pieces_of_text: Vec<RawSegment> = if groups.len() <= 1 {
+            vec![raw.clone()]
+        } else {
+            groups
+                .into_iter()
+                .map(|(_, tokens)| {
+                    let probability: f32 = tokens.iter().map(|t| t.probability).sum();
+                    RawSegment {
+                        start_ms: tokens.first().map_or(raw.start_ms, |t| t.start_ms),
+                        end_ms: tokens.last().map_or(raw.end_ms, |t| t.end_ms),
+                        text: tokens.iter().map(|t| t.text.as_str()).collect(),
+                        avg_token_prob: probability / tokens.len().max(1) as f32,
+                        no_speech_prob: raw.no_speech_prob,
+                        tokens: Vec::new(),
+                    }
+                })
+                .collect()
+        };
+        pieces_of_text
+            .into_iter()
+            .filter(is_speech)
+            .map(|part| {
+                let start_ms = self.call_start_ms(part.start_ms, pieces);
+                let end_ms = self.call_end_ms(part.end_ms, pieces).max(start_ms);
+                Segment {
+                    start_ms,
+                    end_ms,
+                    text: part.text.trim().to_string(),
+                    avg_token_prob: part.avg_token_prob,
+                    no_speech_prob: part.no_speech_prob,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Call time of sample `position` of the chunk, clamped to the part.
+fn part_call_ms(part: &Part, position: usize, pieces: &[AudioPiece]) -> u64 {
+    let inside = position
+        .saturating_sub(part.chunk_offset)
+        .min(part.source.len());
+    pieces[part.piece].start_ms + samples_to_ms(part.source.start + inside)
+}
+
+fn ms_to_samples(ms: u64) -> usize {
+    (ms * u64::from(SAMPLE_RATE) / 1000) as usize
+}
+
+fn samples_to_ms(samples: usize) -> u64 {
+    samples as u64 * 1000 / u64::from(SAMPLE_RATE)
+}
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;
