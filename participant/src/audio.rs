@@ -100,18 +100,32 @@ impl VoiceEncoder {
 pub struct VoiceDecoder {
     decoder: opus::Decoder,
     reorder: Reorder<rtp::Packet>,
-    /// RTP timestamp of the last packet that carried audio, and how many samples it decoded to.
+    /// RTP clock ticks (48 kHz) per output sample: 1 at 48 kHz, 3 at 16 kHz.
+    ticks_per_sample: usize,
+    /// RTP timestamp of the last packet that carried audio, and how many RTP ticks it decoded to.
     last: Option<(u32, usize)>,
     /// Packets reported lost since the last packet that carried audio.
     lost: u32,
 }
 
 impl VoiceDecoder {
-    /// A decoder that waits for up to 3 packets past a hole.
+    /// A decoder to 48 kHz that waits for up to 3 packets past a hole.
     pub fn new() -> Result<Self> {
+        Self::with_sample_rate(SAMPLE_RATE)
+    }
+
+    /// A decoder to `rate` Hz (8, 12, 16, 24 or 48 kHz): libopus decodes at these rates natively,
+    /// so a lower rate needs no resampler (the transcriber decodes at 16 kHz for whisper).
+    pub fn with_sample_rate(rate: u32) -> Result<Self> {
+        if ![8_000, 12_000, 16_000, 24_000, 48_000].contains(&rate) {
+            return Err(Error::Media(format!(
+                "opus cannot decode at {rate} Hz (8, 12, 16, 24 or 48 kHz)"
+            )));
+        }
         Ok(Self {
-            decoder: opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono)?,
+            decoder: opus::Decoder::new(rate, opus::Channels::Mono)?,
             reorder: Reorder::new(3),
+            ticks_per_sample: (SAMPLE_RATE / rate) as usize,
             last: None,
             lost: 0,
         })
@@ -130,7 +144,7 @@ impl VoiceDecoder {
                 Output::Packet(packet) => {
                     self.fill_before(packet.header.timestamp, &mut pcm);
                     let samples = self.decode(&packet.payload, &mut pcm);
-                    self.last = Some((packet.header.timestamp, samples));
+                    self.last = Some((packet.header.timestamp, samples * self.ticks_per_sample));
                 }
             }
         }
@@ -141,18 +155,19 @@ impl VoiceDecoder {
     /// short real loss, silence otherwise.
     fn fill_before(&mut self, timestamp: u32, pcm: &mut Vec<i16>) {
         let lost = std::mem::take(&mut self.lost);
-        let Some((last_timestamp, last_samples)) = self.last else {
+        let Some((last_timestamp, last_ticks)) = self.last else {
             return;
         };
         // Signed: a timestamp slightly behind the last one means overlap, not a huge jump.
+        // Everything here counts RTP ticks (48 kHz) until it becomes output samples.
         let step = i64::from(timestamp.wrapping_sub(last_timestamp) as i32);
-        let missing = step - last_samples as i64;
+        let missing = step - last_ticks as i64;
         if missing > 0 && missing < i64::from(MAX_FILLED_SAMPLES) {
             let missing = missing as usize;
             if lost > 0 && missing <= MAX_CONCEALED_SAMPLES {
-                self.conceal(missing, pcm);
+                self.conceal(missing / self.ticks_per_sample, pcm);
             } else {
-                pcm.resize(pcm.len() + missing, 0);
+                pcm.resize(pcm.len() + missing / self.ticks_per_sample, 0);
                 if lost > 0 {
                     // The decoder's state still holds the sound from before the hole; carried
                     // over the silence it would ring into the next packet. (Resetting only
@@ -166,17 +181,19 @@ impl VoiceDecoder {
         {
             // The timestamps restarted (a new source behind the same track): they say nothing
             // about the loss, so conceal one packet's duration per lost packet.
-            self.conceal(lost as usize * last_samples, pcm);
+            self.conceal(lost as usize * last_ticks / self.ticks_per_sample, pcm);
         }
     }
 
-    /// Appends exactly `samples` samples of Opus packet-loss concealment.
+    /// Appends exactly `samples` output samples of Opus packet-loss concealment.
     fn conceal(&mut self, samples: usize, pcm: &mut Vec<i16>) {
         let mut frame = [0i16; FRAME_SAMPLES];
+        let frame_samples = FRAME_SAMPLES / self.ticks_per_sample;
+        let step = PLC_STEP_SAMPLES / self.ticks_per_sample;
         let mut left = samples;
         while left > 0 {
             // Opus conceals in whole 2.5 ms steps; a remainder shorter than that is silence.
-            let chunk = left.min(FRAME_SAMPLES) / PLC_STEP_SAMPLES * PLC_STEP_SAMPLES;
+            let chunk = left.min(frame_samples) / step * step;
             if chunk == 0 {
                 pcm.resize(pcm.len() + left, 0);
                 return;
@@ -203,10 +220,11 @@ impl VoiceDecoder {
                 samples
             }
             Err(_) => {
-                let samples = opus::packet::get_nb_samples(payload, SAMPLE_RATE)
+                let rate = SAMPLE_RATE / self.ticks_per_sample as u32;
+                let samples = opus::packet::get_nb_samples(payload, rate)
                     .ok()
                     .filter(|n| (1..=MAX_PACKET_SAMPLES).contains(n))
-                    .unwrap_or(FRAME_SAMPLES);
+                    .unwrap_or(FRAME_SAMPLES / self.ticks_per_sample);
                 pcm.resize(pcm.len() + samples, 0);
                 samples
             }

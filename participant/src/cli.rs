@@ -17,9 +17,11 @@ use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::audio::{read_wav, VoiceDecoder, SAMPLE_RATE};
-use crate::video::{pattern_matches, Vp8Decoder};
-use crate::{Event, JoinOptions, Participant, RemoteTrack, TrackKind};
+use crate::audio::{read_wav, SAMPLE_RATE};
+use crate::video::pattern_matches;
+use crate::{
+    receive_track, Event, JoinOptions, Participant, ReceiveOptions, RemoteTrack, TrackKind,
+};
 
 /// Size of the test pattern shared with `--send-screen`.
 const SCREEN_SIZE: (u32, u32, u32) = (640, 360, 15);
@@ -185,65 +187,64 @@ fn wav_writer(path: &Path) -> anyhow::Result<hound::WavWriter<std::io::BufWriter
         .with_context(|| format!("cannot create {}", path.display()))
 }
 
+/// Streams decoded voice into a WAV file and counts screen frames that show the test pattern.
+struct CliSink {
+    writer: Option<hound::WavWriter<std::io::BufWriter<std::fs::File>>>,
+    pattern_frames: u64,
+}
+
+impl crate::TrackSink for CliSink {
+    type Error = anyhow::Error;
+
+    fn voice(&mut self, pcm: Vec<i16>, _arrival: tokio::time::Instant) -> anyhow::Result<()> {
+        if let Some(writer) = self.writer.as_mut() {
+            for sample in pcm {
+                writer.write_sample(sample).context("cannot write wav")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        frame: crate::VideoFrame,
+        _rtp_timestamp: u32,
+        _arrival: tokio::time::Instant,
+    ) -> anyhow::Result<()> {
+        if pattern_matches(&frame) {
+            self.pattern_frames += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Decodes one track until it ends or `stop` fires.
 async fn receive(
     track: RemoteTrack,
     wav: Option<PathBuf>,
     stop: CancellationToken,
 ) -> anyhow::Result<TrackReport> {
-    let mut report = TrackReport {
+    let mut sink = CliSink {
+        writer: wav.as_deref().map(wav_writer).transpose()?,
+        pattern_frames: 0,
+    };
+    let options = ReceiveOptions::decoded().until_cancelled(stop);
+    let stats = receive_track(&track, &options, &mut sink).await?;
+    if let Some(writer) = sink.writer {
+        writer.finalize().context("cannot finish wav")?;
+    }
+    Ok(TrackReport {
         track_id: track.id.to_string(),
         kind: track.kind(),
         owner_session: track.owner().to_owned(),
         owner_name: track.owner_name.clone(),
-        packets: 0,
-        bytes: 0,
-        samples: 0,
-        frames: 0,
-        pattern_frames: 0,
-        wav: wav.clone(),
-    };
-    let mut writer = wav.as_deref().map(wav_writer).transpose()?;
-    let mut voice = match track.kind() {
-        TrackKind::Voice => Some(VoiceDecoder::new()?),
-        TrackKind::Screen => None,
-    };
-    let mut screen = match track.kind() {
-        TrackKind::Screen => {
-            track.request_keyframe().await;
-            Some(Vp8Decoder::new()?)
-        }
-        TrackKind::Voice => None,
-    };
-    loop {
-        let packet = tokio::select! {
-            _ = stop.cancelled() => break,
-            packet = track.next_packet() => match packet { Some(packet) => packet, None => break },
-        };
-        report.packets += 1;
-        report.bytes += packet.payload.len() as u64;
-        if let Some(decoder) = voice.as_mut() {
-            let pcm = decoder.push(packet);
-            report.samples += pcm.len() as u64;
-            if let Some(writer) = writer.as_mut() {
-                for sample in pcm {
-                    writer.write_sample(sample).context("cannot write wav")?;
-                }
-            }
-        } else if let Some(decoder) = screen.as_mut() {
-            let output = decoder.push(&packet);
-            report.frames += output.frames.len() as u64;
-            report.pattern_frames +=
-                output.frames.iter().filter(|f| pattern_matches(f)).count() as u64;
-            if output.wants_keyframe {
-                track.request_keyframe().await;
-            }
-        }
-    }
-    if let Some(writer) = writer {
-        writer.finalize().context("cannot finish wav")?;
-    }
-    Ok(report)
+        packets: stats.packets,
+        bytes: stats.bytes,
+        samples: stats.samples,
+        frames: stats.frames,
+        pattern_frames: sink.pattern_frames,
+        wav,
+    })
 }
 
 /// Runs the participant until `--duration` elapses, `interrupt` completes or the SFU closes the

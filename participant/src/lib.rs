@@ -18,11 +18,13 @@ mod actor;
 pub mod audio;
 pub mod cli;
 mod client;
+pub mod clock;
 pub mod error;
 mod feedback;
 pub mod jitter;
 mod media;
 mod peer;
+pub mod receive;
 pub mod video;
 
 pub use calls_protocol::signalling::{
@@ -32,5 +34,6 @@ pub use client::{signalling_url, Event, JoinOptions, Participant};
 pub use error::{Error, Result};
 pub use media::RemoteTrack;
 pub use media::{KeyframePolicy, ScreenOptions, ScreenStats};
+pub use receive::{receive_track, ReceiveOptions, ReceiveStats, TrackSink};
 pub use video::VideoFrame;
 pub use webrtc::peer_connection::RTCPeerConnectionState as ConnectionState;

@@ -1,6 +1,7 @@
 //! Media tasks of a participant: pacing voice and screen frames into local tracks, and
-//! [`RemoteTrack`], a received track with its owner, display name and kind, plus helpers that
-//! decode it (voice to PCM, screen to I420 frames).
+//! [`RemoteTrack`], a received track with its owner, display name and kind, plus two short-recording
+//! helpers for tests that decode it (voice to PCM, screen to I420 frames) through the shared receive
+//! loop in `receive.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,11 +18,12 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::audio::{VoiceDecoder, VoiceEncoder, FRAME_SAMPLES};
+use crate::audio::{VoiceEncoder, FRAME_SAMPLES};
 use crate::client::Names;
 use crate::feedback::is_keyframe_request;
 use crate::peer::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
-use crate::video::{pattern_frame, VideoFrame, Vp8Decoder, Vp8Encoder};
+use crate::receive::{receive_track, ReceiveOptions, TrackSink};
+use crate::video::{pattern_frame, VideoFrame, Vp8Encoder};
 use crate::{Error, Result};
 
 static SCREEN_INDEX: AtomicU32 = AtomicU32::new(0);
@@ -318,22 +320,9 @@ impl RemoteTrack {
 
     /// Decodes voice for `duration` (or until the track ends or stays silent for `idle`).
     pub async fn record_voice(&self, duration: Duration, idle: Duration) -> Result<Vec<i16>> {
-        let mut decoder = VoiceDecoder::new()?;
-        let deadline = tokio::time::Instant::now() + duration;
-        let mut pcm = Vec::new();
-        loop {
-            let wait = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .min(idle);
-            match tokio::time::timeout(wait, self.next_packet()).await {
-                Ok(Some(packet)) => pcm.extend(decoder.push(packet)),
-                Ok(None) | Err(_) => break,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-        }
-        Ok(pcm)
+        let mut collected = Collect::default();
+        receive_track(self, &Self::limits(duration, idle), &mut collected).await?;
+        Ok(collected.pcm)
     }
 
     /// Decodes screen frames for `duration` (or until the track ends or stays idle for
@@ -346,28 +335,42 @@ impl RemoteTrack {
         if self.id.kind != TrackKind::Screen {
             return Err(Error::Media("not a screen track".into()));
         }
-        let mut decoder = Vp8Decoder::new()?;
-        self.request_keyframe().await;
-        let deadline = tokio::time::Instant::now() + duration;
-        let mut frames = Vec::new();
-        loop {
-            let wait = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .min(idle);
-            match tokio::time::timeout(wait, self.next_packet()).await {
-                Ok(Some(packet)) => {
-                    let output = decoder.push(&packet);
-                    frames.extend(output.frames);
-                    if output.wants_keyframe {
-                        self.request_keyframe().await;
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
+        let mut collected = Collect::default();
+        receive_track(self, &Self::limits(duration, idle), &mut collected).await?;
+        Ok(collected.frames)
+    }
+
+    fn limits(duration: Duration, idle: Duration) -> ReceiveOptions {
+        ReceiveOptions {
+            deadline: Some(tokio::time::Instant::now() + duration),
+            idle: Some(idle),
+            ..ReceiveOptions::decoded()
         }
-        Ok(frames)
+    }
+}
+
+/// Keeps everything decoded, for the short recordings of tests.
+#[derive(Default)]
+struct Collect {
+    pcm: Vec<i16>,
+    frames: Vec<VideoFrame>,
+}
+
+impl TrackSink for Collect {
+    type Error = Error;
+
+    fn voice(&mut self, pcm: Vec<i16>, _arrival: tokio::time::Instant) -> Result<()> {
+        self.pcm.extend(pcm);
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        frame: VideoFrame,
+        _rtp_timestamp: u32,
+        _arrival: tokio::time::Instant,
+    ) -> Result<()> {
+        self.frames.push(frame);
+        Ok(())
     }
 }

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use calls_job::shell::{report_failed, report_finished, report_started, spawn_progress};
 use calls_job::{Heartbeat, Lifecycle, OffloaderClient, Roster, StopReason};
-use calls_participant::audio::VoiceDecoder;
-use calls_participant::video::Vp8Decoder;
-use calls_participant::{ConnectionState, Event, JoinOptions, Participant, RemoteTrack, TrackKind};
+use calls_participant::clock::{RtpClock, OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE};
+use calls_participant::{
+    receive_track, ConnectionState, Event, JoinOptions, Participant, ReceiveOptions, RemoteTrack,
+    TrackKind, TrackSink, VideoFrame,
+};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::clock::{RtpClock, OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE};
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::frame::I420Frame;
@@ -230,88 +231,120 @@ impl Milestones {
 
 fn spawn_track(track: RemoteTrack, sender: MediaSender, origin: Instant) -> JoinHandle<()> {
     tracing::info!(owner = %track.owner(), name = ?track.owner_name, kind = ?track.kind(), "receiving track");
-    match track.kind() {
-        TrackKind::Voice => tokio::spawn(pump_voice(track, sender, origin)),
-        TrackKind::Screen => tokio::spawn(pump_screen(track, sender, origin)),
+    tokio::spawn(async move {
+        let owner = track.owner().to_owned();
+        let result = match track.kind() {
+            TrackKind::Voice => {
+                let mut sink = VoiceSink::new(owner.clone(), sender, origin);
+                receive_track(&track, &ReceiveOptions::decoded(), &mut sink).await
+            }
+            TrackKind::Screen => {
+                let mut sink = ScreenSink::new(owner.clone(), sender, origin);
+                receive_track(&track, &ReceiveOptions::decoded(), &mut sink).await
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%owner, %error, "cannot decode the track");
+        }
+    })
+}
+
+/// Feeds a decoded voice to the media thread. The decoder's output is contiguous (it conceals losses and
+/// fills short gaps), so its sample count is the track's own clock, mapped onto the media clock by arrival.
+struct VoiceSink {
+    speaker: String,
+    sender: MediaSender,
+    origin: Instant,
+    clock: RtpClock,
+    position: u64,
+}
+
+impl VoiceSink {
+    fn new(speaker: String, sender: MediaSender, origin: Instant) -> VoiceSink {
+        VoiceSink {
+            speaker,
+            sender,
+            origin,
+            // Behind by more than the mixer's jitter window would be dropped; re-anchor before that.
+            clock: RtpClock::new(
+                OPUS_CLOCK_RATE,
+                Duration::from_millis(100),
+                Duration::from_millis(400),
+            ),
+            position: 0,
+        }
     }
 }
 
-/// Decodes a voice track; the decoder's output is contiguous (it conceals losses and fills short gaps), so its
-/// sample count is the track's own clock, mapped onto the media clock by arrival.
-async fn pump_voice(track: RemoteTrack, sender: MediaSender, origin: Instant) {
-    let speaker = track.owner().to_owned();
-    let mut decoder = match VoiceDecoder::new() {
-        Ok(decoder) => decoder,
-        Err(error) => {
-            tracing::error!(%speaker, %error, "cannot decode voice");
-            return;
-        }
-    };
-    // Behind by more than the mixer's jitter window would be dropped; re-anchor before that.
-    let mut clock = RtpClock::new(
-        OPUS_CLOCK_RATE,
-        Duration::from_millis(100),
-        Duration::from_millis(400),
-    );
-    let mut position: u64 = 0;
-    while let Some(packet) = track.next_packet().await {
-        let arrival = origin.elapsed();
-        let pcm = decoder.push(packet);
-        if pcm.is_empty() {
-            continue;
-        }
+impl TrackSink for VoiceSink {
+    type Error = calls_participant::Error;
+
+    fn voice(&mut self, pcm: Vec<i16>, arrival: Instant) -> calls_participant::Result<()> {
+        let arrival = arrival.duration_since(self.origin);
         let length = duration_from_samples(pcm.len() as u64);
         // The decoder's position is a 48 kHz timeline; wrapping to u32 is what RtpClock unwraps.
-        let at = clock.handle_packet(position as u32, arrival.saturating_sub(length));
-        position += pcm.len() as u64;
-        sender.send(MediaInput::Audio {
-            speaker: speaker.clone(),
+        let at = self
+            .clock
+            .handle_packet(self.position as u32, arrival.saturating_sub(length));
+        self.position += pcm.len() as u64;
+        self.sender.send(MediaInput::Audio {
+            speaker: self.speaker.clone(),
             at,
             pcm,
         });
+        Ok(())
     }
 }
 
-/// Decodes a screen track, placing each frame by its RTP timestamp and asking for keyframes after losses.
-async fn pump_screen(track: RemoteTrack, sender: MediaSender, origin: Instant) {
-    let sharer = track.owner().to_owned();
-    let mut decoder = match Vp8Decoder::new() {
-        Ok(decoder) => decoder,
-        Err(error) => {
-            tracing::error!(%sharer, %error, "cannot decode the screen share");
-            return;
+/// Feeds a decoded screen share to the media thread, placing each frame by its RTP timestamp (the shared
+/// receive loop asks for keyframes after losses).
+struct ScreenSink {
+    sharer: String,
+    sender: MediaSender,
+    origin: Instant,
+    clock: RtpClock,
+}
+
+impl ScreenSink {
+    fn new(sharer: String, sender: MediaSender, origin: Instant) -> ScreenSink {
+        ScreenSink {
+            sharer,
+            sender,
+            origin,
+            clock: RtpClock::new(
+                VIDEO_CLOCK_RATE,
+                Duration::from_millis(100),
+                Duration::from_secs(1),
+            ),
         }
-    };
-    let mut clock = RtpClock::new(
-        VIDEO_CLOCK_RATE,
-        Duration::from_millis(100),
-        Duration::from_secs(1),
-    );
-    let mut last_keyframe_request: Option<Instant> = None;
-    track.request_keyframe().await;
-    while let Some(packet) = track.next_packet().await {
-        let arrival = origin.elapsed();
-        let timestamp = packet.header.timestamp;
-        let output = decoder.push(&packet);
-        if output.wants_keyframe
-            && last_keyframe_request.is_none_or(|at| at.elapsed() > Duration::from_millis(500))
-        {
-            last_keyframe_request = Some(Instant::now());
-            track.request_keyframe().await;
-        }
-        for frame in output.frames {
-            let at = clock.handle_packet(timestamp, arrival);
-            match I420Frame::new(frame.width, frame.height, frame.data) {
-                Ok(frame) => {
-                    sender.send(MediaInput::Video {
-                        sharer: sharer.clone(),
-                        at,
-                        frame,
-                    });
-                }
-                Err(error) => tracing::warn!(%sharer, %error, "dropping a malformed screen frame"),
+    }
+}
+
+impl TrackSink for ScreenSink {
+    type Error = calls_participant::Error;
+
+    fn frame(
+        &mut self,
+        frame: VideoFrame,
+        rtp_timestamp: u32,
+        arrival: Instant,
+    ) -> calls_participant::Result<()> {
+        let at = self
+            .clock
+            .handle_packet(rtp_timestamp, arrival.duration_since(self.origin));
+        match I420Frame::new(frame.width, frame.height, frame.data) {
+            Ok(frame) => {
+                self.sender.send(MediaInput::Video {
+                    sharer: self.sharer.clone(),
+                    at,
+                    frame,
+                });
+            }
+            Err(error) => {
+                tracing::warn!(sharer = %self.sharer, %error, "dropping a malformed screen frame")
             }
         }
+        Ok(())
     }
 }
 

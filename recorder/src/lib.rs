@@ -6,7 +6,6 @@
 //! The job plumbing (settings, offloader client, heartbeat, stop policy) is the shared `calls-job` crate.
 
 pub mod backdrop;
-pub mod clock;
 pub mod compositor;
 pub mod config;
 pub mod encoder;

@@ -1,4 +1,5 @@
-//! Maps a track's RTP timestamps onto the recording's media timeline.
+//! Maps a track's RTP timestamps onto a job's timeline (the recording's media clock, the transcriber's call
+//! clock).
 //!
 //! RTP timestamps give the spacing of a track's packets exactly but start at a random value, wrap at 2^32 and
 //! jump when a sender restarts. Arrival times start on the recording's clock but jitter. [`RtpClock`] uses both:
