@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use calls_offloader::api::jobs::{validate_request, MAX_INPUT_KEYS};
-use calls_protocol::job_env;
 use calls_offloader::api::{
     parse_json, validate_registration, validate_status_update, MAX_COUNTERS,
 };
@@ -22,6 +21,7 @@ use calls_offloader::auth::{parse_authorization, Credentials};
 use calls_offloader::files::{parse_range, validate_artifact_name};
 use calls_offloader::image_ref::is_valid_reference;
 use calls_offloader::{webhook, AppState, Config};
+use calls_protocol::job_env;
 use calls_protocol::jobs::{
     CreateJobRequest, JobStatusUpdate, JobType, LoginRequest, RegisterRequest, WebhookConfig,
 };
