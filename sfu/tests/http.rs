@@ -237,3 +237,42 @@ async fn partial_headers_time_out_and_connections_are_capped() {
         "the 17th connection was served after {after:?}, before the cap freed a slot"
     );
 }
+
+/// Issue 11, finding 7 (label injection): the SFU's metrics carry no client-chosen label values.
+/// Requests with made-up methods and paths must not add a single series to `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_methods_and_paths_add_no_metric_series() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sfu = start_sfu().await;
+    let series = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' ').map(|(name, _)| name.to_owned()))
+            .filter(|name| !name.starts_with("process_"))
+            .collect()
+    };
+    let metrics_url = format!("{}/metrics", sfu.http_url());
+    let before = series(
+        &reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    for method in ["INJECTED", "GET\u{7f}", "X-LABEL-1", "PROPFIND"] {
+        let mut stream = tokio::net::TcpStream::connect(sfu.http_addr).await.unwrap();
+        let request = format!("{method} /metrics{{injected=\"1\"}} HTTP/1.1\r\nHost: sfu\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    }
+    let after_text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!after_text.contains("INJECTED") && !after_text.contains("injected"));
+    assert_eq!(series(&after_text), before, "new series appeared");
+}
