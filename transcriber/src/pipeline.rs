@@ -1,5 +1,5 @@
-//! The post-call speech pipeline for one speaker: audio pieces on the call timeline → VAD → speech packed
-//! into whisper-sized chunks → whisper → segments mapped back to call time.
+//! The post-call speech pipeline for one speaker: audio pieces on the call timeline → VAD → utterances
+//! (regions closer than 1 s joined, ≤ 28 s) → whisper → segments mapped back to call time.
 //!
 //! The job shell decodes each speaker's captured Opus to 16 kHz mono [`AudioPiece`]s (one per stretch of
 //! received audio, placed on the call timeline) and hands them to [`Transcriber::transcribe_speaker`];
@@ -74,12 +74,11 @@ pub struct Progress {
     pub total_ms: u64,
 }
 
-/// Longest stretch of packed speech handed to whisper at once: just under its 30 s window, so a chunk is
+/// Longest stretch of joined speech handed to whisper at once: just under its 30 s window, so a chunk is
 /// decoded in one encoder pass.
 pub const CHUNK_MAX_MS: u64 = 28_000;
-/// Silence placed between two packed regions, so whisper sees a pause and tends to end a segment there
-/// (a segment that still runs across is cut by its token times, see `Chunk::to_call_time`).
-pub const CHUNK_GAP_MS: u64 = 1_000;
+/// Speech regions closer than this are decoded together, with the real audio between them.
+pub const CHUNK_JOIN_MS: u64 = 1_000;
 
 /// Segments whisper itself judged to be probably no speech, with a low token probability, are dropped.
 const NO_SPEECH_DROP: f32 = 0.6;
@@ -96,7 +95,10 @@ impl Transcriber {
     /// Loads the whisper and VAD models and checks the options against the model.
     pub fn new(options: &TranscribeOptions) -> Result<Self> {
         let engine = Engine::load(&options.model)?;
-        let vad = Vad::load(&options.vad_model, VadSettings::default(), options.threads)?;
+        // One thread: Silero runs one tiny graph per 32 ms frame, and ggml's spin-waiting threads turn
+        // every frame into a barrier that costs a scheduler slice on a busy machine (measured: a 20 s
+        // buffer took minutes with 2 threads under load, seconds with 1).
+        let vad = Vad::load(&options.vad_model, VadSettings::default(), 1)?;
         let language = match options.language.as_deref().map(str::trim) {
             None | Some("") | Some("auto") => None,
             Some(code) => Some(code.to_ascii_lowercase()),
@@ -204,48 +206,54 @@ struct Part {
     chunk_offset: usize,
 }
 
-/// Speech regions packed into one buffer of at most [`CHUNK_MAX_MS`] (a single longer region stands alone).
+/// Speech handed to whisper in one call: one or more parts (today always one contiguous range of a piece),
+/// at most [`CHUNK_MAX_MS`] unless a single region is longer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Chunk {
     parts: Vec<Part>,
 }
 
-/// Packs the speech regions of piece `piece` into chunks, in order.
+/// Groups the speech regions of piece `piece` into chunks, in order. Regions less than
+/// [`CHUNK_JOIN_MS`] apart are joined with the real audio between them (one utterance with short pauses);
+/// a longer pause starts a new chunk, so whisper never sees two utterances glued together (its segment
+/// times compress silence, which would put the second utterance's cue at the first one's time).
 fn plan_chunks(piece: usize, regions: &[Range<usize>]) -> Vec<Chunk> {
     let max = ms_to_samples(CHUNK_MAX_MS);
-    let gap = ms_to_samples(CHUNK_GAP_MS);
-    let mut chunks = Vec::new();
-    let mut current = Chunk::default();
-    let mut length = 0;
+    let join = ms_to_samples(CHUNK_JOIN_MS);
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut current: Option<Range<usize>> = None;
     for region in regions.iter().filter(|r| !r.is_empty()) {
-        let needed = if current.parts.is_empty() {
-            region.len()
-        } else {
-            gap + region.len()
+        current = match current {
+            Some(range)
+                if region.start.saturating_sub(range.end) < join
+                    && region.end.saturating_sub(range.start) <= max =>
+            {
+                Some(range.start..region.end.max(range.end))
+            }
+            Some(range) => {
+                chunks.push(Chunk::single(piece, range));
+                Some(region.clone())
+            }
+            None => Some(region.clone()),
         };
-        if !current.parts.is_empty() && length + needed > max {
-            chunks.push(std::mem::take(&mut current));
-            length = 0;
-        }
-        let offset = if current.parts.is_empty() {
-            0
-        } else {
-            length + gap
-        };
-        current.parts.push(Part {
-            piece,
-            source: region.clone(),
-            chunk_offset: offset,
-        });
-        length = offset + region.len();
     }
-    if !current.parts.is_empty() {
-        chunks.push(current);
+    if let Some(range) = current {
+        chunks.push(Chunk::single(piece, range));
     }
     chunks
 }
 
 impl Chunk {
+    fn single(piece: usize, source: Range<usize>) -> Self {
+        Chunk {
+            parts: vec![Part {
+                piece,
+                source,
+                chunk_offset: 0,
+            }],
+        }
+    }
+
     fn speech_ms(&self) -> u64 {
         self.parts
             .iter()

@@ -34,37 +34,78 @@ fn piece(start_ms: u64, seconds: usize) -> AudioPiece {
 }
 
 #[test]
-fn regions_are_packed_with_gaps_and_mapped_back_to_call_time() {
-    // Piece starts 60 s into the call; speech at 1..3 s and 10..12 s of it.
+fn close_regions_form_one_utterance_and_distant_ones_another() {
+    // Piece starts 60 s into the call; speech at 1..3 s, 3.5..4 s and 10..12 s of it.
     let pieces = vec![piece(60_000, 20)];
-    let regions = vec![16_000..48_000, 160_000..192_000];
+    let regions = vec![16_000..48_000, 56_000..64_000, 160_000..192_000];
     let chunks = plan_chunks(0, &regions);
-    assert_eq!(chunks.len(), 1);
-    let chunk = &chunks[0];
-    // 2 s + 1 s gap + 2 s.
-    assert_eq!(chunk.len(), 16_000 * 5);
-    assert_eq!(chunk.speech_ms(), 4_000);
-    // A segment in the first region: 0.5..1.5 s of the chunk = 61.5..62.5 s of the call.
-    let s = one(chunk.to_call_time(&raw(500, 1_500, " Hello. "), &pieces));
+    assert_eq!(chunks.len(), 2);
+    // The first two are 0.5 s apart: one chunk with the real audio between them.
+    assert_eq!(chunks[0].len(), 48_000);
+    assert_eq!(chunks[0].speech_ms(), 3_000);
+    assert_eq!(chunks[1].speech_ms(), 2_000);
+    // Times map linearly: 0.5..1.5 s of the first chunk = 61.5..62.5 s of the call.
+    let s = one(chunks[0].to_call_time(&raw(500, 1_500, " Hello. "), &pieces));
     assert_eq!(
         (s.start_ms, s.end_ms, s.text.as_str()),
         (61_500, 62_500, "Hello.")
     );
-    // A segment starting in the gap starts with the second region (70 s) and ends inside it.
-    let s = one(chunk.to_call_time(&raw(2_500, 4_000, "Second."), &pieces));
+    let s = one(chunks[1].to_call_time(&raw(0, 1_000, "Second."), &pieces));
     assert_eq!((s.start_ms, s.end_ms), (70_000, 71_000));
-    // A segment without token times spanning both regions keeps both ends.
-    let s = one(chunk.to_call_time(&raw(1_000, 5_000, "Both."), &pieces));
-    assert_eq!((s.start_ms, s.end_ms), (62_000, 72_000));
-    // An end in the gap belongs to the first region.
-    let s = one(chunk.to_call_time(&raw(1_000, 2_500, "First."), &pieces));
-    assert_eq!((s.start_ms, s.end_ms), (62_000, 63_000));
+    // Whisper's times past the end of the chunk are clamped to it.
+    let s = one(chunks[1].to_call_time(&raw(1_500, 9_000, "Late."), &pieces));
+    assert_eq!((s.start_ms, s.end_ms), (71_500, 72_000));
 }
 
 #[test]
-fn a_segment_running_across_two_regions_is_cut_between_them_by_token_times() {
+fn chunks_never_exceed_the_whisper_window_unless_one_region_does() {
+    let second = 16_000;
+    // 10 s regions 0.5 s apart: joined while they fit into 28 s.
+    let regions: Vec<_> = (0..6)
+        .map(|i| (i * 21 * second / 2)..(i * 21 * second / 2 + 10 * second))
+        .collect();
+    let chunks = plan_chunks(3, &regions);
+    assert_eq!(chunks.len(), 3);
+    assert!(chunks
+        .iter()
+        .all(|c| c.len() <= ms_to_samples(CHUNK_MAX_MS)));
+    assert!(chunks.iter().all(|c| c.parts.iter().all(|p| p.piece == 3)));
+    let long = plan_chunks(0, &[0..40 * second, 40 * second + 100..42 * second]);
+    assert_eq!(long.len(), 2);
+    assert_eq!(long[0].len(), 40 * second);
+    assert!(plan_chunks(0, &[]).is_empty());
+}
+
+#[test]
+fn assembled_chunks_copy_the_audio() {
+    let pieces = vec![AudioPiece {
+        start_ms: 0,
+        samples: (0..32_000).map(|i| i as f32).collect(),
+    }];
+    let chunk = &plan_chunks(0, &[100..110, 200..205])[0];
+    let samples = chunk.assemble(&pieces);
+    assert_eq!(samples.len(), 105);
+    assert_eq!(samples[0], 100.0);
+    assert_eq!(samples[104], 204.0);
+}
+
+#[test]
+fn a_segment_running_across_two_parts_is_cut_between_them_by_token_times() {
     let pieces = vec![piece(60_000, 20)];
-    let chunk = &plan_chunks(0, &[16_000..48_000, 160_000..192_000])[0];
+    let chunk = Chunk {
+        parts: vec![
+            Part {
+                piece: 0,
+                source: 16_000..48_000,
+                chunk_offset: 0,
+            },
+            Part {
+                piece: 0,
+                source: 160_000..192_000,
+                chunk_offset: 48_000,
+            },
+        ],
+    };
     let segment = RawSegment {
         tokens: vec![
             token(500, 800, "The"),
@@ -84,40 +125,6 @@ fn a_segment_running_across_two_regions_is_cut_between_them_by_token_times() {
         vec![(61_500, 62_800, "The end."), (70_500, 71_500, "Next one.")]
     );
     assert!((segments[0].avg_token_prob - 0.8).abs() < 1e-6);
-}
-
-#[test]
-fn chunks_never_exceed_the_whisper_window_unless_one_region_does() {
-    let second = 16_000;
-    let regions: Vec<_> = (0..10)
-        .map(|i| (i * 20 * second)..(i * 20 * second + 10 * second))
-        .collect();
-    let chunks = plan_chunks(3, &regions);
-    // 10 s regions + 1 s gaps: two fit into 28 s, a third does not.
-    assert_eq!(chunks.len(), 5);
-    assert!(chunks
-        .iter()
-        .all(|c| c.len() <= ms_to_samples(CHUNK_MAX_MS)));
-    assert!(chunks.iter().all(|c| c.parts.iter().all(|p| p.piece == 3)));
-    let long = plan_chunks(0, &[0..40 * second, 41 * second..42 * second]);
-    assert_eq!(long.len(), 2);
-    assert_eq!(long[0].len(), 40 * second);
-    assert!(plan_chunks(0, &[]).is_empty());
-}
-
-#[test]
-fn assembled_chunks_copy_speech_and_put_silence_between() {
-    let pieces = vec![AudioPiece {
-        start_ms: 0,
-        samples: (0..32_000).map(|i| i as f32).collect(),
-    }];
-    let chunk = &plan_chunks(0, &[100..110, 200..205])[0];
-    let samples = chunk.assemble(&pieces);
-    assert_eq!(samples.len(), 10 + 16_000 + 5);
-    assert_eq!(samples[0], 100.0);
-    assert_eq!(samples[9], 109.0);
-    assert!(samples[10..16_010].iter().all(|s| *s == 0.0));
-    assert_eq!(samples[16_010], 200.0);
 }
 
 #[test]

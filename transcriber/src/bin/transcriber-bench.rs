@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p calls-transcriber --bin transcriber-bench -- \
-//!     [--models tiny.en,base] [--threads 1,2] [--python /work/.venv-fw/bin/python] [--vad-report]
+//!     [--models tiny.en,base] [--threads 1,2] [--beams 1,5] [--python /work/.venv-fw/bin/python] [--vad-report]
 //! ```
 //! The audio: every sentence of `evaluation::SENTENCES` spoken by espeak-ng, voices rotating, with 0.7 s
 //! pauses (≥ 30 s). Each configuration runs in its own process so its peak RSS is its own. RTF = time to
@@ -36,6 +36,8 @@ fn main() -> anyhow::Result<()> {
     let model_names =
         option("--models").unwrap_or_else(|| format!("tiny.en,{}", models::DEFAULT_MODEL));
     let threads = option("--threads").unwrap_or_else(|| "1,2".to_string());
+    let beams = option("--beams").unwrap_or_else(|| "1,5".to_string());
+    let beams: Vec<&str> = beams.split(',').collect();
     let python = option("--python").unwrap_or_else(|| "/work/.venv-fw/bin/python".to_string());
     let dir = models::default_dir();
 
@@ -94,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     for name in model_names.split(',') {
         let base_name = name.split("-q").next().unwrap_or(name);
         for threads in threads.split(',') {
-            for beam in ["1", "5"] {
+            for beam in beams.iter().copied() {
                 let output = Command::new(&me)
                     .args(["--one", name, threads, beam])
                     .arg(&audio_path)
@@ -117,7 +119,7 @@ fn main() -> anyhow::Result<()> {
                 continue;
             }
             for compute in ["int8", "float32"] {
-                for beam in ["1", "5"] {
+                for beam in beams.iter().copied() {
                     let output = Command::new(&python)
                         .arg(&script)
                         .arg(&ct2)

