@@ -46,7 +46,10 @@ fn regions_are_packed_with_gaps_and_mapped_back_to_call_time() {
     assert_eq!(chunk.speech_ms(), 4_000);
     // A segment in the first region: 0.5..1.5 s of the chunk = 61.5..62.5 s of the call.
     let s = one(chunk.to_call_time(&raw(500, 1_500, " Hello. "), &pieces));
-    assert_eq!((s.start_ms, s.end_ms, s.text.as_str()), (61_500, 62_500, "Hello."));
+    assert_eq!(
+        (s.start_ms, s.end_ms, s.text.as_str()),
+        (61_500, 62_500, "Hello.")
+    );
     // A segment starting in the gap starts with the second region (70 s) and ends inside it.
     let s = one(chunk.to_call_time(&raw(2_500, 4_000, "Second."), &pieces));
     assert_eq!((s.start_ms, s.end_ms), (70_000, 71_000));

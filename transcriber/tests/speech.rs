@@ -62,14 +62,20 @@ fn check_sentences(model: &str, max_wer: f64) {
             .filter(|s| s.start_ms + 1_000 >= at_ms && s.start_ms < at_ms + 2_500)
             .collect();
         let first = near.first().unwrap_or_else(|| {
-            panic!("{model}: nothing within 1 s of {at_ms} ms ({sentence:?}): {:?}", result.segments)
+            panic!(
+                "{model}: nothing within 1 s of {at_ms} ms ({sentence:?}): {:?}",
+                result.segments
+            )
         });
         assert!(
             first.start_ms.abs_diff(at_ms) <= 1_000,
             "{model}: {sentence:?} spoken at {at_ms} ms, cue at {} ms",
             first.start_ms
         );
-        assert!(first.avg_token_prob > 0.3 && first.no_speech_prob < 0.6, "{first:?}");
+        assert!(
+            first.avg_token_prob > 0.3 && first.no_speech_prob < 0.6,
+            "{first:?}"
+        );
         let text: Vec<&str> = near.iter().map(|s| s.text.as_str()).collect();
         let (e, w) = word_errors(sentence, &text.join(" "));
         eprintln!("{model}: {sentence:?} → {:?}", text.join(" "));
