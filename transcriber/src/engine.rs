@@ -217,10 +217,7 @@ impl Engine {
                 tokens.push(RawToken {
                     start_ms,
                     end_ms: ((data.t1.max(0) as u64) * 10).max(start_ms),
-                    text: token
-                        .to_str_lossy()
-                        .map(|t| t.into_owned())
-                        .unwrap_or_default(),
+                    text: token.to_str_lossy().map(|t| t.into_owned()).unwrap_or_default(),
                     probability,
                 });
             }
