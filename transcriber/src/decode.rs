@@ -85,15 +85,26 @@ pub fn decode_packets(
                 decoder: VoiceDecoder::with_sample_rate(SAMPLE_RATE)?,
             }),
         };
-        let packet_ms = opus::packet::get_nb_samples(&packet.payload, SAMPLE_RATE)
-            .map(|n| n as u64 / SAMPLES_PER_MS)
-            .unwrap_or(20);
-        let end_ms = packet.at_us / 1000 + packet_ms;
+        let packet_samples = opus::packet::get_nb_samples(&packet.payload, SAMPLE_RATE)
+            .map(|n| n as u64)
+            .unwrap_or(20 * SAMPLES_PER_MS);
+        let at_ms = packet.at_us / 1000;
         let pcm = track.decoder.push(to_rtp(&packet));
-        // The decoder's output ends with this packet's audio (or a few packets earlier while it waits
-        // for a late one, well within CONTINUOUS_WITHIN_MS).
-        let start_ms = end_ms.saturating_sub(pcm.len() as u64 / SAMPLES_PER_MS);
-        builder.handle_run(start_ms, &pcm);
+        // The decoder's output ends with this packet's audio (or a few packets earlier while it waits for a
+        // late one, well within CONTINUOUS_WITHIN_MS); what comes before it is concealment or silence the
+        // decoder filled from the RTP timestamps. Capture's placement is the truth for where the packet
+        // belongs, so the packet goes at its place, concealment right before it, and filled silence is
+        // dropped (the builder fills or splits by placement instead).
+        let split = pcm.len().saturating_sub(packet_samples as usize);
+        let (head, tail) = pcm.split_at(split);
+        // Filled silence leads the head; packets the decoder held back for reordering follow it.
+        let first_sound = head.iter().position(|&s| s != 0).unwrap_or(head.len());
+        let head = &head[first_sound..];
+        if !head.is_empty() {
+            let head_ms = head.len() as u64 / SAMPLES_PER_MS;
+            builder.handle_run(at_ms.saturating_sub(head_ms), head);
+        }
+        builder.handle_run(at_ms, tail);
     }
     Ok(builder.finish())
 }

@@ -148,7 +148,11 @@ fn the_builder_appends_fills_and_splits() {
         500 * 16 + 320,
         "filled up to 1.5 s"
     );
-    assert_eq!(pieces[0].samples[700], 1_000.0 / 32_768.0);
+    assert_eq!(
+        pieces[0].samples[600],
+        1_000.0 / 32_768.0,
+        "the second run follows the first"
+    );
     assert_eq!(pieces[0].samples[1_000], 0.0);
     assert_eq!((pieces[1].start_ms, pieces[1].samples.len()), (4_000, 160));
 }
