@@ -244,8 +244,8 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
         .collect::<anyhow::Result<_>>()?;
 
     let stack = start_stack("tx").await?;
-    let mut alice = join(&stack, "Alice").await?;
-    let mut bob = join(&stack, "Bob").await?;
+    let alice = join(&stack, "Alice").await?;
+    let bob = join(&stack, "Bob").await?;
     let carol = join(&stack, "Carol").await?;
     let job = request(&stack, &stack.sfu.http_url(), &[]).await?;
     let t0 = wait_joined(&stack.client, &job).await?;

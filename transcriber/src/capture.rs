@@ -228,11 +228,14 @@ impl CaptureSender {
     }
 }
 
+/// Per speaker index: the capture file and the packets in it (absent when no packet was written).
+pub type CaptureFiles = Vec<Option<(PathBuf, u64)>>;
+
 /// What the capture wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureSummary {
     /// Per speaker index: the file and the packets in it (absent when no packet was written).
-    pub files: Vec<Option<(PathBuf, u64)>>,
+    pub files: CaptureFiles,
     /// Packets dropped because the writer was behind.
     pub dropped: u64,
 }
@@ -240,7 +243,7 @@ pub struct CaptureSummary {
 /// The writer thread and its queue.
 pub struct Capture {
     sender: CaptureSender,
-    thread: JoinHandle<io::Result<Vec<Option<(PathBuf, u64)>>>>,
+    thread: JoinHandle<io::Result<CaptureFiles>>,
 }
 
 impl Capture {
@@ -298,7 +301,7 @@ fn write_loop(
     dir: &Path,
     queue: Receiver<Message>,
     counters: &Counters,
-) -> io::Result<Vec<Option<(PathBuf, u64)>>> {
+) -> io::Result<CaptureFiles> {
     let mut files: Vec<Option<(PathBuf, BufWriter<File>, u64)>> = Vec::new();
     for Message { speaker, packet } in queue {
         if files.len() <= speaker {
