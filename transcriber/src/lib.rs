@@ -5,9 +5,13 @@
 //! [`engine`] (whisper on a buffer), [`pipeline`] (one speaker: VAD → chunks → whisper → call time) and
 //! [`transcript`] (merge speakers, render the artifacts).
 
+pub mod capture;
+pub mod config;
+pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod evaluation;
+pub mod job;
 pub mod models;
 pub mod pipeline;
 pub mod transcript;

@@ -1,0 +1,396 @@
+//! Capture during the call: every remote voice track's Opus packets go to disk as they arrive, one file per
+//! speaker under the job's data directory, each packet stamped with its place on the call timeline.
+//!
+//! Memory stays flat however long the call: the track tasks hand packets to one writer thread through a
+//! bounded queue ([`CaptureSender`]; a full queue drops the packet and counts it), and the thread writes them
+//! through small buffers. Placement comes from RTP timestamps ([`RtpClock`]): the first packet of a track sits
+//! at its arrival time, later ones at `anchor + Δrtp`, and a track whose sender paused (timestamps that fell
+//! behind arrival) or restarted is re-anchored at arrival. So joins, leaves, mutes and reconnects land at the
+//! right call time, and the decoder ([`crate::decode`]) turns gaps into silence or piece boundaries.
+//!
+//! A speaker is a display name plus an SFU session ([`Speakers`]): two people with one name stay apart, and a
+//! session's later tracks (a re-published microphone) append to the same speaker with a new track number.
+//!
+//! File format (little-endian), written by [`write_packet`] and read by [`CaptureReader`]: the magic
+//! `CTXCAP01`, then per packet `u16 track, u64 at_us, u16 sequence, u32 rtp_timestamp, u16 length, payload`.
+//! A record cut short (the job was killed mid-write) ends the file cleanly.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use calls_participant::clock::{RtpClock, OPUS_CLOCK_RATE};
+use calls_participant::TrackSink;
+use rtc::rtp;
+
+use crate::pipeline::Speaker;
+
+/// The first bytes of a capture file.
+pub const MAGIC: &[u8; 8] = b"CTXCAP01";
+/// Packets the writer thread may fall behind by (about 40 s of one voice at 50 packets/s).
+pub const QUEUE_PACKETS: usize = 2048;
+/// A placement this far behind arrival re-anchors a track (the sender paused; its timestamps stopped).
+pub const MAX_BEHIND: Duration = Duration::from_millis(250);
+/// A placement this far ahead of arrival re-anchors a track (the sender restarted with a new base).
+pub const MAX_AHEAD: Duration = Duration::from_millis(250);
+
+/// One captured voice packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedPacket {
+    /// The speaker's track number (0 for the first track of a session, 1 after a re-publish...).
+    pub track: u16,
+    /// Placement on the call timeline, in microseconds since the bot joined.
+    pub at_us: u64,
+    /// RTP sequence number.
+    pub sequence: u16,
+    /// RTP timestamp (48 kHz).
+    pub timestamp: u32,
+    /// The Opus payload.
+    pub payload: Vec<u8>,
+}
+
+/// Appends one packet record to `out`.
+pub fn write_packet(out: &mut impl Write, packet: &CapturedPacket) -> io::Result<()> {
+    let length = u16::try_from(packet.payload.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "payload over 64 KiB"))?;
+    out.write_all(&packet.track.to_le_bytes())?;
+    out.write_all(&packet.at_us.to_le_bytes())?;
+    out.write_all(&packet.sequence.to_le_bytes())?;
+    out.write_all(&packet.timestamp.to_le_bytes())?;
+    out.write_all(&length.to_le_bytes())?;
+    out.write_all(&packet.payload)
+}
+
+/// Reads a capture file packet by packet.
+pub struct CaptureReader<R> {
+    input: R,
+}
+
+impl CaptureReader<BufReader<File>> {
+    /// Opens `path` and checks its magic.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        CaptureReader::new(BufReader::new(File::open(path)?))
+    }
+}
+
+impl<R: Read> CaptureReader<R> {
+    /// Reads from `input`, which must start with [`MAGIC`].
+    pub fn new(mut input: R) -> io::Result<Self> {
+        let mut magic = [0u8; 8];
+        input.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a capture file (bad magic)",
+            ));
+        }
+        Ok(CaptureReader { input })
+    }
+
+    fn read_record(&mut self) -> io::Result<Option<CapturedPacket>> {
+        let mut header = [0u8; 18];
+        match read_full(&mut self.input, &mut header)? {
+            0 => return Ok(None),
+            n if n < header.len() => return Ok(None),
+            _ => {}
+        }
+        let field = |range: std::ops::Range<usize>| &header[range];
+        let le16 = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+        let track = le16(field(0..2));
+        // Both slices are fixed ranges of the 18-byte header, so the conversions cannot fail.
+        let at_us = u64::from_le_bytes(field(2..10).try_into().expect("8 bytes"));
+        let sequence = le16(field(10..12));
+        let timestamp = u32::from_le_bytes(field(12..16).try_into().expect("4 bytes"));
+        let length = usize::from(le16(field(16..18)));
+        let mut payload = vec![0u8; length];
+        if read_full(&mut self.input, &mut payload)? < length {
+            return Ok(None);
+        }
+        Ok(Some(CapturedPacket {
+            track,
+            at_us,
+            sequence,
+            timestamp,
+            payload,
+        }))
+    }
+}
+
+impl<R: Read> Iterator for CaptureReader<R> {
+    type Item = io::Result<CapturedPacket>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.read_record().transpose()
+    }
+}
+
+/// Reads until `buffer` is full or the input ends; returns the bytes read.
+fn read_full(input: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match input.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The speakers of a call, by session, in the order their first track arrived.
+#[derive(Debug, Default)]
+pub struct Speakers {
+    list: Vec<(Speaker, u16)>,
+    by_session: HashMap<String, usize>,
+}
+
+impl Speakers {
+    /// A new voice track of `session` (display name `name`): its speaker index and track number.
+    pub fn handle_track(&mut self, session: &str, name: &str) -> (usize, u16) {
+        if let Some(&index) = self.by_session.get(session) {
+            let entry = &mut self.list[index];
+            entry.1 = entry.1.saturating_add(1);
+            return (index, entry.1);
+        }
+        let index = self.list.len();
+        self.list.push((
+            Speaker {
+                name: name.to_owned(),
+                session: session.to_owned(),
+            },
+            0,
+        ));
+        self.by_session.insert(session.to_owned(), index);
+        (index, 0)
+    }
+
+    /// Every speaker seen, by index.
+    pub fn list(&self) -> Vec<Speaker> {
+        self.list
+            .iter()
+            .map(|(speaker, _)| speaker.clone())
+            .collect()
+    }
+
+    /// How many speakers were seen.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether nobody published a voice.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
+/// The capture file of speaker number `index` in `dir`.
+pub fn capture_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("speaker-{index}.cap"))
+}
+
+struct Message {
+    speaker: usize,
+    packet: CapturedPacket,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Hands packets to the writer thread without ever blocking; a full queue drops the packet and counts it.
+#[derive(Clone)]
+pub struct CaptureSender {
+    queue: SyncSender<Message>,
+    counters: Arc<Counters>,
+}
+
+impl CaptureSender {
+    /// Queues `packet` for speaker `speaker`.
+    pub fn send(&self, speaker: usize, packet: CapturedPacket) {
+        match self.queue.try_send(Message { speaker, packet }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if dropped == 0 {
+                    tracing::warn!("capture writer is behind; dropping voice packets (counted)");
+                }
+            }
+        }
+    }
+}
+
+/// Per speaker index: the capture file and the packets in it (absent when no packet was written).
+pub type CaptureFiles = Vec<Option<(PathBuf, u64)>>;
+
+/// What the capture wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSummary {
+    /// Per speaker index: the file and the packets in it (absent when no packet was written).
+    pub files: CaptureFiles,
+    /// Packets dropped because the writer was behind.
+    pub dropped: u64,
+}
+
+/// The writer thread and its queue.
+pub struct Capture {
+    sender: CaptureSender,
+    thread: JoinHandle<io::Result<CaptureFiles>>,
+}
+
+impl Capture {
+    /// Starts the writer thread for files in `dir` (created if needed).
+    pub fn start(dir: &Path, queue: usize) -> io::Result<Capture> {
+        std::fs::create_dir_all(dir)?;
+        let (tx, rx) = sync_channel(queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let dir = dir.to_owned();
+        let written = Arc::clone(&counters);
+        let thread = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || write_loop(&dir, rx, &written))?;
+        Ok(Capture {
+            sender: CaptureSender {
+                queue: tx,
+                counters,
+            },
+            thread,
+        })
+    }
+
+    /// A sender for a track task.
+    pub fn sender(&self) -> CaptureSender {
+        self.sender.clone()
+    }
+
+    /// Packets written so far (the job's heartbeat counter during the call).
+    pub fn packets_written(&self) -> u64 {
+        self.sender.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Packets dropped so far.
+    pub fn packets_dropped(&self) -> u64 {
+        self.sender.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting packets once every sender is gone, writes what is queued and closes the files.
+    /// Call after the track tasks ended (their senders are dropped with them).
+    pub fn finish(self) -> io::Result<CaptureSummary> {
+        let Capture { sender, thread } = self;
+        let counters = Arc::clone(&sender.counters);
+        drop(sender);
+        let files = thread
+            .join()
+            .map_err(|_| io::Error::other("the capture thread panicked"))??;
+        Ok(CaptureSummary {
+            files,
+            dropped: counters.dropped.load(Ordering::Relaxed),
+        })
+    }
+}
+
+fn write_loop(
+    dir: &Path,
+    queue: Receiver<Message>,
+    counters: &Counters,
+) -> io::Result<CaptureFiles> {
+    let mut files: Vec<Option<(PathBuf, BufWriter<File>, u64)>> = Vec::new();
+    for Message { speaker, packet } in queue {
+        if files.len() <= speaker {
+            files.resize_with(speaker + 1, || None);
+        }
+        if files[speaker].is_none() {
+            let path = capture_path(dir, speaker);
+            let mut out = BufWriter::with_capacity(64 * 1024, File::create(&path)?);
+            out.write_all(MAGIC)?;
+            files[speaker] = Some((path, out, 0));
+        }
+        let Some((_, out, count)) = files[speaker].as_mut() else {
+            unreachable!("opened just above");
+        };
+        write_packet(out, &packet)?;
+        *count += 1;
+        counters.written.fetch_add(1, Ordering::Relaxed);
+    }
+    files
+        .into_iter()
+        .map(|entry| {
+            entry
+                .map(|(path, out, count)| -> io::Result<(PathBuf, u64)> {
+                    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                    Ok((path, count))
+                })
+                .transpose()
+        })
+        .collect()
+}
+
+/// The receive-loop sink of one voice track: places each packet on the call timeline and queues it.
+pub struct CaptureSink {
+    speaker: usize,
+    track: u16,
+    origin: tokio::time::Instant,
+    clock: RtpClock,
+    sender: CaptureSender,
+}
+
+impl CaptureSink {
+    /// A sink for track number `track` of speaker `speaker`; call time zero is `origin`.
+    pub fn new(
+        speaker: usize,
+        track: u16,
+        origin: tokio::time::Instant,
+        sender: CaptureSender,
+    ) -> CaptureSink {
+        CaptureSink {
+            speaker,
+            track,
+            origin,
+            clock: RtpClock::new(OPUS_CLOCK_RATE, MAX_BEHIND, MAX_AHEAD),
+            sender,
+        }
+    }
+
+    /// The packet as stored, placed by its RTP timestamp given its arrival on the call clock; `None` for
+    /// padding-only packets (bandwidth probes carry no audio).
+    pub fn place(&mut self, packet: &rtp::Packet, arrival: Duration) -> Option<CapturedPacket> {
+        if packet.payload.is_empty() {
+            return None;
+        }
+        let at = self.clock.handle_packet(packet.header.timestamp, arrival);
+        Some(CapturedPacket {
+            track: self.track,
+            at_us: u64::try_from(at.as_micros()).unwrap_or(u64::MAX),
+            sequence: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            payload: packet.payload.to_vec(),
+        })
+    }
+}
+
+impl TrackSink for CaptureSink {
+    type Error = calls_participant::Error;
+
+    fn packet(
+        &mut self,
+        packet: &rtp::Packet,
+        arrival: tokio::time::Instant,
+    ) -> Result<(), Self::Error> {
+        if let Some(captured) = self.place(packet, arrival.duration_since(self.origin)) {
+            self.sender.send(self.speaker, captured);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "capture_tests.rs"]
+mod tests;
