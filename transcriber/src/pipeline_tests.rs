@@ -39,7 +39,6 @@ fn close_regions_form_one_utterance_and_distant_ones_another() {
     let pieces = vec![piece(60_000, 20)];
     let regions = vec![16_000..48_000, 56_000..64_000, 160_000..192_000];
     let chunks = plan_chunks(0, &regions);
-<<<<<<< HEAD
     assert_eq!(chunks.len(), 2);
     // The first two are 0.5 s apart: one chunk with the real audio between them.
     assert_eq!(chunks[0].len(), 48_000);
@@ -47,25 +46,11 @@ fn close_regions_form_one_utterance_and_distant_ones_another() {
     assert_eq!(chunks[1].speech_ms(), 2_000);
     // Times map linearly: 0.5..1.5 s of the first chunk = 61.5..62.5 s of the call.
     let s = one(chunks[0].to_call_time(&raw(500, 1_500, " Hello. "), &pieces));
-=======
-    assert_eq!(chunks.len(), 1);
-    let chunk = &chunks[0];
-    // 2 s + 1 s gap + 2 s.
-    assert_eq!(chunk.len(), 16_000 * 5);
-    assert_eq!(chunk.speech_ms(), 4_000);
-    // A segment in the first region: 0.5..1.5 s of the chunk = 61.5..62.5 s of the call.
-    let s = one(chunk.to_call_time(&raw(500, 1_500, " Hello. "), &pieces));
->>>>>>> tx-shell
     assert_eq!(
         (s.start_ms, s.end_ms, s.text.as_str()),
         (61_500, 62_500, "Hello.")
     );
-<<<<<<< HEAD
     let s = one(chunks[1].to_call_time(&raw(0, 1_000, "Second."), &pieces));
-=======
-    // A segment starting in the gap starts with the second region (70 s) and ends inside it.
-    let s = one(chunk.to_call_time(&raw(2_500, 4_000, "Second."), &pieces));
->>>>>>> tx-shell
     assert_eq!((s.start_ms, s.end_ms), (70_000, 71_000));
     // Whisper's times past the end of the chunk are clamped to it.
     let s = one(chunks[1].to_call_time(&raw(1_500, 9_000, "Late."), &pieces));
