@@ -22,7 +22,14 @@ const CLIENT_SECONDS: &str = "14";
 
 /// A Python with aiortc, websockets and numpy: a virtual environment kept in the target dir
 /// (created and filled from PyPI on first use), or `None` after saying why the test is skipped.
+/// Made once per test process: the tests of this file run in parallel and would otherwise race
+/// to create the same virtual environment ("File exists").
 fn python_with_aiortc() -> Option<PathBuf> {
+    static PYTHON: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(make_python_with_aiortc).clone()
+}
+
+fn make_python_with_aiortc() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aiortc-venv");
     let python = venv.join("bin/python");
     let ready = |python: &Path| {
