@@ -89,15 +89,25 @@ pub struct MediaSender {
 }
 
 impl MediaSender {
-    /// Queues an input without blocking. `false` when it was dropped (thread behind, or stopped after an error).
+    /// Queues an input. Media (audio, video) never waits: when the thread is behind it is dropped and counted
+    /// (`false`). Control inputs (share started or stopped, roster, mute, leave) are rare and change what every
+    /// later frame means, so they wait for room instead of being dropped: a lost `ShareStopped` froze the share's
+    /// last frame to the end of the file when the machine was loaded. The wait is short, because the media thread
+    /// drains its queue on every tick; `false` only when the thread has stopped.
     pub fn send(&self, input: MediaInput) -> bool {
-        match self.sender.try_send(Command::Input(input)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                lock(&self.shared).inputs_dropped += 1;
-                false
+        let media = matches!(input, MediaInput::Audio { .. } | MediaInput::Video { .. });
+        let queued = if media {
+            match self.sender.try_send(Command::Input(input)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
             }
+        } else {
+            self.sender.send(Command::Input(input)).is_ok()
+        };
+        if !queued {
+            lock(&self.shared).inputs_dropped += 1;
         }
+        queued
     }
 }
 
