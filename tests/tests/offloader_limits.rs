@@ -128,7 +128,8 @@ async fn job_containers_are_locked_down_and_their_logs_bounded() -> anyhow::Resu
         .next()
         .unwrap_or_default();
     assert_eq!(tail.len(), 50, "{kept:?}");
-    assert!(kept.starts_with("calls-test-job: job "), "{kept:?}");
+    // The kept head is the first 50 bytes; stdout and stderr race, so either stream's first line may lead.
+    assert!(kept.starts_with("calls-test-job: "), "{kept:?}");
     Ok(())
 }
 
