@@ -26,5 +26,5 @@ step "container images"
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "tests"
-cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
+step "tests (every test binary runs even after a failure, so CI shows all failures at once)"
+cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
