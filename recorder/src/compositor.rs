@@ -234,14 +234,29 @@ impl Compositor {
         self.insert(at, ShareEvent::Frame(frame));
     }
 
-    /// The share ended at media time `at`; from the first tick at or after it the background shows.
+    /// The share ended at media time `at`; from the first tick at or after it (and after the share's
+    /// frames already received) the background shows.
+    ///
+    /// Frames are placed by their RTP timestamps and the stop by its arrival, so under load a frame sent
+    /// before the stop can be placed after it. Such a frame is still shown, and the stop follows it:
+    /// a stop placed before a pending frame would otherwise be undone by it and leave the share's last
+    /// frame on screen for the rest of the recording.
     pub fn handle_share_stopped(&mut self, at: Duration) {
         if self.pending.len() >= self.config.max_pending {
             // Only a flood of stops can get here; the oldest event matters least.
             self.pending.pop_front();
             self.stats.frames_overflow += 1;
         }
-        self.insert(at, ShareEvent::Stopped);
+        let last_frame = self
+            .pending
+            .iter()
+            .filter(|(_, event)| matches!(event, ShareEvent::Frame(_)))
+            .map(|(queued, _)| *queued)
+            .max();
+        self.insert(
+            last_frame.map_or(at, |frame| frame.max(at)),
+            ShareEvent::Stopped,
+        );
     }
 
     /// The frame for the next tick, if the media clock `now` has reached that tick's time.

@@ -193,6 +193,20 @@ fn share_stop_returns_to_the_background_at_its_time() {
 }
 
 #[test]
+fn a_stop_placed_before_a_pending_frame_of_the_share_still_ends_it() {
+    // Under load a frame's RTP placement can fall after the stop's arrival time: the stop then takes
+    // effect with that frame, and the share does not stay frozen on it (ticks every 100 ms).
+    let mut compositor = Compositor::new(config());
+    compositor.handle_frame(ms(0), I420Frame::filled(64, 36, RED));
+    compositor.handle_frame(ms(120), I420Frame::filled(64, 36, GREEN));
+    compositor.handle_share_stopped(ms(60));
+    assert_eq!(tick(&mut compositor), (true, RED));
+    assert_eq!(tick(&mut compositor), (true, RED));
+    assert_eq!(tick(&mut compositor), (false, Yuv::BACKGROUND));
+    assert_eq!(tick(&mut compositor), (false, Yuv::BACKGROUND));
+}
+
+#[test]
 fn resolution_changes_are_followed() {
     let mut compositor = Compositor::new(config());
     compositor.handle_frame(ms(0), I420Frame::filled(48, 36, RED));

@@ -47,14 +47,24 @@ async fn version_health_metrics_and_calls_answer() {
         voice.next_packet().await.expect("voice flows");
     }
 
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // A packet counts as sent once its write returned, which may be just after Bob read it: wait
+    // (briefly) for the counter to catch up with what Bob received.
+    let out_audio = "sfu_rtc_rtp_packets_total{direction=\"out\",type=\"audio\"}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if counter(&metrics, out_audio) >= 20.0 || tokio::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         counter(&metrics, "sfu_rtc_sessions_total"),
         2.0,
