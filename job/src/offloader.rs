@@ -132,8 +132,14 @@ impl OffloaderClient {
                 .iter()
                 .map(|(name, value)| ((*name).to_owned(), *value))
                 .collect::<BTreeMap<_, _>>(),
+            histograms: BTreeMap::new(),
         };
-        retry(policy, "status report", || self.report_once(&update)).await
+        self.report_update(policy, &update).await
+    }
+
+    /// Sends a whole status update (e.g. with histograms), retrying by `policy`.
+    pub async fn report_update(&self, policy: RetryPolicy, update: &JobStatusUpdate) -> Result<()> {
+        retry(policy, "status report", || self.report_once(update)).await
     }
 
     async fn report_once(&self, update: &JobStatusUpdate) -> Result<(), Attempt> {

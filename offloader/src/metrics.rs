@@ -10,6 +10,9 @@ use prometheus::{
 
 use crate::store::Store;
 
+mod job_series;
+pub use job_series::JobHistograms;
+
 pub struct Metrics {
     registry: Registry,
     jobs: IntGaugeVec,
@@ -20,6 +23,10 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     pub webhook_failures: IntCounterVec,
     pub job_reported: CounterVec,
+    /// Counters of `calls_protocol::job_metrics::JOB_SERIES`, by reported name.
+    job_series_counters: Vec<(&'static str, CounterVec)>,
+    /// Histograms of `calls_protocol::job_metrics::JOB_SERIES`.
+    pub job_histograms: JobHistograms,
     pub auth_key_checks: IntCounterVec,
     pub connections_refused: prometheus::IntCounter,
 }
@@ -112,6 +119,16 @@ impl Metrics {
             "connections closed on accept because api.max_connections were open",
         )
         .expect("static metric definition is valid");
+        let job_series_counters = job_series::counters();
+        let job_histograms = JobHistograms::new();
+        for (_, counter) in &job_series_counters {
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("each metric name is registered once");
+        }
+        registry
+            .register(Box::new(job_histograms.clone()))
+            .expect("each metric name is registered once");
         for collector in [
             Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_length.clone()),
@@ -138,8 +155,22 @@ impl Metrics {
             api_requests,
             webhook_failures,
             job_reported,
+            job_series_counters,
+            job_histograms,
             auth_key_checks,
             connections_refused,
+        }
+    }
+
+    /// A job's counter grew by `increase`: the generic series, and the named one when it is a job series.
+    pub fn job_counter_increased(&self, job_type: JobType, name: &str, increase: f64) {
+        self.job_reported
+            .with_label_values(&[job_type.as_str(), name])
+            .inc_by(increase);
+        if let Some((_, counter)) = self.job_series_counters.iter().find(|(n, _)| *n == name) {
+            counter
+                .with_label_values(&[job_type.as_str()])
+                .inc_by(increase);
         }
     }
 

@@ -242,6 +242,7 @@ impl Runner {
             self.app.job_changed(job_id);
         }
         self.app.runner.forget(job_id);
+        self.app.metrics.job_histograms.forget(job_id);
         self.app.runner.wake();
         Ok(())
     }

@@ -498,6 +498,7 @@ fn the_oracles_agree_with_known_answers() {
         message: None,
         error: None,
         counters,
+        histograms: BTreeMap::new(),
     };
     assert!(validate_status_update(&update).is_ok());
     assert!(!client_id_ok(""));

@@ -250,7 +250,7 @@ impl Actor {
                 session_id,
                 screen_on,
             }),
-            ServerMessage::Caption(caption) => self.emit(Event::Caption(caption)),
+            ServerMessage::Caption(caption) => self.emit(Event::Caption(*caption)),
             ServerMessage::JobStop { reason } => self.emit(Event::JobStop { reason }),
             ServerMessage::Error { code, message } => self.emit(Event::Error { code, message }),
             ServerMessage::Joined { .. } => {}

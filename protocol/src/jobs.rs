@@ -240,9 +240,22 @@ pub struct JobStatusUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Named counters (absolute values), exported on `/metrics` as
-    /// `calls_offloader_job_reported{job_type, name}`.
+    /// `calls_offloader_job_reported{job_type, name}`, and the series of
+    /// [`crate::job_metrics::JOB_SERIES`] also under their own names.
     #[serde(default)]
     pub counters: BTreeMap<String, f64>,
+    /// Histograms of [`crate::job_metrics::JOB_SERIES`] (absolute values for the job so far).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub histograms: BTreeMap<String, HistogramReport>,
+}
+
+/// A job's histogram so far: observations per bucket of the series' bounds (not cumulative; one more
+/// entry than bounds, for values above every bound) and their sum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramReport {
+    pub counts: Vec<u64>,
+    pub sum: f64,
 }
 
 /// One stored artifact of a job.

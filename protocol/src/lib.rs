@@ -3,5 +3,6 @@
 //! single definition of one protocol, so a change to the wire shows up in exactly one place.
 
 pub mod job_env;
+pub mod job_metrics;
 pub mod jobs;
 pub mod signalling;

@@ -78,10 +78,20 @@ pub struct IceCandidate {
 }
 
 /// A caption line published by a transcriber bot and relayed to everyone in the call.
+///
+/// Live captions come as partials (`final: false`) while someone speaks, then one final per utterance,
+/// all under one `id`: a caption replaces the one shown with the same id. A partial's `text` holds the
+/// words that will not change before the final; `tail` the tentative words after them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caption {
-    /// The recognised text.
+    /// The recognised text (for a partial: its stable words).
     pub text: String,
+    /// For a partial: tentative words that follow `text` and may still change.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tail: String,
+    /// One utterance's captions share an id; a later caption with the id replaces the earlier one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Session id of the person who spoke.
     pub speaker_session: String,
     /// Display name of the speaker, when the bot knows it.
@@ -210,8 +220,8 @@ pub enum ServerMessage {
         /// The new state.
         screen_on: bool,
     },
-    /// A caption relayed from a bot.
-    Caption(Caption),
+    /// A caption relayed from a bot (boxed: the largest message, and a rare one).
+    Caption(Box<Caption>),
     /// Tells a bot to finish its job and leave.
     JobStop {
         /// Why the job stops.
@@ -368,6 +378,8 @@ mod tests {
 
     fn caption() -> Caption {
         Caption {
+            id: None,
+            tail: String::new(),
             text: "hello there".into(),
             speaker_session: "s1".into(),
             speaker_name: Some("Alice".into()),
@@ -449,7 +461,7 @@ mod tests {
                 session_id: "s1".into(),
                 screen_on: false,
             },
-            ServerMessage::Caption(caption()),
+            ServerMessage::Caption(Box::new(caption())),
             ServerMessage::JobStop {
                 reason: "stopped".into(),
             },

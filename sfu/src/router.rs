@@ -382,7 +382,7 @@ impl Router {
             .filter(|id| id.as_str() != session_id)
             .map(|id| Action::Send {
                 to: id.clone(),
-                message: ServerMessage::Caption(caption.clone()),
+                message: ServerMessage::Caption(Box::new(caption.clone())),
             })
             .collect())
     }

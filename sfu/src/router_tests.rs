@@ -208,6 +208,8 @@ fn only_bots_publish_captions_and_everyone_else_receives_them() {
         .unwrap();
     router.handle_join("c", info("bot", Role::Bot)).unwrap();
     let caption = Caption {
+        id: None,
+        tail: String::new(),
         text: "hi".into(),
         speaker_session: "a".into(),
         speaker_name: None,

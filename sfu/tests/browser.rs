@@ -313,25 +313,63 @@ async fn run_scenario(
     )
     .await?;
 
-    // (4) A caption published by a bot is shown in the page, attributed to the speaker.
+    // (4) Live captions published by a bot are shown in the page, attributed to the speaker: a partial
+    // (stable words + tentative tail), replaced in place by its final; a partial that comes after the final
+    // (a late worker) does not touch the final text.
     let text = "can the browser hear me";
+    let caption = |text: &str, tail: &str, is_final: bool| Caption {
+        id: Some("bob-1".into()),
+        tail: tail.into(),
+        text: text.into(),
+        speaker_session: bob.session_id().into(),
+        speaker_name: Some("Bob".into()),
+        start_ms: 500,
+        end_ms: 3_200,
+        is_final,
+    };
+    captions
+        .publish_caption(caption("can the", "browser", false))
+        .await?;
+    page.wait_for(
+        "the partial caption in the page",
+        "(() => { const l = document.querySelector('#captions .caption');            return l && l.classList.contains('partial') && l.textContent === 'Bob: can the browser'              && l.querySelector('.tail').textContent === ' browser'; })()",
+        Duration::from_secs(10),
+    )
+    .await?;
+    captions.publish_caption(caption(text, "", true)).await?;
+    captions
+        .publish_caption(caption("can the", "bowser here", false))
+        .await?;
+    // A marker caption of someone else, published after the late partial: once it shows, the late
+    // partial has been handled too.
     captions
         .publish_caption(Caption {
-            text: text.into(),
-            speaker_session: bob.session_id().into(),
-            speaker_name: Some("Bob".into()),
-            start_ms: 500,
-            end_ms: 3_200,
-            is_final: true,
+            id: Some("marker".into()),
+            ..caption("marker", "", true)
         })
         .await?;
     page.wait_for(
-        "the caption in the page",
+        "the final caption replacing the partial",
         &format!(
-            "document.getElementById('captions').textContent.includes({})",
+            "(() => {{ const lines = [...document.querySelectorAll('#captions .caption')];                return lines.length === 2 && lines[0].textContent === {} && !lines[0].classList.contains('partial')                  && lines[1].textContent === 'Bob: marker'; }})()",
             js_string(&format!("Bob: {text}"))
         ),
         Duration::from_secs(10),
+    )
+    .await?;
+    // The speaker's latest words show under their name; the toggle hides every caption.
+    page.wait_for(
+        "the caption under the speaker's name",
+        "[...document.querySelectorAll('#participants .live-caption')].some((l) => l.textContent === 'marker')",
+        Duration::from_secs(5),
+    )
+    .await?;
+    page.evaluate("document.getElementById('show-captions').click()")
+        .await?;
+    page.wait_for(
+        "the captions hidden by the toggle",
+        "getComputedStyle(document.getElementById('captions')).display === 'none'",
+        Duration::from_secs(5),
     )
     .await?;
     Ok(())

@@ -64,6 +64,8 @@ async fn cli_records_voices_screens_and_captions() {
     bot.wait_connected(Duration::from_secs(10)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     bot.publish_caption(Caption {
+        id: None,
+        tail: String::new(),
         text: "seven silver swans".into(),
         speaker_session: "someone".into(),
         speaker_name: Some("Speaker".into()),

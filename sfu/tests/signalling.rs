@@ -123,6 +123,8 @@ async fn captions_from_bots_reach_everyone_and_job_stop_reaches_the_bot() {
     .await
     .unwrap();
     let caption = Caption {
+        id: None,
+        tail: String::new(),
         text: "hello everyone".into(),
         speaker_session: alice.session_id().to_owned(),
         speaker_name: Some("Alice".into()),

@@ -3,7 +3,8 @@
 //!
 //! The speech part: [`models`] (fetch, convert and find whisper/VAD models), [`vad`] (Silero VAD),
 //! [`engine`] (whisper on a buffer), [`pipeline`] (one speaker: VAD → chunks → whisper → call time) and
-//! [`transcript`] (merge speakers, render the artifacts).
+//! [`transcript`] (merge speakers, render the artifacts). [`live`] is the pure core of live captions
+//! (windows per speaker, a bounded worker schedule, stabilised partials and finals).
 
 pub mod capture;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod evaluation;
 pub mod job;
+pub mod live;
 pub mod models;
 pub mod pipeline;
 pub mod transcript;

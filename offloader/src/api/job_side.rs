@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use calls_protocol::job_metrics::{self, SeriesKind};
 use calls_protocol::jobs::{ArtifactInfo, JobStatusKind, JobStatusUpdate};
 
 use super::ApiJson;
@@ -59,8 +60,27 @@ fn clip(text: Option<String>) -> Option<String> {
 }
 
 /// The rules of one status report by itself: at most [`MAX_COUNTERS`] counters, names
-/// `[A-Za-z_][A-Za-z0-9_]{0,63}`, values finite and ≥ 0.
+/// `[A-Za-z_][A-Za-z0-9_]{0,63}`, values finite and ≥ 0; histograms only of the known job series, with one
+/// count per bucket of the series and a finite sum ≥ 0.
 pub fn validate_status_update(update: &JobStatusUpdate) -> Result<()> {
+    for (name, report) in &update.histograms {
+        let Some(SeriesKind::Histogram(bounds)) = job_metrics::series(name).map(|s| s.kind) else {
+            return Err(Error::BadRequest(format!(
+                "histogram {name:?} is not a job series the offloader knows (see docs/offloader.md)"
+            )));
+        };
+        if report.counts.len() != bounds.len() + 1 {
+            return Err(Error::BadRequest(format!(
+                "histogram {name:?} needs {} bucket counts (its bounds and one above them)",
+                bounds.len() + 1
+            )));
+        }
+        if !report.sum.is_finite() || report.sum < 0.0 {
+            return Err(Error::BadRequest(format!(
+                "histogram {name:?} must have a finite sum ≥ 0"
+            )));
+        }
+    }
     if update.counters.len() > MAX_COUNTERS {
         return Err(Error::BadRequest(format!(
             "at most {MAX_COUNTERS} counters per update"
@@ -106,9 +126,7 @@ pub async fn status(
         if *value > previous {
             state
                 .metrics
-                .job_reported
-                .with_label_values(&[job.job_type.as_str(), name])
-                .inc_by(value - previous);
+                .job_counter_increased(job.job_type, name, value - previous);
         }
     }
     if counters.len() > MAX_COUNTERS * 4 {
@@ -116,6 +134,10 @@ pub async fn status(
             "too many distinct counters for this job".into(),
         ));
     }
+    state
+        .metrics
+        .job_histograms
+        .record(&id, job.job_type, &update.histograms);
     let error = match update.status {
         JobStatusKind::Failed => Some(
             clip(update.error)

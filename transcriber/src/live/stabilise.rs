@@ -1,0 +1,84 @@
+//! Stabilisation of partial captions (local agreement of consecutive hypotheses).
+//!
+//! Whisper re-decodes a growing window, so each hypothesis may reword the end of the previous one. Showing
+//! every hypothesis as it comes makes text already on screen flicker. A word becomes *stable* once two
+//! consecutive hypotheses agree on it and on everything before it (LocalAgreement-2); stable words are never
+//! taken back by a later partial. The words after them are the *tail*: shown, but marked as tentative.
+//!
+//! **Invariant:** the stable prefix a [`Stabiliser`] reports only grows; only the final caption (a fresh
+//! decode of the whole utterance) may differ from it.
+
+/// The text of one partial caption: the stable words, then the tentative tail.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartialText {
+    /// Words two consecutive hypotheses agreed on (never retracted before the final).
+    pub stable: String,
+    /// The latest hypothesis' words after the stable ones (may still change).
+    pub tail: String,
+}
+
+impl PartialText {
+    /// Stable words and tail joined by one space: what a listener reads.
+    pub fn text(&self) -> String {
+        match (self.stable.is_empty(), self.tail.is_empty()) {
+            (true, _) => self.tail.clone(),
+            (false, true) => self.stable.clone(),
+            (false, false) => format!("{} {}", self.stable, self.tail),
+        }
+    }
+}
+
+/// Local agreement over the hypotheses of one utterance.
+#[derive(Debug, Default)]
+pub struct Stabiliser {
+    /// Words agreed on so far.
+    stable: Vec<String>,
+    /// The previous hypothesis, as words.
+    previous: Vec<String>,
+}
+
+impl Stabiliser {
+    /// Takes the next hypothesis for the whole utterance so far and returns what to show.
+    pub fn handle_hypothesis(&mut self, text: &str) -> PartialText {
+        let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+        // The new agreement is the common prefix of this and the previous hypothesis; it can only extend the
+        // stable words when it starts with them (otherwise the model changed its mind about stable words,
+        // which a partial never shows: the final will).
+        let agreed = common_prefix(&self.previous, &words);
+        if agreed > self.stable.len() && starts_with(&words, &self.stable) {
+            // Stable words keep the spelling first shown; only new agreed words are added.
+            let new = words[self.stable.len()..agreed].iter().cloned();
+            self.stable.extend(new);
+        }
+        let tail: &[String] = if starts_with(&words, &self.stable) {
+            &words[self.stable.len()..]
+        } else {
+            // The hypothesis disagrees with stable words: keep showing them and no tentative tail, since
+            // the tail would be attached to words the model no longer says.
+            &[]
+        };
+        let shown = PartialText {
+            stable: self.stable.join(" "),
+            tail: tail.join(" "),
+        };
+        self.previous = words;
+        shown
+    }
+}
+
+/// Words compared loosely: case and surrounding punctuation do not make two words differ.
+fn same_word(a: &str, b: &str) -> bool {
+    let trim = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    trim(a) == trim(b)
+}
+
+fn common_prefix(a: &[String], b: &[String]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| same_word(x, y)).count()
+}
+
+fn starts_with(words: &[String], prefix: &[String]) -> bool {
+    words.len() >= prefix.len() && common_prefix(words, prefix) == prefix.len()
+}
