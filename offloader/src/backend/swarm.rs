@@ -1,0 +1,842 @@
+//! The `swarm` backend: one service per job on the Docker Swarm the offloader's engine manages,
+//! in `replicated-job` mode with one task and no restart, named `calls-<type>-<id>` and labelled
+//! like a job container. The task gets the job's CPU and memory limits as task resources, lands
+//! on a node that meets `docker.swarm_constraints`, and receives its secrets (`JOB_TOKEN` and the
+//! secret `input_data` fields) as per-job Docker secrets, files under `/run/secrets/`, so that
+//! neither `docker inspect` nor `docker service inspect` shows them.
+//!
+//! Swarm has no "signal this task" call, and removing or updating a job service removes its
+//! task together with the exit code and the log. So a stop goes, when the task runs on this
+//! engine's own node, straight to its container (SIGTERM, grace, SIGKILL: the task then ends
+//! `failed` or `complete` with its exit code, the log stays); on another node the service is
+//! removed, and Swarm stops the container with the service's stop grace period (SIGTERM, grace,
+//! SIGKILL), after which exit code and log are gone (see docs/offloader.md, "Swarm mode").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use bollard::models::{
+    Limit, Mount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkAttachmentConfig,
+    SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, Task, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecPrivileges,
+    TaskSpecContainerSpecSecrets, TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{
+    InspectServiceOptions, ListNodesOptions, ListSecretsOptions, ListServicesOptions,
+    ListTasksOptions, LogsOptions,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use calls_protocol::job_env;
+use calls_protocol::jobs::NodeImages;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use super::engine::{self, FOLLOW_TIMEOUT};
+use super::{
+    is_status, job_inputs, job_labels, parse_docker_time, CreateError, JobBackend, APP_LABEL,
+    INSTANCE_LABEL,
+};
+use crate::config::{Config, DataMount, DockerMode};
+use crate::error::{Error, Result};
+use crate::scheduler::{ContainerStatus, ObservedContainer};
+use crate::store::JobRecord;
+
+/// The label tying a per-job secret to its service, so `remove` finds it.
+pub const WORKLOAD_LABEL: &str = "calls.workload";
+
+/// The `app` label of the short-lived image probe services (not job workloads: the reconciler
+/// never sees them).
+const PROBE_APP: &str = "calls-offloader-image-probe";
+
+/// How often task states are polled while waiting for a start or an exit.
+const POLL: Duration = Duration::from_millis(250);
+
+/// The swarm backend: the manager engine's connection, the settings, this offloader's instance
+/// and the swarm node id of the engine itself.
+pub struct SwarmBackend {
+    docker: Docker,
+    config: Arc<Config>,
+    instance: String,
+    local_node: String,
+}
+
+impl SwarmBackend {
+    /// Checks that the engine is a swarm manager and learns its node id.
+    pub async fn connect(
+        docker: Docker,
+        config: Arc<Config>,
+        instance: String,
+    ) -> Result<SwarmBackend> {
+        let swarm = docker.info().await?.swarm.unwrap_or_default();
+        if swarm.control_available != Some(true) {
+            let state = swarm
+                .local_node_state
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            return Err(Error::Config(format!(
+                "docker.mode = \"swarm\" needs an engine that is a swarm manager (its swarm state is {state:?}; run `docker swarm init` or point DOCKER_HOST at a manager)"
+            )));
+        }
+        Ok(SwarmBackend {
+            docker,
+            config,
+            instance,
+            local_node: swarm.node_id.unwrap_or_default(),
+        })
+    }
+
+    /// The service's newest task (the one of the current job iteration), `None` when the
+    /// service does not exist; `Some(None)` while it has no task yet.
+    async fn latest_task(&self, name: &str) -> Result<Option<Option<Task>>> {
+        match self
+            .docker
+            .inspect_service(name, None::<InspectServiceOptions>)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let options = ListTasksOptions {
+            filters: Some(HashMap::from([(
+                "service".to_string(),
+                vec![name.to_string()],
+            )])),
+        };
+        let tasks = self.docker.list_tasks(Some(options)).await?;
+        Ok(Some(newest(tasks)))
+    }
+
+    /// The container id of a task running on this engine's own node.
+    fn local_container(&self, task: &Task) -> Option<String> {
+        (task.node_id.as_deref() == Some(self.local_node.as_str()) && !self.local_node.is_empty())
+            .then(|| task_container(task))
+            .flatten()
+    }
+
+    /// Whether the task's container was OOM-killed: asked of the engine when the container is
+    /// on this node, else read from the task's error text.
+    async fn oom_killed(&self, task: &Task) -> bool {
+        if let Some(container) = self.local_container(task) {
+            if let Ok(inspect) = self.docker.inspect_container(&container, None).await {
+                return inspect.state.and_then(|s| s.oom_killed).unwrap_or(false);
+            }
+        }
+        task_error(task).to_ascii_lowercase().contains("oom")
+    }
+
+    async fn remove_secrets(&self, name: &str) -> Result<()> {
+        let options = ListSecretsOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{WORKLOAD_LABEL}={name}")],
+            )])),
+        };
+        for secret in self.docker.list_secrets(Some(options)).await? {
+            let Some(id) = secret.id else { continue };
+            match self.docker.delete_secret(&id).await {
+                Ok(()) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a `global-job` probe service for `image` (a command that does not exist, so the
+    /// image's code never runs) and returns, per node that took a task, whether the image was
+    /// there: a missing image rejects the task with "No such image".
+    async fn probe_image(&self, image: &str) -> Result<Vec<(String, bool)>> {
+        let name = format!(
+            "calls-image-probe-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let spec = ServiceSpec {
+            name: Some(name.clone()),
+            labels: Some(HashMap::from([
+                (APP_LABEL.0.to_string(), PROBE_APP.to_string()),
+                (INSTANCE_LABEL.to_string(), self.instance.clone()),
+            ])),
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(image.to_string()),
+                    command: Some(vec!["/calls-offloader-image-probe".to_string()]),
+                    ..Default::default()
+                }),
+                restart_policy: Some(TaskSpecRestartPolicy {
+                    condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                    ..Default::default()
+                }),
+                placement: placement(&self.config),
+                ..Default::default()
+            }),
+            mode: Some(ServiceSpecMode {
+                global_job: Some(HashMap::new()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker.create_service(spec, None).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut answer = Vec::new();
+        loop {
+            let options = ListTasksOptions {
+                filters: Some(HashMap::from([("service".to_string(), vec![name.clone()])])),
+            };
+            let tasks = self.docker.list_tasks(Some(options)).await?;
+            let settled = !tasks.is_empty() && tasks.iter().all(|t| is_terminal(task_state(t)));
+            if settled || Instant::now() >= deadline {
+                for task in &tasks {
+                    let present = is_terminal(task_state(task))
+                        && !task_error(task).contains("No such image");
+                    answer.push((task.node_id.clone().unwrap_or_default(), present));
+                }
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        if let Err(error) = self.docker.delete_service(&name).await {
+            tracing::warn!(service = name, %error, "could not remove the image probe");
+        }
+        Ok(answer)
+    }
+}
+
+#[async_trait]
+impl JobBackend for SwarmBackend {
+    fn mode(&self) -> DockerMode {
+        DockerMode::Swarm
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.docker.ping().await?;
+        Ok(())
+    }
+
+    async fn create(&self, job: &JobRecord, job_token: &str) -> Result<(), CreateError> {
+        let name = job.container_name();
+        // A leftover of the same name (a crash between create and persist) goes first.
+        self.remove(&name).await?;
+        let inputs = job_inputs(job, &self.config.offloader_url, job_token);
+        let mut labels = job_labels(job, &self.instance);
+        labels.insert(WORKLOAD_LABEL.to_string(), name.clone());
+        let mut secrets = Vec::new();
+        for (variable, value) in &inputs.secrets {
+            let file = job_env::secret_file_name(variable);
+            let secret_name = format!("{name}-{file}");
+            let spec = SecretSpec {
+                name: Some(secret_name.clone()),
+                labels: Some(labels.clone()),
+                data: Some(base64::engine::general_purpose::STANDARD.encode(value)),
+                ..Default::default()
+            };
+            match self.docker.create_secret(spec).await {
+                Ok(created) => secrets.push(SecretFile {
+                    id: created.id,
+                    name: secret_name,
+                    file,
+                }),
+                Err(e) => {
+                    self.remove_secrets(&name).await?;
+                    return Err(e.into());
+                }
+            }
+        }
+        let spec = service_spec(&self.config, &self.instance, job, &inputs.env, &secrets);
+        if let Err(e) = self.docker.create_service(spec, None).await {
+            self.remove_secrets(&name).await?;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The service starts its task by itself: wait until a node runs it (or it already ended).
+    async fn start(&self, name: &str) -> Result<(), CreateError> {
+        let deadline = Instant::now() + self.config.swarm_start_timeout;
+        loop {
+            let task = match self.latest_task(name).await? {
+                None => {
+                    return Err(CreateError::Other(Error::Unavailable(
+                        "the job's service vanished before its task started".into(),
+                    )))
+                }
+                Some(task) => task,
+            };
+            if let Some(task) = &task {
+                let error = task_error(task);
+                match task_state(task) {
+                    TaskState::REJECTED if error.contains("No such image") => {
+                        return Err(CreateError::ImageMissing)
+                    }
+                    TaskState::REJECTED => {
+                        return Err(CreateError::Other(Error::Unavailable(format!(
+                            "the swarm rejected the job's task: {error}"
+                        ))))
+                    }
+                    TaskState::FAILED if task_exit_code(task).is_none() => {
+                        return Err(CreateError::Other(Error::Unavailable(format!(
+                            "the job's task failed to start: {error}"
+                        ))))
+                    }
+                    state if state == TaskState::RUNNING || is_terminal(state) => return Ok(()),
+                    _ => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                let why = task
+                    .as_ref()
+                    .map(|t| {
+                        let status = t.status.clone().unwrap_or_default();
+                        format!(
+                            "{} {}",
+                            status.message.unwrap_or_default(),
+                            status.err.unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
+                self.remove(name).await?;
+                return Err(CreateError::Other(Error::Unavailable(format!(
+                    "no swarm node started the job's task within docker.swarm_start_timeout ({}): {}",
+                    humantime::format_duration(self.config.swarm_start_timeout),
+                    why.trim()
+                ))));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn status(&self, name: &str) -> Result<Option<ContainerStatus>> {
+        let Some(task) = self.latest_task(name).await? else {
+            return Ok(None);
+        };
+        let Some(task) = task else {
+            return Ok(Some(ContainerStatus::Created));
+        };
+        let state = task_state(&task);
+        Ok(Some(if !is_terminal(state) {
+            if is_placed(state) {
+                ContainerStatus::Running
+            } else {
+                ContainerStatus::Created
+            }
+        } else {
+            ContainerStatus::Exited {
+                exit_code: task_exit_code(&task).unwrap_or(-1),
+                oom_killed: self.oom_killed(&task).await,
+            }
+        }))
+    }
+
+    async fn finished_at(&self, name: &str) -> Result<Option<i64>> {
+        let Some(Some(task)) = self.latest_task(name).await? else {
+            return Ok(None);
+        };
+        if !is_terminal(task_state(&task)) {
+            return Ok(None);
+        }
+        Ok(task
+            .status
+            .and_then(|s| s.timestamp)
+            .and_then(|t| parse_docker_time(&t)))
+    }
+
+    async fn wait_exit(&self, name: &str) -> Result<Option<ContainerStatus>> {
+        loop {
+            match self.status(name).await? {
+                Some(ContainerStatus::Running | ContainerStatus::Created) => {
+                    tokio::time::sleep(POLL).await
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    async fn stop(&self, name: &str, grace: Duration) -> Result<()> {
+        let Some(Some(task)) = self.latest_task(name).await? else {
+            return Ok(());
+        };
+        if is_terminal(task_state(&task)) {
+            return Ok(());
+        }
+        match self.local_container(&task) {
+            Some(container) => engine::stop_container(&self.docker, &container, grace).await,
+            None => {
+                // Swarm stops the container itself: the spec's stop signal, then SIGKILL after
+                // its stop grace period (jobs.stop_grace_period).
+                tracing::info!(
+                    service = name,
+                    node = task.node_id.as_deref().unwrap_or(""),
+                    "job runs on another node: removing its service to stop it"
+                );
+                self.remove(name).await
+            }
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        match self.docker.delete_service(name).await {
+            Ok(()) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.remove_secrets(name).await
+    }
+
+    fn logs(&self, name: &str, follow: bool) -> BoxStream<'static, Result<Bytes>> {
+        let docker = if follow {
+            self.docker.clone().with_timeout(FOLLOW_TIMEOUT)
+        } else {
+            self.docker.clone()
+        };
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: "all".to_string(),
+            ..Default::default()
+        };
+        let stream = docker
+            .service_logs(name, Some(options))
+            .map(|item| item.map(|out| out.into_bytes()).map_err(Error::from))
+            .boxed();
+        if !follow {
+            // The stream owns its client, so it may outlive the caller.
+            return futures::stream::unfold((docker, stream), |(docker, mut s)| async move {
+                s.next().await.map(|item| (item, (docker, s)))
+            })
+            .boxed();
+        }
+        // A followed service log stays open after the task ended (the service still exists),
+        // so the stream ends here once the task is over and the last lines have come.
+        let state = FollowState {
+            docker,
+            name: name.to_string(),
+            stream,
+            task_ended: false,
+        };
+        futures::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        })
+        .boxed()
+    }
+
+    async fn list_jobs(&self) -> Result<Vec<ObservedContainer>> {
+        let options = ListServicesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![
+                    format!("{}={}", APP_LABEL.0, APP_LABEL.1),
+                    format!("{INSTANCE_LABEL}={}", self.instance),
+                ],
+            )])),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        for service in self.docker.list_services(Some(options)).await? {
+            let spec = service.spec.unwrap_or_default();
+            let Some(name) = spec.name else { continue };
+            let Some(status) = self.status(&name).await? else {
+                continue; // removed between list and inspect
+            };
+            out.push(ObservedContainer {
+                job_id: spec.labels.and_then(|l| l.get("calls.job_id").cloned()),
+                container_id: name,
+                status,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn images(&self, images: &[String]) -> Result<Vec<NodeImages>> {
+        let hostnames: HashMap<String, String> = self
+            .docker
+            .list_nodes(None::<ListNodesOptions>)
+            .await?
+            .into_iter()
+            .filter_map(|node| {
+                let host = node
+                    .description
+                    .and_then(|d| d.hostname)
+                    .unwrap_or_default();
+                node.id.map(|id| (id, host))
+            })
+            .collect();
+        let probes =
+            futures::future::try_join_all(images.iter().map(|image| self.probe_image(image)))
+                .await?;
+        let mut nodes: Vec<NodeImages> = Vec::new();
+        for (image, answers) in images.iter().zip(probes) {
+            for (node_id, present) in answers {
+                let index = match nodes.iter().position(|n| n.node_id == node_id) {
+                    Some(index) => index,
+                    None => {
+                        nodes.push(NodeImages {
+                            node: hostnames.get(&node_id).cloned().unwrap_or_default(),
+                            node_id: node_id.clone(),
+                            present: Vec::new(),
+                            missing: Vec::new(),
+                        });
+                        nodes.len() - 1
+                    }
+                };
+                let entry = &mut nodes[index];
+                if present {
+                    entry.present.push(image.clone());
+                } else {
+                    entry.missing.push(image.clone());
+                }
+            }
+        }
+        // A node that never got one image's probe task lacks an answer for it: count it missing.
+        for node in &mut nodes {
+            for image in images {
+                if !node.present.contains(image) && !node.missing.contains(image) {
+                    node.missing.push(image.clone());
+                }
+            }
+        }
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(nodes)
+    }
+}
+
+/// A followed service log and whether its task has ended.
+struct FollowState {
+    docker: Docker,
+    name: String,
+    stream: BoxStream<'static, Result<Bytes>>,
+    task_ended: bool,
+}
+
+/// How long a followed log waits for more lines once the task ended.
+const FOLLOW_DRAIN: Duration = Duration::from_secs(1);
+
+impl FollowState {
+    async fn next(&mut self) -> Option<Result<Bytes>> {
+        loop {
+            if self.task_ended {
+                return match tokio::time::timeout(FOLLOW_DRAIN, self.stream.next()).await {
+                    Ok(Some(Ok(bytes))) => Some(Ok(bytes)),
+                    _ => None,
+                };
+            }
+            tokio::select! {
+                item = self.stream.next() => match item {
+                    Some(Ok(bytes)) => return Some(Ok(bytes)),
+                    // The service was removed under the stream: the job ended.
+                    Some(Err(_)) if task_ended(&self.docker, &self.name).await => return None,
+                    other => return other,
+                },
+                _ = tokio::time::sleep(POLL * 2) => {
+                    self.task_ended = task_ended(&self.docker, &self.name).await;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the service is gone or its newest task will not run any more (an API error counts
+/// as "not known to have ended").
+async fn task_ended(docker: &Docker, name: &str) -> bool {
+    let options = ListTasksOptions {
+        filters: Some(HashMap::from([(
+            "service".to_string(),
+            vec![name.to_string()],
+        )])),
+    };
+    match docker
+        .inspect_service(name, None::<InspectServiceOptions>)
+        .await
+    {
+        Err(e) if is_status(&e, 404) => return true,
+        Err(_) => return false,
+        Ok(_) => {}
+    }
+    match docker.list_tasks(Some(options)).await {
+        Ok(tasks) => newest(tasks).is_some_and(|t| is_terminal(task_state(&t))),
+        Err(_) => false,
+    }
+}
+
+/// A per-job secret mounted as `/run/secrets/<file>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretFile {
+    pub id: String,
+    pub name: String,
+    pub file: String,
+}
+
+fn placement(config: &Config) -> Option<TaskSpecPlacement> {
+    (!config.swarm_constraints.is_empty()).then(|| TaskSpecPlacement {
+        constraints: Some(config.swarm_constraints.clone()),
+        ..Default::default()
+    })
+}
+
+/// The full spec of a job's service (pure, so tests can check it): the same image, labels,
+/// limits and hardening as a job container where Swarm offers them, the plain inputs in the
+/// environment and the secrets as files.
+pub fn service_spec(
+    config: &Config,
+    instance: &str,
+    job: &JobRecord,
+    env: &[String],
+    secrets: &[SecretFile],
+) -> ServiceSpec {
+    let runner = config.runner(job.job_type);
+    let labels = job_labels(job, instance);
+    let mut scratch = vec!["/data"];
+    if config.read_only_rootfs {
+        scratch.push("/tmp");
+    }
+    let mounts = scratch
+        .into_iter()
+        .map(|target| match config.data_mount {
+            DataMount::Tmpfs => Mount {
+                target: Some(target.to_string()),
+                typ: Some(MountType::TMPFS),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: Some(config.tmpfs_size_mb as i64 * 1024 * 1024),
+                    mode: Some(0o1777),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            DataMount::Volume => Mount {
+                target: Some(target.to_string()),
+                typ: Some(MountType::VOLUME),
+                volume_options: Some(MountVolumeOptions {
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let secrets = secrets
+        .iter()
+        .map(|secret| TaskSpecContainerSpecSecrets {
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(secret.file.clone()),
+                uid: Some("0".to_string()),
+                gid: Some("0".to_string()),
+                // Readable by the job's unprivileged user; the tmpfs is the container's own.
+                mode: Some(0o444),
+            }),
+            secret_id: Some(secret.id.clone()),
+            secret_name: Some(secret.name.clone()),
+        })
+        .collect();
+    ServiceSpec {
+        name: Some(job.container_name()),
+        labels: Some(labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(job.runner.clone()),
+                labels: Some(labels),
+                env: Some(env.to_vec()),
+                read_only: Some(config.read_only_rootfs),
+                mounts: Some(mounts),
+                secrets: Some(secrets),
+                init: Some(true),
+                capability_drop: Some(vec!["ALL".to_string()]),
+                // Honoured by engines with API 1.46 and later; older ones ignore the field.
+                privileges: Some(TaskSpecContainerSpecPrivileges {
+                    no_new_privileges: Some(true),
+                    ..Default::default()
+                }),
+                stop_signal: Some("SIGTERM".to_string()),
+                stop_grace_period: Some(config.stop_grace_period.as_nanos() as i64),
+                ..Default::default()
+            }),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    nano_cpus: (runner.cpus > 0.0).then_some((runner.cpus * 1e9) as i64),
+                    memory_bytes: (runner.memory_mb > 0)
+                        .then(|| runner.memory_mb as i64 * 1024 * 1024),
+                    pids: (config.pids_limit > 0).then_some(config.pids_limit as i64),
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                max_attempts: Some(0),
+                ..Default::default()
+            }),
+            placement: placement(config),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(config.network.clone()),
+                ..Default::default()
+            }]),
+            log_driver: Some(TaskSpecLogDriver {
+                name: Some("json-file".to_string()),
+                options: Some(HashMap::from([
+                    ("max-size".to_string(), config.log_max_size.clone()),
+                    ("max-file".to_string(), config.log_max_files.to_string()),
+                ])),
+            }),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated_job: Some(ServiceSpecModeReplicatedJob {
+                max_concurrent: Some(1),
+                total_completions: Some(1),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn task_state(task: &Task) -> TaskState {
+    task.status
+        .as_ref()
+        .and_then(|s| s.state)
+        .unwrap_or(TaskState::NEW)
+}
+
+fn task_error(task: &Task) -> String {
+    task.status
+        .as_ref()
+        .and_then(|s| s.err.clone())
+        .unwrap_or_default()
+}
+
+fn task_container(task: &Task) -> Option<String> {
+    task.status
+        .as_ref()?
+        .container_status
+        .as_ref()?
+        .container_id
+        .clone()
+        .filter(|id| !id.is_empty())
+}
+
+/// The container's exit code, when the task had a container that ended.
+fn task_exit_code(task: &Task) -> Option<i64> {
+    task_container(task)?;
+    task.status.as_ref()?.container_status.as_ref()?.exit_code
+}
+
+/// A task that will not run (any more).
+pub fn is_terminal(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::COMPLETE
+            | TaskState::SHUTDOWN
+            | TaskState::FAILED
+            | TaskState::REJECTED
+            | TaskState::REMOVE
+            | TaskState::ORPHANED
+    )
+}
+
+/// A task a node has accepted (its container is being prepared, started or runs).
+pub fn is_placed(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::ACCEPTED
+            | TaskState::PREPARING
+            | TaskState::READY
+            | TaskState::STARTING
+            | TaskState::RUNNING
+    )
+}
+
+/// The newest task of a service (highest version index, then latest creation).
+fn newest(tasks: Vec<Task>) -> Option<Task> {
+    tasks.into_iter().max_by_key(|t| {
+        (
+            t.job_iteration.as_ref().and_then(|v| v.index).unwrap_or(0),
+            t.created_at.clone().unwrap_or_default(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::job;
+    use super::*;
+
+    #[test]
+    fn a_job_service_is_a_one_task_job_with_the_limits_labels_and_secret_files() {
+        let config = Config::load(
+            "",
+            vec![(
+                "OFFLOADER_DOCKER_SWARM_CONSTRAINTS".into(),
+                "node.labels.calls-jobs==true".into(),
+            )],
+        )
+        .expect("valid");
+        let inputs = job_inputs(&job(), &config.offloader_url, "tok");
+        let secrets = vec![SecretFile {
+            id: "sid".into(),
+            name: "calls-transcribing-abc-job_token".into(),
+            file: "job_token".into(),
+        }];
+        let spec = service_spec(&config, "inst1", &job(), &inputs.env, &secrets);
+        assert_eq!(spec.name.as_deref(), Some("calls-transcribing-abc"));
+        let labels = spec.labels.expect("labels");
+        assert_eq!(labels["app"], "calls-offloader");
+        assert_eq!(labels["calls.job_id"], "abc");
+        assert_eq!(labels[INSTANCE_LABEL], "inst1");
+        let mode = spec.mode.expect("mode").replicated_job.expect("a job");
+        assert_eq!(
+            (mode.max_concurrent, mode.total_completions),
+            (Some(1), Some(1))
+        );
+        let task = spec.task_template.expect("task");
+        assert_eq!(
+            task.restart_policy.and_then(|r| r.condition),
+            Some(TaskSpecRestartPolicyConditionEnum::NONE)
+        );
+        let limits = task.resources.and_then(|r| r.limits).expect("limits");
+        assert_eq!(limits.nano_cpus, Some(2_000_000_000));
+        assert_eq!(limits.memory_bytes, Some(4096 * 1024 * 1024));
+        assert_eq!(limits.pids, Some(512));
+        assert_eq!(
+            task.placement.and_then(|p| p.constraints),
+            Some(vec!["node.labels.calls-jobs==true".to_string()])
+        );
+        let container = task.container_spec.expect("container");
+        let env = container.env.expect("env");
+        assert!(env.contains(&"CALL_ID=c1".to_string()), "{env:?}");
+        assert!(
+            !env.iter()
+                .any(|e| e.starts_with("JOB_TOKEN") || e.starts_with("BOT_TOKEN")),
+            "secrets stay out of the environment: {env:?}"
+        );
+        let files = container.secrets.expect("secrets");
+        assert_eq!(files.len(), 1);
+        let file = files[0].file.clone().expect("file");
+        assert_eq!(file.name.as_deref(), Some("job_token"));
+        assert_eq!(container.read_only, Some(true));
+        assert_eq!(container.init, Some(true));
+        assert_eq!(container.capability_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(container.stop_signal.as_deref(), Some("SIGTERM"));
+        assert_eq!(container.stop_grace_period, Some(30_000_000_000));
+        let targets: Vec<_> = container
+            .mounts
+            .expect("mounts")
+            .into_iter()
+            .map(|m| m.target.expect("target"))
+            .collect();
+        assert_eq!(targets, vec!["/data", "/tmp"]);
+    }
+
+    #[test]
+    fn task_states_split_into_waiting_placed_and_ended() {
+        assert!(!is_placed(TaskState::PENDING) && !is_terminal(TaskState::PENDING));
+        assert!(is_placed(TaskState::PREPARING) && !is_terminal(TaskState::PREPARING));
+        assert!(is_placed(TaskState::RUNNING));
+        for state in [TaskState::COMPLETE, TaskState::FAILED, TaskState::REJECTED] {
+            assert!(is_terminal(state) && !is_placed(state), "{state:?}");
+        }
+    }
+}
