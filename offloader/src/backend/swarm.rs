@@ -183,23 +183,32 @@ impl SwarmBackend {
         };
         self.docker.create_service(spec, None).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut answer = Vec::new();
-        loop {
+        let answer = loop {
             let options = ListTasksOptions {
                 filters: Some(HashMap::from([("service".to_string(), vec![name.clone()])])),
             };
             let tasks = self.docker.list_tasks(Some(options)).await?;
-            let settled = !tasks.is_empty() && tasks.iter().all(|t| is_terminal(task_state(t)));
-            if settled || Instant::now() >= deadline {
-                for task in &tasks {
-                    let present = is_terminal(task_state(task))
-                        && !task_error(task).contains("No such image");
-                    answer.push((task.node_id.clone().unwrap_or_default(), present));
+            // One answer per node, from its first ended task: a multi-node swarm may start
+            // further probe tasks on a node after the first failed, which add nothing.
+            let mut per_node: Vec<(String, Option<bool>)> = Vec::new();
+            for task in &tasks {
+                let node = task.node_id.clone().unwrap_or_default();
+                let verdict = is_terminal(task_state(task))
+                    .then(|| !task_error(task).contains("No such image"));
+                match per_node.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, known)) => *known = known.or(verdict),
+                    None => per_node.push((node, verdict)),
                 }
-                break;
+            }
+            let settled = !per_node.is_empty() && per_node.iter().all(|(_, v)| v.is_some());
+            if settled || Instant::now() >= deadline {
+                break per_node
+                    .into_iter()
+                    .map(|(node, verdict)| (node, verdict.unwrap_or(false)))
+                    .collect::<Vec<_>>();
             }
             tokio::time::sleep(POLL).await;
-        }
+        };
         if let Err(error) = self.docker.delete_service(&name).await {
             tracing::warn!(service = name, %error, "could not remove the image probe");
         }
