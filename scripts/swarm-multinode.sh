@@ -3,7 +3,8 @@
 # from Debian's docker.io on the local base image, privileged, on a private Docker network) form a swarm, the job image
 # is loaded onto each with scripts/load-images.sh, a real calls-offloader (on this host, talking to node 1, the
 # manager) runs 6 jobs with jobs.max_concurrent = 6, and the task list shows on which node each ran and how it ended.
-# Exits non-zero unless the jobs ran on more than one node and every job ended in its expected state.
+# Then three long jobs are stopped through the API (on the manager's node and on others). Exits non-zero unless the
+# jobs ran on more than one node and every job ended in its expected state.
 #
 # Usage: scripts/swarm-multinode.sh            (needs calls-offloader and calls-test-job built in $CARGO_TARGET_DIR/debug)
 # Env:   CARGO_TARGET_DIR (default ./target), KEEP=1 leaves the nodes running for a look around.
@@ -170,6 +171,34 @@ for s in $(docker -H "$(node_host 1)" service ls --filter label=calls.client_id=
     [[ "$(docker -H "$(node_host 1)" service ps -q "$s" | wc -l)" == 1 ]] || { echo "  more than one task: the job was re-run" >&2; ok=0; }
 done
 if grep -q panicked "$workdir/offloader.log"; then echo "the offloader panicked" >&2; ok=0; fi
+
+# 8. Stops: three long jobs, stopped through the API once running. On node1 (the manager the offloader talks to) the
+# offloader signals the container (SIGTERM, grace, SIGKILL) and keeps exit code and log; elsewhere it removes the
+# service and Swarm stops the container with the same grace period, and exit code and log are lost (docs/offloader.md).
+echo "--- stops (POST /jobs/{id}/stop while running)"
+stop_ids=()
+for _ in 1 2 3; do
+    stop_ids+=("$(api -X POST "$base_url/jobs" -d '{"type":"recording","input_data":{"behaviour":"sleep","sleep_seconds":60}}' | jq -r .id)")
+done
+declare -A stop_node
+for id in "${stop_ids[@]}"; do
+    for _ in $(seq 1 120); do [[ "$(api "$base_url/jobs/$id" | jq -r .state)" == running ]] && break; sleep 0.5; done
+    stop_node[$id]="$(docker -H "$(node_host 1)" service ps --format '{{.Node}}' "calls-recording-$id" | head -1)"
+done
+sleep 2  # the jobs install their SIGTERM handler right after they start
+for id in "${stop_ids[@]}"; do api -X POST "$base_url/jobs/$id/stop" >/dev/null; done
+for id in "${stop_ids[@]}"; do
+    for _ in $(seq 1 120); do
+        state="$(api "$base_url/jobs/$id" | jq -r .state)"
+        [[ "$state" == cancelled || "$state" == failed || "$state" == succeeded ]] && break
+        sleep 0.5
+    done
+    job="$(api "$base_url/jobs/$id")"
+    sigterm="$(api "$base_url/jobs/$id/logs" | grep -c 'received SIGTERM' || true)"
+    printf '%s on %s: %s, exit %s, log has "received SIGTERM": %s\n' "$id" "${stop_node[$id]}" "$state" \
+        "$(jq -r .exit_code <<<"$job")" "$([[ $sigterm -gt 0 ]] && echo yes || echo no)"
+    [[ "$state" == cancelled ]] || ok=0
+done
 
 echo "--- created→running over the 6 jobs (ms, sorted): $(sort -n "$workdir/latencies" | tr '\n' ' ')"
 echo "--- result: $running services at once on $nodes_used nodes; all ended as expected: $([[ $ok == 1 ]] && echo yes || echo no)"
