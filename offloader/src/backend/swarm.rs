@@ -235,9 +235,11 @@ impl JobBackend for SwarmBackend {
         let mut labels = job_labels(job, &self.instance);
         labels.insert(WORKLOAD_LABEL.to_string(), name.clone());
         let mut secrets = Vec::new();
-        for (variable, value) in &inputs.secrets {
+        for (index, (variable, value)) in inputs.secrets.iter().enumerate() {
             let file = job_env::secret_file_name(variable);
-            let secret_name = format!("{name}-{file}");
+            // Numbered rather than named after the input: Docker limits secret names to 64
+            // characters, and the workload name already takes up to 51.
+            let secret_name = format!("{name}-secret{index}");
             let spec = SecretSpec {
                 name: Some(secret_name.clone()),
                 labels: Some(labels.clone()),
@@ -786,7 +788,7 @@ mod tests {
         let inputs = job_inputs(&job(), &config.offloader_url, "tok");
         let secrets = vec![SecretFile {
             id: "sid".into(),
-            name: "calls-transcribing-abc-job_token".into(),
+            name: "calls-transcribing-abc-secret0".into(),
             file: "job_token".into(),
         }];
         let spec = service_spec(&config, "inst1", &job(), &inputs.env, &secrets);
