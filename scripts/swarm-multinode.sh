@@ -3,7 +3,8 @@
 # from Debian's docker.io on the local base image, privileged, on a private Docker network) form a swarm, the job image
 # is loaded onto each with scripts/load-images.sh, a real calls-offloader (on this host, talking to node 1, the
 # manager) runs 6 jobs with jobs.max_concurrent = 6, and the task list shows on which node each ran and how it ended.
-# Then three long jobs are stopped through the API (on the manager's node and on others). Exits non-zero unless the
+# Then three long jobs are stopped through the API (on the manager's node and on others), and the offloader is
+# killed with SIGKILL while three more run and restarted after they ended. Exits non-zero unless the
 # jobs ran on more than one node and every job ended in its expected state.
 #
 # Usage: scripts/swarm-multinode.sh            (needs calls-offloader and calls-test-job built in $CARGO_TARGET_DIR/debug)
@@ -101,16 +102,19 @@ log "images loaded in $((SECONDS - load_started)) s"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("'"$gateway"'", 0)); print(s.getsockname()[1])')"
 base_url="http://$gateway:$port"
 mkdir -p "$workdir/store"
+start_offloader() {
 env -i PATH="$PATH" RUST_LOG=info DOCKER_HOST="$(node_host 1)" \
     OFFLOADER_DOCKER_MODE=swarm OFFLOADER_API_LISTEN_ADDRESS="$gateway:$port" OFFLOADER_API_ADMIN_SECRET="$admin_secret" \
     OFFLOADER_STORE_DATA_DIR="$workdir/store" OFFLOADER_JOBS_MAX_CONCURRENT=6 OFFLOADER_JOBS_OFFLOADER_URL="$base_url" \
     OFFLOADER_JOBS_STOP_GRACE_PERIOD=3s OFFLOADER_RUNNERS_RECORDING_IMAGE="$job_image" \
     OFFLOADER_RUNNERS_TRANSCRIBING_IMAGE="$job_image" OFFLOADER_RUNNERS_RECORDING_MEMORY_MB=256 \
     OFFLOADER_RUNNERS_RECORDING_CPUS=0.5 OFFLOADER_DOCKER_SWARM_CONSTRAINTS="node.platform.os==linux" \
-    "$target/debug/calls-offloader" >"$workdir/offloader.log" 2>&1 &
+    "$target/debug/calls-offloader" >>"$workdir/offloader.log" 2>&1 &
 offloader_pid=$!
 for _ in $(seq 1 100); do curl -fs "$base_url/healthz" >/dev/null && break; sleep 0.2; done
 curl -fs "$base_url/healthz" >/dev/null || { cat "$workdir/offloader.log" >&2; exit 1; }
+}
+start_offloader
 
 api() { curl -fsS -H "Authorization: Bearer $auth" -H 'Content-Type: application/json' "$@"; }
 auth="$admin_secret"
@@ -198,6 +202,43 @@ for id in "${stop_ids[@]}"; do
     printf '%s on %s: %s, exit %s, log has "received SIGTERM": %s\n' "$id" "${stop_node[$id]}" "$state" \
         "$(jq -r .exit_code <<<"$job")" "$([[ $sigterm -gt 0 ]] && echo yes || echo no)"
     [[ "$state" == cancelled ]] || ok=0
+done
+
+# 9. kill -9 while jobs run on every node: three jobs of 10 s; the offloader is killed once they run, they end
+# while it is down, and the restarted offloader (same store) reconciles them from the services' task states.
+echo "--- kill -9 and restart while jobs run"
+crash_ids=()
+for _ in 1 2 3; do
+    crash_ids+=("$(api -X POST "$base_url/jobs" -d '{"type":"recording","input_data":{"behaviour":"sleep","sleep_seconds":10}}' | jq -r .id)")
+done
+declare -A crash_node
+for id in "${crash_ids[@]}"; do
+    for _ in $(seq 1 120); do [[ "$(api "$base_url/jobs/$id" | jq -r .state)" == running ]] && break; sleep 0.5; done
+    crash_node[$id]="$(docker -H "$(node_host 1)" service ps --format '{{.Node}}' "calls-recording-$id" | head -1)"
+done
+kill -9 "$offloader_pid"; wait "$offloader_pid" 2>/dev/null || true
+log "offloader killed; waiting for the jobs to end while it is down"
+for _ in $(seq 1 60); do
+    done_count=0
+    for id in "${crash_ids[@]}"; do
+        state="$(docker -H "$(node_host 1)" service ps --format '{{.CurrentState}}' "calls-recording-$id" | head -1)"
+        [[ "$state" == Complete* ]] && done_count=$((done_count + 1))
+    done
+    [[ $done_count == 3 ]] && break
+    sleep 0.5
+done
+start_offloader
+log "offloader restarted"
+for id in "${crash_ids[@]}"; do
+    for _ in $(seq 1 60); do
+        state="$(api "$base_url/jobs/$id" | jq -r .state)"
+        [[ "$state" == succeeded || "$state" == failed || "$state" == cancelled ]] && break
+        sleep 0.5
+    done
+    left="$(docker -H "$(node_host 1)" service ls -q --filter "name=calls-recording-$id" | wc -l)"
+    printf '%s on %s: %s after the restart, exit %s, its service left: %s\n' "$id" "${crash_node[$id]}" "$state" \
+        "$(api "$base_url/jobs/$id" | jq -r .exit_code)" "$left"
+    [[ "$state" == succeeded && "$left" == 0 ]] || ok=0
 done
 
 echo "--- created→running over the 6 jobs (ms, sorted): $(sort -n "$workdir/latencies" | tr '\n' ' ')"
