@@ -177,8 +177,9 @@ done
 if grep -q panicked "$workdir/offloader.log"; then echo "the offloader panicked" >&2; ok=0; fi
 
 # 8. Stops: three long jobs, stopped through the API once running. On node1 (the manager the offloader talks to) the
-# offloader signals the container (SIGTERM, grace, SIGKILL) and keeps exit code and log; elsewhere it removes the
-# service and Swarm stops the container with the same grace period, and exit code and log are lost (docs/offloader.md).
+# offloader signals the container (SIGTERM, grace, SIGKILL) and keeps exit code and log; elsewhere it reads the log so
+# far, removes the service and Swarm stops the container with the same grace period: the exit code and the lines
+# printed after the stop are lost (docs/offloader.md).
 echo "--- stops (POST /jobs/{id}/stop while running)"
 stop_ids=()
 for _ in 1 2 3; do
@@ -198,9 +199,10 @@ for id in "${stop_ids[@]}"; do
         sleep 0.5
     done
     job="$(api "$base_url/jobs/$id")"
-    sigterm="$(api "$base_url/jobs/$id/logs" | grep -c 'received SIGTERM' || true)"
-    printf '%s on %s: %s, exit %s, log has "received SIGTERM": %s\n' "$id" "${stop_node[$id]}" "$state" \
-        "$(jq -r .exit_code <<<"$job")" "$([[ $sigterm -gt 0 ]] && echo yes || echo no)"
+    job_log="$(api "$base_url/jobs/$id/logs")"
+    sigterm="$(grep -c 'received SIGTERM' <<<"$job_log" || true)"
+    printf '%s on %s: %s, exit %s, log lines kept %s, log has "received SIGTERM": %s\n' "$id" "${stop_node[$id]}" \
+        "$state" "$(jq -r .exit_code <<<"$job")" "$(grep -c . <<<"$job_log" || true)" "$([[ $sigterm -gt 0 ]] && echo yes || echo no)"
     [[ "$state" == cancelled ]] || ok=0
 done
 

@@ -314,14 +314,19 @@ impl Runner {
         let name = job.container_name();
         let data_dir = &self.app.config.data_dir;
         let container_exists = status.is_some();
+        // A workload the backend removed to stop it (swarm mode, another node) left the log it
+        // had read just before.
+        let saved = (!container_exists)
+            .then(|| self.backend.take_saved_log(&name))
+            .flatten();
         let logs = if container_exists {
             backend::collect_logs(&*self.backend, &name, self.app.config.max_log_bytes)
                 .await
                 .unwrap_or_default()
         } else {
-            Vec::new()
+            saved.clone().unwrap_or_default()
         };
-        if container_exists {
+        if container_exists || saved.is_some() {
             files::persist_logs(data_dir, job_id, &logs).await?;
         }
         let tail_start = logs.len().saturating_sub(LOG_TAIL_BYTES);

@@ -96,6 +96,12 @@ pub trait JobBackend: Send + Sync {
     /// until the workload ends.
     fn logs(&self, name: &str, follow: bool) -> BoxStream<'static, Result<Bytes>>;
 
+    /// The log a backend read just before it removed a workload to stop it (swarm mode, a task
+    /// on another node), once; `None` otherwise.
+    fn take_saved_log(&self, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Every workload labelled `app=calls-offloader` of this offloader instance.
     async fn list_jobs(&self) -> Result<Vec<ObservedContainer>>;
 

@@ -8,12 +8,13 @@
 //! Swarm has no "signal this task" call, and removing or updating a job service removes its
 //! task together with the exit code and the log. So a stop goes, when the task runs on this
 //! engine's own node, straight to its container (SIGTERM, grace, SIGKILL: the task then ends
-//! `failed` or `complete` with its exit code, the log stays); on another node the service is
-//! removed, and Swarm stops the container with the service's stop grace period (SIGTERM, grace,
-//! SIGKILL), after which exit code and log are gone (see docs/offloader.md, "Swarm mode").
+//! `failed` or `complete` with its exit code, the log stays); on another node the log so far is
+//! read and kept, the service is removed, and Swarm stops the container with the service's stop
+//! grace period (SIGTERM, grace, SIGKILL), after which the exit code and the later log lines are
+//! gone (see docs/offloader.md, "Swarm mode").
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -63,6 +64,9 @@ pub struct SwarmBackend {
     config: Arc<Config>,
     instance: String,
     local_node: String,
+    /// Logs read just before a service was removed to stop its task on another node, until
+    /// the job's finalisation takes them.
+    saved_logs: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl SwarmBackend {
@@ -87,6 +91,7 @@ impl SwarmBackend {
             config,
             instance,
             local_node: swarm.node_id.unwrap_or_default(),
+            saved_logs: Mutex::default(),
         })
     }
 
@@ -378,12 +383,22 @@ impl JobBackend for SwarmBackend {
             Some(container) => engine::stop_container(&self.docker, &container, grace).await,
             None => {
                 // Swarm stops the container itself: the spec's stop signal, then SIGKILL after
-                // its stop grace period (jobs.stop_grace_period).
+                // its stop grace period (jobs.stop_grace_period). The log goes with the
+                // service, so what it holds so far is kept for the job's finalisation.
                 tracing::info!(
                     service = name,
                     node = task.node_id.as_deref().unwrap_or(""),
                     "job runs on another node: removing its service to stop it"
                 );
+                match super::collect_logs(self, name, self.config.max_log_bytes).await {
+                    Ok(log) => {
+                        let mut saved = self.saved_logs.lock().unwrap_or_else(|p| p.into_inner());
+                        saved.insert(name.to_string(), log);
+                    }
+                    Err(error) => {
+                        tracing::warn!(service = name, %error, "could not read the log before the stop")
+                    }
+                }
                 self.remove(name).await
             }
         }
@@ -435,6 +450,11 @@ impl JobBackend for SwarmBackend {
             Some((item, state))
         })
         .boxed()
+    }
+
+    fn take_saved_log(&self, name: &str) -> Option<Vec<u8>> {
+        let mut saved = self.saved_logs.lock().unwrap_or_else(|p| p.into_inner());
+        saved.remove(name)
     }
 
     async fn list_jobs(&self) -> Result<Vec<ObservedContainer>> {
