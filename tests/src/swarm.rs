@@ -61,7 +61,9 @@ pub struct SwarmSession {
 
 /// A machine-wide lock between test processes: an abstract Unix socket name can be bound by one
 /// socket at a time, and the kernel releases it when the process ends, even on a crash.
-struct SwarmLock(#[allow(dead_code)] UnixListener);
+struct SwarmLock {
+    _listener: UnixListener,
+}
 
 impl SwarmLock {
     fn acquire(timeout: Duration) -> anyhow::Result<SwarmLock> {
@@ -70,7 +72,11 @@ impl SwarmLock {
         let deadline = Instant::now() + timeout;
         loop {
             match UnixListener::bind_addr(&name) {
-                Ok(listener) => return Ok(SwarmLock(listener)),
+                Ok(listener) => {
+                    return Ok(SwarmLock {
+                        _listener: listener,
+                    })
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                     if Instant::now() >= deadline {
                         bail!("another test process held the swarm for {timeout:?}");
