@@ -53,6 +53,9 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("jobs.max_artifact_bytes", Kind::Int, "10737418240", "size limit of one uploaded artifact"),
     ("jobs.image_allowlist", Kind::List, "[]", "images a job of any type may name as runner (prefer the per-type `runners.<type>.image_allowlist`)"),
     ("jobs.offloader_url", Kind::Str, "\"http://172.17.0.1:4545\"", "OFFLOADER_URL given to jobs: how a container reaches this API"),
+    ("docker.mode", Kind::Str, "\"engine\"", "where jobs run: `engine` (a container on the Docker engine beside the offloader) or `swarm` (a one-task `replicated-job` service on a Docker Swarm the engine manages; see \"Swarm mode\")"),
+    ("docker.swarm_constraints", Kind::List, "[]", "swarm mode: placement constraints of job services, e.g. `[\"node.labels.calls-jobs==true\"]`"),
+    ("docker.swarm_start_timeout", Kind::Str, "\"60s\"", "swarm mode: how long a job's task may take to be placed on a node and start before the job fails"),
     ("docker.network", Kind::Str, "\"bridge\"", "network of job containers (`bridge`, `host` or a network name)"),
     ("docker.read_only_rootfs", Kind::Bool, "true", "run job containers with a read-only root filesystem (/tmp then gets a scratch mount like /data)"),
     ("docker.data_mount", Kind::Str, "\"volume\"", "what /data (and /tmp on a read-only root) is: `volume` (anonymous, a copy of the image's directory, removed with the container) or `tmpfs`"),
@@ -136,6 +139,9 @@ struct RawJobs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawDocker {
+    mode: Option<String>,
+    swarm_constraints: Option<Vec<String>>,
+    swarm_start_timeout: Option<String>,
     network: Option<String>,
     read_only_rootfs: Option<bool>,
     data_mount: Option<String>,
@@ -169,6 +175,24 @@ struct RawWebhooks {
     initial_backoff: Option<String>,
     timeout: Option<String>,
     allow_private: Option<bool>,
+}
+
+/// Where jobs run (`docker.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerMode {
+    /// One container per job on the engine the offloader talks to.
+    Engine,
+    /// One `replicated-job` service per job on the swarm that engine manages.
+    Swarm,
+}
+
+impl DockerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerMode::Engine => "engine",
+            DockerMode::Swarm => "swarm",
+        }
+    }
 }
 
 /// What `/data` inside a job container is.
@@ -217,6 +241,11 @@ pub struct Config {
     pub max_artifact_bytes: u64,
     pub image_allowlist: Vec<String>,
     pub offloader_url: String,
+    pub mode: DockerMode,
+    /// Placement constraints of job services (swarm mode).
+    pub swarm_constraints: Vec<String>,
+    /// How long a job's task may take to start (swarm mode).
+    pub swarm_start_timeout: Duration,
     pub network: String,
     pub read_only_rootfs: bool,
     pub data_mount: DataMount,
@@ -390,6 +419,24 @@ fn validate(raw: RawConfig) -> Result<Config> {
     if !(offloader_url.starts_with("http://") || offloader_url.starts_with("https://")) {
         return Err(Error::Config(format!(
             "jobs.offloader_url = {offloader_url:?} must start with http:// or https://"
+        )));
+    }
+    let mode = match raw.docker.mode.as_deref().unwrap_or("engine") {
+        "engine" => DockerMode::Engine,
+        "swarm" => DockerMode::Swarm,
+        other => {
+            return Err(Error::Config(format!(
+                "docker.mode = {other:?} must be \"engine\" or \"swarm\""
+            )))
+        }
+    };
+    let swarm_constraints = raw.docker.swarm_constraints.unwrap_or_default();
+    if let Some(bad) = swarm_constraints
+        .iter()
+        .find(|c| !(c.contains("==") || c.contains("!=")))
+    {
+        return Err(Error::Config(format!(
+            "docker.swarm_constraints entry {bad:?} is not a constraint like \"node.labels.calls-jobs==true\""
         )));
     }
     let network = raw.docker.network.unwrap_or_else(|| "bridge".into());
@@ -569,6 +616,14 @@ fn validate(raw: RawConfig) -> Result<Config> {
         )?,
         image_allowlist,
         offloader_url: offloader_url.trim_end_matches('/').to_string(),
+        mode,
+        swarm_constraints,
+        swarm_start_timeout: duration(
+            "docker.swarm_start_timeout",
+            raw.docker.swarm_start_timeout,
+            "60s",
+        )?
+        .max(Duration::from_secs(1)),
         network,
         read_only_rootfs: raw.docker.read_only_rootfs.unwrap_or(true),
         data_mount,

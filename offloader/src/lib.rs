@@ -5,15 +5,16 @@
 //!
 //! Code map: `api/` (axum routes, [`router`]), `auth` (keys, tokens), `store` (SQLite),
 //! `scheduler` (pure decisions: admission, exit classification, reconciliation), `runner`
-//! (async shell: dispatcher, watchers, sweeper), `docker` (bollard calls), `files` (logs and
+//! (async shell: dispatcher, watchers, sweeper), `backend` (the seam a job's workload is driven
+//! through, with its `engine` and `swarm` bollard implementations), `files` (logs and
 //! artifacts on disk), `webhook`, `metrics`, `config`, `view` (the redacted public job),
 //! `image_ref` (the Docker image reference grammar), `serve` (the HTTP server loop with its
 //! timeouts and connection cap).
 
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod config;
-pub mod docker;
 pub mod error;
 pub mod files;
 pub mod image_ref;
@@ -27,13 +28,12 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use bollard::Docker;
-
 pub use api::router;
 pub use config::Config;
 pub use error::{Error, Result};
 
 use crate::auth::keys::KeyVerifier;
+use crate::backend::JobBackend;
 use crate::metrics::Metrics;
 use crate::runner::{Runner, RunnerHandle};
 use crate::store::Store;
@@ -56,13 +56,15 @@ pub struct AppState {
     /// Client key verification: cache, slots, failure limit.
     pub keys: Arc<KeyVerifier>,
     pub runner: RunnerHandle,
-    /// `None` in tests that drive the API without Docker: jobs then stay queued.
-    pub docker: Option<Docker>,
+    /// Where jobs run (`docker.mode`). `None` in tests that drive the API without Docker: jobs
+    /// then stay queued.
+    pub backend: Option<Arc<dyn JobBackend>>,
 }
 
 impl AppState {
-    /// Opens the store in `config.data_dir`.
-    pub fn new(config: Config, docker: Option<Docker>) -> Result<AppState> {
+    /// Opens the store in `config.data_dir`; the backend is set by [`run`] once the store (and
+    /// with it the instance id) exists.
+    pub fn new(config: Config) -> Result<AppState> {
         let store = Arc::new(Store::open(&config.data_dir)?);
         let metrics = Arc::new(Metrics::new());
         let webhooks = Webhooks::new(&config, store.clone(), metrics.clone());
@@ -78,7 +80,7 @@ impl AppState {
             webhooks,
             keys,
             runner: RunnerHandle::default(),
-            docker,
+            backend: None,
         })
     }
 
@@ -99,20 +101,30 @@ pub async fn run(config: Config) -> Result<()> {
     if config.data_dir.starts_with("/tmp") {
         tracing::warn!(data_dir = %config.data_dir.display(), "store.data_dir is under /tmp: jobs may be lost on reboot");
     }
-    let docker = docker::connect().await?;
+    let docker = backend::connect().await?;
     let listen = config.listen_address;
-    let state = AppState::new(config, Some(docker.clone()))?;
-    for image in state.config.all_images() {
-        match docker::image_present(&docker, &image).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                image,
-                "runner image missing locally: jobs using it will fail"
-            ),
-            Err(error) => tracing::warn!(image, %error, "could not check runner image"),
+    let mut state = AppState::new(config)?;
+    let job_backend =
+        backend::for_mode(state.config.clone(), docker, state.store.instance.clone()).await?;
+    state.backend = Some(job_backend.clone());
+    if state.config.mode == config::DockerMode::Engine {
+        // In swarm mode the check starts a probe service per image: left to POST /jobs/init.
+        match job_backend.images(&state.config.all_images()).await {
+            Ok(nodes) => {
+                for node in nodes {
+                    for image in node.missing {
+                        tracing::warn!(
+                            image,
+                            "runner image missing locally: jobs using it will fail"
+                        );
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not check runner images"),
         }
     }
-    Runner::start(state.clone(), docker).await?;
+    tracing::info!(mode = state.config.mode.as_str(), "job backend ready");
+    Runner::start(state.clone(), job_backend).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listen, "calls-offloader listening");
     serve::serve(

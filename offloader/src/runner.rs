@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use calls_protocol::jobs::JobState;
 use tokio::sync::Notify;
 
-use crate::docker::{self, CreateError};
+use crate::backend::{self, CreateError, JobBackend};
 use crate::error::Result;
 use crate::scheduler::{self, Action, ContainerStatus, ExitFacts, RecordView};
 use crate::store::{StopReason, ACTIVE};
@@ -55,13 +54,13 @@ const LOG_TAIL_BYTES: usize = 64 * 1024;
 
 pub struct Runner {
     app: AppState,
-    docker: Docker,
+    backend: Arc<dyn JobBackend>,
 }
 
 impl Runner {
-    /// Reconciles the store with Docker, then starts the dispatcher and the sweeper.
-    pub async fn start(app: AppState, docker: Docker) -> Result<()> {
-        let runner = Arc::new(Runner { app, docker });
+    /// Reconciles the store with the backend, then starts the dispatcher and the sweeper.
+    pub async fn start(app: AppState, backend: Arc<dyn JobBackend>) -> Result<()> {
+        let runner = Arc::new(Runner { app, backend });
         runner.reconcile().await?;
         tokio::spawn(runner.clone().dispatch_loop());
         tokio::spawn(runner.sweep_loop());
@@ -80,13 +79,13 @@ impl Runner {
                 container_removed: r.container_removed,
             })
             .collect();
-        let containers =
-            docker::list_job_containers(&self.docker, &self.app.store.instance).await?;
+        let containers = self.backend.list_jobs().await?;
         let actions = scheduler::reconcile(&records, &containers);
         tracing::info!(
             jobs = records.len(),
             containers = containers.len(),
             actions = actions.len(),
+            mode = self.backend.mode().as_str(),
             "reconciled store with docker"
         );
         for action in actions {
@@ -126,7 +125,7 @@ impl Runner {
                 remove_container,
             } => {
                 if let Some(container) = remove_container {
-                    docker::remove(&self.docker, &container).await?;
+                    self.backend.remove(&container).await?;
                 }
                 if store.requeue(&job_id)? {
                     self.app.job_changed(&job_id);
@@ -136,7 +135,7 @@ impl Runner {
                 container_id,
                 job_id,
             } => {
-                docker::remove(&self.docker, &container_id).await?;
+                self.backend.remove(&container_id).await?;
                 if let Some(job_id) = job_id {
                     store.set_container_removed(&job_id)?;
                 }
@@ -194,26 +193,26 @@ impl Runner {
         };
         let name = job.container_name();
         let began = Instant::now();
-        let body = docker::container_body(&self.app.config, &self.app.store.instance, &job, token);
-        let mut created = docker::create(&self.docker, body.clone(), &name).await;
-        if let Err(CreateError::Other(_)) = &created {
-            // A leftover container of the same name (a crash between create and persist):
-            // remove it and try once more.
-            docker::remove(&self.docker, &name).await?;
-            created = docker::create(&self.docker, body, &name).await;
+        let mut started = self.backend.create(&job, token).await;
+        if started.is_ok() {
+            started = self.backend.start(&name).await;
         }
-        match created {
+        match started {
             Ok(()) => {}
             Err(CreateError::ImageMissing) => {
+                let place = match self.backend.mode() {
+                    crate::config::DockerMode::Engine => "the local Docker engine",
+                    crate::config::DockerMode::Swarm => "the swarm node the job was placed on",
+                };
                 let reason = format!(
-                    "image missing: {} is not in the local Docker engine; build or load it (check with POST /jobs/init)",
+                    "image missing: {} is not in {place}; build or load it (check with POST /jobs/init)",
                     job.runner
                 );
+                self.backend.remove(&name).await?;
                 return self.fail_before_start(job_id, &reason).await;
             }
             Err(CreateError::Other(error)) => return Err(error),
         }
-        docker::start(&self.docker, &name).await?;
         let now = now_ms();
         let job_type = job.job_type.as_str();
         let metrics = &self.app.metrics;
@@ -274,7 +273,7 @@ impl Runner {
         if job.state == JobState::Stopping {
             self.terminate(&name);
         }
-        let mut exit = std::pin::pin!(docker::wait_exit(&self.docker, &name));
+        let mut exit = std::pin::pin!(self.backend.wait_exit(&name));
         let status = loop {
             tokio::select! {
                 status = &mut exit => break status?,
@@ -294,16 +293,12 @@ impl Runner {
 
     /// SIGTERM now, SIGKILL after the grace period (a no-op if it exited by then).
     fn terminate(&self, name: &str) {
-        let docker = self.docker.clone();
+        let backend = self.backend.clone();
         let name = name.to_string();
         let grace = self.app.config.stop_grace_period;
         tokio::spawn(async move {
-            if let Err(error) = docker::signal(&docker, &name, "SIGTERM").await {
-                tracing::warn!(container = name, %error, "SIGTERM failed");
-            }
-            tokio::time::sleep(grace).await;
-            if let Err(error) = docker::signal(&docker, &name, "SIGKILL").await {
-                tracing::warn!(container = name, %error, "SIGKILL failed");
+            if let Err(error) = backend.stop(&name, grace).await {
+                tracing::warn!(container = name, %error, "stopping the job failed");
             }
         });
     }
@@ -320,14 +315,19 @@ impl Runner {
         let name = job.container_name();
         let data_dir = &self.app.config.data_dir;
         let container_exists = status.is_some();
+        // A workload the backend removed to stop it (swarm mode, another node) left the log it
+        // had read just before.
+        let saved = (!container_exists)
+            .then(|| self.backend.take_saved_log(&name))
+            .flatten();
         let logs = if container_exists {
-            docker::collect_logs(&self.docker, &name, self.app.config.max_log_bytes)
+            backend::collect_logs(&*self.backend, &name, self.app.config.max_log_bytes)
                 .await
                 .unwrap_or_default()
         } else {
-            Vec::new()
+            saved.clone().unwrap_or_default()
         };
-        if container_exists {
+        if container_exists || saved.is_some() {
             files::persist_logs(data_dir, job_id, &logs).await?;
         }
         let tail_start = logs.len().saturating_sub(LOG_TAIL_BYTES);
@@ -351,7 +351,7 @@ impl Runner {
         });
         let mut now = now_ms();
         if container_exists {
-            if let Ok(Some(exited)) = docker::finished_at(&self.docker, &name).await {
+            if let Ok(Some(exited)) = self.backend.finished_at(&name).await {
                 // Never before the start nor after now (clocks can step).
                 now = exited.max(job.started_at.unwrap_or(exited)).min(now);
             }
@@ -368,7 +368,7 @@ impl Runner {
             self.app.job_changed(job_id);
         }
         if state != JobState::Failed || !container_exists {
-            docker::remove(&self.docker, &name).await?;
+            self.backend.remove(&name).await?;
             store.set_container_removed(job_id)?;
         }
         self.app.runner.forget(job_id);
@@ -395,26 +395,25 @@ impl Runner {
         let failed_before = now - config.failed_job_retention.as_millis() as i64;
         for job in store.final_jobs_finished_before(failed_before)? {
             if job.state == JobState::Failed && !job.container_removed {
-                docker::remove(&self.docker, &job.container_name()).await?;
+                self.backend.remove(&job.container_name()).await?;
                 store.set_container_removed(&job.id)?;
                 tracing::info!(job_id = job.id, "swept failed job container");
             }
         }
         let finished_before = now - config.finished_job_retention.as_millis() as i64;
         for job in store.final_jobs_finished_before(finished_before)? {
-            docker::remove(&self.docker, &job.container_name()).await?;
+            self.backend.remove(&job.container_name()).await?;
             files::remove_job_files(&config.data_dir, &job.id).await?;
             store.delete_job(&job.id)?;
             tracing::info!(job_id = job.id, "swept job record");
         }
-        for container in docker::list_job_containers(&self.docker, &self.app.store.instance).await?
-        {
+        for container in self.backend.list_jobs().await? {
             let known = match &container.job_id {
                 Some(id) => store.job(id)?.is_some(),
                 None => false,
             };
             if !known {
-                docker::remove(&self.docker, &container.container_id).await?;
+                self.backend.remove(&container.container_id).await?;
                 tracing::info!(
                     container = container.container_id,
                     "removed container without a job record"

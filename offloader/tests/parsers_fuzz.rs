@@ -47,7 +47,7 @@ fn state() -> &'static (AppState, tempfile::TempDir) {
             ),
         ];
         let config = Config::load("", env).expect("config");
-        (AppState::new(config, None).expect("state"), dir)
+        (AppState::new(config).expect("state"), dir)
     })
 }
 

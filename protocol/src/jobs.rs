@@ -282,7 +282,8 @@ pub struct InitRequest {
     pub runners: Vec<String>,
 }
 
-/// Presence of one image in the local Docker engine.
+/// Presence of one image: on the Docker engine (engine mode), or on every node that may run
+/// jobs (swarm mode; see [`InitResponse::nodes`] for which node lacks it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageStatus {
     pub image: String,
@@ -291,10 +292,25 @@ pub struct ImageStatus {
     pub allowed: bool,
 }
 
+/// The checked images one node has and lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeImages {
+    /// The node's host name (the engine's, in engine mode).
+    pub node: String,
+    /// The swarm node id; empty in engine mode.
+    #[serde(default)]
+    pub node_id: String,
+    pub present: Vec<String>,
+    pub missing: Vec<String>,
+}
+
 /// `POST /jobs/init` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitResponse {
     pub images: Vec<ImageStatus>,
+    /// Per node that may run jobs: one entry in engine mode, one per eligible swarm node.
+    #[serde(default)]
+    pub nodes: Vec<NodeImages>,
 }
 
 /// `GET /version` answer.

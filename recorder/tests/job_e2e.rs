@@ -57,7 +57,7 @@ async fn start_offloader(dir: &Path) -> (String, String, String, String) {
         ),
     ];
     let config = calls_offloader::Config::load("", env).expect("offloader config");
-    let state = calls_offloader::AppState::new(config, None).expect("store opens");
+    let state = calls_offloader::AppState::new(config).expect("store opens");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

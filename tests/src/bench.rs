@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use calls_protocol::jobs::JobState;
 
-use crate::offloader::{test_job, Offloader, OffloaderSettings};
+use crate::offloader::{test_job, Mode, Offloader, OffloaderSettings};
 
 /// One measured scenario.
 #[derive(Debug, Clone)]
@@ -151,9 +151,14 @@ pub async fn docker_cli_baseline(runs: usize) -> anyhow::Result<LatencyReport> {
 }
 
 /// Submits `jobs` quick jobs one after another, each once the previous container is running:
-/// the start latency of an idle offloader.
-pub async fn sequential(jobs: usize) -> anyhow::Result<LatencyReport> {
-    let offloader = Offloader::start("bench-seq", OffloaderSettings::default()).await?;
+/// the start latency of an idle offloader. In swarm mode (a single-node swarm on this engine)
+/// the job's container is the service task's, which carries the same labels.
+pub async fn sequential(jobs: usize, mode: Mode) -> anyhow::Result<LatencyReport> {
+    let settings = OffloaderSettings {
+        mode,
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("bench-seq", settings).await?;
     let client = offloader.register("bench").await?;
     let events = StartEvents::watch(&Offloader::label_of(&client))?;
     let mut latencies = Vec::new();
@@ -169,7 +174,10 @@ pub async fn sequential(jobs: usize) -> anyhow::Result<LatencyReport> {
     }
     latencies.sort_by(f64::total_cmp);
     Ok(LatencyReport {
-        scenario: format!("offloader: {jobs} jobs one at a time"),
+        scenario: format!(
+            "offloader ({} mode): {jobs} jobs one at a time",
+            mode.as_str()
+        ),
         latencies_ms: latencies,
     })
 }

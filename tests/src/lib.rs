@@ -2,6 +2,7 @@
 //! The offloader side: [`offloader`] runs the real `calls-offloader` binary as a child process,
 //! [`client`] wraps its REST API, [`docker`] inspects and cleans containers through the `docker`
 //! CLI (the operator's view), [`test_job`] is the program of the `calls-test-job` image,
+//! [`swarm`] gives the tests a single-node swarm and sees a job's container or service alike,
 //! [`artifact`] makes the deterministic content it uploads, [`webhook_sink`] receives webhooks,
 //! and [`bench`] measures job start latency. For recordings: [`speech`] makes test sentences and
 //! finds them again in decoded audio, [`mp4`] reads a file with ffprobe and ffmpeg.
@@ -13,5 +14,6 @@ pub mod docker;
 pub mod mp4;
 pub mod offloader;
 pub mod speech;
+pub mod swarm;
 pub mod test_job;
 pub mod webhook_sink;

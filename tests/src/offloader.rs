@@ -21,6 +21,8 @@ use calls_protocol::jobs::{
 
 pub use crate::client::{Auth, Client, Reply};
 use crate::docker;
+pub use crate::swarm::Mode;
+use crate::swarm::{self, SwarmSession};
 
 /// The admin secret every test offloader is configured with.
 pub const ADMIN_SECRET: &str = "e2e-admin-secret-for-tests-only-0123456789";
@@ -47,6 +49,8 @@ pub struct OffloaderSettings {
     /// The per-type images (the recorder's end-to-end tests run `calls-recorder:latest`).
     pub recording_image: String,
     pub transcribing_image: String,
+    /// Where jobs run (`docker.mode`); swarm mode joins a single-node swarm on this engine.
+    pub mode: Mode,
     /// Further `OFFLOADER_*` overrides (full variable names), applied last.
     pub extra_env: Vec<(String, String)>,
 }
@@ -67,6 +71,7 @@ impl Default for OffloaderSettings {
             image_allowlist: Vec::new(),
             recording_image: TEST_JOB_IMAGE.to_owned(),
             transcribing_image: TEST_JOB_IMAGE.to_owned(),
+            mode: Mode::Engine,
             extra_env: Vec::new(),
         }
     }
@@ -115,6 +120,8 @@ pub struct Offloader {
     transcript: Arc<Mutex<Vec<String>>>,
     client_ids: Mutex<Vec<String>>,
     tag: String,
+    /// Held while a swarm-mode offloader lives (declared last: dropped after the cleanup).
+    _swarm: Option<SwarmSession>,
 }
 
 impl Offloader {
@@ -122,6 +129,14 @@ impl Offloader {
     /// address; `tag` names the test in client ids, so containers are traceable to it.
     pub async fn start(tag: &str, settings: OffloaderSettings) -> anyhow::Result<Self> {
         docker::ensure_test_job_image(&bin_dir()?)?;
+        let swarm = match settings.mode {
+            Mode::Engine => None,
+            Mode::Swarm => Some(
+                tokio::task::spawn_blocking(SwarmSession::join)
+                    .await
+                    .context("the swarm join task panicked")??,
+            ),
+        };
         let gateway = docker::bridge_gateway();
         let port = TcpListener::bind((gateway.as_str(), 0))
             .with_context(|| format!("cannot bind {gateway}:0 (is docker0 up?)"))?
@@ -147,6 +162,7 @@ impl Offloader {
             transcript: Arc::default(),
             client_ids: Mutex::default(),
             tag: tag.to_owned(),
+            _swarm: swarm,
         };
         offloader.spawn().await?;
         Ok(offloader)
@@ -197,6 +213,7 @@ impl Offloader {
             ("JOBS_MAX_ARTIFACT_BYTES", s.max_artifact_bytes.to_string()),
             ("JOBS_OFFLOADER_URL", self.base_url()),
             ("DOCKER_NETWORK", "bridge".to_owned()),
+            ("DOCKER_MODE", s.mode.as_str().to_owned()),
             ("RUNNERS_RECORDING_IMAGE", s.recording_image.clone()),
             ("RUNNERS_RECORDING_MAX_DURATION", s.max_duration.clone()),
             ("RUNNERS_RECORDING_MEMORY_MB", s.memory_mb.to_string()),
@@ -426,7 +443,11 @@ impl Drop for Offloader {
             .map(|ids| ids.clone())
             .unwrap_or_default();
         for id in ids {
-            docker::remove_with_label(&format!("calls.client_id={id}"));
+            let label = format!("calls.client_id={id}");
+            if self.settings.mode == Mode::Swarm {
+                swarm::remove_services_with_label(&label);
+            }
+            docker::remove_with_label(&label);
         }
     }
 }

@@ -204,11 +204,25 @@ fn write_artifact(path: &std::path::Path, len: u64, seed: u64) -> anyhow::Result
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Prints the digest of every secret-looking environment variable so tests can check delivery.
+/// Prints the digest of every secret-looking environment variable, and of every secret file
+/// under `/run/secrets` (swarm mode hands secrets over as files), so tests can check delivery.
 fn print_secret_digests() {
     let mut secrets: Vec<(String, String)> = std::env::vars()
         .filter(|(name, _)| name != job_env::JOB_TOKEN && is_secret_field(name))
         .collect();
+    let files = std::fs::read_dir(job_env::SECRETS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten();
+    for entry in files {
+        let name = entry.file_name().to_string_lossy().to_ascii_uppercase();
+        if name == job_env::JOB_TOKEN || !is_secret_field(&name) {
+            continue;
+        }
+        if let Ok(value) = std::fs::read_to_string(entry.path()) {
+            secrets.push((name, value.trim().to_owned()));
+        }
+    }
     secrets.sort();
     for (name, value) in secrets {
         println!(

@@ -1,20 +1,24 @@
 //! Crash safety against the real offloader and Docker: SIGKILL the offloader while two jobs run
 //! and one is queued, let one job finish while it is down, restart it on the same data directory,
-//! and check that every job reaches its correct final state with no orphan on either side.
+//! and check that every job reaches its correct final state with no orphan on either side. Runs in
+//! both backends (`::engine` with containers, `::swarm` with one service per job).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use calls_e2e::docker;
-use calls_e2e::offloader::{serial, test_job, Offloader, OffloaderSettings};
+use calls_e2e::in_both_modes;
+use calls_e2e::offloader::{serial, test_job, Mode, Offloader, OffloaderSettings};
+use calls_e2e::swarm;
 use calls_protocol::jobs::JobState;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigkill_and_restart_loses_and_orphans_nothing() -> anyhow::Result<()> {
+in_both_modes!(sigkill_and_restart_loses_and_orphans_nothing);
+
+async fn sigkill_and_restart_loses_and_orphans_nothing(mode: Mode) -> anyhow::Result<()> {
     let _serial = serial().await;
     let settings = OffloaderSettings {
         max_concurrent: 2,
+        mode,
         ..OffloaderSettings::default()
     };
     let mut offloader = Offloader::start("crash", settings).await?;
@@ -44,7 +48,9 @@ async fn sigkill_and_restart_loses_and_orphans_nothing() -> anyhow::Result<()> {
     offloader.kill();
     // A exits (code 1) while nobody watches.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while docker::inspect(&a.container_name, "{{.State.Status}}").as_deref() != Some("exited") {
+    while !swarm::workload_state(mode, &a.container_name)
+        .is_some_and(|state| swarm::is_failed_state(mode, &state))
+    {
         anyhow::ensure!(std::time::Instant::now() < deadline, "job A never exited");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -86,7 +92,7 @@ async fn sigkill_and_restart_loses_and_orphans_nothing() -> anyhow::Result<()> {
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let containers = docker::containers_with_label(&label)?;
+        let containers = swarm::workloads_with_label(mode, &label)?;
         let by_job: BTreeSet<String> = containers.iter().map(|row| row.job_id.clone()).collect();
         let orphans: Vec<_> = by_job.difference(&records).collect();
         assert!(

@@ -1,19 +1,29 @@
 //! Failures a person must be able to act on, against the real offloader and Docker: a runner
-//! image that is not in the engine, a job killed for memory, and following a job's logs live.
+//! image that is not in the engine, a job killed for memory, and following a job's logs live. Each
+//! runs in both backends (`::engine`, `::swarm`).
 
 use std::time::{Duration, Instant};
 
-use calls_e2e::offloader::{serial, test_job, Offloader, OffloaderSettings, TEST_JOB_IMAGE};
+use calls_e2e::in_both_modes;
+use calls_e2e::offloader::{serial, test_job, Mode, Offloader, OffloaderSettings, TEST_JOB_IMAGE};
 use calls_protocol::jobs::{InitRequest, InitResponse, JobState};
 use serde_json::json;
 
 const MISSING_IMAGE: &str = "calls-e2e-missing-image:never-built";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_missing_runner_image_fails_the_job_with_a_clear_reason() -> anyhow::Result<()> {
+in_both_modes!(
+    a_missing_runner_image_fails_the_job_with_a_clear_reason,
+    a_job_over_its_memory_limit_fails_as_oom_killed,
+    following_logs_streams_until_the_container_exits,
+);
+
+async fn a_missing_runner_image_fails_the_job_with_a_clear_reason(
+    mode: Mode,
+) -> anyhow::Result<()> {
     let _serial = serial().await;
     let settings = OffloaderSettings {
         image_allowlist: vec![MISSING_IMAGE.to_owned()],
+        mode,
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start("noimage", settings).await?;
@@ -37,6 +47,11 @@ async fn a_missing_runner_image_fails_the_job_with_a_clear_reason() -> anyhow::R
     };
     assert_eq!(present(TEST_JOB_IMAGE), Some(true), "{init:?}");
     assert_eq!(present(MISSING_IMAGE), Some(false), "{init:?}");
+    // Per node: the engine itself, or the one node of the test swarm.
+    assert_eq!(init.nodes.len(), 1, "{init:?}");
+    assert_eq!(init.nodes[0].present, vec![TEST_JOB_IMAGE.to_owned()]);
+    assert_eq!(init.nodes[0].missing, vec![MISSING_IMAGE.to_owned()]);
+    assert_eq!(init.nodes[0].node_id.is_empty(), mode == Mode::Engine);
 
     let mut spec = test_job("exit0", &[]);
     spec.runner = Some(MISSING_IMAGE.to_owned());
@@ -52,11 +67,11 @@ async fn a_missing_runner_image_fails_the_job_with_a_clear_reason() -> anyhow::R
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_job_over_its_memory_limit_fails_as_oom_killed() -> anyhow::Result<()> {
+async fn a_job_over_its_memory_limit_fails_as_oom_killed(mode: Mode) -> anyhow::Result<()> {
     let _serial = serial().await;
     let settings = OffloaderSettings {
         memory_mb: 64,
+        mode,
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start("oom", settings).await?;
@@ -75,10 +90,13 @@ async fn a_job_over_its_memory_limit_fails_as_oom_killed() -> anyhow::Result<()>
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn following_logs_streams_until_the_container_exits() -> anyhow::Result<()> {
+async fn following_logs_streams_until_the_container_exits(mode: Mode) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let offloader = Offloader::start("follow", OffloaderSettings::default()).await?;
+    let settings = OffloaderSettings {
+        mode,
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("follow", settings).await?;
     let client = offloader.register("a").await?;
 
     let job = client

@@ -1,34 +1,52 @@
 //! The life of single jobs against the real offloader binary and the real Docker engine: exit 0,
-//! exit 1 with retention, max duration, stop through the API, and artifact upload/download.
+//! exit 1 with retention, max duration, stop through the API, and artifact upload/download. The
+//! first four run in both backends (`<test>::engine`, `<test>::swarm`: a single-node swarm on
+//! this engine, one `replicated-job` service per job).
 
 use std::time::Duration;
 
 use calls_e2e::artifact::artifact_bytes;
 use calls_e2e::docker;
-use calls_e2e::offloader::{serial, test_job, Offloader, OffloaderSettings};
+use calls_e2e::in_both_modes;
+use calls_e2e::offloader::{serial, test_job, Mode, Offloader, OffloaderSettings};
+use calls_e2e::swarm;
 use calls_protocol::jobs::{ArtifactList, JobState};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 const FINAL: Duration = Duration::from_secs(60);
 
-/// Polls until `name` is gone from `docker ps -a`, or fails after `timeout`.
-async fn wait_container_gone(name: &str, timeout: Duration) -> anyhow::Result<()> {
+in_both_modes!(
+    job_exiting_0_succeeds_and_its_container_is_removed,
+    job_exiting_1_fails_with_its_log_lines_and_is_swept_after_retention,
+    jobs_past_their_max_duration_are_stopped_and_failed,
+    stopping_a_running_job_through_the_api_cancels_it,
+);
+
+fn settings(mode: Mode) -> OffloaderSettings {
+    OffloaderSettings {
+        mode,
+        ..OffloaderSettings::default()
+    }
+}
+
+/// Polls until the workload `name` (container or service) is gone, or fails after `timeout`.
+async fn wait_container_gone(mode: Mode, name: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + timeout;
-    while docker::inspect(name, "{{.State.Status}}").is_some() {
+    while swarm::workload_state(mode, name).is_some() {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
-            "container {name} still exists after {timeout:?}"
+            "{} workload {name} still exists after {timeout:?}",
+            mode.as_str()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn job_exiting_0_succeeds_and_its_container_is_removed() -> anyhow::Result<()> {
+async fn job_exiting_0_succeeds_and_its_container_is_removed(mode: Mode) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let offloader = Offloader::start("exit0", OffloaderSettings::default()).await?;
+    let offloader = Offloader::start("exit0", settings(mode)).await?;
     let client = offloader.register("a").await?;
 
     let created = client.create_job(&test_job("exit0", &[])).await?;
@@ -54,8 +72,8 @@ async fn job_exiting_0_succeeds_and_its_container_is_removed() -> anyhow::Result
     assert_eq!(job.counters.get("test_job_ticks"), Some(&1.0), "{job:?}");
     assert_eq!(job.progress.as_deref(), Some("all work done"));
 
-    wait_container_gone(&job.container_name, Duration::from_secs(15)).await?;
-    assert!(docker::containers_with_label(&Offloader::label_of(&client))?.is_empty());
+    wait_container_gone(mode, &job.container_name, Duration::from_secs(15)).await?;
+    assert!(swarm::workloads_with_label(mode, &Offloader::label_of(&client))?.is_empty());
 
     // The counter the job reported is exported on /metrics.
     let metrics = offloader.anonymous().get("/metrics").await?.text();
@@ -66,14 +84,14 @@ async fn job_exiting_0_succeeds_and_its_container_is_removed() -> anyhow::Result
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn job_exiting_1_fails_with_its_log_lines_and_is_swept_after_retention() -> anyhow::Result<()>
-{
+async fn job_exiting_1_fails_with_its_log_lines_and_is_swept_after_retention(
+    mode: Mode,
+) -> anyhow::Result<()> {
     let _serial = serial().await;
     let settings = OffloaderSettings {
         failed_job_retention: "8s".into(),
         sweep_interval: "1s".into(),
-        ..OffloaderSettings::default()
+        ..settings(mode)
     };
     let offloader = Offloader::start("exit1", settings).await?;
     let client = offloader.register("a").await?;
@@ -90,14 +108,14 @@ async fn job_exiting_1_fails_with_its_log_lines_and_is_swept_after_retention() -
         "the reason should quote the job's last log lines: {reason:?}"
     );
 
-    // The container and its logs stay for the operator (`docker ps -a --filter status=exited`).
-    let status = docker::inspect(&job.container_name, "{{.State.Status}}");
-    assert_eq!(
-        status.as_deref(),
-        Some("exited"),
-        "failed containers are kept"
+    // The container (or service) and its logs stay for the operator (`docker ps -a --filter
+    // status=exited`, `docker service ps`).
+    let status = swarm::workload_state(mode, &job.container_name).unwrap_or_default();
+    assert!(
+        swarm::is_failed_state(mode, &status),
+        "failed workloads are kept: {status:?}"
     );
-    let docker_logs = docker::logs(&job.container_name)?;
+    let docker_logs = swarm::workload_logs(mode, &job.container_name)?;
     assert!(
         docker_logs.contains("calls-test-job: about to fail"),
         "{docker_logs}"
@@ -113,18 +131,17 @@ async fn job_exiting_1_fails_with_its_log_lines_and_is_swept_after_retention() -
     );
 
     // After the retention period the sweeper removes the container; the record stays final.
-    wait_container_gone(&job.container_name, Duration::from_secs(30)).await?;
+    wait_container_gone(mode, &job.container_name, Duration::from_secs(30)).await?;
     let after = client.job(&job.id).await?;
     assert_eq!(after.state, JobState::Failed);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn jobs_past_their_max_duration_are_stopped_and_failed() -> anyhow::Result<()> {
+async fn jobs_past_their_max_duration_are_stopped_and_failed(mode: Mode) -> anyhow::Result<()> {
     let _serial = serial().await;
     let settings = OffloaderSettings {
         stop_grace_period: "3s".into(),
-        ..OffloaderSettings::default()
+        ..settings(mode)
     };
     let offloader = Offloader::start("maxdur", settings).await?;
     let client = offloader.register("a").await?;
@@ -164,10 +181,9 @@ async fn jobs_past_their_max_duration_are_stopped_and_failed() -> anyhow::Result
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stopping_a_running_job_through_the_api_cancels_it() -> anyhow::Result<()> {
+async fn stopping_a_running_job_through_the_api_cancels_it(mode: Mode) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let offloader = Offloader::start("stop", OffloaderSettings::default()).await?;
+    let offloader = Offloader::start("stop", settings(mode)).await?;
     let client = offloader.register("a").await?;
 
     let created = client.create_job(&test_job("sleep", &[])).await?;
@@ -181,30 +197,59 @@ async fn stopping_a_running_job_through_the_api_cancels_it() -> anyhow::Result<(
                     .is_some_and(|t| *t >= 1.0)
         })
         .await?;
-    let running = docker::running_with_label(&Offloader::label_of(&client))?;
+    let running: Vec<_> = swarm::workloads_with_label(mode, &Offloader::label_of(&client))?
+        .into_iter()
+        .filter(|row| row.state == "running")
+        .collect();
     assert_eq!(running.len(), 1, "{running:?}");
-    // What the operator sees: the documented name, image and labels, a hardened container.
+    // What the operator sees: the documented name and labels, a hardened container.
     let row = &running[0];
     assert_eq!(row.name, format!("calls-recording-{}", created.id));
-    assert_eq!(row.image, "calls-test-job:latest");
     assert_eq!(row.job_id, created.id);
-    let labels = docker::inspect(&row.name, "{{json .Config.Labels}}").unwrap_or_default();
+    // The job's container: itself in engine mode, its task's in swarm mode.
+    let inspect = |format: &str| match mode {
+        Mode::Engine => docker::inspect(&row.name, format),
+        Mode::Swarm => swarm::task_container_inspect(&row.name, format),
+    };
+    assert_eq!(
+        inspect("{{.Config.Image}}").as_deref(),
+        Some("calls-test-job:latest")
+    );
+    let labels = inspect("{{json .Config.Labels}}").unwrap_or_default();
     for needle in [
         r#""app":"calls-offloader""#,
         r#""calls.job_type":"recording""#,
     ] {
         assert!(labels.contains(needle), "{needle} in {labels}");
     }
-    let hardening = docker::inspect(
-        &row.name,
-        "{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.SecurityOpt}} {{.Config.User}}",
-    )
-    .unwrap_or_default();
+    let hardening =
+        inspect("{{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.CapDrop}}").unwrap_or_default();
     assert!(
         hardening.starts_with("true "),
         "read-only root: {hardening}"
     );
-    assert!(hardening.contains("no-new-privileges"), "{hardening}");
+    assert!(hardening.contains("ALL"), "{hardening}");
+    if mode == Mode::Engine {
+        // Swarm sets no-new-privileges only on engines with API 1.46 and later.
+        let options = inspect("{{json .HostConfig.SecurityOpt}}").unwrap_or_default();
+        assert!(options.contains("no-new-privileges"), "{options}");
+    }
+    // The job token reached the job (it reports progress with it) but not the environment
+    // in swarm mode, where it is a secret file.
+    let env = inspect("{{json .Config.Env}}").unwrap_or_default();
+    assert_eq!(
+        env.contains("JOB_TOKEN="),
+        mode == Mode::Engine,
+        "JOB_TOKEN in the environment: {env}"
+    );
+    if mode == Mode::Swarm {
+        let service = swarm::service_inspect(&row.name).unwrap_or_default();
+        assert!(!service.contains("JOB_TOKEN="), "{service}");
+        assert!(
+            service.contains("\"job_token\""),
+            "a secret file: {service}"
+        );
+    }
 
     let reply = client.stop(&created.id).await?;
     assert!(
@@ -341,7 +386,7 @@ async fn an_uploaded_artifact_downloads_byte_identical_with_ranges() -> anyhow::
     assert_eq!(missing.error()?.code, "not_found");
 
     // Succeeded: the container is gone, the artifact stays.
-    wait_container_gone(&job.container_name, Duration::from_secs(15)).await?;
+    wait_container_gone(Mode::Engine, &job.container_name, Duration::from_secs(15)).await?;
     assert_eq!(client.get(&path).await?.status, StatusCode::OK);
     Ok(())
 }

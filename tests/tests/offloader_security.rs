@@ -1,11 +1,14 @@
 //! Isolation, secrecy and input validation against the real offloader: a client sees only its own
 //! jobs, a secret input reaches the container but no answer and no log line, and bad requests get
-//! clear JSON errors without changing anything.
+//! clear JSON errors without changing anything. Ownership and secrecy run in both backends
+//! (`::engine`, `::swarm`, where the secret is a Docker secret file instead of a variable).
 
 use std::time::Duration;
 
 use calls_e2e::docker;
-use calls_e2e::offloader::{serial, test_job, Auth, Offloader, OffloaderSettings};
+use calls_e2e::in_both_modes;
+use calls_e2e::offloader::{serial, test_job, Auth, Mode, Offloader, OffloaderSettings};
+use calls_e2e::swarm;
 use calls_e2e::test_job::secret_digest;
 use calls_protocol::jobs::JobState;
 use reqwest::{Method, StatusCode};
@@ -13,10 +16,15 @@ use serde_json::json;
 
 const SECRET: &str = "bot-token-s3cr3t-7f1c2a9e-do-not-leak";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn clients_see_only_their_own_jobs_and_secrets_never_leave() -> anyhow::Result<()> {
+in_both_modes!(clients_see_only_their_own_jobs_and_secrets_never_leave);
+
+async fn clients_see_only_their_own_jobs_and_secrets_never_leave(mode: Mode) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let offloader = Offloader::start("isolation", OffloaderSettings::default()).await?;
+    let settings = OffloaderSettings {
+        mode,
+        ..OffloaderSettings::default()
+    };
+    let offloader = Offloader::start("isolation", settings).await?;
     let alice = offloader.register("alice").await?;
     let bob = offloader.register_basic("bob").await?;
 
@@ -49,6 +57,20 @@ async fn clients_see_only_their_own_jobs_and_secrets_never_leave() -> anyhow::Re
             "job never logged {digest_line:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // In swarm mode neither the service nor its container shows the secret.
+    if mode == Mode::Swarm {
+        let name = &job.container_name;
+        let service = swarm::service_inspect(name).unwrap_or_default();
+        assert!(service.contains("bot_token"), "a secret file: {service}");
+        assert!(
+            !service.contains(SECRET),
+            "docker service inspect: {service}"
+        );
+        let container = swarm::task_container_inspect(name, "{{json .}}").unwrap_or_default();
+        assert!(!container.is_empty(), "the task's container exists");
+        assert!(!container.contains(SECRET), "docker inspect: {container}");
     }
 
     // Bob: every route answers 404 for Alice's job, and his list is empty.

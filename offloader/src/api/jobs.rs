@@ -16,7 +16,7 @@ use crate::auth::ClientAuth;
 use crate::error::{Error, Result};
 use crate::store::{JobRecord, StopReason};
 use crate::view::public_job;
-use crate::{docker, files, image_ref, now_ms, AppState};
+use crate::{files, image_ref, now_ms, AppState};
 
 pub const MAX_INPUT_KEYS: usize = 64;
 
@@ -216,8 +216,8 @@ pub async fn delete(
             job.state
         )));
     }
-    if let Some(docker) = &state.docker {
-        docker::remove(docker, &job.container_name()).await?;
+    if let Some(backend) = &state.backend {
+        backend.remove(&job.container_name()).await?;
     }
     files::remove_job_files(&state.config.data_dir, &id).await?;
     state.store.delete_job(&id)?;
@@ -225,8 +225,9 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Reports which images (the given ones, or every configured one) exist locally. Nothing is
-/// pulled: images are built or loaded by the operator.
+/// Reports which images (the given ones, or every configured one) exist on the engine, or in
+/// swarm mode on each node that may run jobs (`present` then means: on every one of them).
+/// Nothing is pulled: images are built or loaded by the operator (scripts/load-images.sh).
 pub async fn init(
     State(state): State<AppState>,
     _client: ClientAuth,
@@ -247,8 +248,8 @@ pub async fn init(
     } else {
         request.runners
     };
-    let docker = state
-        .docker
+    let backend = state
+        .backend
         .as_ref()
         .ok_or_else(|| Error::Unavailable("docker is not connected".into()))?;
     // Checked before any reaches Docker, whose API takes the name as part of a URL path.
@@ -264,13 +265,17 @@ pub async fn init(
             )));
         }
     }
-    let mut out = Vec::new();
-    for image in images {
-        out.push(ImageStatus {
-            present: docker::image_present(docker, &image).await?,
+    let nodes = backend.images(&images).await?;
+    let out = images
+        .into_iter()
+        .map(|image| ImageStatus {
+            present: !nodes.is_empty() && nodes.iter().all(|n| n.present.contains(&image)),
             allowed: true,
             image,
-        });
-    }
-    Ok(Json(calls_protocol::jobs::InitResponse { images: out }))
+        })
+        .collect();
+    Ok(Json(calls_protocol::jobs::InitResponse {
+        images: out,
+        nodes,
+    }))
 }

@@ -168,8 +168,8 @@ async fn version() -> Json<VersionInfo> {
 
 async fn healthz(State(state): State<AppState>) -> Result<Response> {
     state.store.counts()?;
-    if let Some(docker) = &state.docker {
-        docker
+    if let Some(backend) = &state.backend {
+        backend
             .ping()
             .await
             .map_err(|e| Error::Unavailable(format!("docker unreachable: {e}")))?;

@@ -1,8 +1,6 @@
-//! What a job leaves for its client: `GET /jobs/{id}/logs` (live from Docker while the container
-//! exists, from the persisted file once it ended; `?follow=true` streams) and its artifacts
+//! What a job leaves for its client: `GET /jobs/{id}/logs` (live from the backend while the
+//! job's container or service exists, from the persisted file once it ended; `?follow=true` streams) and its artifacts
 //! (`GET /jobs/{id}/artifacts`, `GET /jobs/{id}/artifacts/{name}` with `Range`).
-
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -16,10 +14,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::auth::ClientAuth;
 use crate::error::{Error, Result};
-use crate::{docker, files, AppState};
-
-/// Long enough for any job: a followed log stream lasts as long as the container runs.
-const FOLLOW_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+use crate::{files, AppState};
 
 fn text(body: Body) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
@@ -57,22 +52,18 @@ pub async fn logs(
             Err(e) => Err(e.into()),
         };
     }
-    let Some(docker_client) = &state.docker else {
+    let Some(backend) = &state.backend else {
         return Ok(text(Body::empty()));
     };
     let name = job.container_name();
-    if docker::status(docker_client, &name).await?.is_none() {
+    if backend.status(&name).await?.is_none() {
         // Queued or not yet created: nothing logged yet.
         return Ok(text(Body::empty()));
     }
-    let client = docker_client.clone().with_timeout(FOLLOW_TIMEOUT);
-    let stream = docker::logs(&client, &name, follow)
+    // The stream owns its Docker client: it outlives this handler.
+    let stream = backend
+        .logs(&name, follow)
         .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())));
-    // The stream owns its client: it must outlive this handler.
-    let stream =
-        futures::stream::unfold((client, Box::pin(stream)), |(client, mut s)| async move {
-            s.next().await.map(|item| (item, (client, s)))
-        });
     Ok(text(Body::from_stream(stream)))
 }
 

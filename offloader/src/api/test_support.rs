@@ -77,7 +77,7 @@ pub fn harness(extra_env: &[(&str, &str)]) -> Harness {
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let config = Config::load("", env).expect("test config validates");
-    let state = AppState::new(config, None).expect("store opens");
+    let state = AppState::new(config).expect("store opens");
     Harness {
         router: crate::router(state.clone()),
         state,

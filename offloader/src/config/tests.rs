@@ -86,6 +86,16 @@ fn bad_settings_give_clear_errors() {
             &[("OFFLOADER_DOCKER_DATA_MOUNT", "nfs")],
             "\"volume\" or \"tmpfs\"",
         ),
+        (
+            "",
+            &[("OFFLOADER_DOCKER_MODE", "kubernetes")],
+            "\"engine\" or \"swarm\"",
+        ),
+        (
+            "",
+            &[("OFFLOADER_DOCKER_SWARM_CONSTRAINTS", "node.role")],
+            "docker.swarm_constraints",
+        ),
         ("[api\n", &[], "config file"),
     ];
     for (file, pairs, needle) in cases {
@@ -94,6 +104,26 @@ fn bad_settings_give_clear_errors() {
             .to_string();
         assert!(err.contains(needle), "{err:?} should contain {needle:?}");
     }
+}
+
+#[test]
+fn the_docker_mode_defaults_to_engine_and_swarm_takes_constraints() {
+    let config = Config::load("", Vec::new()).expect("defaults");
+    assert_eq!(config.mode, DockerMode::Engine);
+    let config = Config::load(
+        "[docker]\nmode = \"swarm\"\nswarm_start_timeout = \"2m\"\n",
+        env(&[(
+            "OFFLOADER_DOCKER_SWARM_CONSTRAINTS",
+            "node.labels.calls-jobs==true, node.role!=manager",
+        )]),
+    )
+    .expect("valid");
+    assert_eq!(config.mode, DockerMode::Swarm);
+    assert_eq!(
+        config.swarm_constraints,
+        vec!["node.labels.calls-jobs==true", "node.role!=manager"]
+    );
+    assert_eq!(config.swarm_start_timeout, Duration::from_secs(120));
 }
 
 #[test]

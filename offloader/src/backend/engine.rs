@@ -1,11 +1,14 @@
-//! The thin bollard shell: every Docker call the offloader makes, and nothing else. Containers
-//! are found by name (`calls-<type>-<job id>`) and labels (`app=calls-offloader`,
+//! The `engine` backend: one container per job on the Docker engine the offloader talks to.
+//! Containers are found by name (`calls-<type>-<job id>`) and labels (`app=calls-offloader`,
 //! `calls.job_id`, `calls.job_type`, `calls.client_id`), which is also how operators find them.
+//! Secrets reach the container in its environment (`docker inspect` shows them to whoever may
+//! use the engine); swarm mode hands them over as files instead.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::errors::Error as DockerError;
+use async_trait::async_trait;
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
 };
@@ -15,76 +18,122 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use bytes::Bytes;
-use calls_protocol::job_env;
-use futures::{Stream, StreamExt};
+use calls_protocol::jobs::NodeImages;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 
-use crate::config::{Config, DataMount};
+use super::{
+    is_status, job_inputs, job_labels, parse_docker_time, CreateError, JobBackend, APP_LABEL,
+    INSTANCE_LABEL,
+};
+use crate::config::{Config, DataMount, DockerMode};
 use crate::error::{Error, Result};
 use crate::scheduler::{ContainerStatus, ObservedContainer};
 use crate::store::JobRecord;
 
-/// The label every job container carries; the reconciler only ever touches containers with it.
-pub const APP_LABEL: (&str, &str) = ("app", "calls-offloader");
+/// Long enough for any job: a followed log stream lasts as long as the container runs.
+pub(crate) const FOLLOW_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Connects with the local defaults (`DOCKER_HOST` or the Unix socket) and agrees on an API
-/// version the engine supports (Debian's 20.10 speaks 1.41).
-pub async fn connect() -> Result<Docker> {
-    let docker = Docker::connect_with_local_defaults()?;
-    Ok(docker.negotiate_version().await?)
+/// The engine backend: the Docker connection, the settings and this offloader's instance.
+pub struct EngineBackend {
+    docker: Docker,
+    config: Arc<Config>,
+    instance: String,
 }
 
-/// Why a container could not be created.
-#[derive(Debug)]
-pub enum CreateError {
-    ImageMissing,
-    Other(Error),
-}
-
-fn is_status(error: &DockerError, code: u16) -> bool {
-    matches!(error, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
-}
-
-/// The environment of a job container: `JOB_ID`, `JOB_TYPE`, `OFFLOADER_URL`, `JOB_TOKEN`, then
-/// every `input_data` key upper-cased (strings as-is, other JSON values as JSON text). The fixed
-/// names win over input keys of the same name.
-pub fn job_env(job: &JobRecord, offloader_url: &str, job_token: &str) -> Vec<String> {
-    let fixed = [
-        (job_env::JOB_ID, job.id.clone()),
-        (job_env::JOB_TYPE, job.job_type.as_str().to_string()),
-        (job_env::OFFLOADER_URL, offloader_url.to_string()),
-        (job_env::JOB_TOKEN, job_token.to_string()),
-    ];
-    let mut env: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    for (key, value) in &job.input_data {
-        let name = job_env::env_name(key);
-        if fixed.iter().any(|(k, _)| *k == name) {
-            continue;
+impl EngineBackend {
+    pub fn new(docker: Docker, config: Arc<Config>, instance: String) -> EngineBackend {
+        EngineBackend {
+            docker,
+            config,
+            instance,
         }
-        let text = match value {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        env.push(format!("{name}={text}"));
     }
-    env
 }
 
-/// The label naming the store (offloader instance) a container belongs to: offloaders sharing
-/// one Docker engine each reconcile and sweep only their own containers.
-pub const INSTANCE_LABEL: &str = "calls.offloader_instance";
+#[async_trait]
+impl JobBackend for EngineBackend {
+    fn mode(&self) -> DockerMode {
+        DockerMode::Engine
+    }
 
-/// The labels of a job container.
-pub fn job_labels(job: &JobRecord, instance: &str) -> HashMap<String, String> {
-    HashMap::from([
-        (APP_LABEL.0.to_string(), APP_LABEL.1.to_string()),
-        (INSTANCE_LABEL.to_string(), instance.to_string()),
-        ("calls.job_id".to_string(), job.id.clone()),
-        (
-            "calls.job_type".to_string(),
-            job.job_type.as_str().to_string(),
-        ),
-        ("calls.client_id".to_string(), job.client_id.clone()),
-    ])
+    async fn ping(&self) -> Result<()> {
+        self.docker.ping().await?;
+        Ok(())
+    }
+
+    async fn create(&self, job: &JobRecord, job_token: &str) -> Result<(), CreateError> {
+        let name = job.container_name();
+        let body = container_body(&self.config, &self.instance, job, job_token);
+        let mut created = create(&self.docker, body.clone(), &name).await;
+        if let Err(CreateError::Other(_)) = &created {
+            // A leftover container of the same name (a crash between create and persist):
+            // remove it and try once more.
+            remove(&self.docker, &name).await?;
+            created = create(&self.docker, body, &name).await;
+        }
+        created
+    }
+
+    async fn start(&self, name: &str) -> Result<(), CreateError> {
+        Ok(self.docker.start_container(name, None).await?)
+    }
+
+    async fn status(&self, name: &str) -> Result<Option<ContainerStatus>> {
+        status(&self.docker, name).await
+    }
+
+    async fn finished_at(&self, name: &str) -> Result<Option<i64>> {
+        finished_at(&self.docker, name).await
+    }
+
+    async fn wait_exit(&self, name: &str) -> Result<Option<ContainerStatus>> {
+        wait_exit(&self.docker, name).await
+    }
+
+    async fn stop(&self, name: &str, grace: Duration) -> Result<()> {
+        stop_container(&self.docker, name, grace).await
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        remove(&self.docker, name).await
+    }
+
+    fn logs(&self, name: &str, follow: bool) -> BoxStream<'static, Result<Bytes>> {
+        let docker = if follow {
+            self.docker.clone().with_timeout(FOLLOW_TIMEOUT)
+        } else {
+            self.docker.clone()
+        };
+        container_logs(docker, name.to_string(), follow)
+    }
+
+    async fn list_jobs(&self) -> Result<Vec<ObservedContainer>> {
+        list_job_containers(&self.docker, &self.instance).await
+    }
+
+    async fn images(&self, images: &[String]) -> Result<Vec<NodeImages>> {
+        let node = self
+            .docker
+            .info()
+            .await?
+            .name
+            .unwrap_or_else(|| "local".to_string());
+        let mut out = NodeImages {
+            node,
+            node_id: String::new(),
+            present: Vec::new(),
+            missing: Vec::new(),
+        };
+        for image in images {
+            if image_present(&self.docker, image).await? {
+                out.present.push(image.clone());
+            } else {
+                out.missing.push(image.clone());
+            }
+        }
+        Ok(vec![out])
+    }
 }
 
 /// The full create body of a job container (pure, so tests can check the hardening).
@@ -125,7 +174,7 @@ pub fn container_body(
         (config.network != "host").then(|| vec!["host.docker.internal:host-gateway".to_string()]);
     ContainerCreateBody {
         image: Some(job.runner.clone()),
-        env: Some(job_env(job, &config.offloader_url, job_token)),
+        env: Some(job_inputs(job, &config.offloader_url, job_token).all_as_env()),
         labels: Some(job_labels(job, instance)),
         host_config: Some(HostConfig {
             network_mode: Some(config.network.clone()),
@@ -172,10 +221,6 @@ pub async fn create(
         Err(e) if is_status(&e, 404) => Err(CreateError::ImageMissing),
         Err(e) => Err(CreateError::Other(e.into())),
     }
-}
-
-pub async fn start(docker: &Docker, name: &str) -> Result<()> {
-    Ok(docker.start_container(name, None).await?)
 }
 
 /// Sends a signal (`SIGTERM`, `SIGKILL`); a container that is already stopped or gone is fine.
@@ -249,14 +294,6 @@ pub async fn finished_at(docker: &Docker, name: &str) -> Result<Option<i64>> {
     Ok(parse_docker_time(&text))
 }
 
-/// Parses Docker's RFC 3339 timestamps; the zero time (`0001-01-01T...`) means "never".
-pub fn parse_docker_time(text: &str) -> Option<i64> {
-    let time =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    let ms = (time.unix_timestamp_nanos() / 1_000_000) as i64;
-    (ms > 0).then_some(ms)
-}
-
 /// Waits until the container is not running and returns its final status. Long waits survive
 /// the client's request timeout by falling back to inspecting and waiting again.
 pub async fn wait_exit(docker: &Docker, name: &str) -> Result<Option<ContainerStatus>> {
@@ -309,8 +346,13 @@ pub async fn list_job_containers(
     Ok(out)
 }
 
-/// The container's stdout and stderr, interleaved as Docker recorded them.
-pub fn logs(docker: &Docker, name: &str, follow: bool) -> impl Stream<Item = Result<Bytes>> {
+/// The container's stdout and stderr, interleaved as Docker recorded them. The stream owns its
+/// client, so it may outlive the caller.
+pub fn container_logs(
+    docker: Docker,
+    name: String,
+    follow: bool,
+) -> BoxStream<'static, Result<Bytes>> {
     let options = LogsOptions {
         follow,
         stdout: true,
@@ -318,77 +360,23 @@ pub fn logs(docker: &Docker, name: &str, follow: bool) -> impl Stream<Item = Res
         tail: "all".to_string(),
         ..Default::default()
     };
-    docker
-        .logs(name, Some(options))
-        .map(|item| item.map(|out| out.into_bytes()).map_err(Error::from))
+    let stream = docker
+        .logs(&name, Some(options))
+        .map(|item| item.map(|out| out.into_bytes()).map_err(Error::from));
+    futures::stream::unfold((docker, Box::pin(stream)), |(docker, mut s)| async move {
+        s.next().await.map(|item| (item, (docker, s)))
+    })
+    .boxed()
 }
 
-/// The log of a (usually exited) container, at most about `limit` bytes of it: see
-/// [`BoundedLog`].
-pub async fn collect_logs(docker: &Docker, name: &str, limit: usize) -> Result<Vec<u8>> {
-    let mut log = BoundedLog::new(limit);
-    let mut stream = std::pin::pin!(logs(docker, name, false));
-    while let Some(chunk) = stream.next().await {
-        log.push(&chunk?);
+/// SIGTERM now, SIGKILL after `grace` (a no-op if it exited by then). A failed SIGTERM is
+/// logged and the SIGKILL still follows.
+pub async fn stop_container(docker: &Docker, name: &str, grace: Duration) -> Result<()> {
+    if let Err(error) = signal(docker, name, "SIGTERM").await {
+        tracing::warn!(container = name, %error, "SIGTERM failed");
     }
-    Ok(log.finish())
-}
-
-/// A log read in chunks, kept within a byte budget: the first half of the budget as it came,
-/// and the last half as a ring, so memory stays bounded however much a job printed, while the
-/// start (configuration, errors on start-up) and the end (why it stopped) survive.
-pub struct BoundedLog {
-    head: Vec<u8>,
-    tail: std::collections::VecDeque<u8>,
-    head_limit: usize,
-    tail_limit: usize,
-    omitted: u64,
-}
-
-impl BoundedLog {
-    pub fn new(limit: usize) -> BoundedLog {
-        let head_limit = limit / 2;
-        BoundedLog {
-            head: Vec::new(),
-            tail: std::collections::VecDeque::new(),
-            head_limit,
-            tail_limit: limit - head_limit,
-            omitted: 0,
-        }
-    }
-
-    pub fn push(&mut self, mut bytes: &[u8]) {
-        let room = self.head_limit - self.head.len();
-        let to_head = room.min(bytes.len());
-        self.head.extend_from_slice(&bytes[..to_head]);
-        bytes = &bytes[to_head..];
-        if bytes.len() > self.tail_limit {
-            let skip = bytes.len() - self.tail_limit;
-            self.omitted += (self.tail.len() + skip) as u64;
-            self.tail.clear();
-            bytes = &bytes[skip..];
-        }
-        let overflow = (self.tail.len() + bytes.len()).saturating_sub(self.tail_limit);
-        self.tail.drain(..overflow);
-        self.omitted += overflow as u64;
-        self.tail.extend(bytes);
-    }
-
-    /// The kept bytes, with a line saying how many were left out in between, if any.
-    pub fn finish(self) -> Vec<u8> {
-        let mut out = self.head;
-        if self.omitted > 0 {
-            out.extend_from_slice(
-                format!(
-                    "\n[calls-offloader: {} bytes of log omitted here (jobs.max_log_bytes)]\n",
-                    self.omitted
-                )
-                .as_bytes(),
-            );
-        }
-        out.extend(self.tail);
-        out
-    }
+    tokio::time::sleep(grace).await;
+    signal(docker, name, "SIGKILL").await
 }
 
 /// Whether an image exists in the local engine.
@@ -402,74 +390,8 @@ pub async fn image_present(docker: &Docker, image: &str) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use calls_protocol::jobs::{JobState, JobType};
-
+    use super::super::tests::job;
     use super::*;
-
-    fn job() -> JobRecord {
-        JobRecord {
-            seq: 1,
-            id: "abc".into(),
-            client_id: "client-a".into(),
-            owner: "owner-uid".into(),
-            job_type: JobType::Transcribing,
-            state: JobState::Starting,
-            runner: "calls-transcriber:latest".into(),
-            max_duration_sec: 60,
-            input_data: BTreeMap::from([
-                ("call_id".to_string(), serde_json::json!("c1")),
-                ("threads".to_string(), serde_json::json!(2)),
-            ]),
-            job_token_hash: String::new(),
-            created_at: 0,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            failure_reason: None,
-            stop_reason: None,
-            reported_error: None,
-            progress: None,
-            counters: BTreeMap::new(),
-            container_removed: false,
-            work_done: false,
-        }
-    }
-
-    #[test]
-    fn bounded_logs_keep_the_start_and_the_end() {
-        let mut log = BoundedLog::new(10);
-        log.push(b"abc");
-        assert_eq!(log.finish(), b"abc");
-        let mut log = BoundedLog::new(10);
-        for chunk in [&b"01234"[..], b"56", b"789abcdefgh", b"ij"] {
-            log.push(chunk);
-        }
-        let text = String::from_utf8(log.finish()).expect("utf8");
-        assert!(
-            text.starts_with("01234\n[calls-offloader: 10 bytes"),
-            "{text}"
-        );
-        assert!(text.ends_with("]\nfghij"), "{text}");
-        let mut log = BoundedLog::new(8);
-        for byte in 0..=255u8 {
-            log.push(&[byte]);
-        }
-        let bytes = log.finish();
-        assert_eq!(&bytes[..4], &[0, 1, 2, 3]);
-        assert_eq!(&bytes[bytes.len() - 4..], &[252, 253, 254, 255]);
-    }
-
-    #[test]
-    fn docker_times_parse_and_zero_means_never() {
-        assert_eq!(
-            parse_docker_time("2026-11-21T13:48:24.123456789Z"),
-            Some(1_795_268_904_123)
-        );
-        assert_eq!(parse_docker_time("0001-01-01T00:00:00Z"), None);
-        assert_eq!(parse_docker_time(""), None);
-    }
 
     #[test]
     fn containers_are_labelled_hardened_and_get_the_job_environment() {
@@ -483,6 +405,7 @@ mod tests {
             "JOB_TOKEN=tok",
             "CALL_ID=c1",
             "THREADS=2",
+            "BOT_TOKEN=bot-secret",
         ] {
             assert!(env.contains(&expected.to_string()), "{expected} in {env:?}");
         }
