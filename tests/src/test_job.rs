@@ -116,6 +116,10 @@ pub fn secret_digest(value: &str) -> String {
 
 /// Runs the job; returns the process exit code.
 pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
+    // Installed first: a stop that comes right after the container started (before the job reported
+    // anything) must reach the job's handler, not end the process with the default action (exit 143).
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
     let api = JobApi::new(&config)?;
     println!(
         "calls-test-job: job {} starting, behaviour {:?}",
@@ -144,8 +148,8 @@ pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
             );
             Ok(config.exit_code)
         }
-        Behaviour::Sleep => tick(&api, &config, true).await,
-        Behaviour::IgnoreSigterm => tick(&api, &config, false).await,
+        Behaviour::Sleep => tick(&api, &config, &mut sigterm, true).await,
+        Behaviour::IgnoreSigterm => tick(&api, &config, &mut sigterm, false).await,
         Behaviour::Upload => deliver(&api, &config).await,
         Behaviour::HogMemory => {
             println!("calls-test-job: allocating {} MiB", config.hog_mb);
@@ -161,7 +165,7 @@ pub async fn run(config: TestJobConfig) -> anyhow::Result<i32> {
             Ok(0)
         }
         Behaviour::Record => {
-            let code = tick(&api, &config, true).await?;
+            let code = tick(&api, &config, &mut sigterm, true).await?;
             if code != 0 {
                 return Ok(code);
             }
@@ -233,10 +237,13 @@ fn print_secret_digests() {
 }
 
 /// Ticks once a second until `config.sleep` has passed; SIGTERM ends it with 0 when `obey_sigterm`.
-async fn tick(api: &JobApi, config: &TestJobConfig, obey_sigterm: bool) -> anyhow::Result<i32> {
+async fn tick(
+    api: &JobApi,
+    config: &TestJobConfig,
+    sigterm: &mut tokio::signal::unix::Signal,
+    obey_sigterm: bool,
+) -> anyhow::Result<i32> {
     let duration = config.sleep;
-    let mut sigterm =
-        signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
     let deadline = tokio::time::Instant::now() + duration;
     let mut ticks = 0u64;
     let mut interval = tokio::time::interval(Duration::from_secs(1));
