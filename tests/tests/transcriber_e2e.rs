@@ -103,10 +103,11 @@ async fn start_stack(tag: &str) -> anyhow::Result<Stack> {
     let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
     let settings = OffloaderSettings {
         transcribing_image: IMAGE.to_owned(),
-        // Transcription happens between SIGTERM and SIGKILL when a job is stopped through the API.
-        stop_grace_period: "300s".into(),
+        // Transcription happens between SIGTERM and SIGKILL when a job is stopped through the API. On a
+        // shared 2-core machine under load whisper runs many times slower than real time: be generous.
+        stop_grace_period: "900s".into(),
         memory_mb: 2048,
-        max_duration: "600s".into(),
+        max_duration: "1200s".into(),
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start(tag, settings).await?;
@@ -223,10 +224,13 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
     let stack = start_stack("tx").await?;
     let alice = join(&stack, "Alice").await?;
     let bob = join(&stack, "Bob").await?;
+    // One whisper thread: ggml's threads spin-wait at every barrier, which on an oversubscribed machine (the
+    // test suite runs beside builds) makes 2 threads several times slower than 1 (docs/benchmarks.md).
+    // Speed is the benchmark's business; this test checks what is heard and when.
     let job = request(
         &stack,
         &stack.sfu.http_url(),
-        &[("keep_audio", json!(true))],
+        &[("keep_audio", json!(true)), ("threads", json!(1))],
     )
     .await?;
     let t0 = wait_joined(&stack.client, &job).await?;
@@ -297,7 +301,7 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
     let stopped = Instant::now();
     let done = stack
         .client
-        .wait_final(&job.id, Duration::from_secs(300))
+        .wait_final(&job.id, Duration::from_secs(900))
         .await?;
     let logs = stack.client.logs(&job.id).await.unwrap_or_default();
     assert_eq!(done.state, JobState::Succeeded, "{done:?}\nlogs:\n{logs}");

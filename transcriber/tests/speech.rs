@@ -26,8 +26,11 @@ fn speaker(name: &str) -> Speaker {
 /// How many sentences (and voices) the accuracy checks speak.
 const SPOKEN: usize = 4;
 
+/// A sentence spoken in a piece: its call time (ms), its text, and the clip itself.
+type Spoken = (u64, &'static str, Vec<f32>);
+
 /// Four sentences in four voices, placed at known call times in one piece with silence between.
-fn spoken_piece(work: &std::path::Path) -> (AudioPiece, Vec<(u64, &'static str, Vec<f32>)>) {
+fn spoken_piece(work: &std::path::Path) -> (AudioPiece, Vec<Spoken>) {
     let start_ms = 5_000;
     let mut samples = vec![0.0f32; 16_000];
     let mut spoken = Vec::new();
