@@ -57,7 +57,11 @@ fn token(name: &str, role: Role) -> String {
     .expect("a token mints from a valid secret")
 }
 
-async fn join(sfu: &calls_sfu::RunningSfu, bridge: IpAddr, name: &str) -> anyhow::Result<Participant> {
+async fn join(
+    sfu: &calls_sfu::RunningSfu,
+    bridge: IpAddr,
+    name: &str,
+) -> anyhow::Result<Participant> {
     let options = JoinOptions {
         call_id: Some(CALL.to_owned()),
         bind_ip: Some(bridge),
@@ -149,6 +153,7 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
         ("live_model", json!("tiny.en")),
         ("model", json!("tiny.en")),
         ("language", json!("en")),
+        ("rust_log", json!("info,calls_transcriber::live_job=debug")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -188,6 +193,7 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
     assert!(stop.status.is_success(), "{} {}", stop.status, stop.text());
     let done = client.wait_final(&job.id, Duration::from_secs(900)).await?;
     let logs = client.logs(&job.id).await.unwrap_or_default();
+    eprintln!("transcriber logs:\n{logs}");
     assert_eq!(done.state, JobState::Succeeded, "{done:?}\nlogs:\n{logs}");
     assert!(logs.contains("live captions on"), "{logs}");
     listening.abort();
@@ -197,7 +203,11 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
         eprintln!(
             "{:6.2} s {} {:?} [{}..{}] {:?} + {:?}",
             arrived.duration_since(t0).as_secs_f64(),
-            if caption.is_final { "final  " } else { "partial" },
+            if caption.is_final {
+                "final  "
+            } else {
+                "partial"
+            },
             caption.speaker_name,
             caption.start_ms,
             caption.end_ms,
@@ -221,10 +231,15 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
             wer * 100.0,
             finals
                 .last()
-                .map(|(arrived, _)| arrived.saturating_duration_since(ended_at[index]).as_secs_f64())
+                .map(|(arrived, _)| arrived
+                    .saturating_duration_since(ended_at[index])
+                    .as_secs_f64())
                 .unwrap_or(f64::NAN)
         );
-        assert!(wer <= 0.30, "{speaker}'s live caption: {all_text:?} for {text:?}");
+        assert!(
+            wer <= 0.30,
+            "{speaker}'s live caption: {all_text:?} for {text:?}"
+        );
         // Each final replaced partials shown under its id while the sentence was spoken.
         let ids: Vec<&str> = finals.iter().filter_map(|(_, c)| c.id.as_deref()).collect();
         assert!(!ids.is_empty(), "captions carry ids");
@@ -239,14 +254,21 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
         .map(|(_, c)| c)
         .filter(|c| c.end_ms > noise_start + 500 && c.start_ms < noise_end)
         .collect();
-    assert!(during_noise.is_empty(), "captions for noise: {during_noise:?}");
+    assert!(
+        during_noise.is_empty(),
+        "captions for noise: {during_noise:?}"
+    );
 
     // The post-call transcript is still made; the offloader exports the job's live-caption series.
     let txt = client
         .get(&format!("/jobs/{}/artifacts/transcript.txt", job.id))
         .await?;
     assert!(txt.status.is_success(), "{}", txt.text());
-    assert!(txt.text().contains("Alice") && txt.text().contains("Bob"), "{}", txt.text());
+    assert!(
+        txt.text().contains("Alice") && txt.text().contains("Bob"),
+        "{}",
+        txt.text()
+    );
     let windows = offloader
         .metric("calls_offloader_jobs_live_captions_new_audio_len_ms_count{type=\"transcribing\"}")
         .await?;

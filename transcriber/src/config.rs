@@ -222,7 +222,11 @@ mod tests {
         assert_eq!(config.initial_prompt.as_deref(), Some("Alice, Bob"));
         assert!(config.keep_audio);
         assert_eq!(config.alone_timeout, Duration::from_secs(5));
-        assert_eq!(config.live_model.as_deref(), Some("tiny.en"), "live uses MODEL");
+        assert_eq!(
+            config.live_model.as_deref(),
+            Some("tiny.en"),
+            "live uses MODEL"
+        );
         pairs.push(("LIVE_MODEL", "base"));
         let config = JobConfig::from_lookup(env(&pairs)).unwrap();
         assert_eq!(config.live_model.as_deref(), Some("base"));

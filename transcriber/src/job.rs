@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::{Capture, CaptureSink, Speakers, QUEUE_PACKETS};
 use crate::config::JobConfig;
-use crate::live_job::{LiveCaptions, LiveModels, LiveOptions};
 use crate::decode::{decode_file, DecodeError, SAMPLE_RATE};
+use crate::live_job::{LiveCaptions, LiveModels, LiveOptions};
 use crate::pipeline::{AudioPiece, Progress, Speaker, TranscribeOptions, Transcriber};
 use crate::transcript::{merge, SpeakerTranscript, Transcript};
 
@@ -155,7 +155,10 @@ async fn transcribe_call(
     let (mut live, live_tap) = match live_models {
         Some(models) => {
             let (live, tap) = LiveCaptions::start(models, origin)?;
-            tracing::info!(model = config.live_model.as_deref().unwrap_or_default(), "live captions on");
+            tracing::info!(
+                model = config.live_model.as_deref().unwrap_or_default(),
+                "live captions on"
+            );
             (Some(live), Some(tap))
         }
         None => (None, None),
@@ -357,7 +360,9 @@ async fn transcribe_call(
 }
 
 /// The next live caption, or never when live captions are off or finished.
-async fn next_caption(live: &mut Option<LiveCaptions>) -> Option<calls_protocol::signalling::Caption> {
+async fn next_caption(
+    live: &mut Option<LiveCaptions>,
+) -> Option<calls_protocol::signalling::Caption> {
     match live {
         Some(live) => live.next_caption().await,
         None => std::future::pending().await,

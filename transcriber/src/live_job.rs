@@ -130,6 +130,7 @@ impl LiveModels {
             initial_prompt: options.initial_prompt.clone(),
             single_segment: true,
             no_context: true,
+            short_window: true,
         };
         Ok(LiveModels {
             engines,
@@ -204,7 +205,10 @@ impl LiveCaptions {
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let counters = [
             (series::WINDOW_DROPPED, stats.window_dropped as f64),
-            (series::TRANSCRIBER_BUF_FULL, stats.transcriber_buf_full as f64),
+            (
+                series::TRANSCRIBER_BUF_FULL,
+                stats.transcriber_buf_full as f64,
+            ),
             (
                 series::PKT_PAYLOAD_CH_BUF_FULL,
                 self.dropped.load(Ordering::Relaxed) as f64,
@@ -321,12 +325,22 @@ impl CaptionerThread {
             }
             self.core.handle_tick(now);
             for (id, text) in result_rx.try_iter() {
+                tracing::debug!(id, now_ms = now, text = ?text, "live window transcribed");
                 match text {
                     Some(text) => self.core.handle_result(id, &text, now),
                     None => self.core.handle_failure(id),
                 }
             }
             while let Some(window) = self.core.poll_window(now) {
+                tracing::debug!(
+                    id = window.id,
+                    kind = ?window.kind,
+                    session = %window.session,
+                    start_ms = window.start_ms,
+                    audio_ms = window.samples.len() as u64 / SAMPLES_PER_MS,
+                    now_ms = now,
+                    "live window to a worker"
+                );
                 if work_tx.send(window).is_err() {
                     tracing::warn!("no live-caption worker is running: live captions stop");
                     self.stop.store(true, Ordering::Relaxed);
@@ -373,9 +387,11 @@ impl CaptionerThread {
             }
         }
         let at_ms = live.packet.at_us / 1000;
-        let mut header = rtp::header::Header::default();
-        header.sequence_number = live.packet.sequence;
-        header.timestamp = live.packet.timestamp;
+        let header = rtp::header::Header {
+            sequence_number: live.packet.sequence,
+            timestamp: live.packet.timestamp,
+            ..rtp::header::Header::default()
+        };
         let packet = rtp::Packet {
             header,
             payload: live.packet.payload.into(),
@@ -432,6 +448,13 @@ impl CaptionerThread {
         let keep = (VAD_CONTEXT_MS * SAMPLES_PER_MS) as usize;
         let tail = buffer.len().saturating_sub(keep);
         audio.context = buffer[tail..].iter().copied().collect();
+        tracing::trace!(
+            session = %key.0,
+            start_ms,
+            audio_ms = new.len() as u64 / SAMPLES_PER_MS,
+            regions = regions.len(),
+            "live VAD step"
+        );
         for (index, frame) in new.chunks(FRAME_SAMPLES).enumerate() {
             let middle = offset + index * FRAME_SAMPLES + frame.len() / 2;
             let speech = regions.iter().any(|region| region.contains(&middle));
@@ -453,7 +476,9 @@ impl CaptionerThread {
         };
         if self.captions.try_send(caption).is_err() {
             // The job loop publishes as fast as the SFU takes them; a full queue means it is gone or stuck.
-            tracing::warn!("a live caption was not published (the caption queue is full or closed)");
+            tracing::warn!(
+                "a live caption was not published (the caption queue is full or closed)"
+            );
         }
     }
 }

@@ -509,7 +509,10 @@ impl Captioner {
         self.in_flight.is_empty()
             && self.finals.is_empty()
             && self.captions.is_empty()
-            && self.speakers.values().all(|speaker| speaker.utterance.is_none())
+            && self
+                .speakers
+                .values()
+                .all(|speaker| speaker.utterance.is_none())
     }
 
     /// The next caption to publish.
