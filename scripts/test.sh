@@ -21,7 +21,8 @@ step "whisper models for the transcriber image (cached outside git; fetched from
 "$CARGO_TARGET_DIR/debug/calls-transcriber" models fetch base      # the image's default model (+ Silero VAD)
 "$CARGO_TARGET_DIR/debug/calls-transcriber" models fetch tiny.en   # transcriber/tests/speech.rs also checks tiny.en
 step "container images"
-./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile debug
+# The transcriber image gets tiny.en besides the default model: the live-caption test captions with it.
+TRANSCRIBER_MODELS="base tiny.en" ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile debug
 
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,11 +1,68 @@
-//! The async steps every job binary takes around its own work: wait for SIGTERM, tell the offloader why
-//! the settings were refused, report a failure, and report `finished` once the artifacts are delivered.
+//! The steps every job binary takes around its own work: its `main` ([`run_job_main`]: logging, runtime,
+//! settings, exit code), wait for SIGTERM, tell the offloader why the settings were refused, report a
+//! failure, and report `finished` once the artifacts are delivered.
+
+use std::future::Future;
+use std::process::ExitCode;
 
 use calls_protocol::job_env;
 use calls_protocol::jobs::JobStatusKind;
 
 use crate::offloader::{OffloaderClient, RetryPolicy};
 use crate::secret::Secret;
+
+/// The whole `main` of a job binary. Logs go to stdout as plain lines for `docker logs` (colours only on a
+/// terminal), filtered by `RUST_LOG` or else `default_log_filter`; the settings are read from the process
+/// environment by `parse` (invalid ones are reported to the offloader when it can be reached, exit code 2);
+/// then `run` does the job and logs its own outcome. Exit code 0 only when `run` succeeded: a non-zero exit
+/// keeps the container and its data for debugging. `job` names the job in the log lines (`recording job`).
+pub fn run_job_main<C, E, R, Fut>(
+    job: &str,
+    default_log_filter: &str,
+    parse: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<C, E>,
+    run: impl FnOnce(C) -> Fut,
+) -> ExitCode
+where
+    E: std::fmt::Display + Sync,
+    R: std::fmt::Display,
+    Fut: Future<Output = Result<(), R>>,
+{
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter)),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let lookup = crate::settings::process_lookup();
+    let config = match parse(&lookup) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "invalid job settings");
+            runtime.block_on(report_invalid_settings(&lookup, &error));
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "{job} failed");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Resolves on SIGTERM (the offloader or Docker stopping the container) or SIGINT.
 pub async fn shutdown_signal() {

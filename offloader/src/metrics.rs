@@ -162,15 +162,19 @@ impl Metrics {
         }
     }
 
-    /// A job's counter grew by `increase`: the generic series, and the named one when it is a job series.
-    pub fn job_counter_increased(&self, job_type: JobType, name: &str, increase: f64) {
-        self.job_reported
-            .with_label_values(&[job_type.as_str(), name])
-            .inc_by(increase);
-        if let Some((_, counter)) = self.job_series_counters.iter().find(|(n, _)| *n == name) {
-            counter
-                .with_label_values(&[job_type.as_str()])
+    /// A job reported a counter that grew by `increase` (maybe 0): the generic series grows, and the named
+    /// one when it is a job series (exported from its first report on, at 0 if nothing happened yet).
+    pub fn job_counter_reported(&self, job_type: JobType, name: &str, increase: f64) {
+        if increase > 0.0 {
+            self.job_reported
+                .with_label_values(&[job_type.as_str(), name])
                 .inc_by(increase);
+        }
+        if let Some((_, counter)) = self.job_series_counters.iter().find(|(n, _)| *n == name) {
+            let counter = counter.with_label_values(&[job_type.as_str()]);
+            if increase > 0.0 {
+                counter.inc_by(increase);
+            }
         }
     }
 

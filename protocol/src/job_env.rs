@@ -71,6 +71,10 @@ pub mod transcribing {
     pub const INITIAL_PROMPT: &str = "INITIAL_PROMPT";
     /// `true` to upload each speaker's audio as a WAV artifact too.
     pub const KEEP_AUDIO: &str = "KEEP_AUDIO";
+    /// `true` to publish live captions during the call (the transcript still comes after it).
+    pub const LIVE_CAPTIONS: &str = "LIVE_CAPTIONS";
+    /// Whisper model for live captions (default: `MODEL`); a smaller one keeps captions quick.
+    pub const LIVE_MODEL: &str = "LIVE_MODEL";
 }
 
 /// The environment name of an `input_data` key: the key upper-cased.

@@ -3,7 +3,8 @@
 //!
 //! The publisher's reader never waits on a subscriber: a full queue drops the packet for that
 //! subscriber only (counted in `sfu_rtc_errors_total{type="rtp_queue_full"}`), so one slow
-//! receiver cannot stall a call. Keyframe requests (PLI/FIR) from subscribers are relayed to the
+//! receiver cannot stall a call. A receiver whose leg is still negotiating gets the packets of that
+//! time once it is ready ([`HELD_WHILE_NEGOTIATING`]), so a new speaker's first words are not lost. Keyframe requests (PLI/FIR) from subscribers are relayed to the
 //! publisher as a PLI for the publisher's SSRC, at most one per [`KEYFRAME_REQUEST_INTERVAL`].
 //! webrtc routes an inbound RTCP batch to one track by the SSRC its *first* packet names (a
 //! browser's receiver report may come first), so requests are matched to publications by the
@@ -204,17 +205,70 @@ pub enum LegCodec {
     Refused,
 }
 
+/// Packets one receiver's leg holds while its connection or its negotiation is not up yet: 100
+/// packets, two seconds of voice. A track reaches a receiver only after an offer/answer round with it
+/// (the SFU publishes a track on its first packet), so without this a new speaker's first words were
+/// lost on every receiver that was still answering; the oldest held packet goes first when full.
+pub const HELD_WHILE_NEGOTIATING: usize = 100;
+
+/// What a leg can do with a packet now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegState {
+    /// Connection and negotiation are up: send with this payload type.
+    Ready(u8),
+    /// Hold the packet until the leg is ready.
+    Wait,
+    /// The receiver accepted no codec the track can carry.
+    Refused,
+}
+
+fn leg_state(media_up: bool, codec: LegCodec) -> LegState {
+    match (media_up, codec) {
+        (_, LegCodec::Refused) => LegState::Refused,
+        (true, LegCodec::Negotiated(payload_type)) => LegState::Ready(payload_type),
+        _ => LegState::Wait,
+    }
+}
+
+/// Packets held for a leg that is not ready, oldest first, at most [`HELD_WHILE_NEGOTIATING`].
+#[derive(Debug, Default)]
+struct Held {
+    packets: std::collections::VecDeque<rtp::Packet>,
+}
+
+impl Held {
+    /// Holds `packet`; returns whether an older packet had to be dropped for it.
+    fn handle_packet(&mut self, packet: rtp::Packet) -> bool {
+        let full = self.packets.len() >= HELD_WHILE_NEGOTIATING;
+        if full {
+            self.packets.pop_front();
+        }
+        self.packets.push_back(packet);
+        full
+    }
+
+    fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = rtp::Packet> + '_ {
+        self.packets.drain(..)
+    }
+}
+
 /// Writes one subscriber's queue into its local track, rewriting SSRC and payload type to the
 /// ones negotiated on that leg (`codec`, updated after every negotiation) and dropping header
-/// extensions (their ids are per leg). Packets are dropped while the subscriber's connection is
-/// not up (`media_up` false): before DTLS completes there are no SRTP keys and webrtc would fail
-/// every write with an error log. Only packets handed to the connection count as sent
-/// (`sfu_rtc_rtp_packets_total{direction="out"}`); packets the receiver cannot take count in
-/// `sfu_rtc_errors_total{type="rtp_codec_refused"}` or `{type="rtp_write"}`.
+/// extensions (their ids are per leg). While the subscriber's connection is not up (`media_up`
+/// false: before DTLS completes there are no SRTP keys) or the track's negotiation with it has not
+/// completed, packets are held (at most [`HELD_WHILE_NEGOTIATING`], the oldest dropped and counted
+/// in `sfu_rtc_errors_total{type="rtp_held_dropped"}`) and sent as soon as the leg is ready. Only
+/// packets handed to the connection count as sent (`sfu_rtc_rtp_packets_total{direction="out"}`);
+/// packets the receiver cannot take count in `sfu_rtc_errors_total{type="rtp_codec_refused"}` or
+/// `{type="rtp_write"}`.
 pub async fn run_writer(
     mut queue: mpsc::Receiver<rtp::Packet>,
-    media_up: watch::Receiver<bool>,
-    codec: watch::Receiver<LegCodec>,
+    mut media_up: watch::Receiver<bool>,
+    mut codec: watch::Receiver<LegCodec>,
     local: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     kind: MediaKind,
@@ -222,30 +276,56 @@ pub async fn run_writer(
 ) {
     let outgoing = metrics.rtp(Direction::Out, kind).clone();
     let _live = LiveTrack::new(&outgoing);
-    while let Some(mut packet) = queue.recv().await {
-        if !*media_up.borrow() {
-            continue;
-        }
-        let payload_type = match *codec.borrow() {
-            LegCodec::Pending => continue,
-            LegCodec::Refused => {
-                metrics.record_error("rtp_codec_refused");
-                continue;
-            }
-            LegCodec::Negotiated(payload_type) => payload_type,
+    let mut held = Held::default();
+    loop {
+        // With packets held, a change of the leg (negotiation done, connection up) is worth waking
+        // for; otherwise the next packet is.
+        let waiting = !held.is_empty();
+        let packet = tokio::select! {
+            changed = codec.changed(), if waiting => match changed {
+                Ok(()) => None,
+                Err(_) => break,
+            },
+            changed = media_up.changed(), if waiting => match changed {
+                Ok(()) => None,
+                Err(_) => break,
+            },
+            packet = queue.recv() => match packet {
+                Some(packet) => Some(packet),
+                None => break,
+            },
         };
-        packet.header.ssrc = ssrc;
-        packet.header.payload_type = payload_type;
-        packet.header.extension = false;
-        packet.header.extensions.clear();
-        packet.header.extensions_padding = 0;
-        let bytes = packet.payload.len();
-        if local.write_rtp(packet).await.is_err() {
-            // Unbound (removed while this packet was queued) or the connection is closing.
-            metrics.record_error("rtp_write");
-            continue;
+        let state = leg_state(*media_up.borrow_and_update(), *codec.borrow_and_update());
+        match state {
+            LegState::Wait => {
+                if let Some(packet) = packet {
+                    if held.handle_packet(packet) {
+                        metrics.record_error("rtp_held_dropped");
+                    }
+                }
+            }
+            LegState::Refused => {
+                for _ in held.drain().chain(packet) {
+                    metrics.record_error("rtp_codec_refused");
+                }
+            }
+            LegState::Ready(payload_type) => {
+                for mut packet in held.drain().chain(packet) {
+                    packet.header.ssrc = ssrc;
+                    packet.header.payload_type = payload_type;
+                    packet.header.extension = false;
+                    packet.header.extensions.clear();
+                    packet.header.extensions_padding = 0;
+                    let bytes = packet.payload.len();
+                    if local.write_rtp(packet).await.is_err() {
+                        // Unbound (removed while this packet was queued) or the connection is closing.
+                        metrics.record_error("rtp_write");
+                        continue;
+                    }
+                    outgoing.record_packet(bytes);
+                }
+            }
         }
-        outgoing.record_packet(bytes);
     }
 }
 
@@ -346,5 +426,37 @@ mod tests {
         ];
         assert_eq!(keyframe_request_ssrcs(&packets), vec![42, 7]);
         assert!(keyframe_request_ssrcs(&[Box::new(ReceiverReport::default())]).is_empty());
+    }
+
+    #[test]
+    fn a_leg_sends_only_when_connected_and_negotiated() {
+        assert_eq!(leg_state(false, LegCodec::Pending), LegState::Wait);
+        assert_eq!(leg_state(true, LegCodec::Pending), LegState::Wait);
+        assert_eq!(leg_state(false, LegCodec::Negotiated(111)), LegState::Wait);
+        assert_eq!(
+            leg_state(true, LegCodec::Negotiated(111)),
+            LegState::Ready(111)
+        );
+        assert_eq!(leg_state(true, LegCodec::Refused), LegState::Refused);
+        assert_eq!(leg_state(false, LegCodec::Refused), LegState::Refused);
+    }
+
+    #[test]
+    fn held_packets_keep_their_order_and_the_oldest_go_when_full() {
+        let packet = |sequence: u16| {
+            let mut packet = rtp::Packet::default();
+            packet.header.sequence_number = sequence;
+            packet
+        };
+        let mut held = Held::default();
+        assert!(held.is_empty());
+        let total = HELD_WHILE_NEGOTIATING as u16 + 3;
+        let dropped = (0..total)
+            .filter(|&sequence| held.handle_packet(packet(sequence)))
+            .count();
+        assert_eq!(dropped, 3);
+        let sequences: Vec<u16> = held.drain().map(|p| p.header.sequence_number).collect();
+        assert_eq!(sequences, (3..total).collect::<Vec<_>>());
+        assert!(held.is_empty());
     }
 }

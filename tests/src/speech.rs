@@ -28,12 +28,23 @@ pub fn speak_with(
     sentence: &str,
     voice: Option<&str>,
 ) -> anyhow::Result<Vec<i16>> {
+    let args: Vec<String> = match voice {
+        Some(voice) => vec!["-v".to_owned(), voice.to_owned()],
+        None => Vec::new(),
+    };
+    speak_with_args(dir, name, sentence, &args)
+}
+
+/// Like [`speak`], with these espeak-ng options (voice, rate, word gap...) before `-w FILE TEXT`.
+pub fn speak_with_args(
+    dir: &Path,
+    name: &str,
+    sentence: &str,
+    espeak_args: &[String],
+) -> anyhow::Result<Vec<i16>> {
     let wav = dir.join(format!("{name}.wav"));
-    let mut espeak = Command::new("espeak-ng");
-    if let Some(voice) = voice {
-        espeak.args(["-v", voice]);
-    }
-    let status = espeak
+    let status = Command::new("espeak-ng")
+        .args(espeak_args)
         .arg("-w")
         .arg(&wav)
         .arg(sentence)

@@ -20,6 +20,7 @@ use calls_e2e::{docker, speech};
 use calls_participant::{JoinOptions, Participant, Role};
 use calls_protocol::jobs::{CreateJobRequest, Job, JobState, JobType};
 use calls_sfu::RunningSfu;
+use calls_transcriber::evaluation::{self, word_error_rate};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -41,39 +42,42 @@ struct Line {
     text: &'static str,
 }
 
+// Ordinary meeting sentences in espeak-ng voices whisper hears well at the evaluation rate and word gap
+// (`calls_transcriber::evaluation`; measured in docs/transcriber.md): the bound checks what the call
+// path loses, not how well whisper hears a formant synthesiser.
 const SCRIPT: [Line; 5] = [
     Line {
         speaker: "Alice",
-        voice: "en-us+f3",
+        voice: "en-us+f2",
         at: 1.0,
-        text: "The birch canoe slid on the smooth planks.",
+        text: "Good morning everyone, let's start with the status update.",
     },
     // Overlaps the end of Alice's sentence.
     Line {
         speaker: "Bob",
-        voice: "en+m3",
+        voice: "en-us+m3",
         at: 3.0,
-        text: "Glue the sheet to the dark blue background.",
+        text: "Can you share your screen so we can look at the report?",
     },
     // Bob mutes after his first sentence and unmutes before this one.
     Line {
         speaker: "Bob",
-        voice: "en+m3",
+        voice: "en-us+m3",
         at: 11.0,
-        text: "These days a chicken leg is a rare dish.",
+        text: "The new release is planned for the end of next month.",
     },
     // Carol leaves right after this sentence.
     Line {
         speaker: "Carol",
-        voice: "en-gb+f4",
+        voice: "en-us+klatt3",
         at: 15.0,
-        text: "Rice is often served in round bowls.",
+        text: "Please send me the meeting notes after the call.",
     },
     Line {
         speaker: "Alice",
-        voice: "en-us+f3",
+        voice: "en-us+f2",
         at: 42.0,
-        text: "The juice of lemons makes fine punch.",
+        text: "Thank you all for joining, see you next Tuesday.",
     },
 ];
 /// Alice plays low noise (no speech) from NOISE_FROM for 20 s.
@@ -99,10 +103,11 @@ async fn start_stack(tag: &str) -> anyhow::Result<Stack> {
     let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
     let settings = OffloaderSettings {
         transcribing_image: IMAGE.to_owned(),
-        // Transcription happens between SIGTERM and SIGKILL when a job is stopped through the API.
-        stop_grace_period: "300s".into(),
+        // Transcription happens between SIGTERM and SIGKILL when a job is stopped through the API. On a
+        // shared 2-core machine under load whisper runs many times slower than real time: be generous.
+        stop_grace_period: "900s".into(),
         memory_mb: 2048,
-        max_duration: "600s".into(),
+        max_duration: "1200s".into(),
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start(tag, settings).await?;
@@ -196,46 +201,9 @@ async fn artifact(client: &Client, job_id: &str, name: &str) -> anyhow::Result<S
     Ok(reply.text())
 }
 
-/// Lowercase words, punctuation removed.
-fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split_whitespace()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric())
-                .collect::<String>()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// Word error rate of `hypothesis` against `reference` (word-level edit distance ÷ reference words).
-fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
-    let (r, h) = (words(reference), words(hypothesis));
-    let mut row: Vec<usize> = (0..=h.len()).collect();
-    for (i, rw) in r.iter().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, hw) in h.iter().enumerate() {
-            let substitution = previous + usize::from(rw != hw);
-            previous = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[h.len()] as f64 / r.len().max(1) as f64
-}
-
-#[test]
-fn word_error_rate_counts_edits_per_reference_word() {
-    assert_eq!(word_error_rate("The cat sat.", "the cat sat"), 0.0);
-    assert!((word_error_rate("a b c d", "a x c") - 0.5).abs() < 1e-9);
-}
-
-// Not yet passing (issue 7 stays open): the job runs end to end and uploads all four artifacts, but the
-// first sentence of each newly joined speaker loses its first words (heard "and I wish you can use it on
-// the swim planks" for "The birch canoe slid on the smooth planks"), and Bob's sentence after his
-// unmute is placed right after his first one instead of at 11 s. Run it with `--ignored`.
-#[ignore = "issue 7: first words of a new speaker lost, unmute placement wrong (see the comment)"]
+// Carol joins after the bot and speaks a second and a half after her media is up: the SFU publishes her
+// voice on its first packet and must renegotiate with the bot before it can forward it, which is where a
+// new speaker's first words were lost (see `sfu/src/forward.rs`, packets held while a leg negotiates).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -244,27 +212,55 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
         .iter()
         .enumerate()
         .map(|(i, line)| {
-            speech::speak_with(dir.path(), &format!("line{i}"), line.text, Some(line.voice))
+            speech::speak_with_args(
+                dir.path(),
+                &format!("line{i}"),
+                line.text,
+                &evaluation::espeak_args(line.voice),
+            )
         })
         .collect::<anyhow::Result<_>>()?;
 
     let stack = start_stack("tx").await?;
     let alice = join(&stack, "Alice").await?;
     let bob = join(&stack, "Bob").await?;
-    let carol = join(&stack, "Carol").await?;
-    let job = request(&stack, &stack.sfu.http_url(), &[]).await?;
+    // One whisper thread: ggml's threads spin-wait at every barrier, which on an oversubscribed machine (the
+    // test suite runs beside builds) makes 2 threads several times slower than 1 (docs/benchmarks.md).
+    // Speed is the benchmark's business; this test checks what is heard and when.
+    let job = request(
+        &stack,
+        &stack.sfu.http_url(),
+        &[("keep_audio", json!(true)), ("threads", json!(1))],
+    )
+    .await?;
     let t0 = wait_joined(&stack.client, &job).await?;
     eprintln!("transcriber joined; job {}", job.id);
     let at = |s: f64| t0 + Duration::from_secs_f64(s);
 
+    let mut carol = None;
+    // When each line really started (seconds after t0): on a loaded machine a join can take long.
+    let mut spoken_at = [0.0f64; SCRIPT.len()];
     let mut voices = Vec::new();
     for (index, line) in SCRIPT.iter().enumerate().take(4) {
+        if line.speaker == "Carol" {
+            tokio::time::sleep_until(at(line.at - 3.0)).await;
+            let joined = join(&stack, "Carol").await?;
+            tokio::time::sleep_until(
+                at(line.at).max(Instant::now() + Duration::from_millis(1_500)),
+            )
+            .await;
+            carol = Some(joined);
+        }
         tokio::time::sleep_until(at(line.at)).await;
         let pcm = speech[index].clone();
+        spoken_at[index] = t0.elapsed().as_secs_f64();
         voices.push(match line.speaker {
             "Alice" => alice.send_voice(pcm),
             "Bob" => bob.send_voice(pcm),
-            _ => carol.send_voice(pcm),
+            _ => carol
+                .as_ref()
+                .context("Carol joined before her line")?
+                .send_voice(pcm),
         });
         if index == 1 {
             // Bob mutes once his first sentence is over and unmutes before his second.
@@ -276,12 +272,11 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
         }
     }
     // Carol leaves early.
-    let carol_end = SCRIPT[3].at + speech::duration_of(&speech[3]).as_secs_f64() + 0.5;
-    tokio::time::sleep_until(at(carol_end)).await;
     for voice in voices.drain(..) {
         voice.await??;
     }
-    carol.leave().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    carol.context("Carol joined")?.leave().await?;
 
     // Twenty seconds of low white noise from Alice: no speech, so no cue.
     tokio::time::sleep_until(at(NOISE_FROM)).await;
@@ -295,6 +290,7 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
     alice.send_voice(noise).await??;
 
     tokio::time::sleep_until(at(SCRIPT[4].at)).await;
+    spoken_at[4] = t0.elapsed().as_secs_f64();
     alice.send_voice(speech[4].clone()).await??;
     let health = docker::inspect(&job.container_name, "{{.State.Health.Status}}");
     assert_eq!(health.as_deref(), Some("healthy"), "docker health status");
@@ -305,7 +301,7 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
     let stopped = Instant::now();
     let done = stack
         .client
-        .wait_final(&job.id, Duration::from_secs(300))
+        .wait_final(&job.id, Duration::from_secs(900))
         .await?;
     let logs = stack.client.logs(&job.id).await.unwrap_or_default();
     assert_eq!(done.state, JobState::Succeeded, "{done:?}\nlogs:\n{logs}");
@@ -340,11 +336,59 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
         );
     }
 
+    // The call path on its own, before whisper: each sentence is in its speaker's audio (KEEP_AUDIO) where
+    // it was spoken, its first half second included.
+    let mut audio = BTreeMap::new();
+    for name in ["Alice", "Bob", "Carol"] {
+        audio.insert(name, speaker_audio(&stack.client, &job.id, name).await?);
+    }
+    for (index, line) in SCRIPT.iter().enumerate() {
+        let (clip, track) = (&speech[index], &audio[line.speaker]);
+        let found =
+            speech::locate(clip, track).context("a speaker's audio is shorter than a sentence")?;
+        let sent_rms = speech::rms(clip, 0.0, 0.5);
+        let got_rms = speech::rms(track, found.at, found.at + 0.5);
+        eprintln!(
+            "{} at {:.2} s: in the audio at {:.2} s (waveform {:.2}, first 0.5 s at {:.0}% of the sent level)",
+            line.speaker,
+            spoken_at[index],
+            found.at,
+            found.waveform,
+            100.0 * got_rms / sent_rms
+        );
+        assert!(
+            found.waveform > 0.5,
+            "{}'s {:?} is not in their audio: {found:?}",
+            line.speaker,
+            line.text
+        );
+        assert!(
+            (-0.2..=0.75).contains(&(found.at - spoken_at[index])),
+            "{}'s {:?} spoken at {:.2} s lies at {:.2} s in their audio",
+            line.speaker,
+            line.text,
+            spoken_at[index],
+            found.at
+        );
+        assert!(
+            got_rms > 0.5 * sent_rms,
+            "{}'s {:?} lost its start: first 0.5 s at {got_rms:.0} rms, sent {sent_rms:.0}",
+            line.speaker,
+            line.text
+        );
+    }
+
     let mut texts = BTreeMap::new();
     for name in ARTIFACTS {
         texts.insert(name, artifact(&stack.client, &job.id, name).await?);
     }
     eprintln!("transcript.txt:\n{}", texts["transcript.txt"]);
+    // Bob's sentence after his mute is a line of its own, with the time he said it.
+    let bob_lines = texts["transcript.txt"]
+        .lines()
+        .filter(|line| line.starts_with("Bob ("))
+        .count();
+    assert_eq!(bob_lines, 2, "{}", texts["transcript.txt"]);
     assert!(
         texts["transcript.vtt"].starts_with("WEBVTT"),
         "{}",
@@ -361,7 +405,8 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
     let segments = transcript["segments"].as_array().context("segments")?;
     for (index, line) in SCRIPT.iter().enumerate() {
         let spoken = speech::duration_of(&speech[index]).as_secs_f64();
-        let (from, to) = ((line.at - 1.0) * 1000.0, (line.at + spoken + 1.0) * 1000.0);
+        let said = spoken_at[index];
+        let (from, to) = ((said - 1.0) * 1000.0, (said + spoken + 1.0) * 1000.0);
         let mine: Vec<&Value> = segments
             .iter()
             .filter(|s| s["speaker"] == line.speaker)
@@ -374,9 +419,8 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
         let text = text.join(" ");
         let wer = word_error_rate(line.text, &text);
         eprintln!(
-            "{} at {:.1} s: {text:?} (wer {:.0}%)",
+            "{} at {said:.1} s: {text:?} (wer {:.0}%)",
             line.speaker,
-            line.at,
             wer * 100.0
         );
         assert!(
@@ -390,11 +434,10 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
             .filter_map(|s| s["start_ms"].as_f64())
             .fold(f64::MAX, f64::min);
         assert!(
-            (first / 1000.0 - line.at).abs() <= 1.0,
-            "{}'s cue starts at {:.2} s, spoken at {:.2} s",
+            (first / 1000.0 - said).abs() <= 1.0,
+            "{}'s cue starts at {:.2} s, spoken at {said:.2} s",
             line.speaker,
-            first / 1000.0,
-            line.at
+            first / 1000.0
         );
     }
     let during_noise: Vec<&Value> = segments
@@ -538,6 +581,43 @@ async fn killing_the_container_mid_transcription_fails_the_job_with_its_last_lin
     assert_no_artifacts(&stack.client, &job.id).await?;
     stack.sfu.shutdown().await;
     Ok(())
+}
+
+/// A speaker's `audio-<n>-<name>.wav` artifact (16 kHz 16-bit mono) as 48 kHz samples (each sample
+/// repeated), the rate `speech::locate` works at.
+async fn speaker_audio(client: &Client, job_id: &str, name: &str) -> anyhow::Result<Vec<i16>> {
+    for index in 0..4 {
+        let reply = client
+            .get(&format!(
+                "/jobs/{job_id}/artifacts/audio-{index}-{name}.wav"
+            ))
+            .await?;
+        if reply.status.is_success() {
+            let samples = wav_samples(&reply.body)?;
+            return Ok(samples.iter().flat_map(|&s| [s; 3]).collect());
+        }
+    }
+    bail!("no audio artifact for {name}")
+}
+
+/// The samples of a 16-bit PCM WAV file: the `data` chunk, found by walking the RIFF chunks.
+fn wav_samples(bytes: &[u8]) -> anyhow::Result<Vec<i16>> {
+    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        bail!("not a WAV file");
+    }
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+        let body = at + 8..(at + 8 + size as usize).min(bytes.len());
+        if &bytes[at..at + 4] == b"data" {
+            return Ok(bytes[body]
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect());
+        }
+        at = body.end + (size as usize & 1);
+    }
+    bail!("a WAV file without a data chunk")
 }
 
 async fn assert_no_artifacts(client: &Client, job_id: &str) -> anyhow::Result<()> {

@@ -340,6 +340,8 @@ pub struct CaptureSink {
     origin: tokio::time::Instant,
     clock: RtpClock,
     sender: CaptureSender,
+    /// Live captioning's copy of each placed packet, with the speaker's session and name.
+    live: Option<(crate::live_job::LiveTap, String, String)>,
 }
 
 impl CaptureSink {
@@ -356,7 +358,14 @@ impl CaptureSink {
             origin,
             clock: RtpClock::new(OPUS_CLOCK_RATE, MAX_BEHIND, MAX_AHEAD),
             sender,
+            live: None,
         }
+    }
+
+    /// Also hands each placed packet to live captioning, as `session`'s (`name`) voice.
+    pub fn with_live(mut self, tap: crate::live_job::LiveTap, session: &str, name: &str) -> Self {
+        self.live = Some((tap, session.to_owned(), name.to_owned()));
+        self
     }
 
     /// The packet as stored, placed by its RTP timestamp given its arrival on the call clock; `None` for
@@ -385,6 +394,9 @@ impl TrackSink for CaptureSink {
         arrival: tokio::time::Instant,
     ) -> Result<(), Self::Error> {
         if let Some(captured) = self.place(packet, arrival.duration_since(self.origin)) {
+            if let Some((tap, session, name)) = &self.live {
+                tap.send(session, name, self.track, &captured);
+            }
             self.sender.send(self.speaker, captured);
         }
         Ok(())

@@ -14,6 +14,8 @@
 //! | `THREADS` | no | whisper threads, 1..=16 (default 2, the job's default CPUs) |
 //! | `INITIAL_PROMPT` | no | text that primes whisper (names, jargon), at most 1000 characters |
 //! | `KEEP_AUDIO` | no | `true`: also upload each speaker's audio as `audio-<n>-<name>.wav` |
+//! | `LIVE_CAPTIONS` | no | `true`: also caption the call live through the SFU (default `false`) |
+//! | `LIVE_MODEL` | no | whisper model for live captions (default: `MODEL`) |
 //! | `ALONE_TIMEOUT_SEC` | no | stop after the bot has been alone this long (default 60, 1..=86400) |
 //! | `OUTPUT_DIR` | no | where capture files and artifacts are written (default `/data`, the job's volume) |
 //! | `CALLS_TRANSCRIBER_MODELS` | no | the model directory (the image sets `/models`) |
@@ -54,6 +56,8 @@ pub struct JobConfig {
     pub initial_prompt: Option<String>,
     /// Upload each speaker's WAV too.
     pub keep_audio: bool,
+    /// The model for live captions, when they are on.
+    pub live_model: Option<String>,
     /// How long the bot may be alone in the call before it stops.
     pub alone_timeout: Duration,
     /// Capture files and artifacts.
@@ -75,10 +79,7 @@ impl JobConfig {
         let model = settings
             .get(transcribing::MODEL)
             .unwrap_or_else(|| models::DEFAULT_MODEL.to_owned());
-        let valid_name = model
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-        if !valid_name || model.starts_with('.') || model.len() > 64 {
+        if !is_model_name(&model) {
             settings.problem(format!(
                 "{} {model:?} is not a model name (letters, digits, '.', '-', '_')",
                 transcribing::MODEL
@@ -114,6 +115,22 @@ impl JobConfig {
             ));
         }
         let keep_audio = settings.flag(transcribing::KEEP_AUDIO, false);
+        let live_captions = settings.flag(transcribing::LIVE_CAPTIONS, false);
+        let live_model = settings.get(transcribing::LIVE_MODEL);
+        if let Some(name) = live_model.as_ref().filter(|name| !is_model_name(name)) {
+            settings.problem(format!(
+                "{} {name:?} is not a model name (letters, digits, '.', '-', '_')",
+                transcribing::LIVE_MODEL
+            ));
+        }
+        if live_model.is_some() && !live_captions {
+            settings.problem(format!(
+                "{} is set but {} is not true",
+                transcribing::LIVE_MODEL,
+                transcribing::LIVE_CAPTIONS
+            ));
+        }
+        let live_model = live_captions.then(|| live_model.unwrap_or_else(|| model.clone()));
         let alone_timeout = settings.alone_timeout();
         let output_dir = settings.output_dir();
         let heartbeat_file = settings.heartbeat_file(DEFAULT_HEARTBEAT_FILE);
@@ -128,11 +145,23 @@ impl JobConfig {
             threads,
             initial_prompt,
             keep_audio,
+            live_model,
             alone_timeout,
             output_dir,
             heartbeat_file,
         })
     }
+}
+
+/// A model name: letters, digits, '.', '-', '_', not starting with '.', at most 64 characters (it becomes a
+/// file name under the model directory).
+fn is_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 #[cfg(test)]
@@ -168,6 +197,7 @@ mod tests {
             (None, None, 2)
         );
         assert!(!config.keep_audio);
+        assert_eq!(config.live_model, None, "live captions are off by default");
         assert_eq!(config.output_dir, PathBuf::from("/data"));
         assert_eq!(config.heartbeat_file, PathBuf::from(DEFAULT_HEARTBEAT_FILE));
     }
@@ -183,6 +213,7 @@ mod tests {
             ("INITIAL_PROMPT", "Alice, Bob"),
             ("KEEP_AUDIO", "true"),
             ("ALONE_TIMEOUT_SEC", "5"),
+            ("LIVE_CAPTIONS", "true"),
         ]);
         let config = JobConfig::from_lookup(env(&pairs)).unwrap();
         assert_eq!(config.model, "tiny.en");
@@ -191,6 +222,14 @@ mod tests {
         assert_eq!(config.initial_prompt.as_deref(), Some("Alice, Bob"));
         assert!(config.keep_audio);
         assert_eq!(config.alone_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config.live_model.as_deref(),
+            Some("tiny.en"),
+            "live uses MODEL"
+        );
+        pairs.push(("LIVE_MODEL", "base"));
+        let config = JobConfig::from_lookup(env(&pairs)).unwrap();
+        assert_eq!(config.live_model.as_deref(), Some("base"));
     }
 
     #[test]
@@ -205,6 +244,7 @@ mod tests {
             ("THREADS", "many"),
             ("INITIAL_PROMPT", long_prompt.as_str()),
             ("KEEP_AUDIO", "perhaps"),
+            ("LIVE_MODEL", "../x"),
         ]);
         let err = JobConfig::from_lookup(env(&pairs)).unwrap_err().to_string();
         for expected in [
@@ -215,6 +255,8 @@ mod tests {
             "THREADS must be a whole number in 1..=16",
             "INITIAL_PROMPT is longer than 1000 characters",
             "KEEP_AUDIO must be true or false",
+            "LIVE_MODEL \"../x\" is not a model name",
+            "LIVE_MODEL is set but LIVE_CAPTIONS is not true",
         ] {
             assert!(err.contains(expected), "missing {expected:?} in {err}");
         }

@@ -28,6 +28,10 @@ pub struct DecodeSettings {
     pub single_segment: bool,
     /// Do not condition on the previous buffer's text (avoids a hallucination feeding the next one).
     pub no_context: bool,
+    /// Live windows: run the encoder over the window's length (plus a margin) instead of whisper's full
+    /// 30 s, and never re-decode at a higher temperature. A 1 s window then costs a small fraction of a
+    /// 30 s one; whisper.cpp's `audio_ctx`, which Mattermost's live captions set too (to 512).
+    pub short_window: bool,
 }
 
 impl Default for DecodeSettings {
@@ -39,8 +43,16 @@ impl Default for DecodeSettings {
             initial_prompt: None,
             single_segment: false,
             no_context: true,
+            short_window: false,
         }
     }
+}
+
+/// The encoder context for a short window of `samples` (16 kHz): whisper's encoder has 50 positions per
+/// second of audio (1500 for 30 s); the window's positions plus 2 s of margin, rounded up to 64.
+pub fn short_window_audio_ctx(samples: usize) -> i32 {
+    let positions = samples.div_ceil(SAMPLE_RATE as usize / 50) + 100;
+    positions.div_ceil(64).saturating_mul(64).min(1500) as i32
 }
 
 /// One decoded segment, in milliseconds from the start of the buffer.
@@ -176,6 +188,10 @@ impl Engine {
         params.set_translate(false);
         params.set_no_context(settings.no_context);
         params.set_single_segment(settings.single_segment);
+        if settings.short_window {
+            params.set_audio_ctx(short_window_audio_ctx(samples.len()));
+            params.set_temperature_inc(0.0);
+        }
         params.set_print_special(false);
         params.set_print_progress(false);
         params.set_print_realtime(false);
@@ -245,5 +261,18 @@ impl Engine {
             Some("en".to_string())
         };
         Ok(Decoded { segments, language })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_window_audio_ctx;
+
+    #[test]
+    fn short_windows_get_an_encoder_context_of_their_length_plus_a_margin() {
+        // 1 s = 50 positions + 100 margin = 150, rounded up to 192; 8 s = 400 + 100 → 512; at most 1500.
+        assert_eq!(short_window_audio_ctx(16_000), 192);
+        assert_eq!(short_window_audio_ctx(8 * 16_000), 512);
+        assert_eq!(short_window_audio_ctx(40 * 16_000), 1500);
     }
 }

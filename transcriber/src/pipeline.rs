@@ -113,6 +113,7 @@ impl Transcriber {
                 .filter(|p| !p.trim().is_empty()),
             single_segment: false,
             no_context: true,
+            short_window: false,
         };
         engine.check(&settings)?;
         Ok(Transcriber {

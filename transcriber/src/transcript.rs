@@ -100,8 +100,10 @@ pub struct Transcript {
     pub summary: Summary,
 }
 
-/// A pause this long or longer between two segments of the same speaker starts a new TXT paragraph.
-pub const TXT_PARAGRAPH_PAUSE_MS: u64 = 10_000;
+/// A pause this long or longer between two segments of the same speaker starts a new TXT paragraph, with
+/// its own time: a speaker who pauses (or mutes) and speaks again later gets a line where they spoke again.
+/// Shorter pauses are the breaths and sentence breaks of one turn.
+pub const TXT_PARAGRAPH_PAUSE_MS: u64 = 2_000;
 
 /// Interleaves every speaker's segments by start time into one transcript.
 pub fn merge(

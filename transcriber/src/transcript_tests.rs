@@ -101,7 +101,11 @@ fn txt_starts_a_new_paragraph_after_a_long_pause() {
         vec![SpeakerTranscript {
             speaker: speaker("Alice", "s1"),
             language: None,
-            segments: vec![segment(0, 1_000, "One."), segment(20_000, 21_000, "Two.")],
+            segments: vec![
+                segment(0, 1_000, "One."),
+                segment(2_500, 4_000, "Two."),
+                segment(6_000, 7_000, "Three."),
+            ],
             audio_ms: 0,
             speech_ms: 0,
             processing: Duration::ZERO,
@@ -109,7 +113,7 @@ fn txt_starts_a_new_paragraph_after_a_long_pause() {
     );
     assert_eq!(
         transcript.to_txt(),
-        "Alice (00:00:00): One.\nAlice (00:00:20): Two.\n"
+        "Alice (00:00:00): One. Two.\nAlice (00:00:06): Three.\n"
     );
     assert_eq!(transcript.summary.real_time_factor, 0.0);
 }

@@ -123,11 +123,9 @@ pub async fn status(
     for (name, value) in &update.counters {
         // Counters are absolute per job; the exported counter grows by the increase.
         let previous = counters.insert(name.clone(), *value).unwrap_or(0.0);
-        if *value > previous {
-            state
-                .metrics
-                .job_counter_increased(job.job_type, name, value - previous);
-        }
+        state
+            .metrics
+            .job_counter_reported(job.job_type, name, (value - previous).max(0.0));
     }
     if counters.len() > MAX_COUNTERS * 4 {
         return Err(Error::BadRequest(

@@ -259,7 +259,7 @@ fn vad_report(dir: &Path, work: &Path) -> anyhow::Result<()> {
     let mut speech = Vec::new();
     let mut reference = Vec::new();
     for (index, sentence) in SENTENCES.iter().take(6).enumerate() {
-        speech.extend(synthesize(sentence, VOICES[index], work)?);
+        speech.extend(synthesize(sentence, VOICES[index % VOICES.len()], work)?);
         speech.extend(std::iter::repeat_n(0.0f32, 16_000 * 3));
         reference.push(*sentence);
     }

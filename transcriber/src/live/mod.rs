@@ -504,6 +504,17 @@ impl Captioner {
         }
     }
 
+    /// Nothing left to do: no utterance in progress, no window queued or with a worker, no caption waiting.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_empty()
+            && self.finals.is_empty()
+            && self.captions.is_empty()
+            && self
+                .speakers
+                .values()
+                .all(|speaker| speaker.utterance.is_none())
+    }
+
     /// The next caption to publish.
     pub fn poll_caption(&mut self) -> Option<LiveCaption> {
         self.captions.pop_front()

@@ -1,0 +1,288 @@
+//! Live captions end to end (issue 8) with real containers: an in-process SFU, the real `calls-offloader`
+//! binary and the `calls-transcriber:latest` image started as a `transcribing` job with `live_captions`
+//! on (tiny.en for the live path). Alice and Bob speak espeak-ng sentences one after the other, then Alice
+//! sends low noise without speech. A third participant listens as any page would: it must receive, for
+//! each sentence, partial captions and then a final one under the same caption id, attributed to the
+//! speaker, with a word error rate of at most 30 %; nothing for the noise. The post-call transcript is still
+//! produced, and the offloader's `/metrics` carries the live-caption series of the job.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use calls_e2e::client::Client;
+use calls_e2e::offloader::{bin_dir, serial, Offloader, OffloaderSettings};
+use calls_e2e::{docker, speech};
+use calls_participant::{Event, JoinOptions, Participant, Role};
+use calls_protocol::jobs::{CreateJobRequest, Job, JobState, JobType};
+use calls_protocol::signalling::Caption;
+use calls_transcriber::evaluation::{self, word_error_rate};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+const SECRET: &str = "captions-e2e-token-secret-0123456789abcdef";
+const CALL: &str = "call-captioned-e2e";
+const IMAGE: &str = "calls-transcriber:latest";
+
+/// Who says what, in which voice, when (seconds after the bot joined).
+const SCRIPT: [(&str, &str, f64, &str); 2] = [
+    (
+        "Alice",
+        "en-us+f2",
+        1.0,
+        "Good morning everyone, let's start with the status update.",
+    ),
+    (
+        "Bob",
+        "en-us+m3",
+        7.0,
+        "The new release is planned for the end of next month.",
+    ),
+];
+/// Alice sends low noise (no speech) from NOISE_FROM for NOISE_SECONDS.
+const NOISE_FROM: f64 = 13.0;
+const NOISE_SECONDS: f64 = 8.0;
+
+fn token(name: &str, role: Role) -> String {
+    calls_sfu::token::mint(
+        SECRET.as_bytes(),
+        CALL,
+        name,
+        role,
+        Duration::from_secs(600),
+        SystemTime::now(),
+    )
+    .expect("a token mints from a valid secret")
+}
+
+async fn join(
+    sfu: &calls_sfu::RunningSfu,
+    bridge: IpAddr,
+    name: &str,
+) -> anyhow::Result<Participant> {
+    let options = JoinOptions {
+        call_id: Some(CALL.to_owned()),
+        bind_ip: Some(bridge),
+        ..JoinOptions::default()
+    };
+    let mut participant =
+        Participant::join(&sfu.ws_url(), &token(name, Role::Participant), options).await?;
+    participant.wait_connected(Duration::from_secs(10)).await?;
+    Ok(participant)
+}
+
+/// Waits until the transcriber reports that it joined (its call clock starts then).
+async fn wait_joined(client: &Client, job: &Job) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let view = client.job(&job.id).await?;
+        if view.progress.as_deref() == Some("joined the call") {
+            return Ok(Instant::now());
+        }
+        if view.state.is_final() || Instant::now() >= deadline {
+            let logs = client.logs(&job.id).await.unwrap_or_default();
+            bail!("the transcriber never reported joining: {view:?}\nits logs:\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir()?;
+    let speech: Vec<Vec<i16>> = SCRIPT
+        .iter()
+        .enumerate()
+        .map(|(i, (_, voice, _, text))| {
+            speech::speak_with_args(
+                dir.path(),
+                &format!("line{i}"),
+                text,
+                &evaluation::espeak_args(voice),
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    docker::ensure_image(&bin_dir()?, "transcriber")?;
+    let bridge: IpAddr = docker::bridge_gateway()
+        .parse()
+        .context("the bridge gateway is an IP address")?;
+    let mut config = calls_sfu::Config::for_local_test(SECRET);
+    config.http_listen_address = SocketAddr::new(bridge, 0);
+    config.ice.host_addresses = vec![bridge];
+    let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
+    let offloader = Offloader::start(
+        "captions",
+        OffloaderSettings {
+            transcribing_image: IMAGE.to_owned(),
+            stop_grace_period: "900s".into(),
+            memory_mb: 2048,
+            max_duration: "1200s".into(),
+            ..OffloaderSettings::default()
+        },
+    )
+    .await?;
+    let client = offloader.register("captions").await?;
+
+    let alice = join(&sfu, bridge, "Alice").await?;
+    let bob = join(&sfu, bridge, "Bob").await?;
+    let mut listener = join(&sfu, bridge, "Listener").await?;
+    let heard: Arc<Mutex<Vec<(Instant, Caption)>>> = Arc::default();
+    let listening = {
+        let heard = Arc::clone(&heard);
+        tokio::spawn(async move {
+            while let Some(event) = listener.next_event().await {
+                if let Event::Caption(caption) = event {
+                    heard
+                        .lock()
+                        .expect("the lock is never poisoned")
+                        .push((Instant::now(), caption));
+                }
+            }
+        })
+    };
+
+    let input_data: BTreeMap<String, Value> = [
+        ("call_id", json!(CALL)),
+        ("sfu_url", json!(sfu.http_url())),
+        ("bot_token", json!(token("Transcriber", Role::Bot))),
+        ("live_captions", json!(true)),
+        ("live_model", json!("tiny.en")),
+        ("model", json!("tiny.en")),
+        ("language", json!("en")),
+        ("rust_log", json!("info,calls_transcriber::live_job=debug")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let job = client
+        .create_job(&CreateJobRequest {
+            job_type: JobType::Transcribing,
+            runner: None,
+            max_duration_sec: None,
+            input_data,
+        })
+        .await?;
+    let t0 = wait_joined(&client, &job).await?;
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+
+    let mut ended_at = Vec::new();
+    for (index, (speaker, _, when, _)) in SCRIPT.iter().enumerate() {
+        tokio::time::sleep_until(at(*when)).await;
+        let who = if *speaker == "Alice" { &alice } else { &bob };
+        who.send_voice(speech[index].clone()).await??;
+        ended_at.push(Instant::now());
+    }
+    tokio::time::sleep_until(at(NOISE_FROM)).await;
+    let noise_start = t0.elapsed().as_millis() as u64;
+    let mut seed = 7_919u32;
+    let noise: Vec<i16> = (0..(NOISE_SECONDS * 48_000.0) as usize)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((seed >> 16) as i16) / 100
+        })
+        .collect();
+    alice.send_voice(noise).await??;
+    let noise_end = t0.elapsed().as_millis() as u64;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let stop = client.stop(&job.id).await?;
+    assert!(stop.status.is_success(), "{} {}", stop.status, stop.text());
+    let done = client.wait_final(&job.id, Duration::from_secs(900)).await?;
+    let logs = client.logs(&job.id).await.unwrap_or_default();
+    eprintln!("transcriber logs:\n{logs}");
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}\nlogs:\n{logs}");
+    assert!(logs.contains("live captions on"), "{logs}");
+    listening.abort();
+
+    let heard = heard.lock().expect("the lock is never poisoned").clone();
+    for (arrived, caption) in &heard {
+        eprintln!(
+            "{:6.2} s {} {:?} [{}..{}] {:?} + {:?}",
+            arrived.duration_since(t0).as_secs_f64(),
+            if caption.is_final {
+                "final  "
+            } else {
+                "partial"
+            },
+            caption.speaker_name,
+            caption.start_ms,
+            caption.end_ms,
+            caption.text,
+            caption.tail
+        );
+    }
+    for (index, (speaker, _, _, text)) in SCRIPT.iter().enumerate() {
+        let finals: Vec<&(Instant, Caption)> = heard
+            .iter()
+            .filter(|(_, c)| c.is_final && c.speaker_name.as_deref() == Some(speaker))
+            .collect();
+        let all_text = finals
+            .iter()
+            .map(|(_, c)| c.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let wer = word_error_rate(text, &all_text);
+        eprintln!(
+            "{speaker}: WER {:.0} % — {all_text:?}; final {:.2} s after the speech ended",
+            wer * 100.0,
+            finals
+                .last()
+                .map(|(arrived, _)| arrived
+                    .saturating_duration_since(ended_at[index])
+                    .as_secs_f64())
+                .unwrap_or(f64::NAN)
+        );
+        assert!(
+            wer <= 0.30,
+            "{speaker}'s live caption: {all_text:?} for {text:?}"
+        );
+        // Each final replaced partials shown under its id while the sentence was spoken.
+        let ids: Vec<&str> = finals.iter().filter_map(|(_, c)| c.id.as_deref()).collect();
+        assert!(!ids.is_empty(), "captions carry ids");
+        let partials = heard
+            .iter()
+            .filter(|(_, c)| !c.is_final && c.id.as_deref().is_some_and(|id| ids.contains(&id)))
+            .count();
+        assert!(partials >= 1, "{speaker}: no partial before the final");
+    }
+    let during_noise: Vec<&Caption> = heard
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| c.end_ms > noise_start + 500 && c.start_ms < noise_end)
+        .collect();
+    assert!(
+        during_noise.is_empty(),
+        "captions for noise: {during_noise:?}"
+    );
+
+    // The post-call transcript is still made; the offloader exports the job's live-caption series.
+    let txt = client
+        .get(&format!("/jobs/{}/artifacts/transcript.txt", job.id))
+        .await?;
+    assert!(txt.status.is_success(), "{}", txt.text());
+    assert!(
+        txt.text().contains("Alice") && txt.text().contains("Bob"),
+        "{}",
+        txt.text()
+    );
+    let windows = offloader
+        .metric("calls_offloader_jobs_live_captions_new_audio_len_ms_count{type=\"transcribing\"}")
+        .await?;
+    assert!(windows >= 2.0, "windows transcribed live: {windows}");
+    let text = offloader.anonymous().get("/metrics").await?.text();
+    for series in [
+        "calls_offloader_jobs_live_captions_caption_latency_seconds_bucket",
+        "calls_offloader_jobs_live_captions_window_dropped{type=\"transcribing\"}",
+        "calls_offloader_jobs_live_captions_pktPayloadCh_buf_full{type=\"transcribing\"}",
+    ] {
+        assert!(text.contains(series), "{series} missing from /metrics");
+    }
+    alice.leave().await?;
+    bob.leave().await?;
+    sfu.shutdown().await;
+    Ok(())
+}
