@@ -2,12 +2,13 @@
 //! `calls-offloader` binary on the Docker bridge address, and the `calls-transcriber:latest` image
 //! (default model baked in) started by the offloader as a `transcribing` job. Three participants
 //! speak espeak-ng sentences in different voices at known times — Bob overlaps Alice, Bob mutes and
-//! unmutes between his sentences, Carol leaves early — and Alice plays 20 s of low noise without
-//! speech. The job is stopped through the API; the test downloads the four transcript artifacts
-//! and checks that every sentence is there, attributed to its speaker, with a word error rate of at
-//! most 15 %, a cue starting within 1 s of when it was spoken, and no cue during the noise.
-//! Failure cases: an unknown model, an SFU nobody can reach, a call without speech (succeeds with an
-//! empty transcript and says so), and a container killed while it transcribes.
+//! unmutes between his sentences, Carol joins after the bot, speaks and leaves early — and Alice plays
+//! 20 s of low noise without speech. The job is stopped through the API; the test downloads the four
+//! transcript artifacts and each speaker's kept audio, and checks that every sentence is in its
+//! speaker's audio whole and in place, and in the transcript attributed to its speaker with a word
+//! error rate of at most 15 %, a cue starting within 1 s of when it was spoken, and no cue during the
+//! noise. Failure cases: an unknown model, an SFU nobody can reach, a call without speech (succeeds
+//! with an empty transcript and says so), and a container killed while it transcribes.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
