@@ -3,11 +3,13 @@
 //! [`client`] wraps its REST API, [`docker`] inspects and cleans containers through the `docker`
 //! CLI (the operator's view), [`test_job`] is the program of the `calls-test-job` image,
 //! [`artifact`] makes the deterministic content it uploads, [`webhook_sink`] receives webhooks,
-//! and [`bench`] measures job start latency. For recordings: [`speech`] makes test sentences and
+//! and [`bench`] measures job start latency. [`call`] starts an SFU and an offloader for the job tests
+//! and lets participants join. For recordings and transcripts: [`speech`] makes test sentences and
 //! finds them again in decoded audio, [`mp4`] reads a file with ffprobe and ffmpeg.
 
 pub mod artifact;
 pub mod bench;
+pub mod call;
 pub mod client;
 pub mod docker;
 pub mod mp4;
