@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use calls_e2e::client::Client;
 use calls_e2e::call::{wait_joined, CallStack};
+use calls_e2e::client::Client;
 use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::{docker, mp4, speech};
 use calls_participant::video::{bar_position, VideoFrame};

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use calls_e2e::client::Client;
 use calls_e2e::call::{wait_joined, CallStack};
+use calls_e2e::client::Client;
 use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::{docker, speech};
 use calls_participant::Role;
