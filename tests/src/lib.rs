@@ -4,11 +4,13 @@
 //! CLI (the operator's view), [`test_job`] is the program of the `calls-test-job` image,
 //! [`swarm`] gives the tests a single-node swarm and sees a job's container or service alike,
 //! [`artifact`] makes the deterministic content it uploads, [`webhook_sink`] receives webhooks,
-//! and [`bench`] measures job start latency. For recordings: [`speech`] makes test sentences and
+//! and [`bench`] measures job start latency. [`call`] starts an SFU and an offloader for the job tests
+//! and lets participants join. For recordings and transcripts: [`speech`] makes test sentences and
 //! finds them again in decoded audio, [`mp4`] reads a file with ffprobe and ffmpeg.
 
 pub mod artifact;
 pub mod bench;
+pub mod call;
 pub mod client;
 pub mod docker;
 pub mod mp4;

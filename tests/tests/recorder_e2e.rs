@@ -9,18 +9,17 @@
 //! `failed` job whose reason says so.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use calls_e2e::call::{wait_joined, CallStack};
 use calls_e2e::client::Client;
-use calls_e2e::offloader::{bin_dir, serial, Offloader, OffloaderSettings};
+use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::{docker, mp4, speech};
 use calls_participant::video::{bar_position, VideoFrame};
-use calls_participant::{Event, JoinOptions, Participant, Role};
+use calls_participant::{Event, Participant, Role};
 use calls_protocol::jobs::{CreateJobRequest, Job, JobState, JobType};
-use calls_sfu::RunningSfu;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -43,23 +42,7 @@ const B_AT: f64 = 8.0;
 const SHARE_UNTIL: f64 = 12.5;
 const STOP_AT: f64 = 20.0;
 
-/// The SFU and the offloader on the bridge address (where containers reach the host), and a client.
-struct Stack {
-    sfu: RunningSfu,
-    offloader: Offloader,
-    client: Client,
-    bridge: IpAddr,
-}
-
-async fn start_stack(tag: &str) -> anyhow::Result<Stack> {
-    docker::ensure_image(&bin_dir()?, "recorder")?;
-    let bridge: IpAddr = docker::bridge_gateway()
-        .parse()
-        .context("the bridge gateway is an IP address")?;
-    let mut config = calls_sfu::Config::for_local_test(SECRET);
-    config.http_listen_address = SocketAddr::new(bridge, 0);
-    config.ice.host_addresses = vec![bridge];
-    let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
+async fn start_stack(tag: &str) -> anyhow::Result<CallStack> {
     let settings = OffloaderSettings {
         recording_image: RECORDER_IMAGE.to_owned(),
         // Finalising and uploading happen between SIGTERM and SIGKILL.
@@ -67,50 +50,15 @@ async fn start_stack(tag: &str) -> anyhow::Result<Stack> {
         memory_mb: 1024,
         ..OffloaderSettings::default()
     };
-    let offloader = Offloader::start(tag, settings).await?;
-    let client = offloader.register("recorder").await?;
-    Ok(Stack {
-        sfu,
-        offloader,
-        client,
-        bridge,
-    })
-}
-
-fn token(name: &str, role: Role) -> String {
-    calls_sfu::token::mint(
-        SECRET.as_bytes(),
-        CALL,
-        name,
-        role,
-        Duration::from_secs(600),
-        SystemTime::now(),
-    )
-    .expect("a token mints from a valid secret")
-}
-
-async fn join(stack: &Stack, name: &str) -> anyhow::Result<Participant> {
-    let options = JoinOptions {
-        call_id: Some(CALL.to_owned()),
-        bind_ip: Some(stack.bridge),
-        ..JoinOptions::default()
-    };
-    let mut participant = Participant::join(
-        &stack.sfu.ws_url(),
-        &token(name, Role::Participant),
-        options,
-    )
-    .await?;
-    participant.wait_connected(Duration::from_secs(10)).await?;
-    Ok(participant)
+    CallStack::start("recorder", tag, SECRET, CALL, settings, "recorder").await
 }
 
 /// Asks the offloader for a recording of the call (low profile); the bot token is a secret field.
-async fn request_recording(stack: &Stack) -> anyhow::Result<Job> {
+async fn request_recording(stack: &CallStack) -> anyhow::Result<Job> {
     let input_data: BTreeMap<String, serde_json::Value> = [
         ("call_id", json!(CALL)),
         ("sfu_url", json!(stack.sfu.http_url())),
-        ("bot_token", json!(token("Recorder", Role::Bot))),
+        ("bot_token", json!(stack.token("Recorder", Role::Bot))),
         ("profile", json!("low")),
     ]
     .into_iter()
@@ -129,23 +77,6 @@ async fn request_recording(stack: &Stack) -> anyhow::Result<Job> {
     assert_eq!(job.secret_fields, ["bot_token"], "{job:?}");
     assert!(!job.input_data.contains_key("bot_token"), "{job:?}");
     Ok(job)
-}
-
-/// Waits until the recorder reports that it joined the call (its media clock starts then); returns
-/// that instant. Fails with the job's logs if the job ends first.
-async fn wait_recorder_joined(client: &Client, job: &Job) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let view = client.job(&job.id).await?;
-        if view.progress.as_deref() == Some("joined the call") {
-            return Ok(Instant::now());
-        }
-        if view.state.is_final() || Instant::now() >= deadline {
-            let logs = client.logs(&job.id).await.unwrap_or_default();
-            bail!("the recorder never reported joining: {view:?}\nits logs:\n{logs}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn seconds_since(t0: Instant) -> f64 {
@@ -169,10 +100,10 @@ async fn a_recording_job_records_both_voices_and_the_share_at_the_right_times() 
     );
 
     let stack = start_stack("rec").await?;
-    let mut alice = join(&stack, "Alice").await?;
-    let mut bob = join(&stack, "Bob").await?;
+    let mut alice = stack.join("Alice").await?;
+    let mut bob = stack.join("Bob").await?;
     let job = request_recording(&stack).await?;
-    let t0 = wait_recorder_joined(&stack.client, &job).await?;
+    let t0 = wait_joined(&stack.client, &job).await?;
     eprintln!("recorder joined; job {}", job.id);
 
     // The script. Each step waits for its time on the recorder's clock (t0).
@@ -254,9 +185,9 @@ async fn a_recording_job_records_both_voices_and_the_share_at_the_right_times() 
 async fn killing_the_recorder_container_fails_the_job_with_a_reason() -> anyhow::Result<()> {
     let _serial = serial().await;
     let stack = start_stack("reckill").await?;
-    let alice = join(&stack, "Alice").await?;
+    let alice = stack.join("Alice").await?;
     let job = request_recording(&stack).await?;
-    wait_recorder_joined(&stack.client, &job).await?;
+    wait_joined(&stack.client, &job).await?;
     let voice = alice.send_voice(vec![3000; 48_000 * 2]);
     tokio::time::sleep(Duration::from_secs(3)).await;
 

@@ -2,24 +2,24 @@
 //! `calls-offloader` binary on the Docker bridge address, and the `calls-transcriber:latest` image
 //! (default model baked in) started by the offloader as a `transcribing` job. Three participants
 //! speak espeak-ng sentences in different voices at known times — Bob overlaps Alice, Bob mutes and
-//! unmutes between his sentences, Carol leaves early — and Alice plays 20 s of low noise without
-//! speech. The job is stopped through the API; the test downloads the four transcript artifacts
-//! and checks that every sentence is there, attributed to its speaker, with a word error rate of at
-//! most 15 %, a cue starting within 1 s of when it was spoken, and no cue during the noise.
-//! Failure cases: an unknown model, an SFU nobody can reach, a call without speech (succeeds with an
-//! empty transcript and says so), and a container killed while it transcribes.
+//! unmutes between his sentences, Carol joins after the bot, speaks and leaves early — and Alice plays
+//! 20 s of low noise without speech. The job is stopped through the API; the test downloads the four
+//! transcript artifacts and each speaker's kept audio, and checks that every sentence is in its
+//! speaker's audio whole and in place, and in the transcript attributed to its speaker with a word
+//! error rate of at most 15 %, a cue starting within 1 s of when it was spoken, and no cue during the
+//! noise. Failure cases: an unknown model, an SFU nobody can reach, a call without speech (succeeds
+//! with an empty transcript and says so), and a container killed while it transcribes.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use calls_e2e::call::{wait_joined, CallStack};
 use calls_e2e::client::Client;
-use calls_e2e::offloader::{bin_dir, serial, Offloader, OffloaderSettings};
+use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::{docker, speech};
-use calls_participant::{JoinOptions, Participant, Role};
+use calls_participant::Role;
 use calls_protocol::jobs::{CreateJobRequest, Job, JobState, JobType};
-use calls_sfu::RunningSfu;
 use calls_transcriber::evaluation::{self, word_error_rate};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -85,22 +85,7 @@ const NOISE_FROM: f64 = 20.5;
 const NOISE_SECONDS: f64 = 20.0;
 const STOP_AT: f64 = 47.0;
 
-struct Stack {
-    sfu: RunningSfu,
-    _offloader: Offloader,
-    client: Client,
-    bridge: IpAddr,
-}
-
-async fn start_stack(tag: &str) -> anyhow::Result<Stack> {
-    docker::ensure_image(&bin_dir()?, "transcriber")?;
-    let bridge: IpAddr = docker::bridge_gateway()
-        .parse()
-        .context("the bridge gateway is an IP address")?;
-    let mut config = calls_sfu::Config::for_local_test(SECRET);
-    config.http_listen_address = SocketAddr::new(bridge, 0);
-    config.ice.host_addresses = vec![bridge];
-    let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
+async fn start_stack(tag: &str) -> anyhow::Result<CallStack> {
     let settings = OffloaderSettings {
         transcribing_image: IMAGE.to_owned(),
         // Transcription happens between SIGTERM and SIGKILL when a job is stopped through the API. On a
@@ -110,49 +95,14 @@ async fn start_stack(tag: &str) -> anyhow::Result<Stack> {
         max_duration: "1200s".into(),
         ..OffloaderSettings::default()
     };
-    let offloader = Offloader::start(tag, settings).await?;
-    let client = offloader.register("transcriber").await?;
-    Ok(Stack {
-        sfu,
-        _offloader: offloader,
-        client,
-        bridge,
-    })
+    CallStack::start("transcriber", tag, SECRET, CALL, settings, "transcriber").await
 }
 
-fn token(name: &str, role: Role) -> String {
-    calls_sfu::token::mint(
-        SECRET.as_bytes(),
-        CALL,
-        name,
-        role,
-        Duration::from_secs(600),
-        SystemTime::now(),
-    )
-    .expect("a token mints from a valid secret")
-}
-
-async fn join(stack: &Stack, name: &str) -> anyhow::Result<Participant> {
-    let options = JoinOptions {
-        call_id: Some(CALL.to_owned()),
-        bind_ip: Some(stack.bridge),
-        ..JoinOptions::default()
-    };
-    let mut participant = Participant::join(
-        &stack.sfu.ws_url(),
-        &token(name, Role::Participant),
-        options,
-    )
-    .await?;
-    participant.wait_connected(Duration::from_secs(10)).await?;
-    Ok(participant)
-}
-
-async fn request(stack: &Stack, sfu_url: &str, extra: &[(&str, Value)]) -> anyhow::Result<Job> {
+async fn request(stack: &CallStack, sfu_url: &str, extra: &[(&str, Value)]) -> anyhow::Result<Job> {
     let mut input_data: BTreeMap<String, Value> = [
         ("call_id", json!(CALL)),
         ("sfu_url", json!(sfu_url)),
-        ("bot_token", json!(token("Transcriber", Role::Bot))),
+        ("bot_token", json!(stack.token("Transcriber", Role::Bot))),
         ("alone_timeout_sec", json!(30)),
     ]
     .into_iter()
@@ -173,22 +123,6 @@ async fn request(stack: &Stack, sfu_url: &str, extra: &[(&str, Value)]) -> anyho
     assert_eq!(job.runner, IMAGE);
     assert_eq!(job.secret_fields, ["bot_token"], "{job:?}");
     Ok(job)
-}
-
-/// Waits until the transcriber reports that it joined (its call clock starts then).
-async fn wait_joined(client: &Client, job: &Job) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let view = client.job(&job.id).await?;
-        if view.progress.as_deref() == Some("joined the call") {
-            return Ok(Instant::now());
-        }
-        if view.state.is_final() || Instant::now() >= deadline {
-            let logs = client.logs(&job.id).await.unwrap_or_default();
-            bail!("the transcriber never reported joining: {view:?}\nits logs:\n{logs}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn artifact(client: &Client, job_id: &str, name: &str) -> anyhow::Result<String> {
@@ -222,8 +156,8 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
         .collect::<anyhow::Result<_>>()?;
 
     let stack = start_stack("tx").await?;
-    let alice = join(&stack, "Alice").await?;
-    let bob = join(&stack, "Bob").await?;
+    let alice = stack.join("Alice").await?;
+    let bob = stack.join("Bob").await?;
     // One whisper thread: ggml's threads spin-wait at every barrier, which on an oversubscribed machine (the
     // test suite runs beside builds) makes 2 threads several times slower than 1 (docs/benchmarks.md).
     // Speed is the benchmark's business; this test checks what is heard and when.
@@ -244,7 +178,7 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
     for (index, line) in SCRIPT.iter().enumerate().take(4) {
         if line.speaker == "Carol" {
             tokio::time::sleep_until(at(line.at - 3.0)).await;
-            let joined = join(&stack, "Carol").await?;
+            let joined = stack.join("Carol").await?;
             tokio::time::sleep_until(
                 at(line.at).max(Instant::now() + Duration::from_millis(1_500)),
             )
@@ -507,7 +441,7 @@ async fn an_unreachable_sfu_fails_the_job_with_a_reason() -> anyhow::Result<()> 
 async fn a_call_without_speech_succeeds_with_an_empty_transcript() -> anyhow::Result<()> {
     let _serial = serial().await;
     let stack = start_stack("txquiet").await?;
-    let alice = join(&stack, "Alice").await?;
+    let alice = stack.join("Alice").await?;
     let job = request(&stack, &stack.sfu.http_url(), &[]).await?;
     let t0 = wait_joined(&stack.client, &job).await?;
     // Silence (digital zero) for a few seconds, then the call ends for the bot by a stop request.
@@ -541,7 +475,7 @@ async fn killing_the_container_mid_transcription_fails_the_job_with_its_last_lin
     let _serial = serial().await;
     let dir = tempfile::tempdir()?;
     let stack = start_stack("txkill").await?;
-    let alice = join(&stack, "Alice").await?;
+    let alice = stack.join("Alice").await?;
     // Not stopped through the API (that would make the job `cancelled`): Alice leaves, the bot is alone.
     let job = request(
         &stack,

@@ -12,8 +12,11 @@ model_dir, compute_type, beam, threads, audio_path = sys.argv[1:6]
 audio = np.fromfile(audio_path, dtype=np.float32)
 model = WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=int(threads), num_workers=1)
 started = time.perf_counter()
+cpu_started = resource.getrusage(resource.RUSAGE_SELF)
 segments, info = model.transcribe(audio, beam_size=int(beam), language="en", vad_filter=True)
 text = " ".join(segment.text.strip() for segment in segments)
 seconds = time.perf_counter() - started
+cpu_done = resource.getrusage(resource.RUSAGE_SELF)
+cpu_seconds = (cpu_done.ru_utime - cpu_started.ru_utime) + (cpu_done.ru_stime - cpu_started.ru_stime)
 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"text": text, "seconds": seconds, "peak_rss_mb": peak_mb}))
+print(json.dumps({"text": text, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_mb}))

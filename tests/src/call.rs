@@ -1,0 +1,111 @@
+//! A call for the job end-to-end tests (recorder, transcriber): an in-process SFU and the real
+//! `calls-offloader` binary, both on the Docker bridge address (where job containers reach the host),
+//! an API client registered with the offloader, join tokens for the call, and participants that join
+//! over the bridge.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use calls_participant::{JoinOptions, Participant, Role};
+use calls_protocol::jobs::Job;
+use calls_sfu::RunningSfu;
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::docker;
+use crate::offloader::{bin_dir, Offloader, OffloaderSettings};
+
+/// The SFU and the offloader of one test, and a client of the offloader.
+pub struct CallStack {
+    /// The SFU, listening on the bridge address.
+    pub sfu: RunningSfu,
+    /// The offloader (stopped when dropped).
+    pub offloader: Offloader,
+    /// A client registered with the offloader.
+    pub client: Client,
+    /// The Docker bridge gateway: the host as containers see it.
+    pub bridge: IpAddr,
+    secret: &'static str,
+    call: &'static str,
+}
+
+impl CallStack {
+    /// Builds the job image `image` (`recorder`, `transcriber`) from this build's binaries, starts the SFU
+    /// (join tokens signed with `secret`) and an offloader (`tag`, `settings`), and registers the client
+    /// `client_name`. Participants join the call `call`.
+    pub async fn start(
+        image: &str,
+        tag: &str,
+        secret: &'static str,
+        call: &'static str,
+        settings: OffloaderSettings,
+        client_name: &str,
+    ) -> anyhow::Result<CallStack> {
+        docker::ensure_image(&bin_dir()?, image)?;
+        let bridge: IpAddr = docker::bridge_gateway()
+            .parse()
+            .context("the bridge gateway is an IP address")?;
+        let mut config = calls_sfu::Config::for_local_test(secret);
+        config.http_listen_address = SocketAddr::new(bridge, 0);
+        config.ice.host_addresses = vec![bridge];
+        let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
+        let offloader = Offloader::start(tag, settings).await?;
+        let client = offloader.register(client_name).await?;
+        Ok(CallStack {
+            sfu,
+            offloader,
+            client,
+            bridge,
+            secret,
+            call,
+        })
+    }
+
+    /// A join token for `name` in the call, valid for ten minutes.
+    pub fn token(&self, name: &str, role: Role) -> String {
+        calls_sfu::token::mint(
+            self.secret.as_bytes(),
+            self.call,
+            name,
+            role,
+            Duration::from_secs(600),
+            SystemTime::now(),
+        )
+        .expect("a token mints from a valid secret")
+    }
+
+    /// `name` joins the call over the bridge address; returns once their media connection is up.
+    pub async fn join(&self, name: &str) -> anyhow::Result<Participant> {
+        let options = JoinOptions {
+            call_id: Some(self.call.to_owned()),
+            bind_ip: Some(self.bridge),
+            ..JoinOptions::default()
+        };
+        let mut participant = Participant::join(
+            &self.sfu.ws_url(),
+            &self.token(name, Role::Participant),
+            options,
+        )
+        .await?;
+        participant.wait_connected(Duration::from_secs(10)).await?;
+        Ok(participant)
+    }
+}
+
+/// Waits until the job reports that it joined the call (a job's media or call clock starts then); returns
+/// that instant. Fails with the job's logs if the job ends first or does not join within 90 s.
+pub async fn wait_joined(client: &Client, job: &Job) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let view = client.job(&job.id).await?;
+        if view.progress.as_deref() == Some("joined the call") {
+            return Ok(Instant::now());
+        }
+        if view.state.is_final() || Instant::now() >= deadline {
+            let logs = client.logs(&job.id).await.unwrap_or_default();
+            bail!("the job never reported joining: {view:?}\nits logs:\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
