@@ -62,6 +62,28 @@ impl RtpSeries {
     }
 }
 
+/// The `type` values of `sfu_rtc_errors_total` the SFU records (exported at 0 from the start).
+pub const ERROR_TYPES: &[&str] = &[
+    "bad_message",
+    "client_request",
+    "create_offer",
+    "http_accept",
+    "http_header_timeout",
+    "join_refused",
+    "negotiation_timeout",
+    "peer_connection",
+    "rate_limited",
+    "rtp_codec_refused",
+    "rtp_held_dropped",
+    "rtp_queue_full",
+    "rtp_write",
+    "session_queue_full",
+    "set_local_description",
+    "subscribe",
+    "track_limit",
+    "ws_queue_full",
+];
+
 /// Every metric the SFU exports.
 pub struct Metrics {
     registry: Registry,
@@ -165,6 +187,13 @@ impl Metrics {
             "Keyframe requests from receivers: relayed to the publisher, coalesced, or failed.",
             &["result"],
         );
+        // Known label values start at 0, so dashboards and alerts see the series before the first event.
+        for kind in ERROR_TYPES {
+            errors.with_label_values(&[kind]);
+        }
+        for result in ["relayed", "coalesced", "failed"] {
+            keyframe_requests.with_label_values(&[result]);
+        }
         let ice_candidates = counter_vec(
             &registry,
             "sfu_ice_local_candidates_total",

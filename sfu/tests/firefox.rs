@@ -195,7 +195,7 @@ async fn firefox_hears_a_participant_and_sees_who_speaks_and_who_records() {
     speaking.abort();
     let metrics = sfu.metrics().render();
     assert!(
-        !metrics.contains("sfu_rtc_errors_total{type=\"rtp_codec_refused\"}"),
+        metrics.contains("sfu_rtc_errors_total{type=\"rtp_codec_refused\"} 0\n"),
         "{metrics}"
     );
 }

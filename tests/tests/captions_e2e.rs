@@ -281,8 +281,54 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
     ] {
         assert!(text.contains(series), "{series} missing from /metrics");
     }
+    // The Grafana dashboard shipped with the stack queries only series this running stack exports.
+    let sfu_metrics = reqwest::get(format!("{}/metrics", sfu.http_url()))
+        .await?
+        .text()
+        .await?;
+    let exported = format!("{text}\n{sfu_metrics}");
+    let missing = dashboard_series()?
+        .into_iter()
+        .filter(|series| {
+            !exported
+                .lines()
+                .any(|line| !line.starts_with('#') && line.starts_with(series.as_str()))
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries series nobody exports: {missing:?}"
+    );
     alice.leave().await?;
     bob.leave().await?;
     sfu.shutdown().await;
     Ok(())
+}
+
+/// Every metric name the shipped dashboard's queries use.
+fn dashboard_series() -> anyhow::Result<Vec<String>> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../grafana/calls-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().context("panels")? {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().context("a query")?;
+            let mut rest = expr;
+            while let Some(start) = ["sfu_", "calls_offloader_"]
+                .iter()
+                .filter_map(|prefix| rest.find(prefix))
+                .min()
+            {
+                let name: String = rest[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[start + name.len()..];
+                names.insert(name);
+            }
+        }
+    }
+    anyhow::ensure!(names.len() >= 10, "the dashboard queries {names:?}");
+    Ok(names.into_iter().collect())
 }
