@@ -263,7 +263,14 @@ async fn transcribe_call(
                 tracing::warn!(%error, "a live caption could not be published");
             }
         }
-        spawn_live_report(client, &live);
+        // Awaited, not spawned: a background report still in flight could otherwise land after this last
+        // one and leave older figures in the job's counters.
+        if let Err(error) = client
+            .report_update(calls_job::RetryPolicy::ONCE, &live.status_update())
+            .await
+        {
+            tracing::warn!(%error, "live-caption metrics report failed");
+        }
         tokio::task::spawn_blocking(move || live.join())
             .await
             .map_err(|_| Error::Panicked("the live captions"))?;
