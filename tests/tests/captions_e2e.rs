@@ -73,6 +73,93 @@ async fn join(
     Ok(participant)
 }
 
+struct Stack {
+    sfu: calls_sfu::RunningSfu,
+    offloader: Offloader,
+    client: Client,
+    bridge: IpAddr,
+}
+
+/// An SFU on the Docker bridge address and the real offloader running the transcriber image.
+async fn start_stack() -> anyhow::Result<Stack> {
+    docker::ensure_image(&bin_dir()?, "transcriber")?;
+    let bridge: IpAddr = docker::bridge_gateway()
+        .parse()
+        .context("the bridge gateway is an IP address")?;
+    let mut config = calls_sfu::Config::for_local_test(SECRET);
+    config.http_listen_address = SocketAddr::new(bridge, 0);
+    config.ice.host_addresses = vec![bridge];
+    let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
+    let offloader = Offloader::start(
+        "captions",
+        OffloaderSettings {
+            transcribing_image: IMAGE.to_owned(),
+            stop_grace_period: "900s".into(),
+            memory_mb: 2048,
+            max_duration: "1200s".into(),
+            ..OffloaderSettings::default()
+        },
+    )
+    .await?;
+    let client = offloader.register("captions").await?;
+    Ok(Stack {
+        sfu,
+        offloader,
+        client,
+        bridge,
+    })
+}
+
+type Heard = Arc<Mutex<Vec<(Instant, Caption)>>>;
+
+/// Collects every caption `listener` receives, with its arrival time.
+fn listen(mut listener: Participant) -> (Heard, tokio::task::JoinHandle<()>) {
+    let heard: Heard = Arc::default();
+    let task = {
+        let heard = Arc::clone(&heard);
+        tokio::spawn(async move {
+            while let Some(event) = listener.next_event().await {
+                if let Event::Caption(caption) = event {
+                    heard
+                        .lock()
+                        .expect("the lock is never poisoned")
+                        .push((Instant::now(), caption));
+                }
+            }
+        })
+    };
+    (heard, task)
+}
+
+/// A transcribing job with live captions on `live_model` (debug logs of the live windows included).
+async fn create_job(
+    client: &Client,
+    sfu: &calls_sfu::RunningSfu,
+    live_model: &str,
+) -> anyhow::Result<Job> {
+    let input_data: BTreeMap<String, Value> = [
+        ("call_id", json!(CALL)),
+        ("sfu_url", json!(sfu.http_url())),
+        ("bot_token", json!(token("Transcriber", Role::Bot))),
+        ("live_captions", json!(true)),
+        ("live_model", json!(live_model)),
+        ("model", json!("tiny.en")),
+        ("language", json!("en")),
+        ("rust_log", json!("info,calls_transcriber::live_job=debug")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    client
+        .create_job(&CreateJobRequest {
+            job_type: JobType::Transcribing,
+            runner: None,
+            max_duration_sec: None,
+            input_data,
+        })
+        .await
+}
+
 /// Waits until the transcriber reports that it joined (its call clock starts then).
 async fn wait_joined(client: &Client, job: &Job) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -106,66 +193,16 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
         })
         .collect::<anyhow::Result<_>>()?;
 
-    docker::ensure_image(&bin_dir()?, "transcriber")?;
-    let bridge: IpAddr = docker::bridge_gateway()
-        .parse()
-        .context("the bridge gateway is an IP address")?;
-    let mut config = calls_sfu::Config::for_local_test(SECRET);
-    config.http_listen_address = SocketAddr::new(bridge, 0);
-    config.ice.host_addresses = vec![bridge];
-    let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
-    let offloader = Offloader::start(
-        "captions",
-        OffloaderSettings {
-            transcribing_image: IMAGE.to_owned(),
-            stop_grace_period: "900s".into(),
-            memory_mb: 2048,
-            max_duration: "1200s".into(),
-            ..OffloaderSettings::default()
-        },
-    )
-    .await?;
-    let client = offloader.register("captions").await?;
-
+    let Stack {
+        sfu,
+        offloader,
+        client,
+        bridge,
+    } = start_stack().await?;
     let alice = join(&sfu, bridge, "Alice").await?;
     let bob = join(&sfu, bridge, "Bob").await?;
-    let mut listener = join(&sfu, bridge, "Listener").await?;
-    let heard: Arc<Mutex<Vec<(Instant, Caption)>>> = Arc::default();
-    let listening = {
-        let heard = Arc::clone(&heard);
-        tokio::spawn(async move {
-            while let Some(event) = listener.next_event().await {
-                if let Event::Caption(caption) = event {
-                    heard
-                        .lock()
-                        .expect("the lock is never poisoned")
-                        .push((Instant::now(), caption));
-                }
-            }
-        })
-    };
-
-    let input_data: BTreeMap<String, Value> = [
-        ("call_id", json!(CALL)),
-        ("sfu_url", json!(sfu.http_url())),
-        ("bot_token", json!(token("Transcriber", Role::Bot))),
-        ("live_captions", json!(true)),
-        ("live_model", json!("tiny.en")),
-        ("model", json!("tiny.en")),
-        ("language", json!("en")),
-        ("rust_log", json!("info,calls_transcriber::live_job=debug")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let job = client
-        .create_job(&CreateJobRequest {
-            job_type: JobType::Transcribing,
-            runner: None,
-            max_duration_sec: None,
-            input_data,
-        })
-        .await?;
+    let (heard, listening) = listen(join(&sfu, bridge, "Listener").await?);
+    let job = create_job(&client, &sfu, "tiny.en").await?;
     let t0 = wait_joined(&client, &job).await?;
     let at = |s: f64| t0 + Duration::from_secs_f64(s);
 
@@ -331,4 +368,192 @@ fn dashboard_series() -> anyhow::Result<Vec<String>> {
     }
     anyhow::ensure!(names.len() >= 10, "the dashboard queries {names:?}");
     Ok(names.into_iter().collect())
+}
+
+/// `captions-bench`: three speakers talk at the same time for about 60 s (sentences 1 s apart), a listener
+/// measures, per sentence, the time from the end of its speech to its final caption; prints latency
+/// p50/p95/max, the partial-caption interval, the live series and the transcriber's CPU. Run by hand, once per
+/// live model (docs/benchmarks.md):
+/// `CAPTIONS_BENCH_MODEL=tiny.en cargo test -p calls-e2e --test captions_e2e -- --ignored --nocapture captions_bench`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: prints figures, run by hand"]
+async fn captions_bench() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let model = std::env::var("CAPTIONS_BENCH_MODEL").unwrap_or_else(|_| "tiny.en".into());
+    let dir = tempfile::tempdir()?;
+    const RATE: usize = 48_000;
+    // Each speaker: sentences in their own voice with 1 s of silence between, to about 60 s.
+    let mut tracks: Vec<(Vec<i16>, Vec<f64>)> = Vec::new();
+    for (speaker, voice) in ["en-us+m3", "en-us+f2", "en-gb"].iter().enumerate() {
+        let mut pcm = Vec::new();
+        let mut ends = Vec::new();
+        let mut index = speaker;
+        while pcm.len() < 58 * RATE {
+            let sentence = evaluation::SENTENCES[index % evaluation::SENTENCES.len()];
+            index += 3;
+            let spoken = speech::speak_with_args(
+                dir.path(),
+                &format!("s{speaker}-{index}"),
+                sentence,
+                &evaluation::espeak_args(voice),
+            )?;
+            pcm.extend(spoken);
+            ends.push(pcm.len() as f64 / RATE as f64);
+            pcm.extend(std::iter::repeat_n(0i16, RATE));
+        }
+        tracks.push((pcm, ends));
+    }
+    let Stack {
+        sfu,
+        offloader,
+        client,
+        bridge,
+    } = start_stack().await?;
+    let names = ["Alice", "Bob", "Carol"];
+    let mut people = Vec::new();
+    for name in names {
+        people.push(join(&sfu, bridge, name).await?);
+    }
+    let (heard, listening) = listen(join(&sfu, bridge, "Listener").await?);
+    let job = create_job(&client, &sfu, &model).await?;
+    wait_joined(&client, &job).await?;
+    let cpu_before = container_cpu_seconds(&job.container_name);
+    let started = Instant::now() + Duration::from_secs(1);
+    tokio::time::sleep_until(started).await;
+    let sending: Vec<_> = people
+        .iter()
+        .zip(&tracks)
+        .map(|(person, (pcm, _))| person.send_voice(pcm.clone()))
+        .collect();
+    for sent in sending {
+        sent.await??;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let talked = started.elapsed().as_secs_f64();
+    let cpu = container_cpu_seconds(&job.container_name) - cpu_before;
+    client.stop(&job.id).await?;
+    let done = client.wait_final(&job.id, Duration::from_secs(900)).await?;
+    listening.abort();
+    let logs = client.logs(&job.id).await.unwrap_or_default();
+
+    let heard = heard.lock().expect("the lock is never poisoned").clone();
+    let mut latencies = Vec::new();
+    let mut missed = 0;
+    for (name, (_, ends)) in names.iter().zip(&tracks) {
+        let finals: Vec<&(Instant, Caption)> = heard
+            .iter()
+            .filter(|(_, c)| c.is_final && c.speaker_name.as_deref() == Some(name))
+            .collect();
+        for end in ends {
+            let spoken_end = started + Duration::from_secs_f64(*end);
+            // The first final that arrives after the sentence ended.
+            match finals.iter().find(|(arrived, _)| *arrived >= spoken_end) {
+                Some((arrived, _)) => {
+                    latencies.push(arrived.duration_since(spoken_end).as_secs_f64())
+                }
+                None => missed += 1,
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let mut partial_gaps = Vec::new();
+    let mut by_id: BTreeMap<&str, Vec<Instant>> = BTreeMap::new();
+    for (arrived, caption) in &heard {
+        if let Some(id) = caption.id.as_deref() {
+            by_id.entry(id).or_default().push(*arrived);
+        }
+    }
+    for arrivals in by_id.values() {
+        partial_gaps.extend(
+            arrivals
+                .windows(2)
+                .map(|w| w[1].duration_since(w[0]).as_secs_f64()),
+        );
+    }
+    partial_gaps.sort_by(f64::total_cmp);
+    // Mattermost's figure: the share of windows transcribed in under 2 s (from the job's debug lines).
+    let mut sent_at = BTreeMap::new();
+    let mut took = Vec::new();
+    for line in logs.lines() {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(name))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let (Some(id), Some(now)) = (field("id="), field("now_ms=")) {
+            if line.contains("live window to a worker") {
+                sent_at.insert(id, now);
+            } else if line.contains("live window transcribed") {
+                if let Some(sent) = sent_at.get(&id) {
+                    took.push(now.saturating_sub(*sent));
+                }
+            }
+        }
+    }
+    let under_2s = took.iter().filter(|ms| **ms < 2000).count();
+    let metric = |name: &str| {
+        let offloader = &offloader;
+        let name = name.to_owned();
+        async move {
+            offloader
+                .metric(&format!(
+                    "calls_offloader_jobs_live_captions_{name}{{type=\"transcribing\"}}"
+                ))
+                .await
+                .unwrap_or(f64::NAN)
+        }
+    };
+    println!(
+        "captions-bench: live model {model}, 3 speakers at once for {talked:.0} s, job {:?}; load average {}",
+        done.state,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    println!(
+        "| sentences | captioned | latency p50 s | p95 s | max s | partial interval p50 s | max s | windows < 2 s | window_dropped | partials_dropped | pktPayloadCh_buf_full | transcriber CPU cores |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {}/{} ({:.0} %) | {} | {} | {} | {:.2} |",
+        latencies.len() + missed,
+        latencies.len(),
+        quantile(0.5),
+        quantile(0.95),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        partial_gaps.get(partial_gaps.len() / 2).copied().unwrap_or(f64::NAN),
+        partial_gaps.last().copied().unwrap_or(f64::NAN),
+        under_2s,
+        took.len(),
+        100.0 * under_2s as f64 / took.len().max(1) as f64,
+        metric("window_dropped").await,
+        metric("partials_dropped").await,
+        metric("pktPayloadCh_buf_full").await,
+        cpu / talked,
+    );
+    sfu.shutdown().await;
+    Ok(())
+}
+
+/// CPU seconds a running container has used (cgroup v2 or v1), 0 when unreadable.
+fn container_cpu_seconds(name: &str) -> f64 {
+    let Some(id) = docker::inspect(name, "{{.Id}}") else {
+        return 0.0;
+    };
+    let v2 = format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat");
+    if let Ok(stat) = std::fs::read_to_string(v2) {
+        return stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0.0, |us| us / 1e6);
+    }
+    std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"))
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9)
 }
