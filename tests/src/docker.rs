@@ -20,7 +20,8 @@ pub struct ContainerRow {
     pub job_id: String,
 }
 
-fn docker(args: &[&str]) -> anyhow::Result<String> {
+/// Runs the docker CLI; its stdout, or an error with its stderr.
+pub(crate) fn docker(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("docker")
         .args(args)
         .output()

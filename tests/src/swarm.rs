@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::docker;
+use crate::docker::docker as cli;
 
 /// Which backend a test offloader runs jobs with (`docker.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,21 +27,6 @@ impl Mode {
             Mode::Swarm => "swarm",
         }
     }
-}
-
-fn cli(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .context("cannot run the docker CLI")?;
-    if !output.status.success() {
-        bail!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The engine's swarm state: `active`, `inactive`, `pending`...
