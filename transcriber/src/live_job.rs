@@ -57,6 +57,19 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 const SAMPLES_PER_MS: u64 = SAMPLE_RATE as u64 / 1000;
 
+/// The live VAD only flags 32 ms frames as speech or not; the core decides where an utterance ends
+/// (`LiveSettings::end_silence_ms`) and how much audio it keeps around speech (`preroll_ms`, `tail_ms`).
+/// So no long minimum silence and little padding here: whisper.cpp's VAD keeps a region open to the end
+/// of the buffer until `min_silence_ms` of silence is seen, and pads its end by `pad_ms`, so the post-call
+/// values (400 + 200 ms) marked the first ~0.4 s of every pause as speech and delayed every final by as much.
+const LIVE_VAD: VadSettings = VadSettings {
+    threshold: 0.5,
+    min_speech_ms: 250,
+    min_silence_ms: 100,
+    max_speech_s: 25.0,
+    pad_ms: 30,
+};
+
 /// What live captioning runs with.
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
@@ -122,7 +135,7 @@ impl LiveModels {
         for _ in 0..workers {
             engines.push(Engine::load(&options.model)?);
         }
-        let vad = Vad::load(&options.vad_model, VadSettings::default(), 1)?;
+        let vad = Vad::load(&options.vad_model, LIVE_VAD, 1)?;
         let decode = DecodeSettings {
             language: options.language.clone(),
             beam_size: None,

@@ -10,13 +10,19 @@
 //!   `partial_interval_ms`; its hypothesis goes through the [`stabilise::Stabiliser`] and comes out as a
 //!   partial caption (`final: false`). When the utterance ends, its *final* window is queued; its text comes
 //!   out as the final caption under the same caption id, replacing the partials.
-//! - Workers are a bounded pool sized to the job's CPUs. Finals go first, then partials (the longest
-//!   waiting first). A partial slot that passes while every worker is busy is dropped and counted; a final
+//! - When a speaker pauses (no speech for `tail_ms`), the utterance so far goes to a worker at once as a
+//!   *pause* window, exactly the audio its final window would hold. If the pause lasts until the utterance
+//!   ends, that decode's text is the final caption: the final's decode overlaps the silence that ends the
+//!   utterance instead of starting after it. If the speaker goes on, the text was a partial like any other.
+//! - Workers are a bounded pool sized to the job's CPUs. Finals go first, then pause windows, then partials
+//!   (the longest waiting first). A partial slot that passes while every worker is busy is dropped and counted; a final
 //!   that waits longer than `final_max_wait_ms` is dropped, counted as a dropped window, and closes its
 //!   caption with the last partial text.
 //!
-//! **Invariants:** at most one partial per utterance is with a worker at a time; a partial result that
-//! arrives after its utterance ended is never shown (the page would otherwise rewrite final text); memory is
+//! **Invariants:** at most one partial and one pause window per utterance are with workers at a time; a
+//! partial caption never shows an older hypothesis than one already shown; a final caption's text comes
+//! from a decode of the whole utterance up to its last speech; a partial result that arrives after its
+//! utterance ended is never shown (the page would otherwise rewrite final text); memory is
 //! bounded by the speakers' utterances (≤ `max_utterance_ms` each) plus finals waiting ≤ `final_max_wait_ms`.
 
 pub mod stabilise;
@@ -89,6 +95,8 @@ pub enum WindowKind {
     Partial,
     /// The whole utterance, for its final caption.
     Final,
+    /// The utterance up to a pause in its speech: a partial that becomes the final if the pause ends it.
+    Pause,
 }
 
 /// Audio for a worker to transcribe.
@@ -96,7 +104,7 @@ pub enum WindowKind {
 pub struct Window {
     /// Hand back with [`Captioner::handle_result`] or [`Captioner::handle_failure`].
     pub id: u64,
-    /// Partial or final.
+    /// Partial, pause or final.
     pub kind: WindowKind,
     /// Session of the speaker.
     pub session: String,
@@ -215,6 +223,30 @@ struct Utterance {
     partial_in_flight: bool,
     stabiliser: Stabiliser,
     shown: Option<PartialText>,
+    /// Call time of the end of the audio behind the latest hypothesis given to the stabiliser.
+    hypothesis_end_ms: u64,
+    /// The decode of the utterance up to its latest pause, if one was handed out.
+    pause: Option<PauseDecode>,
+}
+
+/// A pause window of an utterance and what became of it.
+#[derive(Debug)]
+struct PauseDecode {
+    /// `speech_end` of the utterance when the window was cut: still the same means no speech since.
+    speech_end: usize,
+    /// Samples in the window (`speech_end` plus the tail).
+    end: usize,
+    result: PauseResult,
+}
+
+#[derive(Debug)]
+enum PauseResult {
+    /// With the worker that has this window id.
+    Pending(u64),
+    /// Whisper's text for it.
+    Text(String),
+    /// Whisper failed on it: the final gets its own window (and this pause is not tried again).
+    Failed,
 }
 
 impl Utterance {
@@ -356,6 +388,8 @@ impl Captioner {
                     partial_in_flight: false,
                     stabiliser: Stabiliser::default(),
                     shown: None,
+                    hypothesis_end_ms: 0,
+                    pause: None,
                 });
             }
             (None, false) => {
@@ -431,6 +465,9 @@ impl Captioner {
             );
             return Some(final_window.window);
         }
+        if let Some(window) = self.next_pause_window() {
+            return Some(window);
+        }
         self.next_partial(now_ms)
     }
 
@@ -439,45 +476,50 @@ impl Captioner {
         let Some(done) = self.in_flight.remove(&window_id) else {
             return;
         };
-        match done.kind {
-            WindowKind::Final => {
-                let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-                // A final with no words still closes partials that were shown.
-                if !text.is_empty() || done.shown.is_some() {
-                    self.stats
-                        .caption_latency_seconds
-                        .observe(now_ms.saturating_sub(done.end_ms) as f64 / 1000.0);
-                    self.push_final(done, text);
-                }
-            }
-            WindowKind::Partial => {
-                let current = self
-                    .speakers
-                    .get_mut(&done.session)
-                    .and_then(|speaker| speaker.utterance.as_mut())
-                    .filter(|utterance| utterance.caption_id == done.caption_id);
-                let Some(utterance) = current else {
-                    // The utterance ended while this partial was with a worker; its final says more.
-                    self.stats.partials_dropped += 1;
-                    return;
-                };
-                utterance.partial_in_flight = false;
-                let shown = utterance.stabiliser.handle_hypothesis(text);
-                if shown.text().is_empty() || utterance.shown.as_ref() == Some(&shown) {
-                    return;
-                }
-                utterance.shown = Some(shown.clone());
-                self.captions.push_back(LiveCaption {
-                    id: done.caption_id,
-                    session: done.session,
-                    name: done.name,
-                    start_ms: done.speech_start_ms,
-                    end_ms: done.end_ms,
-                    text: shown,
-                    is_final: false,
-                });
-            }
+        if done.kind == WindowKind::Final {
+            self.finish_final(done, text, now_ms);
+            return;
         }
+        let current = self
+            .speakers
+            .get_mut(&done.session)
+            .and_then(|speaker| speaker.utterance.as_mut())
+            .filter(|utterance| utterance.caption_id == done.caption_id);
+        let Some(utterance) = current else {
+            // The utterance ended while this window was with a worker; its final says more.
+            self.stats.partials_dropped += 1;
+            return;
+        };
+        match done.kind {
+            WindowKind::Partial => utterance.partial_in_flight = false,
+            WindowKind::Pause => {
+                if let Some(pause) = utterance.pause.as_mut() {
+                    if matches!(pause.result, PauseResult::Pending(id) if id == window_id) {
+                        pause.result = PauseResult::Text(text.to_owned());
+                    }
+                }
+            }
+            WindowKind::Final => {}
+        }
+        // Hypotheses are shown in the order of the audio they cover, whatever order workers finish in.
+        if done.end_ms < utterance.hypothesis_end_ms {
+            return;
+        }
+        utterance.hypothesis_end_ms = done.end_ms;
+        let shown = utterance.stabiliser.handle_hypothesis(text);
+        if shown.text().is_empty() || utterance.shown.as_ref() == Some(&shown) {
+            return;
+        }
+        utterance.shown = Some(shown.clone());
+        self.captions.push_back(LiveCaption {
+            id: done.caption_id,
+            session: done.session,
+            name: done.name,
+            start_ms: done.speech_start_ms,
+            end_ms: done.end_ms,
+            text: shown,
+            is_final: false,
+        });
     }
 
     /// A worker failed on a window: a final closes its caption with the last partial text, if any.
@@ -491,14 +533,22 @@ impl Captioner {
                     self.push_final(done, shown.text());
                 }
             }
-            WindowKind::Partial => {
+            WindowKind::Partial | WindowKind::Pause => {
                 if let Some(utterance) = self
                     .speakers
                     .get_mut(&done.session)
                     .and_then(|speaker| speaker.utterance.as_mut())
                     .filter(|utterance| utterance.caption_id == done.caption_id)
                 {
-                    utterance.partial_in_flight = false;
+                    if done.kind == WindowKind::Partial {
+                        utterance.partial_in_flight = false;
+                    } else if utterance.pause.as_ref().is_some_and(
+                        |pause| matches!(pause.result, PauseResult::Pending(id) if id == window_id),
+                    ) {
+                        if let Some(pause) = utterance.pause.as_mut() {
+                            pause.result = PauseResult::Failed;
+                        }
+                    }
                 }
             }
         }
@@ -530,6 +580,18 @@ impl Captioner {
                 utterance: None,
                 utterances: 0,
             })
+    }
+
+    /// A final's text is in: the final caption, and the latency from the end of speech to it.
+    fn finish_final(&mut self, done: InFlight, text: &str, now_ms: u64) {
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        // A final with no words still closes partials that were shown.
+        if !text.is_empty() || done.shown.is_some() {
+            self.stats
+                .caption_latency_seconds
+                .observe(now_ms.saturating_sub(done.end_ms) as f64 / 1000.0);
+            self.push_final(done, text);
+        }
     }
 
     fn push_final(&mut self, done: InFlight, text: String) {
@@ -599,6 +661,8 @@ impl Captioner {
             partial_in_flight: false,
             stabiliser: Stabiliser::default(),
             shown: None,
+            hypothesis_end_ms: 0,
+            pause: None,
         });
         speaker.utterance = continuation;
         let name = speaker.name.clone();
@@ -619,6 +683,31 @@ impl Captioner {
         if utterance.speech_ms < self.settings.min_speech_ms && utterance.shown.is_none() {
             self.stats.blips += 1;
             return;
+        }
+        if let Some(pause) = utterance.pause.take().filter(|pause| pause.end == end) {
+            // No speech since the pause window was cut: its decode is the final's.
+            let finished = InFlight {
+                kind: WindowKind::Final,
+                session: session.to_owned(),
+                caption_id: utterance.caption_id.clone(),
+                name: name.clone(),
+                speech_start_ms: utterance.speech_start_ms,
+                end_ms: utterance.speech_end_ms(),
+                shown: utterance.shown.clone(),
+            };
+            match pause.result {
+                PauseResult::Text(text) => {
+                    self.finish_final(finished, &text, now_ms);
+                    return;
+                }
+                PauseResult::Pending(id) => {
+                    if let Some(in_flight) = self.in_flight.get_mut(&id) {
+                        *in_flight = finished;
+                        return;
+                    }
+                }
+                PauseResult::Failed => {}
+            }
         }
         utterance.samples.truncate(end);
         if self.in_flight.len() >= self.settings.workers.max(1) {
@@ -668,6 +757,62 @@ impl Captioner {
         }
     }
 
+    /// The pause window of the speaker whose speech paused first, if any speaker paused since their last
+    /// window: the utterance up to its last speech plus the tail, as its final window would hold it.
+    fn next_pause_window(&mut self) -> Option<Window> {
+        let tail = samples_of(self.settings.tail_ms);
+        let min_speech_ms = self.settings.min_speech_ms;
+        let (session, _) = self
+            .speakers
+            .iter()
+            .filter_map(|(session, speaker)| {
+                let utterance = speaker.utterance.as_ref()?;
+                let paused = utterance.samples.len() >= utterance.speech_end + tail
+                    && utterance.speech_ms >= min_speech_ms
+                    && utterance
+                        .pause
+                        .as_ref()
+                        .is_none_or(|pause| pause.speech_end != utterance.speech_end);
+                paused.then_some((session, utterance.speech_end_ms()))
+            })
+            .min_by_key(|(_, speech_end_ms)| *speech_end_ms)?;
+        let session = session.clone();
+        let id = self.next_window_id();
+        let speaker = self.speakers.get_mut(&session)?;
+        let name = speaker.name.clone();
+        let utterance = speaker.utterance.as_mut()?;
+        let end = utterance.speech_end + tail;
+        self.stats
+            .new_audio_len_ms
+            .observe(ms_of(end.saturating_sub(utterance.dispatched)) as f64);
+        self.stats.windows += 1;
+        utterance.dispatched = utterance.dispatched.max(end);
+        utterance.pause = Some(PauseDecode {
+            speech_end: utterance.speech_end,
+            end,
+            result: PauseResult::Pending(id),
+        });
+        self.in_flight.insert(
+            id,
+            InFlight {
+                kind: WindowKind::Pause,
+                session: session.clone(),
+                caption_id: utterance.caption_id.clone(),
+                name,
+                speech_start_ms: utterance.speech_start_ms,
+                end_ms: utterance.start_ms + ms_of(end),
+                shown: None,
+            },
+        );
+        Some(Window {
+            id,
+            kind: WindowKind::Pause,
+            session,
+            start_ms: utterance.start_ms,
+            samples: utterance.samples[..end].to_vec(),
+        })
+    }
+
     /// The partial window due longest, if any; counts the slots that passed while workers were busy.
     fn next_partial(&mut self, now_ms: u64) -> Option<Window> {
         let interval = self.settings.partial_interval_ms.max(1);
@@ -677,7 +822,12 @@ impl Captioner {
             .iter()
             .filter_map(|(session, speaker)| {
                 let utterance = speaker.utterance.as_ref()?;
+                let paused = utterance
+                    .pause
+                    .as_ref()
+                    .is_some_and(|pause| pause.speech_end == utterance.speech_end);
                 let due = !utterance.partial_in_flight
+                    && !paused
                     && now_ms >= utterance.partial_due_ms
                     && utterance.samples.len() >= utterance.dispatched + min_new;
                 due.then_some((session, utterance.partial_due_ms))

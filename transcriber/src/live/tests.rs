@@ -365,3 +365,146 @@ fn stable_words_need_two_agreeing_hypotheses_and_are_never_taken_back() {
     assert_eq!(shown.tail, "over");
     assert_eq!(shown.text(), "the quick brown fox jumps over");
 }
+
+/// Alice speaks from 1.0 s to 3.0 s after a second of silence; windows are polled with every frame and
+/// none is answered (two workers: her first partial holds one).
+fn alice_speaks_then_pauses(c: &mut Captioner) -> Vec<Window> {
+    c.handle_speaker("a", "Alice");
+    feed(c, "a", 0, 1000, false);
+    let mut handed = Vec::new();
+    let mut t = 1000;
+    while t < 3200 {
+        feed(c, "a", t, t + FRAME_MS, t < 3000);
+        t += FRAME_MS;
+        handed.extend(windows(c, t));
+    }
+    handed
+}
+
+#[test]
+fn a_pause_hands_out_the_final_s_audio_at_once_and_its_text_is_the_final() {
+    let mut c = Captioner::new(LiveSettings::default());
+    let handed = alice_speaks_then_pauses(&mut c);
+    // Partials went out and came back at once; the pause window went out when the tail was in.
+    let pause: Vec<&Window> = handed
+        .iter()
+        .filter(|window| window.kind == WindowKind::Pause)
+        .collect();
+    assert_eq!(pause.len(), 1, "{handed:?}");
+    assert_eq!(
+        ms_of(pause[0].samples.len()),
+        200 + 2000 + 150,
+        "pre-roll, speech and tail: what a final window holds"
+    );
+    for window in handed.iter().filter(|w| w.kind == WindowKind::Partial) {
+        // Answered late: partial results never outrank the newer pause window's text.
+        c.handle_result(window.id, "hello", 3200);
+    }
+    c.handle_result(pause[0].id, "Hello there, everyone.", 3300);
+    let partials = captions(&mut c);
+    assert!(partials.iter().all(|caption| !caption.is_final));
+    // The silence goes on: the utterance ends at 3.5 s and its final is out with no second decode.
+    feed(&mut c, "a", 3200, 3600, false);
+    assert!(windows(&mut c, 3600).is_empty(), "no final window needed");
+    let finals = captions(&mut c);
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    assert!(finals[0].is_final);
+    assert_eq!(finals[0].text.stable, "Hello there, everyone.");
+    assert_eq!((finals[0].id.as_str(), finals[0].end_ms), ("a-1", 3000));
+    assert!(
+        (c.stats().caption_latency_seconds.sum - 0.5).abs() < 0.03,
+        "the final was ready as soon as the silence ended the utterance: {:?}",
+        c.stats().caption_latency_seconds
+    );
+    assert!(c.is_idle());
+}
+
+#[test]
+fn a_pause_decode_still_running_when_the_utterance_ends_becomes_the_final() {
+    let mut c = Captioner::new(LiveSettings::default());
+    let handed = alice_speaks_then_pauses(&mut c);
+    let pause = handed
+        .iter()
+        .find(|window| window.kind == WindowKind::Pause)
+        .expect("a pause window");
+    feed(&mut c, "a", 3200, 3600, false);
+    assert!(
+        windows(&mut c, 3600)
+            .iter()
+            .all(|window| window.kind != WindowKind::Final),
+        "the running decode is the final's"
+    );
+    c.handle_result(pause.id, "hello there everyone", 3800);
+    let finals: Vec<LiveCaption> = captions(&mut c)
+        .into_iter()
+        .filter(|caption| caption.is_final)
+        .collect();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].text.stable, "hello there everyone");
+    assert!((c.stats().caption_latency_seconds.sum - 0.8).abs() < 0.03);
+}
+
+#[test]
+fn speech_after_a_pause_makes_its_text_a_partial_and_the_final_covers_everything() {
+    let mut c = Captioner::new(LiveSettings::default());
+    let handed = alice_speaks_then_pauses(&mut c);
+    for window in handed.iter().filter(|w| w.kind == WindowKind::Partial) {
+        c.handle_result(window.id, "hello there", 3150);
+    }
+    let pause = handed
+        .iter()
+        .find(|window| window.kind == WindowKind::Pause)
+        .expect("a pause window");
+    c.handle_result(pause.id, "hello there everyone", 3250);
+    // She goes on before the silence ended the utterance.
+    feed(&mut c, "a", 3200, 4000, true);
+    let shown = captions(&mut c);
+    assert!(shown.iter().all(|caption| !caption.is_final));
+    assert_eq!(
+        shown.last().map(|caption| caption.text.text()),
+        Some("hello there everyone".to_string()),
+        "the pause's text was shown as a partial"
+    );
+    // Then a real end: the new pause window covers all of her speech and becomes the final.
+    let mut t = 4000;
+    let mut pause_windows = Vec::new();
+    while t < 4600 {
+        feed(&mut c, "a", t, t + FRAME_MS, false);
+        t += FRAME_MS;
+        for window in windows(&mut c, t) {
+            match window.kind {
+                WindowKind::Pause => pause_windows.push(window),
+                _ => c.handle_result(window.id, "hello there everyone and", t),
+            }
+        }
+    }
+    assert_eq!(pause_windows.len(), 1);
+    assert_eq!(ms_of(pause_windows[0].samples.len()), 200 + 3000 + 150);
+    c.handle_result(pause_windows[0].id, "hello there everyone and welcome", 4700);
+    let last = captions(&mut c).pop().expect("a final");
+    assert!(last.is_final);
+    assert_eq!(last.text.stable, "hello there everyone and welcome");
+    assert_eq!(last.end_ms, 4000);
+}
+
+#[test]
+fn a_failed_pause_decode_leaves_the_final_its_own_window() {
+    let mut c = Captioner::new(LiveSettings::default());
+    let handed = alice_speaks_then_pauses(&mut c);
+    let pause = handed
+        .iter()
+        .find(|window| window.kind == WindowKind::Pause)
+        .expect("a pause window");
+    c.handle_failure(pause.id);
+    assert!(
+        windows(&mut c, 3200)
+            .iter()
+            .all(|window| window.kind != WindowKind::Pause),
+        "a failed pause is not tried again"
+    );
+    feed(&mut c, "a", 3200, 3600, false);
+    let finals = windows(&mut c, 3600);
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].kind, WindowKind::Final);
+    assert_eq!(ms_of(finals[0].samples.len()), 200 + 2000 + 150);
+}
