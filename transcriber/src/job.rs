@@ -129,7 +129,7 @@ async fn transcribe_call(
     let live_models = match &config.live_model {
         Some(name) => {
             let options = LiveOptions {
-                model: crate::models::model_path(&config.models_dir, name)?,
+                model: crate::models::live_model_path(&config.models_dir, name)?,
                 vad_model: options.vad_model.clone(),
                 workers: config.threads.max(1) as usize,
                 threads_per_worker: 1,
@@ -154,9 +154,11 @@ async fn transcribe_call(
 
     let (mut live, live_tap) = match live_models {
         Some(models) => {
+            let file = models.model_file().display().to_string();
             let (live, tap) = LiveCaptions::start(models, origin)?;
             tracing::info!(
                 model = config.live_model.as_deref().unwrap_or_default(),
+                %file,
                 "live captions on"
             );
             (Some(live), Some(tap))

@@ -16,7 +16,7 @@
 //! Time is the call clock: milliseconds since the bot joined, the same clock the capture places packets on.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -122,12 +122,18 @@ impl LiveTap {
 
 /// The models live captioning needs, loaded before the bot joins (a missing model fails the job first).
 pub struct LiveModels {
+    model: PathBuf,
     engines: Vec<Engine>,
     vad: Vad,
     decode: DecodeSettings,
 }
 
 impl LiveModels {
+    /// The whisper model file the workers run.
+    pub fn model_file(&self) -> &Path {
+        &self.model
+    }
+
     /// Loads one whisper model state per worker and the VAD.
     pub fn load(options: &LiveOptions) -> Result<LiveModels> {
         let workers = options.workers.max(1);
@@ -146,6 +152,7 @@ impl LiveModels {
             short_window: true,
         };
         Ok(LiveModels {
+            model: options.model.clone(),
             engines,
             vad,
             decode,
@@ -166,6 +173,7 @@ impl LiveCaptions {
     /// Starts the threads on loaded models. `origin` is the call clock's zero (the capture's).
     pub fn start(models: LiveModels, origin: Instant) -> Result<(LiveCaptions, LiveTap)> {
         let LiveModels {
+            model: _,
             engines,
             vad,
             decode,

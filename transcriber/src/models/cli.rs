@@ -20,7 +20,7 @@ pub enum ModelsCommand {
     Fetch {
         /// `tiny.en`, `base`, or `silero-vad` (the VAD model alone).
         name: String,
-        /// Quantise the weight matrices: `q8_0` or `q5_0` (the model is then called `NAME-q8_0`).
+        /// Quantise the weight matrices: `q8_0`, `q5_0` or `q4_0` (the model is then called `NAME-q8_0`).
         #[arg(long)]
         quantize: Option<String>,
         /// Model directory (default: $CALLS_TRANSCRIBER_MODELS or ~/.cache/calls-transcriber/models).
@@ -52,7 +52,7 @@ pub fn run(command: ModelsCommand) -> Result<()> {
                     None => {
                         return Err(Error::InvalidOption {
                             name: "quantize",
-                            reason: format!("{text:?} is not one of q8_0, q5_0"),
+                            reason: format!("{text:?} is not one of q8_0, q5_0, q4_0"),
                         })
                     }
                 },

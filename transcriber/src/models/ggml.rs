@@ -419,6 +419,7 @@ fn tensors(model: &Model, hp: &HParams, weights: WeightType) -> Result<Vec<Tenso
             F16 => elements * 2,
             8 => elements / 32 * 34,
             6 => elements / 32 * 22,
+            2 => elements / 32 * 18,
             other => return Err(format!("internal: unknown tensor type {other}")),
         };
         if bytes_expected != tensor.data.len() as i64 {

@@ -390,7 +390,12 @@ fn a_vocabulary_that_does_not_match_the_model_is_rejected() {
 #[test]
 fn whisper_cpp_loads_the_converted_synthetic_model() {
     let dir = tempfile::tempdir().unwrap();
-    for weights in [WeightType::F16, WeightType::Q8_0, WeightType::Q5_0] {
+    for weights in [
+        WeightType::F16,
+        WeightType::Q8_0,
+        WeightType::Q5_0,
+        WeightType::Q4_0,
+    ] {
         let path = dir
             .path()
             .join(format!("ggml-synthetic{}.bin", weights.suffix()));

@@ -90,6 +90,20 @@ pub fn model_path(dir: &Path, name: &str) -> Result<PathBuf> {
     })
 }
 
+/// The model file live captions use for `name`: its 8-bit version (`NAME-q8_0`) when `dir` has one, since
+/// live windows are decoded again and again (tiny.en: 43 % less CPU per window, the same WER on our
+/// meeting sentences, docs/benchmarks.md), else `name` itself. Errors as [`model_path`] for `name`.
+pub fn live_model_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    let quantised =
+        !name.ends_with("-q8_0") && !name.ends_with("-q5_0") && !name.ends_with("-q4_0");
+    if quantised {
+        if let Ok(path) = model_path(dir, &format!("{name}-q8_0")) {
+            return Ok(path);
+        }
+    }
+    model_path(dir, name)
+}
+
 /// The path of the VAD model in `dir`, or an error saying how to get it.
 pub fn vad_model_path(dir: &Path) -> Result<PathBuf> {
     let path = dir.join(VAD_MODEL_FILE);
@@ -126,6 +140,23 @@ mod tests {
         );
         // A name cannot walk out of the directory.
         assert!(model_path(dir.path(), "../ggml-base").is_err());
+    }
+
+    #[test]
+    fn live_captions_take_the_8_bit_version_of_a_model_when_there_is_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["ggml-base.bin", "ggml-tiny.en.bin", "ggml-tiny.en-q8_0.bin"] {
+            std::fs::write(dir.path().join(file), b"x").unwrap();
+        }
+        let live = |name: &str| {
+            live_model_path(dir.path(), name).map(|p| p.file_name().unwrap().to_owned())
+        };
+        assert_eq!(live("tiny.en").unwrap(), "ggml-tiny.en-q8_0.bin");
+        assert_eq!(live("tiny.en-q8_0").unwrap(), "ggml-tiny.en-q8_0.bin");
+        assert_eq!(live("base").unwrap(), "ggml-base.bin", "no 8-bit base here");
+        let error = live("small").unwrap_err().to_string();
+        assert!(error.starts_with("unknown model \"small\""), "{error}");
+        assert!(live_model_path(dir.path(), "../ggml-base").is_err());
     }
 
     #[test]

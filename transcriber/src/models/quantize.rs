@@ -2,6 +2,9 @@
 //! values, each stored with one f16 scale.
 //!
 //! - `q8_0` (34 bytes a block): `d = max|x| / 127`, then 32 × `i8 round(x / d)`.
+//! - `q4_0` (18 bytes a block): `d = m / -8` where `m` is the value of largest magnitude, then 4-bit codes
+//!   `q = min(15, trunc(x / d + 8.5))`: the codes of values j and j+16 share byte j of 16 (low, high nibble).
+//!   On x86 with AVX2 (and ARM with int8 matmul) ggml repacks these rows for a blocked GEMM kernel.
 //! - `q5_0` (22 bytes a block): `d = m / -16` where `m` is the value of largest magnitude, then 5-bit
 //!   codes `q = min(31, trunc(x / d + 16.5))`: the low 4 bits of values j and j+16 share byte j of 16, the
 //!   fifth bits are packed into a little-endian u32 (bit j for value j).
@@ -17,6 +20,8 @@ pub enum WeightType {
     Q8_0,
     /// 5-bit blocks.
     Q5_0,
+    /// 4-bit blocks.
+    Q4_0,
 }
 
 /// Values per quantisation block.
@@ -29,6 +34,7 @@ impl WeightType {
             "f16" => Some(WeightType::F16),
             "q8_0" => Some(WeightType::Q8_0),
             "q5_0" => Some(WeightType::Q5_0),
+            "q4_0" => Some(WeightType::Q4_0),
             _ => None,
         }
     }
@@ -39,6 +45,7 @@ impl WeightType {
             WeightType::F16 => "",
             WeightType::Q8_0 => "-q8_0",
             WeightType::Q5_0 => "-q5_0",
+            WeightType::Q4_0 => "-q4_0",
         }
     }
 
@@ -46,6 +53,7 @@ impl WeightType {
     pub fn ggml_type(self) -> i32 {
         match self {
             WeightType::F16 => 1,
+            WeightType::Q4_0 => 2,
             WeightType::Q5_0 => 6,
             WeightType::Q8_0 => 8,
         }
@@ -58,6 +66,7 @@ impl WeightType {
             WeightType::F16 => 1,
             WeightType::Q8_0 => 2000 + 7,
             WeightType::Q5_0 => 2000 + 8,
+            WeightType::Q4_0 => 2000 + 2,
         }
     }
 
@@ -67,6 +76,7 @@ impl WeightType {
             WeightType::F16 => encode_f16(values),
             WeightType::Q8_0 => quantize_q8_0(values),
             WeightType::Q5_0 => quantize_q5_0(values),
+            WeightType::Q4_0 => quantize_q4_0(values),
         }
     }
 }
@@ -124,6 +134,41 @@ pub fn quantize_q5_0(values: &[f32]) -> Vec<u8> {
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
         out.extend_from_slice(&qh.to_le_bytes());
         out.extend_from_slice(&qs);
+    }
+    out
+}
+
+/// `q4_0` blocks; a trailing partial block is padded with zeros.
+pub fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len().div_ceil(BLOCK) * 18);
+    for block in values.chunks(BLOCK) {
+        let mut padded = [0.0f32; BLOCK];
+        padded[..block.len()].copy_from_slice(block);
+        let extreme = padded
+            .iter()
+            .fold(0.0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
+        let d = extreme / -8.0;
+        let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let code = |x: f32| ((x * inverse + 8.5) as i8).clamp(0, 15) as u8;
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        for j in 0..16 {
+            out.push(code(padded[j]) | (code(padded[j + 16]) << 4));
+        }
+    }
+    out
+}
+
+/// Decodes `q4_0` blocks (tests and sanity checks).
+pub fn dequantize_q4_0(bytes: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bytes.len() / 18 * BLOCK);
+    for block in bytes.chunks_exact(18) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let mut values = [0.0f32; BLOCK];
+        for (j, byte) in block[2..].iter().enumerate() {
+            values[j] = (f32::from(byte & 0x0f) - 8.0) * d;
+            values[j + 16] = (f32::from(byte >> 4) - 8.0) * d;
+        }
+        out.extend_from_slice(&values);
     }
     out
 }
@@ -199,6 +244,27 @@ mod tests {
                 .unwrap();
             let step = extreme.abs() / 16.0;
             // The value of largest magnitude maps to code 0 exactly: -16 × d = max.
+            assert!((decoded[index] - extreme).abs() <= step * 0.01 + 1e-3);
+            for (a, b) in original.iter().zip(decoded) {
+                assert!((a - b).abs() <= step * 1.01 + 1e-3, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn q4_0_round_trips_within_one_step_and_keeps_the_extreme() {
+        let values = wave(64);
+        let bytes = quantize_q4_0(&values);
+        assert_eq!(bytes.len(), 2 * 18);
+        let back = dequantize_q4_0(&bytes);
+        for (original, decoded) in values.chunks(32).zip(back.chunks(32)) {
+            let (index, extreme) = original
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .unwrap();
+            let step = extreme.abs() / 8.0;
+            // The value of largest magnitude maps to code 0 exactly: -8 × d = max.
             assert!((decoded[index] - extreme).abs() <= step * 0.01 + 1e-3);
             for (a, b) in original.iter().zip(decoded) {
                 assert!((a - b).abs() <= step * 1.01 + 1e-3, "{a} vs {b}");
