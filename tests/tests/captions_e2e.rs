@@ -375,6 +375,7 @@ fn dashboard_series() -> anyhow::Result<Vec<String>> {
 /// p50/p95/max, the partial-caption interval, the live series and the transcriber's CPU. Run by hand, once per
 /// live model (docs/benchmarks.md):
 /// `CAPTIONS_BENCH_MODEL=tiny.en cargo test -p calls-e2e --test captions_e2e -- --ignored --nocapture captions_bench`
+/// (`CAPTIONS_BENCH_LOGS=FILE` keeps the job's log, with a line per live window handed out and transcribed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a benchmark: prints figures, run by hand"]
 async fn captions_bench() -> anyhow::Result<()> {
@@ -435,6 +436,9 @@ async fn captions_bench() -> anyhow::Result<()> {
     let done = client.wait_final(&job.id, Duration::from_secs(900)).await?;
     listening.abort();
     let logs = client.logs(&job.id).await.unwrap_or_default();
+    if let Ok(path) = std::env::var("CAPTIONS_BENCH_LOGS") {
+        std::fs::write(&path, &logs)?;
+    }
 
     let heard = heard.lock().expect("the lock is never poisoned").clone();
     let mut latencies = Vec::new();

@@ -3,6 +3,8 @@
 //! ([`crate::pipeline`]) and live captions both drive it with their own [`DecodeSettings`].
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
@@ -29,7 +31,8 @@ pub struct DecodeSettings {
     /// Do not condition on the previous buffer's text (avoids a hallucination feeding the next one).
     pub no_context: bool,
     /// Live windows: run the encoder over the window's length (plus a margin) instead of whisper's full
-    /// 30 s, and never re-decode at a higher temperature. A 1 s window then costs a small fraction of a
+    /// 30 s, never re-decode at a higher temperature, and stop after [`short_window_max_tokens`] tokens
+    /// (a hypothesis stuck repeating a phrase otherwise runs to whisper's limit: 6 s for one partial). A 1 s window then costs a small fraction of a
     /// 30 s one; whisper.cpp's `audio_ctx`, which Mattermost's live captions set too (to 512).
     pub short_window: bool,
 }
@@ -56,6 +59,13 @@ impl Default for DecodeSettings {
 pub fn short_window_audio_ctx(samples: usize) -> i32 {
     let positions = samples.div_ceil(SAMPLE_RATE as usize / 50) + 50;
     positions.div_ceil(32).saturating_mul(32).min(1500) as i32
+}
+
+/// The most tokens a short window may produce: 10 plus 6 a second, above the ~5 tokens a second of a fast
+/// talker.
+pub fn short_window_max_tokens(samples: usize) -> i32 {
+    let seconds = samples.div_ceil(SAMPLE_RATE as usize);
+    (10 + 6 * seconds).min(224) as i32
 }
 
 /// One decoded segment, in milliseconds from the start of the buffer.
@@ -169,6 +179,17 @@ impl Engine {
 
     /// Decodes one buffer of 16 kHz mono samples.
     pub fn decode(&mut self, samples: &[f32], settings: &DecodeSettings) -> Result<Decoded> {
+        self.decode_cancellable(samples, settings, None)
+    }
+
+    /// [`Engine::decode`], stopped early with [`Error::Cancelled`] once `cancel` is set (whisper.cpp checks
+    /// it between the steps of its compute graphs, so within milliseconds).
+    pub fn decode_cancellable(
+        &mut self,
+        samples: &[f32],
+        settings: &DecodeSettings,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Decoded> {
         if samples.is_empty() {
             return Ok(Decoded::default());
         }
@@ -194,6 +215,10 @@ impl Engine {
         if settings.short_window {
             params.set_audio_ctx(short_window_audio_ctx(samples.len()));
             params.set_temperature_inc(0.0);
+            params.set_max_tokens(short_window_max_tokens(samples.len()));
+        }
+        if let Some(flag) = cancel.clone() {
+            params.set_abort_callback_safe(move || flag.load(Ordering::Relaxed));
         }
         params.set_print_special(false);
         params.set_print_progress(false);
@@ -207,7 +232,11 @@ impl Engine {
         if let Some(prompt) = &settings.initial_prompt {
             params.set_initial_prompt(prompt);
         }
-        self.state.full(params, samples)?;
+        let done = self.state.full(params, samples);
+        if cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            return Err(Error::Cancelled);
+        }
+        done?;
 
         let eot = self.context.token_eot();
         let mut segments = Vec::new();

@@ -57,6 +57,9 @@ pub enum Error {
     /// whisper.cpp failed (model load, VAD or inference).
     #[error("whisper: {0}")]
     Whisper(String),
+    /// A decode was cancelled by its caller before it finished (a live partial making room for a final).
+    #[error("whisper: the decode was cancelled")]
+    Cancelled,
     /// File system trouble, with the path involved.
     #[error("{path}: {source}")]
     Io {

@@ -308,7 +308,9 @@ impl CaptionerThread {
     }
 
     fn run(mut self, packets: Receiver<LivePacket>, engines: Vec<Engine>, decode: DecodeSettings) {
-        let (work_tx, work_rx) = mpsc::channel::<Window>();
+        let (work_tx, work_rx) = mpsc::channel::<(Window, Arc<AtomicBool>)>();
+        // Each window handed out has a flag its worker checks to stop early (a partial giving way).
+        let mut cancel_flags: HashMap<u64, Arc<AtomicBool>> = HashMap::new();
         let work_rx = Arc::new(Mutex::new(work_rx));
         let (result_tx, result_rx) = mpsc::channel();
         let workers: Vec<JoinHandle<()>> = engines
@@ -346,6 +348,7 @@ impl CaptionerThread {
             }
             self.core.handle_tick(now);
             for (id, text) in result_rx.try_iter() {
+                cancel_flags.remove(&id);
                 tracing::debug!(id, now_ms = now, text = ?text, "live window transcribed");
                 match text {
                     Some(text) => self.core.handle_result(id, &text, now),
@@ -362,10 +365,18 @@ impl CaptionerThread {
                     now_ms = now,
                     "live window to a worker"
                 );
-                if work_tx.send(window).is_err() {
+                let cancel = Arc::new(AtomicBool::new(false));
+                cancel_flags.insert(window.id, Arc::clone(&cancel));
+                if work_tx.send((window, cancel)).is_err() {
                     tracing::warn!("no live-caption worker is running: live captions stop");
                     self.stop.store(true, Ordering::Relaxed);
                     break;
+                }
+            }
+            while let Some(id) = self.core.poll_cancelled() {
+                tracing::debug!(id, now_ms = now, "live window cancelled");
+                if let Some(flag) = cancel_flags.remove(&id) {
+                    flag.store(true, Ordering::Relaxed);
                 }
             }
             while let Some(caption) = self.core.poll_caption() {
@@ -509,7 +520,7 @@ impl CaptionerThread {
 fn worker(
     mut engine: Engine,
     settings: DecodeSettings,
-    work: &Mutex<Receiver<Window>>,
+    work: &Mutex<Receiver<(Window, Arc<AtomicBool>)>>,
     results: &Sender<(u64, Option<String>)>,
 ) {
     loop {
@@ -517,10 +528,10 @@ fn worker(
             let receiver = work.lock().unwrap_or_else(|e| e.into_inner());
             receiver.recv()
         };
-        let Ok(window) = window else {
+        let Ok((window, cancel)) = window else {
             return;
         };
-        let text = match engine.decode(&window.samples, &settings) {
+        let text = match engine.decode_cancellable(&window.samples, &settings, Some(cancel)) {
             Ok(decoded) => Some(
                 decoded
                     .segments
@@ -530,6 +541,8 @@ fn worker(
                     .collect::<Vec<_>>()
                     .join(" "),
             ),
+            // The captioner gave this worker to a final; it already stopped waiting for this window.
+            Err(crate::Error::Cancelled) => None,
             Err(error) => {
                 tracing::warn!(%error, "whisper failed on a live window");
                 None

@@ -15,7 +15,9 @@
 //!   ends, that decode's text is the final caption: the final's decode overlaps the silence that ends the
 //!   utterance instead of starting after it. If the speaker goes on, the text was a partial like any other.
 //! - Workers are a bounded pool sized to the job's CPUs. Finals go first, then pause windows, then partials
-//!   (the longest waiting first). A partial slot that passes while every worker is busy is dropped and counted; a final
+//!   (the longest waiting first). A final or pause window that finds every worker busy while one holds a
+//!   partial cancels that partial (the most recently started) and takes its worker: a final never waits
+//!   for a partial. A partial slot that passes while every worker is busy is dropped and counted; a final
 //!   that waits longer than `final_max_wait_ms` is dropped, counted as a dropped window, and closes its
 //!   caption with the last partial text.
 //!
@@ -180,7 +182,8 @@ pub struct LiveStats {
     pub window_dropped: u64,
     /// Finals that found every worker busy when they were queued.
     pub transcriber_buf_full: u64,
-    /// Partial slots skipped because every worker was busy, and partial results that came after their final.
+    /// Partial slots skipped because every worker was busy, partials cancelled to make room for a final, and
+    /// partial results that came after their final.
     pub partials_dropped: u64,
     /// Windows handed to workers.
     pub windows: u64,
@@ -298,6 +301,8 @@ pub struct Captioner {
     finals: VecDeque<QueuedFinal>,
     in_flight: HashMap<u64, InFlight>,
     captions: VecDeque<LiveCaption>,
+    /// Windows whose workers should stop (partials that gave way to a final).
+    cancelled: VecDeque<u64>,
     next_window: u64,
     stats: LiveStats,
 }
@@ -311,6 +316,7 @@ impl Captioner {
             finals: VecDeque::new(),
             in_flight: HashMap::new(),
             captions: VecDeque::new(),
+            cancelled: VecDeque::new(),
             next_window: 0,
             stats: LiveStats::default(),
         }
@@ -443,7 +449,13 @@ impl Captioner {
     /// The next window for a free worker, if a worker is free and a window is due: finals first.
     pub fn poll_window(&mut self, now_ms: u64) -> Option<Window> {
         self.drop_late_finals(now_ms);
-        if self.in_flight.len() >= self.settings.workers.max(1) {
+        let workers = self.settings.workers.max(1);
+        if self.in_flight.len() >= workers
+            && (!self.finals.is_empty() || self.paused_speaker().is_some())
+        {
+            self.cancel_a_partial();
+        }
+        if self.in_flight.len() >= workers {
             return None;
         }
         if let Some(final_window) = self.finals.pop_front() {
@@ -568,6 +580,37 @@ impl Captioner {
     /// The next caption to publish.
     pub fn poll_caption(&mut self) -> Option<LiveCaption> {
         self.captions.pop_front()
+    }
+
+    /// The next window whose worker should stop at once (its result, if any still comes, is ignored).
+    pub fn poll_cancelled(&mut self) -> Option<u64> {
+        self.cancelled.pop_front()
+    }
+
+    /// Frees a worker for a final or pause window: the partial started last gives way (the one least likely
+    /// to be nearly done), counted as a dropped partial.
+    fn cancel_a_partial(&mut self) {
+        let Some(id) = self
+            .in_flight
+            .iter()
+            .filter(|(_, window)| window.kind == WindowKind::Partial)
+            .map(|(id, _)| *id)
+            .max()
+        else {
+            return;
+        };
+        // Invariant: `id` was just found in `in_flight`.
+        let window = self.in_flight.remove(&id).expect("in flight");
+        if let Some(utterance) = self
+            .speakers
+            .get_mut(&window.session)
+            .and_then(|speaker| speaker.utterance.as_mut())
+            .filter(|utterance| utterance.caption_id == window.caption_id)
+        {
+            utterance.partial_in_flight = false;
+        }
+        self.stats.partials_dropped += 1;
+        self.cancelled.push_back(id);
     }
 
     fn speaker(&mut self, session: &str) -> &mut Speaker {
@@ -761,22 +804,7 @@ impl Captioner {
     /// window: the utterance up to its last speech plus the tail, as its final window would hold it.
     fn next_pause_window(&mut self) -> Option<Window> {
         let tail = samples_of(self.settings.tail_ms);
-        let min_speech_ms = self.settings.min_speech_ms;
-        let (session, _) = self
-            .speakers
-            .iter()
-            .filter_map(|(session, speaker)| {
-                let utterance = speaker.utterance.as_ref()?;
-                let paused = utterance.samples.len() >= utterance.speech_end + tail
-                    && utterance.speech_ms >= min_speech_ms
-                    && utterance
-                        .pause
-                        .as_ref()
-                        .is_none_or(|pause| pause.speech_end != utterance.speech_end);
-                paused.then_some((session, utterance.speech_end_ms()))
-            })
-            .min_by_key(|(_, speech_end_ms)| *speech_end_ms)?;
-        let session = session.clone();
+        let session = self.paused_speaker()?;
         let id = self.next_window_id();
         let speaker = self.speakers.get_mut(&session)?;
         let name = speaker.name.clone();
@@ -811,6 +839,25 @@ impl Captioner {
             start_ms: utterance.start_ms,
             samples: utterance.samples[..end].to_vec(),
         })
+    }
+
+    /// The speaker whose speech paused first among those with a pause window due.
+    fn paused_speaker(&self) -> Option<String> {
+        let tail = samples_of(self.settings.tail_ms);
+        self.speakers
+            .iter()
+            .filter_map(|(session, speaker)| {
+                let utterance = speaker.utterance.as_ref()?;
+                let paused = utterance.samples.len() >= utterance.speech_end + tail
+                    && utterance.speech_ms >= self.settings.min_speech_ms
+                    && utterance
+                        .pause
+                        .as_ref()
+                        .is_none_or(|pause| pause.speech_end != utterance.speech_end);
+                paused.then_some((session, utterance.speech_end_ms()))
+            })
+            .min_by_key(|(_, speech_end_ms)| *speech_end_ms)
+            .map(|(session, _)| session.clone())
     }
 
     /// The partial window due longest, if any; counts the slots that passed while workers were busy.

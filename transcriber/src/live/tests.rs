@@ -215,13 +215,17 @@ fn partial_slots_missed_under_overload_are_counted_and_late_finals_dropped() {
     c.handle_result(partial[0].id, "one two three", 5700);
     feed(&mut c, "a", 5600, 5700, true);
 
-    // Her utterance ends while the worker is stuck again on a partial of Bob's; her final waits too long.
-    feed(&mut c, "b", 5700, 6400, true);
-    let bob = windows(&mut c, 6400);
+    // Her utterance ends while the worker is stuck again, on Bob's pause window (which, unlike a partial,
+    // does not give way); her final waits too long.
+    feed(&mut c, "b", 5700, 6100, true);
+    feed(&mut c, "b", 6100, 6300, false);
+    let bob = windows(&mut c, 6300);
     assert_eq!(bob.len(), 1);
+    assert_eq!(bob[0].kind, WindowKind::Pause);
     feed(&mut c, "a", 5700, 6400, false);
+    assert!(windows(&mut c, 6400).is_empty());
     c.handle_tick(9000);
-    assert_eq!(c.stats().window_dropped, 0, "waited 2.6 s: still queued");
+    assert_eq!(c.stats().window_dropped, 0, "waited 2.8 s: still queued");
     c.handle_tick(9500);
     assert_eq!(c.stats().window_dropped, 1);
     let closed = captions(&mut c);
@@ -511,4 +515,49 @@ fn a_failed_pause_decode_leaves_the_final_its_own_window() {
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0].kind, WindowKind::Final);
     assert_eq!(ms_of(finals[0].samples.len()), 200 + 2000 + 150);
+}
+
+#[test]
+fn a_final_takes_the_worker_of_the_partial_started_last() {
+    let mut c = Captioner::new(LiveSettings::default());
+    // Alice's and then Bob's partials hold both workers.
+    feed(&mut c, "a", 0, 600, true);
+    let alice = windows(&mut c, 600);
+    feed(&mut c, "b", 0, 700, true);
+    let bob = windows(&mut c, 700);
+    assert_eq!((alice.len(), bob.len()), (1, 1));
+    // Carol said a few words before and stops: her final does not wait for either partial.
+    feed(&mut c, "c", 0, 400, true);
+    feed(&mut c, "c", 400, 900, false);
+    let next = windows(&mut c, 900);
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(
+        (next[0].kind, next[0].session.as_str()),
+        (WindowKind::Final, "c")
+    );
+    assert_eq!(
+        std::iter::from_fn(|| c.poll_cancelled()).collect::<Vec<_>>(),
+        vec![bob[0].id],
+        "the partial started last gives way"
+    );
+    assert_eq!(c.stats().partials_dropped, 1);
+    // The cancelled worker's answer is ignored; Bob's partials go on once a worker is free.
+    c.handle_failure(bob[0].id);
+    c.handle_result(next[0].id, "yes", 950);
+    assert!(captions(&mut c).iter().any(|caption| caption.is_final));
+    feed(&mut c, "a", 600, 700, true);
+    let mut t = 700;
+    while t < 1600 {
+        feed(&mut c, "a", t, t + FRAME_MS, true);
+        feed(&mut c, "b", t, t + FRAME_MS, true);
+        t += FRAME_MS;
+    }
+    let again = windows(&mut c, 1600);
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].kind, again[0].session.as_str()),
+        (WindowKind::Partial, "b")
+    );
+    // Finals and pause windows are never cancelled: with both workers on them, a partial just waits.
+    assert!(std::iter::from_fn(|| c.poll_cancelled()).next().is_none());
 }
