@@ -1,0 +1,524 @@
+//! Live captions as people in a browser see them (issue 8), with the real transcriber image: an
+//! in-process SFU and the real `calls-offloader` on the Docker bridge run `calls-transcriber:latest`
+//! as a `transcribing` job with live captions on tiny.en. Carol talks from the demo page in headless
+//! Chromium, whose fake microphone plays a WAV file once (`--use-file-for-fake-audio-capture`:
+//! silence, an espeak-ng sentence, silence); Alice and Bob, participant-library clients, say their
+//! own sentences after her, one at a time. Dave follows the call on the demo page in a second
+//! Chromium whose microphone plays silence all along. What Dave's page shows is read from its DOM
+//! four times a second: each sentence must end as final caption lines under the right speaker's
+//! name and session, with a word error rate of at most 30 %; a final line never changes again; the
+//! speaker's latest words show under their name in the participant list; and silence — before,
+//! between and for a while after the sentences, and Dave's microphone all along — gives no caption
+//! line. Skipped, with a message, when Chromium is not installed (a failure under `CI=true`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use calls_browser_test::{chromium_or_skip, demo, Chromium, LaunchOptions, Microphone, Page};
+use calls_e2e::call::{wait_joined, CallStack};
+use calls_e2e::offloader::{serial, OffloaderSettings};
+use calls_e2e::speech;
+use calls_participant::{audio, Participant};
+use calls_protocol::jobs::{Job, JobState};
+use calls_transcriber::evaluation::{self, word_error_rate};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+const SECRET: &str = "captions-browser-token-secret-0123456789abcdef";
+const CALL: &str = "call-captioned-in-a-browser";
+const IMAGE: &str = "calls-transcriber:latest";
+const CAROL: &str = "Carol in Chromium";
+const DAVE: &str = "Dave listening in Chromium";
+
+/// Each speaker's sentence: an index into `evaluation::SENTENCES`, spoken in the voice the evaluation
+/// gives that index.
+const CAROL_SENTENCE: usize = 2;
+const ALICE_SENTENCE: usize = 5;
+const BOB_SENTENCE: usize = 6;
+/// Silence at the start of Carol's microphone file. Her page opens the microphone when Join is
+/// pressed; it must be in the call, and the transcriber receiving its audio, before she speaks.
+const CAROL_LEAD_IN: Duration = Duration::from_secs(6);
+/// When Alice and Bob start speaking, after Carol's page pressed Join (her sentence ends by ≈ 9.5 s).
+const ALICE_AT: Duration = Duration::from_secs(12);
+const BOB_AT: Duration = Duration::from_secs(18);
+/// How long everybody stays silent after Bob's sentence while Dave's page is watched.
+const QUIET_AFTER: Duration = Duration::from_secs(10);
+/// How late a caption line may first appear after its speaker stopped: the transcriber gives up on a
+/// final that waited 10 s (docs/transcriber.md), and the page is read every 250 ms. A line that
+/// appears later, or before the speaker started, captions silence.
+const LATEST_LINE: Duration = Duration::from_millis(10_500);
+/// How often Dave's page is read.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// Every caption line of the page and the latest words under each participant's name.
+const READ_CAPTIONS: &str = r##"({
+  lines: [...document.querySelectorAll("#captions .caption")].map((line) => ({
+    id: line.dataset.captionId,
+    session: line.dataset.session,
+    who: line.querySelector("b") ? line.querySelector("b").textContent : "",
+    text: line.querySelector(".stable") ? line.querySelector(".stable").textContent : "",
+    tail: line.querySelector(".tail") ? line.querySelector(".tail").textContent : "",
+    final: line.dataset.final === "1",
+    partial: line.classList.contains("partial"),
+  })),
+  under_names: [...document.querySelectorAll("#participants li[data-session]")].map((item) => ({
+    session: item.dataset.session,
+    said: item.querySelector(".live-caption") ? item.querySelector(".live-caption").textContent : null,
+  })),
+})"##;
+
+/// One caption line as the page shows it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Line {
+    id: String,
+    session: String,
+    /// The speaker's name as shown, `"Name: "`.
+    who: String,
+    text: String,
+    /// The tentative words of a partial (shown lighter), with a leading space.
+    tail: String,
+    #[serde(rename = "final")]
+    is_final: bool,
+    partial: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct UnderName {
+    session: String,
+    said: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    lines: Vec<Line>,
+    under_names: Vec<UnderName>,
+}
+
+/// What Dave's page showed over time: every state of every line, when first seen.
+#[derive(Debug, Default)]
+struct Observed {
+    /// Caption id → the line's states, in the order seen.
+    lines: BTreeMap<String, Vec<(Instant, Line)>>,
+    /// The last reading of the participant list.
+    under_names: Vec<UnderName>,
+}
+
+impl Observed {
+    fn record(&mut self, at: Instant, snapshot: Snapshot) {
+        for line in snapshot.lines {
+            let states = self.lines.entry(line.id.clone()).or_default();
+            if states.last().is_none_or(|(_, last)| *last != line) {
+                states.push((at, line));
+            }
+        }
+        self.under_names = snapshot.under_names;
+    }
+}
+
+/// Someone who speaks in the call.
+struct Speaker {
+    name: &'static str,
+    session: String,
+    sentence: &'static str,
+    /// When their sentence started and ended.
+    spoke: (Instant, Instant),
+}
+
+/// A WAV for Carol's microphone (silence, her sentence, a second of silence), one for Dave's (a
+/// second of silence, looped), and Alice's and Bob's sentences.
+struct Speech {
+    carol_wav: std::path::PathBuf,
+    carol_seconds: f64,
+    silence_wav: std::path::PathBuf,
+    alice: Vec<i16>,
+    bob: Vec<i16>,
+}
+
+fn sentence(index: usize) -> (&'static str, Vec<String>) {
+    let voice = evaluation::VOICES[index % evaluation::VOICES.len()];
+    (evaluation::SENTENCES[index], evaluation::espeak_args(voice))
+}
+
+fn make_speech(dir: &Path) -> anyhow::Result<Speech> {
+    let spoken = |name: &str, index: usize| {
+        let (text, args) = sentence(index);
+        speech::speak_with_args(dir, name, text, &args)
+    };
+    let rate = speech::SAMPLE_RATE as f64;
+    let carol = spoken("carol", CAROL_SENTENCE)?;
+    let mut file = vec![0i16; (CAROL_LEAD_IN.as_secs_f64() * rate) as usize];
+    file.extend_from_slice(&carol);
+    file.extend(std::iter::repeat_n(0i16, rate as usize));
+    let carol_wav = dir.join("carol-microphone.wav");
+    audio::write_wav(&carol_wav, &file)?;
+    let silence_wav = dir.join("silence.wav");
+    audio::write_wav(&silence_wav, &vec![0i16; rate as usize])?;
+    Ok(Speech {
+        carol_wav,
+        carol_seconds: speech::duration_of(&carol).as_secs_f64(),
+        silence_wav,
+        alice: spoken("alice", ALICE_SENTENCE)?,
+        bob: spoken("bob", BOB_SENTENCE)?,
+    })
+}
+
+/// A Chromium whose fake microphone plays `wav` (once, or `looped`), allowed to use it on the SFU's
+/// plain-HTTP bridge address, and a tab in it.
+async fn browser(
+    binary: &Path,
+    origin: &str,
+    wav: &Path,
+    looped: bool,
+) -> anyhow::Result<(Chromium, Page)> {
+    let options = LaunchOptions {
+        microphone: Microphone::Wav {
+            path: wav.to_owned(),
+            looped,
+        },
+        secure_origins: vec![origin.to_owned()],
+    };
+    let chromium = Chromium::launch_with(binary, &options).await?;
+    let page = chromium.new_page().await?;
+    Ok((chromium, page))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn captions_of_a_browser_and_two_library_speakers_show_in_another_page() {
+    let test = "captions_of_a_browser_and_two_library_speakers_show_in_another_page";
+    let Some(binary) = chromium_or_skip(test) else {
+        return;
+    };
+    let _serial = serial().await;
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let speech = make_speech(dir.path()).expect("test speech (espeak-ng, sox)");
+    let settings = OffloaderSettings {
+        transcribing_image: IMAGE.to_owned(),
+        stop_grace_period: "120s".into(),
+        memory_mb: 2048,
+        max_duration: "600s".into(),
+        ..OffloaderSettings::default()
+    };
+    let stack = CallStack::start(
+        "transcriber",
+        "captions-browser",
+        SECRET,
+        CALL,
+        settings,
+        "browser",
+    )
+    .await
+    .expect("the SFU and the offloader start");
+    let job = stack
+        .live_captions_job("tiny.en")
+        .await
+        .expect("the transcribing job is created");
+    let origin = stack.sfu.http_url();
+    // Both browsers start while the transcriber's container starts.
+    let (joined, carol_browser, dave_browser) = tokio::join!(
+        wait_joined(&stack.client, &job),
+        browser(&binary, &origin, &speech.carol_wav, false),
+        browser(&binary, &origin, &speech.silence_wav, true),
+    );
+    joined.expect("the transcriber joins the call");
+    let (carol_chromium, carol_page) = carol_browser.expect("Carol's Chromium starts");
+    let (dave_chromium, dave_page) = dave_browser.expect("Dave's Chromium starts");
+
+    let outcome = async {
+        let (observed, speakers) = run_call(&stack, &speech, &carol_page, &dave_page).await?;
+        let stop = stack.client.stop(&job.id).await?;
+        anyhow::ensure!(stop.status.is_success(), "{} {}", stop.status, stop.text());
+        let done = stack
+            .client
+            .wait_final(&job.id, Duration::from_secs(120))
+            .await?;
+        anyhow::ensure!(done.state == JobState::Succeeded, "the job ended {done:?}");
+        check(&observed, &speakers)
+    }
+    .await;
+    if let Err(error) = outcome {
+        fail(
+            error,
+            &stack,
+            &job,
+            [(&carol_page, &carol_chromium), (&dave_page, &dave_chromium)],
+        )
+        .await;
+    }
+    drop((carol_page, carol_chromium, dave_page, dave_chromium));
+    stack.sfu.shutdown().await;
+    println!(
+        "{test} took {:.1} s (load average {})",
+        started.elapsed().as_secs_f64(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}
+
+/// Fails the test with `error`, what both pages and browsers said and the transcriber's logs.
+async fn fail(
+    error: anyhow::Error,
+    stack: &CallStack,
+    job: &Job,
+    pages: [(&Page, &Chromium); 2],
+) -> ! {
+    let mut report = String::new();
+    for ((page, chromium), whose) in pages.into_iter().zip([CAROL, DAVE]) {
+        report.push_str(&format!(
+            "\n=== {whose} ===\n{}",
+            demo::report(page, chromium).await
+        ));
+    }
+    let logs = stack.client.logs(&job.id).await.unwrap_or_default();
+    let tail: Vec<&str> = logs.lines().rev().take(80).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    panic!(
+        "{error:#}\n{report}\n=== transcriber logs (tail) ===\n{}",
+        tail.join("\n")
+    );
+}
+
+/// Dave's page and then Carol's join, Alice and Bob join with the library; Carol's file plays her
+/// sentence, Alice and Bob speak theirs, and Dave's page is read until everybody was quiet for a while.
+async fn run_call(
+    stack: &CallStack,
+    speech: &Speech,
+    carol_page: &Page,
+    dave_page: &Page,
+) -> anyhow::Result<(Observed, Vec<Speaker>)> {
+    let alice = stack.join("Alice").await?;
+    let bob = stack.join("Bob").await?;
+    let base = stack.sfu.http_url();
+    let dave = demo::join(
+        dave_page,
+        &base,
+        &stack.token(DAVE, calls_participant::Role::Participant),
+    )
+    .await
+    .context("Dave's page joins")?;
+    let carol = demo::join(
+        carol_page,
+        &base,
+        &stack.token(CAROL, calls_participant::Role::Participant),
+    )
+    .await
+    .context("Carol's page joins")?;
+    let t0 = carol.clicked_at;
+    let took = t0.elapsed();
+    anyhow::ensure!(
+        took + Duration::from_secs(1) < CAROL_LEAD_IN,
+        "Carol's page needed {took:?} to join: her sentence may have started before her audio reached \
+         the call (CAROL_LEAD_IN is {CAROL_LEAD_IN:?})"
+    );
+    let carol_starts = t0 + CAROL_LEAD_IN;
+    let carol_ends = carol_starts + Duration::from_secs_f64(speech.carol_seconds);
+    let bob_seconds = speech::duration_of(&speech.bob);
+    let watch_until = t0 + BOB_AT + bob_seconds + QUIET_AFTER;
+
+    let (observed, spoken) = tokio::join!(watch(dave_page, watch_until), async {
+        let alice_spoke = speak_at(&alice, &speech.alice, t0 + ALICE_AT).await?;
+        let bob_spoke = speak_at(&bob, &speech.bob, t0 + BOB_AT).await?;
+        anyhow::Ok((alice_spoke, bob_spoke))
+    });
+    let (alice_spoke, bob_spoke) = spoken?;
+    let observed = observed?;
+    let speakers = vec![
+        Speaker {
+            name: CAROL,
+            session: carol.session_id,
+            sentence: sentence(CAROL_SENTENCE).0,
+            spoke: (carol_starts, carol_ends),
+        },
+        Speaker {
+            name: "Alice",
+            session: alice.session_id().to_owned(),
+            sentence: sentence(ALICE_SENTENCE).0,
+            spoke: alice_spoke,
+        },
+        Speaker {
+            name: "Bob",
+            session: bob.session_id().to_owned(),
+            sentence: sentence(BOB_SENTENCE).0,
+            spoke: bob_spoke,
+        },
+    ];
+    print_timeline(&observed, &speakers, t0, &dave.session_id);
+    alice.leave().await?;
+    bob.leave().await?;
+    Ok((observed, speakers))
+}
+
+/// `who` sends `pcm` from `at`; returns when it started and ended.
+async fn speak_at(
+    who: &Participant,
+    pcm: &[i16],
+    at: Instant,
+) -> anyhow::Result<(Instant, Instant)> {
+    tokio::time::sleep_until(at).await;
+    let start = Instant::now();
+    who.send_voice(pcm.to_vec()).await??;
+    Ok((start, Instant::now()))
+}
+
+/// Reads `page`'s captions every [`SAMPLE_EVERY`] until `until`.
+async fn watch(page: &Page, until: Instant) -> anyhow::Result<Observed> {
+    let mut observed = Observed::default();
+    while Instant::now() < until {
+        let at = Instant::now();
+        let value = page.evaluate(READ_CAPTIONS).await?;
+        let snapshot: Snapshot = serde_json::from_value(value.clone())
+            .with_context(|| format!("the page's captions: {value}"))?;
+        observed.record(at, snapshot);
+        tokio::time::sleep_until(at + SAMPLE_EVERY).await;
+    }
+    Ok(observed)
+}
+
+/// Prints every line's states (seconds after Carol's page pressed Join) and each speaker's interval.
+fn print_timeline(observed: &Observed, speakers: &[Speaker], t0: Instant, dave: &str) {
+    let at = |i: Instant| i.saturating_duration_since(t0).as_secs_f64();
+    for speaker in speakers {
+        println!(
+            "{} ({}) spoke {:.2}..{:.2} s: {:?}",
+            speaker.name,
+            speaker.session,
+            at(speaker.spoke.0),
+            at(speaker.spoke.1),
+            speaker.sentence
+        );
+    }
+    println!("Dave's page is session {dave}");
+    for (id, states) in &observed.lines {
+        for (seen, line) in states {
+            println!(
+                "{:6.2} s {id} {}{}{:?} + {:?}",
+                at(*seen),
+                if line.is_final {
+                    "final   "
+                } else {
+                    "partial "
+                },
+                line.who,
+                line.text,
+                line.tail
+            );
+        }
+    }
+}
+
+/// Seconds from `from` to `to`, negative when `to` is earlier.
+fn seconds_between(from: Instant, to: Instant) -> f64 {
+    match to.checked_duration_since(from) {
+        Some(after) => after.as_secs_f64(),
+        None => -from.duration_since(to).as_secs_f64(),
+    }
+}
+
+/// What Dave's page must have shown.
+fn check(observed: &Observed, speakers: &[Speaker]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !observed.lines.is_empty(),
+        "Dave's page showed no caption at all"
+    );
+    for (id, states) in &observed.lines {
+        let (first_seen, first) = &states[0];
+        let (_, last) = states.last().expect("a recorded line has a state");
+        let Some(speaker) = speakers.iter().find(|s| s.session == first.session) else {
+            anyhow::bail!(
+                "a caption line for someone who never spoke (session {}): {states:?}",
+                first.session
+            );
+        };
+        anyhow::ensure!(
+            states.iter().all(
+                |(_, l)| l.who == format!("{}: ", speaker.name) && l.session == speaker.session
+            ),
+            "caption {id} is not attributed to {} throughout: {states:?}",
+            speaker.name
+        );
+        let (from, to) = speaker.spoke;
+        anyhow::ensure!(
+            *first_seen + Duration::from_millis(500) >= from && *first_seen <= to + LATEST_LINE,
+            "caption {id} of {} appeared {:.2} s after their sentence started (it lasted {:.2} s): a caption of \
+             silence? {states:?}",
+            speaker.name,
+            seconds_between(from, *first_seen),
+            seconds_between(from, to)
+        );
+        anyhow::ensure!(
+            last.is_final && !last.partial && last.tail.is_empty(),
+            "caption {id} never became final: {states:?}"
+        );
+        let final_at = states
+            .iter()
+            .position(|(_, l)| l.is_final)
+            .expect("the last state is final");
+        anyhow::ensure!(
+            states[final_at..].iter().all(|(_, l)| l == last),
+            "caption {id} changed after it was final: {states:?}"
+        );
+    }
+    for speaker in speakers {
+        let finals: Vec<&Line> = observed
+            .lines
+            .values()
+            .filter_map(|states| states.last().map(|(_, line)| line))
+            .filter(|line| line.session == speaker.session)
+            .collect();
+        let text = finals
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let wer = word_error_rate(speaker.sentence, &text);
+        // When the page first showed each of the speaker's lines final, after the sentence ended.
+        let final_after: Vec<String> = observed
+            .lines
+            .values()
+            .filter(|states| states[0].1.session == speaker.session)
+            .filter_map(|states| states.iter().find(|(_, l)| l.is_final))
+            .map(|(seen, _)| format!("{:.2} s", seconds_between(speaker.spoke.1, *seen)))
+            .collect();
+        let partials = observed
+            .lines
+            .values()
+            .flatten()
+            .filter(|(_, l)| l.session == speaker.session && l.partial)
+            .count();
+        println!(
+            "{}: WER {:.0} % — {text:?}; {} line(s), final {} after the sentence ended; {partials} partial state(s) seen",
+            speaker.name,
+            wer * 100.0,
+            finals.len(),
+            final_after.join(", ")
+        );
+        anyhow::ensure!(
+            !finals.is_empty(),
+            "no caption of {}'s sentence {:?}",
+            speaker.name,
+            speaker.sentence
+        );
+        anyhow::ensure!(
+            wer <= 0.30,
+            "{}'s captions {text:?} for {:?}: WER {:.0} %",
+            speaker.name,
+            speaker.sentence,
+            wer * 100.0
+        );
+        let said = observed
+            .under_names
+            .iter()
+            .find(|item| item.session == speaker.session)
+            .and_then(|item| item.said.clone());
+        anyhow::ensure!(
+            said.as_deref()
+                .is_some_and(|said| finals.iter().any(|l| l.text == said)),
+            "under {}'s name the page shows {said:?}, not one of their final captions",
+            speaker.name
+        );
+    }
+    Ok(())
+}
