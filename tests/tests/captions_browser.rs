@@ -192,6 +192,8 @@ async fn captions_of_a_browser_and_two_library_speakers_show_in_another_page() {
     };
     let _serial = serial().await;
     let started = std::time::Instant::now();
+    // Where the time goes, for the test's wall time in tests/README.md.
+    let phase = |what: &str| println!("{:6.1} s {what}", started.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().expect("a temporary directory");
     let speech = make_speech(dir.path()).expect("test speech (espeak-ng, sox)");
     let settings = OffloaderSettings {
@@ -211,6 +213,7 @@ async fn captions_of_a_browser_and_two_library_speakers_show_in_another_page() {
     )
     .await
     .expect("the SFU and the offloader start");
+    phase("SFU and offloader started (transcriber image current)");
     let job = stack
         .live_captions_job("tiny.en")
         .await
@@ -225,9 +228,12 @@ async fn captions_of_a_browser_and_two_library_speakers_show_in_another_page() {
     joined.expect("the transcriber joins the call");
     let (carol_chromium, carol_page) = carol_browser.expect("Carol's Chromium starts");
     let (dave_chromium, dave_page) = dave_browser.expect("Dave's Chromium starts");
+    phase("the transcriber joined, both browsers started");
 
     let outcome = async {
         let (observed, speakers) = run_call(&stack, &speech, &carol_page, &dave_page).await?;
+        phase("the call is over");
+        check(&observed, &speakers)?;
         let stop = stack.client.stop(&job.id).await?;
         anyhow::ensure!(stop.status.is_success(), "{} {}", stop.status, stop.text());
         let done = stack
@@ -235,7 +241,8 @@ async fn captions_of_a_browser_and_two_library_speakers_show_in_another_page() {
             .wait_final(&job.id, Duration::from_secs(120))
             .await?;
         anyhow::ensure!(done.state == JobState::Succeeded, "the job ended {done:?}");
-        check(&observed, &speakers)
+        phase("the job ended (post-call transcript made)");
+        Ok(())
     }
     .await;
     if let Err(error) = outcome {
@@ -391,7 +398,9 @@ fn print_timeline(observed: &Observed, speakers: &[Speaker], t0: Instant, dave: 
         );
     }
     println!("Dave's page is session {dave}");
-    for (id, states) in &observed.lines {
+    let mut lines: Vec<_> = observed.lines.iter().collect();
+    lines.sort_by_key(|(_, states)| states[0].0);
+    for (id, states) in lines {
         for (seen, line) in states {
             println!(
                 "{:6.2} s {id} {}{}{:?} + {:?}",

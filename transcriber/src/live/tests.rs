@@ -480,7 +480,11 @@ fn speech_after_a_pause_makes_its_text_a_partial_and_the_final_covers_everything
     }
     assert_eq!(pause_windows.len(), 1);
     assert_eq!(ms_of(pause_windows[0].samples.len()), 200 + 3000 + 150);
-    c.handle_result(pause_windows[0].id, "hello there everyone and welcome", 4700);
+    c.handle_result(
+        pause_windows[0].id,
+        "hello there everyone and welcome",
+        4700,
+    );
     let last = captions(&mut c).pop().expect("a final");
     assert!(last.is_final);
     assert_eq!(last.text.stable, "hello there everyone and welcome");
