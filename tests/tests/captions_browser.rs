@@ -100,8 +100,10 @@ struct Snapshot {
 }
 
 /// What Dave's page showed over time: every state of every line, when first seen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Observed {
+    /// When Carol's page pressed Join: times are shown relative to it.
+    t0: Instant,
     /// Caption id → the line's states, in the order seen.
     lines: BTreeMap<String, Vec<(Instant, Line)>>,
     /// The last reading of the participant list.
@@ -109,6 +111,43 @@ struct Observed {
 }
 
 impl Observed {
+    fn new(t0: Instant) -> Observed {
+        Observed {
+            t0,
+            lines: BTreeMap::new(),
+            under_names: Vec::new(),
+        }
+    }
+
+    /// `states` one per row: seconds after `t0`, partial or final, the line as shown.
+    fn show(&self, states: &[&(Instant, Line)]) -> String {
+        states
+            .iter()
+            .map(|(seen, line)| {
+                format!(
+                    "{:6.2} s {} {}{}{:?} + {:?}",
+                    seconds_between(self.t0, *seen),
+                    line.id,
+                    if line.is_final {
+                        "final   "
+                    } else {
+                        "partial "
+                    },
+                    line.who,
+                    line.text,
+                    line.tail
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every state of the line `id`, shown.
+    fn show_line(&self, id: &str) -> String {
+        let states: Vec<&(Instant, Line)> = self.lines[id].iter().collect();
+        format!("\n{}", self.show(&states))
+    }
+
     fn record(&mut self, at: Instant, snapshot: Snapshot) {
         for line in snapshot.lines {
             let states = self.lines.entry(line.id.clone()).or_default();
@@ -353,7 +392,7 @@ async fn run_call(
     ];
 
     // Until every sentence shows final (or a final is overdue: the checks say what is missing).
-    let mut observed = Observed::default();
+    let mut observed = Observed::new(t0);
     let (watched, spoken) = tokio::join!(
         watch(dave_page, &mut observed, |observed, now| {
             now >= bob_ends + LATEST_LINE
@@ -400,7 +439,7 @@ async fn run_call(
             spoke: bob_spoke,
         },
     ];
-    print_timeline(&observed, &speakers, t0, &dave.session_id);
+    print_timeline(&observed, &speakers, &dave.session_id);
     println!(
         "everybody silent from {:.2} s",
         seconds_between(t0, quiet_from)
@@ -442,8 +481,8 @@ async fn watch(
 }
 
 /// Prints every line's states (seconds after Carol's page pressed Join) and each speaker's interval.
-fn print_timeline(observed: &Observed, speakers: &[Speaker], t0: Instant, dave: &str) {
-    let at = |i: Instant| i.saturating_duration_since(t0).as_secs_f64();
+fn print_timeline(observed: &Observed, speakers: &[Speaker], dave: &str) {
+    let at = |i: Instant| seconds_between(observed.t0, i);
     for speaker in speakers {
         println!(
             "{} ({}) spoke {:.2}..{:.2} s: {:?}",
@@ -455,24 +494,9 @@ fn print_timeline(observed: &Observed, speakers: &[Speaker], t0: Instant, dave: 
         );
     }
     println!("Dave's page is session {dave}");
-    let mut lines: Vec<_> = observed.lines.iter().collect();
-    lines.sort_by_key(|(_, states)| states[0].0);
-    for (id, states) in lines {
-        for (seen, line) in states {
-            println!(
-                "{:6.2} s {id} {}{}{:?} + {:?}",
-                at(*seen),
-                if line.is_final {
-                    "final   "
-                } else {
-                    "partial "
-                },
-                line.who,
-                line.text,
-                line.tail
-            );
-        }
-    }
+    let mut states: Vec<&(Instant, Line)> = observed.lines.values().flatten().collect();
+    states.sort_by_key(|(seen, line)| (observed.lines[&line.id][0].0, *seen));
+    println!("{}", observed.show(&states));
 }
 
 /// Seconds from `from` to `to`, negative when `to` is earlier.
@@ -494,29 +518,33 @@ fn check(observed: &Observed, speakers: &[Speaker], quiet_from: Instant) -> anyh
         let (_, last) = states.last().expect("a recorded line has a state");
         let Some(speaker) = speakers.iter().find(|s| s.session == first.session) else {
             anyhow::bail!(
-                "a caption line for someone who never spoke (session {}): {states:?}",
-                first.session
+                "a caption line for someone who never spoke (session {}):{}",
+                first.session,
+                observed.show_line(id)
             );
         };
         anyhow::ensure!(
             states.iter().all(
                 |(_, l)| l.who == format!("{}: ", speaker.name) && l.session == speaker.session
             ),
-            "caption {id} is not attributed to {} throughout: {states:?}",
-            speaker.name
+            "caption {id} is not attributed to {} throughout:{}",
+            speaker.name,
+            observed.show_line(id)
         );
         let (from, to) = speaker.spoke;
         anyhow::ensure!(
             *first_seen + Duration::from_millis(500) >= from && *first_seen <= to + LATEST_LINE,
             "caption {id} of {} appeared {:.2} s after their sentence started (it lasted {:.2} s): a caption of \
-             silence? {states:?}",
+             silence?{}",
             speaker.name,
             seconds_between(from, *first_seen),
-            seconds_between(from, to)
+            seconds_between(from, to),
+            observed.show_line(id)
         );
         anyhow::ensure!(
             last.is_final && !last.partial && last.tail.is_empty(),
-            "caption {id} never became final: {states:?}"
+            "caption {id} never became final:{}",
+            observed.show_line(id)
         );
         let final_at = states
             .iter()
@@ -524,7 +552,8 @@ fn check(observed: &Observed, speakers: &[Speaker], quiet_from: Instant) -> anyh
             .expect("the last state is final");
         anyhow::ensure!(
             states[final_at..].iter().all(|(_, l)| l == last),
-            "caption {id} changed after it was final: {states:?}"
+            "caption {id} changed after it was final:{}",
+            observed.show_line(id)
         );
     }
     let during_silence: Vec<&(Instant, Line)> = observed
@@ -535,7 +564,9 @@ fn check(observed: &Observed, speakers: &[Speaker], quiet_from: Instant) -> anyh
         .collect();
     anyhow::ensure!(
         during_silence.is_empty(),
-        "the captions changed while everybody was silent: {during_silence:?}"
+        "the captions changed while everybody was silent (from {:.2} s):\n{}",
+        seconds_between(observed.t0, quiet_from),
+        observed.show(&during_silence)
     );
     for speaker in speakers {
         let finals: Vec<&Line> = observed
