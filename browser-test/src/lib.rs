@@ -1,9 +1,10 @@
 //! Real-browser test support, shared by the SFU's browser tests (`sfu/tests/browser.rs`) and the
 //! end-to-end tests (`tests/`): [`cdp`] drives headless Chromium over the DevTools protocol, [`demo`]
-//! uses the SFU's demo page as a person would (join with a token, read its log), and
-//! [`chromium_or_skip`] finds the browser — or says why a test is skipped on a developer machine
-//! without one, while under CI a missing browser fails the test.
+//! uses the SFU's demo page as a person would (join with a token, read its log), [`captions`] reads
+//! the page's live captions over time, and [`chromium_or_skip`] finds the browser — or says why a
+//! test is skipped on a developer machine without one, while under CI a missing browser fails the test.
 
+pub mod captions;
 pub mod cdp;
 pub mod demo;
 

@@ -13,11 +13,11 @@
 //! silence for a while. Skipped, with a message, when Chromium is not installed (a failure under
 //! `CI=true`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use calls_browser_test::captions::{self, seconds_between, Timeline};
 use calls_browser_test::{chromium_or_skip, demo, Chromium, LaunchOptions, Microphone, Page};
 use calls_e2e::call::{wait_joined, CallStack};
 use calls_e2e::offloader::{serial, OffloaderSettings};
@@ -25,7 +25,6 @@ use calls_e2e::speech;
 use calls_participant::{audio, Participant};
 use calls_protocol::jobs::{Job, JobState};
 use calls_transcriber::evaluation::{self, word_error_rate};
-use serde::Deserialize;
 use tokio::time::Instant;
 
 const SECRET: &str = "captions-browser-token-secret-0123456789abcdef";
@@ -54,124 +53,6 @@ const QUIET: Duration = Duration::from_secs(8);
 const LATEST_LINE: Duration = Duration::from_millis(10_500);
 /// How often Dave's page is read.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-
-/// Every caption line of the page and the latest words under each participant's name.
-const READ_CAPTIONS: &str = r##"({
-  lines: [...document.querySelectorAll("#captions .caption")].map((line) => ({
-    id: line.dataset.captionId,
-    session: line.dataset.session,
-    who: line.querySelector("b") ? line.querySelector("b").textContent : "",
-    text: line.querySelector(".stable") ? line.querySelector(".stable").textContent : "",
-    tail: line.querySelector(".tail") ? line.querySelector(".tail").textContent : "",
-    final: line.dataset.final === "1",
-    partial: line.classList.contains("partial"),
-  })),
-  under_names: [...document.querySelectorAll("#participants li[data-session]")].map((item) => ({
-    session: item.dataset.session,
-    said: item.querySelector(".live-caption") ? item.querySelector(".live-caption").textContent : null,
-  })),
-})"##;
-
-/// One caption line as the page shows it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-struct Line {
-    id: String,
-    session: String,
-    /// The speaker's name as shown, `"Name: "`.
-    who: String,
-    text: String,
-    /// The tentative words of a partial (shown lighter), with a leading space.
-    tail: String,
-    #[serde(rename = "final")]
-    is_final: bool,
-    partial: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct UnderName {
-    session: String,
-    said: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Snapshot {
-    lines: Vec<Line>,
-    under_names: Vec<UnderName>,
-}
-
-/// What Dave's page showed over time: every state of every line, when first seen.
-#[derive(Debug)]
-struct Observed {
-    /// When Carol's page pressed Join: times are shown relative to it.
-    t0: Instant,
-    /// Caption id → the line's states, in the order seen.
-    lines: BTreeMap<String, Vec<(Instant, Line)>>,
-    /// The last reading of the participant list.
-    under_names: Vec<UnderName>,
-}
-
-impl Observed {
-    fn new(t0: Instant) -> Observed {
-        Observed {
-            t0,
-            lines: BTreeMap::new(),
-            under_names: Vec::new(),
-        }
-    }
-
-    /// `states` one per row: seconds after `t0`, partial or final, the line as shown.
-    fn show(&self, states: &[&(Instant, Line)]) -> String {
-        states
-            .iter()
-            .map(|(seen, line)| {
-                format!(
-                    "{:6.2} s {} {}{}{:?} + {:?}",
-                    seconds_between(self.t0, *seen),
-                    line.id,
-                    if line.is_final {
-                        "final   "
-                    } else {
-                        "partial "
-                    },
-                    line.who,
-                    line.text,
-                    line.tail
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Every state of the line `id`, shown.
-    fn show_line(&self, id: &str) -> String {
-        let states: Vec<&(Instant, Line)> = self.lines[id].iter().collect();
-        format!("\n{}", self.show(&states))
-    }
-
-    fn record(&mut self, at: Instant, snapshot: Snapshot) {
-        for line in snapshot.lines {
-            let states = self.lines.entry(line.id.clone()).or_default();
-            if states.last().is_none_or(|(_, last)| *last != line) {
-                states.push((at, line));
-            }
-        }
-        self.under_names = snapshot.under_names;
-    }
-
-    /// Whether every line shown is final.
-    fn all_final(&self) -> bool {
-        self.lines
-            .values()
-            .all(|states| states.last().is_some_and(|(_, line)| line.is_final))
-    }
-
-    /// Whether a line of `session` was shown.
-    fn has_line_of(&self, session: &str) -> bool {
-        self.lines
-            .values()
-            .any(|states| states[0].1.session == session)
-    }
-}
 
 /// Someone who speaks in the call.
 struct Speaker {
@@ -352,7 +233,7 @@ async fn run_call(
     speech: &Speech,
     carol_page: &Page,
     dave_page: &Page,
-) -> anyhow::Result<(Observed, Vec<Speaker>, Instant)> {
+) -> anyhow::Result<(Timeline, Vec<Speaker>, Instant)> {
     let alice = stack.join("Alice").await?;
     let bob = stack.join("Bob").await?;
     let base = stack.sfu.http_url();
@@ -392,9 +273,9 @@ async fn run_call(
     ];
 
     // Until every sentence shows final (or a final is overdue: the checks say what is missing).
-    let mut observed = Observed::new(t0);
+    let mut observed = Timeline::new(t0);
     let (watched, spoken) = tokio::join!(
-        watch(dave_page, &mut observed, |observed, now| {
+        captions::watch(dave_page, &mut observed, SAMPLE_EVERY, |observed, now| {
             now >= bob_ends + LATEST_LINE
                 || (now >= bob_ends
                     && observed.all_final()
@@ -412,7 +293,9 @@ async fn run_call(
     let quiet_from = Instant::now();
     let silence = vec![0i16; (QUIET.as_secs_f64() * f64::from(speech::SAMPLE_RATE)) as usize];
     let (watched, alice_silent, bob_silent) = tokio::join!(
-        watch(dave_page, &mut observed, |_, now| now >= quiet_from + QUIET),
+        captions::watch(dave_page, &mut observed, SAMPLE_EVERY, |_, now| {
+            now >= quiet_from + QUIET
+        }),
         alice.send_voice(silence.clone()),
         bob.send_voice(silence),
     );
@@ -461,27 +344,8 @@ async fn speak_at(
     Ok((start, Instant::now()))
 }
 
-/// Reads `page`'s captions into `observed` every [`SAMPLE_EVERY`] until `done(observed, now)`.
-async fn watch(
-    page: &Page,
-    observed: &mut Observed,
-    done: impl Fn(&Observed, Instant) -> bool,
-) -> anyhow::Result<()> {
-    loop {
-        let now = Instant::now();
-        if done(observed, now) {
-            return Ok(());
-        }
-        let value = page.evaluate(READ_CAPTIONS).await?;
-        let snapshot: Snapshot = serde_json::from_value(value.clone())
-            .with_context(|| format!("the page's captions: {value}"))?;
-        observed.record(now, snapshot);
-        tokio::time::sleep_until(now + SAMPLE_EVERY).await;
-    }
-}
-
 /// Prints every line's states (seconds after Carol's page pressed Join) and each speaker's interval.
-fn print_timeline(observed: &Observed, speakers: &[Speaker], dave: &str) {
+fn print_timeline(observed: &Timeline, speakers: &[Speaker], dave: &str) {
     let at = |i: Instant| seconds_between(observed.t0, i);
     for speaker in speakers {
         println!(
@@ -494,21 +358,11 @@ fn print_timeline(observed: &Observed, speakers: &[Speaker], dave: &str) {
         );
     }
     println!("Dave's page is session {dave}");
-    let mut states: Vec<&(Instant, Line)> = observed.lines.values().flatten().collect();
-    states.sort_by_key(|(seen, line)| (observed.lines[&line.id][0].0, *seen));
-    println!("{}", observed.show(&states));
-}
-
-/// Seconds from `from` to `to`, negative when `to` is earlier.
-fn seconds_between(from: Instant, to: Instant) -> f64 {
-    match to.checked_duration_since(from) {
-        Some(after) => after.as_secs_f64(),
-        None => -from.duration_since(to).as_secs_f64(),
-    }
+    println!("{}", observed.show_all());
 }
 
 /// What Dave's page must have shown; everybody was silent from `quiet_from`.
-fn check(observed: &Observed, speakers: &[Speaker], quiet_from: Instant) -> anyhow::Result<()> {
+fn check(observed: &Timeline, speakers: &[Speaker], quiet_from: Instant) -> anyhow::Result<()> {
     anyhow::ensure!(
         !observed.lines.is_empty(),
         "Dave's page showed no caption at all"
@@ -556,7 +410,7 @@ fn check(observed: &Observed, speakers: &[Speaker], quiet_from: Instant) -> anyh
             observed.show_line(id)
         );
     }
-    let during_silence: Vec<&(Instant, Line)> = observed
+    let during_silence: Vec<&(Instant, captions::Line)> = observed
         .lines
         .values()
         .flatten()
@@ -569,7 +423,7 @@ fn check(observed: &Observed, speakers: &[Speaker], quiet_from: Instant) -> anyh
         observed.show(&during_silence)
     );
     for speaker in speakers {
-        let finals: Vec<&Line> = observed
+        let finals: Vec<&captions::Line> = observed
             .lines
             .values()
             .filter_map(|states| states.last().map(|(_, line)| line))
