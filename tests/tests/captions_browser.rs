@@ -41,7 +41,8 @@ const BOB_SENTENCE: usize = 6;
 /// Silence at the start of Carol's microphone file. Her page opens the microphone when Join is
 /// pressed; it must be in the call, and the transcriber receiving its audio, before she speaks.
 const CAROL_LEAD_IN: Duration = Duration::from_secs(6);
-/// When Alice and Bob start speaking, after Carol's page pressed Join (her sentence ends ≈ 10.5 s after it).
+/// When Alice and Bob start speaking, after Carol's page pressed Join (her sentence ends ≈ 10.5 s
+/// after it).
 const ALICE_AT: Duration = Duration::from_secs(12);
 const BOB_AT: Duration = Duration::from_secs(18);
 /// Once every sentence shows final, everybody is silent for this long — the browsers' microphones play
