@@ -6,20 +6,17 @@
 //! mute event, and a caption published by a bot must show up in the page. A second test shares
 //! the page's fake screen alone for a few seconds, so that its first keyframe goes to nobody;
 //! a client that joins later can decode the share only if the SFU relays its keyframe request
-//! to the browser. Both are skipped, with a message, when no `chromium` binary is installed.
+//! to the browser. Both are skipped, with a message, when no `chromium` binary is installed (and
+//! fail instead under CI). The DevTools client is the shared `calls-browser-test` crate.
 mod common;
 
-#[path = "browser/cdp.rs"]
-mod cdp;
 #[path = "browser/tone.rs"]
 mod tone;
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use calls_browser_test::{chromium_or_skip, demo, js_string, Chromium, Page};
 use calls_participant::{Caption, Event, JoinOptions, Participant, Role, TrackKind};
-use cdp::{Chromium, Page};
 use common::*;
 use serde_json::Value;
 
@@ -34,32 +31,9 @@ const BEEP_TOLERANCE: f64 = 0.015;
 /// One Chromium at a time: the tests share two busy cores, and the beep clock suffers otherwise.
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The Chromium binary, or `None` after saying on stderr why `test` is skipped.
-fn chromium_or_skip(test: &str) -> Option<PathBuf> {
-    let binary = cdp::find_chromium();
-    if binary.is_none() {
-        // Written to stderr directly, so that the harness's output capture does not hide it.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: no `chromium` on PATH \
-             (apt-get install chromium, or run scripts/install-deps.sh)"
-        );
-    }
-    binary
-}
-
 /// Fails the test with `error` and what the page and Chromium logged.
 async fn fail_with_logs(error: anyhow::Error, page: &Page, chromium: &Chromium) -> ! {
-    let page_log = page
-        .evaluate("document.getElementById('log').textContent")
-        .await
-        .unwrap_or_default();
-    panic!(
-        "{error:#}\n--- page log ---\n{}\n--- console ---\n{}\n--- chromium stderr ---\n{}",
-        page_log.as_str().unwrap_or(""),
-        page.console(),
-        chromium.stderr_tail()
-    );
+    panic!("{error:#}\n{}", demo::report(page, chromium).await);
 }
 
 /// A user opens the page, pastes a token for `name` in `call` and presses Join; returns the
@@ -70,33 +44,8 @@ async fn join_page(
     call: &str,
     name: &str,
 ) -> anyhow::Result<String> {
-    page.navigate(&format!("{}/", sfu.http_url())).await?;
     let token = token(call, name, Role::Participant);
-    page.evaluate(&format!(
-        "document.getElementById('token').value = {}; document.getElementById('join').click(); true",
-        js_string(&token)
-    ))
-    .await?;
-    let session = page
-        .wait_for(
-            "the page's media connection",
-            "state.pc && state.pc.connectionState === 'connected' && state.sessionId",
-            Duration::from_secs(20),
-        )
-        .await?;
-    let status = page
-        .evaluate("document.getElementById('status').textContent")
-        .await?;
-    anyhow::ensure!(
-        status.as_str().is_some_and(|s| s.starts_with("in call")),
-        "page status {status}"
-    );
-    Ok(session.as_str().unwrap_or_default().to_string())
-}
-
-/// A JavaScript string literal for `text`.
-fn js_string(text: &str) -> String {
-    serde_json::to_string(text).expect("a string always serialises")
+    Ok(demo::join(page, &sfu.http_url(), &token).await?.session_id)
 }
 
 /// Audio the page receives from `owner`: the inbound-rtp stats of the track its `<audio>`

@@ -1,15 +1,17 @@
 //! A call for the job end-to-end tests (recorder, transcriber): an in-process SFU and the real
 //! `calls-offloader` binary, both on the Docker bridge address (where job containers reach the host),
 //! an API client registered with the offloader, join tokens for the call, and participants that join
-//! over the bridge.
+//! over the bridge; and the transcribing job with live captions that the caption tests start.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use calls_participant::{JoinOptions, Participant, Role};
-use calls_protocol::jobs::Job;
+use calls_protocol::jobs::{CreateJobRequest, Job, JobType};
 use calls_sfu::RunningSfu;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::client::Client;
@@ -90,6 +92,33 @@ impl CallStack {
         .await?;
         participant.wait_connected(Duration::from_secs(10)).await?;
         Ok(participant)
+    }
+
+    /// Starts a transcribing job on the call with live captions on `live_model` (tiny.en for the
+    /// post-call transcript, English; the live windows' debug lines in its logs). Its bot is called
+    /// "Transcriber".
+    pub async fn live_captions_job(&self, live_model: &str) -> anyhow::Result<Job> {
+        let input_data: BTreeMap<String, Value> = [
+            ("call_id", json!(self.call)),
+            ("sfu_url", json!(self.sfu.http_url())),
+            ("bot_token", json!(self.token("Transcriber", Role::Bot))),
+            ("live_captions", json!(true)),
+            ("live_model", json!(live_model)),
+            ("model", json!("tiny.en")),
+            ("language", json!("en")),
+            ("rust_log", json!("info,calls_transcriber::live_job=debug")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        self.client
+            .create_job(&CreateJobRequest {
+                job_type: JobType::Transcribing,
+                runner: None,
+                max_duration_sec: None,
+                input_data,
+            })
+            .await
     }
 }
 

@@ -7,19 +7,18 @@
 //! produced, and the offloader's `/metrics` carries the live-caption series of the job.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
-use calls_e2e::client::Client;
-use calls_e2e::offloader::{bin_dir, serial, Offloader, OffloaderSettings};
+use anyhow::Context;
+use calls_e2e::call::{wait_joined, CallStack};
+use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::{docker, speech};
-use calls_participant::{Event, JoinOptions, Participant, Role};
-use calls_protocol::jobs::{CreateJobRequest, Job, JobState, JobType};
+use calls_participant::{Event, Participant};
+use calls_protocol::jobs::JobState;
 use calls_protocol::signalling::Caption;
 use calls_transcriber::evaluation::{self, word_error_rate};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 
 const SECRET: &str = "captions-e2e-token-secret-0123456789abcdef";
@@ -45,69 +44,24 @@ const SCRIPT: [(&str, &str, f64, &str); 2] = [
 const NOISE_FROM: f64 = 13.0;
 const NOISE_SECONDS: f64 = 8.0;
 
-fn token(name: &str, role: Role) -> String {
-    calls_sfu::token::mint(
-        SECRET.as_bytes(),
-        CALL,
-        name,
-        role,
-        Duration::from_secs(600),
-        SystemTime::now(),
-    )
-    .expect("a token mints from a valid secret")
-}
-
-async fn join(
-    sfu: &calls_sfu::RunningSfu,
-    bridge: IpAddr,
-    name: &str,
-) -> anyhow::Result<Participant> {
-    let options = JoinOptions {
-        call_id: Some(CALL.to_owned()),
-        bind_ip: Some(bridge),
-        ..JoinOptions::default()
-    };
-    let mut participant =
-        Participant::join(&sfu.ws_url(), &token(name, Role::Participant), options).await?;
-    participant.wait_connected(Duration::from_secs(10)).await?;
-    Ok(participant)
-}
-
-struct Stack {
-    sfu: calls_sfu::RunningSfu,
-    offloader: Offloader,
-    client: Client,
-    bridge: IpAddr,
-}
-
 /// An SFU on the Docker bridge address and the real offloader running the transcriber image.
-async fn start_stack() -> anyhow::Result<Stack> {
-    docker::ensure_image(&bin_dir()?, "transcriber")?;
-    let bridge: IpAddr = docker::bridge_gateway()
-        .parse()
-        .context("the bridge gateway is an IP address")?;
-    let mut config = calls_sfu::Config::for_local_test(SECRET);
-    config.http_listen_address = SocketAddr::new(bridge, 0);
-    config.ice.host_addresses = vec![bridge];
-    let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
-    let offloader = Offloader::start(
+async fn start_stack() -> anyhow::Result<CallStack> {
+    let settings = OffloaderSettings {
+        transcribing_image: IMAGE.to_owned(),
+        stop_grace_period: "900s".into(),
+        memory_mb: 2048,
+        max_duration: "1200s".into(),
+        ..OffloaderSettings::default()
+    };
+    CallStack::start(
+        "transcriber",
         "captions",
-        OffloaderSettings {
-            transcribing_image: IMAGE.to_owned(),
-            stop_grace_period: "900s".into(),
-            memory_mb: 2048,
-            max_duration: "1200s".into(),
-            ..OffloaderSettings::default()
-        },
+        SECRET,
+        CALL,
+        settings,
+        "captions",
     )
-    .await?;
-    let client = offloader.register("captions").await?;
-    Ok(Stack {
-        sfu,
-        offloader,
-        client,
-        bridge,
-    })
+    .await
 }
 
 type Heard = Arc<Mutex<Vec<(Instant, Caption)>>>;
@@ -131,51 +85,6 @@ fn listen(mut listener: Participant) -> (Heard, tokio::task::JoinHandle<()>) {
     (heard, task)
 }
 
-/// A transcribing job with live captions on `live_model` (debug logs of the live windows included).
-async fn create_job(
-    client: &Client,
-    sfu: &calls_sfu::RunningSfu,
-    live_model: &str,
-) -> anyhow::Result<Job> {
-    let input_data: BTreeMap<String, Value> = [
-        ("call_id", json!(CALL)),
-        ("sfu_url", json!(sfu.http_url())),
-        ("bot_token", json!(token("Transcriber", Role::Bot))),
-        ("live_captions", json!(true)),
-        ("live_model", json!(live_model)),
-        ("model", json!("tiny.en")),
-        ("language", json!("en")),
-        ("rust_log", json!("info,calls_transcriber::live_job=debug")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    client
-        .create_job(&CreateJobRequest {
-            job_type: JobType::Transcribing,
-            runner: None,
-            max_duration_sec: None,
-            input_data,
-        })
-        .await
-}
-
-/// Waits until the transcriber reports that it joined (its call clock starts then).
-async fn wait_joined(client: &Client, job: &Job) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let view = client.job(&job.id).await?;
-        if view.progress.as_deref() == Some("joined the call") {
-            return Ok(Instant::now());
-        }
-        if view.state.is_final() || Instant::now() >= deadline {
-            let logs = client.logs(&job.id).await.unwrap_or_default();
-            bail!("the transcriber never reported joining: {view:?}\nits logs:\n{logs}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -193,17 +102,18 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
         })
         .collect::<anyhow::Result<_>>()?;
 
-    let Stack {
+    let stack = start_stack().await?;
+    let alice = stack.join("Alice").await?;
+    let bob = stack.join("Bob").await?;
+    let (heard, listening) = listen(stack.join("Listener").await?);
+    let job = stack.live_captions_job("tiny.en").await?;
+    let t0 = wait_joined(&stack.client, &job).await?;
+    let CallStack {
         sfu,
         offloader,
         client,
-        bridge,
-    } = start_stack().await?;
-    let alice = join(&sfu, bridge, "Alice").await?;
-    let bob = join(&sfu, bridge, "Bob").await?;
-    let (heard, listening) = listen(join(&sfu, bridge, "Listener").await?);
-    let job = create_job(&client, &sfu, "tiny.en").await?;
-    let t0 = wait_joined(&client, &job).await?;
+        ..
+    } = stack;
     let at = |s: f64| t0 + Duration::from_secs_f64(s);
 
     let mut ended_at = Vec::new();
@@ -404,20 +314,21 @@ async fn captions_bench() -> anyhow::Result<()> {
         }
         tracks.push((pcm, ends));
     }
-    let Stack {
-        sfu,
-        offloader,
-        client,
-        bridge,
-    } = start_stack().await?;
+    let stack = start_stack().await?;
     let names = ["Alice", "Bob", "Carol"];
     let mut people = Vec::new();
     for name in names {
-        people.push(join(&sfu, bridge, name).await?);
+        people.push(stack.join(name).await?);
     }
-    let (heard, listening) = listen(join(&sfu, bridge, "Listener").await?);
-    let job = create_job(&client, &sfu, &model).await?;
-    wait_joined(&client, &job).await?;
+    let (heard, listening) = listen(stack.join("Listener").await?);
+    let job = stack.live_captions_job(&model).await?;
+    wait_joined(&stack.client, &job).await?;
+    let CallStack {
+        sfu,
+        offloader,
+        client,
+        ..
+    } = stack;
     let cpu_before = container_cpu_seconds(&job.container_name);
     let started = Instant::now() + Duration::from_secs(1);
     tokio::time::sleep_until(started).await;

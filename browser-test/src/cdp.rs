@@ -1,7 +1,8 @@
 //! A minimal Chrome DevTools Protocol client for the browser tests: it launches headless Chromium
-//! with a fake microphone and a fake, auto-picked screen in its own process group, attaches to one page over the browser's
-//! DevTools WebSocket (flattened target sessions) and evaluates JavaScript there. Every wait is
-//! bounded, and dropping the [`Chromium`] handle kills the whole process group.
+//! with a fake microphone (a beeping tone, or a WAV file) and a fake, auto-picked screen in its own
+//! process group, attaches to pages over the browser's DevTools WebSocket (flattened target
+//! sessions) and evaluates JavaScript there. Every wait is bounded, and dropping the [`Chromium`]
+//! handle kills the whole process group.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -33,12 +34,46 @@ fn keep(lines: &Lines, line: String) {
     lines.push_back(line);
 }
 
-/// The `chromium` binary on `PATH`, if there is one.
-pub fn find_chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("chromium"))
-        .find(|candidate| candidate.is_file())
+/// What Chromium's fake microphone plays.
+#[derive(Debug, Clone, Default)]
+pub enum Microphone {
+    /// Chromium's own fake device: a 400 Hz beep every 500 ms.
+    #[default]
+    Beep,
+    /// A WAV file (PCM; Chromium resamples it to the capture rate), from its start each time a page
+    /// opens the microphone: once and then silence, or over and over when `looped`.
+    Wav { path: PathBuf, looped: bool },
+}
+
+/// How to start Chromium.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// What the fake microphone plays.
+    pub microphone: Microphone,
+    /// Plain-HTTP origins (`http://172.17.0.1:8080`) treated as secure, so that a page served on an
+    /// address other than localhost may still open the microphone (`getUserMedia` needs a secure context).
+    pub secure_origins: Vec<String>,
+}
+
+impl LaunchOptions {
+    /// The command-line flags these options add.
+    fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Microphone::Wav { path, looped } = &self.microphone {
+            let once = if *looped { "" } else { "%noloop" };
+            args.push(format!(
+                "--use-file-for-fake-audio-capture={}{once}",
+                path.display()
+            ));
+        }
+        if !self.secure_origins.is_empty() {
+            args.push(format!(
+                "--unsafely-treat-insecure-origin-as-secure={}",
+                self.secure_origins.join(",")
+            ));
+        }
+        args
+    }
 }
 
 /// A running headless Chromium and its DevTools connection.
@@ -60,6 +95,19 @@ impl Chromium {
     /// Starts Chromium with a fake, auto-granted microphone (a beeping tone) and screen (whose
     /// capture `getDisplayMedia` picks without asking) and connects to it.
     pub async fn launch(binary: &Path) -> Result<Chromium> {
+        Chromium::launch_with(binary, &LaunchOptions::default()).await
+    }
+
+    /// Like [`Chromium::launch`], with the microphone and secure origins of `options`.
+    pub async fn launch_with(binary: &Path, options: &LaunchOptions) -> Result<Chromium> {
+        if let Microphone::Wav { path, .. } = &options.microphone {
+            // Chromium plays silence, without a word, when it cannot read the file.
+            anyhow::ensure!(
+                path.is_file(),
+                "fake microphone file {} is missing",
+                path.display()
+            );
+        }
         let profile = tempfile::tempdir().context("temporary profile directory")?;
         let mut child = Command::new(binary)
             .args([
@@ -74,6 +122,7 @@ impl Chromium {
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])
+            .args(options.args())
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
