@@ -68,6 +68,28 @@ pub fn short_window_max_tokens(samples: usize) -> i32 {
     (10 + 6 * seconds).min(224) as i32
 }
 
+/// whisper.cpp's abort callback: the cancel flag's value. Called from whisper's compute threads.
+#[allow(unsafe_code)]
+unsafe extern "C" fn cancel_requested(flag: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `flag` is the `AtomicBool` of the `Arc` that `decode_cancellable` holds until whisper.cpp
+    // returns (see `set_cancel_flag`); an atomic may be read from any thread.
+    let flag = unsafe { &*(flag as *const AtomicBool) };
+    flag.load(Ordering::Relaxed)
+}
+
+/// Makes whisper.cpp stop a decode once `flag` is set. Not whisper-rs' `set_abort_callback_safe`: in
+/// whisper-rs 0.16 its trampoline reads the boxed closure as the wrong type, so the callback returned
+/// garbage and aborted about half of the live windows (whisper error -6) until this replaced it.
+#[allow(unsafe_code)]
+fn set_cancel_flag(params: &mut FullParams, flag: &Arc<AtomicBool>) {
+    // SAFETY: the pointer stays valid while whisper.cpp may call the callback: `decode_cancellable` owns
+    // a clone of the `Arc` until after `WhisperState::full` returns, and `params` is consumed by that call.
+    unsafe {
+        params.set_abort_callback(Some(cancel_requested));
+        params.set_abort_callback_user_data(Arc::as_ptr(flag) as *mut std::ffi::c_void);
+    }
+}
+
 /// One decoded segment, in milliseconds from the start of the buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawSegment {
@@ -217,8 +239,8 @@ impl Engine {
             params.set_temperature_inc(0.0);
             params.set_max_tokens(short_window_max_tokens(samples.len()));
         }
-        if let Some(flag) = cancel.clone() {
-            params.set_abort_callback_safe(move || flag.load(Ordering::Relaxed));
+        if let Some(flag) = &cancel {
+            set_cancel_flag(&mut params, flag);
         }
         params.set_print_special(false);
         params.set_print_progress(false);

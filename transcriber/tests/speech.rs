@@ -210,3 +210,40 @@ fn an_unknown_model_names_the_models_present() {
     );
     assert!(error.contains("tiny.en"), "{error}");
 }
+
+/// Live windows with their settings (`short_window`, one thread) and a cancel flag: every window left
+/// alone is transcribed (a broken abort callback failed about half of them), and a cancelled one stops
+/// with [`calls_transcriber::Error::Cancelled`].
+#[test]
+fn live_windows_are_transcribed_unless_cancelled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let path = models::live_model_path(&models::default_dir(), "tiny.en")
+        .expect("run `calls-transcriber models fetch tiny.en`");
+    let mut engine = Engine::load(&path).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let settings = DecodeSettings {
+        threads: 1,
+        single_segment: true,
+        no_context: true,
+        short_window: true,
+        ..DecodeSettings::default()
+    };
+    for (index, sentence) in SENTENCES.iter().take(6).enumerate() {
+        let clip = synthesize(sentence, VOICES[index % VOICES.len()], work.path()).unwrap();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let decoded = engine
+            .decode_cancellable(&clip, &settings, Some(Arc::clone(&cancel)))
+            .unwrap_or_else(|error| panic!("{sentence:?}: {error}"));
+        let text: Vec<&str> = decoded.segments.iter().map(|s| s.text.as_str()).collect();
+        let (errors, words) = word_errors(sentence, &text.join(" "));
+        assert!(errors * 3 <= words, "{sentence:?} heard as {text:?}");
+        cancel.store(true, Ordering::Relaxed);
+        let stopped = engine.decode_cancellable(&clip, &settings, Some(cancel));
+        assert!(
+            matches!(stopped, Err(calls_transcriber::Error::Cancelled)),
+            "{stopped:?}"
+        );
+    }
+}
