@@ -145,11 +145,15 @@ impl Roster {
         self.people.get(session_id).map(String::as_str)
     }
 
-    /// Their display names, sorted for a stable picture.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.people.values().cloned().collect();
-        names.sort();
-        names
+    /// Their session ids and display names, sorted by name (then session) for a stable picture.
+    pub fn people(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut people: Vec<(&str, &str)> = self
+            .people
+            .iter()
+            .map(|(session, name)| (session.as_str(), name.as_str()))
+            .collect();
+        people.sort_by_key(|&(session, name)| (name, session));
+        people.into_iter()
     }
 }
 
@@ -228,10 +232,23 @@ mod tests {
         ];
         let mut roster = Roster::new(&initial, "me");
         assert_eq!(roster.count(), 2);
-        assert_eq!(roster.names(), ["Adam", "Zoe"]);
+        let names = |roster: &Roster| {
+            roster
+                .people()
+                .map(|(_, name)| name.to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&roster), ["Adam", "Zoe"]);
         roster.handle_left("s1");
         roster.handle_joined(&info("s4", "Bea", Role::Participant));
-        assert_eq!(roster.names(), ["Adam", "Bea"]);
+        assert_eq!(names(&roster), ["Adam", "Bea"]);
+        assert_eq!(
+            roster
+                .people()
+                .map(|(session, _)| session)
+                .collect::<Vec<_>>(),
+            ["s2", "s4"]
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use calls_participant::{
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::backdrop::Person;
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::frame::I420Frame;
@@ -105,7 +106,7 @@ async fn record_and_upload(
     let mut lifecycle = Lifecycle::new(Duration::ZERO, config.alone_timeout);
     lifecycle.handle_participants(Duration::ZERO, roster.count());
     sender.send(MediaInput::Participants {
-        names: roster.names(),
+        people: people(&roster),
     });
     let mut tracks: Vec<JoinHandle<()>> = Vec::new();
     let mut tick = tokio::time::interval(TICK);
@@ -143,12 +144,12 @@ async fn record_and_upload(
                 Some(Event::ParticipantJoined(info)) => {
                     roster.handle_joined(&info);
                     lifecycle.handle_participants(now, roster.count());
-                    sender.send(MediaInput::Participants { names: roster.names() });
+                    sender.send(MediaInput::Participants { people: people(&roster) });
                 }
                 Some(Event::ParticipantLeft { session_id }) => {
                     roster.handle_left(&session_id);
                     lifecycle.handle_participants(now, roster.count());
-                    sender.send(MediaInput::Participants { names: roster.names() });
+                    sender.send(MediaInput::Participants { people: people(&roster) });
                     sender.send(MediaInput::ShareStopped { sharer: session_id.clone(), at: now });
                     sender.send(MediaInput::SpeakerLeft { speaker: session_id });
                 }
@@ -204,6 +205,15 @@ async fn record_and_upload(
         recorded: end,
         bytes,
     })
+}
+
+/// The roster as the backdrop's people: sorted by name, so those already there when the bot joined appear
+/// alphabetically and later arrivals after them.
+fn people(roster: &Roster) -> Vec<Person> {
+    roster
+        .people()
+        .map(|(session_id, name)| Person::new(session_id, name))
+        .collect()
 }
 
 /// Logs the first audio and the first screen frame once each.

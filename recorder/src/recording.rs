@@ -4,22 +4,25 @@
 //! recording started, derived from RTP timestamps or arrival). It calls [`Recording::tick`] with the current
 //! media time; everything due is mixed, composed and encoded. Output trails the clock by the mixer's jitter
 //! window, for audio and video alike, so late packets still land in place and the two streams stay aligned.
+//! The voices also feed the speaking detector, polled with the picture's time, whose changes (and the roster's)
+//! redraw the backdrop shown while nobody shares.
 //!
 //! **Invariant:** after `finish(end)` the file holds exactly `end` of video (one frame per tick) and of audio
 //! (every sample up to `end`), both starting at 0, so drift is bounded by one video frame.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use crate::backdrop;
+use crate::backdrop::{self, Backdrop, Person};
 use crate::compositor::{Compositor, CompositorConfig};
 use crate::encoder::{EncodeSummary, Mp4Writer};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::frame::{I420Frame, Yuv};
 use crate::metrics::Progress;
 use crate::mixer::{duration_from_samples, samples_from_duration, Mixer, MixerConfig};
 use crate::profile::Profile;
+use crate::speaking::{SpeakingConfig, SpeakingDetector};
 
 /// The media core of one recording. Not `Send` (FFmpeg contexts): create it on the thread that drives it.
 pub struct Recording {
@@ -32,8 +35,9 @@ pub struct Recording {
     /// (decoded after the `screen_off` event) must not reopen the share and freeze its last frame.
     stopped_sharers: HashSet<String>,
     audio_frames_encoded: u64,
-    font: Option<PathBuf>,
-    names: Vec<String>,
+    /// What shows while nobody shares: the participants' tiles, the speakers highlighted.
+    backdrop: Backdrop,
+    speaking: SpeakingDetector,
 }
 
 impl Recording {
@@ -44,16 +48,18 @@ impl Recording {
 
     /// Starts a recording with explicit mixer settings (jitter window, speaker limit).
     pub fn with_mixer(path: &Path, profile: &Profile, mixer: MixerConfig) -> Result<Recording> {
+        let compositor = Compositor::new(CompositorConfig::from_profile(profile));
+        let (width, height) = compositor.size();
         Ok(Recording {
             latency: duration_from_samples(mixer.jitter_window_samples),
             mixer: Mixer::new(mixer),
-            compositor: Compositor::new(CompositorConfig::from_profile(profile)),
+            compositor,
             writer: Mp4Writer::create(path, profile)?,
             sharer: None,
             stopped_sharers: HashSet::new(),
             audio_frames_encoded: 0,
-            font: backdrop::default_font(),
-            names: Vec::new(),
+            backdrop: Backdrop::new(width, height, Yuv::BACKGROUND, backdrop::default_font()),
+            speaking: SpeakingDetector::new(SpeakingConfig::default()),
         })
     }
 
@@ -62,31 +68,17 @@ impl Recording {
         self.latency
     }
 
-    /// The names of the people in the call, drawn on the background while nobody shares. Without a font, or if
-    /// drawing fails, the plain background stays and the error is returned for the shell to log.
-    pub fn handle_participants(&mut self, names: &[String]) -> Result<()> {
-        if names == self.names.as_slice() {
-            return Ok(());
-        }
-        self.names = names.to_vec();
-        let (width, height) = self.compositor.size();
-        let plain = || I420Frame::filled(width, height, Yuv::BACKGROUND);
-        let drawn = match &self.font {
-            Some(font) => backdrop::render(width, height, Yuv::BACKGROUND, names, font),
-            None if names.is_empty() => Ok(plain()),
-            None => Err(Error::EncoderMissing("a font for participant names")),
-        };
-        match drawn {
-            Ok(background) => self.compositor.set_background(background),
-            Err(error) => {
-                self.compositor.set_background(plain())?;
-                Err(error)
-            }
-        }
+    /// The people in the call, shown as tiles while nobody shares. Without a font, or if drawing the names
+    /// fails, the tiles show without names and the error is returned for the shell to log.
+    pub fn handle_participants(&mut self, people: &[Person]) -> Result<()> {
+        let drawn = self.backdrop.handle_participants(people);
+        self.show_backdrop_changes()?;
+        drawn
     }
 
     /// Decoded 48 kHz mono PCM from `speaker`, starting at media time `at`.
     pub fn handle_audio(&mut self, speaker: &str, at: Duration, pcm: &[i16]) -> Result<()> {
+        self.speaking.handle_audio(speaker, at, pcm);
         self.mixer
             .handle_audio(speaker, samples_from_duration(at), pcm)
     }
@@ -94,11 +86,13 @@ impl Recording {
     /// A speaker left the call; its buffered audio is still mixed.
     pub fn handle_speaker_left(&mut self, speaker: &str) {
         self.mixer.handle_speaker_left(speaker);
+        self.speaking.handle_left(speaker);
     }
 
     /// A speaker muted or unmuted.
     pub fn handle_speaker_muted(&mut self, speaker: &str, muted: bool) {
         self.mixer.handle_speaker_muted(speaker, muted);
+        self.speaking.handle_muted(speaker, muted);
     }
 
     /// A decoded screen-share frame from `sharer` captured at media time `at`. A frame from a different
@@ -134,10 +128,27 @@ impl Recording {
             self.writer.write_audio(&frame.samples)?;
             self.audio_frames_encoded += 1;
         }
+        self.update_speakers(due)?;
         while let Some(composed) = self.compositor.poll_frame(due) {
             self.writer.write_video(composed.frame)?;
         }
         Ok(())
+    }
+
+    /// Highlights who speaks as of media time `at` (the picture's time, so highlight and voice line up).
+    fn update_speakers(&mut self, at: Duration) -> Result<()> {
+        if let Some(speaking) = self.speaking.poll_speaking(at) {
+            self.backdrop.handle_speaking(&speaking);
+        }
+        self.show_backdrop_changes()
+    }
+
+    /// Hands a changed backdrop to the compositor; nothing to do (and nothing copied) while it is unchanged.
+    fn show_backdrop_changes(&mut self) -> Result<()> {
+        match self.backdrop.poll_frame() {
+            Some(picture) => self.compositor.set_background(picture),
+            None => Ok(()),
+        }
     }
 
     /// Counters for progress reports.
@@ -170,6 +181,7 @@ impl Recording {
             self.writer.write_audio(&frame.samples[..keep])?;
             self.audio_frames_encoded += 1;
         }
+        self.update_speakers(end)?;
         while self.compositor.tick_time(self.compositor.next_tick()) < end {
             let composed = self
                 .compositor

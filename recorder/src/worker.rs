@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::backdrop::Person;
 use crate::encoder::EncodeSummary;
 use crate::error::{Error, Result};
 use crate::frame::I420Frame;
@@ -64,10 +65,10 @@ pub enum MediaInput {
         /// Muted now?
         muted: bool,
     },
-    /// The people in the call now (drawn on the background while nobody shares).
+    /// The people in the call now (their tiles show while nobody shares).
     Participants {
-        /// Display names.
-        names: Vec<String>,
+        /// Session ids (the key their voices arrive under) and display names.
+        people: Vec<Person>,
     },
     /// The media clock advanced: encode what is due.
     Tick {
@@ -238,7 +239,7 @@ fn run(
                 recording.handle_speaker_muted(&speaker, muted);
                 false
             }
-            MediaInput::Participants { names } => recording.handle_participants(&names).is_err(),
+            MediaInput::Participants { people } => recording.handle_participants(&people).is_err(),
             MediaInput::Tick { now } => {
                 recording.tick(now)?;
                 lock(shared).progress = recording.progress();

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use calls_recorder::backdrop::Person;
 use calls_recorder::mixer::{samples_from_duration, MixerConfig};
 use calls_recorder::test_signal::{bar_pattern, tone, BAR_COLOURS};
 use calls_recorder::{I420Frame, Profile, ProfileName, Recording, Yuv};
@@ -482,7 +483,7 @@ fn participant_names_show_while_nobody_shares() {
     let mut recording =
         Recording::create(&path, &Profile::named(ProfileName::Low)).expect("recording starts");
     recording
-        .handle_participants(&["Alice".to_owned(), "Bob".to_owned()])
+        .handle_participants(&[Person::new("alice", "Alice"), Person::new("bob", "Bob")])
         .expect("a font is installed (fonts-dejavu-core)");
     recording.handle_video("bob", secs(1.0), bar_pattern(1280, 720, 0));
     recording.handle_share_stopped("bob", secs(2.0));

@@ -5,7 +5,8 @@
 //! of the call; a client asks the offloader for a recording, stops it through the API after ~20 s,
 //! downloads `recording.mp4` and checks it with ffprobe and ffmpeg: streams, size, frame rate,
 //! duration, each sentence found by cross-correlation at its time, silence between, the pattern
-//! exactly while it was shared. A second test kills the recorder container mid-call and expects a
+//! exactly while it was shared, and while nobody shares, the backdrop's tiles with the speaker's tile
+//! outlined while only Alice speaks and none outlined in the silence. A second test kills the recorder container mid-call and expects a
 //! `failed` job whose reason says so.
 
 use std::collections::BTreeMap;
@@ -20,12 +21,22 @@ use calls_e2e::{docker, mp4, speech};
 use calls_participant::video::{bar_position, VideoFrame};
 use calls_participant::{Event, Participant, Role};
 use calls_protocol::jobs::{CreateJobRequest, Job, JobState, JobType};
+use calls_recorder::backdrop::{grid, Rect, HIGHLIGHT, TILE};
+use calls_recorder::Yuv;
 use serde_json::json;
 use tokio::time::Instant;
 
 const SECRET: &str = "recorder-e2e-token-secret-0123456789abcdef";
 const CALL: &str = "call-recorded-e2e";
-const RECORDER_IMAGE: &str = "calls-recorder:latest";
+
+/// The recorder image under test: `calls-recorder:$TAG` (default `latest`), the tag images/build.sh
+/// builds, so a session can test its own build without replacing the image others use.
+fn recorder_image() -> String {
+    format!(
+        "calls-recorder:{}",
+        std::env::var("TAG").unwrap_or_else(|_| "latest".to_owned())
+    )
+}
 /// The `low` profile: what the file must have.
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;
@@ -44,7 +55,7 @@ const STOP_AT: f64 = 20.0;
 
 async fn start_stack(tag: &str) -> anyhow::Result<CallStack> {
     let settings = OffloaderSettings {
-        recording_image: RECORDER_IMAGE.to_owned(),
+        recording_image: recorder_image(),
         // Finalising and uploading happen between SIGTERM and SIGKILL.
         stop_grace_period: "30s".into(),
         memory_mb: 1024,
@@ -73,7 +84,7 @@ async fn request_recording(stack: &CallStack) -> anyhow::Result<Job> {
             input_data,
         })
         .await?;
-    assert_eq!(job.runner, RECORDER_IMAGE);
+    assert_eq!(job.runner, recorder_image());
     assert_eq!(job.secret_fields, ["bot_token"], "{job:?}");
     assert!(!job.input_data.contains_key("bot_token"), "{job:?}");
     Ok(job)
@@ -173,6 +184,7 @@ async fn a_recording_job_records_both_voices_and_the_share_at_the_right_times() 
     check_streams(&path, recorded, reported)?;
     check_sound(&path, &sentence_a, &sentence_b, a_end, b_end)?;
     check_pictures(&path)?;
+    check_backdrop(&path, a_end)?;
 
     alice.leave().await?;
     bob.leave().await?;
@@ -367,4 +379,65 @@ fn check_pictures(path: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// While nobody shares: the backdrop's two tiles (Alice, then Bob: alphabetical, both were there
+/// before the recorder), Alice's outlined in the middle of her sentence (only she speaks, nobody
+/// shares), neither before anyone spoke nor in the silence at the end.
+fn check_backdrop(path: &Path, a_end: f64) -> anyhow::Result<()> {
+    let layout = grid(2, WIDTH, HEIGHT);
+    let frames = mp4::sample_frames(path, 2, WIDTH, HEIGHT)?;
+    let outlined = |t: f64| -> Vec<bool> {
+        let frame = &frames[(t * 2.0).round() as usize];
+        layout
+            .tiles
+            .iter()
+            .map(|tile| {
+                let colour = left_border(frame, *tile, layout.border);
+                let near = |c: Yuv| {
+                    colour.y.abs_diff(c.y) <= 16
+                        && colour.u.abs_diff(c.u) <= 16
+                        && colour.v.abs_diff(c.v) <= 16
+                };
+                assert!(
+                    near(HIGHLIGHT) || near(TILE),
+                    "at {t} s the edge of {tile:?} is {colour:?}: no tile there"
+                );
+                near(HIGHLIGHT)
+            })
+            .collect()
+    };
+    let middle_of_a = ((A_AT + a_end) / 2.0 * 2.0).round() / 2.0;
+    for (t, expected) in [
+        (1.0, [false, false]),
+        (middle_of_a, [true, false]),
+        (STOP_AT - 1.5, [false, false]),
+    ] {
+        let seen = outlined(t);
+        eprintln!("backdrop at {t} s: outlined {seen:?}");
+        assert_eq!(seen, expected, "tiles outlined at {t} s (Alice, Bob)");
+    }
+    Ok(())
+}
+
+/// The average colour down the middle of a tile's left border, from a packed I420 frame.
+fn left_border(frame: &[u8], tile: Rect, border: u32) -> Yuv {
+    let (w, h) = (WIDTH as usize, HEIGHT as usize);
+    let chroma = w.div_ceil(2);
+    let x = (tile.x + border / 2) as usize;
+    let rows = (tile.y + tile.height / 3) as usize..(tile.y + 2 * tile.height / 3) as usize;
+    let count = rows.len();
+    let (mut y, mut u, mut v) = (0usize, 0usize, 0usize);
+    for row in rows {
+        y += usize::from(frame[row * w + x]);
+        let c = (row / 2) * chroma + x / 2;
+        u += usize::from(frame[w * h + c]);
+        v += usize::from(frame[w * h + chroma * h.div_ceil(2) + c]);
+    }
+    // Averages of bytes are bytes.
+    Yuv {
+        y: (y / count) as u8,
+        u: (u / count) as u8,
+        v: (v / count) as u8,
+    }
 }
