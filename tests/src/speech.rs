@@ -72,6 +72,15 @@ pub fn speak_with_args(
         .collect())
 }
 
+/// Where the speech in `samples` ends: just after the last sample louder than -40 dBFS. espeak-ng ends
+/// every clip with about 0.45 s of silence, which is not speech.
+pub fn speech_end(samples: &[i16]) -> usize {
+    samples
+        .iter()
+        .rposition(|sample| sample.unsigned_abs() > 328)
+        .map_or(0, |last| last + 1)
+}
+
 /// The duration of `samples` at [`SAMPLE_RATE`].
 pub fn duration_of(samples: &[i16]) -> Duration {
     Duration::from_secs_f64(samples.len() as f64 / f64::from(SAMPLE_RATE))

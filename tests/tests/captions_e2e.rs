@@ -308,8 +308,9 @@ async fn captions_bench() -> anyhow::Result<()> {
                 sentence,
                 &evaluation::espeak_args(voice),
             )?;
+            // Latency counts from the end of the speech, not of the clip (espeak-ng adds 0.45 s of silence).
+            ends.push((pcm.len() + speech::speech_end(&spoken)) as f64 / RATE as f64);
             pcm.extend(spoken);
-            ends.push(pcm.len() as f64 / RATE as f64);
             pcm.extend(std::iter::repeat_n(0i16, RATE));
         }
         tracks.push((pcm, ends));

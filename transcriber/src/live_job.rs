@@ -5,7 +5,7 @@
 //!   a full queue drops the packet and counts it (`live_captions_pktPayloadCh_buf_full`): the post-call
 //!   transcript still has it, only the live caption misses it.
 //! - One captioner thread decodes each speaker to 16 kHz (libopus, no resampler), judges the new audio every
-//!   [`VAD_STEP_MS`] with the Silero VAD (with the preceding second as context), feeds the core 32 ms frames
+//!   [`VAD_STEP_MS`] with the Silero VAD (with the preceding 0.5 s as context), feeds the core 32 ms frames
 //!   flagged speech or not, and hands the core's windows to the workers.
 //! - `workers` whisper threads (each its own model state, 1 thread each by default: ggml threads spin-wait,
 //!   so on a 2-CPU job two single-threaded workers beat one two-threaded one) decode windows as one segment
@@ -40,9 +40,9 @@ use crate::vad::{Vad, VadSettings};
 /// Voice packets the captioner may fall behind by, over all speakers.
 pub const PACKET_QUEUE: usize = 600;
 /// New audio judged by the VAD at once.
-pub const VAD_STEP_MS: u64 = 256;
-/// Audio before the new audio that the VAD sees as context.
-const VAD_CONTEXT_MS: u64 = 1024;
+pub const VAD_STEP_MS: u64 = 128;
+/// Audio before the new audio that the VAD sees as context (Silero restarts on every step).
+const VAD_CONTEXT_MS: u64 = 512;
 /// The core's frame: one Silero window (512 samples).
 const FRAME_SAMPLES: usize = 512;
 /// How often the captioner thread looks at the clock when no packet arrives.
