@@ -159,7 +159,8 @@ fn a_scripted_call_becomes_a_playable_mp4_with_the_right_sound_and_picture() {
         (video["width"].as_u64(), video["height"].as_u64()),
         (Some(1280), Some(720))
     );
-    assert_eq!(video["avg_frame_rate"], "20/1");
+    // Variable frame rate on the profile's 1/20 s grid: the moving share fills consecutive ticks.
+    assert_eq!(video["r_frame_rate"], "20/1");
     assert_eq!(audio["codec_name"], "aac");
     assert_eq!(audio["sample_rate"], "48000");
     assert_eq!(audio["channels"], 1);
@@ -323,7 +324,6 @@ fn high_profile_writes_1080p() {
         (video["width"].as_u64(), video["height"].as_u64()),
         (Some(1920), Some(1080))
     );
-    assert_eq!(video["avg_frame_rate"], "20/1");
     let frame = frame_at(&path, 0.5, 1920, 1080);
     let (r, g, b) = BAR_COLOURS[0];
     assert!(close(
@@ -556,4 +556,75 @@ fn frames_still_in_flight_after_a_stop_do_not_freeze_the_share() {
         at(3.0)
     );
     assert!(close(at(5.0), bar, 12), "a new share shows: {:?}", at(5.0));
+}
+
+/// Frames and keyframes in the video stream, and its duration, as ffprobe counts them.
+fn video_frames(path: &Path) -> (usize, usize, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_frames"])
+        .args([
+            "-show_entries",
+            "frame=key_frame,pts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe is installed");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let keys = lines.iter().filter(|l| l.starts_with('1')).count();
+    let last = lines
+        .last()
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0.0);
+    (lines.len(), keys, last)
+}
+
+#[test]
+fn a_still_share_is_encoded_once_per_keyframe_interval_and_lasts_to_the_end() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("still.mp4");
+    let profile = Profile::named(ProfileName::Medium);
+    let mut recording = Recording::create(&path, &profile).expect("recording starts");
+    let slide = bar_pattern(1920, 1080, 7);
+    let mut now = Duration::ZERO;
+    // A still slide arriving at 15 fps for 10 s, as a sender keeps sending it.
+    while now < secs(10.0) {
+        if now.as_millis() % 60 == 0 {
+            recording.handle_video("dana", now, slide.clone());
+        }
+        recording.tick(now).expect("encoding works");
+        now += PACKET;
+    }
+    let progress = recording.progress();
+    recording.finish(secs(10.0)).expect("finalised");
+    assert!(
+        progress.share_frames_unchanged > 100,
+        "repeats recognised: {progress:?}"
+    );
+    let (frames, keyframes, last) = video_frames(&path);
+    // Background at 0, the slide, then a keyframe every 2 s (40 ticks), and the last tick.
+    assert!((5..=9).contains(&frames), "{frames} frames");
+    assert!(
+        keyframes >= 5 && keyframes <= frames,
+        "{keyframes} keyframes"
+    );
+    assert!((last - 9.95).abs() < 0.01, "last frame at {last} s");
+    let probe = ffprobe(&path);
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("duration");
+    assert!((duration - 10.0).abs() < 0.1, "duration {duration}");
+    let frame = frame_at(&path, 9.0, 1280, 720);
+    let (r, g, b) = BAR_COLOURS[0];
+    assert!(close(
+        frame.pixel(60, 100).expect("inside"),
+        Yuv::from_rgb(r, g, b),
+        12
+    ));
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use calls_e2e::client::Client;
+use calls_e2e::cpu::container_cpu_seconds;
 use calls_e2e::offloader::{bin_dir, serial, Offloader, OffloaderSettings};
 use calls_e2e::{docker, speech};
 use calls_participant::{Event, JoinOptions, Participant, Role};
@@ -537,23 +538,4 @@ async fn captions_bench() -> anyhow::Result<()> {
     );
     sfu.shutdown().await;
     Ok(())
-}
-
-/// CPU seconds a running container has used (cgroup v2 or v1), 0 when unreadable.
-fn container_cpu_seconds(name: &str) -> f64 {
-    let Some(id) = docker::inspect(name, "{{.Id}}") else {
-        return 0.0;
-    };
-    let v2 = format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat");
-    if let Ok(stat) = std::fs::read_to_string(v2) {
-        return stat
-            .lines()
-            .find_map(|l| l.strip_prefix("usage_usec "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0.0, |us| us / 1e6);
-    }
-    std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"))
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0.0, |ns| ns / 1e9)
 }
