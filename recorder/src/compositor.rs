@@ -323,38 +323,41 @@ impl Compositor {
         }
         let (width, height) = (self.config.width, self.config.height);
         let place = fit((share.width(), share.height()), (width, height));
-        let mut output = I420Frame::filled(width, height, Yuv::BLACK);
-        if (place.width, place.height) == (share.width(), share.height()) {
-            let planes = share.planes();
-            let sizes = share.plane_sizes();
-            for (plane, (source, (w, h))) in planes.iter().zip(sizes).enumerate() {
-                blit(&mut output, plane, place, source, w, w, h);
-            }
-        } else {
-            match self.scale(&share, (place.width, place.height)) {
-                Ok(scaled) => {
-                    for plane in 0..3 {
-                        let (w, h) = (scaled.plane_width(plane), scaled.plane_height(plane));
-                        let stride = scaled.stride(plane);
-                        blit(
-                            &mut output,
-                            plane,
-                            place,
-                            scaled.data(plane),
-                            stride,
-                            w as usize,
-                            h as usize,
-                        );
-                    }
+        let scaled = (place.width, place.height) != (share.width(), share.height());
+        if scaled && self.scale(&share, (place.width, place.height)).is_err() {
+            // Keep showing the previous picture; the counter surfaces the problem in progress reports.
+            self.stats.scale_failures += 1;
+            return;
+        }
+        // The output frame is drawn over in place: a fresh 1–3 MB buffer per frame costs more in page faults
+        // than the drawing itself. Bars are painted only where the share does not cover the canvas.
+        if (place.width, place.height) != (width, height) {
+            self.output.fill_rect(0, 0, width, height, Yuv::BLACK);
+        }
+        match self.scaler.as_ref() {
+            Some(scaler) if scaled => {
+                let picture = &scaler.output;
+                for plane in 0..3 {
+                    let (w, h) = (picture.plane_width(plane), picture.plane_height(plane));
+                    blit(
+                        &mut self.output,
+                        plane,
+                        place,
+                        picture.data(plane),
+                        picture.stride(plane),
+                        w as usize,
+                        h as usize,
+                    );
                 }
-                Err(_) => {
-                    // Keep showing the previous picture; the counter surfaces the problem in progress reports.
-                    self.stats.scale_failures += 1;
-                    return;
+            }
+            _ => {
+                for (plane, (source, (w, h))) in
+                    share.planes().iter().zip(share.plane_sizes()).enumerate()
+                {
+                    blit(&mut self.output, plane, place, source, w, w, h);
                 }
             }
         }
-        self.output = output;
         self.sharing = true;
         self.changed = true;
         self.shown_share = Some(share);

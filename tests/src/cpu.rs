@@ -103,15 +103,8 @@ pub fn threads_between(
 /// A stage of the recorder's work and how to recognise its samples: by shared object or by symbol.
 const STAGES: &[(&str, &[&str], &[&str])] = &[
     ("x264 (H.264 encode)", &["libx264"], &["x264_"]),
-    ("VP8 decode", &[], &["vp8", "vp7", "ff_vp56", "vpx"]),
-    (
-        "AAC encode",
-        &[],
-        &[
-            "aac", "psy", "ff_mdct", "quantize", "ff_lpc", "ff_kbd", "tns",
-        ],
-    ),
     ("swscale (share scaling)", &["libswscale"], &[]),
+    ("other FFmpeg (libavutil)", &["libavutil"], &[]),
     ("MP4 mux", &["libavformat"], &["mov_", "ff_mov", "avio"]),
     (
         "Opus decode",
@@ -161,7 +154,6 @@ const STAGES: &[(&str, &[&str], &[&str])] = &[
             "sctp",
             "dtls",
             "stun",
-            "ice",
         ],
     ),
     ("async runtime (tokio)", &[], &["tokio", "mio::"]),
@@ -170,27 +162,40 @@ const STAGES: &[(&str, &[&str], &[&str])] = &[
         &["libc.so", "libc-"],
         &["memcpy", "memset", "memmove", "malloc", "free", "memcmp"],
     ),
-    ("kernel (network, scheduling)", &["[kernel"], &[]),
 ];
 
-/// Which stage a sample of `symbol` in `dso` belongs to; `other` when none claims it.
-pub fn stage_of(dso: &str, symbol: &str) -> &'static str {
+/// Which stage a sample of `symbol` in `dso`, taken on thread `comm`, belongs to; `other` when none claims it.
+/// Distributions strip FFmpeg's internal symbols, so libavcodec's samples go by thread: the recorder decodes
+/// VP8 on the async runtime's threads (`tokio-*`) and encodes AAC on its media thread. Kernel samples are
+/// split the same way (receive side: network and the decoder's fresh buffers; media side: its buffers).
+pub fn stage_of(comm: &str, dso: &str, symbol: &str) -> &'static str {
+    let receive_side = comm.starts_with("tokio");
+    if dso.contains("libavcodec") {
+        return if receive_side {
+            "VP8 decode (libavcodec)"
+        } else {
+            "AAC encode (libavcodec)"
+        };
+    }
+    if dso.starts_with("[kernel") {
+        return if receive_side {
+            "kernel, receive side (network, page faults)"
+        } else {
+            "kernel, media side (page faults, scheduling)"
+        };
+    }
     let symbol_lower = symbol.to_ascii_lowercase();
     for (stage, dsos, symbols) in STAGES {
         if dsos.iter().any(|d| dso.contains(d)) {
             return stage;
         }
-        // libavcodec holds both VP8 decode and AAC encode, so its samples go by symbol; the
-        // recorder's own binary holds everything Rust (and libopus, linked statically), likewise.
+        // The recorder's own binary holds everything Rust (and libopus, linked statically): by symbol.
         if symbols
             .iter()
             .any(|s| symbol_lower.contains(&s.to_ascii_lowercase()))
         {
             return stage;
         }
-    }
-    if dso.contains("libavcodec") || dso.contains("libavutil") {
-        return "other FFmpeg (libavcodec/libavutil)";
     }
     "other"
 }
@@ -218,6 +223,13 @@ pub fn perf_stages(
             String::from_utf8_lossy(&recorded.stderr).trim()
         );
     }
+    perf_report(&data)
+}
+
+/// Each stage's share of the samples in a `perf record` file (see [`perf_stages`]) and its top symbols.
+pub fn perf_report(
+    data: &Path,
+) -> anyhow::Result<(Vec<(String, f64)>, Vec<(f64, String, String)>)> {
     let report = Command::new("perf")
         .args([
             "report",
@@ -225,10 +237,10 @@ pub fn perf_stages(
             "--stdio",
             "--no-children",
             "--sort",
-            "dso,sym",
+            "comm,dso,sym",
         ])
         .args(["--percent-limit", "0", "-i"])
-        .arg(&data)
+        .arg(data)
         .output()
         .context("cannot run perf report")?;
     if !report.status.success() {
@@ -248,14 +260,15 @@ pub fn perf_stages(
         else {
             continue;
         };
+        let comm = parts.next().unwrap_or_default().to_owned();
         let dso = parts.next().unwrap_or_default().to_owned();
         let symbol = parts
             .skip_while(|p| !p.starts_with('['))
             .skip(1)
             .collect::<Vec<_>>()
             .join(" ");
-        *stages.entry(stage_of(&dso, &symbol)).or_default() += percent / 100.0;
-        symbols.push((percent / 100.0, dso, symbol));
+        *stages.entry(stage_of(&comm, &dso, &symbol)).or_default() += percent / 100.0;
+        symbols.push((percent / 100.0, format!("{comm} {dso}"), symbol));
     }
     let mut stages: Vec<(String, f64)> = stages
         .into_iter()
@@ -279,29 +292,34 @@ mod tests {
 
     #[test]
     fn samples_are_sorted_into_stages() {
-        assert_eq!(
-            stage_of("libx264.so.164", "x264_8_me_search_ref"),
-            "x264 (H.264 encode)"
-        );
-        assert_eq!(
-            stage_of("libavcodec.so.59.37.100", "ff_vp8_decode_frame"),
-            "VP8 decode"
-        );
-        assert_eq!(
-            stage_of("libavcodec.so.59.37.100", "ff_aac_coder_init_mips"),
-            "AAC encode"
-        );
-        assert_eq!(
-            stage_of("calls-recorder", "calls_recorder::mixer::Mixer::poll_frame"),
-            "mixer (recorder)"
-        );
-        assert_eq!(
-            stage_of("calls-recorder", "silk_decode_frame"),
-            "Opus decode"
-        );
-        assert_eq!(
-            stage_of("[kernel.kallsyms]", "do_syscall_64"),
-            "kernel (network, scheduling)"
-        );
+        let media = "recorder-media";
+        let runtime = "tokio-rt-worker";
+        let libavcodec = "libavcodec.so.59.37.100";
+        let cases = [
+            (media, "libx264.so.164", "0x1234", "x264 (H.264 encode)"),
+            (runtime, libavcodec, "0x00a077d3", "VP8 decode (libavcodec)"),
+            (media, libavcodec, "0x00a077d3", "AAC encode (libavcodec)"),
+            (
+                media,
+                "calls-recorder",
+                "calls_recorder::mixer::Mixer::poll_frame",
+                "mixer (recorder)",
+            ),
+            (
+                runtime,
+                "calls-recorder",
+                "silk_decode_frame",
+                "Opus decode",
+            ),
+            (
+                media,
+                "[kernel.kallsyms]",
+                "clear_page_erms",
+                "kernel, media side (page faults, scheduling)",
+            ),
+        ];
+        for (comm, dso, symbol, stage) in cases {
+            assert_eq!(stage_of(comm, dso, symbol), stage, "{comm} {dso} {symbol}");
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! - `voices`: one speaker talking continuously (espeak-ng sentences back to back), nobody sharing;
 //! - `slide`: the same, and a still 1920×1080 VP8 share at 15 fps (the sender keeps sending frames);
 //! - `moving`: the same, and the moving 1920×1080 test pattern at 15 fps;
+//!
+//! The share's encoder makes keyframes only when asked (PLI/FIR), like a browser's.
 //! - `three`: three speakers talking at the same time, nobody sharing.
 //!
 //! After a 5 s warm-up each call is measured for a window (60 s by default): the container's CPU (its cgroup),
@@ -12,18 +14,21 @@
 //! Run by hand as root with `perf` installed (figures in docs/benchmarks.md, "Recorder in a live call"):
 //! `cargo test -p calls-e2e --test recorder_bench -- --ignored --nocapture`
 //! Env: `RECORDER_BENCH_SECONDS` (window, default 60), `RECORDER_BENCH_SCENARIOS` (default
-//! `voices,slide,moving,three`), `RECORDER_BENCH_IMAGE` (default `calls-recorder:latest`).
+//! `voices,slide,moving,three`), `RECORDER_BENCH_IMAGE` (default `calls-recorder:latest`),
+//! `RECORDER_BENCH_KEEP` (a directory to keep the perf profiles in). With `RECORDER_BENCH_PERF_DATA` (a perf
+//! file kept before) it only prints that profile's stages.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use calls_e2e::call::{wait_joined, CallStack};
 use calls_e2e::cpu::{
-    container_cpu_seconds, container_job_pid, perf_stages, thread_cpu_seconds, threads_between,
+    container_cpu_seconds, container_job_pid, perf_report, perf_stages, thread_cpu_seconds,
+    threads_between,
 };
 use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::speech;
-use calls_participant::{Role, ScreenOptions};
+use calls_participant::{KeyframePolicy, Role, ScreenOptions};
 use calls_protocol::jobs::{CreateJobRequest, JobType};
 use serde_json::json;
 use tokio::time::Instant;
@@ -71,6 +76,11 @@ const SCENARIOS: [Scenario; 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a benchmark: prints figures, run by hand"]
 async fn recorder_live_bench() -> anyhow::Result<()> {
+    if let Ok(data) = std::env::var("RECORDER_BENCH_PERF_DATA") {
+        let (stages, symbols) = perf_report(std::path::Path::new(&data))?;
+        print_profile(&stages, &symbols, None);
+        return Ok(());
+    }
     let _serial = serial().await;
     let window = Duration::from_secs(
         std::env::var("RECORDER_BENCH_SECONDS")
@@ -146,6 +156,7 @@ async fn recorder_live_bench() -> anyhow::Result<()> {
             people[0]
                 .start_screen_with(ScreenOptions {
                     still,
+                    keyframes: KeyframePolicy::OnRequestOnly,
                     ..ScreenOptions::new(1920, 1080, 15)
                 })
                 .await?;
@@ -157,7 +168,9 @@ async fn recorder_live_bench() -> anyhow::Result<()> {
         let cpu_before = container_cpu_seconds(&job.container_name);
         let threads_before = thread_cpu_seconds(pid);
         let started = Instant::now();
-        let profile_dir = dir.path().to_owned();
+        let profile_dir = std::env::var("RECORDER_BENCH_KEEP")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| dir.path().to_owned());
         let profile =
             tokio::task::spawn_blocking(move || perf_stages(pid, window, &profile_dir)).await?;
         let elapsed = started.elapsed().as_secs_f64();
@@ -189,8 +202,8 @@ async fn recorder_live_bench() -> anyhow::Result<()> {
             scenario.speakers,
             match scenario.share {
                 None => "none",
-                Some(true) => "still 1920x1080 15 fps",
-                Some(false) => "moving 1920x1080 15 fps",
+                Some(true) => "still 1920x1080 15 fps, keyframes on request",
+                Some(false) => "moving 1920x1080 15 fps, keyframes on request",
             },
             done.state,
         );
@@ -217,21 +230,7 @@ async fn recorder_live_bench() -> anyhow::Result<()> {
             println!("| {name} | {count} | {:.3} |", seconds / elapsed);
         }
         match profile {
-            Ok((stages, symbols)) => {
-                println!("| stage (perf cpu-clock samples) | share | cores |");
-                println!("|---|---|---|");
-                for (stage, share) in &stages {
-                    println!(
-                        "| {stage} | {:.1} % | {:.3} |",
-                        share * 100.0,
-                        share * cores
-                    );
-                }
-                println!("top symbols:");
-                for (share, dso, symbol) in symbols {
-                    println!("  {:5.1} %  {dso}  {symbol}", share * 100.0);
-                }
-            }
+            Ok((stages, symbols)) => print_profile(&stages, &symbols, Some(cores)),
             Err(error) => println!("no perf profile: {error:#}"),
         }
         summary.push((scenario.name, cores));
@@ -239,4 +238,18 @@ async fn recorder_live_bench() -> anyhow::Result<()> {
     println!("\nsummary (cores, medium profile): {summary:?}");
     stack.sfu.shutdown().await;
     Ok(())
+}
+
+/// The stage table (with cores when the process's CPU is known) and the top symbols of a profile.
+fn print_profile(stages: &[(String, f64)], symbols: &[(f64, String, String)], cores: Option<f64>) {
+    println!("| stage (perf cpu-clock samples) | share | cores |");
+    println!("|---|---|---|");
+    for (stage, share) in stages {
+        let cores = cores.map_or("".to_owned(), |c| format!("{:.3}", share * c));
+        println!("| {stage} | {:.1} % | {cores} |", share * 100.0);
+    }
+    println!("top symbols:");
+    for (share, dso, symbol) in symbols {
+        println!("  {:5.1} %  {dso}  {symbol}", share * 100.0);
+    }
 }
