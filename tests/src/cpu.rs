@@ -109,7 +109,18 @@ const STAGES: &[(&str, &[&str], &[&str])] = &[
     (
         "Opus decode",
         &["libopus"],
-        &["opus_", "silk_", "celt_", "ec_dec", "ec_laplace"],
+        &[
+            "opus_",
+            "silk_",
+            "celt_",
+            "ec_dec",
+            "ec_laplace",
+            "quant_",
+            "deemphasis",
+            "decode_pulses",
+            "clt_mdct",
+            "comb_filter",
+        ],
     ),
     (
         "SRTP / DTLS crypto",
@@ -166,15 +177,16 @@ const STAGES: &[(&str, &[&str], &[&str])] = &[
 
 /// Which stage a sample of `symbol` in `dso`, taken on thread `comm`, belongs to; `other` when none claims it.
 /// Distributions strip FFmpeg's internal symbols, so libavcodec's samples go by thread: the recorder decodes
-/// VP8 on the async runtime's threads (`tokio-*`) and encodes AAC on its media thread. Kernel samples are
+/// VP8 on the async runtime's threads (`tokio-*`) and encodes AAC on its media thread (with libm's cbrt and
+/// cos from its psychoacoustic model; x264 and swscale have their own libraries). Kernel samples are
 /// split the same way (receive side: network and the decoder's fresh buffers; media side: its buffers).
 pub fn stage_of(comm: &str, dso: &str, symbol: &str) -> &'static str {
     let receive_side = comm.starts_with("tokio");
-    if dso.contains("libavcodec") {
+    if dso.contains("libavcodec") || (dso.contains("libm.") && !receive_side) {
         return if receive_side {
             "VP8 decode (libavcodec)"
         } else {
-            "AAC encode (libavcodec)"
+            "AAC encode (libavcodec + libm)"
         };
     }
     if dso.starts_with("[kernel") {
@@ -298,7 +310,7 @@ mod tests {
         let cases = [
             (media, "libx264.so.164", "0x1234", "x264 (H.264 encode)"),
             (runtime, libavcodec, "0x00a077d3", "VP8 decode (libavcodec)"),
-            (media, libavcodec, "0x00a077d3", "AAC encode (libavcodec)"),
+            (media, libavcodec, "0x00a077d3", "AAC encode (libavcodec + libm)"),
             (
                 media,
                 "calls-recorder",
