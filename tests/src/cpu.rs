@@ -212,14 +212,14 @@ pub fn stage_of(comm: &str, dso: &str, symbol: &str) -> &'static str {
     "other"
 }
 
+/// A profile: each stage's share of the samples (0..=1), largest first, and the top symbols as
+/// `(share, "thread library", symbol)`.
+pub type Profile = (Vec<(String, f64)>, Vec<(f64, String, String)>);
+
 /// Samples `pid` (all its threads) with `perf record -e cpu-clock` for `duration` and returns each stage's
 /// share of the samples (0..=1), largest first, and the top symbols of the profile. Needs `perf` and the
 /// right to trace the process (root, or `kernel.perf_event_paranoid` ≤ 1).
-pub fn perf_stages(
-    pid: u32,
-    duration: Duration,
-    dir: &Path,
-) -> anyhow::Result<(Vec<(String, f64)>, Vec<(f64, String, String)>)> {
+pub fn perf_stages(pid: u32, duration: Duration, dir: &Path) -> anyhow::Result<Profile> {
     let data = dir.join(format!("perf-{pid}.data"));
     let recorded = Command::new("perf")
         .args(["record", "-q", "-e", "cpu-clock", "-F", "499", "-p"])
@@ -239,9 +239,7 @@ pub fn perf_stages(
 }
 
 /// Each stage's share of the samples in a `perf record` file (see [`perf_stages`]) and its top symbols.
-pub fn perf_report(
-    data: &Path,
-) -> anyhow::Result<(Vec<(String, f64)>, Vec<(f64, String, String)>)> {
+pub fn perf_report(data: &Path) -> anyhow::Result<Profile> {
     let report = Command::new("perf")
         .args([
             "report",
@@ -310,7 +308,12 @@ mod tests {
         let cases = [
             (media, "libx264.so.164", "0x1234", "x264 (H.264 encode)"),
             (runtime, libavcodec, "0x00a077d3", "VP8 decode (libavcodec)"),
-            (media, libavcodec, "0x00a077d3", "AAC encode (libavcodec + libm)"),
+            (
+                media,
+                libavcodec,
+                "0x00a077d3",
+                "AAC encode (libavcodec + libm)",
+            ),
             (
                 media,
                 "calls-recorder",
