@@ -364,11 +364,6 @@ impl Compositor {
         self.stats.frames_composed += 1;
     }
 
-    /// The picture of the last produced frame.
-    pub fn current(&self) -> &I420Frame {
-        &self.output
-    }
-
     fn scale(&mut self, share: &I420Frame, target: (u32, u32)) -> Result<&frame::Video> {
         let source = (share.width(), share.height());
         let cached = self
