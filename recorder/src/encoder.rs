@@ -4,9 +4,9 @@
 //! time base and audio sample `s` has pts `s` in a `1/48000` time base, so picture and sound cannot drift apart.
 //! The frame rate is variable: the caller writes a frame only for ticks whose picture changed (and at least one
 //! per keyframe interval); each frame lasts until the next one. Keyframes are placed by media time (one at least
-//! every [`Profile::keyframe_interval`] ticks), not by frame count, so seeking works the same on a still screen. [`Mp4Writer::finish`] drains both encoders
-//! and writes the trailer (moving the index to the front), which is what makes the file playable; a writer
-//! dropped without `finish` leaves an unplayable file.
+//! every [`Profile::keyframe_interval`] ticks), not by frame count, so seeking works the same on a still screen.
+//! [`Mp4Writer::finish`] drains both encoders and writes the trailer (moving the index to the front), which is
+//! what makes the file playable; a writer dropped without `finish` leaves an unplayable file.
 
 use std::path::{Path, PathBuf};
 
