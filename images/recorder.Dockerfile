@@ -20,6 +20,11 @@ WORKDIR /data
 # The recorder touches $CALLS_HEARTBEAT_FILE (default /tmp/calls-recorder.alive) while its pipeline makes progress;
 # a stale file means the encoder is stuck even though the process is alive.
 ENV CALLS_HEARTBEAT_FILE=/tmp/calls-recorder.alive
+# Decoded and composed pictures are 1–3 MB each, allocated and freed many times a second. glibc would serve them
+# with mmap (or trim them back to the kernel) and every new buffer would start with page faults on zeroed pages:
+# about a tenth of the recorder's CPU with a moving share. Keeping them in the heap (no mmap below 32 MB, trim only
+# beyond 128 MB of free top) reuses the same pages; the peak memory does not change.
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=134217728
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["bash", "-c", "test -n \"$(find \"$CALLS_HEARTBEAT_FILE\" -newermt '-30 seconds' 2>/dev/null)\""]
 ENTRYPOINT ["/usr/local/bin/calls-recorder"]

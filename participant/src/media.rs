@@ -86,6 +86,8 @@ pub struct ScreenOptions {
     pub fps: u32,
     /// Keyframe policy of the encoder.
     pub keyframes: KeyframePolicy,
+    /// Share the pattern's first picture over and over (a still slide) instead of the moving bar.
+    pub still: bool,
 }
 
 impl ScreenOptions {
@@ -96,6 +98,7 @@ impl ScreenOptions {
             height,
             fps,
             keyframes: KeyframePolicy::Periodic,
+            still: false,
         }
     }
 }
@@ -144,6 +147,7 @@ impl ScreenShare {
             height,
             fps,
             keyframes,
+            still,
         } = options;
         let fps = fps.clamp(1, 60);
         // libvpx inserts a keyframe every `gop` frames; "only on request" is a gop longer than
@@ -171,7 +175,7 @@ impl ScreenShare {
                     _ = stopped.cancelled() => return,
                     _ = ticker.tick() => {}
                 }
-                let picture = pattern_frame(width, height, index);
+                let picture = pattern_frame(width, height, if still { 0 } else { index });
                 let requested = state.keyframe_wanted.swap(false, Ordering::Relaxed);
                 let encoded = match encoder.encode(&picture, index == 0 || requested) {
                     Ok(encoded) => encoded,

@@ -5,8 +5,10 @@
 //! Pacing: the output frame for tick `k` (media time `k / fps`) shows the latest input event whose timestamp is
 //! at or before that time, so a recording's picture lines up with its sound on the one media clock.
 //!
-//! Scaling uses FFmpeg's swscale through a cached context that is rebuilt only when the share's size changes,
-//! and an unchanged share is not scaled again, so holding a still screen costs almost nothing.
+//! Scaling uses FFmpeg's swscale through a cached context that is rebuilt only when the share's size changes.
+//! A share frame identical to the one on screen (a still slide keeps arriving at the sender's rate) is not
+//! scaled again, and every output frame says whether its picture changed since the previous tick, so the
+//! encoder can skip repeats: holding a still screen costs almost nothing.
 //!
 //! **Invariant:** ticks are emitted in order without gaps; every tick produces exactly one output frame.
 
@@ -104,6 +106,8 @@ pub struct CompositorStats {
     pub frames_overflow: u64,
     /// Frames swscale could not convert.
     pub scale_failures: u64,
+    /// Frames identical to the share frame already on screen (not scaled again).
+    pub frames_unchanged: u64,
     /// Output frames produced.
     pub ticks: u64,
 }
@@ -117,6 +121,8 @@ pub struct ComposedFrame<'a> {
     pub frame: &'a I420Frame,
     /// Whether it shows a screen share (false: background).
     pub sharing: bool,
+    /// Whether the picture differs from the previous tick's (always true for the first tick).
+    pub changed: bool,
 }
 
 enum ShareEvent {
@@ -143,6 +149,10 @@ pub struct Compositor {
     /// What shows while nobody shares (plain colour, or names drawn by `backdrop`).
     background: I420Frame,
     output: I420Frame,
+    /// The picture changed since the last produced frame.
+    changed: bool,
+    /// The share frame on screen, as received, to recognise an unchanged one.
+    shown_share: Option<I420Frame>,
     scaler: Option<CachedScaler>,
     next_tick: u64,
     stats: CompositorStats,
@@ -163,6 +173,8 @@ impl Compositor {
             pending: VecDeque::new(),
             shown_at: None,
             sharing: false,
+            changed: true,
+            shown_share: None,
             scaler: None,
             next_tick: 0,
             stats: CompositorStats::default(),
@@ -202,8 +214,9 @@ impl Compositor {
                 self.config.height
             )));
         }
-        if !self.sharing {
+        if !self.sharing && background != self.background {
             self.output = background.clone();
+            self.changed = true;
         }
         self.background = background;
         Ok(())
@@ -275,9 +288,13 @@ impl Compositor {
             self.shown_at = Some(at);
         }
         match change {
-            Some(ShareEvent::Frame(share)) => self.compose(&share),
+            Some(ShareEvent::Frame(share)) => self.compose(share),
             Some(ShareEvent::Stopped) => {
+                if self.sharing {
+                    self.changed = true;
+                }
                 self.sharing = false;
+                self.shown_share = None;
                 self.output = self.background.clone();
             }
             None => {}
@@ -288,6 +305,7 @@ impl Compositor {
             index: tick,
             frame: &self.output,
             sharing: self.sharing,
+            changed: std::mem::take(&mut self.changed),
         })
     }
 
@@ -297,42 +315,52 @@ impl Compositor {
         self.pending.insert(index, (at, event));
     }
 
-    fn compose(&mut self, share: &I420Frame) {
+    fn compose(&mut self, share: I420Frame) {
+        if self.sharing && self.shown_share.as_ref() == Some(&share) {
+            // Comparing costs a fraction of scaling (and of encoding the repeat, which is skipped too).
+            self.stats.frames_unchanged += 1;
+            return;
+        }
         let (width, height) = (self.config.width, self.config.height);
         let place = fit((share.width(), share.height()), (width, height));
-        let mut output = I420Frame::filled(width, height, Yuv::BLACK);
-        if (place.width, place.height) == (share.width(), share.height()) {
-            let planes = share.planes();
-            let sizes = share.plane_sizes();
-            for (plane, (source, (w, h))) in planes.iter().zip(sizes).enumerate() {
-                blit(&mut output, plane, place, source, w, w, h);
-            }
-        } else {
-            match self.scale(share, (place.width, place.height)) {
-                Ok(scaled) => {
-                    for plane in 0..3 {
-                        let (w, h) = (scaled.plane_width(plane), scaled.plane_height(plane));
-                        let stride = scaled.stride(plane);
-                        blit(
-                            &mut output,
-                            plane,
-                            place,
-                            scaled.data(plane),
-                            stride,
-                            w as usize,
-                            h as usize,
-                        );
-                    }
+        let scaled = (place.width, place.height) != (share.width(), share.height());
+        if scaled && self.scale(&share, (place.width, place.height)).is_err() {
+            // Keep showing the previous picture; the counter surfaces the problem in progress reports.
+            self.stats.scale_failures += 1;
+            return;
+        }
+        // The output frame is drawn over in place: a fresh 1–3 MB buffer per frame costs more in page faults
+        // than the drawing itself. Bars are painted only where the share does not cover the canvas.
+        if (place.width, place.height) != (width, height) {
+            self.output.fill_rect(0, 0, width, height, Yuv::BLACK);
+        }
+        match self.scaler.as_ref() {
+            Some(scaler) if scaled => {
+                let picture = &scaler.output;
+                for plane in 0..3 {
+                    let (w, h) = (picture.plane_width(plane), picture.plane_height(plane));
+                    blit(
+                        &mut self.output,
+                        plane,
+                        place,
+                        picture.data(plane),
+                        picture.stride(plane),
+                        w as usize,
+                        h as usize,
+                    );
                 }
-                Err(_) => {
-                    // Keep showing the previous picture; the counter surfaces the problem in progress reports.
-                    self.stats.scale_failures += 1;
-                    return;
+            }
+            _ => {
+                for (plane, (source, (w, h))) in
+                    share.planes().iter().zip(share.plane_sizes()).enumerate()
+                {
+                    blit(&mut self.output, plane, place, source, w, w, h);
                 }
             }
         }
-        self.output = output;
         self.sharing = true;
+        self.changed = true;
+        self.shown_share = Some(share);
         self.stats.frames_composed += 1;
     }
 

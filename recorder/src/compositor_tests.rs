@@ -287,3 +287,55 @@ fn ffmpeg_frames_round_trip_and_other_formats_are_refused() {
     let err = copy_from_ffmpeg(&rgb).unwrap_err().to_string();
     assert!(err.contains("expected yuv420p"), "{err}");
 }
+
+/// Polls exactly one tick at its own time and returns whether its picture changed.
+fn changed(compositor: &mut Compositor) -> bool {
+    let at = compositor.tick_time(compositor.next_tick());
+    compositor.poll_frame(at).expect("the tick is due").changed
+}
+
+#[test]
+fn each_tick_says_whether_its_picture_changed() {
+    let mut compositor = Compositor::new(config());
+    assert!(changed(&mut compositor), "the first tick is new");
+    assert!(!changed(&mut compositor), "the background held");
+    let red = I420Frame::filled(64, 36, RED);
+    compositor.handle_frame(ms(200), red.clone());
+    assert!(changed(&mut compositor), "the share started");
+    // A still slide keeps arriving: the same picture is neither scaled nor reported as new.
+    compositor.handle_frame(ms(300), red.clone());
+    compositor.handle_frame(ms(400), red);
+    assert!(!changed(&mut compositor));
+    assert!(!changed(&mut compositor));
+    assert_eq!(compositor.stats().frames_unchanged, 2);
+    assert_eq!(compositor.stats().frames_composed, 1);
+    compositor.handle_frame(ms(500), I420Frame::filled(64, 36, GREEN));
+    assert!(changed(&mut compositor), "a different picture");
+    compositor.handle_share_stopped(ms(600));
+    assert!(changed(&mut compositor), "back to the background");
+    assert!(!changed(&mut compositor));
+    // The same background again is no change; a new one (names) is.
+    compositor
+        .set_background(I420Frame::filled(64, 36, Yuv::BACKGROUND))
+        .expect("right size");
+    assert!(!changed(&mut compositor));
+    compositor
+        .set_background(I420Frame::filled(64, 36, GREEN))
+        .expect("right size");
+    assert!(changed(&mut compositor));
+}
+
+#[test]
+fn a_share_that_restarts_with_the_same_picture_is_shown_again() {
+    let mut compositor = Compositor::new(config());
+    let red = I420Frame::filled(64, 36, RED);
+    compositor.handle_frame(ms(0), red.clone());
+    assert_eq!(tick(&mut compositor), (true, RED));
+    compositor.handle_share_stopped(ms(100));
+    assert!(!tick(&mut compositor).0);
+    compositor.handle_frame(ms(200), red);
+    let at = compositor.tick_time(compositor.next_tick());
+    let out = compositor.poll_frame(at).expect("due");
+    assert!(out.sharing && out.changed);
+    assert_eq!(out.frame.pixel(32, 18), Some(RED));
+}

@@ -128,7 +128,8 @@ async fn record_and_upload(
                 sender.send(MediaInput::Tick { now });
                 let progress = worker.progress();
                 milestones.log(&progress);
-                heartbeat.poll(now, progress.video_frames_encoded);
+                // Ticks processed, not frames encoded: a still picture is encoded only every few seconds.
+                heartbeat.poll(now, u64::try_from(progress.recorded.as_millis()).unwrap_or(u64::MAX));
             }
             _ = report.tick() => {
                 let progress = worker.progress();

@@ -10,7 +10,7 @@ use std::time::Duration;
 pub struct Progress {
     /// Media time encoded so far (the video timeline; audio follows within one AAC frame).
     pub recorded: Duration,
-    /// Video frames encoded.
+    /// Video frames encoded (only ticks whose picture changed, and one per keyframe interval on a still one).
     pub video_frames_encoded: u64,
     /// Share frames lost: older than what was on screen, backlog overflow, or failed to scale.
     pub video_frames_dropped: u64,
@@ -18,6 +18,8 @@ pub struct Progress {
     pub video_frames_skipped: u64,
     /// Share frames received.
     pub share_frames_received: u64,
+    /// Share frames identical to the one on screen (a still slide): neither scaled nor encoded again.
+    pub share_frames_unchanged: u64,
     /// Mixed audio frames encoded.
     pub audio_frames_encoded: u64,
     /// Audio frames in which somebody spoke.
@@ -39,13 +41,14 @@ impl Progress {
     }
 
     /// The counters under the names the job status API carries (`JobStatusUpdate::counters`).
-    pub fn counters(&self) -> [(&'static str, f64); 10] {
+    pub fn counters(&self) -> [(&'static str, f64); 11] {
         [
             ("seconds_recorded", self.seconds_recorded()),
             ("video_frames_encoded", self.video_frames_encoded as f64),
             ("video_frames_dropped", self.video_frames_dropped as f64),
             ("video_frames_skipped", self.video_frames_skipped as f64),
             ("share_frames_received", self.share_frames_received as f64),
+            ("share_frames_unchanged", self.share_frames_unchanged as f64),
             ("audio_frames_encoded", self.audio_frames_encoded as f64),
             (
                 "audio_frames_with_voice",
@@ -76,6 +79,6 @@ mod tests {
         assert_eq!(counters[2], ("video_frames_dropped", 1.0));
         let mut names: Vec<_> = counters.iter().map(|(name, _)| *name).collect();
         names.dedup();
-        assert_eq!(names.len(), 10);
+        assert_eq!(names.len(), 11);
     }
 }

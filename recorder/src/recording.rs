@@ -7,8 +7,13 @@
 //! The voices also feed the speaking detector, polled with the picture's time, whose changes (and the roster's)
 //! redraw the backdrop shown while nobody shares.
 //!
-//! **Invariant:** after `finish(end)` the file holds exactly `end` of video (one frame per tick) and of audio
-//! (every sample up to `end`), both starting at 0, so drift is bounded by one video frame.
+//! Video has a variable frame rate: a tick whose picture did not change (a still slide, the backdrop while people
+//! only talk) is not encoded again, the previous frame simply lasts longer. A frame is still written at least
+//! once per keyframe interval, so a player seeking into a long still stretch finds a keyframe nearby.
+//!
+//! **Invariant:** after `finish(end)` the file holds exactly `end` of video (frames on the tick grid, the first at
+//! 0, the last one at the last tick before `end`) and of audio (every sample up to `end`), both starting at 0, so
+//! drift is bounded by one video frame.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -30,6 +35,8 @@ pub struct Recording {
     compositor: Compositor,
     writer: Mp4Writer,
     latency: Duration,
+    /// Most ticks a picture is held without writing a frame (the keyframe interval).
+    max_hold_ticks: u64,
     sharer: Option<String>,
     /// Sharers whose share ended and has not started again: frames of theirs still in flight
     /// (decoded after the `screen_off` event) must not reopen the share and freeze its last frame.
@@ -52,6 +59,7 @@ impl Recording {
         let (width, height) = compositor.size();
         Ok(Recording {
             latency: duration_from_samples(mixer.jitter_window_samples),
+            max_hold_ticks: u64::from(profile.keyframe_interval()),
             mixer: Mixer::new(mixer),
             compositor,
             writer: Mp4Writer::create(path, profile)?,
@@ -129,8 +137,16 @@ impl Recording {
             self.audio_frames_encoded += 1;
         }
         self.update_speakers(due)?;
+        let hold = self.max_hold_ticks;
         while let Some(composed) = self.compositor.poll_frame(due) {
-            self.writer.write_video(composed.frame)?;
+            if needs_frame(
+                composed.changed,
+                composed.index,
+                self.writer.last_video_tick(),
+                hold,
+            ) {
+                self.writer.write_video(composed.frame, composed.index)?;
+            }
         }
         Ok(())
     }
@@ -161,6 +177,7 @@ impl Recording {
             video_frames_dropped: video.frames_stale + video.frames_overflow + video.scale_failures,
             video_frames_skipped: video.frames_skipped,
             share_frames_received: video.frames_received,
+            share_frames_unchanged: video.frames_unchanged,
             audio_frames_encoded: self.audio_frames_encoded,
             audio_frames_with_voice: mixer.frames_with_voice,
             audio_samples_dropped: mixer.samples_late + mixer.samples_too_early,
@@ -182,13 +199,52 @@ impl Recording {
             self.audio_frames_encoded += 1;
         }
         self.update_speakers(end)?;
+        let hold = self.max_hold_ticks;
         while self.compositor.tick_time(self.compositor.next_tick()) < end {
+            let last = self.compositor.tick_time(self.compositor.next_tick() + 1) >= end;
             let composed = self
                 .compositor
                 .poll_frame(end)
                 .expect("the next tick is before end, so it is due");
-            self.writer.write_video(composed.frame)?;
+            // The last tick is always written: the video track then lasts exactly to `end`.
+            if last
+                || needs_frame(
+                    composed.changed,
+                    composed.index,
+                    self.writer.last_video_tick(),
+                    hold,
+                )
+            {
+                self.writer.write_video(composed.frame, composed.index)?;
+            }
         }
         self.writer.finish()
+    }
+}
+
+/// Whether the output frame of tick `index` is encoded: when its picture changed, or when the last frame
+/// written is `max_hold` ticks old (so keyframes keep coming on a still screen), or when nothing was written yet.
+pub fn needs_frame(changed: bool, index: u64, last_written: Option<u64>, max_hold: u64) -> bool {
+    match last_written {
+        None => true,
+        Some(last) => changed || index >= last + max_hold.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_frame;
+
+    #[test]
+    fn repeats_are_skipped_but_a_frame_comes_every_keyframe_interval() {
+        assert!(needs_frame(false, 0, None, 40), "the first tick is written");
+        assert!(needs_frame(true, 1, Some(0), 40), "a change is written");
+        assert!(!needs_frame(false, 1, Some(0), 40));
+        assert!(!needs_frame(false, 39, Some(0), 40));
+        assert!(needs_frame(false, 40, Some(0), 40), "held for the interval");
+        assert!(
+            needs_frame(false, 2, Some(1), 0),
+            "a zero hold writes every tick"
+        );
     }
 }

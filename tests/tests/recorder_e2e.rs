@@ -18,7 +18,7 @@ use calls_e2e::call::{wait_joined, CallStack};
 use calls_e2e::client::Client;
 use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::{docker, mp4, speech};
-use calls_participant::video::{bar_position, VideoFrame};
+use calls_participant::video::{bar_position, pattern_frame, VideoFrame, BAR_STEP};
 use calls_participant::{Event, Participant, Role};
 use calls_protocol::jobs::{CreateJobRequest, Job, JobState, JobType};
 use calls_recorder::backdrop::{grid, Rect, HIGHLIGHT, TILE};
@@ -343,9 +343,12 @@ fn check_sound(
 }
 
 /// Sampled twice a second: the moving pattern while it was shared (allowing 1.5 s for the share
-/// to reach the recorder and 0.5 s for its end), never outside.
+/// to reach the recorder and 0.5 s for its end), never outside. While shared, each sampled picture
+/// (scaled back to the share's size) is within 30 dB PSNR of the pattern frame the sender drew, so a
+/// cheaper pipeline cannot pass by blurring or dropping the share.
 fn check_pictures(path: &Path) -> anyhow::Result<()> {
     let frames = mp4::sample_frames(path, 2, SHARE.0, SHARE.1)?;
+    let psnr: Vec<f64> = frames.iter().map(|data| pattern_psnr(data)).collect();
     let bars: Vec<Option<u32>> = frames
         .into_iter()
         .map(|data| {
@@ -365,6 +368,15 @@ fn check_pictures(path: &Path) -> anyhow::Result<()> {
     assert!(
         during.len() >= 10 && during.iter().all(Option::is_some),
         "the pattern while shared: {during:?}"
+    );
+    let during_psnr: Vec<f64> = (0..psnr.len())
+        .filter(|&k| time(k) >= SHARE_FROM + 1.5 && time(k) <= SHARE_UNTIL - 0.5)
+        .map(|k| psnr[k])
+        .collect();
+    eprintln!("luma PSNR against the sent pattern while shared, dB: {during_psnr:.1?}");
+    assert!(
+        during_psnr.iter().all(|db| *db >= 30.0),
+        "the recorded share is the sent pattern (PSNR >= 30 dB): {during_psnr:.1?}"
     );
     let mut positions: Vec<u32> = during.iter().flatten().copied().collect();
     positions.dedup();
@@ -440,4 +452,33 @@ fn left_border(frame: &[u8], tile: Rect, border: u32) -> Yuv {
         u: (u / count) as u8,
         v: (v / count) as u8,
     }
+}
+
+/// Luma PSNR (dB) of a sampled picture against the sender's pattern frame it shows: the pattern frame
+/// whose bar columns best match the picture's column brightness (the bar moves [`BAR_STEP`] pixels a
+/// frame, so there are `width / BAR_STEP` candidates).
+fn pattern_psnr(picture: &[u8]) -> f64 {
+    let (width, height) = (SHARE.0 as usize, SHARE.1 as usize);
+    let columns: Vec<f64> = (0..width)
+        .map(|x| {
+            (0..height)
+                .map(|y| f64::from(picture[y * width + x]))
+                .sum::<f64>()
+                / height as f64
+        })
+        .collect();
+    let best = (0..SHARE.0 / BAR_STEP)
+        .map(|index| pattern_frame(SHARE.0, SHARE.1, u64::from(index)))
+        .min_by(|a, b| {
+            let error = |frame: &VideoFrame| -> f64 {
+                columns
+                    .iter()
+                    .enumerate()
+                    .map(|(x, mean)| (mean - f64::from(frame.luma()[x])).powi(2))
+                    .sum()
+            };
+            error(a).total_cmp(&error(b))
+        })
+        .expect("there is at least one candidate");
+    mp4::luma_psnr(picture, best.luma(), width * height)
 }

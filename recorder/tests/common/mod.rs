@@ -31,6 +31,10 @@ pub fn frame_at(path: &Path, at: f64, width: u32, height: u32) -> I420Frame {
         .args(["-v", "error", "-i"])
         .arg(path)
         .args([
+            // The file has a variable frame rate: a frame shows until the next one. On a fine constant grid,
+            // the frame at `at` is the one on screen then (without it, the first frame *after* `at`).
+            "-vf",
+            "fps=100",
             "-ss",
             &format!("{at:.3}"),
             "-frames:v",
