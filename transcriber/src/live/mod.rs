@@ -17,7 +17,9 @@
 //! - Workers are a bounded pool sized to the job's CPUs. Finals go first, then pause windows, then partials
 //!   (the longest waiting first). A final or pause window that finds every worker busy while one holds a
 //!   partial cancels that partial (the most recently started) and takes its worker: a final never waits
-//!   for a partial. A partial slot that passes while every worker is busy is dropped and counted; a final
+//!   for a partial. A partial of an utterance whose pause or final window was just handed out or queued is
+//!   cancelled too: its text would be older than what is coming, and it would slow that window down.
+//!   A partial slot that passes while every worker is busy is dropped and counted; a final
 //!   that waits longer than `final_max_wait_ms` is dropped, counted as a dropped window, and closes its
 //!   caption with the last partial text.
 //!
@@ -599,6 +601,25 @@ impl Captioner {
         else {
             return;
         };
+        self.cancel_partial(id);
+    }
+
+    /// Cancels the partial of `caption_id` that is with a worker, if any: a pause or final window of the
+    /// same utterance, with more audio, was just handed out or queued.
+    fn cancel_partial_of(&mut self, caption_id: &str) {
+        let stale = self
+            .in_flight
+            .iter()
+            .find(|(_, window)| {
+                window.kind == WindowKind::Partial && window.caption_id == caption_id
+            })
+            .map(|(id, _)| *id);
+        if let Some(id) = stale {
+            self.cancel_partial(id);
+        }
+    }
+
+    fn cancel_partial(&mut self, id: u64) {
         // Invariant: `id` was just found in `in_flight`.
         let window = self.in_flight.remove(&id).expect("in flight");
         if let Some(utterance) = self
@@ -752,6 +773,7 @@ impl Captioner {
                 PauseResult::Failed => {}
             }
         }
+        self.cancel_partial_of(&utterance.caption_id);
         utterance.samples.truncate(end);
         if self.in_flight.len() >= self.settings.workers.max(1) {
             self.stats.transcriber_buf_full += 1;
@@ -810,6 +832,7 @@ impl Captioner {
         let name = speaker.name.clone();
         let utterance = speaker.utterance.as_mut()?;
         let end = utterance.speech_end + tail;
+        let caption_id = utterance.caption_id.clone();
         self.stats
             .new_audio_len_ms
             .observe(ms_of(end.saturating_sub(utterance.dispatched)) as f64);
@@ -832,13 +855,15 @@ impl Captioner {
                 shown: None,
             },
         );
-        Some(Window {
+        let window = Window {
             id,
             kind: WindowKind::Pause,
             session,
             start_ms: utterance.start_ms,
             samples: utterance.samples[..end].to_vec(),
-        })
+        };
+        self.cancel_partial_of(&caption_id);
+        Some(window)
     }
 
     /// The speaker whose speech paused first among those with a pause window due.

@@ -170,24 +170,27 @@ fn finals_go_before_partials_and_only_one_partial_per_utterance_is_out() {
         windows(&mut c, 3000).is_empty(),
         "no second partial while the first is with a worker"
     );
-    // Bob speaks and stops while both workers would be needed: his final waits for a worker.
+    // Bob speaks (both workers busy now) and stops: his partial, older than his final, gives way to it.
     feed(&mut c, "b", 0, 1000, true);
     let bob_partial = windows(&mut c, 3000);
     assert_eq!(bob_partial.len(), 1);
     feed(&mut c, "b", 1000, 1600, false);
     assert_eq!(
-        c.stats().transcriber_buf_full,
-        1,
-        "the final found both workers busy"
+        std::iter::from_fn(|| c.poll_cancelled()).collect::<Vec<_>>(),
+        vec![bob_partial[0].id]
     );
     // Alice's partial comes back and makes her next partial due, but Bob's final goes first.
     c.handle_result(first[0].id, "so", 3000);
     let next = windows(&mut c, 3000);
-    assert_eq!(next.len(), 1);
+    let order: Vec<(WindowKind, &str)> = next
+        .iter()
+        .map(|window| (window.kind, window.session.as_str()))
+        .collect();
     assert_eq!(
-        (next[0].kind, next[0].session.as_str()),
-        (WindowKind::Final, "b")
+        order,
+        [(WindowKind::Final, "b"), (WindowKind::Partial, "a")]
     );
+    assert_eq!(c.stats().transcriber_buf_full, 0, "no final waited");
 }
 
 #[test]
@@ -224,6 +227,11 @@ fn partial_slots_missed_under_overload_are_counted_and_late_finals_dropped() {
     assert_eq!(bob[0].kind, WindowKind::Pause);
     feed(&mut c, "a", 5700, 6400, false);
     assert!(windows(&mut c, 6400).is_empty());
+    assert_eq!(
+        c.stats().transcriber_buf_full,
+        1,
+        "her final found the worker busy"
+    );
     c.handle_tick(9000);
     assert_eq!(c.stats().window_dropped, 0, "waited 2.8 s: still queued");
     c.handle_tick(9500);
@@ -560,4 +568,20 @@ fn a_final_takes_the_worker_of_the_partial_started_last() {
     );
     // Finals and pause windows are never cancelled: with both workers on them, a partial just waits.
     assert!(std::iter::from_fn(|| c.poll_cancelled()).next().is_none());
+}
+
+#[test]
+fn a_pause_window_cancels_the_partial_of_its_own_utterance() {
+    let mut c = Captioner::new(LiveSettings::default());
+    feed(&mut c, "a", 0, 1000, true);
+    let partial = windows(&mut c, 1000);
+    assert_eq!(partial[0].kind, WindowKind::Partial);
+    feed(&mut c, "a", 1000, 1200, false);
+    let pause = windows(&mut c, 1200);
+    assert_eq!(pause.len(), 1);
+    assert_eq!(pause[0].kind, WindowKind::Pause);
+    assert_eq!(c.poll_cancelled(), Some(partial[0].id));
+    // Its answer, if one still comes, changes nothing.
+    c.handle_result(partial[0].id, "stale words", 1250);
+    assert!(captions(&mut c).is_empty());
 }
