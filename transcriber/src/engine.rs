@@ -52,6 +52,21 @@ impl Default for DecodeSettings {
     }
 }
 
+impl DecodeSettings {
+    /// How live captions decode a window: one segment, no context, a short window, greedy, in English
+    /// unless the model is multilingual and `language` says otherwise.
+    pub fn live_window(threads: u32) -> Self {
+        DecodeSettings {
+            beam_size: None,
+            threads: threads.max(1),
+            single_segment: true,
+            no_context: true,
+            short_window: true,
+            ..DecodeSettings::default()
+        }
+    }
+}
+
 /// The encoder context for a short window of `samples` (16 kHz): whisper's encoder has 50 positions per
 /// second of audio (1500 for 30 s); the window's positions plus 1 s of margin, rounded up to 32. The
 /// encoder's cost grows with the context; without a margin whisper drops or garbles a sentence's last

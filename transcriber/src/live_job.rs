@@ -144,12 +144,8 @@ impl LiveModels {
         let vad = Vad::load(&options.vad_model, LIVE_VAD, 1)?;
         let decode = DecodeSettings {
             language: options.language.clone(),
-            beam_size: None,
-            threads: options.threads_per_worker.max(1),
             initial_prompt: options.initial_prompt.clone(),
-            single_segment: true,
-            no_context: true,
-            short_window: true,
+            ..DecodeSettings::live_window(options.threads_per_worker)
         };
         Ok(LiveModels {
             model: options.model.clone(),

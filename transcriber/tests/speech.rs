@@ -223,13 +223,7 @@ fn live_windows_are_transcribed_unless_cancelled() {
         .expect("run `calls-transcriber models fetch tiny.en`");
     let mut engine = Engine::load(&path).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let settings = DecodeSettings {
-        threads: 1,
-        single_segment: true,
-        no_context: true,
-        short_window: true,
-        ..DecodeSettings::default()
-    };
+    let settings = DecodeSettings::live_window(1);
     for (index, sentence) in SENTENCES.iter().take(6).enumerate() {
         let clip = synthesize(sentence, VOICES[index % VOICES.len()], work.path()).unwrap();
         let cancel = Arc::new(AtomicBool::new(false));
