@@ -31,11 +31,15 @@ pub struct DecodeSettings {
     /// Do not condition on the previous buffer's text (avoids a hallucination feeding the next one).
     pub no_context: bool,
     /// Live windows: run the encoder over the window's length (plus a margin) instead of whisper's full
-    /// 30 s, never re-decode at a higher temperature, decode no timestamps, and stop after
+    /// 30 s, re-decode at a higher temperature only with `retry_on_failure`, decode no timestamps, stop after
     /// [`short_window_max_tokens`] tokens
     /// (a hypothesis stuck repeating a phrase otherwise runs to whisper's limit: 6 s for one partial). A 1 s window then costs a small fraction of a
     /// 30 s one; whisper.cpp's `audio_ctx`, which Mattermost's live captions set too (to 512).
     pub short_window: bool,
+    /// With `short_window`: still re-decode at a higher temperature when the text fails whisper's
+    /// checks (a phrase repeated over and over has too little entropy). Live finals take the extra
+    /// decode; partials, cut in the middle of a word, would fail the checks too often to afford it.
+    pub retry_on_failure: bool,
 }
 
 impl Default for DecodeSettings {
@@ -48,6 +52,7 @@ impl Default for DecodeSettings {
             single_segment: false,
             no_context: true,
             short_window: false,
+            retry_on_failure: true,
         }
     }
 }
@@ -62,6 +67,7 @@ impl DecodeSettings {
             single_segment: true,
             no_context: true,
             short_window: true,
+            retry_on_failure: false,
             ..DecodeSettings::default()
         }
     }
@@ -252,7 +258,9 @@ impl Engine {
         params.set_single_segment(settings.single_segment);
         if settings.short_window {
             params.set_audio_ctx(short_window_audio_ctx(samples.len()));
-            params.set_temperature_inc(0.0);
+            if !settings.retry_on_failure {
+                params.set_temperature_inc(0.0);
+            }
             params.set_max_tokens(short_window_max_tokens(samples.len()));
         }
         if let Some(flag) = &cancel {

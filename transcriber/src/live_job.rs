@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use crate::capture::CapturedPacket;
 use crate::engine::{DecodeSettings, Engine, SAMPLE_RATE};
 use crate::error::Result;
-use crate::live::{Captioner, Histogram, LiveCaption, LiveSettings, LiveStats, Window};
+use crate::live::{Captioner, Histogram, LiveCaption, LiveSettings, LiveStats, Window, WindowKind};
 use crate::pipeline::is_speech;
 use crate::vad::{Vad, VadSettings};
 
@@ -526,6 +526,12 @@ fn worker(
         };
         let Ok((window, cancel)) = window else {
             return;
+        };
+        // A pause or final window's text is the final caption: it may take whisper's retries at a higher
+        // temperature when its first decode fails the checks (e.g. one phrase repeated over and over).
+        let settings = DecodeSettings {
+            retry_on_failure: window.kind != WindowKind::Partial,
+            ..settings.clone()
         };
         let text = match engine.decode_cancellable(&window.samples, &settings, Some(cancel)) {
             Ok(decoded) => Some(

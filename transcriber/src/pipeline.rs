@@ -114,6 +114,7 @@ impl Transcriber {
             single_segment: false,
             no_context: true,
             short_window: false,
+            retry_on_failure: true,
         };
         engine.check(&settings)?;
         Ok(Transcriber {

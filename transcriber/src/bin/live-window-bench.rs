@@ -35,7 +35,11 @@ fn main() -> anyhow::Result<()> {
     let mut windows = Vec::new();
     for (index, sentence) in SENTENCES.iter().enumerate() {
         let mut audio = vec![0.0f32; 3_200];
-        audio.extend(synthesize(sentence, VOICES[index % VOICES.len()], work.path())?);
+        audio.extend(synthesize(
+            sentence,
+            VOICES[index % VOICES.len()],
+            work.path(),
+        )?);
         audio.extend(vec![0.0f32; 2_400]);
         windows.push((*sentence, audio));
     }

@@ -490,6 +490,7 @@ impl Captioner {
         let Some(done) = self.in_flight.remove(&window_id) else {
             return;
         };
+        let text = &stabilise::without_repeats(text);
         if done.kind == WindowKind::Final {
             self.finish_final(done, text, now_ms);
             return;

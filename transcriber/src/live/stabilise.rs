@@ -66,6 +66,45 @@ impl Stabiliser {
     }
 }
 
+/// The hypothesis with whisper's loops taken out: on a window cut in the middle of speech whisper often
+/// repeats the last phrase until it runs out of tokens ("let's take a short. let's take a short. let's
+/// take a"). A run of one phrase repeated back to back keeps its first copy, and a trailing unfinished copy
+/// is dropped. A run counts as a loop when a phrase of three words or more comes twice in a row, or a
+/// shorter one three times: people say "very very" or "no, no", not the same sentence twice in a breath.
+pub fn without_repeats(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut kept: Vec<&str> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    'scan: while i < words.len() {
+        for n in 1..=12.min((words.len() - i) / 2) {
+            let phrase = &words[i..i + n];
+            let mut copies = 1;
+            while i + (copies + 1) * n <= words.len()
+                && same_words(phrase, &words[i + copies * n..i + (copies + 1) * n])
+            {
+                copies += 1;
+            }
+            if copies >= 3 || (copies >= 2 && n >= 3) {
+                kept.extend_from_slice(phrase);
+                i += copies * n;
+                // An unfinished copy at the very end is the same loop, cut by the token limit.
+                let rest = &words[i..];
+                if !rest.is_empty() && rest.len() < n && same_words(rest, &phrase[..rest.len()]) {
+                    i = words.len();
+                }
+                continue 'scan;
+            }
+        }
+        kept.push(words[i]);
+        i += 1;
+    }
+    kept.join(" ")
+}
+
+fn same_words(a: &[&str], b: &[&str]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_word(x, y))
+}
+
 /// Words compared loosely: case and surrounding punctuation do not make two words differ.
 fn same_word(a: &str, b: &str) -> bool {
     let trim = |w: &str| {

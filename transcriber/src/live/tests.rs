@@ -585,3 +585,45 @@ fn a_pause_window_cancels_the_partial_of_its_own_utterance() {
     c.handle_result(partial[0].id, "stale words", 1250);
     assert!(captions(&mut c).is_empty());
 }
+
+#[test]
+fn whisper_s_loops_are_taken_out_of_hypotheses() {
+    use super::stabilise::without_repeats;
+    for (heard, meant) in [
+        (
+            "let's take a short, let's take a short, let's take a short, let's take a",
+            "let's take a short,",
+        ),
+        ("I think I think I think I think I think I", "I think"),
+        (
+            "Can you share your screen? Click that report. Click that report. Click that report.",
+            "Can you share your screen? Click that report.",
+        ),
+        ("please, please, please, please,", "please,"),
+        ("lord lord, lord lord, lord lord lord lord lord", "lord"),
+        // What people do say stays.
+        ("no, no, that is fine", "no, no, that is fine"),
+        ("it was very very good", "it was very very good"),
+        (
+            "Good morning everyone, let's start with the status update.",
+            "Good morning everyone, let's start with the status update.",
+        ),
+        ("", ""),
+    ] {
+        assert_eq!(without_repeats(heard), meant, "{heard:?}");
+    }
+}
+
+#[test]
+fn a_looping_hypothesis_is_shown_once() {
+    let mut c = Captioner::new(LiveSettings::default());
+    feed(&mut c, "a", 0, 1000, true);
+    let partial = windows(&mut c, 1000);
+    c.handle_result(
+        partial[0].id,
+        "we should. we should. we should. we should.",
+        1100,
+    );
+    let shown = captions(&mut c);
+    assert_eq!(shown[0].text.text(), "we should.");
+}
