@@ -31,6 +31,9 @@ use crate::candidates::{
 use crate::forward::{self, FeedbackRoutes, LegCodec, Publication};
 use crate::peer::{self, negotiated_payload_type};
 use crate::state::{SessionCommand, Shared};
+
+/// How long the error that ends a session may wait for room in the session's queue.
+const FINAL_ERROR_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 
 /// Events the peer connection reports to its session task.
@@ -157,8 +160,30 @@ impl Negotiator {
     /// Queues an error message to the client.
     pub fn send_error(&self, code: ErrorCode, message: impl Into<String>) {
         // Sent straight on the session's own queue so it still goes out while the session is
-        // being torn down.
-        let _ = self.out.try_send(ServerMessage::error(code, message));
+        // being torn down. A full queue means the client does not read what it is sent: it misses
+        // this reply as it misses the others.
+        if self
+            .out
+            .try_send(ServerMessage::error(code, message))
+            .is_err()
+        {
+            tracing::debug!(session_id = %self.session_id, ?code, "an error reply was dropped: the session's queue is full");
+        }
+    }
+
+    /// Sends the error that ends the session, waiting a little for room in the queue: a client
+    /// disconnected for flooding has usually filled it with the replies to its flood, and must
+    /// still learn why it was disconnected.
+    pub async fn send_final_error(&self, code: ErrorCode, message: impl Into<String>) {
+        let error = ServerMessage::error(code, message);
+        if self
+            .out
+            .send_timeout(error, FINAL_ERROR_WAIT)
+            .await
+            .is_err()
+        {
+            tracing::debug!(session_id = %self.session_id, ?code, "the session's last error was not sent: its queue stayed full");
+        }
     }
 
     /// Handles one message from the client; `Break` ends the session.

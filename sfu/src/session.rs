@@ -68,10 +68,24 @@ pub async fn run(shared: Arc<Shared>, socket: WebSocket) {
                 }
                 let _ = sink.send(Message::Close(None)).await;
             });
-            run_joined(&shared, call_id, info, out_tx, stream).await;
+            run_joined(&shared, call_id, info, out_tx, &mut stream).await;
             shared.release_token(&token_key);
             flush.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            // Keep reading what the client still sends until it answers our close (or 2 s pass): a
+            // socket closed with unread data is reset, and a reset loses the replies the client has
+            // not read yet (a flooding client would never see why it was disconnected).
+            let drain = async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = writer.await;
+                drain.await;
+            })
+            .await;
         }
         Err(refusal) => {
             shared.metrics.record_error("join_refused");
@@ -151,7 +165,7 @@ async fn run_joined(
     call_id: String,
     info: ParticipantInfo,
     out: mpsc::Sender<ServerMessage>,
-    mut stream: Stream,
+    stream: &mut Stream,
 ) {
     let session_id = info.session_id.clone();
     let limits = shared.config.limits;
@@ -242,7 +256,7 @@ async fn run_joined(
             _ = kill.cancelled() => break,
             _ = tokio::time::sleep_until(negotiation_deadline), if !negotiator.negotiated() => {
                 shared.metrics.record_error("negotiation_timeout");
-                negotiator.send_error(ErrorCode::BadSdp, "no offer received in time; disconnecting");
+                negotiator.send_final_error(ErrorCode::BadSdp, "no offer received in time; disconnecting").await;
                 break;
             }
             frame = stream.next() => {
@@ -254,7 +268,7 @@ async fn run_joined(
                 // pings cost the server work too (issue 11, finding 5).
                 if !bucket.try_take(Instant::now()) {
                     shared.metrics.record_error("rate_limited");
-                    negotiator.send_error(ErrorCode::RateLimited, "too many messages; disconnecting");
+                    negotiator.send_final_error(ErrorCode::RateLimited, "too many messages; disconnecting").await;
                     break;
                 }
                 let text = match frame {
