@@ -495,12 +495,7 @@ impl Captioner {
             self.finish_final(done, text, now_ms);
             return;
         }
-        let current = self
-            .speakers
-            .get_mut(&done.session)
-            .and_then(|speaker| speaker.utterance.as_mut())
-            .filter(|utterance| utterance.caption_id == done.caption_id);
-        let Some(utterance) = current else {
+        let Some(utterance) = self.utterance_of(&done) else {
             // The utterance ended while this window was with a worker; its final says more.
             self.stats.partials_dropped += 1;
             return;
@@ -549,12 +544,7 @@ impl Captioner {
                 }
             }
             WindowKind::Partial | WindowKind::Pause => {
-                if let Some(utterance) = self
-                    .speakers
-                    .get_mut(&done.session)
-                    .and_then(|speaker| speaker.utterance.as_mut())
-                    .filter(|utterance| utterance.caption_id == done.caption_id)
-                {
+                if let Some(utterance) = self.utterance_of(&done) {
                     if done.kind == WindowKind::Partial {
                         utterance.partial_in_flight = false;
                     } else if utterance.pause.as_ref().is_some_and(
@@ -623,16 +613,19 @@ impl Captioner {
     fn cancel_partial(&mut self, id: u64) {
         // Invariant: `id` was just found in `in_flight`.
         let window = self.in_flight.remove(&id).expect("in flight");
-        if let Some(utterance) = self
-            .speakers
-            .get_mut(&window.session)
-            .and_then(|speaker| speaker.utterance.as_mut())
-            .filter(|utterance| utterance.caption_id == window.caption_id)
-        {
+        if let Some(utterance) = self.utterance_of(&window) {
             utterance.partial_in_flight = false;
         }
         self.stats.partials_dropped += 1;
         self.cancelled.push_back(id);
+    }
+
+    /// The utterance a window was cut from, if it is still going on (not ended, not cut into a new one).
+    fn utterance_of(&mut self, window: &InFlight) -> Option<&mut Utterance> {
+        self.speakers
+            .get_mut(&window.session)
+            .and_then(|speaker| speaker.utterance.as_mut())
+            .filter(|utterance| utterance.caption_id == window.caption_id)
     }
 
     fn speaker(&mut self, session: &str) -> &mut Speaker {
