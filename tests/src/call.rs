@@ -98,22 +98,43 @@ impl CallStack {
     /// post-call transcript, English; the live windows' debug lines in its logs). Its bot is called
     /// "Transcriber".
     pub async fn live_captions_job(&self, live_model: &str) -> anyhow::Result<Job> {
+        self.create_job(
+            JobType::Transcribing,
+            &[
+                ("live_captions", json!(true)),
+                ("live_model", json!(live_model)),
+                ("model", json!("tiny.en")),
+                ("language", json!("en")),
+                ("rust_log", json!("info,calls_transcriber::live_job=debug")),
+            ],
+        )
+        .await
+    }
+
+    /// Asks the offloader to record the call with `profile`.
+    pub async fn recording_job(&self, profile: &str) -> anyhow::Result<Job> {
+        self.create_job(JobType::Recording, &[("profile", json!(profile))])
+            .await
+    }
+
+    /// A job of `job_type` for this call: its bot joins with a fresh bot token, plus `inputs`.
+    async fn create_job(&self, job_type: JobType, inputs: &[(&str, Value)]) -> anyhow::Result<Job> {
+        let bot = match job_type {
+            JobType::Recording => "Recorder",
+            JobType::Transcribing => "Transcriber",
+        };
         let input_data: BTreeMap<String, Value> = [
             ("call_id", json!(self.call)),
             ("sfu_url", json!(self.sfu.http_url())),
-            ("bot_token", json!(self.token("Transcriber", Role::Bot))),
-            ("live_captions", json!(true)),
-            ("live_model", json!(live_model)),
-            ("model", json!("tiny.en")),
-            ("language", json!("en")),
-            ("rust_log", json!("info,calls_transcriber::live_job=debug")),
+            ("bot_token", json!(self.token(bot, Role::Bot))),
         ]
         .into_iter()
+        .chain(inputs.iter().cloned())
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         self.client
             .create_job(&CreateJobRequest {
-                job_type: JobType::Transcribing,
+                job_type,
                 runner: None,
                 max_duration_sec: None,
                 input_data,

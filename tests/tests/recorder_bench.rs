@@ -18,7 +18,6 @@
 //! `RECORDER_BENCH_KEEP` (a directory to keep the perf profiles in). With `RECORDER_BENCH_PERF_DATA` (a perf
 //! file kept before) it only prints that profile's stages.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use calls_e2e::call::{wait_joined, CallStack};
@@ -28,9 +27,7 @@ use calls_e2e::cpu::{
 };
 use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::speech;
-use calls_participant::{KeyframePolicy, Role, ScreenOptions};
-use calls_protocol::jobs::{CreateJobRequest, JobType};
-use serde_json::json;
+use calls_participant::{KeyframePolicy, ScreenOptions};
 use tokio::time::Instant;
 
 const SECRET: &str = "recorder-bench-token-secret-0123456789abcdef";
@@ -128,24 +125,7 @@ async fn recorder_live_bench() -> anyhow::Result<()> {
         for index in 0..scenario.speakers {
             people.push(stack.join(&format!("Speaker {}", index + 1)).await?);
         }
-        let input_data: BTreeMap<String, serde_json::Value> = [
-            ("call_id", json!(CALL)),
-            ("sfu_url", json!(stack.sfu.http_url())),
-            ("bot_token", json!(stack.token("Recorder", Role::Bot))),
-            ("profile", json!("medium")),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let job = stack
-            .client
-            .create_job(&CreateJobRequest {
-                job_type: JobType::Recording,
-                runner: None,
-                max_duration_sec: None,
-                input_data,
-            })
-            .await?;
+        let job = stack.recording_job("medium").await?;
         wait_joined(&stack.client, &job).await?;
         let voices: Vec<_> = people
             .iter()

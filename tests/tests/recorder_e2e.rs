@@ -9,7 +9,6 @@
 //! outlined while only Alice speaks and none outlined in the silence. A second test kills the recorder container mid-call and expects a
 //! `failed` job whose reason says so.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,10 +19,9 @@ use calls_e2e::offloader::{serial, OffloaderSettings};
 use calls_e2e::{docker, mp4, speech};
 use calls_participant::video::{bar_position, pattern_frame, VideoFrame, BAR_STEP};
 use calls_participant::{Event, Participant, Role};
-use calls_protocol::jobs::{CreateJobRequest, Job, JobState, JobType};
+use calls_protocol::jobs::{Job, JobState};
 use calls_recorder::backdrop::{grid, Rect, HIGHLIGHT, TILE};
 use calls_recorder::Yuv;
-use serde_json::json;
 use tokio::time::Instant;
 
 const SECRET: &str = "recorder-e2e-token-secret-0123456789abcdef";
@@ -66,24 +64,7 @@ async fn start_stack(tag: &str) -> anyhow::Result<CallStack> {
 
 /// Asks the offloader for a recording of the call (low profile); the bot token is a secret field.
 async fn request_recording(stack: &CallStack) -> anyhow::Result<Job> {
-    let input_data: BTreeMap<String, serde_json::Value> = [
-        ("call_id", json!(CALL)),
-        ("sfu_url", json!(stack.sfu.http_url())),
-        ("bot_token", json!(stack.token("Recorder", Role::Bot))),
-        ("profile", json!("low")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let job = stack
-        .client
-        .create_job(&CreateJobRequest {
-            job_type: JobType::Recording,
-            runner: None,
-            max_duration_sec: None,
-            input_data,
-        })
-        .await?;
+    let job = stack.recording_job("low").await?;
     assert_eq!(job.runner, recorder_image());
     assert_eq!(job.secret_fields, ["bot_token"], "{job:?}");
     assert!(!job.input_data.contains_key("bot_token"), "{job:?}");
