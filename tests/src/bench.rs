@@ -130,7 +130,7 @@ pub async fn docker_cli_baseline(runs: usize) -> anyhow::Result<LatencyReport> {
         let status = Command::new("docker")
             .args(["run", "-d", "--rm", "--init", "--label", &label, "--label"])
             .arg(format!("calls.job_id={job_id}"))
-            .arg(crate::offloader::TEST_JOB_IMAGE)
+            .arg(crate::offloader::test_job_image())
             .stdout(Stdio::null())
             .status()
             .context("cannot run docker run")?;

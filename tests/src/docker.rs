@@ -121,13 +121,21 @@ pub fn bridge_gateway() -> String {
     from_ip.unwrap_or_else(|| "172.17.0.1".to_owned())
 }
 
-/// Builds `calls-test-job:latest` from the binary cargo built next to the running test (once per
+/// The name of one of the stack's images under test: `calls-<image>:$TAG` (default tag `latest`), the
+/// tag images/build.sh builds, so a session can test its own build without replacing the images others
+/// on the same engine use.
+pub fn image(image: &str) -> String {
+    let tag = std::env::var("TAG").unwrap_or_else(|_| "latest".to_owned());
+    format!("calls-{image}:{tag}")
+}
+
+/// Builds `calls-test-job:$TAG` from the binary cargo built next to the running test (once per
 /// process), with images/build.sh, which skips the build when the image is already current.
 pub fn ensure_test_job_image(bin_dir: &Path) -> anyhow::Result<()> {
     ensure_image(bin_dir, "test-job")
 }
 
-/// Builds `calls-<image>:latest` (`image` as images/build.sh names it: `test-job`, `recorder`...)
+/// Builds `calls-<image>:$TAG` (`image` as images/build.sh names it: `test-job`, `recorder`...)
 /// from the binary in `bin_dir` once per process; build.sh skips the build when the image is
 /// already current, and says which binary to build first when it is missing.
 pub fn ensure_image(bin_dir: &Path, image: &str) -> anyhow::Result<()> {

@@ -27,7 +27,10 @@ use crate::swarm::{self, SwarmSession};
 /// The admin secret every test offloader is configured with.
 pub const ADMIN_SECRET: &str = "e2e-admin-secret-for-tests-only-0123456789";
 /// The image the test offloaders run for every job type.
-pub const TEST_JOB_IMAGE: &str = "calls-test-job:latest";
+/// The test job's image (`calls-test-job:$TAG`, see `docker::image`).
+pub fn test_job_image() -> String {
+    crate::docker::image("test-job")
+}
 
 /// Settings a test may change; everything is passed as `OFFLOADER_*` environment overrides.
 #[derive(Debug, Clone)]
@@ -69,8 +72,8 @@ impl Default for OffloaderSettings {
             max_artifact_bytes: 64 * 1024 * 1024,
             memory_mb: 256,
             image_allowlist: Vec::new(),
-            recording_image: TEST_JOB_IMAGE.to_owned(),
-            transcribing_image: TEST_JOB_IMAGE.to_owned(),
+            recording_image: test_job_image(),
+            transcribing_image: test_job_image(),
             mode: Mode::Engine,
             extra_env: Vec::new(),
         }

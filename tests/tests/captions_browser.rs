@@ -29,7 +29,6 @@ use tokio::time::Instant;
 
 const SECRET: &str = "captions-browser-token-secret-0123456789abcdef";
 const CALL: &str = "call-captioned-in-a-browser";
-const IMAGE: &str = "calls-transcriber:latest";
 const CAROL: &str = "Carol in Chromium";
 const DAVE: &str = "Dave listening in Chromium";
 
@@ -135,7 +134,7 @@ async fn captions_of_a_browser_and_two_library_speakers_show_in_another_page() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let speech = make_speech(dir.path()).expect("test speech (espeak-ng, sox)");
     let settings = OffloaderSettings {
-        transcribing_image: IMAGE.to_owned(),
+        transcribing_image: calls_e2e::docker::image("transcriber"),
         stop_grace_period: "120s".into(),
         memory_mb: 2048,
         max_duration: "600s".into(),

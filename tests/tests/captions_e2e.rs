@@ -24,7 +24,6 @@ use tokio::time::Instant;
 
 const SECRET: &str = "captions-e2e-token-secret-0123456789abcdef";
 const CALL: &str = "call-captioned-e2e";
-const IMAGE: &str = "calls-transcriber:latest";
 
 /// Who says what, in which voice, when (seconds after the bot joined).
 const SCRIPT: [(&str, &str, f64, &str); 2] = [
@@ -48,7 +47,7 @@ const NOISE_SECONDS: f64 = 8.0;
 /// An SFU on the Docker bridge address and the real offloader running the transcriber image.
 async fn start_stack() -> anyhow::Result<CallStack> {
     let settings = OffloaderSettings {
-        transcribing_image: IMAGE.to_owned(),
+        transcribing_image: calls_e2e::docker::image("transcriber"),
         stop_grace_period: "900s".into(),
         memory_mb: 2048,
         max_duration: "1200s".into(),

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use calls_e2e::in_both_modes;
-use calls_e2e::offloader::{serial, test_job, Mode, Offloader, OffloaderSettings, TEST_JOB_IMAGE};
+use calls_e2e::offloader::{serial, test_job, test_job_image, Mode, Offloader, OffloaderSettings};
 use calls_protocol::jobs::{InitRequest, InitResponse, JobState};
 use serde_json::json;
 
@@ -34,7 +34,7 @@ async fn a_missing_runner_image_fails_the_job_with_a_clear_reason(
         .post_json(
             "/jobs/init",
             &InitRequest {
-                runners: vec![TEST_JOB_IMAGE.to_owned(), MISSING_IMAGE.to_owned()],
+                runners: vec![test_job_image(), MISSING_IMAGE.to_owned()],
             },
         )
         .await?
@@ -45,11 +45,11 @@ async fn a_missing_runner_image_fails_the_job_with_a_clear_reason(
             .find(|s| s.image == image)
             .map(|s| s.present)
     };
-    assert_eq!(present(TEST_JOB_IMAGE), Some(true), "{init:?}");
+    assert_eq!(present(&test_job_image()), Some(true), "{init:?}");
     assert_eq!(present(MISSING_IMAGE), Some(false), "{init:?}");
     // Per node: the engine itself, or the one node of the test swarm.
     assert_eq!(init.nodes.len(), 1, "{init:?}");
-    assert_eq!(init.nodes[0].present, vec![TEST_JOB_IMAGE.to_owned()]);
+    assert_eq!(init.nodes[0].present, vec![test_job_image()]);
     assert_eq!(init.nodes[0].missing, vec![MISSING_IMAGE.to_owned()]);
     assert_eq!(init.nodes[0].node_id.is_empty(), mode == Mode::Engine);
 

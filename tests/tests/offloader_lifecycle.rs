@@ -213,7 +213,7 @@ async fn stopping_a_running_job_through_the_api_cancels_it(mode: Mode) -> anyhow
     };
     assert_eq!(
         inspect("{{.Config.Image}}").as_deref(),
-        Some("calls-test-job:latest")
+        Some(calls_e2e::offloader::test_job_image().as_str())
     );
     let labels = inspect("{{json .Config.Labels}}").unwrap_or_default();
     for needle in [

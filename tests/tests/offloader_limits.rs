@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use calls_e2e::docker;
-use calls_e2e::offloader::{serial, test_job, Offloader, OffloaderSettings, TEST_JOB_IMAGE};
+use calls_e2e::offloader::{serial, test_job, test_job_image, Offloader, OffloaderSettings};
 use calls_protocol::jobs::JobState;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -40,10 +40,10 @@ async fn init_accepts_only_configured_image_references() -> anyhow::Result<()> {
     }
     // A configured image is looked up and reported.
     let reply = client
-        .post_json("/jobs/init", &json!({ "runners": [TEST_JOB_IMAGE] }))
+        .post_json("/jobs/init", &json!({ "runners": [test_job_image()] }))
         .await?;
     let answer: serde_json::Value = reply.ok_json()?;
-    assert_eq!(answer["images"][0]["image"], TEST_JOB_IMAGE);
+    assert_eq!(answer["images"][0]["image"], test_job_image());
     assert_eq!(answer["images"][0]["present"], true);
     Ok(())
 }
@@ -138,13 +138,13 @@ async fn job_types_run_only_their_own_images_and_keys_differ_by_more_than_case(
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
     let settings = OffloaderSettings {
-        transcribing_image: "calls-transcriber:latest".into(),
+        transcribing_image: calls_e2e::docker::image("transcriber"),
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start("pertype", settings).await?;
     let client = offloader.register("a").await?;
     let mut recording = test_job("exit0", &[]);
-    recording.runner = Some("calls-transcriber:latest".into());
+    recording.runner = Some(calls_e2e::docker::image("transcriber"));
     let reply = client.post_json("/jobs", &recording).await?;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
     assert!(

@@ -27,13 +27,9 @@ use tokio::time::Instant;
 const SECRET: &str = "recorder-e2e-token-secret-0123456789abcdef";
 const CALL: &str = "call-recorded-e2e";
 
-/// The recorder image under test: `calls-recorder:$TAG` (default `latest`), the tag images/build.sh
-/// builds, so a session can test its own build without replacing the image others use.
+/// The recorder image under test (`calls-recorder:$TAG`, see `docker::image`).
 fn recorder_image() -> String {
-    format!(
-        "calls-recorder:{}",
-        std::env::var("TAG").unwrap_or_else(|_| "latest".to_owned())
-    )
+    calls_e2e::docker::image("recorder")
 }
 /// The `low` profile: what the file must have.
 const WIDTH: u32 = 1280;

@@ -26,7 +26,6 @@ use tokio::time::Instant;
 
 const SECRET: &str = "transcriber-e2e-token-secret-0123456789abcdef";
 const CALL: &str = "call-transcribed-e2e";
-const IMAGE: &str = "calls-transcriber:latest";
 const ARTIFACTS: [&str; 4] = [
     "transcript.vtt",
     "transcript.srt",
@@ -87,7 +86,7 @@ const STOP_AT: f64 = 47.0;
 
 async fn start_stack(tag: &str) -> anyhow::Result<CallStack> {
     let settings = OffloaderSettings {
-        transcribing_image: IMAGE.to_owned(),
+        transcribing_image: calls_e2e::docker::image("transcriber"),
         // Transcription happens between SIGTERM and SIGKILL when a job is stopped through the API. On a
         // shared 2-core machine under load whisper runs many times slower than real time: be generous.
         stop_grace_period: "900s".into(),
@@ -120,7 +119,7 @@ async fn request(stack: &CallStack, sfu_url: &str, extra: &[(&str, Value)]) -> a
             input_data,
         })
         .await?;
-    assert_eq!(job.runner, IMAGE);
+    assert_eq!(job.runner, calls_e2e::docker::image("transcriber"));
     assert_eq!(job.secret_fields, ["bot_token"], "{job:?}");
     Ok(job)
 }
