@@ -91,8 +91,17 @@ impl OffloaderClient {
 
     /// A client from raw parts, for reporting a job whose other settings were invalid.
     pub fn from_parts(base: &str, job_id: &str, token: Secret) -> Result<OffloaderClient> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        // A stack with its own CA hands it to jobs (`jobs.ca_cert_file`): trust it too.
+        if let Ok(pem) = std::env::var(calls_protocol::job_env::CA_CERT_PEM) {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                Error::Offloader(format!("{}: {e}", calls_protocol::job_env::CA_CERT_PEM))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Offloader(format!("building the http client: {e}")))?;
         Ok(OffloaderClient {

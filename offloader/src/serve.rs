@@ -8,6 +8,10 @@
 //!   right after it is accepted (and counted in `calls_offloader_api_connections_refused_total`).
 //! - Bodies are read by the routes under `api.body_read_timeout` (see `api::ApiBytes` and the
 //!   artifact upload).
+//! - With `api.tls_cert_file`/`api.tls_key_file` every connection is TLS. The handshake runs in
+//!   the connection's own task (a slow client never holds up accepting others), under its
+//!   connection slot and within `api.header_read_timeout`; the certificate is re-read when its
+//!   files change (`calls_tls::ReloadingCert`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::either::Either;
 use tower::Service;
 
 use crate::metrics::Metrics;
@@ -28,6 +33,7 @@ use crate::metrics::Metrics;
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<calls_tls::ServerTls>,
     header_read_timeout: Duration,
     max_connections: usize,
     metrics: Arc<Metrics>,
@@ -60,15 +66,34 @@ pub async fn serve(
             Err(infallible) => match infallible {},
         };
         let service = TowerToHyperService::new(service);
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream = match tls {
+                None => Either::Left(stream),
+                Some(tls) => {
+                    match tokio::time::timeout(header_read_timeout, tls.acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => Either::Right(stream),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "tls handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
             // Errors here are the client's (reset, timeout, bad request line): not ours to log
             // above debug.
-            if let Err(error) = connection.await {
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(slot);
@@ -86,3 +111,4 @@ pub async fn serve(
 
 /// How long requests in flight may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+

@@ -12,6 +12,12 @@
 //! Upgraded connections (the signalling WebSocket) keep their permit for their whole life, so the
 //! cap also bounds live sessions per SFU. Accept errors back off (`backoff.rs`). On `stop` the
 //! loop stops accepting and every connection is shut down gracefully.
+//!
+//! With `http.tls_cert_file`/`http.tls_key_file` every connection is TLS (the page, `/ws` as
+//! WSS, the API and `/metrics`): the handshake runs in the connection's task, under its permit
+//! and within the header read timeout, so a client that stalls in the handshake is cut off like
+//! one that stalls in its headers. The certificate is re-read when its files change
+//! (`calls_tls::ReloadingCert`), so new connections get a renewed one and live calls go on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -35,11 +42,12 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServerLimits,
+    tls: Option<calls_tls::ServerTls>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -74,32 +82,68 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let stop = stop.clone();
         let metrics = Arc::clone(&metrics);
+        let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some(tls) = tls else {
+                return serve_connection(stream, service, limits, &metrics, stop).await;
             };
-            if let Err(err) = result {
-                if err.is_timeout() {
-                    metrics.record_error("http_header_timeout");
-                }
-                tracing::debug!(error = %err, "http connection ended with an error");
-            }
+            let handshake = tokio::time::timeout(
+                limits.header_read_timeout,
+                tls.acceptor.accept(stream),
+            );
+            let stream = tokio::select! {
+                result = handshake => match result {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        metrics.record_error("tls_handshake");
+                        tracing::debug!(error = %err, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics.record_error("tls_handshake_timeout");
+                        return;
+                    }
+                },
+                _ = stop.cancelled() => return,
+            };
+            serve_connection(stream, service, limits, &metrics, stop).await
         });
     }
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
     Ok(())
+}
+
+/// Serves HTTP/1.1 (with upgrades, for `/ws`) on one accepted connection, plain or TLS.
+async fn serve_connection<S>(
+    stream: S,
+    service: TowerToHyperService<Router>,
+    limits: ServerLimits,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        if err.is_timeout() {
+            metrics.record_error("http_header_timeout");
+        }
+        tracing::debug!(error = %err, "http connection ended with an error");
+    }
 }

@@ -156,17 +156,22 @@ impl JobInputs {
     }
 }
 
-/// The inputs of a job: `JOB_ID`, `JOB_TYPE`, `OFFLOADER_URL`, `JOB_TOKEN`, then every
+/// The inputs of a job: `JOB_ID`, `JOB_TYPE`, `OFFLOADER_URL`, `JOB_TOKEN` (and
+/// `CALLS_CA_CERT_PEM` with `jobs.ca_cert_file`), then every
 /// `input_data` key upper-cased (strings as-is, other JSON values as JSON text). The fixed names
 /// win over input keys of the same name; `JOB_TOKEN` and inputs named like secrets
 /// (`is_secret_field`) are secrets.
-pub fn job_inputs(job: &JobRecord, offloader_url: &str, job_token: &str) -> JobInputs {
+pub fn job_inputs(job: &JobRecord, config: &Config, job_token: &str) -> JobInputs {
     let fixed = [
         (job_env::JOB_ID, job.id.clone()),
         (job_env::JOB_TYPE, job.job_type.as_str().to_string()),
-        (job_env::OFFLOADER_URL, offloader_url.to_string()),
+        (job_env::OFFLOADER_URL, config.offloader_url.clone()),
     ];
     let mut env: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // The stack's CA (public), so the job trusts an https:// SFU and offloader it signed.
+    if let Some(pem) = &config.job_ca_cert_pem {
+        env.push(format!("{}={pem}", job_env::CA_CERT_PEM));
+    }
     let mut secrets = vec![(job_env::JOB_TOKEN.to_string(), job_token.to_string())];
     for (key, value) in &job.input_data {
         let name = job_env::env_name(key);
