@@ -89,3 +89,96 @@ pub fn issue(
         key: key.serialize_pem(),
     })
 }
+
+/// How long the local CA is valid.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// How long a server certificate is valid: 397 days, the most browsers and Apple's systems
+/// accept for a server certificate.
+pub const SERVER_VALIDITY: Duration = Duration::from_secs(397 * 86_400);
+
+/// The files `calls-sfu cert` keeps in its directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+pub const SERVER_CERT_FILE: &str = "server.pem";
+pub const SERVER_KEY_FILE: &str = "server-key.pem";
+
+/// What [`write_stack_certificates`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// A new CA was made (there was none in the directory).
+    pub new_ca: bool,
+}
+
+fn write(path: &std::path::Path, text: &str, private: bool) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    // Written next to the target and renamed over it, so a server reloading the files never
+    // reads half a file.
+    let tmp = path.with_extension("pem.tmp");
+    let result = options
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    result.map_err(|source| Error::Read {
+        what: "output",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Makes the CA in `dir` unless it has one, then a server certificate for `names` signed by it
+/// (replacing the previous one). Keys are written readable by their owner only.
+pub fn write_stack_certificates(
+    dir: &std::path::Path,
+    names: &[String],
+    now: SystemTime,
+) -> Result<Written> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Read {
+        what: "certificate directory",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let ca_cert = dir.join(CA_CERT_FILE);
+    let ca_key = dir.join(CA_KEY_FILE);
+    let new_ca = !(ca_cert.is_file() && ca_key.is_file());
+    let ca = if new_ca {
+        let ca = new_ca_named(now)?;
+        write(&ca_key, &ca.key, true)?;
+        write(&ca_cert, &ca.cert, false)?;
+        ca
+    } else {
+        let read = |path: &std::path::Path, what| {
+            std::fs::read_to_string(path).map_err(|source| Error::Read {
+                what,
+                path: path.to_owned(),
+                source,
+            })
+        };
+        PemPair {
+            cert: read(&ca_cert, "ca certificate")?,
+            key: read(&ca_key, "ca key")?,
+        }
+    };
+    let server = issue(&ca, names, now, SERVER_VALIDITY)?;
+    write(&dir.join(SERVER_KEY_FILE), &server.key, true)?;
+    write(&dir.join(SERVER_CERT_FILE), &server.cert, false)?;
+    Ok(Written { new_ca })
+}
+
+fn new_ca_named(now: SystemTime) -> Result<PemPair> {
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let name = if host.is_empty() {
+        "calls local CA".to_owned()
+    } else {
+        format!("calls local CA ({host})")
+    };
+    new_ca(&name, now, CA_VALIDITY)
+}
