@@ -20,6 +20,7 @@ use std::sync::Arc;
 pub use reload::{CertFiles, ReloadingCert};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+pub use rustls::pki_types::ServerName;
 pub use rustls::{ClientConfig, ServerConfig};
 pub use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 

@@ -182,3 +182,13 @@ fn new_ca_named(now: SystemTime) -> Result<PemPair> {
     };
     new_ca(&name, now, CA_VALIDITY)
 }
+
+/// The base64 SHA-256 of the public key (SubjectPublicKeyInfo) of a PEM private key: what
+/// Chromium's `--ignore-certificate-errors-spki-list` and HPKP-style pins take.
+pub fn spki_sha256_base64(key_pem: &str) -> Result<String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let key = KeyPair::from_pem(key_pem).map_err(generate)?;
+    let digest = sha2::Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key));
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
+}
