@@ -54,8 +54,9 @@ async fn everything_over_tls_and_a_renewed_certificate_without_restart() {
     let before = peer_certificate(sfu.http_addr, &certs.ca.cert).await.unwrap();
     assert_eq!(before, certs.leaf_der());
 
-    let from_alice = wait_track(&mut bob, alice.session_id(), TrackKind::Voice).await;
+    // A track shows up with its first packets.
     let sending = alice.send_voice(with_lead_in(&words, Duration::from_millis(500)));
+    let from_alice = wait_track(&mut bob, alice.session_id(), TrackKind::Voice).await;
     let speech_len = Duration::from_secs_f64(words.len() as f64 / 48_000.0);
     let listening = tokio::spawn(async move {
         from_alice
@@ -72,8 +73,7 @@ async fn everything_over_tls_and_a_renewed_certificate_without_restart() {
     assert_ne!(after, before);
     assert_eq!(sfu.tls_reloads(), 1);
     // A newcomer joins with the new certificate.
-    let mut carol = join_tls(&sfu, &certs, "tls", "Carol").await;
-    wait_track(&mut carol, alice.session_id(), TrackKind::Voice).await;
+    let carol = join_tls(&sfu, &certs, "tls", "Carol").await;
 
     sending.await.unwrap().unwrap();
     let heard = listening.await.unwrap().unwrap();
