@@ -86,7 +86,7 @@ async fn a_browser_on_another_name_is_heard_over_https_and_told_why_not_over_htt
     );
 
     // HTTPS: heard.
-    let certs = Certs::new(&["calls.test"]);
+    let certs = Certs::new(&["calls.test", "127.0.0.1"]);
     let sfu = start_tls_sfu(&certs, |_| {}).await;
     let mut bob = join_tls(&sfu, &certs, "https-page", "Bob").await;
     let (chromium, page) = launch(&binary, &mic, Some(&certs)).await;
