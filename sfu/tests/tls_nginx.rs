@@ -152,8 +152,8 @@ async fn the_documented_nginx_config_terminates_tls_in_front_of_the_sfu() {
     };
     let alice = join("Alice").await;
     let mut bob = join("Bob").await;
-    let track = wait_track(&mut bob, alice.session_id(), TrackKind::Voice).await;
     let sending = alice.send_voice(with_lead_in(&words, Duration::from_millis(500)));
+    let track = wait_track(&mut bob, alice.session_id(), TrackKind::Voice).await;
     let length = Duration::from_secs_f64(words.len() as f64 / 48_000.0);
     let heard = track
         .record_voice(length + Duration::from_secs(2), Duration::from_secs(3))
