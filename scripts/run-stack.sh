@@ -64,8 +64,10 @@ case "$CALLS_TLS" in
       "$CARGO_TARGET_DIR/release/calls-sfu" cert --dir tls "${args[@]}"
       echo "$names" > tls/names
     fi
-    # The services run as their own user: they read the key through this group.
-    chmod 640 tls/server-key.pem
+    # The services run as uid/gid 10001 in their images: they read the key through its group (10001 when this
+    # script may give the files that group, else the owner's group, which compose adds to the containers).
+    chmod 750 tls; chmod 644 tls/ca.pem tls/server.pem; chmod 640 tls/server-key.pem
+    chgrp 10001 tls tls/server-key.pem 2>/dev/null || true
     set_env CALLS_TLS_DIR "$PWD/tls"
     set_env SFU_HTTP_TLS_CERT_FILE "$PWD/tls/server.pem"
     set_env SFU_HTTP_TLS_KEY_FILE "$PWD/tls/server-key.pem"
