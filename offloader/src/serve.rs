@@ -111,4 +111,3 @@ pub async fn serve(
 
 /// How long requests in flight may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-

@@ -235,14 +235,16 @@ impl Participant {
                     participants,
                     ice_servers,
                 } => (session_id, call_id, participants, ice_servers),
-            ServerMessage::Error { code, message } => return Err(Error::Refused { code, message }),
-            other => {
-                return Err(Error::Signalling(format!(
-                    "expected joined, got {}",
-                    other.to_json()
-                )))
-            }
-        };
+                ServerMessage::Error { code, message } => {
+                    return Err(Error::Refused { code, message })
+                }
+                other => {
+                    return Err(Error::Signalling(format!(
+                        "expected joined, got {}",
+                        other.to_json()
+                    )))
+                }
+            };
         let names: Names = Arc::new(Mutex::new(
             participants
                 .iter()

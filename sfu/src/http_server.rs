@@ -88,10 +88,8 @@ pub async fn serve(
             let Some(tls) = tls else {
                 return serve_connection(stream, service, limits, &metrics, stop).await;
             };
-            let handshake = tokio::time::timeout(
-                limits.header_read_timeout,
-                tls.acceptor.accept(stream),
-            );
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, tls.acceptor.accept(stream));
             let stream = tokio::select! {
                 result = handshake => match result {
                     Ok(Ok(stream)) => stream,

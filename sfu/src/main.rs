@@ -65,11 +65,17 @@ async fn main() -> anyhow::Result<()> {
             std::time::SystemTime::now(),
         )
         .context("cannot make the certificates")?;
-        let verb = if written.new_ca { "made a new" } else { "kept the" };
+        let verb = if written.new_ca {
+            "made a new"
+        } else {
+            "kept the"
+        };
         println!(
             "{verb} CA {}; server certificate {} for {}",
             args.dir.join(calls_tls::local_ca::CA_CERT_FILE).display(),
-            args.dir.join(calls_tls::local_ca::SERVER_CERT_FILE).display(),
+            args.dir
+                .join(calls_tls::local_ca::SERVER_CERT_FILE)
+                .display(),
             args.names.join(", ")
         );
         return Ok(());

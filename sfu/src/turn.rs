@@ -36,8 +36,12 @@ pub fn ice_servers(ice: &IceConfig, session_id: &str, now: SystemTime) -> Vec<Ic
     else {
         return Vec::new();
     };
-    let (username, password) =
-        credential(static_auth_secret.as_bytes(), session_id, now, *credential_ttl);
+    let (username, password) = credential(
+        static_auth_secret.as_bytes(),
+        session_id,
+        now,
+        *credential_ttl,
+    );
     vec![IceServer {
         urls: urls.clone(),
         username: Some(username),
@@ -83,6 +87,9 @@ mod tests {
         assert_eq!(a[0].username.as_deref(), Some("1600:s1"));
         assert_ne!(a[0].credential, b[0].credential);
         let json = serde_json::to_string(&a).unwrap();
-        assert!(!json.contains("0123456789abcdef"), "the secret leaks: {json}");
+        assert!(
+            !json.contains("0123456789abcdef"),
+            "the secret leaks: {json}"
+        );
     }
 }

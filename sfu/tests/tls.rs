@@ -24,9 +24,17 @@ async fn everything_over_tls_and_a_renewed_certificate_without_restart() {
     let page = http.get(sfu.http_url()).send().await.unwrap();
     assert!(page.status().is_success());
     assert!(page.text().await.unwrap().contains("<html"));
-    let health = http.get(format!("{}/healthz", sfu.http_url())).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz", sfu.http_url()))
+        .send()
+        .await
+        .unwrap();
     assert!(health.status().is_success());
-    let metrics = http.get(format!("{}/metrics", sfu.http_url())).send().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", sfu.http_url()))
+        .send()
+        .await
+        .unwrap();
     assert!(metrics.text().await.unwrap().contains("sfu_"));
     // Plain HTTP to the TLS port gets no page.
     let plain = reqwest::get(format!("http://{}/healthz", sfu.http_addr)).await;
@@ -51,7 +59,9 @@ async fn everything_over_tls_and_a_renewed_certificate_without_restart() {
     );
     let alice = join_tls(&sfu, &certs, "tls", "Alice").await;
     let mut bob = join_tls(&sfu, &certs, "tls", "Bob").await;
-    let before = peer_certificate(sfu.http_addr, &certs.ca.cert).await.unwrap();
+    let before = peer_certificate(sfu.http_addr, &certs.ca.cert)
+        .await
+        .unwrap();
     assert_eq!(before, certs.leaf_der());
 
     // A track shows up with its first packets.
@@ -68,8 +78,13 @@ async fn everything_over_tls_and_a_renewed_certificate_without_restart() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let renewed = certs.renew();
     tokio::time::sleep(Duration::from_millis(1_300)).await;
-    let after = peer_certificate(sfu.http_addr, &certs.ca.cert).await.unwrap();
-    assert_eq!(after, renewed, "a new connection gets the renewed certificate");
+    let after = peer_certificate(sfu.http_addr, &certs.ca.cert)
+        .await
+        .unwrap();
+    assert_eq!(
+        after, renewed,
+        "a new connection gets the renewed certificate"
+    );
     assert_ne!(after, before);
     assert_eq!(sfu.tls_reloads(), 1);
     // A newcomer joins with the new certificate.
@@ -82,7 +97,10 @@ async fn everything_over_tls_and_a_renewed_certificate_without_restart() {
     assert!(score >= 0.8, "similarity {score}");
     // Nobody was disconnected by the renewal.
     while let Some(event) = bob.next_event_within(Duration::from_millis(100)).await {
-        assert!(!matches!(event, Event::Disconnected | Event::ParticipantLeft { .. }), "{event:?}");
+        assert!(
+            !matches!(event, Event::Disconnected | Event::ParticipantLeft { .. }),
+            "{event:?}"
+        );
     }
     alice.leave().await.unwrap();
     bob.leave().await.unwrap();
@@ -103,18 +121,27 @@ async fn bad_certificate_files_stop_the_start_naming_the_file() {
     };
     let missing = certs.dir.path().join("missing.pem");
     let error = start_with(missing, certs.files.key.clone()).await.unwrap();
-    assert!(error.contains("missing.pem") && error.contains("certificate"), "{error}");
+    assert!(
+        error.contains("missing.pem") && error.contains("certificate"),
+        "{error}"
+    );
     let garbage = certs.dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a key").unwrap();
     let error = start_with(certs.files.cert.clone(), garbage).await.unwrap();
-    assert!(error.contains("garbage.pem") && error.contains("key"), "{error}");
+    assert!(
+        error.contains("garbage.pem") && error.contains("key"),
+        "{error}"
+    );
 
     // Only one of the two settings: the config says which is missing.
     let error = calls_sfu::Config::from_file_and_env(
         None,
         [
             ("SFU_AUTH_DEV_MODE".to_string(), "true".to_string()),
-            ("SFU_HTTP_TLS_CERT_FILE".to_string(), "/x/cert.pem".to_string()),
+            (
+                "SFU_HTTP_TLS_CERT_FILE".to_string(),
+                "/x/cert.pem".to_string(),
+            ),
         ]
         .into_iter(),
     )

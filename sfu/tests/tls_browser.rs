@@ -33,10 +33,18 @@ fn microphone_file(dir: &Path, name: &str, sentence: &str) -> (Vec<i16>, PathBuf
 
 /// Chromium whose microphone plays `mic` (over and over when `looped`), with calls.test mapped to
 /// this machine and, with `certs`, the test server key pinned.
-async fn launch(binary: &Path, mic: &Path, looped: bool, certs: Option<&Certs>) -> (Chromium, Page) {
+async fn launch(
+    binary: &Path,
+    mic: &Path,
+    looped: bool,
+    certs: Option<&Certs>,
+) -> (Chromium, Page) {
     let mut extra_args = vec!["--host-resolver-rules=MAP calls.test 127.0.0.1".to_string()];
     if let Some(certs) = certs {
-        extra_args.push(format!("--ignore-certificate-errors-spki-list={}", certs.spki()));
+        extra_args.push(format!(
+            "--ignore-certificate-errors-spki-list={}",
+            certs.spki()
+        ));
     }
     let options = LaunchOptions {
         microphone: Microphone::Wav {
@@ -46,7 +54,9 @@ async fn launch(binary: &Path, mic: &Path, looped: bool, certs: Option<&Certs>) 
         extra_args,
         ..LaunchOptions::default()
     };
-    let chromium = Chromium::launch_with(binary, &options).await.expect("chromium starts");
+    let chromium = Chromium::launch_with(binary, &options)
+        .await
+        .expect("chromium starts");
     let page = chromium.new_page().await.expect("a tab opens");
     (chromium, page)
 }
@@ -144,9 +154,15 @@ async fn a_browser_on_another_name_is_heard_over_https_and_told_why_not_over_htt
         .unwrap();
     println!("controls: {controls}");
     assert_eq!(controls[0], true, "{controls}");
-    assert!(controls[1].as_str().unwrap().contains("Listening only"), "{controls}");
+    assert!(
+        controls[1].as_str().unwrap().contains("Listening only"),
+        "{controls}"
+    );
     assert_eq!(controls[2], true, "{controls}");
-    assert!(controls[3].as_str().unwrap().contains("listening only"), "{controls}");
+    assert!(
+        controls[3].as_str().unwrap().contains("listening only"),
+        "{controls}"
+    );
     drop(page);
     drop(chromium);
     sfu.shutdown().await;
@@ -201,12 +217,22 @@ impl Coturn {
         let relay = free_port();
         let log = dir.join("turnserver.log");
         let child = Command::new(binary)
-            .args(["-n", "-v", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .args([
+                "-n",
+                "-v",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+            ])
             .arg(format!("--listening-port={port}"))
             .args(["--use-auth-secret", "--realm=calls", "--fingerprint"])
             .arg(format!("--static-auth-secret={secret}"))
             // The SFU is on loopback too; coturn refuses loopback peers unless told.
-            .args(["--allow-loopback-peers", "--no-tls", "--no-dtls", "--no-cli"])
+            .args([
+                "--allow-loopback-peers",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+            ])
             .args(["--log-file=stdout", "--simple-log"])
             .arg(format!("--userdb={}", dir.join("turndb").display()))
             .arg(format!("--min-port={relay}"))
@@ -300,8 +326,16 @@ async fn relay_only_browser_and_participant_hear_each_other_through_coturn() {
         });
     })
     .await;
-    let (erin_words, mic) = microphone_file(dir.path(), "erin", "I can only reach you through the relay server.");
-    let bob_words = speech(dir.path(), "bob", "And I hear you through the relay as well.");
+    let (erin_words, mic) = microphone_file(
+        dir.path(),
+        "erin",
+        "I can only reach you through the relay server.",
+    );
+    let bob_words = speech(
+        dir.path(),
+        "bob",
+        "And I hear you through the relay as well.",
+    );
 
     let mut bob = Participant::join(
         &sfu.ws_url(),
@@ -332,10 +366,16 @@ async fn relay_only_browser_and_participant_hear_each_other_through_coturn() {
             coturn.log()
         ),
     };
-    let ice = page.evaluate("JSON.stringify(state.iceServers.map((s) => s.urls))").await.unwrap();
+    let ice = page
+        .evaluate("JSON.stringify(state.iceServers.map((s) => s.urls))")
+        .await
+        .unwrap();
     assert!(ice.as_str().unwrap().contains(&turn_url), "{ice}");
     let candidate = page.evaluate(SELECTED_LOCAL_CANDIDATE).await.unwrap();
-    assert_eq!(candidate, "relay", "the page's media goes through the relay");
+    assert_eq!(
+        candidate, "relay",
+        "the page's media goes through the relay"
+    );
 
     // One after the other: the page's echo canceller mutes its microphone while Bob's voice plays.
     let heard = hear(&mut bob, &session, &erin_words).await;
@@ -346,28 +386,49 @@ async fn relay_only_browser_and_participant_hear_each_other_through_coturn() {
     assert!(score >= 0.8, "envelope correlation {score}");
     let inbound = page.evaluate(PAGE_INBOUND_AUDIO).await.unwrap();
     println!("the page received from Bob: {inbound}");
-    assert!(inbound["packets"].as_f64().unwrap_or(0.0) >= 100.0, "{inbound}");
-    assert!(inbound["energy"].as_f64().unwrap_or(0.0) > 1e-4, "{inbound}");
+    assert!(
+        inbound["packets"].as_f64().unwrap_or(0.0) >= 100.0,
+        "{inbound}"
+    );
+    assert!(
+        inbound["energy"].as_f64().unwrap_or(0.0) > 1e-4,
+        "{inbound}"
+    );
     sending.await.unwrap().unwrap();
 
     let log = coturn.log();
     let allocations = log.matches("ALLOCATE processed, success").count();
     println!("coturn allocations: {allocations}");
-    assert!(allocations >= 2, "coturn log shows {allocations} allocations:\n{log}");
+    assert!(
+        allocations >= 2,
+        "coturn log shows {allocations} allocations:\n{log}"
+    );
 
     // Credentials coturn must refuse: a wrong password, and a right one that has expired.
     let now = SystemTime::now();
-    let (user, _) = calls_sfu::turn::credential(secret.as_bytes(), "probe", now, Duration::from_secs(600));
-    assert!(coturn.refuses(&uclient, &user, "d3JvbmcgcGFzc3dvcmQ="), "a wrong password is accepted");
+    let (user, _) =
+        calls_sfu::turn::credential(secret.as_bytes(), "probe", now, Duration::from_secs(600));
+    assert!(
+        coturn.refuses(&uclient, &user, "d3JvbmcgcGFzc3dvcmQ="),
+        "a wrong password is accepted"
+    );
     let (old_user, old_password) = calls_sfu::turn::credential(
         secret.as_bytes(),
         "expired",
         now - Duration::from_secs(3_600),
         Duration::from_secs(600),
     );
-    assert!(coturn.refuses(&uclient, &old_user, &old_password), "an expired credential is accepted");
+    assert!(
+        coturn.refuses(&uclient, &old_user, &old_password),
+        "an expired credential is accepted"
+    );
     let log = coturn.log();
-    assert!(log.contains(&format!("user <{user}>: incoming packet message processed, error 401")), "{log}");
+    assert!(
+        log.contains(&format!(
+            "user <{user}>: incoming packet message processed, error 401"
+        )),
+        "{log}"
+    );
 
     drop(page);
     drop(chromium);

@@ -18,8 +18,9 @@ use tls::*;
 
 /// The fenced nginx block after the marker in docs/deploy.md.
 fn documented_config() -> String {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"))
-        .expect("docs/deploy.md reads");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy.md"))
+            .expect("docs/deploy.md reads");
     let after = doc
         .split_once("<!-- nginx-config: tested by sfu/tests/tls_nginx.rs -->")
         .expect("docs/deploy.md keeps the tested-config marker")
@@ -28,12 +29,19 @@ fn documented_config() -> String {
         .split_once("```nginx\n")
         .expect("an nginx block follows the marker")
         .1;
-    block.split_once("```").expect("the block ends").0.to_owned()
+    block
+        .split_once("```")
+        .expect("the block ends")
+        .0
+        .to_owned()
 }
 
 /// Replaces `from` with `to` everywhere, insisting that the docs still say `from`.
 fn substitute(config: &str, from: &str, to: &str) -> String {
-    assert!(config.contains(from), "docs/deploy.md's nginx config no longer has {from:?}");
+    assert!(
+        config.contains(from),
+        "docs/deploy.md's nginx config no longer has {from:?}"
+    );
     config.replace(from, to)
 }
 
@@ -64,7 +72,9 @@ fn nginx_or_skip(test: &str) -> Option<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_documented_nginx_config_terminates_tls_in_front_of_the_sfu() {
-    let Some(nginx) = nginx_or_skip("the_documented_nginx_config_terminates_tls_in_front_of_the_sfu") else {
+    let Some(nginx) =
+        nginx_or_skip("the_documented_nginx_config_terminates_tls_in_front_of_the_sfu")
+    else {
         return;
     };
     let certs = Certs::new(&["calls.example.com", "offloader.example.com", "127.0.0.1"]);
@@ -79,10 +89,22 @@ async fn the_documented_nginx_config_terminates_tls_in_front_of_the_sfu() {
     };
     let dir = certs.dir.path();
     let mut site = documented_config();
-    site = substitute(&site, "listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"));
+    site = substitute(
+        &site,
+        "listen 443 ssl;",
+        &format!("listen 127.0.0.1:{port} ssl;"),
+    );
     site = substitute(&site, "listen [::]:443 ssl;", "");
-    site = substitute(&site, "server 127.0.0.1:8045;", &format!("server {};", sfu.http_addr));
-    site = substitute(&site, "server 127.0.0.1:4545;", &format!("server 127.0.0.1:{unused};"));
+    site = substitute(
+        &site,
+        "server 127.0.0.1:8045;",
+        &format!("server {};", sfu.http_addr),
+    );
+    site = substitute(
+        &site,
+        "server 127.0.0.1:4545;",
+        &format!("server 127.0.0.1:{unused};"),
+    );
     site = substitute(
         &site,
         "/etc/letsencrypt/live/calls.example.com/",
@@ -106,7 +128,11 @@ async fn the_documented_nginx_config_terminates_tls_in_front_of_the_sfu() {
         .arg(&conf_path)
         .output()
         .unwrap();
-    assert!(test.status.success(), "nginx -t: {}", String::from_utf8_lossy(&test.stderr));
+    assert!(
+        test.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
     let _nginx = Nginx(
         Command::new(&nginx)
             .arg("-p")
@@ -133,11 +159,18 @@ async fn the_documented_nginx_config_terminates_tls_in_front_of_the_sfu() {
     assert!(page.status().is_success(), "{}", page.status());
     assert!(page.text().await.unwrap().contains("<html"));
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
-    assert!(metrics.text().await.unwrap().contains("sfu_"), "loopback may read /metrics");
+    assert!(
+        metrics.text().await.unwrap().contains("sfu_"),
+        "loopback may read /metrics"
+    );
 
     // A call through nginx: signalling over wss via the proxy, media straight to the SFU.
     let tmp = tempfile::tempdir().unwrap();
-    let words = speech(tmp.path(), "alice", "This call goes through the reverse proxy.");
+    let words = speech(
+        tmp.path(),
+        "alice",
+        "This call goes through the reverse proxy.",
+    );
     let ws = format!("wss://127.0.0.1:{port}/ws");
     let join = |name: &'static str| {
         let ws = ws.clone();
@@ -146,7 +179,9 @@ async fn the_documented_nginx_config_terminates_tls_in_front_of_the_sfu() {
             let mut me = Participant::join(&ws, &token("nginx", name, Role::Participant), options)
                 .await
                 .expect("join through nginx");
-            me.wait_connected(Duration::from_secs(10)).await.expect("media connects");
+            me.wait_connected(Duration::from_secs(10))
+                .await
+                .expect("media connects");
             me
         }
     };
@@ -168,6 +203,9 @@ async fn the_documented_nginx_config_terminates_tls_in_front_of_the_sfu() {
     // nginx logs a WebSocket when it closes: both went through the proxy.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
-    assert!(log.matches("GET /ws HTTP/1.1\" 101").count() >= 2, "nginx access log:\n{log}");
+    assert!(
+        log.matches("GET /ws HTTP/1.1\" 101").count() >= 2,
+        "nginx access log:\n{log}"
+    );
     sfu.shutdown().await;
 }

@@ -157,7 +157,11 @@ impl CallStack {
     }
 
     /// A job of `job_type` for this call: its bot joins with a fresh bot token, plus `inputs`.
-    pub async fn create_job(&self, job_type: JobType, inputs: &[(&str, Value)]) -> anyhow::Result<Job> {
+    pub async fn create_job(
+        &self,
+        job_type: JobType,
+        inputs: &[(&str, Value)],
+    ) -> anyhow::Result<Job> {
         let bot = match job_type {
             JobType::Recording => "Recorder",
             JobType::Transcribing => "Transcriber",

@@ -75,8 +75,12 @@ impl TestTls {
     /// A CA and a certificate for `names` (DNS names or IP addresses), valid for a day.
     pub fn new(names: &[String]) -> anyhow::Result<TestTls> {
         let dir = tempfile::tempdir().context("cannot create the certificate directory")?;
-        calls_tls::local_ca::write_stack_certificates(dir.path(), names, std::time::SystemTime::now())
-            .context("cannot make the test certificates")?;
+        calls_tls::local_ca::write_stack_certificates(
+            dir.path(),
+            names,
+            std::time::SystemTime::now(),
+        )
+        .context("cannot make the test certificates")?;
         let ca_file = dir.path().join(calls_tls::local_ca::CA_CERT_FILE);
         Ok(TestTls {
             ca_pem: std::fs::read_to_string(&ca_file).context("the CA reads back")?,
@@ -207,7 +211,11 @@ impl Offloader {
 
     /// `http://<bridge address>:<port>` (`https://` with [`OffloaderSettings::tls`]).
     pub fn base_url(&self) -> String {
-        let scheme = if self.settings.tls.is_some() { "https" } else { "http" };
+        let scheme = if self.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.listen)
     }
 

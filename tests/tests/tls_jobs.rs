@@ -20,10 +20,19 @@ const SECRET: &str = "tls-jobs-secret-0123456789abcdef0123";
 async fn plain_http_is_refused(stack: &CallStack) {
     let plain = stack.sfu.http_url().replacen("https://", "http://", 1);
     let answer = reqwest::get(format!("{plain}/healthz")).await;
-    assert!(answer.map_or(true, |r| !r.status().is_success()), "the SFU answers plain HTTP");
-    let plain = stack.offloader.base_url().replacen("https://", "http://", 1);
+    assert!(
+        answer.map_or(true, |r| !r.status().is_success()),
+        "the SFU answers plain HTTP"
+    );
+    let plain = stack
+        .offloader
+        .base_url()
+        .replacen("https://", "http://", 1);
     let answer = reqwest::get(format!("{plain}/healthz")).await;
-    assert!(answer.map_or(true, |r| !r.status().is_success()), "the offloader answers plain HTTP");
+    assert!(
+        answer.map_or(true, |r| !r.status().is_success()),
+        "the offloader answers plain HTTP"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -34,27 +43,42 @@ async fn a_recording_job_succeeds_against_a_tls_only_stack() -> anyhow::Result<(
         memory_mb: 1024,
         ..OffloaderSettings::default()
     };
-    let stack = CallStack::start_tls("recorder", "tls-rec", SECRET, "tls-rec", settings, "tls-rec").await?;
+    let stack = CallStack::start_tls(
+        "recorder", "tls-rec", SECRET, "tls-rec", settings, "tls-rec",
+    )
+    .await?;
     assert!(stack.sfu.http_url().starts_with("https://"));
     assert!(stack.offloader.base_url().starts_with("https://"));
     plain_http_is_refused(&stack).await;
 
     let dir = tempfile::tempdir()?;
-    let words = speak(dir.path(), "alice", "Recorded over an encrypted connection.")?;
+    let words = speak(
+        dir.path(),
+        "alice",
+        "Recorded over an encrypted connection.",
+    )?;
     let job = stack.recording_job("low").await?;
     let alice = stack.join("Alice").await?;
     wait_joined(&stack.client, &job).await?;
     alice.send_voice(words).await??;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stack.client.stop(&job.id).await?;
-    let done = stack.client.wait_final(&job.id, Duration::from_secs(120)).await?;
+    let done = stack
+        .client
+        .wait_final(&job.id, Duration::from_secs(120))
+        .await?;
     let logs = stack.client.logs(&job.id).await.unwrap_or_default();
     assert_eq!(done.state, JobState::Succeeded, "{done:?}\n{logs}");
     let reply = stack
         .client
         .get(&format!("/jobs/{}/artifacts/recording.mp4", job.id))
         .await?;
-    assert!(reply.status.is_success(), "{} {}", reply.status, reply.text());
+    assert!(
+        reply.status.is_success(),
+        "{} {}",
+        reply.status,
+        reply.text()
+    );
     let path = dir.path().join("recording.mp4");
     std::fs::write(&path, &reply.body)?;
     let probe = mp4::probe(&path)?;
@@ -74,11 +98,22 @@ async fn a_transcription_job_succeeds_against_a_tls_only_stack() -> anyhow::Resu
         max_duration: "1200s".into(),
         ..OffloaderSettings::default()
     };
-    let stack =
-        CallStack::start_tls("transcriber", "tls-tr", SECRET, "tls-tr", settings, "tls-tr").await?;
+    let stack = CallStack::start_tls(
+        "transcriber",
+        "tls-tr",
+        SECRET,
+        "tls-tr",
+        settings,
+        "tls-tr",
+    )
+    .await?;
     plain_http_is_refused(&stack).await;
     let dir = tempfile::tempdir()?;
-    let words = speak(dir.path(), "alice", "The quick brown fox jumps over the lazy dog.")?;
+    let words = speak(
+        dir.path(),
+        "alice",
+        "The quick brown fox jumps over the lazy dog.",
+    )?;
     let job = stack
         .create_job(
             JobType::Transcribing,
@@ -90,16 +125,27 @@ async fn a_transcription_job_succeeds_against_a_tls_only_stack() -> anyhow::Resu
     alice.send_voice(words).await??;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stack.client.stop(&job.id).await?;
-    let done = stack.client.wait_final(&job.id, Duration::from_secs(900)).await?;
+    let done = stack
+        .client
+        .wait_final(&job.id, Duration::from_secs(900))
+        .await?;
     let logs = stack.client.logs(&job.id).await.unwrap_or_default();
     assert_eq!(done.state, JobState::Succeeded, "{done:?}\n{logs}");
     let reply = stack
         .client
         .get(&format!("/jobs/{}/artifacts/transcript.txt", job.id))
         .await?;
-    assert!(reply.status.is_success(), "{} {}", reply.status, reply.text());
+    assert!(
+        reply.status.is_success(),
+        "{} {}",
+        reply.status,
+        reply.text()
+    );
     let text = reply.text().to_lowercase();
-    assert!(text.contains("fox") && text.contains("dog"), "transcript: {text}");
+    assert!(
+        text.contains("fox") && text.contains("dog"),
+        "transcript: {text}"
+    );
     alice.leave().await?;
     stack.sfu.shutdown().await;
     Ok(())

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 pub use reload::{CertFiles, ReloadingCert};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub use rustls::{ClientConfig, ServerConfig};
 pub use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 

@@ -44,7 +44,10 @@ fn a_missing_or_bad_file_is_an_error_naming_it() {
         key: files.key.clone(),
     };
     let error = ServerTls::load(missing).unwrap_err().to_string();
-    assert!(error.contains("cannot read certificate file") && error.contains("nope.pem"), "{error}");
+    assert!(
+        error.contains("cannot read certificate file") && error.contains("nope.pem"),
+        "{error}"
+    );
 
     let not_pem = dir.path().join("garbage.pem");
     std::fs::write(&not_pem, "hello").unwrap();
@@ -54,14 +57,20 @@ fn a_missing_or_bad_file_is_an_error_naming_it() {
     })
     .unwrap_err()
     .to_string();
-    assert!(error.contains("garbage.pem") && error.contains("no PEM certificate"), "{error}");
+    assert!(
+        error.contains("garbage.pem") && error.contains("no PEM certificate"),
+        "{error}"
+    );
     let error = ServerTls::load(CertFiles {
         cert: files.cert.clone(),
         key: not_pem,
     })
     .unwrap_err()
     .to_string();
-    assert!(error.contains("key file") && error.contains("garbage.pem"), "{error}");
+    assert!(
+        error.contains("key file") && error.contains("garbage.pem"),
+        "{error}"
+    );
 
     // A key of another certificate.
     let other = dir.path().join("other-key.pem");
@@ -143,19 +152,29 @@ async fn clients_trusting_the_ca_connect_and_get_the_renewed_certificate() {
     let files = write_pair(dir.path(), &first);
     let tls = ServerTls::load(files).unwrap();
     let peer = handshake(&tls.acceptor, &ca, "calls.test").await.unwrap();
-    assert_eq!(peer, parse_certificates(first.cert.as_bytes()).unwrap()[0].to_vec());
+    assert_eq!(
+        peer,
+        parse_certificates(first.cert.as_bytes()).unwrap()[0].to_vec()
+    );
     // By IP address too.
     handshake(&tls.acceptor, &ca, "127.0.0.1").await.unwrap();
     // A name the certificate does not hold is refused by the client.
     assert!(handshake(&tls.acceptor, &ca, "other.test").await.is_err());
     // A client that does not trust the CA is refused.
-    assert!(handshake(&tls.acceptor, &new_ca("stranger", SystemTime::now(), DAY).unwrap(), "calls.test")
-        .await
-        .is_err());
+    assert!(handshake(
+        &tls.acceptor,
+        &new_ca("stranger", SystemTime::now(), DAY).unwrap(),
+        "calls.test"
+    )
+    .await
+    .is_err());
 
     let second = server(&ca);
     write_pair(dir.path(), &second);
     tokio::time::sleep(reload::CHECK_INTERVAL + Duration::from_millis(100)).await;
     let peer = handshake(&tls.acceptor, &ca, "calls.test").await.unwrap();
-    assert_eq!(peer, parse_certificates(second.cert.as_bytes()).unwrap()[0].to_vec());
+    assert_eq!(
+        peer,
+        parse_certificates(second.cert.as_bytes()).unwrap()[0].to_vec()
+    );
 }
