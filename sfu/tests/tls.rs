@@ -149,3 +149,39 @@ async fn bad_certificate_files_stop_the_start_naming_the_file() {
     .to_string();
     assert!(error.contains("http.tls_key_file"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_participant_cli_joins_an_https_sfu_with_ca_cert() {
+    let certs = Certs::new(&["127.0.0.1"]);
+    let sfu = start_tls_sfu(&certs, |_| {}).await;
+    let ca_file = certs.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &certs.ca.cert).unwrap();
+    let args = |name: &str, ca_cert: Option<std::path::PathBuf>| calls_participant::cli::Args {
+        sfu: sfu.http_url(),
+        call: "cli-tls".to_owned(),
+        token: token("cli-tls", name, Role::Participant),
+        name: name.to_owned(),
+        send_audio: None,
+        send_screen: false,
+        record_dir: None,
+        duration: Some(Duration::from_secs(3)),
+        ca_cert,
+        relay_only: false,
+        connect_timeout: Duration::from_secs(10),
+    };
+    let bob = join_tls(&sfu, &certs, "cli-tls", "Bob").await;
+    let summary = calls_participant::cli::run(args("Dana", Some(ca_file)), std::future::pending())
+        .await
+        .expect("the cli joins with --ca-cert");
+    assert!(
+        summary.participants_seen.values().any(|name| name == "Bob"),
+        "{:?}",
+        summary.participants_seen
+    );
+    let error = calls_participant::cli::run(args("Eve", None), std::future::pending())
+        .await
+        .expect_err("without --ca-cert the local CA is not trusted");
+    assert!(format!("{error:#}").contains("certificate"), "{error:#}");
+    bob.leave().await.unwrap();
+    sfu.shutdown().await;
+}

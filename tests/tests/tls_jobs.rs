@@ -150,3 +150,25 @@ async fn a_transcription_job_succeeds_against_a_tls_only_stack() -> anyhow::Resu
     stack.sfu.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_offloader_refuses_to_start_with_a_missing_key_file_and_names_it() -> anyhow::Result<()>
+{
+    let bridge = calls_e2e::docker::bridge_gateway();
+    let mut tls = calls_e2e::offloader::TestTls::new(&[bridge])?;
+    tls.key_file = tls.key_file.with_file_name("no-such-key.pem");
+    let settings = OffloaderSettings {
+        tls: Some(tls),
+        ..OffloaderSettings::default()
+    };
+    let error = calls_e2e::offloader::Offloader::start("tls-badkey", settings)
+        .await
+        .err()
+        .expect("the offloader does not start")
+        .to_string();
+    assert!(
+        error.contains("cannot read key file") && error.contains("no-such-key.pem"),
+        "{error}"
+    );
+    Ok(())
+}
