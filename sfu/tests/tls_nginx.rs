@@ -110,10 +110,11 @@ async fn the_documented_nginx_config_terminates_tls_in_front_of_the_sfu() {
         "/etc/letsencrypt/live/calls.example.com/",
         &format!("{}/", dir.display()),
     );
-    // What a distribution's nginx.conf gives a site: here paths inside the test's directory.
+    // What a distribution's nginx.conf gives a site: here paths inside the test's directory, and
+    // one process (no master), so that killing it at the end leaves no worker behind.
     let d = dir.display();
     let conf = format!(
-        "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+        "master_process off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
          events {{ worker_connections 256; }}\n\
          http {{\n access_log {d}/access.log;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{site}\n}}\n"
