@@ -495,12 +495,10 @@ impl RawConfig {
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut ice = self.ice.validate()?;
-        // Loopback candidates only make sense when the clients are on this host: allowed by
-        // default only when the SFU itself is reachable on loopback alone.
+        // Loopback candidates only make sense when every client is on this host: allowed by
+        // default only when the SFU's ICE itself is on loopback alone.
         ice.allow_loopback_candidates = self.ice.allow_loopback_candidates.unwrap_or_else(|| {
-            http_listen_address.ip().is_loopback()
-                || (!ice.host_addresses.is_empty()
-                    && ice.host_addresses.iter().all(IpAddr::is_loopback))
+            !ice.host_addresses.is_empty() && ice.host_addresses.iter().all(IpAddr::is_loopback)
         });
         let limits = self.limits.validate()?;
         let log = self.log.validate()?;
