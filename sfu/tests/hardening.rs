@@ -129,7 +129,11 @@ async fn offers_with_hundreds_of_sections_and_offer_floods_are_refused() {
                 assert_eq!(code, ErrorCode::BadSdp, "{message}");
                 assert!(message.contains("media sections"), "{message}");
             }
-            other => panic!("a 700-section offer was answered: {other:?}"),
+            ServerMessage::Answer { sdp } => panic!(
+                "a 700-section offer was answered ({} sections)",
+                calls_sfu::sdp_guard::media_sections(&sdp)
+            ),
+            other => panic!("unexpected reply {other:?}"),
         }
     }
     println!(
