@@ -471,10 +471,9 @@ impl RawConfig {
 
         let public_origin = match self.http.public_url.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(url) => Some(
-                crate::web_security::origin_of(url)
-                    .ok_or_else(|| invalid("http.public_url", format!("{url:?} is not an http(s) URL")))?,
-            ),
+            Some(url) => Some(crate::web_security::origin_of(url).ok_or_else(|| {
+                invalid("http.public_url", format!("{url:?} is not an http(s) URL"))
+            })?),
         };
         let allowed_origins = self
             .http
@@ -680,7 +679,12 @@ impl RawLimits {
                 1,
                 60_000,
             )?,
-            offer_burst: in_range("limits.offer_burst", self.offer_burst.unwrap_or(10), 1, 1000)?,
+            offer_burst: in_range(
+                "limits.offer_burst",
+                self.offer_burst.unwrap_or(10),
+                1,
+                1000,
+            )?,
             ice_candidates_per_session: in_range(
                 "limits.ice_candidates_per_session",
                 self.ice_candidates_per_session.unwrap_or(50),

@@ -61,7 +61,10 @@ pub struct CandidatePolicy {
 /// The address and port a candidate names, or why it is refused. `Ok(None)` for a line that is
 /// not a well-formed candidate: it goes to the WebRTC stack unchanged, which refuses it with an
 /// error the client sees, as before.
-fn parse(candidate: &str, policy: CandidatePolicy) -> Result<Option<(String, IpAddr, u16)>, Refusal> {
+fn parse(
+    candidate: &str,
+    policy: CandidatePolicy,
+) -> Result<Option<(String, IpAddr, u16)>, Refusal> {
     let candidate = candidate.trim();
     let candidate = candidate.strip_prefix("a=").unwrap_or(candidate);
     let fields: Vec<&str> = candidate.split_ascii_whitespace().collect();
@@ -205,7 +208,13 @@ mod tests {
             );
         }
         assert_eq!(session.admit(&host("10.0.0.5", 0)), Err(Refusal::Address));
-        for address in ["10.0.0.5", "192.168.1.2", "203.0.113.9", "2001:db8::5", "fd12::1"] {
+        for address in [
+            "10.0.0.5",
+            "192.168.1.2",
+            "203.0.113.9",
+            "2001:db8::5",
+            "fd12::1",
+        ] {
             assert_eq!(session.admit(&host(address, 5000)), Ok(()), "{address}");
         }
         let tcp_active = "candidate:2 1 tcp 1518280447 10.0.0.5 9 typ host tcptype active";

@@ -9,10 +9,11 @@
 //!   `limits.screen_tracks_per_session`) plus [`SPARE_NEW_SECTIONS`] per offer. An answer holds
 //!   exactly the sections of the SFU's offer, never more.
 //! - **Bytes per section.** At most [`MAX_SDP_BYTES_PER_SECTION`] per media section. Measured
-//!   (2026-12-05, `sfu/tests/hardening.rs` documents how): Chromium's offer for voice + screen
-//!   share is 6.3 KB for 2 sections (its video section ≈ 4.9 KB), Firefox's 3.3 KB, our
-//!   participant's 2.6 KB; each section received from the SFU adds ≈ 1.3 KB (Chromium) / 0.9 KB
-//!   (Firefox) to later offers. 16 KiB per section is 3× Chromium's largest section.
+//!   (2026-12-05, the offers the SFU received in its own browser, aiortc and participant tests,
+//!   and offers made by the browsers themselves): for voice + screen share Chromium sends 6.1–6.3 KB
+//!   in 2 sections (its video section ≈ 4.9 KB), Firefox 3.3 KB, aiortc 2.7 KB, our participant
+//!   2.1 KB; each section received from the SFU adds ≈ 1.3 KB (Chromium), 0.9 KB (Firefox) or
+//!   0.6 KB (participant) to later offers. 16 KiB per section is 3× Chromium's largest section.
 //! - **Offers per minute.** `limits.offers_per_minute` sustained, bursts of `limits.offer_burst`
 //!   (a join, a screen share on and off, an ICE restart are one offer each). An offer beyond the
 //!   rate is refused with `rate_limited`; the session stays.
@@ -29,7 +30,9 @@ pub const SPARE_NEW_SECTIONS: usize = 2;
 
 /// Number of media sections (`m=` lines) in `sdp`.
 pub fn media_sections(sdp: &str) -> usize {
-    sdp.split('\n').filter(|line| line.starts_with("m=")).count()
+    sdp.split('\n')
+        .filter(|line| line.starts_with("m="))
+        .count()
 }
 
 /// Why an SDP was refused.
@@ -39,7 +42,9 @@ pub enum SdpRefusal {
     TooFast { per_minute: u32, burst: u32 },
     #[error("the description has {sections} media sections; at most {allowed} are allowed here")]
     TooManySections { sections: usize, allowed: usize },
-    #[error("the description is {bytes} bytes; at most {allowed} for its {sections} media section(s)")]
+    #[error(
+        "the description is {bytes} bytes; at most {allowed} for its {sections} media section(s)"
+    )]
     TooLarge {
         bytes: usize,
         sections: usize,

@@ -99,7 +99,9 @@ pub fn origin_allowed(
         return true;
     }
     // Same origin: the page was loaded from the authority this request was sent to.
-    let scheme = origin.split_once("://").map_or("http", |(scheme, _)| scheme);
+    let scheme = origin
+        .split_once("://")
+        .map_or("http", |(scheme, _)| scheme);
     [handshake.host, handshake.forwarded_host]
         .into_iter()
         .flatten()
@@ -187,11 +189,7 @@ mod tests {
     #[test]
     fn same_origin_public_url_and_list_are_allowed() {
         let none: &[String] = &[];
-        assert!(origin_allowed(
-            &handshake(None, "sfu:8045"),
-            None,
-            none
-        ));
+        assert!(origin_allowed(&handshake(None, "sfu:8045"), None, none));
         assert!(origin_allowed(
             &handshake(Some("http://calls.test:8045"), "calls.test:8045"),
             None,

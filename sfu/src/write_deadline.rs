@@ -269,7 +269,9 @@ mod tests {
         assert!(slots
             .try_claim("2001:db8:1:2:ffff::9".parse().unwrap())
             .is_none());
-        assert!(slots.try_claim("2001:db8:1:3::1".parse().unwrap()).is_some());
+        assert!(slots
+            .try_claim("2001:db8:1:3::1".parse().unwrap())
+            .is_some());
         let _v4 = slots.try_claim("192.0.2.7".parse().unwrap()).unwrap();
         assert!(slots
             .try_claim("::ffff:192.0.2.7".parse().unwrap())

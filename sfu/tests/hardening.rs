@@ -236,7 +236,10 @@ async fn remote_candidates_per_session_are_capped() {
     let mut socket = negotiated_raw_client(&sfu, "call-candidates", "Mallory").await;
     let reached = trickle_and_count(&mut socket, "127.0.0.1", 80).await;
     println!("80 trickled candidates: {reached} got STUN from the SFU");
-    assert!(reached > 0, "loopback candidates are allowed on a loopback SFU");
+    assert!(
+        reached > 0,
+        "loopback candidates are allowed on a loopback SFU"
+    );
     assert!(reached <= 50, "{reached} candidates were checked");
     let metrics = sfu.metrics().render();
     assert!(
@@ -276,7 +279,11 @@ async fn loopback_candidates_get_no_stun_from_an_sfu_on_every_interface() {
 
 /// The code of the next error the SFU sends `bot`.
 async fn next_error(bot: &mut Participant) -> ErrorCode {
-    match wait_event(bot, "an error for the bot", |e| matches!(e, Event::Error { .. })).await {
+    match wait_event(bot, "an error for the bot", |e| {
+        matches!(e, Event::Error { .. })
+    })
+    .await
+    {
         Event::Error { code, .. } => code,
         _ => unreachable!(),
     }
@@ -523,8 +530,16 @@ async fn foreign_origins_are_refused_and_the_page_cannot_be_framed() {
     use sha2::Digest as _;
     let sfu = start_sfu().await;
     let own = format!("Origin: http://{}\r\n", sfu.http_addr);
-    assert_eq!(handshake_status(&sfu, "").await, 101, "no Origin: not a browser");
-    assert_eq!(handshake_status(&sfu, &own).await, 101, "the page's own origin");
+    assert_eq!(
+        handshake_status(&sfu, "").await,
+        101,
+        "no Origin: not a browser"
+    );
+    assert_eq!(
+        handshake_status(&sfu, &own).await,
+        101,
+        "the page's own origin"
+    );
     assert_eq!(
         handshake_status(&sfu, "Origin: https://evil.example\r\n").await,
         403
@@ -551,14 +566,19 @@ async fn foreign_origins_are_refused_and_the_page_cannot_be_framed() {
         .to_owned();
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert!(policy.contains("default-src 'none'"), "{policy}");
-    assert!(!policy.contains("unsafe-inline'; img") || !policy.contains("script-src 'unsafe-inline"));
+    assert!(
+        !policy.contains("unsafe-inline'; img") || !policy.contains("script-src 'unsafe-inline")
+    );
     let script = body
         .split_once("<script>")
         .and_then(|(_, rest)| rest.split_once("</script>"))
         .map(|(script, _)| script)
         .expect("the inline script");
     let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
-    assert!(policy.contains(&format!("script-src 'sha256-{hash}'")), "{policy}");
+    assert!(
+        policy.contains(&format!("script-src 'sha256-{hash}'")),
+        "{policy}"
+    );
     assert_eq!(headers.get("x-frame-options").unwrap(), "DENY");
     let metrics = sfu.metrics().render();
     assert!(
@@ -573,7 +593,8 @@ async fn foreign_origins_are_refused_and_the_page_cannot_be_framed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_link_to_a_foreign_signalling_server_waits_for_the_person() {
     use calls_browser_test::{chromium_or_skip, Chromium};
-    let Some(binary) = chromium_or_skip("a_link_to_a_foreign_signalling_server_waits_for_the_person")
+    let Some(binary) =
+        chromium_or_skip("a_link_to_a_foreign_signalling_server_waits_for_the_person")
     else {
         return;
     };

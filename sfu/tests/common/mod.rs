@@ -158,4 +158,3 @@ pub async fn errors_until_close(socket: &mut Socket, wait: Duration) -> (Vec<Err
         }
     }
 }
-
