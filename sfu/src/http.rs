@@ -86,7 +86,7 @@ async fn websocket(
         &shared.config.allowed_origins,
     ) {
         shared.metrics.record_error("ws_origin_refused");
-        tracing::info!(origin = ?handshake.origin, "websocket from a foreign origin refused");
+        tracing::debug!(origin = ?handshake.origin, "websocket from a foreign origin refused");
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",

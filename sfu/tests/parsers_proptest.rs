@@ -85,13 +85,15 @@ fn claims() -> impl Strategy<Value = JoinClaims> {
         role(),
         purpose(),
         NOW - 10..NOW + 10,
+        proptest::option::of(0..NOW),
     )
-        .prop_map(|(call_id, name, role, purpose, exp)| JoinClaims {
+        .prop_map(|(call_id, name, role, purpose, exp, iat)| JoinClaims {
             call_id,
             name,
             role,
             purpose,
             exp,
+            iat,
         })
 }
 
