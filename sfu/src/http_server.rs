@@ -12,6 +12,10 @@
 //! Upgraded connections (the signalling WebSocket) keep their permit for their whole life, so the
 //! cap also bounds live sessions per SFU. Accept errors back off (`backoff.rs`). On `stop` the
 //! loop stops accepting and every connection is shut down gracefully.
+//!
+//! Issue 21, finding 2 adds (`write_deadline.rs`): a **minimum send rate** (a client that takes
+//! no data for `http.write_timeout` while the server has some for it is reset) and a
+//! **per-address cap** (`max_connections_per_address`; a connection beyond it is closed at once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use crate::write_deadline::{AddressSlots, DeadlineIo};
 
 /// Limits of the HTTP server.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +38,10 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Time a client has to send a request's headers (and, through the router, its body).
     pub header_read_timeout: Duration,
+    /// Connections one client address (an IPv6 /64) may hold at once.
+    pub max_connections_per_address: usize,
+    /// Time within which a client must take data the server has pending for it.
+    pub write_timeout: Duration,
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled.
@@ -46,6 +55,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Backoff::new();
     let connections = tokio_util::task::TaskTracker::new();
+    let address_slots = AddressSlots::new(limits.max_connections_per_address);
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => {
@@ -53,7 +63,7 @@ pub async fn serve(
             }
             _ = stop.cancelled() => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
                     backoff.succeeded();
@@ -71,11 +81,19 @@ pub async fn serve(
             },
             _ = stop.cancelled() => break,
         };
+        let Some(address_slot) = address_slots.try_claim(peer.ip()) else {
+            // Dropping the stream closes it; the global permit goes back with it.
+            metrics.record_error("http_address_limit");
+            tracing::debug!(peer = %peer.ip(), "connection refused: the address holds its share of connections");
+            continue;
+        };
+        let stream = DeadlineIo::new(stream, limits.write_timeout, Arc::clone(&metrics));
         let service = TowerToHyperService::new(app.clone());
         let stop = stop.clone();
         let metrics = Arc::clone(&metrics);
         connections.spawn(async move {
             let _permit = permit;
+            let _address_slot = address_slot;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
