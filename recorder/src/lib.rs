@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod mixer;
 pub mod profile;
 pub mod recording;
+mod sinks;
 pub mod speaking;
 pub mod test_signal;
 pub mod worker;

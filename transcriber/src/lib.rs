@@ -7,6 +7,7 @@
 //! (windows per speaker, a bounded worker schedule, stabilised partials and finals).
 
 pub mod capture;
+pub mod capture_file;
 pub mod config;
 pub mod decode;
 pub mod engine;
