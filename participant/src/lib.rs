@@ -22,10 +22,10 @@ pub mod clock;
 pub mod error;
 mod event;
 mod feedback;
-pub mod jitter;
+mod jitter;
 mod media;
 mod peer;
-pub mod receive;
+mod receive;
 mod track;
 pub mod video;
 

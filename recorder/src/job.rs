@@ -2,7 +2,7 @@
 //! the file when the shared driver (`calls_job::driver`) stops it, and hands it over for upload.
 //!
 //! The driver joins, keeps the roster, applies the stop policy and uploads; the [`MediaWorker`] owns the
-//! encoders; [`crate::sinks`] places each track's media on the media clock. Every phase logs one line to
+//! encoders; `sinks` places each track's media on the media clock. Every phase logs one line to
 //! stdout so `docker logs` tells the story of a recording.
 
 use std::future::Future;

@@ -6,12 +6,12 @@
 //! through small buffers. Placement comes from RTP timestamps ([`RtpClock`]): the first packet of a track sits
 //! at its arrival time, later ones at `anchor + Δrtp`, and a track whose sender paused (timestamps that fell
 //! behind arrival) or restarted is re-anchored at arrival. So joins, leaves, mutes and reconnects land at the
-//! right call time, and the decoder ([`crate::decode`]) turns gaps into silence or piece boundaries.
+//! right call time, and the decoder (`decode`) turns gaps into silence or piece boundaries.
 //!
 //! A speaker is a display name plus an SFU session ([`Speakers`]): two people with one name stay apart, and a
 //! session's later tracks (a re-published microphone) append to the same speaker with a new track number.
 //!
-//! The file format is [`crate::capture_file`]'s.
+//! The file format is `capture_file`'s.
 
 use std::collections::HashMap;
 use std::fs::File;

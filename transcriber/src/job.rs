@@ -4,7 +4,7 @@
 //!
 //! The shared driver (`calls_job::driver`) joins, keeps the roster, applies the stop policy (call end,
 //! `job_stop`, SIGTERM, alone timeout) and uploads. Around the pure parts: [`crate::capture`] (packets to
-//! disk, placed on the call timeline), [`crate::live_job`] (live captions), [`crate::decode`] (16 kHz
+//! disk, placed on the call timeline), [`crate::live_job`] (live captions), `decode` (16 kHz
 //! pieces) and the speech pipeline ([`Transcriber`]). Every phase logs one plain line so `docker logs`
 //! tells the story: joined, speakers seen, call ended, transcribing N s of speech, uploaded.
 
