@@ -23,7 +23,7 @@ use calls_protocol::signalling::Caption;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{Capture, CaptureSink, CaptureSummary, Speakers, QUEUE_PACKETS};
+use crate::capture::{Capture, CaptureFiles, CaptureSink, CaptureSummary, Speakers, QUEUE_PACKETS};
 use crate::config::JobConfig;
 use crate::decode::{decode_file, DecodeError, SAMPLE_RATE};
 use crate::live_job::{LiveCaptions, LiveModels, LiveOptions, LiveTap};
@@ -224,12 +224,21 @@ impl TranscriptionJob {
     /// beating the heartbeat while it advances.
     async fn transcribe(
         &mut self,
-        post_call: PostCall,
+        files: CaptureFiles,
         after: &mut AfterCall<'_>,
     ) -> Result<(Transcript, Vec<String>), Error> {
         let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0u8);
         let done_work = Arc::new(AtomicU64::new(0));
         let work = Arc::clone(&done_work);
+        let post_call = PostCall {
+            call_id: self.call_id.clone(),
+            speakers: self.speakers.list(),
+            files,
+            options: self.options.clone(),
+            keep_audio: self.keep_audio,
+            call_ms: self.call_duration.as_millis() as u64,
+            artifacts_dir: self.artifacts_dir.clone(),
+        };
         let mut transcribing = tokio::task::spawn_blocking(move || {
             post_call.run(&mut |percent| {
                 work.fetch_add(1, Ordering::Relaxed);
@@ -351,16 +360,7 @@ impl BotJob for TranscriptionJob {
                 "voice packets were dropped during the call"
             );
         }
-        let post_call = PostCall {
-            call_id: self.call_id.clone(),
-            speakers: self.speakers.list(),
-            files: summary.files,
-            options: self.options.clone(),
-            keep_audio: self.keep_audio,
-            call_ms: self.call_duration.as_millis() as u64,
-            artifacts_dir: self.artifacts_dir.clone(),
-        };
-        let (transcript, wavs) = match self.transcribe(post_call, after).await {
+        let (transcript, wavs) = match self.transcribe(summary.files, after).await {
             Ok(done) => done,
             Err(error) => {
                 // Never a partial artifact: what was written goes.
@@ -451,7 +451,7 @@ pub fn transcript_counters(transcript: &Transcript, dropped: u64) -> Vec<(&'stat
 struct PostCall {
     call_id: String,
     speakers: Vec<Speaker>,
-    files: Vec<Option<(PathBuf, u64)>>,
+    files: CaptureFiles,
     options: TranscribeOptions,
     keep_audio: bool,
     call_ms: u64,
