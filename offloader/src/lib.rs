@@ -130,8 +130,7 @@ pub async fn run(config: Config) -> Result<()> {
     serve::serve(
         listener,
         router(state.clone()),
-        state.config.header_read_timeout,
-        state.config.max_connections,
+        serve::ServeLimits::from_config(&state.config),
         state.metrics.clone(),
         shutdown_signal(),
     )

@@ -59,8 +59,8 @@ fn clip(text: Option<String>) -> Option<String> {
     text.map(|t| t.chars().take(MAX_TEXT_CHARS).collect())
 }
 
-/// The rules of one status report by itself: at most [`MAX_COUNTERS`] counters, names
-/// `[A-Za-z_][A-Za-z0-9_]{0,63}`, values finite and ≥ 0; histograms only of the known job series, with one
+/// The rules of one status report by itself: at most [`MAX_COUNTERS`] counters, names from
+/// `calls_protocol::job_metrics::JOB_COUNTERS`, values finite and ≥ 0; histograms only of the known job series, with one
 /// count per bucket of the series and a finite sum ≥ 0.
 pub fn validate_status_update(update: &JobStatusUpdate) -> Result<()> {
     for (name, report) in &update.histograms {
@@ -90,6 +90,13 @@ pub fn validate_status_update(update: &JobStatusUpdate) -> Result<()> {
         if !valid_counter_name(name) {
             return Err(Error::BadRequest(format!(
                 "counter name {name:?} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}"
+            )));
+        }
+        // A fixed list: every name becomes a series exported for good, so a job token must not
+        // be able to invent them.
+        if !job_metrics::is_job_counter(name) {
+            return Err(Error::BadRequest(format!(
+                "counter {name:?} is not a job counter the offloader knows (see docs/offloader.md)"
             )));
         }
         if !value.is_finite() || *value < 0.0 {
