@@ -158,9 +158,19 @@ pub async fn login(
     };
     let token = auth::new_token();
     let expires_at = now_ms() + state.config.token_ttl.as_millis() as i64;
-    state
-        .store
-        .insert_token(&auth::token_hash(&token), &client, expires_at)?;
+    let revoked = state.store.insert_token(
+        &auth::token_hash(&token),
+        &client,
+        expires_at,
+        state.config.max_tokens_per_client,
+    )?;
+    if revoked > 0 {
+        tracing::info!(
+            client_id = client.id,
+            revoked,
+            "revoked the oldest bearer tokens (api.max_tokens_per_client)"
+        );
+    }
     Ok(Json(LoginResponse { token, expires_at }))
 }
 
