@@ -110,18 +110,6 @@ impl Store {
         })
     }
 
-    /// How many unexpired tokens the client registration `uid` holds.
-    pub fn live_tokens(&self, uid: &str, now: i64) -> Result<usize> {
-        blocking(|| {
-            let n: i64 = self.conn().query_row(
-                "SELECT COUNT(*) FROM tokens WHERE client_uid = ?1 AND expires_at > ?2",
-                params![uid, now],
-                |row| row.get(0),
-            )?;
-            Ok(n as usize)
-        })
-    }
-
     /// The client (id, uid) a token hash belongs to, if it has not expired and the client
     /// registration it was issued to still exists.
     pub fn token_client(&self, hash: &str, now: i64) -> Result<Option<(String, String)>> {
