@@ -157,17 +157,28 @@ impl Runner {
         }
     }
 
-    /// Starts as many queued jobs (oldest first) as there are free slots. Containers are
+    /// Starts as many queued jobs as there are free slots, in the order `scheduler::admit` picks
+/// (oldest first, clients under their run share before those over it). Containers are
     /// started one after another so that start times follow the queue order.
     async fn dispatch_once(self: &Arc<Self>) -> Result<()> {
         let store = &self.app.store;
-        let active = store.jobs_in(&ACTIVE)?.len();
-        let queued: Vec<String> = store
+        let active = store.jobs_in(&ACTIVE)?;
+        let active_owners: Vec<&str> = active.iter().map(|j| j.owner.as_str()).collect();
+        let queued: Vec<scheduler::Waiting> = store
             .jobs_in(&[JobState::Queued])?
             .into_iter()
-            .map(|j| j.id)
+            .map(|j| scheduler::Waiting {
+                job_id: j.id,
+                owner: j.owner,
+            })
             .collect();
-        for job_id in scheduler::admit(active, self.app.config.max_concurrent, &queued) {
+        let config = &self.app.config;
+        for job_id in &scheduler::admit(
+            &active_owners,
+            config.max_concurrent,
+            config.max_running_per_client,
+            &queued,
+        ) {
             let token = auth::new_token();
             if !store.mark_starting(job_id, &auth::token_hash(&token))? {
                 continue; // cancelled meanwhile
