@@ -522,6 +522,21 @@ impl Store {
         })
     }
 
+    /// Final jobs whose owner is no registered client (unregistered while they ran), for the
+    /// sweeper.
+    pub fn orphaned_final_jobs(&self) -> Result<Vec<JobRecord>> {
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) \
+                 AND owner_uid NOT IN (SELECT uid FROM clients) ORDER BY seq",
+                placeholders(&FINAL)
+            ))?;
+            let rows = stmt.query_map([], job_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
     /// Final jobs that finished before `before`, for the retention sweeper.
     pub fn final_jobs_finished_before(&self, before: i64) -> Result<Vec<JobRecord>> {
         blocking(|| {
