@@ -545,13 +545,19 @@ fn compose_services_run_read_only_without_capabilities_or_privilege_gain() -> an
         .nth(1)
         .ok_or_else(|| anyhow::anyhow!("no services section"))?;
     let services = services.split("\nvolumes:").next().unwrap_or(services);
+    // Service blocks: a line `  name:` and the more indented lines under it.
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in services.lines() {
+        let is_head = line.starts_with("  ") && !line.starts_with("   ") && line.ends_with(':');
+        if is_head {
+            blocks.push((line.trim().trim_end_matches(':').to_owned(), String::new()));
+        } else if let Some((_, body)) = blocks.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
     let mut checked = 0;
-    for block in services.split("\n  ").filter(|b| {
-        b.lines()
-            .next()
-            .is_some_and(|l| !l.starts_with(' ') && l.ends_with(':'))
-    }) {
-        let name = block.lines().next().unwrap_or_default();
+    for (name, block) in &blocks {
         for needed in [
             "read_only: true",
             "cap_drop:\n      - ALL",
