@@ -145,30 +145,34 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(public_job(&job))).into_response())
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    client: ClientAuth,
-    RawQuery(query): RawQuery,
-) -> Result<Json<JobList>> {
-    let mut filter = None;
-    let mut limit = DEFAULT_PAGE_SIZE;
-    let mut after = 0i64;
-    for pair in query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
+/// What `GET /jobs` was asked for: `state`, `limit` and `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub state: Option<JobState>,
+    /// Jobs per page, 1 to [`MAX_PAGE_SIZE`].
+    pub limit: usize,
+    /// Jobs after the one with this sequence number (0: from the first).
+    pub after: i64,
+}
+
+/// Parses the query string of `GET /jobs`; unknown or malformed parameters are a 400.
+pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery> {
+    let mut parsed = ListQuery {
+        state: None,
+        limit: DEFAULT_PAGE_SIZE,
+        after: 0,
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("state", value)) => {
-                filter = Some(JobState::parse(value).ok_or_else(|| {
+                parsed.state = Some(JobState::parse(value).ok_or_else(|| {
                     Error::BadRequest(format!(
                         "unknown state {value:?}: use queued, starting, running, stopping, succeeded, failed or cancelled"
                     ))
                 })?)
             }
             Some(("limit", value)) => {
-                limit = value
+                parsed.limit = value
                     .parse()
                     .ok()
                     .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
@@ -179,7 +183,7 @@ pub async fn list(
                     })?
             }
             Some(("cursor", value)) => {
-                after = value.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                parsed.after = value.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
                     Error::BadRequest(format!(
                         "cursor {value:?} is not one this API returned (next_cursor)"
                     ))
@@ -188,9 +192,20 @@ pub async fn list(
             _ => return Err(Error::BadRequest(format!("unknown query parameter {pair:?}"))),
         }
     }
-    let (jobs, more) = state
-        .store
-        .client_jobs_page(&client.owner, filter, after, limit)?;
+    Ok(parsed)
+}
+
+/// One page of the caller's jobs, oldest first; `next_cursor` when more follow.
+pub async fn list(
+    State(state): State<AppState>,
+    client: ClientAuth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<JobList>> {
+    let query = parse_list_query(query.as_deref())?;
+    let (jobs, more) =
+        state
+            .store
+            .client_jobs_page(&client.owner, query.state, query.after, query.limit)?;
     Ok(Json(JobList {
         next_cursor: more
             .then(|| jobs.last().map(|job| job.seq.to_string()))
