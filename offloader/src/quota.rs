@@ -75,7 +75,8 @@ impl UploadQuota {
                 "the job already stored or is uploading {count} artifacts, its limit (jobs.max_artifacts_per_job)"
             )));
         }
-        let used = others.map(|a| a.size).sum::<u64>() + uploading.iter().map(|u| u.bytes).sum::<u64>();
+        let used =
+            others.map(|a| a.size).sum::<u64>() + uploading.iter().map(|u| u.bytes).sum::<u64>();
         let room = limits.max_total_bytes.saturating_sub(used);
         let limit = limits.max_one_bytes.min(room);
         if declared.is_some_and(|n| n > limit) || limit == 0 {
@@ -135,35 +136,47 @@ mod tests {
     #[test]
     fn uploads_in_flight_count_against_the_quota_until_dropped() {
         let quota = Arc::new(UploadQuota::default());
-        let a = quota.reserve("j", "a", || Ok(Vec::new()), Some(600), LIMITS).expect("a");
+        let a = quota
+            .reserve("j", "a", || Ok(Vec::new()), Some(600), LIMITS)
+            .expect("a");
         assert_eq!(a.limit, 600);
         // The size left is 400, whatever the per-artifact limit says.
-        let b = quota.reserve("j", "b", || Ok(Vec::new()), None, LIMITS).expect("b");
+        let b = quota
+            .reserve("j", "b", || Ok(Vec::new()), None, LIMITS)
+            .expect("b");
         assert_eq!(b.limit, 400);
         let third = quota.reserve("j", "c", || Ok(Vec::new()), Some(1), LIMITS);
         assert!(matches!(third, Err(Error::Conflict(_))));
         // Another job is not affected.
-        assert!(quota.reserve("k", "c", || Ok(Vec::new()), Some(1), LIMITS).is_ok());
+        assert!(quota
+            .reserve("k", "c", || Ok(Vec::new()), Some(1), LIMITS)
+            .is_ok());
         drop(b);
         assert!(matches!(
             quota.reserve("j", "c", || Ok(Vec::new()), Some(401), LIMITS),
             Err(Error::PayloadTooLarge(_))
         ));
         drop(a);
-        assert!(quota.reserve("j", "c", || Ok(Vec::new()), Some(800), LIMITS).is_ok());
+        assert!(quota
+            .reserve("j", "c", || Ok(Vec::new()), Some(800), LIMITS)
+            .is_ok());
     }
 
     #[test]
     fn the_same_name_twice_at_once_is_refused_and_replacing_does_not_count() {
         let quota = Arc::new(UploadQuota::default());
-        let first = quota.reserve("j", "a", || Ok(Vec::new()), Some(1), LIMITS).expect("a");
+        let first = quota
+            .reserve("j", "a", || Ok(Vec::new()), Some(1), LIMITS)
+            .expect("a");
         assert!(matches!(
             quota.reserve("j", "a", || Ok(Vec::new()), Some(1), LIMITS),
             Err(Error::Conflict(_))
         ));
         drop(first);
         let both = [stored("a", 500), stored("b", 400)];
-        assert!(quota.reserve("j", "a", || Ok(both.to_vec()), Some(600), LIMITS).is_ok());
+        assert!(quota
+            .reserve("j", "a", || Ok(both.to_vec()), Some(600), LIMITS)
+            .is_ok());
         assert!(matches!(
             quota.reserve("j", "c", || Ok(both.to_vec()), Some(1), LIMITS),
             Err(Error::Conflict(_))

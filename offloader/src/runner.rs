@@ -79,8 +79,13 @@ pub async fn remove_client_jobs(app: &AppState, owner: &str) -> Result<Unregiste
     for job in app.store.client_jobs(owner, None)? {
         match job.state {
             JobState::Queued => {
-                app.store
-                    .finish(&job.id, JobState::Cancelled, None, Some("client unregistered"), now_ms())?;
+                app.store.finish(
+                    &job.id,
+                    JobState::Cancelled,
+                    None,
+                    Some("client unregistered"),
+                    now_ms(),
+                )?;
                 done.cancelled += 1;
             }
             JobState::Starting | JobState::Running => {
@@ -218,7 +223,7 @@ impl Runner {
     }
 
     /// Starts as many queued jobs as there are free slots, in the order `scheduler::admit` picks
-/// (oldest first, clients under their run share before those over it). Containers are
+    /// (oldest first, clients under their run share before those over it). Containers are
     /// started one after another so that start times follow the queue order.
     async fn dispatch_once(self: &Arc<Self>) -> Result<()> {
         let store = &self.app.store;

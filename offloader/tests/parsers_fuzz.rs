@@ -27,10 +27,10 @@ use calls_offloader::auth::{parse_authorization, Credentials};
 use calls_offloader::files::{parse_range, validate_artifact_name};
 use calls_offloader::image_ref::is_valid_reference;
 use calls_offloader::{webhook, AppState, Config};
-use calls_protocol::{job_env, job_metrics};
 use calls_protocol::jobs::{
     CreateJobRequest, JobStatusUpdate, JobType, LoginRequest, RegisterRequest, WebhookConfig,
 };
+use calls_protocol::{job_env, job_metrics};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

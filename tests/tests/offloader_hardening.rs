@@ -87,11 +87,7 @@ async fn slow_readers_are_cut_off_and_connections_capped_per_address() -> anyhow
         .await;
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), fourth.read_to_end(&mut answer)).await;
-    assert!(
-        answer.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     let elsewhere = client_from(&offloader, "127.0.0.1".parse()?, Auth::None, "")?;
     assert_eq!(elsewhere.get("/version").await?.status, StatusCode::OK);
     drop(held);
@@ -140,8 +136,17 @@ async fn input_is_capped_listings_paginated_and_stored_jobs_capped() -> anyhow::
     // 20 KB of input_data: over the 16 KB default, refused, nothing stored.
     let big = test_job("exit0", &[("notes", json!("x".repeat(20 * 1024)))]);
     let reply = client.post_json("/jobs", &big).await?;
-    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", reply.text());
-    assert!(reply.text().contains("jobs.max_input_bytes"), "{}", reply.text());
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("jobs.max_input_bytes"),
+        "{}",
+        reply.text()
+    );
     assert!(client.jobs().await?.is_empty());
 
     let mut ids = Vec::new();
@@ -150,7 +155,12 @@ async fn input_is_capped_listings_paginated_and_stored_jobs_capped() -> anyhow::
         ids.push(client.create_job(&spec).await?.id);
     }
     let sixth = client.post_json("/jobs", &test_job("exit0", &[])).await?;
-    assert_eq!(sixth.status, StatusCode::TOO_MANY_REQUESTS, "{}", sixth.text());
+    assert_eq!(
+        sixth.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        sixth.text()
+    );
     assert!(
         sixth.text().contains("jobs.max_jobs_per_client"),
         "{}",
@@ -175,7 +185,11 @@ async fn input_is_capped_listings_paginated_and_stored_jobs_capped() -> anyhow::
     assert!(body.get("next_cursor").is_none(), "{body}");
     assert_eq!(body["jobs"].as_array().map(Vec::len), Some(5));
     for bad in ["/jobs?limit=0", "/jobs?limit=100000", "/jobs?cursor=abc"] {
-        assert_eq!(client.get(bad).await?.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            client.get(bad).await?.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
     }
     // Deleting a finished job makes room again.
     let done = client.wait_final(&ids[0], Duration::from_secs(60)).await?;
@@ -192,10 +206,7 @@ async fn wrong_keys_lock_out_only_their_own_client_id_and_address() -> anyhow::R
     let _serial = serial().await;
     // No cache: every check is a real one, as after a restart.
     let settings = OffloaderSettings {
-        extra_env: env(&[
-            ("API_AUTH_FAILURE_LIMIT", "3"),
-            ("API_KEY_CACHE_TTL", "0s"),
-        ]),
+        extra_env: env(&[("API_AUTH_FAILURE_LIMIT", "3"), ("API_KEY_CACHE_TTL", "0s")]),
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start("lockout", settings).await?;
@@ -291,8 +302,17 @@ async fn job_counters_come_from_a_fixed_list() -> anyhow::Result<()> {
             &json!({"status": "progress", "counters": {"made_up_counter_1": 1}}),
         )
         .await?;
-    assert_eq!(made_up.status, StatusCode::BAD_REQUEST, "{}", made_up.text());
-    assert!(made_up.text().contains("made_up_counter_1"), "{}", made_up.text());
+    assert_eq!(
+        made_up.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        made_up.text()
+    );
+    assert!(
+        made_up.text().contains("made_up_counter_1"),
+        "{}",
+        made_up.text()
+    );
     let known = as_job
         .post_json(
             &path,
@@ -315,9 +335,11 @@ async fn upload_forty(as_job: &Client, job_id: &str, size: usize) -> anyhow::Res
         .map(|i| {
             let as_job = as_job.clone();
             let path = format!("/jobs/{job_id}/artifacts/part-{i}.bin");
-            tokio::spawn(
-                async move { as_job.request(Method::PUT, &path, Some(vec![9u8; size])).await },
-            )
+            tokio::spawn(async move {
+                as_job
+                    .request(Method::PUT, &path, Some(vec![9u8; size]))
+                    .await
+            })
         })
         .collect();
     let mut stored = 0;
@@ -421,7 +443,12 @@ async fn webhooks_to_nat64_and_teredo_addresses_are_refused() -> anyhow::Result<
         let reply = client
             .request(Method::PUT, "/webhook", Some(serde_json::to_vec(&body)?))
             .await?;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{host}: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{host}: {}",
+            reply.text()
+        );
     }
     // A public address embedded in the well-known NAT64 prefix is fine.
     let body = json!({"url": "http://[64:ff9b::101:101]/hook", "secret": "0123456789abcdef0123"});
@@ -444,7 +471,9 @@ async fn unregistering_removes_the_clients_jobs_containers_and_files() -> anyhow
     let label = Offloader::label_of(&client);
     // A failed job (its container kept for the retention period), a running one, a queued one.
     let failed = client.create_job(&test_job("exit1", &[])).await?;
-    let failed = client.wait_final(&failed.id, Duration::from_secs(60)).await?;
+    let failed = client
+        .wait_final(&failed.id, Duration::from_secs(60))
+        .await?;
     assert_eq!(failed.state, JobState::Failed);
     let spec = test_job("sleep", &[("sleep_seconds", json!(120))]);
     let running = client.create_job(&spec).await?;
@@ -522,8 +551,12 @@ async fn containers_get_no_swap_and_clients_a_share_of_the_run_slots() -> anyhow
     // the slot its first job frees goes to modest.
     let third = greedy.create_job(&sleep(1)).await?;
     let other = modest.create_job(&sleep(1)).await?;
-    let other = modest.wait_final(&other.id, Duration::from_secs(60)).await?;
-    let third = greedy.wait_final(&third.id, Duration::from_secs(60)).await?;
+    let other = modest
+        .wait_final(&other.id, Duration::from_secs(60))
+        .await?;
+    let third = greedy
+        .wait_final(&third.id, Duration::from_secs(60))
+        .await?;
     let (Some(other_start), Some(third_start)) = (other.started_at, third.started_at) else {
         anyhow::bail!("both ran: {other:?} {third:?}");
     };
@@ -563,7 +596,10 @@ fn compose_services_run_read_only_without_capabilities_or_privilege_gain() -> an
             "cap_drop:\n      - ALL",
             "no-new-privileges:true",
         ] {
-            assert!(block.contains(needed), "service {name} lacks {needed:?}:\n{block}");
+            assert!(
+                block.contains(needed),
+                "service {name} lacks {needed:?}:\n{block}"
+            );
         }
         checked += 1;
     }

@@ -12,8 +12,8 @@ use calls_protocol::jobs::{ArtifactInfo, JobStatusKind, JobStatusUpdate};
 use super::ApiJson;
 use crate::auth::{self, Credentials};
 use crate::error::{Error, Result};
-use crate::store::JobRecord;
 use crate::quota::ArtifactLimits;
+use crate::store::JobRecord;
 use crate::{files, now_ms, AppState};
 
 pub const MAX_COUNTERS: usize = 32;

@@ -27,8 +27,7 @@ async fn started_job(h: &Harness) -> (String, String, String) {
 async fn status_reports_need_the_jobs_own_token() {
     let h = harness(&[]);
     let (a, id, token) = started_job(&h).await;
-    let update =
-        json!({"status": "progress", "message": "joined call", "counters": {"video_frames_encoded": 42}});
+    let update = json!({"status": "progress", "message": "joined call", "counters": {"video_frames_encoded": 42}});
     let uri = format!("/jobs/{id}/status");
     for bad in [None, Some(bearer("wrong")), Some(a.clone())] {
         let reply = h.post(&uri, bad.as_deref(), update.clone()).await;

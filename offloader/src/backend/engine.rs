@@ -425,7 +425,10 @@ mod tests {
         );
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.memory, Some(4096 * 1024 * 1024));
-        assert_eq!(host.memory_swap, host.memory, "no swap beyond the memory limit");
+        assert_eq!(
+            host.memory_swap, host.memory,
+            "no swap beyond the memory limit"
+        );
         assert_eq!(host.nano_cpus, Some(2_000_000_000));
         assert_eq!(host.init, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
