@@ -37,13 +37,19 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("api.header_read_timeout", Kind::Str, "\"10s\"", "time a client has to send a request's line and headers (also between requests on a kept-alive connection) before the connection is closed"),
     ("api.body_read_timeout", Kind::Str, "\"30s\"", "time a JSON body may take to arrive, and the longest pause between two chunks of an artifact upload (408-style 400 and the upload dropped)"),
     ("api.max_connections", Kind::Int, "1024", "connections served at once; further ones are closed at once and counted in calls_offloader_api_connections_refused_total"),
+    ("api.max_connections_per_address", Kind::Int, "128", "connections served at once from one source address (an IPv6 /64); further ones are closed at once and counted in calls_offloader_api_connections_refused_total"),
+    ("api.write_timeout", Kind::Str, "\"10s\"", "longest time an answer may wait for the client to read it (no byte accepted by the socket) before the connection is closed, so a client that stops reading cannot hold a connection and its queued answers"),
     ("api.key_cache_ttl", Kind::Str, "\"10m\"", "how long a verified client key is remembered (as a keyed hash, in memory) so Basic auth runs argon2 at most once per key and period; \"0s\" disables"),
     ("api.max_key_verifications", Kind::Int, "2", "argon2 key verifications running at once (≈ 19 MiB each); further ones wait up to 10 s, then 503"),
-    ("api.auth_failure_limit", Kind::Int, "10", "failed key verifications per minute for one client id, or from one source address, before 429 `rate_limited`"),
+    ("api.auth_failure_limit", Kind::Int, "10", "failed key verifications per minute for one (client id, source address) pair before that pair gets 429 `rate_limited`; other addresses, and a right key from elsewhere, are not affected"),
+    ("api.max_tokens_per_client", Kind::Int, "20", "live bearer tokens per client: a /login beyond it revokes that client's oldest token"),
     ("store.data_dir", Kind::Str, "\"/var/lib/calls-offloader\"", "SQLite store, job logs and artifacts (absolute path)"),
     ("jobs.max_concurrent", Kind::Int, "2", "jobs whose containers run at the same time"),
     ("jobs.max_queue_length", Kind::Int, "50", "queued jobs waiting for a slot; 429 when full"),
     ("jobs.client_queue_share", Kind::Float, "0.5", "fraction of jobs.max_queue_length one client may fill (at least 1 job); 429 beyond it"),
+    ("jobs.client_run_share", Kind::Float, "0.5", "fraction of jobs.max_concurrent (at least 1 slot) one client holds before a free slot goes first to another client's queued job"),
+    ("jobs.max_jobs_per_client", Kind::Int, "1000", "jobs one client may have stored (any state, until deleted or swept); 429 beyond it"),
+    ("jobs.max_input_bytes", Kind::Int, "16384", "size of a job's input_data as JSON; 413 above it"),
     ("jobs.max_artifacts_per_job", Kind::Int, "32", "artifacts one job may store (409 beyond it; replacing one by name is fine)"),
     ("jobs.max_job_artifact_bytes", Kind::Int, "21474836480", "total size of one job's artifacts (413 beyond it)"),
     ("jobs.stop_grace_period", Kind::Str, "\"30s\"", "time between SIGTERM and SIGKILL on stop or max duration"),
@@ -108,6 +114,9 @@ struct RawApi {
     header_read_timeout: Option<String>,
     body_read_timeout: Option<String>,
     max_connections: Option<u64>,
+    max_connections_per_address: Option<u64>,
+    write_timeout: Option<String>,
+    max_tokens_per_client: Option<u64>,
     max_key_verifications: Option<u64>,
     auth_failure_limit: Option<u64>,
 }
@@ -124,6 +133,9 @@ struct RawJobs {
     max_concurrent: Option<u64>,
     max_queue_length: Option<u64>,
     client_queue_share: Option<f64>,
+    client_run_share: Option<f64>,
+    max_jobs_per_client: Option<u64>,
+    max_input_bytes: Option<u64>,
     max_artifacts_per_job: Option<u64>,
     max_job_artifact_bytes: Option<u64>,
     stop_grace_period: Option<String>,
@@ -225,6 +237,10 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// How long a response write may make no progress before the connection is closed.
+    pub write_timeout: Duration,
+    pub max_tokens_per_client: usize,
     pub max_key_verifications: usize,
     pub auth_failure_limit: u32,
     pub data_dir: PathBuf,
@@ -232,6 +248,11 @@ pub struct Config {
     pub max_queue_length: usize,
     /// Queued places one client may hold (from `jobs.client_queue_share`).
     pub max_queue_per_client: usize,
+    /// Run slots one client holds before others' queued jobs go first (from
+    /// `jobs.client_run_share`).
+    pub max_running_per_client: usize,
+    pub max_jobs_per_client: usize,
+    pub max_input_bytes: usize,
     pub max_artifacts_per_job: usize,
     pub max_job_artifact_bytes: u64,
     pub stop_grace_period: Duration,
@@ -545,6 +566,14 @@ fn validate(raw: RawConfig) -> Result<Config> {
         )));
     }
     let max_queue_per_client = ((max_queue_length as f64 * share).ceil() as usize).max(1);
+    let run_share = raw.jobs.client_run_share.unwrap_or(0.5);
+    if !(run_share > 0.0 && run_share <= 1.0) {
+        return Err(Error::Config(format!(
+            "jobs.client_run_share = {run_share} must be above 0 and at most 1"
+        )));
+    }
+    let max_concurrent = max_concurrent.min(10_000) as usize;
+    let max_running_per_client = ((max_concurrent as f64 * run_share).ceil() as usize).max(1);
     let webhook_max_attempts = positive(
         "webhooks.max_attempts",
         raw.webhooks.max_attempts.unwrap_or(5),
@@ -572,6 +601,18 @@ fn validate(raw: RawConfig) -> Result<Config> {
             raw.api.max_connections.unwrap_or(1024),
         )?
         .min(1_000_000) as usize,
+        max_connections_per_address: positive(
+            "api.max_connections_per_address",
+            raw.api.max_connections_per_address.unwrap_or(128),
+        )?
+        .min(1_000_000) as usize,
+        write_timeout: duration("api.write_timeout", raw.api.write_timeout, "10s")?
+            .max(Duration::from_millis(100)),
+        max_tokens_per_client: positive(
+            "api.max_tokens_per_client",
+            raw.api.max_tokens_per_client.unwrap_or(20),
+        )?
+        .min(1_000_000) as usize,
         max_key_verifications: positive(
             "api.max_key_verifications",
             raw.api.max_key_verifications.unwrap_or(2),
@@ -583,9 +624,20 @@ fn validate(raw: RawConfig) -> Result<Config> {
         )?
         .min(1_000_000) as u32,
         data_dir,
-        max_concurrent: max_concurrent.min(10_000) as usize,
+        max_concurrent,
         max_queue_length,
         max_queue_per_client,
+        max_running_per_client,
+        max_jobs_per_client: positive(
+            "jobs.max_jobs_per_client",
+            raw.jobs.max_jobs_per_client.unwrap_or(1000),
+        )?
+        .min(10_000_000) as usize,
+        max_input_bytes: positive(
+            "jobs.max_input_bytes",
+            raw.jobs.max_input_bytes.unwrap_or(16 * 1024),
+        )?
+        .min(64 << 20) as usize,
         max_artifacts_per_job: positive(
             "jobs.max_artifacts_per_job",
             raw.jobs.max_artifacts_per_job.unwrap_or(32),

@@ -208,10 +208,13 @@ pub struct Job {
     pub counters: BTreeMap<String, f64>,
 }
 
-/// `GET /jobs` answer.
+/// `GET /jobs` answer: one page of the client's jobs, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<Job>,
+    /// Present when more jobs follow: pass it back as `?cursor=` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// What a job reports about itself with `POST /jobs/{id}/status`.

@@ -121,13 +121,26 @@ pub async fn unregister(
         }
         client_id
     };
+    let Some(client) = state.store.client(&client_id)? else {
+        return Err(Error::NotFound(format!(
+            "client {client_id:?} is not registered"
+        )));
+    };
+    // The registration goes first (no new job or token can appear), then its jobs.
     if !state.store.delete_client(&client_id)? {
         return Err(Error::NotFound(format!(
             "client {client_id:?} is not registered"
         )));
     }
     state.keys.forget_all();
-    tracing::info!(client_id, "client unregistered");
+    let jobs = crate::runner::remove_client_jobs(&state, &client.uid).await?;
+    tracing::info!(
+        client_id,
+        jobs_removed = jobs.removed,
+        jobs_cancelled = jobs.cancelled,
+        jobs_stopping = jobs.stopping,
+        "client unregistered; its running jobs are removed when they end"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -158,9 +171,19 @@ pub async fn login(
     };
     let token = auth::new_token();
     let expires_at = now_ms() + state.config.token_ttl.as_millis() as i64;
-    state
-        .store
-        .insert_token(&auth::token_hash(&token), &client, expires_at)?;
+    let revoked = state.store.insert_token(
+        &auth::token_hash(&token),
+        &client,
+        expires_at,
+        state.config.max_tokens_per_client,
+    )?;
+    if revoked > 0 {
+        tracing::info!(
+            client_id = client.id,
+            revoked,
+            "revoked the oldest bearer tokens (api.max_tokens_per_client)"
+        );
+    }
     Ok(Json(LoginResponse { token, expires_at }))
 }
 

@@ -19,6 +19,10 @@ use crate::view::public_job;
 use crate::{files, image_ref, now_ms, AppState};
 
 pub const MAX_INPUT_KEYS: usize = 64;
+/// Jobs per `GET /jobs` page unless `?limit=` says otherwise.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The largest `?limit=`.
+pub const MAX_PAGE_SIZE: usize = 500;
 
 /// Checks a job request against the configuration and builds its queued record.
 pub fn validate_request(
@@ -44,6 +48,17 @@ pub fn validate_request(
         return Err(Error::BadRequest(format!(
             "max_duration_sec must be between 1 and {limit} for {} jobs",
             request.job_type
+        )));
+    }
+    // Stored whole and returned by every GET /jobs: bounded, so that one client cannot make
+    // the store, the listing and every other client's answers slow and large.
+    let input_bytes = serde_json::to_vec(&request.input_data)
+        .map_err(|e| Error::BadRequest(format!("input_data: {e}")))?
+        .len();
+    if input_bytes > state.config.max_input_bytes {
+        return Err(Error::PayloadTooLarge(format!(
+            "input_data is {input_bytes} bytes as JSON, over the {} byte limit (jobs.max_input_bytes)",
+            state.config.max_input_bytes
         )));
     }
     if request.input_data.len() > MAX_INPUT_KEYS {
@@ -118,6 +133,7 @@ pub async fn create(
         state.config.max_concurrent,
         state.config.max_queue_length,
         state.config.max_queue_per_client,
+        state.config.max_jobs_per_client,
     )?;
     tracing::info!(job_id = record.id, job_type = %record.job_type, client_id, "job queued");
     state.job_changed(&record.id);
@@ -129,31 +145,71 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(public_job(&job))).into_response())
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    client: ClientAuth,
-    RawQuery(query): RawQuery,
-) -> Result<Json<JobList>> {
-    let mut filter = None;
-    for pair in query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
+/// What `GET /jobs` was asked for: `state`, `limit` and `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub state: Option<JobState>,
+    /// Jobs per page, 1 to [`MAX_PAGE_SIZE`].
+    pub limit: usize,
+    /// Jobs after the one with this sequence number (0: from the first).
+    pub after: i64,
+}
+
+/// Parses the query string of `GET /jobs`; unknown or malformed parameters are a 400.
+pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery> {
+    let mut parsed = ListQuery {
+        state: None,
+        limit: DEFAULT_PAGE_SIZE,
+        after: 0,
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("state", value)) => {
-                filter = Some(JobState::parse(value).ok_or_else(|| {
+                parsed.state = Some(JobState::parse(value).ok_or_else(|| {
                     Error::BadRequest(format!(
                         "unknown state {value:?}: use queued, starting, running, stopping, succeeded, failed or cancelled"
                     ))
                 })?)
             }
+            Some(("limit", value)) => {
+                parsed.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!(
+                            "limit {value:?} must be a number from 1 to {MAX_PAGE_SIZE}"
+                        ))
+                    })?
+            }
+            Some(("cursor", value)) => {
+                parsed.after = value.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "cursor {value:?} is not one this API returned (next_cursor)"
+                    ))
+                })?
+            }
             _ => return Err(Error::BadRequest(format!("unknown query parameter {pair:?}"))),
         }
     }
-    let jobs = state.store.client_jobs(&client.owner, filter)?;
+    Ok(parsed)
+}
+
+/// One page of the caller's jobs, oldest first; `next_cursor` when more follow.
+pub async fn list(
+    State(state): State<AppState>,
+    client: ClientAuth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<JobList>> {
+    let query = parse_list_query(query.as_deref())?;
+    let (jobs, more) =
+        state
+            .store
+            .client_jobs_page(&client.owner, query.state, query.after, query.limit)?;
     Ok(Json(JobList {
+        next_cursor: more
+            .then(|| jobs.last().map(|job| job.seq.to_string()))
+            .flatten(),
         jobs: jobs.iter().map(public_job).collect(),
     }))
 }
