@@ -32,6 +32,26 @@ pub fn test_job_image() -> String {
     crate::docker::image("test-job")
 }
 
+/// The `input_data` keys the test offloaders accept for jobs running the test job: its own
+/// inputs (see `test_job`) and the few the tests add as markers or fake secrets. The offloader
+/// treats the test job as a foreign runner (`runners.<type>.foreign_runners`), so these replace
+/// the recorder's and transcriber's inputs for it.
+pub const TEST_JOB_INPUT_KEYS: &[&str] = &[
+    "behaviour",
+    "sleep_seconds",
+    "artifact_bytes",
+    "artifact_name",
+    "artifact_seed",
+    "data_dir",
+    "exit_code",
+    "final_exit_code",
+    "hog_mb",
+    "call_id",
+    "bot_token",
+    "index",
+    "padding",
+];
+
 /// Settings a test may change; everything is passed as `OFFLOADER_*` environment overrides.
 #[derive(Debug, Clone)]
 pub struct OffloaderSettings {
@@ -224,6 +244,16 @@ impl Offloader {
             ("RUNNERS_TRANSCRIBING_MAX_DURATION", s.max_duration.clone()),
             ("RUNNERS_TRANSCRIBING_MEMORY_MB", s.memory_mb.to_string()),
             ("JOBS_IMAGE_ALLOWLIST", s.image_allowlist.join(",")),
+            ("RUNNERS_RECORDING_FOREIGN_RUNNERS", test_job_image()),
+            (
+                "RUNNERS_RECORDING_FOREIGN_INPUT_KEYS",
+                TEST_JOB_INPUT_KEYS.join(","),
+            ),
+            ("RUNNERS_TRANSCRIBING_FOREIGN_RUNNERS", test_job_image()),
+            (
+                "RUNNERS_TRANSCRIBING_FOREIGN_INPUT_KEYS",
+                TEST_JOB_INPUT_KEYS.join(","),
+            ),
             ("WEBHOOKS_INITIAL_BACKOFF", "200ms".to_owned()),
             ("WEBHOOKS_TIMEOUT", "5s".to_owned()),
         ]
@@ -377,7 +407,7 @@ impl Offloader {
             .post_json("/login", &body)
             .await?
             .ok_json()?;
-        Ok(self.client(Auth::Bearer(login.token), client_id))
+        Ok(self.client(Auth::Bearer(login.bearer_token), client_id))
     }
 
     /// A client sending `client_id:auth_key` as Basic auth (right or wrong, registered or not).
