@@ -461,6 +461,15 @@ impl Offloader {
         Ok((client_id, auth_key))
     }
 
+    /// Registers `client_id` for cleanup: its containers are removed when `self` drops (for
+    /// clients registered by other means than [`Offloader::register`]).
+    pub fn track_client(&self, client_id: &str) {
+        self.client_ids
+            .lock()
+            .expect("client id lock is never held across a panic")
+            .push(client_id.to_owned());
+    }
+
     /// The Docker label selecting the containers of `client`.
     pub fn label_of(client: &Client) -> String {
         format!("calls.client_id={}", client.client_id)
@@ -486,7 +495,7 @@ impl Drop for Offloader {
 }
 
 /// A value unique within this machine for a while: process id and a nanosecond clock.
-fn unique() -> String {
+pub fn unique() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
