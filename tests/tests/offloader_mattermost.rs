@@ -222,3 +222,82 @@ async fn the_plugin_flow_runs_a_recording_job() -> anyhow::Result<()> {
     drop(runner_tag);
     Ok(())
 }
+
+/// `go`, or `None` (with a message) when it is missing outside CI; in CI a missing `go` fails.
+fn go_tool() -> anyhow::Result<Option<&'static str>> {
+    let found = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Ok(Some("go"));
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        anyhow::bail!("`go` is missing (scripts/install-deps.sh installs golang-go)");
+    }
+    eprintln!("skipped: `go` is missing (install golang-go, or run scripts/install-deps.sh)");
+    Ok(None)
+}
+
+/// A Go client of our own (tests/go/mmclient, standard library only) that behaves like
+/// Mattermost's on the wire runs the plugin's ten calls against two offloaders (self-registration
+/// off and on); none may fail.
+#[tokio::test]
+async fn a_go_client_makes_the_plugins_ten_calls() -> anyhow::Result<()> {
+    let Some(go) = go_tool()? else {
+        return Ok(());
+    };
+    let _serial = serial().await;
+    let build_dir = tempfile::tempdir()?;
+    let program = build_dir.path().join("mmclient");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("go/mmclient");
+    let built = std::process::Command::new(go)
+        .args(["build", "-o"])
+        .arg(&program)
+        .arg(".")
+        .current_dir(&source)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .output()?;
+    anyhow::ensure!(
+        built.status.success(),
+        "go build failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    let registry = format!("mm-go-{}", unique());
+    let pattern = format!("{registry}/calls-recorder:v*");
+    let closed = Offloader::start("mm-go", settings(false, &pattern)).await?;
+    let open = Offloader::start("mm-go-self", settings(true, &pattern)).await?;
+    let runner_tag = RunnerTag(format!("{registry}/calls-recorder:v0.8.5"));
+    docker::docker(&["tag", &test_job_image(), &runner_tag.0])?;
+    let id = format!("mmgo{}", unique());
+    closed.track_client(&id);
+    open.track_client(&format!("{id}-self"));
+    let run = tokio::process::Command::new(&program)
+        .args(["-url", &closed.base_url(), "-self-url", &open.base_url()])
+        .args(["-admin", ADMIN_SECRET, "-runner", &runner_tag.0, "-id", &id])
+        .output()
+        .await?;
+    let output = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success() && output.contains("0 of 10 calls failed"),
+        "{output}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for call in [
+        "GetVersionInfo",
+        "Register (admin)",
+        "Register (self)",
+        "Login",
+        "Init",
+        "CreateJob",
+        "GetJob",
+        "GetJobLogs",
+        "Unregister (self)",
+        "Unregister (admin)",
+    ] {
+        assert!(output.contains(&format!("ok {call}\n")), "{call}: {output}");
+    }
+    Ok(())
+}
