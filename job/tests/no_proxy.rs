@@ -14,7 +14,9 @@ use calls_protocol::jobs::JobStatusKind;
 #[tokio::test]
 async fn proxy_variables_do_not_divert_the_offloader_client() {
     // A "proxy" that counts who connects to it and answers nothing useful.
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let proxy_address = proxy.local_addr().expect("address");
     let proxied = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&proxied);
@@ -37,12 +39,21 @@ async fn proxy_variables_do_not_divert_the_offloader_client() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let offloader = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let proxy_url = format!("http://{proxy_address}");
-    for name in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
         std::env::set_var(name, &proxy_url);
     }
     for name in ["NO_PROXY", "no_proxy"] {
@@ -59,5 +70,9 @@ async fn proxy_variables_do_not_divert_the_offloader_client() {
         .await
         .expect("the report reaches the offloader directly");
     assert_eq!(reached.load(Ordering::SeqCst), 1);
-    assert_eq!(proxied.load(Ordering::SeqCst), 0, "nothing went to the proxy");
+    assert_eq!(
+        proxied.load(Ordering::SeqCst),
+        0,
+        "nothing went to the proxy"
+    );
 }

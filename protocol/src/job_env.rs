@@ -153,7 +153,14 @@ mod tests {
         assert!(is_input_of(JobType::Transcribing, "live_model"));
         assert!(!is_input_of(JobType::Recording, "model"));
         assert!(!is_input_of(JobType::Transcribing, "profile"));
-        for bad in ["PROFLE", "http_proxy", "ld_preload", "path", "rust_log", "job_token"] {
+        for bad in [
+            "PROFLE",
+            "http_proxy",
+            "ld_preload",
+            "path",
+            "rust_log",
+            "job_token",
+        ] {
             assert!(!is_input_of(JobType::Recording, bad), "{bad}");
             assert!(!is_input_of(JobType::Transcribing, bad), "{bad}");
         }

@@ -100,7 +100,8 @@ pub fn request_bytes(
     basic: Option<(&str, &str)>,
     body: Option<&[u8]>,
 ) -> Vec<u8> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n");
     if let Some(body) = body {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -128,7 +129,9 @@ pub fn exchange(address: &str, request: &[u8]) -> anyhow::Result<RawReply> {
     let (Some(_version), Some(code)) = (parts.next(), parts.next()) else {
         bail!("not an HTTP status line: {line:?}");
     };
-    let status: u16 = code.parse().with_context(|| format!("status in {line:?}"))?;
+    let status: u16 = code
+        .parse()
+        .with_context(|| format!("status in {line:?}"))?;
     let reason = parts.next().unwrap_or_default().to_owned();
     let mut headers = Vec::new();
     loop {
@@ -236,7 +239,13 @@ impl MattermostClient {
         }
     }
 
-    fn send(&self, method: &str, path: &str, basic: bool, body: Option<&[u8]>) -> anyhow::Result<RawReply> {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        basic: bool,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<RawReply> {
         let credentials = basic.then_some((self.client_id.as_str(), self.auth_key.as_str()));
         exchange(
             &self.address,
@@ -272,7 +281,11 @@ impl MattermostClient {
     fn any_map_error(reply: &RawReply) -> Outcome<()> {
         match serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(&reply.body) {
             Err(e) => Outcome::Failed(format!("decoding http response failed: {e}")),
-            Ok(map) => match map.get("error").and_then(|e| e.as_str()).filter(|e| !e.is_empty()) {
+            Ok(map) => match map
+                .get("error")
+                .and_then(|e| e.as_str())
+                .filter(|e| !e.is_empty())
+            {
                 Some(error) => Outcome::Failed(format!("request failed: {error}")),
                 None => Outcome::Failed(format!(
                     "request failed with status {}",
@@ -318,7 +331,11 @@ impl MattermostClient {
         let reply = self.send("POST", "/login", false, Some(&body))?;
         let map = match serde_json::from_slice::<BTreeMap<String, String>>(&reply.body) {
             Ok(map) => map,
-            Err(e) => return Ok(Outcome::Failed(format!("decoding http response failed: {e}"))),
+            Err(e) => {
+                return Ok(Outcome::Failed(format!(
+                    "decoding http response failed: {e}"
+                )))
+            }
         };
         Ok(match reply.status {
             200 => {
@@ -344,11 +361,21 @@ impl MattermostClient {
         input_data: &BTreeMap<String, serde_json::Value>,
     ) -> anyhow::Result<Outcome<GoJob>> {
         let body = go_job_config(job_type, max_duration_sec, runner, input_data);
-        Ok(Self::job_call(self.send("POST", "/jobs", true, Some(&body))?))
+        Ok(Self::job_call(self.send(
+            "POST",
+            "/jobs",
+            true,
+            Some(&body),
+        )?))
     }
 
     pub fn get_job(&self, id: &str) -> anyhow::Result<Outcome<GoJob>> {
-        Ok(Self::job_call(self.send("GET", &format!("/jobs/{id}"), true, None)?))
+        Ok(Self::job_call(self.send(
+            "GET",
+            &format!("/jobs/{id}"),
+            true,
+            None,
+        )?))
     }
 
     /// GetJobLogs: 200 → the bytes, 401, else only the status (the body is not read).
@@ -379,7 +406,11 @@ impl MattermostClient {
         let reply = self.send("GET", "/version", false, None)?;
         let info = match serde_json::from_slice::<GoVersionInfo>(&reply.body) {
             Ok(info) => info,
-            Err(e) => return Ok(Outcome::Failed(format!("decoding http response failed: {e}"))),
+            Err(e) => {
+                return Ok(Outcome::Failed(format!(
+                    "decoding http response failed: {e}"
+                )))
+            }
         };
         Ok(if reply.status == 200 {
             Outcome::Ok(info)

@@ -50,7 +50,8 @@ fn settings(self_registration: bool, foreign: &str) -> OffloaderSettings {
 #[tokio::test]
 async fn its_client_tests_hold() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let offloader = Offloader::start("mm-tests", settings(false, "mattermost/calls-recorder:v*")).await?;
+    let offloader =
+        Offloader::start("mm-tests", settings(false, "mattermost/calls-recorder:v*")).await?;
     let url = offloader.base_url();
     let admin = MattermostClient::new(&url, "", ADMIN_SECRET);
 
@@ -62,7 +63,10 @@ async fn its_client_tests_hold() -> anyhow::Result<()> {
     let key_a = plugin_key();
     admin.register("clientA", &key_a)?.ok("valid")?;
     let outcome = admin.register("clientA", &plugin_key())?;
-    assert!(outcome.is_request_failed(), "existing clientID: {outcome:?}");
+    assert!(
+        outcome.is_request_failed(),
+        "existing clientID: {outcome:?}"
+    );
     let wrong_admin = MattermostClient::new(&url, "", &format!("{ADMIN_SECRET}_"));
     assert!(wrong_admin.register("", "")?.is_unauthorized());
     let anonymous = MattermostClient::new(&url, "", "");
@@ -86,7 +90,10 @@ async fn its_client_tests_hold() -> anyhow::Result<()> {
     let outcome = login.login("clientC", "authKey")?;
     assert!(!matches!(outcome, Outcome::Ok(_)), "not found: {outcome:?}");
     let outcome = login.login("clientA", &format!("{key_a}bad"))?;
-    assert!(!matches!(outcome, Outcome::Ok(_)), "auth failed: {outcome:?}");
+    assert!(
+        !matches!(outcome, Outcome::Ok(_)),
+        "auth failed: {outcome:?}"
+    );
 
     admin.unregister("clientA")?.ok("success")?;
     let outcome = admin.unregister("clientA")?;
@@ -99,8 +106,14 @@ async fn its_client_tests_hold() -> anyhow::Result<()> {
         .split('.')
         .map(|n| n.parse().expect("buildVersion is semver"))
         .collect();
-    assert!(numbers.len() == 3 && (numbers[0], numbers[1]) >= (0, 9), "{info:?}");
-    assert!(info.go_version.is_empty() && info.build_date.len() < 64, "{info:?}");
+    assert!(
+        numbers.len() == 3 && (numbers[0], numbers[1]) >= (0, 9),
+        "{info:?}"
+    );
+    assert!(
+        info.go_version.is_empty() && info.build_date.len() < 64,
+        "{info:?}"
+    );
 
     // TestClientAutoRegister, first half: unknown credentials and no self-registration.
     let auto_key = plugin_key();
@@ -111,13 +124,19 @@ async fn its_client_tests_hold() -> anyhow::Result<()> {
     let open = Offloader::start("mm-self", settings(true, "mattermost/calls-recorder:v*")).await?;
     let open_url = open.base_url();
     let anonymous = MattermostClient::new(&open_url, "", "");
-    anonymous.register("clientB", &key_b)?.ok("self registering")?;
+    anonymous
+        .register("clientB", &key_b)?
+        .ok("self registering")?;
     let mut auto = MattermostClient::new(&open_url, "clientAuto", &auto_key);
     auto.init(Some(&["mattermost/calls-recorder:v0.6.0"]))?
         .ok("automatic registration")?;
-    auto.login("clientAuto", &auto_key)?.ok("login after auto registration")?;
+    auto.login("clientAuto", &auto_key)?
+        .ok("login after auto registration")?;
     let outcome = MattermostClient::new(&open_url, "clientAuto", &key_b).init(None)?;
-    assert!(outcome.is_unauthorized(), "a registered id keeps its key: {outcome:?}");
+    assert!(
+        outcome.is_unauthorized(),
+        "a registered id keeps its key: {outcome:?}"
+    );
     Ok(())
 }
 
@@ -188,15 +207,23 @@ async fn the_plugin_flow_runs_a_recording_job() -> anyhow::Result<()> {
     assert_eq!(job.stop_at, 0, "just queued: {job:?}");
     let shown = job.input_data.clone().unwrap_or_default();
     assert_eq!(shown.get("width"), Some(&json!(1280)));
-    assert!(!shown.contains_key("auth_token"), "secrets never come back: {shown:?}");
+    assert!(
+        !shown.contains_key("auth_token"),
+        "secrets never come back: {shown:?}"
+    );
 
     // Another client of the same offloader does not see it.
     let other_id = format!("mmother{}", unique());
     let other_key = plugin_key();
     offloader.track_client(&other_id);
-    admin.register(&other_id, &other_key)?.ok("register other")?;
+    admin
+        .register(&other_id, &other_key)?
+        .ok("register other")?;
     let outcome = MattermostClient::new(&url, &other_id, &other_key).get_job(&job.id)?;
-    assert!(outcome.is_request_failed(), "404 across clients: {outcome:?}");
+    assert!(
+        outcome.is_request_failed(),
+        "404 across clients: {outcome:?}"
+    );
 
     // Poll until it stopped (the test job reports and exits 0).
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -167,8 +167,12 @@ async fn version() -> Json<VersionInfo> {
         name: env!("CARGO_PKG_NAME").to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         build_version: calls_protocol::jobs::MATTERMOST_API_VERSION.to_string(),
-        build_hash: option_env!("CALLS_BUILD_HASH").unwrap_or_default().to_string(),
-        build_date: option_env!("CALLS_BUILD_DATE").unwrap_or_default().to_string(),
+        build_hash: option_env!("CALLS_BUILD_HASH")
+            .unwrap_or_default()
+            .to_string(),
+        build_date: option_env!("CALLS_BUILD_DATE")
+            .unwrap_or_default()
+            .to_string(),
         go_version: String::new(),
     })
 }

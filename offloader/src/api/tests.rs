@@ -315,7 +315,11 @@ async fn only_the_runners_own_inputs_are_accepted() {
             json!({"type": "transcribing", "runner": "mattermost/calls-recorder:v0.8.5"}),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "a recorder is no transcriber");
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "a recorder is no transcriber"
+    );
 }
 
 /// Mattermost's client: admin Basic auth with an empty user, 200 answers, `bearerToken`,
@@ -349,13 +353,23 @@ async fn mattermost_client_conventions() {
         serde_json::from_slice(&login.body).expect("every value a string");
     assert!(body["bearerToken"].len() >= 43);
     let job = h
-        .create(&basic("mm", KEY_A), json!({"type": "recording", "runner": "", "max_duration_sec": 60}))
+        .create(
+            &basic("mm", KEY_A),
+            json!({"type": "recording", "runner": "", "max_duration_sec": 60}),
+        )
         .await;
-    let view = h.get(&format!("/jobs/{}", job.id), Some(&basic("mm", KEY_A))).await.json();
+    let view = h
+        .get(&format!("/jobs/{}", job.id), Some(&basic("mm", KEY_A)))
+        .await
+        .json();
     assert_eq!(view["start_at"], json!(job.created_at));
     assert!(view.get("stop_at").is_none(), "absent until final: {view}");
     let init = h
-        .post("/jobs/init", Some(&basic("mm", KEY_A)), json!({"Runners": null}))
+        .post(
+            "/jobs/init",
+            Some(&basic("mm", KEY_A)),
+            json!({"Runners": null}),
+        )
         .await;
     assert_ne!(init.status, StatusCode::BAD_REQUEST, "{}", init.text());
     let empty = h
@@ -369,19 +383,37 @@ async fn mattermost_client_conventions() {
 
     // Self-registration: off, an unknown client is a 401; on, its first request registers it.
     let unknown = basic("newcomer", KEY_B);
-    assert_eq!(h.get("/jobs", Some(&unknown)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.get("/jobs", Some(&unknown)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert!(h.state.store.client("newcomer").expect("store").is_none());
     let open = harness(&[("OFFLOADER_API_SELF_REGISTRATION", "true")]);
-    assert_eq!(open.get("/jobs", Some(&unknown)).await.status, StatusCode::OK);
-    assert!(open.state.store.client("newcomer").expect("store").is_some());
+    assert_eq!(
+        open.get("/jobs", Some(&unknown)).await.status,
+        StatusCode::OK
+    );
+    assert!(open
+        .state
+        .store
+        .client("newcomer")
+        .expect("store")
+        .is_some());
     let wrong = basic("newcomer", KEY_A);
-    assert_eq!(open.get("/jobs", Some(&wrong)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        open.get("/jobs", Some(&wrong)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let short = open.get("/jobs", Some(&basic("shorty", "short"))).await;
     assert_eq!(short.status, StatusCode::UNAUTHORIZED);
     assert!(short.error().error.contains("32"), "{}", short.text());
     // Unregistering never registers.
     let reply = open
-        .post("/unregister", Some(&basic("ghost", KEY_A)), json!({"clientID": "ghost"}))
+        .post(
+            "/unregister",
+            Some(&basic("ghost", KEY_A)),
+            json!({"clientID": "ghost"}),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert!(open.state.store.client("ghost").expect("store").is_none());

@@ -70,7 +70,11 @@ fn already_registered(client_id: &str) -> Error {
 /// register it before they are checked (so its first request, say `POST /jobs/init`, succeeds).
 /// A client that exists, or that a concurrent request registered first, is left alone: its key
 /// is then checked as usual. Credentials that could not be registered are a 401.
-pub async fn register_on_first_use(state: &AppState, client_id: &str, auth_key: &str) -> Result<()> {
+pub async fn register_on_first_use(
+    state: &AppState,
+    client_id: &str,
+    auth_key: &str,
+) -> Result<()> {
     if !state.config.self_registration || state.store.client(client_id)?.is_some() {
         return Ok(());
     }

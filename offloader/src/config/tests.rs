@@ -169,7 +169,10 @@ fn patterns_match_with_stars_only() {
         "evil/mattermost/calls-recorder:v1"
     ));
     assert!(!matches_pattern("a*bc", "abxc"));
-    assert!(!matches_pattern("ab*ba", "aba"), "the two ends may not overlap");
+    assert!(
+        !matches_pattern("ab*ba", "aba"),
+        "the two ends may not overlap"
+    );
 }
 
 #[test]
