@@ -215,6 +215,11 @@ impl Offloader {
 
     fn env(&self) -> Vec<(String, String)> {
         let s = &self.settings;
+        // Every image a test names stands for the test job, whose inputs are its own.
+        let test_job_runners = std::iter::once(test_job_image())
+            .chain(s.image_allowlist.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",");
         let mut env: Vec<(String, String)> = vec![
             ("API_LISTEN_ADDRESS", self.listen.clone()),
             ("API_ADMIN_SECRET", ADMIN_SECRET.to_owned()),
@@ -244,12 +249,15 @@ impl Offloader {
             ("RUNNERS_TRANSCRIBING_MAX_DURATION", s.max_duration.clone()),
             ("RUNNERS_TRANSCRIBING_MEMORY_MB", s.memory_mb.to_string()),
             ("JOBS_IMAGE_ALLOWLIST", s.image_allowlist.join(",")),
-            ("RUNNERS_RECORDING_FOREIGN_RUNNERS", test_job_image()),
+            (
+                "RUNNERS_RECORDING_FOREIGN_RUNNERS",
+                test_job_runners.clone(),
+            ),
             (
                 "RUNNERS_RECORDING_FOREIGN_INPUT_KEYS",
                 TEST_JOB_INPUT_KEYS.join(","),
             ),
-            ("RUNNERS_TRANSCRIBING_FOREIGN_RUNNERS", test_job_image()),
+            ("RUNNERS_TRANSCRIBING_FOREIGN_RUNNERS", test_job_runners),
             (
                 "RUNNERS_TRANSCRIBING_FOREIGN_INPUT_KEYS",
                 TEST_JOB_INPUT_KEYS.join(","),
