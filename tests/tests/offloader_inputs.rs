@@ -11,13 +11,15 @@ use serde_json::json;
 #[tokio::test]
 async fn only_the_runners_inputs_reach_a_job() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let mut settings = OffloaderSettings::default();
     // Transcribing jobs run the test job image as if it were our transcriber: the protocol's
     // list applies to them. Recording jobs keep the test job's own list (a foreign runner).
-    settings.extra_env = vec![(
-        "OFFLOADER_RUNNERS_TRANSCRIBING_FOREIGN_RUNNERS".into(),
-        String::new(),
-    )];
+    let settings = OffloaderSettings {
+        extra_env: vec![(
+            "OFFLOADER_RUNNERS_TRANSCRIBING_FOREIGN_RUNNERS".into(),
+            String::new(),
+        )],
+        ..OffloaderSettings::default()
+    };
     let offloader = Offloader::start("inputs", settings).await?;
     let client = offloader.register("inputs").await?;
     let transcribing = |pairs: &[(&str, &str)]| CreateJobRequest {
