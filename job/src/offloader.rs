@@ -89,10 +89,13 @@ impl OffloaderClient {
         )
     }
 
-    /// A client from raw parts, for reporting a job whose other settings were invalid.
+    /// A client from raw parts, for reporting a job whose other settings were invalid. It never
+    /// uses a proxy: `HTTP_PROXY` and friends in a job's environment must not route the job
+    /// token and the artifacts anywhere but to `OFFLOADER_URL`.
     pub fn from_parts(base: &str, job_id: &str, token: Secret) -> Result<OffloaderClient> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
             .build()
             .map_err(|e| Error::Offloader(format!("building the http client: {e}")))?;
         Ok(OffloaderClient {

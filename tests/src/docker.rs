@@ -21,7 +21,7 @@ pub struct ContainerRow {
 }
 
 /// Runs the docker CLI; its stdout, or an error with its stderr.
-pub(crate) fn docker(args: &[&str]) -> anyhow::Result<String> {
+pub fn docker(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("docker")
         .args(args)
         .output()

@@ -332,7 +332,7 @@ async fn failed_webhook_calls_are_retried_and_counted() {
         .await;
     let token: calls_protocol::jobs::LoginResponse =
         serde_json::from_slice(&login.body).expect("login");
-    h.create(&bearer(&token.token), json!({"type": "recording"}))
+    h.create(&bearer(&token.bearer_token), json!({"type": "recording"}))
         .await;
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

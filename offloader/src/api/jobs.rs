@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use calls_protocol::job_env;
-use calls_protocol::jobs::{CreateJobRequest, ImageStatus, InitRequest, Job, JobList, JobState};
+use calls_protocol::jobs::{
+    CreateJobRequest, ImageStatus, InitRequest, Job, JobList, JobState, JobType,
+};
 
 use super::{parse_json, ApiBytes, ApiJson};
 use crate::auth::ClientAuth;
@@ -32,10 +34,16 @@ pub fn validate_request(
     request: CreateJobRequest,
 ) -> Result<JobRecord> {
     let runner_config = state.config.runner(request.job_type);
-    let runner = match request.runner {
+    // Mattermost's client always sends `runner`, empty when it has none in mind.
+    let runner = match request.runner.filter(|image| !image.is_empty()) {
+        Some(image) if !image_ref::is_valid_reference(&image) => {
+            return Err(Error::BadRequest(format!(
+                "runner {image:?} is not a Docker image reference (name[:tag][@digest])"
+            )))
+        }
         Some(image) if !state.config.image_allowed_for(request.job_type, &image) => {
             return Err(Error::BadRequest(format!(
-                "runner {image:?} is not allowed for {} jobs (runners.{}.image or .image_allowlist, or jobs.image_allowlist)",
+                "runner {image:?} is not allowed for {} jobs (runners.{}.image, .image_allowlist or .foreign_runners, or jobs.image_allowlist)",
                 request.job_type, request.job_type
             )))
         }
@@ -93,6 +101,12 @@ pub fn validate_request(
                 "input_data key {key:?} is reserved (the offloader sets it)"
             )));
         }
+        if !state
+            .config
+            .input_key_allowed(request.job_type, &runner, key)
+        {
+            return Err(unknown_input(state, request.job_type, &runner, key));
+        }
         if value.is_null() {
             return Err(Error::BadRequest(format!("input_data key {key:?} is null")));
         }
@@ -122,6 +136,25 @@ pub fn validate_request(
     })
 }
 
+/// The 400 for an input key the job's runner does not read, naming the keys it does.
+fn unknown_input(state: &AppState, job_type: JobType, runner: &str, key: &str) -> Error {
+    let accepted = if state.config.is_foreign_runner(job_type, runner) {
+        let keys = &state.config.runner(job_type).foreign_input_keys;
+        format!(
+            "runners.{job_type}.foreign_input_keys for {runner:?}: {}",
+            keys.join(", ")
+        )
+    } else {
+        let names: Vec<String> = job_env::input_names(job_type)
+            .map(str::to_ascii_lowercase)
+            .collect();
+        format!("{job_type} jobs read {}", names.join(", "))
+    };
+    Error::BadRequest(format!(
+        "input_data key {key:?} is not an input of this job (accepted: {accepted})"
+    ))
+}
+
 pub async fn create(
     State(state): State<AppState>,
     ClientAuth { client_id, owner }: ClientAuth,
@@ -142,7 +175,8 @@ pub async fn create(
         .store
         .job(&record.id)?
         .ok_or_else(|| Error::Internal("job vanished right after insert".into()))?;
-    Ok((StatusCode::CREATED, Json(public_job(&job))).into_response())
+    // 200, not 201: Mattermost's client takes only 200 as success (docs/mattermost.md).
+    Ok((StatusCode::OK, Json(public_job(&job))).into_response())
 }
 
 /// What `GET /jobs` was asked for: `state`, `limit` and `cursor`.
