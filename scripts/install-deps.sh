@@ -15,6 +15,8 @@ packages=(
   fonts-dejavu-core
   # TLS/TURN tests: a real coturn (TURN relay) and nginx (TLS-terminating reverse proxy, docs/deploy.md)
   coturn nginx
+  # the Mattermost compatibility test builds a small Go client of its own (standard library only)
+  golang-go
   # tools the scripts use
   curl ca-certificates jq
 )

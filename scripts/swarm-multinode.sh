@@ -120,7 +120,7 @@ api() { curl -fsS -H "Authorization: Bearer $auth" -H 'Content-Type: application
 auth="$admin_secret"
 api -X POST "$base_url/register" -d '{"clientID":"multinode","authKey":"multinode-key-0123456789abcdefghij"}' >/dev/null
 auth="$(curl -fsS -X POST "$base_url/login" -H 'Content-Type: application/json' \
-    -d '{"clientID":"multinode","authKey":"multinode-key-0123456789abcdefghij"}' | jq -r .token)"
+    -d '{"clientID":"multinode","authKey":"multinode-key-0123456789abcdefghij"}' | jq -r ".token // .bearerToken")"
 
 echo "--- POST /jobs/init (which node has which image)"
 api -X POST "$base_url/jobs/init" -d '{}' | jq -c '.nodes[] | {node, present, missing}'

@@ -9,6 +9,9 @@ pub enum Error {
     /// The job's environment is incomplete or wrong; every problem is listed, separated by `; `.
     #[error("invalid job settings: {0}")]
     InvalidJob(String),
+    /// Joining or talking to the call failed.
+    #[error("call: {0}")]
+    Call(String),
     /// The offloader could not be reached or refused a request.
     #[error("offloader: {0}")]
     Offloader(String),

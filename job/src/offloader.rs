@@ -89,9 +89,13 @@ impl OffloaderClient {
         )
     }
 
-    /// A client from raw parts, for reporting a job whose other settings were invalid.
+    /// A client from raw parts, for reporting a job whose other settings were invalid. It never
+    /// uses a proxy: `HTTP_PROXY` and friends in a job's environment must not route the job
+    /// token and the artifacts anywhere but to `OFFLOADER_URL`.
     pub fn from_parts(base: &str, job_id: &str, token: Secret) -> Result<OffloaderClient> {
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .no_proxy();
         // A stack with its own CA hands it to jobs (`jobs.ca_cert_file`): trust it too.
         if let Ok(pem) = std::env::var(calls_protocol::job_env::CA_CERT_PEM) {
             let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {

@@ -12,7 +12,7 @@ use crate::offloader::{OffloaderClient, RetryPolicy};
 use crate::secret::Secret;
 
 /// The whole `main` of a job binary. Logs go to stdout as plain lines for `docker logs` (colours only on a
-/// terminal), filtered by `RUST_LOG` or else `default_log_filter`; the settings are read from the process
+/// terminal), filtered by the `LOG_FILTER` input, `RUST_LOG` (set by the image, not by clients) or else `default_log_filter`; the settings are read from the process
 /// environment by `parse` (invalid ones are reported to the offloader when it can be reached, exit code 2);
 /// then `run` does the job and logs its own outcome. Exit code 0 only when `run` succeeded: a non-zero exit
 /// keeps the container and its data for debugging. `job` names the job in the log lines (`recording job`).
@@ -32,7 +32,8 @@ where
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
+            tracing_subscriber::EnvFilter::try_from_env(job_env::call::LOG_FILTER)
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter)),
         )
         .init();

@@ -4,6 +4,7 @@
 //! header, and the [`ClientAuth`] extractor used by every client route.
 
 pub mod keys;
+pub mod registration;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -66,12 +67,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// True when the header carries the configured admin secret as a bearer token.
+/// True when the header carries the configured admin secret: as a bearer token, or as the
+/// password of Basic auth with an empty user (how Mattermost's admin client sends it).
 pub fn is_admin(state: &AppState, credentials: Option<&Credentials>) -> bool {
     match (&state.config.admin_secret, credentials) {
         (Some(secret), Some(Credentials::Bearer(given))) => {
             constant_time_eq(secret.as_bytes(), given.as_bytes())
         }
+        (
+            Some(secret),
+            Some(Credentials::Basic {
+                client_id,
+                auth_key,
+            }),
+        ) if client_id.is_empty() => constant_time_eq(secret.as_bytes(), auth_key.as_bytes()),
         _ => false,
     }
 }
@@ -154,6 +163,7 @@ impl FromRequestParts<AppState> for ClientAuth {
                 client_id,
                 auth_key,
             }) => {
+                registration::register_on_first_use(state, &client_id, &auth_key).await?;
                 match verified_client(state, &client_id, &auth_key, source_address(parts)).await? {
                     Some(client) => Ok(ClientAuth {
                         client_id: client.id,

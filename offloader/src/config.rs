@@ -32,20 +32,26 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("api.listen_address", Kind::Str, "\"0.0.0.0:4545\"", "address the HTTP API listens on"),
     ("api.tls_cert_file", Kind::Str, "\"\"", "PEM certificate (then its chain) to serve the API over HTTPS; re-read when the file changes; empty = plain HTTP"),
     ("api.tls_key_file", Kind::Str, "\"\"", "PEM private key of api.tls_cert_file"),
-    ("api.admin_secret", Kind::Str, "\"\"", "bearer secret that authorises /register and /unregister of any client (≥ 32 chars; empty disables admin)"),
-    ("api.self_registration", Kind::Bool, "false", "let anyone register a client without the admin secret"),
+    ("api.admin_secret", Kind::Str, "\"\"", "secret that authorises /register and /unregister of any client, sent as a bearer token or as the password of Basic auth with an empty user (≥ 32 chars; empty disables admin)"),
+    ("api.self_registration", Kind::Bool, "false", "let anyone register a client without the admin secret, and register an unknown client on its first request with Basic credentials (Mattermost's `allow_self_registration`)"),
     ("api.token_ttl", Kind::Str, "\"24h\"", "lifetime of bearer tokens from /login"),
     ("api.max_json_body_bytes", Kind::Int, "1048576", "body limit of JSON routes (413 above it)"),
     ("api.header_read_timeout", Kind::Str, "\"10s\"", "time a client has to send a request's line and headers (also between requests on a kept-alive connection) before the connection is closed"),
     ("api.body_read_timeout", Kind::Str, "\"30s\"", "time a JSON body may take to arrive, and the longest pause between two chunks of an artifact upload (408-style 400 and the upload dropped)"),
     ("api.max_connections", Kind::Int, "1024", "connections served at once; further ones are closed at once and counted in calls_offloader_api_connections_refused_total"),
+    ("api.max_connections_per_address", Kind::Int, "128", "connections served at once from one source address (an IPv6 /64); further ones are closed at once and counted in calls_offloader_api_connections_refused_total"),
+    ("api.write_timeout", Kind::Str, "\"10s\"", "longest time an answer may wait for the client to read it (no byte accepted by the socket) before the connection is closed, so a client that stops reading cannot hold a connection and its queued answers"),
     ("api.key_cache_ttl", Kind::Str, "\"10m\"", "how long a verified client key is remembered (as a keyed hash, in memory) so Basic auth runs argon2 at most once per key and period; \"0s\" disables"),
     ("api.max_key_verifications", Kind::Int, "2", "argon2 key verifications running at once (≈ 19 MiB each); further ones wait up to 10 s, then 503"),
-    ("api.auth_failure_limit", Kind::Int, "10", "failed key verifications per minute for one client id, or from one source address, before 429 `rate_limited`"),
+    ("api.auth_failure_limit", Kind::Int, "10", "failed key verifications per minute for one (client id, source address) pair before that pair gets 429 `rate_limited`; other addresses, and a right key from elsewhere, are not affected"),
+    ("api.max_tokens_per_client", Kind::Int, "20", "live bearer tokens per client: a /login beyond it revokes that client's oldest token"),
     ("store.data_dir", Kind::Str, "\"/var/lib/calls-offloader\"", "SQLite store, job logs and artifacts (absolute path)"),
     ("jobs.max_concurrent", Kind::Int, "2", "jobs whose containers run at the same time"),
     ("jobs.max_queue_length", Kind::Int, "50", "queued jobs waiting for a slot; 429 when full"),
     ("jobs.client_queue_share", Kind::Float, "0.5", "fraction of jobs.max_queue_length one client may fill (at least 1 job); 429 beyond it"),
+    ("jobs.client_run_share", Kind::Float, "0.5", "fraction of jobs.max_concurrent (at least 1 slot) one client holds before a free slot goes first to another client's queued job"),
+    ("jobs.max_jobs_per_client", Kind::Int, "1000", "jobs one client may have stored (any state, until deleted or swept); 429 beyond it"),
+    ("jobs.max_input_bytes", Kind::Int, "16384", "size of a job's input_data as JSON; 413 above it"),
     ("jobs.max_artifacts_per_job", Kind::Int, "32", "artifacts one job may store (409 beyond it; replacing one by name is fine)"),
     ("jobs.max_job_artifact_bytes", Kind::Int, "21474836480", "total size of one job's artifacts (413 beyond it)"),
     ("jobs.stop_grace_period", Kind::Str, "\"30s\"", "time between SIGTERM and SIGKILL on stop or max duration"),
@@ -70,11 +76,15 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("runners.recording.image", Kind::Str, "\"calls-recorder:latest\"", "default image of recording jobs"),
     ("runners.recording.max_duration", Kind::Str, "\"6h\"", "default and largest max duration of recording jobs"),
     ("runners.recording.image_allowlist", Kind::List, "[]", "further images recording jobs may name as runner"),
+    ("runners.recording.foreign_runners", Kind::List, "[]", "image patterns (`*` matches any run of characters) of other programs recording jobs may run, e.g. Mattermost's `[\"mattermost/calls-recorder:v*\"]` (docs/mattermost.md); their jobs accept `foreign_input_keys` instead of this project's recorder inputs"),
+    ("runners.recording.foreign_input_keys", Kind::List, "[\"site_url\", \"call_id\", \"post_id\", \"thread_id\", \"recording_id\", \"auth_token\", \"width\", \"height\", \"video_rate\", \"audio_rate\", \"frame_rate\", \"video_preset\", \"output_format\"]", "the only `input_data` keys a recording job running a foreign runner may have (default: what Mattermost's calls-recorder reads)"),
     ("runners.recording.cpus", Kind::Float, "1.0", "CPU limit of a recording container (0 = none)"),
     ("runners.recording.memory_mb", Kind::Int, "2048", "memory limit of a recording container (0 = none)"),
     ("runners.transcribing.image", Kind::Str, "\"calls-transcriber:latest\"", "default image of transcribing jobs"),
     ("runners.transcribing.max_duration", Kind::Str, "\"2h\"", "default and largest max duration of transcribing jobs"),
     ("runners.transcribing.image_allowlist", Kind::List, "[]", "further images transcribing jobs may name as runner"),
+    ("runners.transcribing.foreign_runners", Kind::List, "[]", "image patterns of other programs transcribing jobs may run, e.g. `[\"mattermost/calls-transcriber:v*\"]`; their jobs accept `foreign_input_keys`"),
+    ("runners.transcribing.foreign_input_keys", Kind::List, "[\"site_url\", \"call_id\", \"post_id\", \"auth_token\", \"transcription_id\", \"transcribe_api\", \"transcribe_api_options\", \"model_size\", \"output_format\", \"num_threads\", \"live_captions_on\", \"live_captions_model_size\", \"live_captions_num_transcribers\", \"live_captions_num_threads_per_transcriber\", \"live_captions_language\", \"webvtt_omit_speaker\", \"text_compact_silence_threshold_ms\", \"text_compact_max_segment_duration_ms\"]", "the only `input_data` keys a transcribing job running a foreign runner may have (default: what Mattermost's calls-transcriber reads)"),
     ("runners.transcribing.cpus", Kind::Float, "2.0", "CPU limit of a transcribing container (0 = none)"),
     ("runners.transcribing.memory_mb", Kind::Int, "4096", "memory limit of a transcribing container (0 = none)"),
     ("webhooks.max_attempts", Kind::Int, "5", "delivery attempts per webhook call"),
@@ -113,6 +123,9 @@ struct RawApi {
     header_read_timeout: Option<String>,
     body_read_timeout: Option<String>,
     max_connections: Option<u64>,
+    max_connections_per_address: Option<u64>,
+    write_timeout: Option<String>,
+    max_tokens_per_client: Option<u64>,
     max_key_verifications: Option<u64>,
     auth_failure_limit: Option<u64>,
 }
@@ -129,6 +142,9 @@ struct RawJobs {
     max_concurrent: Option<u64>,
     max_queue_length: Option<u64>,
     client_queue_share: Option<f64>,
+    client_run_share: Option<f64>,
+    max_jobs_per_client: Option<u64>,
+    max_input_bytes: Option<u64>,
     max_artifacts_per_job: Option<u64>,
     max_job_artifact_bytes: Option<u64>,
     stop_grace_period: Option<String>,
@@ -169,6 +185,8 @@ struct RawRunners {
 struct RawRunner {
     image: Option<String>,
     image_allowlist: Option<Vec<String>>,
+    foreign_runners: Option<Vec<String>>,
+    foreign_input_keys: Option<Vec<String>>,
     max_duration: Option<String>,
     cpus: Option<f64>,
     memory_mb: Option<u64>,
@@ -214,6 +232,10 @@ pub struct RunnerConfig {
     pub image: String,
     /// Further images jobs of this type may run.
     pub image_allowlist: Vec<String>,
+    /// Image patterns (`*` wildcards) of other programs jobs of this type may run.
+    pub foreign_runners: Vec<String>,
+    /// The `input_data` keys (as written, compared case-insensitively) such jobs accept.
+    pub foreign_input_keys: Vec<String>,
     pub max_duration: Duration,
     pub cpus: f64,
     pub memory_mb: u64,
@@ -235,6 +257,10 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// How long a response write may make no progress before the connection is closed.
+    pub write_timeout: Duration,
+    pub max_tokens_per_client: usize,
     pub max_key_verifications: usize,
     pub auth_failure_limit: u32,
     pub data_dir: PathBuf,
@@ -242,6 +268,11 @@ pub struct Config {
     pub max_queue_length: usize,
     /// Queued places one client may hold (from `jobs.client_queue_share`).
     pub max_queue_per_client: usize,
+    /// Run slots one client holds before others' queued jobs go first (from
+    /// `jobs.client_run_share`).
+    pub max_running_per_client: usize,
+    pub max_jobs_per_client: usize,
+    pub max_input_bytes: usize,
     pub max_artifacts_per_job: usize,
     pub max_job_artifact_bytes: u64,
     pub stop_grace_period: Duration,
@@ -309,13 +340,39 @@ impl Config {
             .any(|job_type| self.image_allowed_for(*job_type, image))
     }
 
-    /// True when a job of `job_type` may run `image`: its type's image or allowlist, or the
-    /// allowlist of every type. Another type's default image is not enough.
+    /// True when a job of `job_type` may run `image`: its type's image or allowlist, the
+    /// allowlist of every type, or one of its type's foreign runner patterns. Another type's
+    /// default image is not enough.
     pub fn image_allowed_for(&self, job_type: JobType, image: &str) -> bool {
         let runner = self.runner(job_type);
         runner.image == image
             || runner.image_allowlist.iter().any(|i| i == image)
             || self.image_allowlist.iter().any(|i| i == image)
+            || self.is_foreign_runner(job_type, image)
+    }
+
+    /// True when `image` matches one of `job_type`'s foreign runner patterns: its jobs get the
+    /// operator's `foreign_input_keys` instead of this project's inputs.
+    pub fn is_foreign_runner(&self, job_type: JobType, image: &str) -> bool {
+        self.runner(job_type)
+            .foreign_runners
+            .iter()
+            .any(|pattern| matches_pattern(pattern, image))
+    }
+
+    /// True when a job of `job_type` running `image` may be given the input `key`: for a
+    /// foreign runner, a key of its `foreign_input_keys`; else an input of this project's job
+    /// binary of that type (`job_env::input_names`). Compared case-insensitively, as keys become
+    /// upper-cased environment names.
+    pub fn input_key_allowed(&self, job_type: JobType, image: &str, key: &str) -> bool {
+        if self.is_foreign_runner(job_type, image) {
+            self.runner(job_type)
+                .foreign_input_keys
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(key))
+        } else {
+            calls_protocol::job_env::is_input_of(job_type, key)
+        }
     }
 
     /// Every image the offloader may run (defaults first, then the allowlist), deduplicated.
@@ -333,6 +390,28 @@ impl Config {
         }
         out
     }
+}
+
+/// Glob match where `*` stands for any run of characters (none included) and everything else
+/// for itself: `mattermost/calls-recorder:v*` matches `mattermost/calls-recorder:v0.8.5`.
+pub fn matches_pattern(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&str> = parts.collect();
+    let Some(last) = parts.pop() else {
+        // No `*`: the whole text must equal the pattern.
+        return rest.is_empty();
+    };
+    for part in parts {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
@@ -383,6 +462,20 @@ fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration>
             "{key} = {text:?}: {e} (examples: \"30s\", \"5m\", \"30d\")"
         ))
     })
+}
+
+/// The default of a list setting, read from its [`KEYS`] row (the one place it is written).
+fn default_list(key: &str) -> Result<Vec<String>> {
+    let (_, _, default, _) = KEYS
+        .iter()
+        .find(|(k, ..)| *k == key)
+        .ok_or_else(|| Error::Config(format!("{key} has no row in KEYS")))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {default}"))
+        .map_err(|e| Error::Config(format!("the default of {key} does not parse: {e}")))?
+        .remove("v")
+        .unwrap_or(toml::Value::Array(Vec::new()));
+    Vec::<String>::deserialize(value)
+        .map_err(|e| Error::Config(format!("the default of {key} is not a list: {e}")))
 }
 
 fn positive(key: &str, value: u64) -> Result<u64> {
@@ -526,6 +619,31 @@ fn validate(raw: RawConfig) -> Result<Config> {
                 "{prefix}.image_allowlist entry {bad:?} is not a Docker image reference"
             )));
         }
+        let foreign_runners = runner.foreign_runners.unwrap_or_default();
+        if let Some(bad) = foreign_runners
+            .iter()
+            .find(|p| p.trim().is_empty() || p.chars().all(|c| c == '*'))
+        {
+            return Err(Error::Config(format!(
+                "{prefix}.foreign_runners entry {bad:?} would allow any image: name the images, e.g. \"mattermost/calls-recorder:v*\""
+            )));
+        }
+        let foreign_input_keys = match runner.foreign_input_keys {
+            Some(keys) => keys,
+            None => default_list(&format!("{prefix}.foreign_input_keys"))?,
+        };
+        if let Some(bad) = foreign_input_keys.iter().find(|k| {
+            let reserved = calls_protocol::job_env::RESERVED
+                .contains(&calls_protocol::job_env::env_name(k).as_str());
+            reserved
+                || k.is_empty()
+                || k.starts_with(|c: char| c.is_ascii_digit())
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) {
+            return Err(Error::Config(format!(
+                "{prefix}.foreign_input_keys entry {bad:?} is not an environment name ([A-Za-z_][A-Za-z0-9_]*) the offloader leaves to jobs"
+            )));
+        }
         let max_duration = duration(&format!("{prefix}.max_duration"), runner.max_duration, max)?;
         if max_duration < Duration::from_secs(1) {
             return Err(Error::Config(format!(
@@ -549,6 +667,8 @@ fn validate(raw: RawConfig) -> Result<Config> {
             RunnerConfig {
                 image,
                 image_allowlist,
+                foreign_runners,
+                foreign_input_keys,
                 max_duration,
                 cpus,
                 memory_mb,
@@ -584,6 +704,14 @@ fn validate(raw: RawConfig) -> Result<Config> {
         )));
     }
     let max_queue_per_client = ((max_queue_length as f64 * share).ceil() as usize).max(1);
+    let run_share = raw.jobs.client_run_share.unwrap_or(0.5);
+    if !(run_share > 0.0 && run_share <= 1.0) {
+        return Err(Error::Config(format!(
+            "jobs.client_run_share = {run_share} must be above 0 and at most 1"
+        )));
+    }
+    let max_concurrent = max_concurrent.min(10_000) as usize;
+    let max_running_per_client = ((max_concurrent as f64 * run_share).ceil() as usize).max(1);
     let webhook_max_attempts = positive(
         "webhooks.max_attempts",
         raw.webhooks.max_attempts.unwrap_or(5),
@@ -613,6 +741,18 @@ fn validate(raw: RawConfig) -> Result<Config> {
             raw.api.max_connections.unwrap_or(1024),
         )?
         .min(1_000_000) as usize,
+        max_connections_per_address: positive(
+            "api.max_connections_per_address",
+            raw.api.max_connections_per_address.unwrap_or(128),
+        )?
+        .min(1_000_000) as usize,
+        write_timeout: duration("api.write_timeout", raw.api.write_timeout, "10s")?
+            .max(Duration::from_millis(100)),
+        max_tokens_per_client: positive(
+            "api.max_tokens_per_client",
+            raw.api.max_tokens_per_client.unwrap_or(20),
+        )?
+        .min(1_000_000) as usize,
         max_key_verifications: positive(
             "api.max_key_verifications",
             raw.api.max_key_verifications.unwrap_or(2),
@@ -624,9 +764,20 @@ fn validate(raw: RawConfig) -> Result<Config> {
         )?
         .min(1_000_000) as u32,
         data_dir,
-        max_concurrent: max_concurrent.min(10_000) as usize,
+        max_concurrent,
         max_queue_length,
         max_queue_per_client,
+        max_running_per_client,
+        max_jobs_per_client: positive(
+            "jobs.max_jobs_per_client",
+            raw.jobs.max_jobs_per_client.unwrap_or(1000),
+        )?
+        .min(10_000_000) as usize,
+        max_input_bytes: positive(
+            "jobs.max_input_bytes",
+            raw.jobs.max_input_bytes.unwrap_or(16 * 1024),
+        )?
+        .min(64 << 20) as usize,
         max_artifacts_per_job: positive(
             "jobs.max_artifacts_per_job",
             raw.jobs.max_artifacts_per_job.unwrap_or(32),

@@ -8,7 +8,8 @@
 //! (async shell: dispatcher, watchers, sweeper), `backend` (the seam a job's workload is driven
 //! through, with its `engine` and `swarm` bollard implementations), `files` (logs and
 //! artifacts on disk), `webhook`, `metrics`, `config`, `view` (the redacted public job),
-//! `image_ref` (the Docker image reference grammar), `serve` (the HTTP server loop with its
+//! `image_ref` (the Docker image reference grammar), `quota` (artifact quotas reserved before
+//! an upload streams), `serve` (the HTTP server loop with its
 //! timeouts and connection cap).
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod files;
 pub mod image_ref;
 pub mod metrics;
+pub mod quota;
 pub mod runner;
 pub mod scheduler;
 pub mod serve;
@@ -56,6 +58,8 @@ pub struct AppState {
     /// Client key verification: cache, slots, failure limit.
     pub keys: Arc<KeyVerifier>,
     pub runner: RunnerHandle,
+    /// Artifact uploads in flight, reserved against their job's quotas.
+    pub uploads: Arc<quota::UploadQuota>,
     /// Where jobs run (`docker.mode`). `None` in tests that drive the API without Docker: jobs
     /// then stay queued.
     pub backend: Option<Arc<dyn JobBackend>>,
@@ -80,6 +84,7 @@ impl AppState {
             webhooks,
             keys,
             runner: RunnerHandle::default(),
+            uploads: Arc::default(),
             backend: None,
         })
     }
@@ -140,8 +145,7 @@ pub async fn run(config: Config) -> Result<()> {
         listener,
         router(state.clone()),
         tls,
-        state.config.header_read_timeout,
-        state.config.max_connections,
+        serve::ServeLimits::from_config(&state.config),
         state.metrics.clone(),
         shutdown_signal(),
     )

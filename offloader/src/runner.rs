@@ -49,6 +49,71 @@ impl RunnerHandle {
     }
 }
 
+/// Removes a final job for good: its container (if kept), logs, artifacts and record.
+pub async fn purge_job(app: &AppState, job: &crate::store::JobRecord) -> Result<()> {
+    if let Some(backend) = &app.backend {
+        backend.remove(&job.container_name()).await?;
+    }
+    files::remove_job_files(&app.config.data_dir, &job.id).await?;
+    app.store.delete_job(&job.id)?;
+    Ok(())
+}
+
+/// What unregistering did to the client's jobs (logged, and documented in docs/offloader.md).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unregistered {
+    /// Final jobs removed with their containers, logs and artifacts.
+    pub removed: usize,
+    /// Queued jobs cancelled and removed.
+    pub cancelled: usize,
+    /// Started jobs asked to stop; each is removed when its container ends.
+    pub stopping: usize,
+}
+
+/// The jobs of a client registration that is being removed (`owner` is its uid): queued ones
+/// are cancelled, started ones stopped, and every final one removed with its container and
+/// files. A started job is removed by `finalize` once it ends, because its owner no longer
+/// exists; the sweeper catches any that a crash left behind.
+pub async fn remove_client_jobs(app: &AppState, owner: &str) -> Result<Unregistered> {
+    let mut done = Unregistered::default();
+    for job in app.store.client_jobs(owner, None)? {
+        match job.state {
+            JobState::Queued => {
+                app.store.finish(
+                    &job.id,
+                    JobState::Cancelled,
+                    None,
+                    Some("client unregistered"),
+                    now_ms(),
+                )?;
+                done.cancelled += 1;
+            }
+            JobState::Starting | JobState::Running => {
+                app.store.mark_stopping(&job.id, StopReason::User)?;
+                app.runner.request_stop(&job.id);
+                done.stopping += 1;
+                continue;
+            }
+            JobState::Stopping => {
+                app.runner.request_stop(&job.id);
+                done.stopping += 1;
+                continue;
+            }
+            _ => done.removed += 1,
+        }
+        // A queued job may have been started meanwhile: only a final one is purged.
+        match app.store.job(&job.id)? {
+            Some(job) if job.state.is_final() => purge_job(app, &job).await?,
+            Some(job) => {
+                app.store.mark_stopping(&job.id, StopReason::User)?;
+                app.runner.request_stop(&job.id);
+            }
+            None => {}
+        }
+    }
+    Ok(done)
+}
+
 /// Bytes of log kept in memory to build a failure reason.
 const LOG_TAIL_BYTES: usize = 64 * 1024;
 
@@ -157,17 +222,28 @@ impl Runner {
         }
     }
 
-    /// Starts as many queued jobs (oldest first) as there are free slots. Containers are
+    /// Starts as many queued jobs as there are free slots, in the order `scheduler::admit` picks
+    /// (oldest first, clients under their run share before those over it). Containers are
     /// started one after another so that start times follow the queue order.
     async fn dispatch_once(self: &Arc<Self>) -> Result<()> {
         let store = &self.app.store;
-        let active = store.jobs_in(&ACTIVE)?.len();
-        let queued: Vec<String> = store
+        let active = store.jobs_in(&ACTIVE)?;
+        let active_owners: Vec<&str> = active.iter().map(|j| j.owner.as_str()).collect();
+        let queued: Vec<scheduler::Waiting> = store
             .jobs_in(&[JobState::Queued])?
             .into_iter()
-            .map(|j| j.id)
+            .map(|j| scheduler::Waiting {
+                job_id: j.id,
+                owner: j.owner,
+            })
             .collect();
-        for job_id in scheduler::admit(active, self.app.config.max_concurrent, &queued) {
+        let config = &self.app.config;
+        for job_id in &scheduler::admit(
+            &active_owners,
+            config.max_concurrent,
+            config.max_running_per_client,
+            &queued,
+        ) {
             let token = auth::new_token();
             if !store.mark_starting(job_id, &auth::token_hash(&token))? {
                 continue; // cancelled meanwhile
@@ -367,7 +443,13 @@ impl Runner {
             }
             self.app.job_changed(job_id);
         }
-        if state != JobState::Failed || !container_exists {
+        if store.client_by_uid(&job.owner)?.is_none() {
+            // The client unregistered while the job ran: nobody can read or delete it any more.
+            self.backend.remove(&name).await?;
+            files::remove_job_files(data_dir, job_id).await?;
+            store.delete_job(job_id)?;
+            tracing::info!(job_id, "removed the job of an unregistered client");
+        } else if state != JobState::Failed || !container_exists {
             self.backend.remove(&name).await?;
             store.set_container_removed(job_id)?;
         }
@@ -399,6 +481,14 @@ impl Runner {
                 store.set_container_removed(&job.id)?;
                 tracing::info!(job_id = job.id, "swept failed job container");
             }
+        }
+        // Final jobs whose client registration is gone (unregistered while they ran, and the
+        // offloader stopped before it removed them): nobody can reach them, so they go now.
+        for job in store.orphaned_final_jobs()? {
+            self.backend.remove(&job.container_name()).await?;
+            files::remove_job_files(&config.data_dir, &job.id).await?;
+            store.delete_job(&job.id)?;
+            tracing::info!(job_id = job.id, "swept the job of an unregistered client");
         }
         let finished_before = now - config.finished_job_retention.as_millis() as i64;
         for job in store.final_jobs_finished_before(finished_before)? {

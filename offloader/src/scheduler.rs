@@ -9,10 +9,42 @@ use calls_protocol::jobs::JobState;
 
 use crate::store::StopReason;
 
-/// Queued job ids (FIFO order) that may start now given `active` running jobs.
-pub fn admit(active: usize, max_concurrent: usize, queued: &[String]) -> &[String] {
-    let free = max_concurrent.saturating_sub(active);
-    &queued[..free.min(queued.len())]
+/// A queued job as admission sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub job_id: String,
+    /// The client registration that owns it.
+    pub owner: String,
+}
+
+/// The queued jobs (given oldest first) that start now, in start order, given the owners of
+/// the active jobs. Each free slot goes to the oldest job whose owner holds fewer than
+/// `per_client` slots; only when no such job waits does it go to the oldest job at all (a slot
+/// never idles while anything waits). So one client keeps the host to itself only while nobody
+/// else is waiting, and the next free slots go to the others first.
+pub fn admit(
+    active_owners: &[&str],
+    max_concurrent: usize,
+    per_client: usize,
+    queued: &[Waiting],
+) -> Vec<String> {
+    let free = max_concurrent.saturating_sub(active_owners.len());
+    let mut held: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for owner in active_owners {
+        *held.entry(owner).or_default() += 1;
+    }
+    let mut waiting: Vec<&Waiting> = queued.iter().collect();
+    let mut started = Vec::new();
+    while started.len() < free && !waiting.is_empty() {
+        let pick = waiting
+            .iter()
+            .position(|job| held.get(job.owner.as_str()).copied().unwrap_or(0) < per_client)
+            .unwrap_or(0);
+        let job = waiting.remove(pick);
+        *held.entry(job.owner.as_str()).or_default() += 1;
+        started.push(job.job_id.clone());
+    }
+    started
 }
 
 /// What is known when a job's container is gone or exited.

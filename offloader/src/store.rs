@@ -244,8 +244,9 @@ impl Store {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Inserts a queued job unless the queue is full, or its owner already holds
-    /// `max_queue_per_client` of the queued places. Admission is atomic with the counts, so two
+    /// Inserts a queued job unless the queue is full, its owner already holds
+    /// `max_queue_per_client` of the queued places, or already has `max_jobs_per_client` jobs
+    /// stored (in any state). Admission is atomic with the counts, so two
     /// concurrent submissions cannot both take the last place.
     pub fn insert_job(
         &self,
@@ -253,6 +254,7 @@ impl Store {
         max_concurrent: usize,
         max_queue: usize,
         max_queue_per_client: usize,
+        max_jobs_per_client: usize,
     ) -> Result<()> {
         blocking(|| {
             let mut conn = self.conn();
@@ -283,6 +285,16 @@ impl Store {
             if mine as usize >= max_queue_per_client + free_slots {
                 return Err(Error::QueueFull(format!(
                     "this client already has {mine} jobs waiting, its share of the queue (jobs.client_queue_share); retry later"
+                )));
+            }
+            let stored: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE owner_uid = ?1",
+                params![job.owner],
+                |row| row.get(0),
+            )?;
+            if stored as usize >= max_jobs_per_client {
+                return Err(Error::QueueFull(format!(
+                    "this client already has {stored} stored jobs, its limit (jobs.max_jobs_per_client); delete finished ones (DELETE /jobs/{{id}})"
                 )));
             }
             tx.execute(
@@ -338,6 +350,32 @@ impl Store {
             ))?;
             let rows = stmt.query_map(params![owner, state.map(JobState::as_str)], job_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// One page of [`Store::client_jobs`]: at most `limit` jobs after the one with sequence
+    /// number `after` (the cursor), and whether more follow.
+    pub fn client_jobs_page(
+        &self,
+        owner: &str,
+        state: Option<JobState>,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, bool)> {
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE owner_uid = ?1 AND owner_uid != '' \
+                 AND (?2 IS NULL OR state = ?2) AND seq > ?3 ORDER BY seq LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(
+                params![owner, state.map(JobState::as_str), after, limit as i64 + 1],
+                job_from_row,
+            )?;
+            let mut jobs: Vec<JobRecord> = rows.collect::<rusqlite::Result<_>>()?;
+            let more = jobs.len() > limit;
+            jobs.truncate(limit);
+            Ok((jobs, more))
         })
     }
 
@@ -481,6 +519,21 @@ impl Store {
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// Final jobs whose owner is no registered client (unregistered while they ran), for the
+    /// sweeper.
+    pub fn orphaned_final_jobs(&self) -> Result<Vec<JobRecord>> {
+        blocking(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ({}) \
+                 AND owner_uid NOT IN (SELECT uid FROM clients) ORDER BY seq",
+                placeholders(&FINAL)
+            ))?;
+            let rows = stmt.query_map([], job_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 

@@ -33,6 +33,8 @@ pub fn public_job(record: &JobRecord) -> Job {
         failure_reason: record.failure_reason.clone(),
         progress: record.progress.clone(),
         counters: record.counters.clone(),
+        start_at: record.created_at,
+        stop_at: record.finished_at,
     }
 }
 

@@ -42,7 +42,9 @@ pub fn backoff(initial: Duration, attempt: u32) -> Duration {
 /// True for addresses a webhook may reach without `webhooks.allow_private`: not loopback,
 /// private (RFC 1918, ULA), link-local (which holds the cloud metadata services), shared
 /// (CGNAT), unspecified, broadcast, multicast, documentation or reserved ranges. IPv4-mapped,
-/// IPv4-compatible and NAT64 IPv6 addresses are judged by the IPv4 address they carry.
+/// IPv4-compatible and well-known NAT64 (`64:ff9b::/96`) IPv6 addresses are judged by the IPv4
+/// address they carry; the prefixes whose IPv4 address sits where it cannot be checked in
+/// general (local-use NAT64 `64:ff9b:1::/48`, Teredo `2001::/32`, 6to4 `2002::/16`) are refused.
 pub fn is_public_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -86,6 +88,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xff00) == 0xff00          // multicast
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only 100::/64
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64 64:ff9b:1::/48 (RFC 8215): any IPv4, any embedding
+        || (s[0] & 0xff00) == 0 // the rest of ::/8 (reserved by the IETF; NAT64 and the mapped forms were judged above)
+        || (s[0] == 0x2001 && s[1] == 0x0000) // Teredo 2001::/32: tunnels to an IPv4 address of either kind
         || s[0] == 0x2002) // 6to4: carries an IPv4 address of either kind
 }
 
@@ -317,6 +322,21 @@ mod tests {
             "2001:db8::1",
             "2002:7f00:1::1",
             "fec0::1",
+            // Local-use NAT64 (RFC 8215), whatever IPv4 address it embeds where.
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:a00:1::",
+            "64:ff9b:1::101:101",
+            // Teredo: the client's IPv4 address is obfuscated in the last 32 bits.
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            // Well-known NAT64 with private, loopback, CGNAT and metadata IPv4 addresses.
+            "64:ff9b::7f00:1",
+            "64:ff9b::a00:1",
+            "64:ff9b::c0a8:101",
+            "64:ff9b::6440:1",
+            // The rest of ::/8 is reserved by the IETF.
+            "64:ff9b:2::1",
+            "1::1",
         ] {
             let ip: IpAddr = private.parse().expect("address");
             assert!(!is_public_address(ip), "{private}");
@@ -330,6 +350,7 @@ mod tests {
             "2606:4700::1111",
             "::ffff:1.1.1.1",
             "64:ff9b::101:101",
+            "2001:4860:4860::8888",
         ] {
             let ip: IpAddr = public.parse().expect("address");
             assert!(is_public_address(ip), "{public}");

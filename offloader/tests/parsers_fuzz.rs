@@ -6,9 +6,15 @@
 //! whatever is accepted satisfies the documented rules, judged by an oracle written separately
 //! from the parser.
 //!
+//! Issue 21 added a case per finding that has a parser or a pure decision: `input_data` size,
+//! `GET /jobs` pagination queries, the failure-limit key, the fixed counter list (in the status
+//! property), concurrent artifact reservations, NAT64/Teredo webhook addresses and run-slot
+//! admission. (Slow readers, token rotation, unregistering and the compose file are covered
+//! end to end in `tests/tests/offloader_hardening.rs`.)
+//!
 //! Case count: proptest's `PROPTEST_CASES` (default 256 per property, the smoke run of
-//! `cargo test`). The long run (11 properties): `PROPTEST_CASES=100000 cargo test --release -p
-//! calls-offloader --test parsers_fuzz` = 1.1 million cases (docs/offloader.md, "Tests").
+//! `cargo test`). The long run (17 properties): `PROPTEST_CASES=60000 cargo test --release -p
+//! calls-offloader --test parsers_fuzz` = 1.02 million cases (docs/offloader.md, "Tests").
 
 use std::collections::BTreeMap;
 
@@ -21,10 +27,10 @@ use calls_offloader::auth::{parse_authorization, Credentials};
 use calls_offloader::files::{parse_range, validate_artifact_name};
 use calls_offloader::image_ref::is_valid_reference;
 use calls_offloader::{webhook, AppState, Config};
-use calls_protocol::job_env;
 use calls_protocol::jobs::{
     CreateJobRequest, JobStatusUpdate, JobType, LoginRequest, RegisterRequest, WebhookConfig,
 };
+use calls_protocol::{job_env, job_metrics};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -251,7 +257,11 @@ fn status_body() -> impl Strategy<Value = Value> {
             .prop_map(|s| json!(s)),
         1 => json_value(),
     ];
-    let name = prop_oneof![4 => "[A-Za-z_][A-Za-z0-9_]{0,70}", 1 => tricky_text(20)];
+    let name = prop_oneof![
+        4 => proptest::sample::select(job_metrics::JOB_COUNTERS.to_vec()).prop_map(str::to_string),
+        2 => "[A-Za-z_][A-Za-z0-9_]{0,70}",
+        1 => tricky_text(20),
+    ];
     let number = prop_oneof![
         4 => (0.0f64..1e9).prop_map(|f| json!(f)),
         1 => any::<f64>().prop_map(|f| json!(f)),
@@ -359,6 +369,7 @@ proptest! {
                 prop_assert!(update.counters.len() <= MAX_COUNTERS);
                 for (name, value) in &update.counters {
                     prop_assert!(counter_name_ok(name), "{name:?}");
+                    prop_assert!(job_metrics::is_job_counter(name), "made-up counter {name:?} accepted");
                     prop_assert!(value.is_finite() && *value >= 0.0, "{value}");
                 }
             }
@@ -492,7 +503,7 @@ fn the_oracles_agree_with_known_answers() {
     ));
     assert!(ok(json!({"type": "transcribing", "runner": "extra:1"})));
     let mut counters = BTreeMap::new();
-    counters.insert("ok_name".to_string(), 1.0);
+    counters.insert("seconds_recorded".to_string(), 1.0);
     let update = JobStatusUpdate {
         status: calls_protocol::jobs::JobStatusKind::Progress,
         message: None,
@@ -504,4 +515,190 @@ fn the_oracles_agree_with_known_answers() {
     assert!(!client_id_ok(""));
     assert!(is_valid_reference("calls-recorder:latest"));
     let _ = JobType::ALL;
+}
+
+// ---- issue 21 -------------------------------------------------------------------------------
+
+/// Job bodies whose `input_data` is near and over `jobs.max_input_bytes` (16 KB).
+fn big_input_body() -> impl Strategy<Value = Value> {
+    let sizes = proptest::collection::vec(0usize..12_000, 0..4);
+    sizes.prop_map(|sizes| {
+        let input: serde_json::Map<String, Value> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("notes_{i}"), json!("é".repeat(*n / 2))))
+            .collect();
+        json!({"type": "recording", "input_data": input})
+    })
+}
+
+/// `GET /jobs` query strings: the three parameters with near-valid values, and junk.
+fn list_query() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        3 => (0i64..1000).prop_map(|n| n.to_string()),
+        1 => any::<i64>().prop_map(|n| n.to_string()),
+        1 => Just("18446744073709551616".to_string()),
+        1 => tricky_text(8),
+    ];
+    let pair = prop_oneof![
+        2 => value.clone().prop_map(|v| format!("limit={v}")),
+        2 => value.prop_map(|v| format!("cursor={v}")),
+        1 => proptest::sample::select(vec!["queued", "running", "bogus", ""]).prop_map(|v| format!("state={v}")),
+        1 => tricky_text(12),
+    ];
+    proptest::collection::vec(pair, 0..4).prop_map(|pairs| pairs.join("&"))
+}
+
+fn ipv4() -> impl Strategy<Value = std::net::Ipv4Addr> {
+    prop_oneof![
+        1 => any::<u32>().prop_map(std::net::Ipv4Addr::from),
+        1 => proptest::sample::select(vec![
+            [127u8, 0, 0, 1], [10, 0, 0, 1], [172, 16, 0, 1], [192, 168, 1, 1],
+            [169, 254, 169, 254], [100, 64, 0, 1], [0, 0, 0, 0],
+        ]).prop_map(std::net::Ipv4Addr::from),
+    ]
+}
+
+/// One step against an artifact quota: start an upload (declared size or none) or finish one.
+#[derive(Debug, Clone)]
+enum UploadStep {
+    Start { name: u8, declared: Option<u64> },
+    Finish(usize),
+}
+
+fn upload_steps() -> impl Strategy<Value = Vec<UploadStep>> {
+    let step = prop_oneof![
+        3 => (0u8..12, proptest::option::of(0u64..700))
+            .prop_map(|(name, declared)| UploadStep::Start { name, declared }),
+        1 => (0usize..8).prop_map(UploadStep::Finish),
+    ];
+    proptest::collection::vec(step, 0..40)
+}
+
+proptest! {
+    #[test]
+    fn input_data_over_the_byte_limit_is_refused(body in big_input_body()) {
+        let bytes = serde_json::to_vec(&body).expect("serializable");
+        let request: CreateJobRequest = parse_json(&bytes).expect("a valid shape");
+        let size = serde_json::to_vec(&request.input_data).expect("serializable").len();
+        let result = validate_request(&state().0, "fuzz", "owner", request);
+        if size > state().0.config.max_input_bytes {
+            prop_assert!(
+                matches!(result, Err(calls_offloader::Error::PayloadTooLarge(_))),
+                "{} bytes: {:?}", size, result.map(|r| r.id)
+            );
+        }
+    }
+
+    #[test]
+    fn list_queries_accept_only_bounded_pages(query in list_query()) {
+        use calls_offloader::api::jobs::{parse_list_query, MAX_PAGE_SIZE};
+        if let Ok(parsed) = parse_list_query(Some(&query)) {
+            prop_assert!((1..=MAX_PAGE_SIZE).contains(&parsed.limit), "{query:?}");
+            prop_assert!(parsed.after >= 0, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn failure_keys_never_merge_two_pairs(
+        a in tricky_text(12), b in tricky_text(12),
+        x in proptest::option::of(ipv4()), y in proptest::option::of(ipv4()),
+    ) {
+        use calls_offloader::auth::keys::failure_key;
+        let (x, y) = (x.map(std::net::IpAddr::V4), y.map(std::net::IpAddr::V4));
+        prop_assert_eq!(failure_key(&a, x) == failure_key(&b, y), a == b && x == y);
+    }
+
+    #[test]
+    fn addresses_tunnelling_ipv4_are_never_public(v4 in ipv4(), tail in any::<u64>(), low in any::<u16>()) {
+        use std::net::{IpAddr, Ipv6Addr};
+        let [a, b, c, d] = v4.octets();
+        let (hi, lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+        let t = |i: u32| (tail >> (16 * i)) as u16;
+        // Local-use NAT64 and Teredo: refused whatever they carry.
+        for ip in [
+            Ipv6Addr::new(0x64, 0xff9b, 1, t(0), t(1), t(2), hi, lo),
+            Ipv6Addr::new(0x2001, 0, t(0), t(1), t(2), t(3), !hi, !lo),
+            Ipv6Addr::new(0x2002, hi, lo, t(0), t(1), t(2), t(3), low),
+        ] {
+            prop_assert!(!webhook::is_public_address(IpAddr::V6(ip)), "{ip}");
+        }
+        // The well-known NAT64 prefix: judged by the IPv4 address it carries.
+        let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo);
+        prop_assert_eq!(
+            webhook::is_public_address(IpAddr::V6(nat64)),
+            webhook::is_public_address(IpAddr::V4(v4)),
+            "{}", nat64
+        );
+    }
+
+    #[test]
+    fn artifact_reservations_never_overcommit(steps in upload_steps()) {
+        use calls_offloader::quota::{ArtifactLimits, UploadQuota};
+        let limits = ArtifactLimits { max_count: 4, max_total_bytes: 1500, max_one_bytes: 600 };
+        let quota = std::sync::Arc::new(UploadQuota::default());
+        let mut open = Vec::new();
+        for step in steps {
+            match step {
+                UploadStep::Start { name, declared } => {
+                    if let Ok(reservation) =
+                        quota.reserve("job", &format!("a{name}"), || Ok(Vec::new()), declared, limits)
+                    {
+                        prop_assert!(reservation.limit <= limits.max_one_bytes);
+                        if let Some(declared) = declared {
+                            prop_assert_eq!(reservation.limit, declared);
+                        }
+                        open.push(reservation);
+                    }
+                }
+                UploadStep::Finish(i) => {
+                    if i < open.len() {
+                        open.remove(i);
+                    }
+                }
+            }
+            prop_assert!(open.len() <= limits.max_count);
+            prop_assert!(open.iter().map(|r| r.limit).sum::<u64>() <= limits.max_total_bytes);
+        }
+    }
+
+    #[test]
+    fn admission_fills_free_slots_and_respects_run_shares(
+        active in proptest::collection::vec(0u8..4, 0..6),
+        queued in proptest::collection::vec(0u8..4, 0..10),
+        max in 1usize..6,
+        share in 1usize..4,
+    ) {
+        use calls_offloader::scheduler::{admit, Waiting};
+        let owners: Vec<String> = active.iter().map(|o| format!("c{o}")).collect();
+        let owner_refs: Vec<&str> = owners.iter().map(String::as_str).collect();
+        let waiting: Vec<Waiting> = queued
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Waiting { job_id: format!("j{i}"), owner: format!("c{o}") })
+            .collect();
+        let started = admit(&owner_refs, max, share, &waiting);
+        let free = max.saturating_sub(owners.len());
+        // Work-conserving: every free slot is used while anything waits.
+        prop_assert_eq!(started.len(), free.min(waiting.len()));
+        // Replay: a job of a client at its share starts only when no job of a client under
+        // its share was waiting at that moment.
+        let mut held: BTreeMap<String, usize> = BTreeMap::new();
+        for owner in &owners {
+            *held.entry(owner.clone()).or_default() += 1;
+        }
+        let mut left = waiting.clone();
+        for id in &started {
+            let pos = left.iter().position(|w| &w.job_id == id).expect("started a queued job");
+            let job = left.remove(pos);
+            let mine = held.get(&job.owner).copied().unwrap_or(0);
+            if mine >= share {
+                prop_assert!(
+                    left.iter().all(|w| held.get(&w.owner).copied().unwrap_or(0) >= share),
+                    "{} started over its share while another client waited under its own", id
+                );
+            }
+            *held.entry(job.owner).or_default() += 1;
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! of the perfect-negotiation pattern: an SFU offer that arrives while the client's own offer is
 //! pending is ignored (the SFU rolls back and offers again after answering).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use calls_protocol::signalling::{ClientMessage, ErrorCode, IceCandidate, ServerMessage};
@@ -19,8 +20,8 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::client::{Event, Names};
-use crate::media::RemoteTrack;
+use crate::event::Event;
+use crate::track::{Names, RemoteTrack};
 use crate::{Error, Result};
 
 pub(crate) enum Command {
@@ -41,22 +42,47 @@ pub(crate) enum PeerEvent {
 
 pub(crate) struct Handler {
     pub(crate) events: mpsc::Sender<PeerEvent>,
+    pub(crate) dropped: Arc<AtomicU64>,
+}
+
+impl Handler {
+    /// Queues a peer event for the actor without blocking webrtc's task. The queue holds 1024 events, so
+    /// it fills only when the actor is stuck; what does not fit is counted, and a lost track is logged
+    /// (its media would silently never be received).
+    fn queue(&self, event: PeerEvent) {
+        let Err(error) = self.events.try_send(event) else {
+            return;
+        };
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        match error.into_inner() {
+            PeerEvent::Track(_) => {
+                tracing::warn!(
+                    dropped,
+                    "the peer event queue is full: a remote track is lost"
+                )
+            }
+            _ if dropped == 1 => {
+                tracing::warn!("the peer event queue is full: dropping events (counted)")
+            }
+            _ => {}
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         if let Ok(init) = event.candidate.to_json() {
-            let _ = self.events.try_send(PeerEvent::Candidate(init));
+            self.queue(PeerEvent::Candidate(init));
         }
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.events.try_send(PeerEvent::Track(track));
+        self.queue(PeerEvent::Track(track));
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.events.try_send(PeerEvent::State(state));
+        self.queue(PeerEvent::State(state));
     }
 }
 
@@ -87,12 +113,19 @@ pub(crate) struct Actor {
     pub(crate) needs_offer: bool,
     pub(crate) remote_set: bool,
     pub(crate) early_candidates: Vec<IceCandidate>,
+    /// Events dropped because a queue was full (shared with the [`Handler`]).
+    pub(crate) dropped: Arc<AtomicU64>,
 }
 
 impl Actor {
     fn emit(&self, event: Event) {
-        // A consumer that does not read events must not stall the connection.
-        let _ = self.events.try_send(event);
+        // A consumer that does not read events must not stall the connection: what does not fit is
+        // counted (`Participant::events_dropped`), and the first drop is logged.
+        if let Err(error) = self.events.try_send(event) {
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(event = ?error.into_inner(), "the event queue is full: dropping events (counted)");
+            }
+        }
     }
 
     async fn send(&mut self, message: ClientMessage) -> Result<()> {

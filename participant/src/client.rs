@@ -7,13 +7,13 @@
 //! an SFU offer arriving while the client's own offer is pending is ignored (the SFU rolls back
 //! and offers again after answering).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use calls_protocol::signalling::{
-    Caption, ClientMessage, ErrorCode, ParticipantInfo, ServerMessage, TrackId, PROTOCOL_VERSION,
+    Caption, ClientMessage, ParticipantInfo, ServerMessage, TrackId, PROTOCOL_VERSION,
 };
 use futures::SinkExt;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -26,7 +26,9 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::actor::{next_server_message, Actor, Command, Handler};
-use crate::media::{self, RemoteTrack};
+use crate::event::Event;
+use crate::media;
+use crate::track::Names;
 use crate::{peer, Error, Result};
 
 /// How to join.
@@ -65,74 +67,6 @@ impl Default for JoinOptions {
     }
 }
 
-/// Something that happened in the call.
-pub enum Event {
-    /// Someone joined.
-    ParticipantJoined(ParticipantInfo),
-    /// Someone left.
-    ParticipantLeft {
-        /// Who.
-        session_id: String,
-    },
-    /// Someone muted or unmuted (this participant included).
-    MuteState {
-        /// Who.
-        session_id: String,
-        /// New state.
-        muted: bool,
-    },
-    /// Someone started or stopped a screen share.
-    ScreenState {
-        /// Who.
-        session_id: String,
-        /// New state.
-        screen_on: bool,
-    },
-    /// A caption relayed by the SFU.
-    Caption(Caption),
-    /// The SFU asks this bot to stop its job.
-    JobStop {
-        /// Why.
-        reason: String,
-    },
-    /// The SFU refused something.
-    Error {
-        /// Code.
-        code: ErrorCode,
-        /// Detail.
-        message: String,
-    },
-    /// A remote track started arriving.
-    Track(RemoteTrack),
-    /// The media connection changed state.
-    Connection(RTCPeerConnectionState),
-    /// The signalling connection closed.
-    Disconnected,
-}
-
-impl std::fmt::Debug for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Event::ParticipantJoined(info) => write!(f, "ParticipantJoined({})", info.session_id),
-            Event::ParticipantLeft { session_id } => write!(f, "ParticipantLeft({session_id})"),
-            Event::MuteState { session_id, muted } => write!(f, "MuteState({session_id}, {muted})"),
-            Event::ScreenState {
-                session_id,
-                screen_on,
-            } => write!(f, "ScreenState({session_id}, {screen_on})"),
-            Event::Caption(caption) => write!(f, "Caption({:?})", caption.text),
-            Event::JobStop { reason } => write!(f, "JobStop({reason})"),
-            Event::Error { code, message } => write!(f, "Error({code:?}, {message})"),
-            Event::Track(track) => write!(f, "Track({})", track.id),
-            Event::Connection(state) => write!(f, "Connection({state})"),
-            Event::Disconnected => write!(f, "Disconnected"),
-        }
-    }
-}
-
-/// Display names of the call's members, shared with the actor.
-pub(crate) type Names = Arc<Mutex<HashMap<String, String>>>;
-
 /// A member of a call.
 pub struct Participant {
     session_id: String,
@@ -145,6 +79,7 @@ pub struct Participant {
     voice_ssrc: u32,
     screen: Option<media::ScreenShare>,
     names: Names,
+    dropped: Arc<AtomicU64>,
     actor: JoinHandle<()>,
 }
 
@@ -252,6 +187,7 @@ impl Participant {
                 .collect(),
         ));
         let (peer_tx, peer_rx) = mpsc::channel(1024);
+        let dropped = Arc::new(AtomicU64::new(0));
         let bind_ip = options.bind_ip.unwrap_or_else(|| default_bind_ip(url));
         if options.relay_only && ice_servers.is_empty() {
             return Err(Error::Signalling(
@@ -265,7 +201,10 @@ impl Participant {
                 ice_servers: &ice_servers,
                 relay_only: options.relay_only,
             },
-            Arc::new(Handler { events: peer_tx }),
+            Arc::new(Handler {
+                events: peer_tx,
+                dropped: Arc::clone(&dropped),
+            }),
         )
         .await?;
         let (voice, voice_ssrc) = peer::sample_track(
@@ -295,6 +234,7 @@ impl Participant {
             needs_offer: false,
             remote_set: false,
             early_candidates: Vec::new(),
+            dropped: Arc::clone(&dropped),
         };
         actor.offer().await?;
         let actor = tokio::spawn(actor.run(command_rx, peer_rx));
@@ -309,6 +249,7 @@ impl Participant {
             voice_ssrc,
             screen: None,
             names,
+            dropped,
             actor,
         })
     }
@@ -335,6 +276,12 @@ impl Participant {
             .expect("names lock is never poisoned")
             .get(session_id)
             .cloned()
+    }
+
+    /// Events and peer-connection events dropped so far because this participant's queues were full
+    /// (a consumer that stopped reading, or a stuck connection task).
+    pub fn events_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// The next event; `None` once the participant is gone and all events were read.

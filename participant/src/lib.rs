@@ -20,20 +20,23 @@ pub mod cli;
 mod client;
 pub mod clock;
 pub mod error;
+mod event;
 mod feedback;
-pub mod jitter;
+mod jitter;
 mod media;
 mod peer;
-pub mod receive;
+mod receive;
+mod track;
 pub mod video;
 
 pub use calls_protocol::signalling::{
     Caption, ErrorCode, ParticipantInfo, Role, TrackId, TrackKind,
 };
-pub use client::{signalling_url, Event, JoinOptions, Participant};
+pub use client::{signalling_url, JoinOptions, Participant};
 pub use error::{Error, Result};
-pub use media::RemoteTrack;
+pub use event::Event;
 pub use media::{KeyframePolicy, ScreenOptions, ScreenStats};
 pub use receive::{receive_track, ReceiveOptions, ReceiveStats, TrackSink};
+pub use track::RemoteTrack;
 pub use video::VideoFrame;
 pub use webrtc::peer_connection::RTCPeerConnectionState as ConnectionState;

@@ -1,30 +1,22 @@
-//! Media tasks of a participant: pacing voice and screen frames into local tracks, and
-//! [`RemoteTrack`], a received track with its owner, display name and kind, plus two short-recording
-//! helpers for tests that decode it (voice to PCM, screen to I420 frames) through the shared receive
-//! loop in `receive.rs`.
+//! Media tasks of a participant: pacing voice and screen frames into local tracks, and reading the
+//! keyframe requests that come back for the screen share.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calls_protocol::signalling::{TrackId, TrackKind};
 use rtc::media::Sample;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::audio::{VoiceEncoder, FRAME_SAMPLES};
-use crate::client::Names;
 use crate::feedback::is_keyframe_request;
 use crate::peer::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
-use crate::receive::{receive_track, ReceiveOptions, TrackSink};
-use crate::video::{pattern_frame, VideoFrame, Vp8Encoder};
-use crate::{Error, Result};
+use crate::video::{pattern_frame, Vp8Encoder};
+use crate::Result;
 
 static SCREEN_INDEX: AtomicU32 = AtomicU32::new(0);
 
@@ -255,126 +247,5 @@ async fn read_keyframe_requests(
             counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
             counters.keyframe_wanted.store(true, Ordering::Relaxed);
         }
-    }
-}
-
-/// A track received from the SFU.
-pub struct RemoteTrack {
-    /// Parsed id: kind, owner session, index.
-    pub id: TrackId,
-    /// Owner's display name, if the owner was announced.
-    pub owner_name: Option<String>,
-    inner: Arc<dyn TrackRemote>,
-    media_ssrc: u32,
-}
-
-impl RemoteTrack {
-    pub(crate) async fn new(inner: Arc<dyn TrackRemote>, names: &Names) -> Option<Self> {
-        let track_id = inner.track_id().await;
-        let Some(id) = TrackId::parse(&track_id) else {
-            tracing::warn!(
-                track_id,
-                "ignoring a track that does not follow the id convention"
-            );
-            return None;
-        };
-        let owner_name = names
-            .lock()
-            .expect("names lock is never poisoned")
-            .get(&id.session_id)
-            .cloned();
-        let media_ssrc = inner.ssrcs().await.first().copied().unwrap_or_default();
-        Some(Self {
-            id,
-            owner_name,
-            inner,
-            media_ssrc,
-        })
-    }
-
-    /// Voice or screen.
-    pub fn kind(&self) -> TrackKind {
-        self.id.kind
-    }
-
-    /// Session id of the owner.
-    pub fn owner(&self) -> &str {
-        &self.id.session_id
-    }
-
-    /// The next RTP packet; `None` when the track ended.
-    pub async fn next_packet(&self) -> Option<rtp::Packet> {
-        loop {
-            match self.inner.poll().await? {
-                TrackRemoteEvent::OnRtpPacket(packet) => return Some(packet),
-                TrackRemoteEvent::OnEnded => return None,
-                _ => continue,
-            }
-        }
-    }
-
-    /// Asks the sender (through the SFU) for a keyframe.
-    pub async fn request_keyframe(&self) {
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: self.media_ssrc,
-        };
-        let _ = self.inner.write_rtcp(vec![Box::new(pli)]).await;
-    }
-
-    /// Decodes voice for `duration` (or until the track ends or stays silent for `idle`).
-    pub async fn record_voice(&self, duration: Duration, idle: Duration) -> Result<Vec<i16>> {
-        let mut collected = Collect::default();
-        receive_track(self, &Self::limits(duration, idle), &mut collected).await?;
-        Ok(collected.pcm)
-    }
-
-    /// Decodes screen frames for `duration` (or until the track ends or stays idle for
-    /// `idle`), requesting a keyframe at the start and after losses.
-    pub async fn record_frames(
-        &self,
-        duration: Duration,
-        idle: Duration,
-    ) -> Result<Vec<VideoFrame>> {
-        if self.id.kind != TrackKind::Screen {
-            return Err(Error::Media("not a screen track".into()));
-        }
-        let mut collected = Collect::default();
-        receive_track(self, &Self::limits(duration, idle), &mut collected).await?;
-        Ok(collected.frames)
-    }
-
-    fn limits(duration: Duration, idle: Duration) -> ReceiveOptions {
-        ReceiveOptions {
-            deadline: Some(tokio::time::Instant::now() + duration),
-            idle: Some(idle),
-            ..ReceiveOptions::decoded()
-        }
-    }
-}
-
-/// Keeps everything decoded, for the short recordings of tests.
-#[derive(Default)]
-struct Collect {
-    pcm: Vec<i16>,
-    frames: Vec<VideoFrame>,
-}
-
-impl TrackSink for Collect {
-    type Error = Error;
-
-    fn voice(&mut self, pcm: Vec<i16>, _arrival: tokio::time::Instant) -> Result<()> {
-        self.pcm.extend(pcm);
-        Ok(())
-    }
-
-    fn frame(
-        &mut self,
-        frame: VideoFrame,
-        _rtp_timestamp: u32,
-        _arrival: tokio::time::Instant,
-    ) -> Result<()> {
-        self.frames.push(frame);
-        Ok(())
     }
 }

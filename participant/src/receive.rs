@@ -13,9 +13,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::audio::VoiceDecoder;
-use crate::media::RemoteTrack;
+use crate::track::RemoteTrack;
 use crate::video::{VideoFrame, Vp8Decoder};
-use crate::TrackKind;
+use crate::{Error, Result};
+use calls_protocol::signalling::TrackKind;
 
 /// The shortest time between two keyframe requests: a burst of losses asks once, not once per packet.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -177,4 +178,63 @@ pub async fn receive_track<S: TrackSink>(
         }
     }
     Ok(stats)
+}
+
+/// Two short-recording helpers for tests, decoding through [`receive_track`].
+impl RemoteTrack {
+    /// Decodes voice for `duration` (or until the track ends or stays silent for `idle`).
+    pub async fn record_voice(&self, duration: Duration, idle: Duration) -> Result<Vec<i16>> {
+        let mut collected = Collect::default();
+        receive_track(self, &Self::limits(duration, idle), &mut collected).await?;
+        Ok(collected.pcm)
+    }
+
+    /// Decodes screen frames for `duration` (or until the track ends or stays idle for
+    /// `idle`), requesting a keyframe at the start and after losses.
+    pub async fn record_frames(
+        &self,
+        duration: Duration,
+        idle: Duration,
+    ) -> Result<Vec<VideoFrame>> {
+        if self.id.kind != TrackKind::Screen {
+            return Err(Error::Media("not a screen track".into()));
+        }
+        let mut collected = Collect::default();
+        receive_track(self, &Self::limits(duration, idle), &mut collected).await?;
+        Ok(collected.frames)
+    }
+
+    fn limits(duration: Duration, idle: Duration) -> ReceiveOptions {
+        ReceiveOptions {
+            deadline: Some(tokio::time::Instant::now() + duration),
+            idle: Some(idle),
+            ..ReceiveOptions::decoded()
+        }
+    }
+}
+
+/// Keeps everything decoded, for the short recordings of tests.
+#[derive(Default)]
+struct Collect {
+    pcm: Vec<i16>,
+    frames: Vec<VideoFrame>,
+}
+
+impl TrackSink for Collect {
+    type Error = Error;
+
+    fn voice(&mut self, pcm: Vec<i16>, _arrival: tokio::time::Instant) -> Result<()> {
+        self.pcm.extend(pcm);
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        frame: VideoFrame,
+        _rtp_timestamp: u32,
+        _arrival: tokio::time::Instant,
+    ) -> Result<()> {
+        self.frames.push(frame);
+        Ok(())
+    }
 }

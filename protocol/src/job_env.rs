@@ -9,6 +9,8 @@
 //! handed to the container as a file `/run/secrets/<lowercase name>` ([`secret_file_name`]) by a
 //! backend that supports it; the job shell reads the file when the variable is absent.
 
+use crate::jobs::JobType;
+
 /// The offloader's job id.
 pub const JOB_ID: &str = "JOB_ID";
 /// The job type's wire name (`recording`, `transcribing`).
@@ -43,6 +45,21 @@ pub mod call {
     pub const OUTPUT_DIR: &str = "OUTPUT_DIR";
     /// The file touched for the image's health check.
     pub const HEARTBEAT_FILE: &str = "CALLS_HEARTBEAT_FILE";
+    /// The job's log filter (`tracing` directives such as `info,calls_transcriber=debug`); the
+    /// job shell reads it instead of `RUST_LOG`, which is not an input.
+    pub const LOG_FILTER: &str = "LOG_FILTER";
+
+    /// Every input of a job that joins a call.
+    pub const ALL: [&str; 8] = [
+        CALL_ID,
+        SFU_URL,
+        BOT_TOKEN,
+        JOIN_TOKEN,
+        ALONE_TIMEOUT_SEC,
+        OUTPUT_DIR,
+        HEARTBEAT_FILE,
+        LOG_FILTER,
+    ];
 }
 
 /// Inputs of a `recording` job (besides [`call`]).
@@ -59,6 +76,9 @@ pub mod recording {
     pub const VIDEO_BITRATE: &str = "VIDEO_BITRATE";
     /// Audio bitrate in kbit/s.
     pub const AUDIO_BITRATE: &str = "AUDIO_BITRATE";
+
+    /// Every input of a recording job besides [`super::call::ALL`].
+    pub const ALL: [&str; 6] = [PROFILE, WIDTH, HEIGHT, FPS, VIDEO_BITRATE, AUDIO_BITRATE];
 }
 
 /// Inputs of a `transcribing` job (besides [`call`]).
@@ -79,6 +99,34 @@ pub mod transcribing {
     pub const LIVE_CAPTIONS: &str = "LIVE_CAPTIONS";
     /// Whisper model for live captions (default: `MODEL`); a smaller one keeps captions quick.
     pub const LIVE_MODEL: &str = "LIVE_MODEL";
+
+    /// Every input of a transcribing job besides [`super::call::ALL`].
+    pub const ALL: [&str; 8] = [
+        MODEL,
+        LANGUAGE,
+        BEAM_SIZE,
+        THREADS,
+        INITIAL_PROMPT,
+        KEEP_AUDIO,
+        LIVE_CAPTIONS,
+        LIVE_MODEL,
+    ];
+}
+
+/// The inputs (environment spelling) this project's job binary of `job_type` reads: the only
+/// `input_data` keys the offloader accepts for it (compared upper-cased, see [`is_input_of`]).
+pub fn input_names(job_type: JobType) -> impl Iterator<Item = &'static str> {
+    let own: &'static [&'static str] = match job_type {
+        JobType::Recording => &recording::ALL,
+        JobType::Transcribing => &transcribing::ALL,
+    };
+    call::ALL.iter().chain(own).copied()
+}
+
+/// True when the `input_data` key `key` (any case) is an input of `job_type`'s job binary.
+pub fn is_input_of(job_type: JobType, key: &str) -> bool {
+    let name = env_name(key);
+    input_names(job_type).any(|known| known == name)
 }
 
 /// The environment name of an `input_data` key: the key upper-cased.
@@ -100,6 +148,26 @@ mod tests {
         assert_eq!(env_name("bot_token"), call::BOT_TOKEN);
         assert_eq!(secret_file_name(call::BOT_TOKEN), "bot_token");
         assert!(RESERVED.contains(&env_name("job_token").as_str()));
+    }
+
+    #[test]
+    fn each_job_type_knows_its_inputs_and_no_others() {
+        assert!(is_input_of(JobType::Recording, "profile"));
+        assert!(is_input_of(JobType::Recording, "BOT_TOKEN"));
+        assert!(is_input_of(JobType::Transcribing, "live_model"));
+        assert!(!is_input_of(JobType::Recording, "model"));
+        assert!(!is_input_of(JobType::Transcribing, "profile"));
+        for bad in [
+            "PROFLE",
+            "http_proxy",
+            "ld_preload",
+            "path",
+            "rust_log",
+            "job_token",
+        ] {
+            assert!(!is_input_of(JobType::Recording, bad), "{bad}");
+            assert!(!is_input_of(JobType::Transcribing, bad), "{bad}");
+        }
     }
 
     #[test]

@@ -77,6 +77,47 @@ pub const JOB_SERIES: &[JobSeries] = &[
     },
 ];
 
+/// Every counter name a job may report in `JobStatusUpdate::counters` (the offloader refuses any
+/// other name, so a job token cannot create metric series at will). The recorder's progress
+/// counters, the transcriber's (call, transcript and live-caption ones) and the test job's. A job
+/// binary that reports a new counter adds its name here in the same change.
+pub const JOB_COUNTERS: &[&str] = &[
+    // calls-recorder
+    "seconds_recorded",
+    "video_frames_encoded",
+    "video_frames_dropped",
+    "video_frames_skipped",
+    "share_frames_received",
+    "share_frames_unchanged",
+    "audio_frames_encoded",
+    "audio_frames_with_voice",
+    "audio_samples_dropped",
+    "inputs_dropped",
+    "inputs_rejected",
+    // calls-transcriber, in the call and with `finished`
+    "speakers",
+    "voice_packets_captured",
+    "voice_packets_dropped",
+    "audio_seconds",
+    "speech_seconds",
+    "segments",
+    "real_time_factor",
+    "progress_percent",
+    // calls-transcriber, live captions (the exported series and the window count)
+    WINDOW_DROPPED,
+    TRANSCRIBER_BUF_FULL,
+    PKT_PAYLOAD_CH_BUF_FULL,
+    PARTIALS_DROPPED,
+    "live_captions_windows",
+    // calls-test-job (the offloader's end-to-end tests)
+    "test_job_ticks",
+];
+
+/// True when `name` is on [`JOB_COUNTERS`].
+pub fn is_job_counter(name: &str) -> bool {
+    JOB_COUNTERS.contains(&name)
+}
+
 /// The series called `name`, if the offloader exports it.
 pub fn series(name: &str) -> Option<&'static JobSeries> {
     JOB_SERIES.iter().find(|series| series.name == name)
@@ -102,5 +143,19 @@ mod tests {
             Some(SeriesKind::Counter)
         );
         assert!(series("made_up").is_none());
+    }
+
+    #[test]
+    fn counter_names_are_unique_and_include_every_counter_series() {
+        let mut names = JOB_COUNTERS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), JOB_COUNTERS.len());
+        for series in JOB_SERIES {
+            if series.kind == SeriesKind::Counter {
+                assert!(is_job_counter(series.name), "{}", series.name);
+            }
+        }
+        assert!(!is_job_counter("made_up"));
     }
 }

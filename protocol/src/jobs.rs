@@ -134,12 +134,37 @@ pub struct LoginRequest {
     pub auth_key: String,
 }
 
-/// `POST /login` answer: a bearer token for `Authorization: Bearer <token>`.
+/// `POST /login` answer: a bearer token for `Authorization: Bearer <token>`. Every value is a JSON
+/// string, because Mattermost's offloader client decodes this body as a map of strings and reads
+/// `bearerToken`: `{"bearerToken": "…", "expires_at": "1733500000000"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginResponse {
-    pub token: String,
-    /// Unix milliseconds after which the token is refused.
+    #[serde(rename = "bearerToken")]
+    pub bearer_token: String,
+    /// Unix milliseconds after which the token is refused (a decimal string on the wire).
+    #[serde(with = "decimal_string")]
     pub expires_at: i64,
+}
+
+/// An `i64` written as a JSON string of its decimal digits (and read from one).
+mod decimal_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `POST /unregister` answer (200).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnregisterResponse {
+    #[serde(rename = "clientID")]
+    pub client_id: String,
 }
 
 /// `POST /unregister` body: needed only when the admin secret unregisters another client; a
@@ -157,24 +182,37 @@ pub struct UnregisterRequest {
 pub struct CreateJobRequest {
     #[serde(rename = "type")]
     pub job_type: JobType,
-    /// Image to run; must be on the allowlist. Defaults to the configured image for the type.
+    /// Image to run; must be on the allowlist. Defaults to the configured image for the type
+    /// (also when empty: Mattermost's client always sends the field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
     /// Defaults to the configured maximum for the type; may not exceed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_sec: Option<u64>,
-    /// Passed to the container as environment variables with upper-cased keys. Keys containing
-    /// `token`, `secret`, `password` or `key` (case-insensitive) are secret: stored, handed to the
-    /// container, never returned nor logged.
-    #[serde(default)]
+    /// Passed to the container as environment variables with upper-cased keys. Only the keys the
+    /// runner reads are accepted (`job_env::input_names` for this project's jobs, an operator-set
+    /// list for other runners). Keys containing `token`, `secret`, `password` or `key`
+    /// (case-insensitive) are secret: stored, handed to the container, never returned nor logged.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub input_data: BTreeMap<String, serde_json::Value>,
+}
+
+/// Reads JSON `null` as the type's default (Go clients send `null` for a nil map or slice).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The same body under the name the design notes use for it.
 pub type JobSpec = CreateJobRequest;
 
 /// The public view of a job. Secret `input_data` fields are removed; their names are listed in
-/// `secret_fields` so a client can see they were received.
+/// `secret_fields` so a client can see they were received. It is also a superset of Mattermost's
+/// `job.Job` (`id`, `type`, `runner`, `max_duration_sec`, `input_data`, `start_at`, `stop_at`),
+/// so no field Mattermost's client decodes may change type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
@@ -206,12 +244,22 @@ pub struct Job {
     /// Counters the job reported through the status API (latest value per name).
     #[serde(default)]
     pub counters: BTreeMap<String, f64>,
+    /// Mattermost's name for `created_at`: when the job was accepted (Unix ms).
+    #[serde(default)]
+    pub start_at: i64,
+    /// Mattermost's name for `finished_at`, absent until the job is final (its client reads a
+    /// missing field as 0: still running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at: Option<i64>,
 }
 
-/// `GET /jobs` answer.
+/// `GET /jobs` answer: one page of the client's jobs, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<Job>,
+    /// Present when more jobs follow: pass it back as `?cursor=` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// What a job reports about itself with `POST /jobs/{id}/status`.
@@ -275,10 +323,11 @@ pub struct ArtifactList {
 }
 
 /// `POST /jobs/init` body: images to check (defaults to every configured image when empty/absent).
+/// `Runners` is Mattermost's spelling (its Go struct has no JSON tag); `null` reads as empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InitRequest {
-    #[serde(default)]
+    #[serde(default, alias = "Runners", deserialize_with = "null_as_default")]
     pub runners: Vec<String>,
 }
 
@@ -313,12 +362,29 @@ pub struct InitResponse {
     pub nodes: Vec<NodeImages>,
 }
 
-/// `GET /version` answer.
+/// `GET /version` answer: our `name` and `version`, and Mattermost's four fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionInfo {
     pub name: String,
     pub version: String,
+    /// The calls-offloader release whose API this server speaks ([`MATTERMOST_API_VERSION`]):
+    /// Mattermost's Calls plugin compares it with its `min_offloader_version`.
+    #[serde(rename = "buildVersion")]
+    pub build_version: String,
+    /// The source revision, when the build was given one (`CALLS_BUILD_HASH`); else empty.
+    #[serde(rename = "buildHash")]
+    pub build_hash: String,
+    /// The build date, when the build was given one (`CALLS_BUILD_DATE`); else empty.
+    #[serde(rename = "buildDate")]
+    pub build_date: String,
+    /// Always empty: there is no Go here. Present because Mattermost's client reads it.
+    #[serde(rename = "goVersion")]
+    pub go_version: String,
 }
+
+/// The release of Mattermost's calls-offloader whose client API this offloader implements
+/// (`GET /version`'s `buildVersion`; docs/mattermost.md).
+pub const MATTERMOST_API_VERSION: &str = "v0.9.5";
 
 /// Body of a webhook call (`POST` to the client's URL), sent on every state change. Headers:
 /// `X-Calls-Signature: sha256=<hex HMAC-SHA256 of the raw body keyed with the webhook secret>`,
@@ -400,6 +466,41 @@ mod tests {
         };
         let json = serde_json::to_string(&req).expect("serializable");
         assert_eq!(json, r#"{"clientID":"a","authKey":"b"}"#);
+    }
+
+    #[test]
+    fn mattermost_client_shapes() {
+        // Its Login decodes the whole body as map[string]string: every value must be a string.
+        let login = LoginResponse {
+            bearer_token: "t".into(),
+            expires_at: 1_733_500_000_000,
+        };
+        let json = serde_json::to_value(&login).expect("serializable");
+        assert_eq!(
+            json,
+            serde_json::json!({"bearerToken": "t", "expires_at": "1733500000000"})
+        );
+        assert_eq!(
+            serde_json::from_value::<LoginResponse>(json).expect("round trip"),
+            login
+        );
+        // Its Init sends the Go field name, and null for a nil slice.
+        let init: InitRequest =
+            serde_json::from_str(r#"{"Runners":["mattermost/calls-recorder:v0.8.5"]}"#)
+                .expect("Go spelling");
+        assert_eq!(init.runners, vec!["mattermost/calls-recorder:v0.8.5"]);
+        let init: InitRequest = serde_json::from_str(r#"{"Runners":null}"#).expect("null");
+        assert!(init.runners.is_empty());
+        // Its job.Config, as encoding/json writes it (input_data omitted when empty).
+        let req: CreateJobRequest = serde_json::from_str(
+            r#"{"type":"recording","max_duration_sec":3600,"runner":"mattermost/calls-recorder:v0.8.5","input_data":{"width":1280,"call_id":"c"}}"#,
+        )
+        .expect("Go job.Config");
+        assert_eq!(req.max_duration_sec, Some(3600));
+        let req: CreateJobRequest =
+            serde_json::from_str(r#"{"type":"transcribing","max_duration_sec":60,"runner":""}"#)
+                .expect("no input_data");
+        assert!(req.input_data.is_empty());
     }
 
     #[test]

@@ -5,4 +5,5 @@
 pub mod job_env;
 pub mod job_metrics;
 pub mod jobs;
+pub mod join_token;
 pub mod signalling;

@@ -30,12 +30,10 @@ pub enum Error {
     /// The media thread could not start, or died.
     #[error("media thread: {0}")]
     MediaThread(&'static str),
-    /// The job shell failed: invalid settings, or the offloader could not be reached or refused a request.
+    /// The job shell failed: invalid settings, joining the call, or the offloader could not be reached or
+    /// refused a request.
     #[error(transparent)]
     Job(#[from] calls_job::Error),
-    /// Joining or talking to the call failed.
-    #[error("call: {0}")]
-    Call(String),
     /// A file operation failed.
     #[error("{context}: {source}")]
     Io {

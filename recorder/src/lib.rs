@@ -1,24 +1,25 @@
 //! calls-recorder: joins a call as a bot and records it to MP4 (H.264 + AAC) without a browser.
 //!
 //! The media core is a set of pure parts driven by one media clock: [`mixer`] (voices → one track),
-//! [`compositor`] (screen share → fixed-size frames), [`encoder`] (MP4 writer) and [`recording`], which owns
-//! them and is what the job shell feeds. [`profile`] holds the quality profiles and validated overrides.
+//! [`compositor`] (screen share → fixed-size frames), `encoder` (MP4 writer) and `recording`, which owns
+//! them and is what the job shell feeds. `profile` holds the quality profiles and validated overrides.
 //! The job plumbing (settings, offloader client, heartbeat, stop policy) is the shared `calls-job` crate.
 
 pub mod backdrop;
 pub mod compositor;
 pub mod config;
-pub mod encoder;
+mod encoder;
 pub mod error;
 pub mod frame;
 pub mod job;
-pub mod metrics;
+mod metrics;
 pub mod mixer;
-pub mod profile;
-pub mod recording;
+mod profile;
+mod recording;
+mod sinks;
 pub mod speaking;
 pub mod test_signal;
-pub mod worker;
+mod worker;
 
 pub use compositor::{Compositor, CompositorConfig};
 pub use encoder::{EncodeSummary, Mp4Writer};

@@ -80,5 +80,12 @@ mod tests {
         let mut names: Vec<_> = counters.iter().map(|(name, _)| *name).collect();
         names.dedup();
         assert_eq!(names.len(), 11);
+        // The offloader refuses counter names that are not on its list.
+        for name in names {
+            assert!(
+                calls_protocol::job_metrics::is_job_counter(name),
+                "{name} is missing from calls_protocol::job_metrics::JOB_COUNTERS"
+            );
+        }
     }
 }

@@ -59,6 +59,8 @@ fn shipped_config(ephemeral_ports: bool) -> anyhow::Result<calls_sfu::Config> {
     };
     set("SFU_AUTH_TOKEN_SECRET", SECRET);
     set("SFU_LIMITS_MAX_PARTICIPANTS_PER_CALL", "1000");
+    // Every participant connects from this host: one address, as many connections as people.
+    set("SFU_LIMITS_MAX_HTTP_CONNECTIONS_PER_ADDRESS", "100000");
     if ephemeral_ports {
         set("SFU_HTTP_LISTEN_ADDRESS", "127.0.0.1:0");
         set("SFU_ICE_UDP_PORT", "0");

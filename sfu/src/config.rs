@@ -88,6 +88,11 @@ pub struct IceConfig {
     pub host_override: Option<HostOverride>,
     /// `stun:host:port` URLs used to discover a server-reflexive address.
     pub stun_servers: Vec<String>,
+    /// Accept remote candidates on loopback addresses (issue 21, finding 8). Unset in the file:
+    /// on only when the SFU itself listens on loopback (see `docs/sfu-config.md`).
+    pub allow_loopback_candidates: bool,
+    /// Accept remote candidates on link-local addresses (169.254/16, fe80::/10).
+    pub allow_link_local_candidates: bool,
     /// TURN servers handed to every session, with credentials made from `turn_secret`.
     pub turn: Option<TurnConfig>,
 }
@@ -134,6 +139,21 @@ pub struct Limits {
     pub max_http_connections: usize,
     /// Time a client has to send a request's headers, and its body.
     pub http_read_timeout: std::time::Duration,
+    /// HTTP connections one client address (an IPv6 /64) may hold at once.
+    pub max_http_connections_per_address: usize,
+    /// While the server has a response or WebSocket data the client does not take, the client
+    /// must take at least [`crate::write_deadline::MIN_PROGRESS_BYTES`] within this time.
+    pub http_write_timeout: std::time::Duration,
+    /// SDP offers a session may send per minute (sustained) ...
+    pub offers_per_minute: u32,
+    /// ... and in a burst above that rate.
+    pub offer_burst: u32,
+    /// Distinct remote ICE candidates one session may add.
+    pub ice_candidates_per_session: usize,
+    /// Largest caption a bot may publish (text, tail and id together), in bytes.
+    pub max_caption_bytes: usize,
+    /// Captions one bot session may publish per second (bursts of twice that).
+    pub captions_per_second: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +173,10 @@ pub struct Config {
     pub api_key: Option<Secret>,
     /// Directory holding the demo page (`index.html`); `None` means the built-in search path.
     pub static_dir: Option<PathBuf>,
+    /// Origin (`scheme://host[:port]`) of the URL people open the page at, allowed on `/ws`.
+    pub public_origin: Option<String>,
+    /// Further origins allowed to open `/ws` from a browser (`*` allows any).
+    pub allowed_origins: Vec<String>,
     pub token_secret: Secret,
     /// Permissive local-demo mode: a built-in token secret is used when none is configured.
     pub dev_mode: bool,
@@ -169,6 +193,8 @@ impl Config {
             http_tls: None,
             api_key: None,
             static_dir: None,
+            public_origin: None,
+            allowed_origins: Vec::new(),
             token_secret: Secret::new(token_secret),
             dev_mode: false,
             ice: IceConfig {
@@ -178,6 +204,8 @@ impl Config {
                 host_override: None,
                 stun_servers: Vec::new(),
                 turn: None,
+                allow_loopback_candidates: true,
+                allow_link_local_candidates: false,
             },
             limits: RawLimits::default().validate().expect("defaults are valid"),
             log: LogConfig {
@@ -235,6 +263,8 @@ pub struct RawHttp {
     pub static_dir: Option<String>,
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
+    pub public_url: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +285,8 @@ pub struct RawIce {
     pub turn_urls: Option<Vec<String>>,
     pub turn_static_auth_secret: Option<String>,
     pub turn_credential_ttl_secs: Option<u64>,
+    pub allow_loopback_candidates: Option<bool>,
+    pub allow_link_local_candidates: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +303,13 @@ pub struct RawLimits {
     pub sessions_per_token: Option<usize>,
     pub max_http_connections: Option<usize>,
     pub http_read_timeout_secs: Option<u64>,
+    pub max_http_connections_per_address: Option<usize>,
+    pub http_write_timeout_secs: Option<u64>,
+    pub offers_per_minute: Option<u32>,
+    pub offer_burst: Option<u32>,
+    pub ice_candidates_per_session: Option<usize>,
+    pub max_caption_bytes: Option<usize>,
+    pub captions_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,6 +378,8 @@ pub const KEYS: &[Key] = &[
     key!(http.static_dir, text),
     key!(http.tls_cert_file, text),
     key!(http.tls_key_file, text),
+    key!(http.public_url, text),
+    key!(http.allowed_origins, list),
     key!(auth.token_secret, text),
     key!(auth.dev_mode, parse),
     key!(ice.udp_port, parse),
@@ -349,6 +390,8 @@ pub const KEYS: &[Key] = &[
     key!(ice.turn_urls, list),
     key!(ice.turn_static_auth_secret, text),
     key!(ice.turn_credential_ttl_secs, parse),
+    key!(ice.allow_loopback_candidates, parse),
+    key!(ice.allow_link_local_candidates, parse),
     key!(limits.max_participants_per_call, parse),
     key!(limits.max_message_bytes, parse),
     key!(limits.messages_per_second, parse),
@@ -360,6 +403,13 @@ pub const KEYS: &[Key] = &[
     key!(limits.sessions_per_token, parse),
     key!(limits.max_http_connections, parse),
     key!(limits.http_read_timeout_secs, parse),
+    key!(limits.max_http_connections_per_address, parse),
+    key!(limits.http_write_timeout_secs, parse),
+    key!(limits.offers_per_minute, parse),
+    key!(limits.offer_burst, parse),
+    key!(limits.ice_candidates_per_session, parse),
+    key!(limits.max_caption_bytes, parse),
+    key!(limits.captions_per_second, parse),
     key!(log.format, text),
     key!(log.level, text),
 ];
@@ -455,7 +505,36 @@ impl RawConfig {
             }
         };
 
-        let ice = self.ice.validate()?;
+        let public_origin = match self.http.public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(crate::web_security::origin_of(url).ok_or_else(|| {
+                invalid("http.public_url", format!("{url:?} is not an http(s) URL"))
+            })?),
+        };
+        let allowed_origins = self
+            .http
+            .allowed_origins
+            .unwrap_or_default()
+            .iter()
+            .map(|origin| {
+                if origin == "*" {
+                    return Ok("*".to_owned());
+                }
+                crate::web_security::origin_of(origin).ok_or_else(|| {
+                    invalid(
+                        "http.allowed_origins",
+                        format!("{origin:?} is not an origin (scheme://host[:port]) or *"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut ice = self.ice.validate()?;
+        // Loopback candidates only make sense when every client is on this host: allowed by
+        // default only when the SFU's ICE itself is on loopback alone.
+        ice.allow_loopback_candidates = self.ice.allow_loopback_candidates.unwrap_or_else(|| {
+            !ice.host_addresses.is_empty() && ice.host_addresses.iter().all(IpAddr::is_loopback)
+        });
         let limits = self.limits.validate()?;
         let log = self.log.validate()?;
         Ok(Config {
@@ -463,6 +542,8 @@ impl RawConfig {
             http_tls,
             api_key,
             static_dir,
+            public_origin,
+            allowed_origins,
             token_secret,
             dev_mode,
             ice,
@@ -473,9 +554,10 @@ impl RawConfig {
 }
 
 impl RawIce {
-    fn validate(self) -> Result<IceConfig, ConfigError> {
+    fn validate(&self) -> Result<IceConfig, ConfigError> {
         let host_addresses = self
             .host_addresses
+            .as_deref()
             .unwrap_or_default()
             .iter()
             .map(|address| {
@@ -491,13 +573,13 @@ impl RawIce {
             None | Some("") => None,
             Some(value) => Some(parse_host_override(value)?),
         };
-        let stun_servers = self.stun_servers.unwrap_or_default();
+        let stun_servers = self.stun_servers.clone().unwrap_or_default();
         for url in &stun_servers {
             check_stun_url(url)?;
         }
         let turn = turn_config(
-            self.turn_urls.unwrap_or_default(),
-            self.turn_static_auth_secret,
+            self.turn_urls.clone().unwrap_or_default(),
+            self.turn_static_auth_secret.clone(),
             self.turn_credential_ttl_secs,
         )?;
         Ok(IceConfig {
@@ -507,6 +589,8 @@ impl RawIce {
             host_override,
             stun_servers,
             turn,
+            allow_loopback_candidates: self.allow_loopback_candidates.unwrap_or(false),
+            allow_link_local_candidates: self.allow_link_local_candidates.unwrap_or(false),
         })
     }
 }
@@ -707,6 +791,48 @@ impl RawLimits {
                 1,
                 300,
             )?),
+            max_http_connections_per_address: in_range(
+                "limits.max_http_connections_per_address",
+                self.max_http_connections_per_address.unwrap_or(256),
+                1,
+                1_000_000,
+            )?,
+            http_write_timeout: std::time::Duration::from_secs(in_range(
+                "limits.http_write_timeout_secs",
+                self.http_write_timeout_secs.unwrap_or(10),
+                1,
+                300,
+            )?),
+            offers_per_minute: in_range(
+                "limits.offers_per_minute",
+                self.offers_per_minute.unwrap_or(30),
+                1,
+                60_000,
+            )?,
+            offer_burst: in_range(
+                "limits.offer_burst",
+                self.offer_burst.unwrap_or(10),
+                1,
+                1000,
+            )?,
+            ice_candidates_per_session: in_range(
+                "limits.ice_candidates_per_session",
+                self.ice_candidates_per_session.unwrap_or(50),
+                1,
+                10_000,
+            )?,
+            max_caption_bytes: in_range(
+                "limits.max_caption_bytes",
+                self.max_caption_bytes.unwrap_or(2048),
+                256,
+                1024 * 1024,
+            )?,
+            captions_per_second: in_range(
+                "limits.captions_per_second",
+                self.captions_per_second.unwrap_or(20),
+                1,
+                10_000,
+            )?,
         })
     }
 }

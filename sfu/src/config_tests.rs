@@ -228,3 +228,70 @@ fn every_key_is_documented() {
         docs.lines().filter(|line| line.starts_with("| `")).count()
     );
 }
+
+/// Issue 21: the hardening settings' defaults, the loopback-candidate rule and the origin checks.
+#[test]
+fn hardening_settings_default_and_validate() {
+    let secret = ("SFU_AUTH_TOKEN_SECRET", SECRET);
+    let config = from_text("", &[secret]).expect("defaults");
+    assert_eq!(config.limits.max_http_connections_per_address, 256);
+    assert_eq!(
+        config.limits.http_write_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(
+        (config.limits.offers_per_minute, config.limits.offer_burst),
+        (30, 10)
+    );
+    assert_eq!(config.limits.ice_candidates_per_session, 50);
+    assert_eq!(config.limits.max_caption_bytes, 2048);
+    assert_eq!(config.limits.captions_per_second, 20);
+    assert!(!config.ice.allow_link_local_candidates);
+    assert!(
+        !config.ice.allow_loopback_candidates,
+        "ICE on every interface: loopback candidates refused"
+    );
+    assert!(config.public_origin.is_none() && config.allowed_origins.is_empty());
+
+    let loopback_only = from_text("", &[secret, ("SFU_ICE_HOST_ADDRESSES", "127.0.0.1")]).unwrap();
+    assert!(loopback_only.ice.allow_loopback_candidates);
+    let forced = from_text(
+        "",
+        &[
+            secret,
+            ("SFU_ICE_HOST_ADDRESSES", "127.0.0.1"),
+            ("SFU_ICE_ALLOW_LOOPBACK_CANDIDATES", "false"),
+        ],
+    )
+    .unwrap();
+    assert!(!forced.ice.allow_loopback_candidates);
+
+    let origins = from_text(
+        "[http]\npublic_url = \"https://Calls.Example.com/join\"\nallowed_origins = [\"http://10.0.0.5:8045\", \"*\"]\n",
+        &[secret],
+    )
+    .unwrap();
+    assert_eq!(
+        origins.public_origin.as_deref(),
+        Some("https://calls.example.com")
+    );
+    assert_eq!(origins.allowed_origins, ["http://10.0.0.5:8045", "*"]);
+    assert_eq!(
+        invalid_key(from_text(
+            "",
+            &[secret, ("SFU_HTTP_PUBLIC_URL", "calls.example.com")]
+        )),
+        "http.public_url"
+    );
+    assert_eq!(
+        invalid_key(from_text(
+            "",
+            &[secret, ("SFU_HTTP_ALLOWED_ORIGINS", "ftp://x")]
+        )),
+        "http.allowed_origins"
+    );
+    assert_eq!(
+        invalid_key(from_text("", &[secret, ("SFU_LIMITS_OFFER_BURST", "0")])),
+        "limits.offer_burst"
+    );
+}

@@ -43,16 +43,56 @@ async fn index(State(shared): State<Arc<Shared>>) -> Response {
     if let Some(dir) = &shared.config.static_dir {
         let path = dir.join("index.html");
         match tokio::fs::read_to_string(&path).await {
-            Ok(page) => return Html(page).into_response(),
+            Ok(page) => return page_response(page),
             Err(err) => {
                 tracing::warn!(path = %path.display(), error = %err, "http.static_dir page unreadable; serving the built-in page");
             }
         }
     }
-    Html(DEMO_PAGE).into_response()
+    page_response(DEMO_PAGE.to_owned())
 }
 
-async fn websocket(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {
+/// The page with the headers that keep other sites from framing it or injecting script into it
+/// (issue 21, finding 12; `web_security.rs`).
+fn page_response(page: String) -> Response {
+    let policy = crate::web_security::content_security_policy(&page);
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, policy),
+            (header::X_FRAME_OPTIONS, "DENY".to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (header::REFERRER_POLICY, "no-referrer".to_owned()),
+        ],
+        Html(page),
+    )
+        .into_response()
+}
+
+async fn websocket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // A browser page on another site may not open a session (issue 21, finding 12).
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let handshake = crate::web_security::Handshake {
+        origin: text("origin"),
+        host: text("host"),
+        forwarded_host: text("x-forwarded-host").and_then(|hosts| hosts.split(',').next()),
+    };
+    if !crate::web_security::origin_allowed(
+        &handshake,
+        shared.config.public_origin.as_deref(),
+        &shared.config.allowed_origins,
+    ) {
+        shared.metrics.record_error("ws_origin_refused");
+        tracing::debug!(origin = ?handshake.origin, "websocket from a foreign origin refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this origin may not open a session (see http.allowed_origins)",
+        );
+    }
     let max = shared.config.limits.max_message_bytes;
     upgrade
         .max_message_size(max)

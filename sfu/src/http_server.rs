@@ -18,6 +18,11 @@
 //! and within the header read timeout, so a client that stalls in the handshake is cut off like
 //! one that stalls in its headers. The certificate is re-read when its files change
 //! (`calls_tls::ReloadingCert`), so new connections get a renewed one and live calls go on.
+//! TLS runs over the `DeadlineIo` stream, so the write deadline is kept on the TCP socket.
+//!
+//! Issue 21, finding 2 adds (`write_deadline.rs`): a **minimum send rate** (a client that takes
+//! no data for `http.write_timeout` while the server has some for it is reset) and a
+//! **per-address cap** (`max_connections_per_address`; a connection beyond it is closed at once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+use crate::write_deadline::{AddressSlots, DeadlineIo};
 
 /// Limits of the HTTP server.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +46,10 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Time a client has to send a request's headers (and, through the router, its body).
     pub header_read_timeout: Duration,
+    /// Connections one client address (an IPv6 /64) may hold at once.
+    pub max_connections_per_address: usize,
+    /// Time within which a client must take data the server has pending for it.
+    pub write_timeout: Duration,
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` is cancelled.
@@ -54,6 +64,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Backoff::new();
     let connections = tokio_util::task::TaskTracker::new();
+    let address_slots = AddressSlots::new(limits.max_connections_per_address);
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => {
@@ -61,7 +72,7 @@ pub async fn serve(
             }
             _ = stop.cancelled() => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
                     backoff.succeeded();
@@ -79,12 +90,20 @@ pub async fn serve(
             },
             _ = stop.cancelled() => break,
         };
+        let Some(address_slot) = address_slots.try_claim(peer.ip()) else {
+            // Dropping the stream closes it; the global permit goes back with it.
+            metrics.record_error("http_address_limit");
+            tracing::debug!(peer = %peer.ip(), "connection refused: the address holds its share of connections");
+            continue;
+        };
+        let stream = DeadlineIo::new(stream, limits.write_timeout, Arc::clone(&metrics));
         let service = TowerToHyperService::new(app.clone());
         let stop = stop.clone();
         let metrics = Arc::clone(&metrics);
         let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
+            let _address_slot = address_slot;
             let Some(tls) = tls else {
                 return serve_connection(stream, service, limits, &metrics, stop).await;
             };

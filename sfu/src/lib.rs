@@ -17,12 +17,16 @@ pub mod metrics;
 pub mod negotiation;
 pub mod peer;
 pub mod ratelimit;
+pub mod remote_candidates;
 pub mod router;
+pub mod sdp_guard;
 pub mod session;
 pub mod state;
 pub mod tcp_mux;
 pub mod token;
 pub mod turn;
+pub mod web_security;
+pub mod write_deadline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -183,6 +187,8 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
     let server_limits = http_server::ServerLimits {
         max_connections: shared.config.limits.max_http_connections,
         header_read_timeout: shared.config.limits.http_read_timeout,
+        max_connections_per_address: shared.config.limits.max_http_connections_per_address,
+        write_timeout: shared.config.limits.http_write_timeout,
     };
     let server = tokio::spawn(http_server::serve(
         listener,

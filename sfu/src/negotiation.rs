@@ -30,6 +30,9 @@ use crate::candidates::{
 };
 use crate::forward::{self, FeedbackRoutes, LegCodec, Publication};
 use crate::peer::{self, negotiated_payload_type};
+use crate::ratelimit::TokenBucket;
+use crate::remote_candidates::{CandidatePolicy, Refusal, RemoteCandidates};
+use crate::sdp_guard::{SdpGuard, SdpRefusal};
 use crate::state::{SessionCommand, Shared};
 
 /// How long the error that ends a session may wait for room in the session's queue.
@@ -108,6 +111,14 @@ pub struct Negotiator {
     /// Media id of the first section of the local description: every candidate belongs to it
     /// (BUNDLE), so trickled candidates name it.
     first_mid: Option<String>,
+    /// Sections per offer, bytes per section, offers per minute (issue 21, finding 1).
+    sdp_guard: SdpGuard,
+    /// Media sections of the SFU's pending offer (an answer may hold no more).
+    offered_sections: usize,
+    /// The remote candidates this session gave (issue 21, finding 8).
+    remote_candidates: RemoteCandidates,
+    /// Captions a bot may publish per second (issue 21, finding 7).
+    captions: TokenBucket,
 }
 
 type Flow = ControlFlow<()>;
@@ -128,6 +139,26 @@ impl Negotiator {
             Arc::new(Handler { events }),
         )
         .await?;
+        let limits = shared.config.limits;
+        let now = std::time::Instant::now();
+        let sdp_guard = SdpGuard::new(
+            limits.offers_per_minute,
+            limits.offer_burst,
+            limits.voice_tracks_per_session + limits.screen_tracks_per_session,
+            now,
+        );
+        let remote_candidates = RemoteCandidates::new(
+            CandidatePolicy {
+                allow_loopback: shared.config.ice.allow_loopback_candidates,
+                allow_link_local: shared.config.ice.allow_link_local_candidates,
+            },
+            limits.ice_candidates_per_session,
+        );
+        let captions = TokenBucket::new(
+            limits.captions_per_second,
+            limits.captions_per_second.saturating_mul(2),
+            now,
+        );
         Ok(Self {
             shared,
             session_id,
@@ -144,6 +175,10 @@ impl Negotiator {
             media_up: watch::channel(false).0,
             publications: Vec::new(),
             first_mid: None,
+            sdp_guard,
+            offered_sections: 0,
+            remote_candidates,
+            captions,
         })
     }
 
@@ -224,11 +259,22 @@ impl Negotiator {
                 }
                 result
             }
-            ClientMessage::Caption(caption) => self
-                .shared
-                .with_router(|r| r.handle_caption(&id, caption))
-                .map(|a| self.shared.apply(a))
-                .map_err(|e| (e.code(), e.to_string())),
+            ClientMessage::Caption(caption) => {
+                if self.captions.try_take(std::time::Instant::now()) {
+                    self.shared
+                        .with_router(|r| r.handle_caption(&id, caption))
+                        .map(|a| self.shared.apply(a))
+                        .map_err(|e| (e.code(), e.to_string()))
+                } else {
+                    Err((
+                        ErrorCode::RateLimited,
+                        format!(
+                            "too many captions: at most {} a second; this one is dropped",
+                            self.shared.config.limits.captions_per_second
+                        ),
+                    ))
+                }
+            }
             ClientMessage::Leave => return Flow::Break(()),
         };
         if let Err((code, message)) = result {
@@ -240,6 +286,11 @@ impl Negotiator {
 
     async fn handle_offer(&mut self, sdp: String) -> Result<(), (ErrorCode, String)> {
         let bad = |err: webrtc::error::Error| (ErrorCode::BadSdp, err.to_string());
+        if let Err(refusal) = self.sdp_guard.check_offer(&sdp, std::time::Instant::now()) {
+            return Err(self.refuse_sdp(refusal));
+        }
+        let sdp = self.filter_remote_candidates(&sdp);
+        let remote_sdp = sdp.clone();
         let offer = RTCSessionDescription::offer(sdp).map_err(bad)?;
         if self.offer_pending {
             // Glare: the SFU is polite. Roll back, answer, and offer again afterwards.
@@ -250,6 +301,7 @@ impl Negotiator {
             self.needs_offer = true;
         }
         self.pc.set_remote_description(offer).await.map_err(bad)?;
+        self.sdp_guard.note_applied(&remote_sdp);
         let answer = self.pc.create_answer(None).await.map_err(bad)?;
         let sdp = rewrite_sdp(&answer.sdp, &self.advertise);
         self.pc.set_local_description(answer).await.map_err(bad)?;
@@ -272,6 +324,10 @@ impl Negotiator {
         if !self.offer_pending {
             return Err((ErrorCode::BadSdp, "no offer is pending".into()));
         }
+        if let Err(refusal) = self.sdp_guard.check_answer(&sdp, self.offered_sections) {
+            return Err(self.refuse_sdp(refusal));
+        }
+        let sdp = self.filter_remote_candidates(&sdp);
         let answer = RTCSessionDescription::answer(sdp).map_err(bad)?;
         self.pc.set_remote_description(answer).await.map_err(bad)?;
         self.offer_pending = false;
@@ -285,6 +341,14 @@ impl Negotiator {
         &mut self,
         candidate: IceCandidate,
     ) -> Result<(), (ErrorCode, String)> {
+        if !candidate.candidate.is_empty() {
+            if let Err(refusal) = self.remote_candidates.admit(&candidate.candidate) {
+                // Dropped without an error: a real client's link-local or mDNS candidate is no
+                // mistake of the person's, and the others still connect.
+                self.count_candidate_refusal(refusal);
+                return Ok(());
+            }
+        }
         if !self.negotiated {
             if self.early_candidates.len() < 64 {
                 self.early_candidates.push(candidate);
@@ -326,11 +390,39 @@ impl Negotiator {
         }
         self.needs_offer = false;
         self.offer_pending = true;
+        self.offered_sections = crate::sdp_guard::media_sections(&sdp);
+        self.sdp_guard.note_applied(&sdp);
         self.note_local_description(&sdp);
         for forward in self.forwards.values_mut() {
             forward.offered = true;
         }
         self.send(ServerMessage::Offer { sdp });
+    }
+
+    /// The error for a refused description, counted.
+    fn refuse_sdp(&self, refusal: SdpRefusal) -> (ErrorCode, String) {
+        let (code, metric) = match refusal {
+            SdpRefusal::TooFast { .. } => (ErrorCode::RateLimited, "offer_rate_limited"),
+            _ => (ErrorCode::BadSdp, "sdp_refused"),
+        };
+        self.shared.metrics.record_error(metric);
+        tracing::debug!(session_id = %self.session_id, %refusal, "description refused");
+        (code, refusal.to_string())
+    }
+
+    /// `sdp` without the candidates this session may not give (see `remote_candidates.rs`).
+    fn filter_remote_candidates(&mut self, sdp: &str) -> String {
+        let (sdp, refused) = self.remote_candidates.filter_sdp(sdp);
+        for refusal in refused {
+            self.count_candidate_refusal(refusal);
+        }
+        sdp
+    }
+
+    fn count_candidate_refusal(&self, refusal: Refusal) {
+        if let Some(metric) = refusal.metric() {
+            self.shared.metrics.record_error(metric);
+        }
     }
 
     fn note_local_description(&mut self, sdp: &str) {

@@ -1,4 +1,5 @@
-//! A token bucket limiting the signalling messages one session may send. Time is passed in.
+//! A token bucket limiting what one session may send (signalling messages, offers, captions).
+//! Time is passed in.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,17 @@ impl TokenBucket {
         let burst = f64::from(burst.max(1));
         Self {
             rate: f64::from(rate.max(1)),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Allows `per_minute` a minute on average and bursts of `burst`; full at `now`.
+    pub fn per_minute(per_minute: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(per_minute.max(1)) / 60.0,
             burst,
             tokens: burst,
             last: now,

@@ -12,6 +12,9 @@ use calls_protocol::signalling::{
     Caption, ErrorCode, ParticipantInfo, Role, ServerMessage, TrackId, TrackKind,
 };
 
+/// Largest caption a bot may publish unless configured (`limits.max_caption_bytes`).
+pub const DEFAULT_MAX_CAPTION_BYTES: usize = 2048;
+
 /// Something the shell must do as a consequence of an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -56,6 +59,12 @@ pub enum RouteError {
     /// The session already publishes as many tracks of this kind as allowed.
     #[error("at most {limit} {kind:?} track(s) per session")]
     TrackLimit { kind: TrackKind, limit: usize },
+    /// A caption names a speaker who is not in the bot's call.
+    #[error("the caption's speaker is not in this call")]
+    UnknownSpeaker,
+    /// A caption's text, tail and id are larger than allowed.
+    #[error("the caption is {bytes} bytes; at most {limit} are allowed")]
+    CaptionTooLarge { bytes: usize, limit: usize },
 }
 
 impl RouteError {
@@ -64,7 +73,8 @@ impl RouteError {
         match self {
             RouteError::CallFull(_) => ErrorCode::CallFull,
             RouteError::AlreadyJoined | RouteError::UnknownSession => ErrorCode::NotJoined,
-            RouteError::NotABot => ErrorCode::Forbidden,
+            RouteError::NotABot | RouteError::UnknownSpeaker => ErrorCode::Forbidden,
+            RouteError::CaptionTooLarge { .. } => ErrorCode::BadMessage,
             RouteError::TrackLimit { .. } => ErrorCode::TrackLimit,
         }
     }
@@ -105,6 +115,8 @@ pub struct Router {
     max_participants_per_call: usize,
     /// Voice and screen tracks one member may publish at a time.
     track_limits: (usize, usize),
+    /// Largest caption (text, tail and id) a bot may publish, in bytes.
+    max_caption_bytes: usize,
 }
 
 impl Router {
@@ -116,6 +128,7 @@ impl Router {
             call_of: HashMap::new(),
             max_participants_per_call,
             track_limits: (1, 1),
+            max_caption_bytes: DEFAULT_MAX_CAPTION_BYTES,
         }
     }
 
@@ -123,6 +136,12 @@ impl Router {
     /// track would add a transceiver, two tasks and a renegotiation to every other member.
     pub fn with_track_limits(mut self, voice: usize, screen: usize) -> Self {
         self.track_limits = (voice, screen);
+        self
+    }
+
+    /// Sets the largest caption a bot may publish (`limits.max_caption_bytes`).
+    pub fn with_max_caption_bytes(mut self, bytes: usize) -> Self {
+        self.max_caption_bytes = bytes;
         self
     }
 
@@ -366,16 +385,33 @@ impl Router {
         Ok(actions)
     }
 
-    /// A bot published a caption: relay it to every other member.
+    /// A bot published a caption: relay it to every other member. The speaker must be a member
+    /// of the bot's call, and the name shown is the speaker's name from the roster, whatever the
+    /// bot wrote (issue 21, finding 7); captions larger than the limit are refused.
     pub fn handle_caption(
         &mut self,
         session_id: &str,
-        caption: Caption,
+        mut caption: Caption,
     ) -> Result<Vec<Action>, RouteError> {
         let (call, member) = self.member(session_id).ok_or(RouteError::UnknownSession)?;
         if member.info.role != Role::Bot {
             return Err(RouteError::NotABot);
         }
+        let bytes = caption.text.len()
+            + caption.tail.len()
+            + caption.id.as_ref().map_or(0, String::len)
+            + caption.speaker_session.len();
+        if bytes > self.max_caption_bytes {
+            return Err(RouteError::CaptionTooLarge {
+                bytes,
+                limit: self.max_caption_bytes,
+            });
+        }
+        let speaker = call
+            .members
+            .get(&caption.speaker_session)
+            .ok_or(RouteError::UnknownSpeaker)?;
+        caption.speaker_name = Some(speaker.info.name.clone());
         Ok(call
             .members
             .keys()

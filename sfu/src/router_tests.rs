@@ -228,6 +228,51 @@ fn only_bots_publish_captions_and_everyone_else_receives_them() {
     );
 }
 
+/// Issue 21, finding 7: a bot could caption anyone (or no one) under any name, at any size.
+#[test]
+fn captions_name_a_member_of_the_call_with_the_roster_name_and_are_size_capped() {
+    let mut router = Router::new(10).with_max_caption_bytes(300);
+    router
+        .handle_join("c", info("a", Role::Participant))
+        .unwrap();
+    router.handle_join("c", info("bot", Role::Bot)).unwrap();
+    router
+        .handle_join("other", info("x", Role::Participant))
+        .unwrap();
+    let caption = |speaker: &str, name: Option<&str>, text: &str| Caption {
+        id: Some("u1".into()),
+        tail: String::new(),
+        text: text.into(),
+        speaker_session: speaker.into(),
+        speaker_name: name.map(str::to_owned),
+        start_ms: 0,
+        end_ms: 10,
+        is_final: true,
+    };
+    let sent = router
+        .handle_caption("bot", caption("a", Some("The CEO"), "hello"))
+        .unwrap();
+    let relayed = sends(&sent);
+    assert_eq!(relayed.len(), 1);
+    match &relayed[0].1 {
+        ServerMessage::Caption(caption) => {
+            assert_eq!(caption.speaker_name.as_deref(), Some("name-a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    for speaker in ["x", "nobody", ""] {
+        assert_eq!(
+            router.handle_caption("bot", caption(speaker, None, "hi")),
+            Err(RouteError::UnknownSpeaker),
+            "{speaker:?}"
+        );
+    }
+    assert!(matches!(
+        router.handle_caption("bot", caption("a", None, &"w".repeat(300))),
+        Err(RouteError::CaptionTooLarge { .. })
+    ));
+}
+
 #[test]
 fn unknown_sessions_are_refused() {
     let mut router = Router::new(10);

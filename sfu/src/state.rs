@@ -63,10 +63,12 @@ impl Shared {
         mux: Arc<UdpMux>,
         tcp_mux: Arc<TcpMux>,
     ) -> Self {
-        let router = Router::new(config.limits.max_participants_per_call).with_track_limits(
-            config.limits.voice_tracks_per_session,
-            config.limits.screen_tracks_per_session,
-        );
+        let router = Router::new(config.limits.max_participants_per_call)
+            .with_track_limits(
+                config.limits.voice_tracks_per_session,
+                config.limits.screen_tracks_per_session,
+            )
+            .with_max_caption_bytes(config.limits.max_caption_bytes);
         Self {
             config,
             metrics,

@@ -1,10 +1,13 @@
-//! Join tokens: HMAC-SHA256 signed claims (call id, display name, role, expiry) that a participant
-//! presents when it joins a call.
+//! Join tokens: standard JSON Web Tokens (HS256) whose payload is `calls_protocol::join_token::
+//! JoinClaims` (call id, display name, role, bot purpose, `exp`, `iat`), which a participant presents
+//! when it joins a call. Any backend can mint them with an off-the-shelf JWT library and the SFU's
+//! token secret (docs/protocol.md, "Join tokens").
 //!
-//! Wire format: `base64url(json claims) "." base64url(hmac_sha256(secret, first part))`, both parts
-//! without padding. The signature covers the encoded claims exactly as sent, so re-encoding can never
-//! change what was signed. Verification checks the signature (in constant time, through
-//! `Mac::verify_slice`) before it parses the claims, then the expiry.
+//! Verification (through the `jsonwebtoken` crate) accepts only HS256 — `none` and every other
+//! algorithm are refused — checks the signature over the encoded header and payload exactly as sent
+//! before it looks at the claims, then our own rules: no unknown claim, a purpose only on bot tokens,
+//! and the expiry against the time the caller passes in (the crate's own clock check is off, so
+//! tests and callers control time).
 //!
 //! `verify` does not know which call the socket is joining; callers that do must use
 //! `verify_for_call`, which also rejects a token minted for another call.
@@ -14,19 +17,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use crate::config::Config;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Longest token we even try to decode; real tokens are a few hundred bytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
+/// The signed content of a join token; the wire type lives in `calls_protocol`.
+pub use calls_protocol::join_token::JoinClaims;
 /// Why a bot is in the call (optional `purpose` claim of bot tokens).
 pub use calls_protocol::signalling::BotPurpose;
 /// Role of a token holder; the wire type lives in `calls_protocol` so events can carry it too.
@@ -54,21 +53,6 @@ pub fn parse_role(value: &str) -> Result<Role, String> {
     }
 }
 
-/// The signed content of a join token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinClaims {
-    pub call_id: String,
-    pub name: String,
-    pub role: Role,
-    /// What a bot is there for; only bot tokens may carry it. Absent in tokens minted before
-    /// the claim existed, which stay valid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub purpose: Option<BotPurpose>,
-    /// Expiry, unix seconds; the token is refused at and after this second.
-    pub exp: u64,
-}
-
 /// Why a token was refused. Messages are safe to send back to the client: they never contain the
 /// secret or the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,44 +69,53 @@ pub enum TokenError {
     InvalidRequest(String),
 }
 
-fn mac(secret: &[u8]) -> HmacSha256 {
-    HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length")
+/// Signs `claims` with `secret` as an HS256 JWT.
+pub fn sign(secret: &[u8], claims: &JoinClaims) -> String {
+    // Invariant: HS256 signing with a byte secret cannot fail, and `JoinClaims` holds only strings,
+    // integers and enums, which always serialise.
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 signing of JoinClaims cannot fail")
 }
 
-/// Signs `claims` with `secret`.
-pub fn sign(secret: &[u8], claims: &JoinClaims) -> String {
-    let json = serde_json::to_vec(claims).expect("JoinClaims holds only strings and integers");
-    let payload = URL_SAFE_NO_PAD.encode(json);
-    let mut mac = mac(secret);
-    mac.update(payload.as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-    format!("{payload}.{signature}")
+/// What `jsonwebtoken` checks for us: the algorithm (HS256 only) and the signature. Expiry is ours
+/// (time passed in), and so are the claims' own rules.
+fn validation() -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    validation
 }
 
 /// Checks the signature and expiry of `token` and returns its claims. It does not check the call
 /// id: see `verify_for_call`.
 pub fn verify(secret: &[u8], token: &str, now_unix: u64) -> Result<JoinClaims, TokenError> {
+    use jsonwebtoken::errors::ErrorKind;
     if token.is_empty() {
         return Err(TokenError::Malformed("empty"));
     }
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed("too long"));
     }
-    let (payload, signature) = token
-        .split_once('.')
-        .ok_or(TokenError::Malformed("missing '.' separator"))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-    let mut mac = mac(secret);
-    mac.update(payload.as_bytes());
-    mac.verify_slice(&signature)
-        .map_err(|_| TokenError::BadSignature)?;
-    let json = URL_SAFE_NO_PAD
-        .decode(payload)
-        .map_err(|_| TokenError::Malformed("claims are not base64url"))?;
-    let claims: JoinClaims =
-        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed("claims are not valid"))?;
+    let decoded =
+        jsonwebtoken::decode::<JoinClaims>(token, &DecodingKey::from_secret(secret), &validation())
+            .map_err(|error| match error.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::Malformed("algorithm is not HS256")
+                }
+                ErrorKind::Json(_) => TokenError::Malformed("claims are not valid"),
+                ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                    TokenError::Malformed("not base64url JSON")
+                }
+                _ => TokenError::Malformed("not a JWT"),
+            })?;
+    let claims = decoded.claims;
     if claims.purpose.is_some() && claims.role != Role::Bot {
         return Err(TokenError::Malformed("only bot tokens carry a purpose"));
     }
@@ -195,6 +188,7 @@ pub fn mint_with_purpose(
         role,
         purpose,
         exp: unix_seconds(now).saturating_add(ttl.as_secs().max(1)),
+        iat: Some(unix_seconds(now)),
     };
     Ok(sign(secret, &claims))
 }
@@ -248,7 +242,7 @@ pub fn token_command(
 
 /// The demo page's join link for `token`: `<base>/#token=<token>&join=1`. The token travels in
 /// the fragment, which browsers never send to a server, so it stays out of access logs and
-/// `Referer` headers. Tokens are base64url and '.', so they need no escaping.
+/// `Referer` headers. Tokens (JWTs) are base64url and '.', so they need no escaping.
 pub fn join_link(base_url: &str, token: &str) -> Result<String, TokenError> {
     let base = base_url.trim().trim_end_matches('/');
     let valid = (base.starts_with("http://") || base.starts_with("https://"))
@@ -264,7 +258,32 @@ pub fn join_link(base_url: &str, token: &str) -> Result<String, TokenError> {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
     use super::*;
+
+    /// The three parts of a JWT as sent.
+    fn parts(token: &str) -> [&str; 3] {
+        let mut parts = token.split('.');
+        let header = parts.next().expect("header");
+        let payload = parts.next().expect("payload");
+        let signature = parts.next().expect("signature");
+        assert!(parts.next().is_none(), "a JWT has three parts");
+        [header, payload, signature]
+    }
+
+    /// A JWT signed by hand (HMAC-SHA256 over `header.payload`), as any other library would.
+    fn hand_signed(header_json: &str, payload_json: &str) -> String {
+        let header = URL_SAFE_NO_PAD.encode(header_json);
+        let payload = URL_SAFE_NO_PAD.encode(payload_json);
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).expect("any key length");
+        mac.update(format!("{header}.{payload}").as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{header}.{payload}.{signature}")
+    }
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -275,6 +294,7 @@ mod tests {
             role: Role::Participant,
             purpose: None,
             exp: 1_000,
+            iat: None,
         }
     }
 
@@ -302,12 +322,12 @@ mod tests {
     #[test]
     fn tampered_claims_are_a_bad_signature() {
         let token = sign(SECRET, &claims());
-        let (_, signature) = token.split_once('.').expect("token has a separator");
+        let [header, _, signature] = parts(&token);
         let mut forged = claims();
         forged.role = Role::Bot;
         forged.exp = u64::MAX;
         let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).expect("json"));
-        let forged_token = format!("{forged_payload}.{signature}");
+        let forged_token = format!("{header}.{forged_payload}.{signature}");
         assert_eq!(
             verify(SECRET, &forged_token, 0),
             Err(TokenError::BadSignature)
@@ -359,15 +379,53 @@ mod tests {
 
     #[test]
     fn validly_signed_non_claims_are_malformed() {
-        let payload = URL_SAFE_NO_PAD.encode(b"{\"hello\":1}");
-        let mut mac = mac(SECRET);
-        mac.update(payload.as_bytes());
-        let token = format!(
-            "{payload}.{}",
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-        );
+        let token = hand_signed(r#"{"alg":"HS256","typ":"JWT"}"#, r#"{"hello":1}"#);
         assert_eq!(
             verify(SECRET, &token, 0),
+            Err(TokenError::Malformed("claims are not valid"))
+        );
+    }
+
+    #[test]
+    fn a_jwt_from_another_library_verifies() {
+        // What a backend writes with any JWT library: header and claim order of its own, `iat` set.
+        let token = hand_signed(
+            r#"{"typ":"JWT","alg":"HS256"}"#,
+            r#"{"exp":1000,"iat":400,"name":"Alice","role":"participant","call_id":"call-1"}"#,
+        );
+        let expected = JoinClaims {
+            iat: Some(400),
+            ..claims()
+        };
+        assert_eq!(verify(SECRET, &token, 999), Ok(expected));
+    }
+
+    #[test]
+    fn only_hs256_is_accepted() {
+        let payload = r#"{"call_id":"call-1","name":"Alice","role":"participant","exp":1000}"#;
+        // `alg: none` with no signature, and the same claims correctly signed but labelled HS512 or
+        // RS256 (algorithm confusion) are all refused.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        for token in [
+            none,
+            hand_signed(r#"{"alg":"HS512","typ":"JWT"}"#, payload),
+            hand_signed(r#"{"alg":"RS256","typ":"JWT"}"#, payload),
+        ] {
+            assert!(verify(SECRET, &token, 0).is_err(), "{token} accepted");
+        }
+        assert!(verify(SECRET, &hand_signed(r#"{"alg":"HS256"}"#, payload), 0).is_ok());
+    }
+
+    #[test]
+    fn unknown_claims_are_refused() {
+        let payload =
+            r#"{"call_id":"call-1","name":"Alice","role":"participant","exp":1000,"admin":true}"#;
+        assert_eq!(
+            verify(SECRET, &hand_signed(r#"{"alg":"HS256"}"#, payload), 0),
             Err(TokenError::Malformed("claims are not valid"))
         );
     }
@@ -386,6 +444,7 @@ mod tests {
         .expect("valid request");
         let claims = verify(SECRET, &token, 10_000).expect("fresh token");
         assert_eq!(claims.exp, 13_600);
+        assert_eq!(claims.iat, Some(10_000));
         assert_eq!(claims.role, Role::Bot);
         assert_eq!(verify(SECRET, &token, 13_600), Err(TokenError::Expired));
     }
@@ -427,16 +486,14 @@ mod tests {
             verify(SECRET, &sign(SECRET, &forged), 0),
             Err(TokenError::Malformed("only bot tokens carry a purpose"))
         );
-        // Tokens minted before the claim existed have no `purpose` key and stay valid.
-        let old = sign(SECRET, &claims());
-        assert!(!String::from_utf8(
-            URL_SAFE_NO_PAD
-                .decode(old.split('.').next().expect("payload"))
-                .expect("b64")
-        )
-        .expect("utf8")
-        .contains("purpose"));
-        assert_eq!(verify(SECRET, &old, 0), Ok(claims()));
+        // A token without a purpose has no `purpose` key at all, and verifies.
+        let plain = sign(SECRET, &claims());
+        assert!(
+            !String::from_utf8(URL_SAFE_NO_PAD.decode(parts(&plain)[1]).expect("b64"))
+                .expect("utf8")
+                .contains("purpose")
+        );
+        assert_eq!(verify(SECRET, &plain, 0), Ok(claims()));
     }
 
     #[test]

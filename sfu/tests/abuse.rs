@@ -9,36 +9,10 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use calls_participant::{audio, Event, Role, TrackKind};
-use calls_protocol::signalling::{ErrorCode, ServerMessage, PROTOCOL_VERSION};
+use calls_protocol::signalling::{ErrorCode, ServerMessage};
 use common::*;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(sfu: &calls_sfu::RunningSfu) -> Socket {
-    tokio_tungstenite::connect_async(sfu.ws_url())
-        .await
-        .expect("websocket connects")
-        .0
-}
-
-async fn send(socket: &mut Socket, text: impl Into<String>) {
-    socket
-        .send(Message::Text(text.into().into()))
-        .await
-        .expect("frame is sent");
-}
-
-fn join_message(token: &str, call_id: Option<&str>) -> String {
-    let mut message =
-        serde_json::json!({"type": "join", "version": PROTOCOL_VERSION, "token": token});
-    if let Some(call_id) = call_id {
-        message["call_id"] = call_id.into();
-    }
-    message.to_string()
-}
 
 /// What the server did next: the first `error` message, if any, and whether it closed the socket.
 struct Outcome {
@@ -313,25 +287,6 @@ async fn wait_sessions(sfu: &calls_sfu::RunningSfu, expected: i64) {
         "sfu_rtc_sessions_total stayed at {} instead of {expected}",
         sfu.metrics().sessions.get()
     );
-}
-
-/// Every error code the server sends until it closes the socket (or `wait` passes), and whether
-/// it closed it.
-async fn errors_until_close(socket: &mut Socket, wait: Duration) -> (Vec<ErrorCode>, bool) {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut codes = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, socket.next()).await {
-            Err(_) => return (codes, false),
-            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return (codes, true),
-            Ok(Some(Ok(Message::Text(text)))) => {
-                if let Ok(ServerMessage::Error { code, .. }) = ServerMessage::from_json(&text) {
-                    codes.push(code);
-                }
-            }
-            Ok(Some(Ok(_))) => {}
-        }
-    }
 }
 
 /// Issue 11, finding 5: binary frames used to bypass the rate limiter (400 in under a second,

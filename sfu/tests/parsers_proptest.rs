@@ -3,20 +3,26 @@
 //! STUN classification. Properties: no input makes a parser panic, and none accepts an invalid
 //! input: a token verifies only if it is exactly what was signed, with consistent claims, before
 //! its expiry; a message parses only if it re-serialises to itself; rewriting leaves every line
-//! that is not a host candidate untouched.
+//! that is not a host candidate untouched. Issue 21 adds the remote-candidate policy (an admitted
+//! candidate never names a refused address; SDP filtering drops only candidate lines), the
+//! Origin parser (normalised origins are fixed points) and the SDP guard (an accepted offer is
+//! within its section and byte limits).
 //!
 //! `cargo test` runs a bounded smoke run (`SMOKE_CASES` per property). The long run is
-//! `SFU_PROPTEST_CASES=125000 cargo test --release -p calls-sfu --test parsers_proptest`: 10
-//! properties × 125,000 = 1.25 million generated cases (docs/sfu-config.md).
+//! `SFU_PROPTEST_CASES=125000 cargo test --release -p calls-sfu --test parsers_proptest`: 13
+//! properties × 125,000 = 1.6 million generated cases (docs/sfu-config.md).
 
 use calls_protocol::signalling::{ClientMessage, ServerMessage, TrackId};
 use calls_sfu::candidates::{first_mid, rewrite_candidate, rewrite_sdp, Advertise};
+use calls_sfu::remote_candidates::{address_allowed, CandidatePolicy, RemoteCandidates};
+use calls_sfu::sdp_guard::{media_sections, SdpGuard, MAX_SDP_BYTES_PER_SECTION};
 use calls_sfu::token::{self, BotPurpose, JoinClaims, Role};
+use calls_sfu::web_security::origin_of;
 use proptest::prelude::*;
 
 const SMOKE_CASES: u32 = 256;
 /// Words candidates are made of, so that generated ones often look real.
-const WORDS: [&str; 18] = [
+const WORDS: [&str; 26] = [
     "candidate:1",
     "1",
     "2",
@@ -35,6 +41,14 @@ const WORDS: [&str; 18] = [
     "active",
     "",
     "x",
+    "127.0.0.1",
+    "169.254.169.254",
+    "fe80::1",
+    "abc.local",
+    "0",
+    "224.0.0.1",
+    "203.0.113.9",
+    "[2001:db8::1]",
 ];
 const SECRET: &[u8] = b"property-test-secret-0123456789abcdef";
 const NOW: u64 = 1_700_000_000;
@@ -71,13 +85,15 @@ fn claims() -> impl Strategy<Value = JoinClaims> {
         role(),
         purpose(),
         NOW - 10..NOW + 10,
+        proptest::option::of(0..NOW),
     )
-        .prop_map(|(call_id, name, role, purpose, exp)| JoinClaims {
+        .prop_map(|(call_id, name, role, purpose, exp, iat)| JoinClaims {
             call_id,
             name,
             role,
             purpose,
             exp,
+            iat,
         })
 }
 
@@ -258,6 +274,71 @@ proptest! {
             prop_assert_eq!(&packet[4..8], &[0x21, 0x12, 0xA4, 0x42]);
             let found = packet.windows(ufrag.len().max(1)).any(|w| w == ufrag.as_bytes()) || ufrag.is_empty();
             prop_assert!(found);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Remote candidates (issue 21, finding 8): no panic; a candidate that names an IP literal
+    /// is admitted only if that address is allowed; SDP filtering keeps every other line.
+    #[test]
+    fn remote_candidates_never_admit_a_refused_address(
+        fields in proptest::collection::vec(proptest::sample::select(WORDS.to_vec()), 0..12),
+        lines in proptest::collection::vec(any::<String>(), 0..8),
+    ) {
+        let strict = CandidatePolicy { allow_loopback: false, allow_link_local: false };
+        let mut session = RemoteCandidates::new(strict, 4);
+        let candidate = fields.join(" ");
+        let admitted = session.admit(&candidate).is_ok();
+        let parts: Vec<&str> = candidate.split_ascii_whitespace().collect();
+        let well_formed = parts.len() >= 8 && parts[0].starts_with("candidate:") && parts[6] == "typ"
+            && parts[5].parse::<u16>().is_ok();
+        let active = parts.windows(2).any(|pair| pair == ["tcptype", "active"]);
+        if admitted && well_formed && !active {
+            let address = parts[4].trim_start_matches('[').trim_end_matches(']');
+            let ip = address.parse::<std::net::IpAddr>();
+            prop_assert!(ip.is_ok(), "admitted a non-IP address {}", address);
+            prop_assert!(address_allowed(ip.unwrap(), strict));
+        }
+        let sdp: String = lines
+            .iter()
+            .map(|line| format!("{}\r\n", line.replace(['\r', '\n'], "")))
+            .chain(std::iter::once(format!("a={candidate}\r\n")))
+            .collect();
+        let (filtered, _) = session.filter_sdp(&sdp);
+        let kept: Vec<&str> = sdp.split("\r\n").filter(|l| !l.starts_with("a=candidate:")).collect();
+        let left: Vec<&str> = filtered.split("\r\n").filter(|l| !l.starts_with("a=candidate:")).collect();
+        prop_assert_eq!(kept, left);
+    }
+
+    /// Origins (issue 21, finding 12): no panic; a normalised origin is http(s), has no path or
+    /// user info, and normalises to itself.
+    #[test]
+    fn origins_of_any_text(text in any::<String>(), host in "[a-zA-Z0-9.-]{0,12}", port in any::<u16>()) {
+        for input in [text.clone(), format!("https://{host}:{port}/{text}"), format!("http://{host}")] {
+            if let Some(origin) = origin_of(&input) {
+                prop_assert!(origin.starts_with("http://") || origin.starts_with("https://"));
+                let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or_default();
+                prop_assert!(!authority.contains(['/', '@', '?', '#']));
+                prop_assert_eq!(origin_of(&origin), Some(origin.clone()));
+            }
+        }
+    }
+
+    /// The SDP guard (issue 21, finding 1): no panic on any text; an accepted offer holds at most
+    /// the allowed sections and 16 KiB per section.
+    #[test]
+    fn sdp_guard_accepts_only_offers_within_limits(
+        lines in proptest::collection::vec(prop_oneof![any::<String>(), Just("m=audio 9 UDP/TLS/RTP/SAVPF 111".to_owned())], 0..40),
+    ) {
+        let sdp: String = lines.iter().map(|line| format!("{}\r\n", line.replace(['\r', '\n'], ""))).collect();
+        let mut guard = SdpGuard::new(60_000, 1000, 2, std::time::Instant::now());
+        if guard.check_offer(&sdp, std::time::Instant::now()).is_ok() {
+            let sections = media_sections(&sdp);
+            prop_assert!(sections <= 2 + calls_sfu::sdp_guard::SPARE_NEW_SECTIONS);
+            prop_assert!(sdp.len() <= MAX_SDP_BYTES_PER_SECTION * sections.max(1));
         }
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use calls_participant::cli::{self, Args};
-use calls_participant::{audio, Caption, JoinOptions, Participant, Role};
+use calls_participant::{audio, Caption, Event, JoinOptions, Participant, Role};
 use common::*;
 
 fn args(sfu: &calls_sfu::RunningSfu, call: &str, name: &str) -> Args {
@@ -64,12 +64,30 @@ async fn cli_records_voices_screens_and_captions() {
         .await
         .expect("bot joins");
     bot.wait_connected(Duration::from_secs(10)).await.unwrap();
+    // A caption must name a member of the call (issue 21, finding 7).
+    let speaker_session = match bot
+        .initial_participants()
+        .iter()
+        .find(|p| p.name == "Speaker")
+    {
+        Some(info) => info.session_id.clone(),
+        None => match wait_event(
+            &mut bot,
+            "the speaker joining",
+            |event| matches!(event, Event::ParticipantJoined(info) if info.name == "Speaker"),
+        )
+        .await
+        {
+            Event::ParticipantJoined(info) => info.session_id,
+            _ => unreachable!(),
+        },
+    };
     tokio::time::sleep(Duration::from_secs(3)).await;
     bot.publish_caption(Caption {
         id: None,
         tail: String::new(),
         text: "seven silver swans".into(),
-        speaker_session: "someone".into(),
+        speaker_session,
         speaker_name: Some("Speaker".into()),
         start_ms: 0,
         end_ms: 1500,

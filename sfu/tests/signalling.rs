@@ -192,6 +192,7 @@ async fn bad_tokens_are_refused_with_an_error() {
             role: Role::Participant,
             purpose: None,
             exp: 1,
+            iat: None,
         },
     );
     let (code, message) =

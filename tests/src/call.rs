@@ -144,7 +144,10 @@ impl CallStack {
                 ("live_model", json!(live_model)),
                 ("model", json!("tiny.en")),
                 ("language", json!("en")),
-                ("rust_log", json!("info,calls_transcriber::live_job=debug")),
+                (
+                    "log_filter",
+                    json!("info,calls_transcriber::live_job=debug"),
+                ),
             ],
         )
         .await

@@ -21,7 +21,7 @@ pub struct ContainerRow {
 }
 
 /// Runs the docker CLI; its stdout, or an error with its stderr.
-pub(crate) fn docker(args: &[&str]) -> anyhow::Result<String> {
+pub fn docker(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("docker")
         .args(args)
         .output()
@@ -79,6 +79,16 @@ pub fn inspect(name: &str, format: &str) -> Option<String> {
     docker(&["inspect", "-f", format, name])
         .ok()
         .map(|s| s.trim().to_owned())
+}
+
+/// The `JOB_TOKEN` the offloader gave a running job (engine mode), read like an operator would.
+pub fn job_token(container: &str) -> anyhow::Result<String> {
+    let env = inspect(container, "{{range .Config.Env}}{{println .}}{{end}}")
+        .ok_or_else(|| anyhow::anyhow!("no container {container}"))?;
+    env.lines()
+        .find_map(|line| line.strip_prefix("JOB_TOKEN="))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no JOB_TOKEN in {container}"))
 }
 
 /// `docker logs <name>` (stdout and stderr together).

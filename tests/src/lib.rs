@@ -5,7 +5,7 @@
 //! [`swarm`] gives the tests a single-node swarm and sees a job's container or service alike,
 //! [`artifact`] makes the deterministic content it uploads, [`webhook_sink`] receives webhooks,
 //! and [`bench`] measures job start latency. [`call`] starts an SFU and an offloader for the job tests
-//! and lets participants join. For recordings and transcripts: [`speech`] makes test sentences and
+//! and lets participants join. [`mattermost`] makes requests exactly as Mattermost's own offloader client does and judges the answers as it does. For recordings and transcripts: [`speech`] makes test sentences and
 //! finds them again in decoded audio, [`mp4`] reads a file with ffprobe and ffmpeg (and measures how close its
 //! pictures are to what was sent), [`cpu`] measures where a job container spends its CPU.
 
@@ -15,6 +15,7 @@ pub mod call;
 pub mod client;
 pub mod cpu;
 pub mod docker;
+pub mod mattermost;
 pub mod mp4;
 pub mod offloader;
 pub mod speech;

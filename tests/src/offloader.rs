@@ -32,6 +32,26 @@ pub fn test_job_image() -> String {
     crate::docker::image("test-job")
 }
 
+/// The `input_data` keys the test offloaders accept for jobs running the test job: its own
+/// inputs (see `test_job`) and the few the tests add as markers or fake secrets. The offloader
+/// treats the test job as a foreign runner (`runners.<type>.foreign_runners`), so these replace
+/// the recorder's and transcriber's inputs for it.
+pub const TEST_JOB_INPUT_KEYS: &[&str] = &[
+    "behaviour",
+    "sleep_seconds",
+    "artifact_bytes",
+    "artifact_name",
+    "artifact_seed",
+    "data_dir",
+    "exit_code",
+    "final_exit_code",
+    "hog_mb",
+    "call_id",
+    "bot_token",
+    "index",
+    "padding",
+];
+
 /// Settings a test may change; everything is passed as `OFFLOADER_*` environment overrides.
 #[derive(Debug, Clone)]
 pub struct OffloaderSettings {
@@ -238,6 +258,11 @@ impl Offloader {
 
     fn env(&self) -> Vec<(String, String)> {
         let s = &self.settings;
+        // Every image a test names stands for the test job, whose inputs are its own.
+        let test_job_runners = std::iter::once(test_job_image())
+            .chain(s.image_allowlist.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",");
         let mut env: Vec<(String, String)> = vec![
             ("API_LISTEN_ADDRESS", self.listen.clone()),
             ("API_ADMIN_SECRET", ADMIN_SECRET.to_owned()),
@@ -267,6 +292,19 @@ impl Offloader {
             ("RUNNERS_TRANSCRIBING_MAX_DURATION", s.max_duration.clone()),
             ("RUNNERS_TRANSCRIBING_MEMORY_MB", s.memory_mb.to_string()),
             ("JOBS_IMAGE_ALLOWLIST", s.image_allowlist.join(",")),
+            (
+                "RUNNERS_RECORDING_FOREIGN_RUNNERS",
+                test_job_runners.clone(),
+            ),
+            (
+                "RUNNERS_RECORDING_FOREIGN_INPUT_KEYS",
+                TEST_JOB_INPUT_KEYS.join(","),
+            ),
+            ("RUNNERS_TRANSCRIBING_FOREIGN_RUNNERS", test_job_runners),
+            (
+                "RUNNERS_TRANSCRIBING_FOREIGN_INPUT_KEYS",
+                TEST_JOB_INPUT_KEYS.join(","),
+            ),
             ("WEBHOOKS_INITIAL_BACKOFF", "200ms".to_owned()),
             ("WEBHOOKS_TIMEOUT", "5s".to_owned()),
         ]
@@ -429,7 +467,7 @@ impl Offloader {
             .post_json("/login", &body)
             .await?
             .ok_json()?;
-        Ok(self.client(Auth::Bearer(login.token), client_id))
+        Ok(self.client(Auth::Bearer(login.bearer_token), client_id))
     }
 
     /// A client sending `client_id:auth_key` as Basic auth (right or wrong, registered or not).
@@ -483,6 +521,15 @@ impl Offloader {
         Ok((client_id, auth_key))
     }
 
+    /// Registers `client_id` for cleanup: its containers are removed when `self` drops (for
+    /// clients registered by other means than [`Offloader::register`]).
+    pub fn track_client(&self, client_id: &str) {
+        self.client_ids
+            .lock()
+            .expect("client id lock is never held across a panic")
+            .push(client_id.to_owned());
+    }
+
     /// The Docker label selecting the containers of `client`.
     pub fn label_of(client: &Client) -> String {
         format!("calls.client_id={}", client.client_id)
@@ -508,7 +555,7 @@ impl Drop for Offloader {
 }
 
 /// A value unique within this machine for a while: process id and a nanosecond clock.
-fn unique() -> String {
+pub fn unique() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

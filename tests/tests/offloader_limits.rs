@@ -161,16 +161,6 @@ async fn job_types_run_only_their_own_images_and_keys_differ_by_more_than_case(
     Ok(())
 }
 
-/// The `JOB_TOKEN` the offloader gave a running job, read like an operator would.
-fn job_token(container: &str) -> anyhow::Result<String> {
-    let env = docker::inspect(container, "{{range .Config.Env}}{{println .}}{{end}}")
-        .ok_or_else(|| anyhow::anyhow!("no container {container}"))?;
-    env.lines()
-        .find_map(|line| line.strip_prefix("JOB_TOKEN="))
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no JOB_TOKEN in {container}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_get_a_queue_share_and_jobs_an_artifact_quota() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -214,7 +204,7 @@ async fn clients_get_a_queue_share_and_jobs_an_artifact_quota() -> anyhow::Resul
     other.create_job(&test_job("exit0", &[])).await?;
 
     // The running job's own token, as its container has it: 2 artifacts, 3000 bytes in all.
-    let job = offloader.bearer(&job_token(&running.container_name)?);
+    let job = offloader.bearer(&docker::job_token(&running.container_name)?);
     let put = |name: &str, size: usize| {
         let job = job.clone();
         let path = format!("/jobs/{}/artifacts/{name}", running.id);

@@ -1,4 +1,5 @@
 use super::*;
+use crate::capture_file::{write_packet, CaptureReader, CapturedPacket, MAGIC};
 
 fn rtp_packet(sequence: u16, timestamp: u32, payload: &[u8]) -> rtp::Packet {
     let mut packet = rtp::Packet::default();

@@ -13,7 +13,7 @@ use std::path::Path;
 use calls_participant::audio::VoiceDecoder;
 use rtc::rtp;
 
-use crate::capture::{CaptureReader, CapturedPacket};
+use crate::capture_file::{CaptureReader, CapturedPacket};
 use crate::pipeline::AudioPiece;
 
 /// The decode rate (whisper's).

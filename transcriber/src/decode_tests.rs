@@ -162,9 +162,9 @@ fn a_file_decodes_like_its_packets() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("speaker-0.cap");
     let packets = placed(0, &tone_packets(25), 0, 3_000);
-    let mut bytes = crate::capture::MAGIC.to_vec();
+    let mut bytes = crate::capture_file::MAGIC.to_vec();
     for packet in &packets {
-        crate::capture::write_packet(&mut bytes, packet).unwrap();
+        crate::capture_file::write_packet(&mut bytes, packet).unwrap();
     }
     std::fs::write(&path, bytes).unwrap();
     assert_eq!(

@@ -1,12 +1,12 @@
-//! The transcription job: join the call as a bot, capture every speaker's voice to disk while the call runs,
-//! stop by the shared stop policy (call end, `job_stop`, SIGTERM, alone timeout), then decode and transcribe
-//! each speaker, upload `transcript.{vtt,srt,txt,json}` (and each speaker's WAV with `KEEP_AUDIO=true`), and
-//! report progress and counters to the offloader.
+//! The transcription job: a [`BotJob`] that captures every speaker's voice to disk while the call runs
+//! (and captions it live when asked), then decodes and transcribes each speaker, and hands over
+//! `transcript.{vtt,srt,txt,json}` (and each speaker's WAV with `KEEP_AUDIO=true`) for upload.
 //!
-//! The shell around the pure parts: `calls_job` ([`Lifecycle`], [`Roster`], the offloader client, the
-//! heartbeat), [`crate::capture`] (packets to disk, placed on the call timeline), [`crate::decode`] (16 kHz
-//! pieces) and the speech pipeline ([`Transcriber`]). Every phase logs one plain line so `docker logs` tells
-//! the story: joined, speakers seen, call ended, transcribing N s of speech, uploaded.
+//! The shared driver (`calls_job::driver`) joins, keeps the roster, applies the stop policy (call end,
+//! `job_stop`, SIGTERM, alone timeout) and uploads. Around the pure parts: [`crate::capture`] (packets to
+//! disk, placed on the call timeline), [`crate::live_job`] (live captions), `decode` (16 kHz
+//! pieces) and the speech pipeline ([`Transcriber`]). Every phase logs one plain line so `docker logs`
+//! tells the story: joined, speakers seen, call ended, transcribing N s of speech, uploaded.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -14,22 +14,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use calls_job::shell::{report_failed, report_finished, report_started, spawn_progress};
-use calls_job::{Heartbeat, Lifecycle, OffloaderClient, Roster, StopReason};
-use calls_participant::{
-    receive_track, ConnectionState, Event, JoinOptions, Participant, ReceiveOptions, RemoteTrack,
-    TrackKind,
+use calls_job::shell::spawn_progress;
+use calls_job::{
+    AfterCall, BotJob, CallSettings, Finished, InCall, OffloaderClient, StopReason, Uploaded,
 };
+use calls_participant::{receive_track, Participant, ReceiveOptions, RemoteTrack, TrackKind};
+use calls_protocol::signalling::Caption;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{Capture, CaptureSink, Speakers, QUEUE_PACKETS};
+use crate::capture::{Capture, CaptureFiles, CaptureSink, CaptureSummary, Speakers, QUEUE_PACKETS};
 use crate::config::JobConfig;
 use crate::decode::{decode_file, DecodeError, SAMPLE_RATE};
-use crate::live_job::{LiveCaptions, LiveModels, LiveOptions};
-use crate::pipeline::{AudioPiece, Progress, Speaker, TranscribeOptions, Transcriber};
-use crate::transcript::{merge, SpeakerTranscript, Transcript};
+use crate::live_job::{LiveCaptions, LiveModels, LiveOptions, LiveTap};
+use crate::pipeline::{AudioPiece, Progress, TranscribeOptions, Transcriber};
+use crate::transcript::{merge, Speaker, SpeakerTranscript, Transcript};
 
 /// The transcript artifacts, in upload order.
 pub const ARTIFACTS: [&str; 4] = [
@@ -38,18 +37,13 @@ pub const ARTIFACTS: [&str; 4] = [
     "transcript.txt",
     "transcript.json",
 ];
-const TICK: Duration = Duration::from_secs(1);
-const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// What can end a transcription job early. Messages are lowercase; they become the job's failure reason.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Invalid settings, or the offloader refused a report or an upload.
+    /// Invalid settings, joining the call failed, or the offloader refused a report or an upload.
     #[error(transparent)]
     Shell(#[from] calls_job::Error),
-    /// Joining or talking to the call failed.
-    #[error("call: {0}")]
-    Call(String),
     /// The model, the VAD or whisper failed (an unknown model lists the models the image has).
     #[error(transparent)]
     Speech(#[from] crate::Error),
@@ -97,171 +91,119 @@ pub async fn run(
     config: JobConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<JobOutcome, Error> {
-    let client = OffloaderClient::new(&config.identity)?;
-    match transcribe_call(&config, &client, shutdown).await {
-        Ok(outcome) => Ok(outcome),
-        Err(error) => {
-            report_failed(&client, &error).await;
-            Err(error)
-        }
-    }
+    let settings = CallSettings {
+        identity: config.identity.clone(),
+        call: config.call.clone(),
+        alone_timeout: config.alone_timeout,
+        heartbeat_file: config.heartbeat_file.clone(),
+    };
+    calls_job::run_bot_job(&settings, || TranscriptionJob::prepare(&config), shutdown).await
 }
 
-async fn transcribe_call(
-    config: &JobConfig,
-    client: &OffloaderClient,
-    shutdown: impl Future<Output = ()>,
-) -> Result<JobOutcome, Error> {
-    tracing::info!(
-        job_id = %config.identity.job_id,
-        call_id = %config.call.call_id,
-        model = %config.model,
-        "transcriber starting"
-    );
-    // A model the image lacks fails the job before it joins anybody's call.
-    let mut options = TranscribeOptions::for_model(&config.models_dir, &config.model)?;
-    options.language = config.language.clone();
-    options.beam_size = config.beam_size;
-    options.threads = config.threads;
-    options.initial_prompt = config.initial_prompt.clone();
+/// Live captions: the models until the bot joins, then the captioner and the capture's tap into it.
+enum Live {
+    Off,
+    Loaded {
+        models: LiveModels,
+        name: String,
+    },
+    On {
+        captions: LiveCaptions,
+        tap: LiveTap,
+    },
+}
 
-    // Live captions (when asked) load their models before the bot joins, so a missing one fails first.
-    let live_models = match &config.live_model {
-        Some(name) => {
-            let options = LiveOptions {
-                model: crate::models::live_model_path(&config.models_dir, name)?,
-                vad_model: options.vad_model.clone(),
-                workers: config.threads.max(1) as usize,
-                threads_per_worker: 1,
-                language: config.language.clone(),
-                initial_prompt: config.initial_prompt.clone(),
-            };
-            Some(LiveModels::load(&options)?)
-        }
-        None => None,
-    };
+/// A transcription job, from capture during the call to the transcript.
+struct TranscriptionJob {
+    call_id: String,
+    options: TranscribeOptions,
+    keep_audio: bool,
+    artifacts_dir: PathBuf,
+    capture: Option<Capture>,
+    live: Live,
+    speakers: Speakers,
+    stop_tracks: CancellationToken,
+    tracks: Vec<JoinHandle<()>>,
+    origin: tokio::time::Instant,
+    /// Ticks while in the call, then units of transcription done: the heartbeat's work counter.
+    work: u64,
+    call_duration: Duration,
+    /// Set by `finish`: the transcript and the capture's drops.
+    transcript: Option<(Transcript, u64)>,
+}
 
-    let capture_dir = config.output_dir.join("capture");
-    let artifacts_dir = config.output_dir.join("artifacts");
-    let capture =
-        Capture::start(&capture_dir, QUEUE_PACKETS).map_err(io("starting the capture"))?;
-    let mut heartbeat = Heartbeat::start(&config.heartbeat_file);
-
-    let (mut me, origin) = join(config).await?;
-    let mut roster = Roster::new(me.initial_participants(), me.session_id());
-    tracing::info!(session_id = %me.session_id(), people = roster.count(), "joined call");
-    report_started(client, "joined the call").await;
-
-    let (mut live, live_tap) = match live_models {
-        Some(models) => {
-            let file = models.model_file().display().to_string();
-            let (live, tap) = LiveCaptions::start(models, origin)?;
-            tracing::info!(
-                model = config.live_model.as_deref().unwrap_or_default(),
-                %file,
-                "live captions on"
-            );
-            (Some(live), Some(tap))
-        }
-        None => (None, None),
-    };
-
-    let mut lifecycle = Lifecycle::new(Duration::ZERO, config.alone_timeout);
-    lifecycle.handle_participants(Duration::ZERO, roster.count());
-    let mut speakers = Speakers::default();
-    let stop_tracks = CancellationToken::new();
-    let mut tracks: Vec<JoinHandle<()>> = Vec::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut report = tokio::time::interval_at(Instant::now() + REPORT_EVERY, REPORT_EVERY);
-    report.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut ticks = 0u64;
-    tokio::pin!(shutdown);
-
-    let reason = loop {
-        let now = origin.elapsed();
-        if let Some(reason) = lifecycle.poll_stop(now) {
-            break reason;
-        }
-        tokio::select! {
-            _ = &mut shutdown => lifecycle.handle_signal(),
-            _ = tick.tick() => {
-                // While in the call the loop itself is the work: it beats as long as it runs.
-                ticks += 1;
-                heartbeat.poll(now, ticks + capture.packets_written());
-            }
-            _ = report.tick() => {
-                let message = format!(
-                    "in the call: {} speakers, {} voice packets captured",
-                    speakers.len(),
-                    capture.packets_written()
-                );
-                let counters = vec![
-                    ("speakers", speakers.len() as f64),
-                    ("voice_packets_captured", capture.packets_written() as f64),
-                    ("voice_packets_dropped", capture.packets_dropped() as f64),
-                ];
-                spawn_progress(client, message, counters);
-                if let Some(live) = &live {
-                    spawn_live_report(client, live);
+impl TranscriptionJob {
+    /// Loads what the job needs before the bot joins anybody's call (a missing model fails the job
+    /// first) and starts the capture.
+    fn prepare(config: &JobConfig) -> Result<TranscriptionJob, Error> {
+        tracing::info!(
+            job_id = %config.identity.job_id,
+            call_id = %config.call.call_id,
+            model = %config.model,
+            "transcriber starting"
+        );
+        let mut options = TranscribeOptions::for_model(&config.models_dir, &config.model)?;
+        options.language = config.language.clone();
+        options.beam_size = config.beam_size;
+        options.threads = config.threads;
+        options.initial_prompt = config.initial_prompt.clone();
+        let live = match &config.live_model {
+            Some(name) => {
+                let live_options = LiveOptions {
+                    model: crate::models::live_model_path(&config.models_dir, name)?,
+                    vad_model: options.vad_model.clone(),
+                    workers: config.threads.max(1) as usize,
+                    threads_per_worker: 1,
+                    language: config.language.clone(),
+                    initial_prompt: config.initial_prompt.clone(),
+                };
+                let models = LiveModels::load(&live_options)?;
+                Live::Loaded {
+                    models,
+                    name: name.clone(),
                 }
             }
-            Some(caption) = next_caption(&mut live) => {
-                if let Err(error) = me.publish_caption(caption).await {
-                    tracing::warn!(%error, "a live caption could not be published");
-                }
-            }
-            event = me.next_event() => match event {
-                None | Some(Event::Disconnected) => lifecycle.handle_call_ended(),
-                Some(Event::Connection(ConnectionState::Failed | ConnectionState::Closed)) => {
-                    lifecycle.handle_call_ended();
-                }
-                Some(Event::Track(track)) if track.kind() == TrackKind::Voice => {
-                    let name = track
-                        .owner_name
-                        .clone()
-                        .or_else(|| roster.name_of(track.owner()).map(str::to_owned))
-                        .or_else(|| me.name_of(track.owner()))
-                        .unwrap_or_else(|| track.owner().to_owned());
-                    let (speaker, number) = speakers.handle_track(track.owner(), &name);
-                    tracing::info!(speaker = %name, session_id = %track.owner(), track = number, "speaker seen");
-                    let mut sink = CaptureSink::new(speaker, number, origin, capture.sender());
-                    if let Some(tap) = &live_tap {
-                        sink = sink.with_live(tap.clone(), track.owner(), &name);
-                    }
-                    tracks.push(tokio::spawn(capture_track(track, sink, stop_tracks.clone())));
-                }
-                Some(Event::ParticipantJoined(info)) => {
-                    roster.handle_joined(&info);
-                    lifecycle.handle_participants(now, roster.count());
-                }
-                Some(Event::ParticipantLeft { session_id }) => {
-                    roster.handle_left(&session_id);
-                    lifecycle.handle_participants(now, roster.count());
-                }
-                Some(Event::JobStop { reason }) => {
-                    tracing::info!(%reason, "job_stop received");
-                    lifecycle.handle_job_stop();
-                }
-                Some(_) => {}
-            },
-        }
-    };
-
-    let call_duration = origin.elapsed();
-    tracing::info!(%reason, call_s = call_duration.as_secs(), speakers = speakers.len(), "call ended");
-    stop_tracks.cancel();
-    for track in tracks {
-        let _ = track.await;
+            None => Live::Off,
+        };
+        let capture = Capture::start(&config.output_dir.join("capture"), QUEUE_PACKETS)
+            .map_err(io("starting the capture"))?;
+        Ok(TranscriptionJob {
+            call_id: config.call.call_id.clone(),
+            options,
+            keep_audio: config.keep_audio,
+            artifacts_dir: config.output_dir.join("artifacts"),
+            capture: Some(capture),
+            live,
+            speakers: Speakers::default(),
+            stop_tracks: CancellationToken::new(),
+            tracks: Vec::new(),
+            origin: tokio::time::Instant::now(),
+            work: 0,
+            call_duration: Duration::ZERO,
+            transcript: None,
+        })
     }
-    drop(live_tap);
-    if let Some(mut live) = live {
-        // The utterances in progress get their final captions before the bot leaves.
+
+    /// Publishes the captions of the utterances in progress, reports the live series one last time and
+    /// stops the captioner.
+    async fn finish_live(
+        &mut self,
+        call: &Participant,
+        client: &OffloaderClient,
+    ) -> Result<(), Error> {
+        let Live::On {
+            captions: mut live,
+            tap,
+        } = std::mem::replace(&mut self.live, Live::Off)
+        else {
+            return Ok(());
+        };
+        drop(tap);
         live.finish();
         while let Ok(Some(caption)) =
             tokio::time::timeout(Duration::from_secs(10), live.next_caption()).await
         {
-            if let Err(error) = me.publish_caption(caption).await {
+            if let Err(error) = call.publish_caption(caption).await {
                 tracing::warn!(%error, "a live caption could not be published");
             }
         }
@@ -275,106 +217,197 @@ async fn transcribe_call(
         }
         tokio::task::spawn_blocking(move || live.join())
             .await
-            .map_err(|_| Error::Panicked("the live captions"))?;
-    }
-    let leaving = tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(5), me.leave()).await;
-    });
-    let summary = tokio::task::spawn_blocking(move || capture.finish())
-        .await
-        .map_err(|_| Error::Panicked("the capture thread"))?
-        .map_err(io("finishing the capture"))?;
-    if summary.dropped > 0 {
-        tracing::warn!(
-            dropped = summary.dropped,
-            "voice packets were dropped during the call"
-        );
+            .map_err(|_| Error::Panicked("the live captions"))
     }
 
-    // Transcription runs on a blocking thread; it publishes how much speech is done through a watch.
-    let speaker_list = speakers.list();
-    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0u8);
-    let done_work = Arc::new(AtomicU64::new(0));
-    let work = Arc::clone(&done_work);
-    let post_call = PostCall {
-        call_id: config.call.call_id.clone(),
-        speakers: speaker_list,
-        files: summary.files,
-        options,
-        keep_audio: config.keep_audio,
-        call_ms: call_duration.as_millis() as u64,
-        artifacts_dir: artifacts_dir.clone(),
-    };
-    let mut transcribing = tokio::task::spawn_blocking(move || {
-        post_call.run(&mut |percent| {
-            work.fetch_add(1, Ordering::Relaxed);
-            progress_tx.send_replace(percent);
-        })
-    });
-    let mut progress_open = true;
-    let outcome = loop {
-        tokio::select! {
-            result = &mut transcribing => break result.map_err(|_| Error::Panicked("the transcription"))?,
-            _ = tick.tick() => heartbeat.poll(origin.elapsed(), ticks + done_work.load(Ordering::Relaxed)),
-            changed = progress_rx.changed(), if progress_open => match changed {
-                Ok(()) => {
-                    let percent = *progress_rx.borrow_and_update();
-                    spawn_progress(client, format!("transcribed {percent}% of the speech"), vec![("progress_percent", f64::from(percent))]);
-                }
-                // The transcription finished and dropped its sender; its result is about to arrive.
-                Err(_) => progress_open = false,
-            },
+    /// Decodes and transcribes on a blocking thread, reporting its progress (percent of speech) and
+    /// beating the heartbeat while it advances.
+    async fn transcribe(
+        &mut self,
+        files: CaptureFiles,
+        after: &mut AfterCall<'_>,
+    ) -> Result<(Transcript, Vec<String>), Error> {
+        let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0u8);
+        let done_work = Arc::new(AtomicU64::new(0));
+        let work = Arc::clone(&done_work);
+        let post_call = PostCall {
+            call_id: self.call_id.clone(),
+            speakers: self.speakers.list(),
+            files,
+            options: self.options.clone(),
+            keep_audio: self.keep_audio,
+            call_ms: self.call_duration.as_millis() as u64,
+            artifacts_dir: self.artifacts_dir.clone(),
+        };
+        let mut transcribing = tokio::task::spawn_blocking(move || {
+            post_call.run(&mut |percent| {
+                work.fetch_add(1, Ordering::Relaxed);
+                progress_tx.send_replace(percent);
+            })
+        });
+        let mut tick = tokio::time::interval(Self::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut progress_open = true;
+        loop {
+            tokio::select! {
+                result = &mut transcribing => break result.map_err(|_| Error::Panicked("the transcription"))?,
+                _ = tick.tick() => after.heartbeat(self.work + done_work.load(Ordering::Relaxed)),
+                changed = progress_rx.changed(), if progress_open => match changed {
+                    Ok(()) => {
+                        let percent = *progress_rx.borrow_and_update();
+                        spawn_progress(after.client, format!("transcribed {percent}% of the speech"), vec![("progress_percent", f64::from(percent))]);
+                    }
+                    // The transcription finished and dropped its sender; its result is about to arrive.
+                    Err(_) => progress_open = false,
+                },
+            }
         }
-    };
-    let (transcript, wavs) = match outcome {
-        Ok(done) => done,
-        Err(error) => {
-            let _ = std::fs::remove_dir_all(&artifacts_dir);
-            return Err(error);
-        }
-    };
-
-    let counters = transcript_counters(&transcript, summary.dropped);
-    let speech_seconds = transcript.summary.speech_s;
-    let segments = transcript.summary.segments;
-    if transcript.is_empty() {
-        tracing::info!("no speech found: the transcript is empty");
     }
-    let mut uploaded = Vec::new();
-    for name in ARTIFACTS.iter().map(|n| (*n).to_owned()).chain(wavs) {
-        let bytes = client.upload(&artifacts_dir.join(&name), &name).await?;
-        tracing::info!(artifact = %name, bytes, "uploaded");
-        uploaded.push(name);
-    }
-    let message = if transcript.is_empty() {
-        format!(
-            "no speech found: uploaded an empty transcript ({} speakers heard)",
-            speakers.len()
-        )
-    } else {
-        format!(
-            "uploaded {} ({segments} segments, {speech_seconds:.0} s of speech from {} speakers)",
-            uploaded.join(", "),
-            transcript.speakers.len()
-        )
-    };
-    report_finished(client, message, &counters).await;
-    let _ = leaving.await;
-    Ok(JobOutcome {
-        reason,
-        speakers: speakers.len(),
-        segments,
-        speech_seconds,
-    })
 }
 
-/// The next live caption, or never when live captions are off or finished.
-async fn next_caption(
-    live: &mut Option<LiveCaptions>,
-) -> Option<calls_protocol::signalling::Caption> {
-    match live {
-        Some(live) => live.next_caption().await,
-        None => std::future::pending().await,
+impl BotJob for TranscriptionJob {
+    type Outcome = JobOutcome;
+    type Error = Error;
+    const TICK: Duration = Duration::from_secs(1);
+
+    fn on_joined(&mut self, call: &InCall<'_>) -> Result<(), Error> {
+        self.origin = call.origin;
+        if let Live::Loaded { models, name } = std::mem::replace(&mut self.live, Live::Off) {
+            let file = models.model_file().display().to_string();
+            let (captions, tap) = LiveCaptions::start(models, call.origin)?;
+            tracing::info!(model = %name, %file, "live captions on");
+            self.live = Live::On { captions, tap };
+        }
+        Ok(())
+    }
+
+    fn on_track(&mut self, track: RemoteTrack, call: &InCall<'_>) {
+        let Some(capture) = &self.capture else { return };
+        if track.kind() != TrackKind::Voice {
+            return;
+        }
+        let name = call.owner_name(&track);
+        let (speaker, number) = self.speakers.handle_track(track.owner(), &name);
+        tracing::info!(speaker = %name, session_id = %track.owner(), track = number, "speaker seen");
+        let mut sink = CaptureSink::new(speaker, number, call.origin, capture.sender());
+        if let Live::On { tap, .. } = &self.live {
+            sink = sink.with_live(tap.clone(), track.owner(), &name);
+        }
+        let stop = self.stop_tracks.clone();
+        self.tracks
+            .push(tokio::spawn(capture_track(track, sink, stop)));
+    }
+
+    fn on_tick(&mut self, _now: Duration) -> u64 {
+        // While in the call the loop itself is the work: it beats as long as it runs.
+        self.work += 1;
+        self.work + self.capture.as_ref().map_or(0, Capture::packets_written)
+    }
+
+    fn on_report(&mut self, client: &OffloaderClient) {
+        let Some(capture) = &self.capture else { return };
+        let speakers = self.speakers.len();
+        let message = format!(
+            "in the call: {speakers} speakers, {} voice packets captured",
+            capture.packets_written()
+        );
+        let counters = vec![
+            ("speakers", speakers as f64),
+            ("voice_packets_captured", capture.packets_written() as f64),
+            ("voice_packets_dropped", capture.packets_dropped() as f64),
+        ];
+        spawn_progress(client, message, counters);
+        if let Live::On { captions, .. } = &self.live {
+            spawn_live_report(client, captions);
+        }
+    }
+
+    async fn next_caption(&mut self) -> Option<Caption> {
+        match &mut self.live {
+            Live::On { captions, .. } => captions.next_caption().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    async fn on_stop(
+        &mut self,
+        _: &StopReason,
+        call: &Participant,
+        client: &OffloaderClient,
+    ) -> Result<(), Error> {
+        self.call_duration = self.origin.elapsed();
+        self.stop_tracks.cancel();
+        for track in self.tracks.drain(..) {
+            if track.await.is_err() {
+                tracing::warn!("a voice capture task panicked");
+            }
+        }
+        self.finish_live(call, client).await
+    }
+
+    async fn finish(&mut self, after: &mut AfterCall<'_>) -> Result<Vec<(PathBuf, String)>, Error> {
+        let capture = self
+            .capture
+            .take()
+            .ok_or(Error::Panicked("the capture (finished twice)"))?;
+        let summary: CaptureSummary = tokio::task::spawn_blocking(move || capture.finish())
+            .await
+            .map_err(|_| Error::Panicked("the capture thread"))?
+            .map_err(io("finishing the capture"))?;
+        if summary.dropped > 0 {
+            tracing::warn!(
+                dropped = summary.dropped,
+                "voice packets were dropped during the call"
+            );
+        }
+        let (transcript, wavs) = match self.transcribe(summary.files, after).await {
+            Ok(done) => done,
+            Err(error) => {
+                // Never a partial artifact: what was written goes.
+                let _ = std::fs::remove_dir_all(&self.artifacts_dir);
+                return Err(error);
+            }
+        };
+        if transcript.is_empty() {
+            tracing::info!("no speech found: the transcript is empty");
+        }
+        self.transcript = Some((transcript, summary.dropped));
+        let names = ARTIFACTS.iter().map(|name| (*name).to_owned()).chain(wavs);
+        Ok(names
+            .map(|name| (self.artifacts_dir.join(&name), name))
+            .collect())
+    }
+
+    fn delivered(self, reason: StopReason, uploaded: &[Uploaded]) -> Finished<JobOutcome> {
+        // The driver calls `delivered` only after `finish` succeeded, and `finish` sets the transcript.
+        let (transcript, dropped) = self.transcript.expect("finish set the transcript");
+        let speakers = self.speakers.len();
+        let summary = &transcript.summary;
+        let message = if transcript.is_empty() {
+            format!("no speech found: uploaded an empty transcript ({speakers} speakers heard)")
+        } else {
+            let names: Vec<&str> = uploaded
+                .iter()
+                .map(|artifact| artifact.name.as_str())
+                .collect();
+            format!(
+                "uploaded {} ({} segments, {:.0} s of speech from {} speakers)",
+                names.join(", "),
+                summary.segments,
+                summary.speech_s,
+                transcript.speakers.len()
+            )
+        };
+        Finished {
+            message,
+            counters: transcript_counters(&transcript, dropped),
+            outcome: JobOutcome {
+                reason,
+                speakers,
+                segments: summary.segments,
+                speech_seconds: summary.speech_s,
+            },
+        }
     }
 }
 
@@ -390,23 +423,6 @@ fn spawn_live_report(client: &OffloaderClient, live: &LiveCaptions) {
             tracing::warn!(%error, "live-caption metrics report failed");
         }
     });
-}
-
-/// Joins the call and waits for media; returns the participant and the call clock's origin.
-async fn join(config: &JobConfig) -> Result<(Participant, Instant), Error> {
-    let options = JoinOptions {
-        call_id: Some(config.call.call_id.clone()),
-        ..JoinOptions::default()
-    };
-    let url = calls_participant::signalling_url(&config.call.sfu_url)
-        .map_err(|e| Error::Call(e.to_string()))?;
-    let mut me = Participant::join(&url, config.call.join_token.expose(), options)
-        .await
-        .map_err(|e| Error::Call(format!("joining {url}: {e}")))?;
-    me.wait_connected(Duration::from_secs(15))
-        .await
-        .map_err(|e| Error::Call(format!("connecting media: {e}")))?;
-    Ok((me, Instant::now()))
 }
 
 /// Receives one voice track into the capture until it ends or the job stops.
@@ -435,7 +451,7 @@ pub fn transcript_counters(transcript: &Transcript, dropped: u64) -> Vec<(&'stat
 struct PostCall {
     call_id: String,
     speakers: Vec<Speaker>,
-    files: Vec<Option<(PathBuf, u64)>>,
+    files: CaptureFiles,
     options: TranscribeOptions,
     keep_audio: bool,
     call_ms: u64,

@@ -1,14 +1,15 @@
 //! calls-transcriber: joins a call as a bot, keeps every speaker's voice, and after the call transcribes
 //! each speaker with whisper into `transcript.{vtt,srt,txt,json}`.
 //!
-//! The speech part: [`models`] (fetch, convert and find whisper/VAD models), [`vad`] (Silero VAD),
+//! The speech part: [`models`] (fetch, convert and find whisper/VAD models), `vad` (Silero VAD),
 //! [`engine`] (whisper on a buffer), [`pipeline`] (one speaker: VAD → chunks → whisper → call time) and
 //! [`transcript`] (merge speakers, render the artifacts). [`live`] is the pure core of live captions
 //! (windows per speaker, a bounded worker schedule, stabilised partials and finals).
 
 pub mod capture;
+mod capture_file;
 pub mod config;
-pub mod decode;
+mod decode;
 pub mod engine;
 pub mod error;
 pub mod evaluation;
@@ -18,6 +19,6 @@ pub mod live_job;
 pub mod models;
 pub mod pipeline;
 pub mod transcript;
-pub mod vad;
+mod vad;
 
 pub use error::{Error, Result};

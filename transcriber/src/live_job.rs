@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use calls_protocol::signalling::Caption;
 use rtc::rtp;
 use tokio::time::Instant;
 
-use crate::capture::CapturedPacket;
+use crate::capture_file::CapturedPacket;
 use crate::engine::{DecodeSettings, Engine, SAMPLE_RATE};
 use crate::error::Result;
 use crate::live::{Captioner, Histogram, LiveCaption, LiveSettings, LiveStats, Window, WindowKind};
@@ -304,11 +304,14 @@ impl CaptionerThread {
     }
 
     fn run(mut self, packets: Receiver<LivePacket>, engines: Vec<Engine>, decode: DecodeSettings) {
-        let (work_tx, work_rx) = mpsc::channel::<(Window, Arc<AtomicBool>)>();
+        // The core hands out a window only to a free worker (or one whose partial it just cancelled), so
+        // at most two windows per worker are ever queued or in flight, and as many results.
+        let capacity = engines.len() * 2 + 2;
+        let (work_tx, work_rx) = mpsc::sync_channel::<(Window, Arc<AtomicBool>)>(capacity);
         // Each window handed out has a flag its worker checks to stop early (a partial giving way).
         let mut cancel_flags: HashMap<u64, Arc<AtomicBool>> = HashMap::new();
         let work_rx = Arc::new(Mutex::new(work_rx));
-        let (result_tx, result_rx) = mpsc::channel();
+        let (result_tx, result_rx) = mpsc::sync_channel(capacity);
         let workers: Vec<JoinHandle<()>> = engines
             .into_iter()
             .enumerate()
@@ -517,7 +520,7 @@ fn worker(
     mut engine: Engine,
     settings: DecodeSettings,
     work: &Mutex<Receiver<(Window, Arc<AtomicBool>)>>,
-    results: &Sender<(u64, Option<String>)>,
+    results: &SyncSender<(u64, Option<String>)>,
 ) {
     loop {
         let window = {

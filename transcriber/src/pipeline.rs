@@ -12,17 +12,10 @@ use std::time::Instant;
 use crate::engine::{DecodeSettings, Engine, RawSegment, RawToken, SAMPLE_RATE};
 use crate::error::Result;
 use crate::models;
+/// The speaker a transcription is for (defined with the transcript, which names them).
+pub use crate::transcript::Speaker;
 use crate::transcript::{Segment, SpeakerTranscript};
 use crate::vad::{Vad, VadSettings};
-
-/// A participant as the call knew them. Two people with one name stay apart by session.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Speaker {
-    /// Display name.
-    pub name: String,
-    /// The SFU session id of the participant.
-    pub session: String,
-}
 
 /// A stretch of one speaker's audio: 16 kHz mono samples starting `start_ms` after the call began.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::pipeline::Speaker;
+/// A participant as the call knew them. Two people with one name stay apart by session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Speaker {
+    /// Display name.
+    pub name: String,
+    /// The SFU session id of the participant.
+    pub session: String,
+}
 
 /// One piece of recognised speech, on the call's timeline.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,6 +12,7 @@ use calls_protocol::jobs::{ArtifactInfo, JobStatusKind, JobStatusUpdate};
 use super::ApiJson;
 use crate::auth::{self, Credentials};
 use crate::error::{Error, Result};
+use crate::quota::ArtifactLimits;
 use crate::store::JobRecord;
 use crate::{files, now_ms, AppState};
 
@@ -59,8 +60,8 @@ fn clip(text: Option<String>) -> Option<String> {
     text.map(|t| t.chars().take(MAX_TEXT_CHARS).collect())
 }
 
-/// The rules of one status report by itself: at most [`MAX_COUNTERS`] counters, names
-/// `[A-Za-z_][A-Za-z0-9_]{0,63}`, values finite and ≥ 0; histograms only of the known job series, with one
+/// The rules of one status report by itself: at most [`MAX_COUNTERS`] counters, names from
+/// `calls_protocol::job_metrics::JOB_COUNTERS`, values finite and ≥ 0; histograms only of the known job series, with one
 /// count per bucket of the series and a finite sum ≥ 0.
 pub fn validate_status_update(update: &JobStatusUpdate) -> Result<()> {
     for (name, report) in &update.histograms {
@@ -90,6 +91,13 @@ pub fn validate_status_update(update: &JobStatusUpdate) -> Result<()> {
         if !valid_counter_name(name) {
             return Err(Error::BadRequest(format!(
                 "counter name {name:?} must match [A-Za-z_][A-Za-z0-9_]{{0,63}}"
+            )));
+        }
+        // A fixed list: every name becomes a series exported for good, so a job token must not
+        // be able to invent them.
+        if !job_metrics::is_job_counter(name) {
+            return Err(Error::BadRequest(format!(
+                "counter {name:?} is not a job counter the offloader knows (see docs/offloader.md)"
             )));
         }
         if !value.is_finite() || *value < 0.0 {
@@ -198,31 +206,24 @@ pub async fn upload_artifact(
     authenticate_job(&state, &headers, &id)?;
     files::validate_artifact_name(&name)?;
     // Quotas per job: the count and the total size of its other artifacts (an upload under
-    // an existing name replaces it).
-    let others: Vec<ArtifactInfo> = state
-        .store
-        .artifacts(&id)?
-        .into_iter()
-        .filter(|a| a.name != name)
-        .collect();
-    if others.len() >= state.config.max_artifacts_per_job {
-        return Err(Error::Conflict(format!(
-            "the job already stored {} artifacts, its limit (jobs.max_artifacts_per_job)",
-            others.len()
-        )));
-    }
-    let used: u64 = others.iter().map(|a| a.size).sum();
-    let room = state.config.max_job_artifact_bytes.saturating_sub(used);
-    let limit = state.config.max_artifact_bytes.min(room);
+    // an existing name replaces it), reserved together with the uploads in flight before a
+    // byte is written (see `quota`).
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Error::PayloadTooLarge(format!(
-            "artifact larger than the {limit} byte limit (jobs.max_artifact_bytes, or what is left of the job's jobs.max_job_artifact_bytes)"
-        )));
-    }
+    let reservation = state.uploads.reserve(
+        &id,
+        &name,
+        || state.store.artifacts(&id),
+        declared,
+        ArtifactLimits {
+            max_count: state.config.max_artifacts_per_job,
+            max_total_bytes: state.config.max_job_artifact_bytes,
+            max_one_bytes: state.config.max_artifact_bytes,
+        },
+    )?;
+    let limit = reservation.limit;
     let (size, sha256) = files::store_artifact(
         &state.config.data_dir,
         &id,
@@ -238,6 +239,8 @@ pub async fn upload_artifact(
         created_at: now_ms(),
     };
     state.store.upsert_artifact(&id, &info)?;
+    // Only now, with the record stored, may the next upload's check count it instead.
+    drop(reservation);
     tracing::info!(job_id = id, artifact = info.name, size, "artifact stored");
     Ok((StatusCode::CREATED, Json(info)))
 }

@@ -27,8 +27,7 @@ async fn started_job(h: &Harness) -> (String, String, String) {
 async fn status_reports_need_the_jobs_own_token() {
     let h = harness(&[]);
     let (a, id, token) = started_job(&h).await;
-    let update =
-        json!({"status": "progress", "message": "joined call", "counters": {"frames_encoded": 42}});
+    let update = json!({"status": "progress", "message": "joined call", "counters": {"video_frames_encoded": 42}});
     let uri = format!("/jobs/{id}/status");
     for bad in [None, Some(bearer("wrong")), Some(a.clone())] {
         let reply = h.post(&uri, bad.as_deref(), update.clone()).await;
@@ -39,11 +38,11 @@ async fn status_reports_need_the_jobs_own_token() {
     let job: Job =
         serde_json::from_slice(&h.get(&format!("/jobs/{id}"), Some(&a)).await.body).expect("job");
     assert_eq!(job.progress.as_deref(), Some("joined call"));
-    assert_eq!(job.counters["frames_encoded"], 42.0);
+    assert_eq!(job.counters["video_frames_encoded"], 42.0);
     let metrics = h.get("/metrics", None).await.text();
     assert!(
         metrics.contains(
-            "calls_offloader_job_reported_total{name=\"frames_encoded\",type=\"recording\"} 42"
+            "calls_offloader_job_reported_total{name=\"video_frames_encoded\",type=\"recording\"} 42"
         ),
         "{metrics}"
     );
@@ -333,7 +332,7 @@ async fn failed_webhook_calls_are_retried_and_counted() {
         .await;
     let token: calls_protocol::jobs::LoginResponse =
         serde_json::from_slice(&login.body).expect("login");
-    h.create(&bearer(&token.token), json!({"type": "recording"}))
+    h.create(&bearer(&token.bearer_token), json!({"type": "recording"}))
         .await;
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

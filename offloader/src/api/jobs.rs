@@ -9,7 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use calls_protocol::job_env;
-use calls_protocol::jobs::{CreateJobRequest, ImageStatus, InitRequest, Job, JobList, JobState};
+use calls_protocol::jobs::{
+    CreateJobRequest, ImageStatus, InitRequest, Job, JobList, JobState, JobType,
+};
 
 use super::{parse_json, ApiBytes, ApiJson};
 use crate::auth::ClientAuth;
@@ -19,6 +21,10 @@ use crate::view::public_job;
 use crate::{files, image_ref, now_ms, AppState};
 
 pub const MAX_INPUT_KEYS: usize = 64;
+/// Jobs per `GET /jobs` page unless `?limit=` says otherwise.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The largest `?limit=`.
+pub const MAX_PAGE_SIZE: usize = 500;
 
 /// Checks a job request against the configuration and builds its queued record.
 pub fn validate_request(
@@ -28,10 +34,16 @@ pub fn validate_request(
     request: CreateJobRequest,
 ) -> Result<JobRecord> {
     let runner_config = state.config.runner(request.job_type);
-    let runner = match request.runner {
+    // Mattermost's client always sends `runner`, empty when it has none in mind.
+    let runner = match request.runner.filter(|image| !image.is_empty()) {
+        Some(image) if !image_ref::is_valid_reference(&image) => {
+            return Err(Error::BadRequest(format!(
+                "runner {image:?} is not a Docker image reference (name[:tag][@digest])"
+            )))
+        }
         Some(image) if !state.config.image_allowed_for(request.job_type, &image) => {
             return Err(Error::BadRequest(format!(
-                "runner {image:?} is not allowed for {} jobs (runners.{}.image or .image_allowlist, or jobs.image_allowlist)",
+                "runner {image:?} is not allowed for {} jobs (runners.{}.image, .image_allowlist or .foreign_runners, or jobs.image_allowlist)",
                 request.job_type, request.job_type
             )))
         }
@@ -44,6 +56,17 @@ pub fn validate_request(
         return Err(Error::BadRequest(format!(
             "max_duration_sec must be between 1 and {limit} for {} jobs",
             request.job_type
+        )));
+    }
+    // Stored whole and returned by every GET /jobs: bounded, so that one client cannot make
+    // the store, the listing and every other client's answers slow and large.
+    let input_bytes = serde_json::to_vec(&request.input_data)
+        .map_err(|e| Error::BadRequest(format!("input_data: {e}")))?
+        .len();
+    if input_bytes > state.config.max_input_bytes {
+        return Err(Error::PayloadTooLarge(format!(
+            "input_data is {input_bytes} bytes as JSON, over the {} byte limit (jobs.max_input_bytes)",
+            state.config.max_input_bytes
         )));
     }
     if request.input_data.len() > MAX_INPUT_KEYS {
@@ -78,6 +101,12 @@ pub fn validate_request(
                 "input_data key {key:?} is reserved (the offloader sets it)"
             )));
         }
+        if !state
+            .config
+            .input_key_allowed(request.job_type, &runner, key)
+        {
+            return Err(unknown_input(state, request.job_type, &runner, key));
+        }
         if value.is_null() {
             return Err(Error::BadRequest(format!("input_data key {key:?} is null")));
         }
@@ -107,6 +136,25 @@ pub fn validate_request(
     })
 }
 
+/// The 400 for an input key the job's runner does not read, naming the keys it does.
+fn unknown_input(state: &AppState, job_type: JobType, runner: &str, key: &str) -> Error {
+    let accepted = if state.config.is_foreign_runner(job_type, runner) {
+        let keys = &state.config.runner(job_type).foreign_input_keys;
+        format!(
+            "runners.{job_type}.foreign_input_keys for {runner:?}: {}",
+            keys.join(", ")
+        )
+    } else {
+        let names: Vec<String> = job_env::input_names(job_type)
+            .map(str::to_ascii_lowercase)
+            .collect();
+        format!("{job_type} jobs read {}", names.join(", "))
+    };
+    Error::BadRequest(format!(
+        "input_data key {key:?} is not an input of this job (accepted: {accepted})"
+    ))
+}
+
 pub async fn create(
     State(state): State<AppState>,
     ClientAuth { client_id, owner }: ClientAuth,
@@ -118,6 +166,7 @@ pub async fn create(
         state.config.max_concurrent,
         state.config.max_queue_length,
         state.config.max_queue_per_client,
+        state.config.max_jobs_per_client,
     )?;
     tracing::info!(job_id = record.id, job_type = %record.job_type, client_id, "job queued");
     state.job_changed(&record.id);
@@ -126,34 +175,75 @@ pub async fn create(
         .store
         .job(&record.id)?
         .ok_or_else(|| Error::Internal("job vanished right after insert".into()))?;
-    Ok((StatusCode::CREATED, Json(public_job(&job))).into_response())
+    // 200, not 201: Mattermost's client takes only 200 as success (docs/mattermost.md).
+    Ok((StatusCode::OK, Json(public_job(&job))).into_response())
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    client: ClientAuth,
-    RawQuery(query): RawQuery,
-) -> Result<Json<JobList>> {
-    let mut filter = None;
-    for pair in query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
+/// What `GET /jobs` was asked for: `state`, `limit` and `cursor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub state: Option<JobState>,
+    /// Jobs per page, 1 to [`MAX_PAGE_SIZE`].
+    pub limit: usize,
+    /// Jobs after the one with this sequence number (0: from the first).
+    pub after: i64,
+}
+
+/// Parses the query string of `GET /jobs`; unknown or malformed parameters are a 400.
+pub fn parse_list_query(query: Option<&str>) -> Result<ListQuery> {
+    let mut parsed = ListQuery {
+        state: None,
+        limit: DEFAULT_PAGE_SIZE,
+        after: 0,
+    };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("state", value)) => {
-                filter = Some(JobState::parse(value).ok_or_else(|| {
+                parsed.state = Some(JobState::parse(value).ok_or_else(|| {
                     Error::BadRequest(format!(
                         "unknown state {value:?}: use queued, starting, running, stopping, succeeded, failed or cancelled"
                     ))
                 })?)
             }
+            Some(("limit", value)) => {
+                parsed.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!(
+                            "limit {value:?} must be a number from 1 to {MAX_PAGE_SIZE}"
+                        ))
+                    })?
+            }
+            Some(("cursor", value)) => {
+                parsed.after = value.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "cursor {value:?} is not one this API returned (next_cursor)"
+                    ))
+                })?
+            }
             _ => return Err(Error::BadRequest(format!("unknown query parameter {pair:?}"))),
         }
     }
-    let jobs = state.store.client_jobs(&client.owner, filter)?;
+    Ok(parsed)
+}
+
+/// One page of the caller's jobs, oldest first; `next_cursor` when more follow.
+pub async fn list(
+    State(state): State<AppState>,
+    client: ClientAuth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<JobList>> {
+    let query = parse_list_query(query.as_deref())?;
+    let (jobs, more) =
+        state
+            .store
+            .client_jobs_page(&client.owner, query.state, query.after, query.limit)?;
     Ok(Json(JobList {
+        next_cursor: more
+            .then(|| jobs.last().map(|job| job.seq.to_string()))
+            .flatten(),
         jobs: jobs.iter().map(public_job).collect(),
     }))
 }

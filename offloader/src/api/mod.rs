@@ -8,7 +8,7 @@ mod job_side;
 pub mod jobs;
 mod output;
 
-pub use clients::validate_registration;
+pub use crate::auth::registration::validate_registration;
 pub use job_side::{validate_status_update, MAX_COUNTERS};
 
 use axum::extract::{FromRequest, MatchedPath, Request, State};
@@ -159,10 +159,21 @@ async fn not_found() -> Error {
     Error::NotFound("no such route (see GET /openapi.json)".into())
 }
 
+/// Our name and version, and Mattermost's fields: `buildVersion` is the calls-offloader API
+/// release we speak (its Calls plugin checks it against `min_offloader_version`); hash and date
+/// come from the build environment when a build sets them (`CALLS_BUILD_HASH`, `CALLS_BUILD_DATE`).
 async fn version() -> Json<VersionInfo> {
     Json(VersionInfo {
         name: env!("CARGO_PKG_NAME").to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        build_version: calls_protocol::jobs::MATTERMOST_API_VERSION.to_string(),
+        build_hash: option_env!("CALLS_BUILD_HASH")
+            .unwrap_or_default()
+            .to_string(),
+        build_date: option_env!("CALLS_BUILD_DATE")
+            .unwrap_or_default()
+            .to_string(),
+        go_version: String::new(),
     })
 }
 

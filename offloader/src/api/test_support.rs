@@ -168,12 +168,12 @@ impl Harness {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         let login: LoginResponse = serde_json::from_slice(&reply.body).expect("login body");
         assert!(login.expires_at > crate::now_ms());
-        bearer(&login.token)
+        bearer(&login.bearer_token)
     }
 
     pub async fn create(&self, auth: &str, body: Value) -> Job {
         let reply = self.post("/jobs", Some(auth), body).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         serde_json::from_slice(&reply.body).expect("job body")
     }
 

@@ -83,7 +83,8 @@ async fn login_basic_auth_and_unregister() {
     let reply = h
         .send(Method::POST, "/unregister", Some(&token), None)
         .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json(), json!({"clientID": "a"}));
     assert_eq!(
         h.get("/jobs", Some(&token)).await.status,
         StatusCode::UNAUTHORIZED,
@@ -97,7 +98,7 @@ async fn login_basic_auth_and_unregister() {
             json!({"clientID": "b"}),
         )
         .await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(reply.status, StatusCode::OK);
     assert!(h.state.store.client("b").expect("store").is_none());
 }
 
@@ -202,6 +203,27 @@ async fn bad_requests_get_clear_json_errors_and_change_nothing() {
             StatusCode::BAD_REQUEST,
             "reserved",
         ),
+        (
+            json!({"type": "recording", "input_data": {"PROFLE": "high"}})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "\"PROFLE\" is not an input of this job (accepted: recording jobs read call_id,",
+        ),
+        (
+            json!({"type": "transcribing", "input_data": {"profile": "high"}})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "not an input of this job",
+        ),
+        (
+            json!({"type": "recording", "runner": "extra:1/../x"})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "not a Docker image reference",
+        ),
         (vec![b' '; 5000], StatusCode::PAYLOAD_TOO_LARGE, "limit"),
     ];
     for (body, status, needle) in cases {
@@ -232,15 +254,180 @@ async fn bad_requests_get_clear_json_errors_and_change_nothing() {
     assert_eq!(filter.status, StatusCode::BAD_REQUEST);
 }
 
+/// Issue 21 finding 3: environment variables that steer a program (proxies, the loader, the
+/// search path, the log filter) were accepted as inputs; only each runner's own inputs are.
+#[tokio::test]
+async fn only_the_runners_own_inputs_are_accepted() {
+    let h = harness(&[(
+        "OFFLOADER_RUNNERS_RECORDING_FOREIGN_RUNNERS",
+        "mattermost/calls-recorder:v*",
+    )]);
+    let a = h.client("a", KEY_A).await;
+    for key in [
+        "http_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "no_proxy",
+        "ld_preload",
+        "path",
+        "rust_log",
+        "home",
+    ] {
+        for runner in ["", "mattermost/calls-recorder:v0.8.5"] {
+            let reply = h
+                .post(
+                    "/jobs",
+                    Some(&a),
+                    json!({"type": "recording", "runner": runner, "input_data": {"call_id": "c", key: "x"}}),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{key} {runner}");
+            assert!(
+                reply.error().error.contains("not an input of this job"),
+                "{}",
+                reply.text()
+            );
+        }
+    }
+    assert_eq!(h.job_count(), 0);
+    // Mattermost's recorder gets its own keys (the operator's list), ours gets ours.
+    let mm = h
+        .create(
+            &a,
+            json!({"type": "recording", "runner": "mattermost/calls-recorder:v0.8.5", "max_duration_sec": 60,
+                   "input_data": {"site_url": "http://mm", "call_id": "c", "auth_token": "t", "width": 1280}}),
+        )
+        .await;
+    assert_eq!(mm.runner, "mattermost/calls-recorder:v0.8.5");
+    assert_eq!(mm.secret_fields, vec!["auth_token"]);
+    let reply = h
+        .post(
+            "/jobs",
+            Some(&a),
+            json!({"type": "recording", "input_data": {"site_url": "http://mm"}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    let reply = h
+        .post(
+            "/jobs",
+            Some(&a),
+            json!({"type": "transcribing", "runner": "mattermost/calls-recorder:v0.8.5"}),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "a recorder is no transcriber"
+    );
+}
+
+/// Mattermost's client: admin Basic auth with an empty user, 200 answers, `bearerToken`,
+/// self-registration on first use, the job shape with `start_at`/`stop_at`.
+#[tokio::test]
+async fn mattermost_client_conventions() {
+    let h = harness(&[]);
+    let admin = basic("", ADMIN);
+    let reply = h
+        .post(
+            "/register",
+            Some(&admin),
+            json!({"clientID": "mm", "authKey": KEY_A}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    for not_admin in [basic("", &format!("{ADMIN}_")), basic("x", ADMIN)] {
+        let reply = h
+            .post(
+                "/register",
+                Some(&not_admin),
+                json!({"clientID": "other", "authKey": KEY_B}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{not_admin}");
+    }
+    let login = h
+        .post("/login", None, json!({"clientID": "mm", "authKey": KEY_A}))
+        .await;
+    let body: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&login.body).expect("every value a string");
+    assert!(body["bearerToken"].len() >= 43);
+    let job = h
+        .create(
+            &basic("mm", KEY_A),
+            json!({"type": "recording", "runner": "", "max_duration_sec": 60}),
+        )
+        .await;
+    let view = h
+        .get(&format!("/jobs/{}", job.id), Some(&basic("mm", KEY_A)))
+        .await
+        .json();
+    assert_eq!(view["start_at"], json!(job.created_at));
+    assert!(view.get("stop_at").is_none(), "absent until final: {view}");
+    let init = h
+        .post(
+            "/jobs/init",
+            Some(&basic("mm", KEY_A)),
+            json!({"Runners": null}),
+        )
+        .await;
+    assert_ne!(init.status, StatusCode::BAD_REQUEST, "{}", init.text());
+    let empty = h
+        .post("/unregister", Some(&admin), json!({"clientID": ""}))
+        .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    let gone = h
+        .post("/unregister", Some(&admin), json!({"clientID": "mm"}))
+        .await;
+    assert_eq!(gone.status, StatusCode::OK, "{}", gone.text());
+
+    // Self-registration: off, an unknown client is a 401; on, its first request registers it.
+    let unknown = basic("newcomer", KEY_B);
+    assert_eq!(
+        h.get("/jobs", Some(&unknown)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(h.state.store.client("newcomer").expect("store").is_none());
+    let open = harness(&[("OFFLOADER_API_SELF_REGISTRATION", "true")]);
+    assert_eq!(
+        open.get("/jobs", Some(&unknown)).await.status,
+        StatusCode::OK
+    );
+    assert!(open
+        .state
+        .store
+        .client("newcomer")
+        .expect("store")
+        .is_some());
+    let wrong = basic("newcomer", KEY_A);
+    assert_eq!(
+        open.get("/jobs", Some(&wrong)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let short = open.get("/jobs", Some(&basic("shorty", "short"))).await;
+    assert_eq!(short.status, StatusCode::UNAUTHORIZED);
+    assert!(short.error().error.contains("32"), "{}", short.text());
+    // Unregistering never registers.
+    let reply = open
+        .post(
+            "/unregister",
+            Some(&basic("ghost", KEY_A)),
+            json!({"clientID": "ghost"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(open.state.store.client("ghost").expect("store").is_none());
+}
+
 #[tokio::test]
 async fn secret_inputs_are_stored_but_never_returned() {
     let h = harness(&[]);
     let a = h.client("a", KEY_A).await;
     let secret = "xoxb-very-secret-bot-token-value";
     let job = h
-        .create(&a, json!({"type": "transcribing", "input_data": {"call_id": "c1", "BOT_TOKEN": secret, "apiKey": secret}}))
+        .create(&a, json!({"type": "transcribing", "input_data": {"call_id": "c1", "BOT_TOKEN": secret, "join_token": secret}}))
         .await;
-    assert_eq!(job.secret_fields, vec!["BOT_TOKEN", "apiKey"]);
+    assert_eq!(job.secret_fields, vec!["BOT_TOKEN", "join_token"]);
     assert_eq!(job.input_data.len(), 1);
     for path in [
         format!("/jobs/{}", job.id),

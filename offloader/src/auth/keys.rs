@@ -4,14 +4,19 @@
 //!
 //! - **Cache.** A key that verified is remembered for `api.key_cache_ttl` as an HMAC-SHA256 of
 //!   (client id, key) under a random per-process secret, next to the argon2 hash it matched.
-//!   The key itself is never kept. A hit costs one HMAC and one store read; a stale entry (the
-//!   client was unregistered or registered again with another key) no longer matches the
-//!   stored hash and is dropped.
+//!   The key itself is never kept. A hit costs one HMAC and one store read and extends the
+//!   entry's life (a client in steady use never pays argon2 again until a restart); a stale
+//!   entry (the client was unregistered or registered again with another key) no longer
+//!   matches the stored hash and is dropped.
 //! - **Slots.** At most `api.max_key_verifications` argon2 runs at once; further requests wait
 //!   for a slot (and give up with 503 after [`SLOT_WAIT`]), so memory peaks at slots × 19 MiB.
 //! - **Failure limit.** More than `api.auth_failure_limit` failed verifications within a minute
-//!   for one client id, or from one source address (an IPv6 /64), answer 429 without running
-//!   argon2 at all.
+//!   for one client id *from one source address* (an IPv6 /64) answer 429 for that pair without
+//!   running argon2. The pair, not the id or the address alone: wrong keys sent from elsewhere
+//!   never lock out the right key, and clients sharing an address (one NAT) never lock out
+//!   each other. A cached key is never refused. Guessing across many ids or addresses is
+//!   bounded by the slots (each guess waits for an argon2 run), and keys of at least 32
+//!   characters make it hopeless anyway; the limit keeps one pair from burning the slots.
 //! - **Equal work for unknown ids.** An unknown client id is checked against a dummy hash, so the
 //!   answer time does not tell which ids exist.
 //! - **Memory returns.** The argon2 working memory is allocated here, above glibc's largest
@@ -75,7 +80,7 @@ struct CachedKey {
     expires: Instant,
 }
 
-/// Failed verifications per client id and per source address within [`FAILURE_WINDOW`].
+/// Failed verifications per (client id, source address) within [`FAILURE_WINDOW`].
 #[derive(Default)]
 struct Failures {
     counts: HashMap<String, (u32, Instant)>,
@@ -127,6 +132,13 @@ pub fn source_key(ip: IpAddr) -> String {
             }
         },
     }
+}
+
+/// The failure-limit key of a client id tried from `source` (length-prefixed, so no id can
+/// collide with another pair).
+pub fn failure_key(client_id: &str, source: Option<IpAddr>) -> String {
+    let source = source.map_or_else(|| "ip:none".to_string(), source_key);
+    format!("{}:{client_id}|{source}", client_id.len())
 }
 
 /// See the module documentation.
@@ -181,11 +193,10 @@ impl KeyVerifier {
         if let Some(client) = self.cached(store, &fingerprint, client_id)? {
             return Ok((Some(client), Outcome::Cached));
         }
-        let id_key = format!("id:{client_id}");
-        let source_key = source.map(source_key);
+        let pair_key = failure_key(client_id, source);
         // Charged before argon2 runs and refunded on success, so that concurrent attempts
         // cannot all pass the check before the first failure is counted.
-        self.charge_failure(&id_key, source_key.as_deref())?;
+        self.charge_failure(&pair_key)?;
         let client = store.client(client_id)?;
         let hash = client
             .as_ref()
@@ -207,10 +218,7 @@ impl KeyVerifier {
             Some(client) if matched => {
                 let now = Instant::now();
                 let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-                failures.refund(&id_key, now);
-                if let Some(source_key) = &source_key {
-                    failures.refund(source_key, now);
-                }
+                failures.refund(&pair_key, now);
                 drop(failures);
                 if !self.cache_ttl.is_zero() {
                     self.remember(fingerprint, &client.key_hash);
@@ -231,9 +239,15 @@ impl KeyVerifier {
             return Ok(None);
         }
         let key_hash = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(fingerprint) {
-                Some(entry) if entry.expires > Instant::now() => entry.key_hash.clone(),
+            let now = Instant::now();
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get_mut(fingerprint) {
+                Some(entry) if entry.expires > now => {
+                    // Sliding: a key in use stays verified (the stored-hash check below still
+                    // drops it the moment the registration changes).
+                    entry.expires = now + self.cache_ttl;
+                    entry.key_hash.clone()
+                }
                 _ => return Ok(None),
             }
         };
@@ -265,22 +279,18 @@ impl KeyVerifier {
         );
     }
 
-    /// Refuses when the id or the source is at its limit; otherwise counts one failure for
-    /// each in advance (refunded when the key turns out right).
-    fn charge_failure(&self, id_key: &str, source_key: Option<&str>) -> Result<()> {
+    /// Refuses when the (id, source) pair is at its limit; otherwise counts one failure in
+    /// advance (refunded when the key turns out right).
+    fn charge_failure(&self, pair_key: &str) -> Result<()> {
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let over = |key: &str| failures.count(key, now) >= self.failure_limit;
-        if over(id_key) || source_key.is_some_and(over) {
+        if failures.count(pair_key, now) >= self.failure_limit {
             return Err(Error::RateLimited(format!(
-                "too many failed logins for this client id or from this address; wait up to {}s",
+                "too many failed logins for this client id from this address; wait up to {}s",
                 FAILURE_WINDOW.as_secs()
             )));
         }
-        failures.add(id_key.to_string(), now);
-        if let Some(source_key) = source_key {
-            failures.add(source_key.to_string(), now);
-        }
+        failures.add(pair_key.to_string(), now);
         Ok(())
     }
 
@@ -441,6 +451,15 @@ mod tests {
         assert_eq!(failures.count("id:a", start + FAILURE_WINDOW), 1);
         failures.refund("id:a", start + FAILURE_WINDOW);
         assert_eq!(failures.count("id:a", start + FAILURE_WINDOW), 0);
+    }
+
+    #[test]
+    fn failures_are_counted_per_client_id_and_source() {
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert_ne!(failure_key("c", Some(a)), failure_key("c", Some(b)));
+        assert_ne!(failure_key("c", Some(a)), failure_key("d", Some(a)));
+        assert_eq!(failure_key("c", Some(a)), failure_key("c", Some(a)));
     }
 
     #[test]

@@ -180,6 +180,9 @@ pub fn container_body(
             network_mode: Some(config.network.clone()),
             nano_cpus: (runner.cpus > 0.0).then_some((runner.cpus * 1e9) as i64),
             memory: (runner.memory_mb > 0).then(|| runner.memory_mb as i64 * 1024 * 1024),
+            // Memory plus swap equal to memory: no swap at all. Docker's default (swap twice
+            // the memory limit) would let a job push the host into swapping beyond its limit.
+            memory_swap: (runner.memory_mb > 0).then(|| runner.memory_mb as i64 * 1024 * 1024),
             security_opt: Some(vec!["no-new-privileges:true".to_string()]),
             // Job images run as an unprivileged user and need no capability (not even
             // NET_RAW, which would let a job craft packets on the job network).
@@ -422,6 +425,10 @@ mod tests {
         );
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.memory, Some(4096 * 1024 * 1024));
+        assert_eq!(
+            host.memory_swap, host.memory,
+            "no swap beyond the memory limit"
+        );
         assert_eq!(host.nano_cpus, Some(2_000_000_000));
         assert_eq!(host.init, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));

@@ -154,3 +154,75 @@ fn the_documented_example_file_is_valid() {
     assert_eq!(config.max_concurrent, 4);
     assert_eq!(config.failed_job_retention, Duration::from_secs(7 * 86400));
 }
+
+#[test]
+fn patterns_match_with_stars_only() {
+    assert!(matches_pattern(
+        "mattermost/calls-recorder:v*",
+        "mattermost/calls-recorder:v0.8.5"
+    ));
+    assert!(matches_pattern("a*b*c", "a-x-b-y-c"));
+    assert!(matches_pattern("exact:1", "exact:1"));
+    assert!(!matches_pattern("exact:1", "exact:12"));
+    assert!(!matches_pattern(
+        "mattermost/calls-recorder:v*",
+        "evil/mattermost/calls-recorder:v1"
+    ));
+    assert!(!matches_pattern("a*bc", "abxc"));
+    assert!(
+        !matches_pattern("ab*ba", "aba"),
+        "the two ends may not overlap"
+    );
+}
+
+#[test]
+fn foreign_runners_get_the_operator_keys_and_ours_get_the_protocol_keys() {
+    let config = Config::load(
+        "",
+        env(&[(
+            "OFFLOADER_RUNNERS_RECORDING_FOREIGN_RUNNERS",
+            "mattermost/calls-recorder:v*",
+        )]),
+    )
+    .expect("valid");
+    let mm = "mattermost/calls-recorder:v0.8.5";
+    assert!(config.image_allowed_for(JobType::Recording, mm));
+    assert!(config.image_allowed(mm));
+    assert!(!config.image_allowed_for(JobType::Transcribing, mm));
+    // Mattermost's recorder: its keys (the default list), not ours, and never a proxy.
+    assert!(config.input_key_allowed(JobType::Recording, mm, "site_url"));
+    assert!(config.input_key_allowed(JobType::Recording, mm, "AUTH_TOKEN"));
+    assert!(!config.input_key_allowed(JobType::Recording, mm, "profile"));
+    assert!(!config.input_key_allowed(JobType::Recording, mm, "http_proxy"));
+    // Our recorder: the protocol's list.
+    let ours = "calls-recorder:latest";
+    assert!(config.input_key_allowed(JobType::Recording, ours, "profile"));
+    assert!(!config.input_key_allowed(JobType::Recording, ours, "site_url"));
+    assert!(!config.input_key_allowed(JobType::Recording, ours, "PROFLE"));
+
+    let config = Config::load(
+        "[runners.transcribing]\nforeign_runners = [\"x/t:*\"]\nforeign_input_keys = [\"only_this\"]\n",
+        env(&[]),
+    )
+    .expect("valid");
+    assert!(config.input_key_allowed(JobType::Transcribing, "x/t:1", "ONLY_THIS"));
+    assert!(!config.input_key_allowed(JobType::Transcribing, "x/t:1", "site_url"));
+
+    for (file, needle) in [
+        (
+            "[runners.recording]\nforeign_runners = [\"*\"]\n",
+            "would allow any image",
+        ),
+        (
+            "[runners.recording]\nforeign_input_keys = [\"job_token\"]\n",
+            "foreign_input_keys entry \"job_token\"",
+        ),
+        (
+            "[runners.recording]\nforeign_input_keys = [\"a-b\"]\n",
+            "is not an environment name",
+        ),
+    ] {
+        let error = Config::load(file, env(&[])).expect_err(file).to_string();
+        assert!(error.contains(needle), "{file}: {error}");
+    }
+}

@@ -2,21 +2,39 @@
 
 use super::*;
 
-fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("j{i}")).collect()
+fn waiting(jobs: &[(&str, &str)]) -> Vec<Waiting> {
+    jobs.iter()
+        .map(|(id, owner)| Waiting {
+            job_id: id.to_string(),
+            owner: owner.to_string(),
+        })
+        .collect()
 }
 
 #[test]
 fn admit_fills_free_slots_in_fifo_order() {
-    let queued = ids(5);
-    assert_eq!(admit(0, 2, &queued), &["j0".to_string(), "j1".to_string()]);
-    assert_eq!(admit(1, 2, &queued), &["j0".to_string()]);
-    assert!(admit(2, 2, &queued).is_empty());
+    let queued = waiting(&[("j0", "a"), ("j1", "a"), ("j2", "a"), ("j3", "a")]);
+    // One client alone may use every slot (nobody else waits).
+    assert_eq!(admit(&[], 2, 1, &queued), ["j0", "j1"]);
+    assert_eq!(admit(&["a"], 2, 1, &queued), ["j0"]);
+    assert!(admit(&["a", "a"], 2, 1, &queued).is_empty());
     assert!(
-        admit(3, 2, &queued).is_empty(),
+        admit(&["a", "a", "a"], 2, 1, &queued).is_empty(),
         "over the limit admits nothing"
     );
-    assert!(admit(0, 2, &[]).is_empty());
+    assert!(admit(&[], 2, 1, &[]).is_empty());
+}
+
+#[test]
+fn a_client_over_its_run_share_lets_others_go_first() {
+    let queued = waiting(&[("a2", "a"), ("a3", "a"), ("b1", "b"), ("c1", "c")]);
+    // `a` holds one of two slots, its share: the free slot goes to b, although a's job is older.
+    assert_eq!(admit(&["a"], 2, 1, &queued), ["b1"]);
+    // Three free slots: b and c first, then a again (no slot stays idle).
+    assert_eq!(admit(&["a"], 4, 1, &queued), ["b1", "c1", "a2"]);
+    // Within its share, a client's older job goes first.
+    assert_eq!(admit(&[], 4, 2, &queued), ["a2", "a3", "b1", "c1"]);
+    assert_eq!(admit(&["a", "a"], 3, 2, &queued), ["b1"]);
 }
 
 fn facts(exit_code: Option<i64>) -> ExitFacts<'static> {

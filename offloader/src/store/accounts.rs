@@ -83,13 +83,30 @@ impl Store {
         })
     }
 
-    pub fn insert_token(&self, hash: &str, client: &ClientRecord, expires_at: i64) -> Result<()> {
+    /// Stores a new bearer token of `client` and revokes its oldest ones beyond `max_live`
+    /// (so repeated logins rotate tokens instead of piling them up). Returns how many were
+    /// revoked.
+    pub fn insert_token(
+        &self,
+        hash: &str,
+        client: &ClientRecord,
+        expires_at: i64,
+        max_live: usize,
+    ) -> Result<usize> {
         blocking(|| {
-            self.conn().execute(
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
                 "INSERT INTO tokens (hash, client_id, client_uid, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![hash, client.id, client.uid, expires_at],
             )?;
-            Ok(())
+            let revoked = tx.execute(
+                "DELETE FROM tokens WHERE client_uid = ?1 AND rowid NOT IN \
+                 (SELECT rowid FROM tokens WHERE client_uid = ?1 ORDER BY rowid DESC LIMIT ?2)",
+                params![client.uid, max_live.max(1) as i64],
+            )?;
+            tx.commit()?;
+            Ok(revoked)
         })
     }
 

@@ -35,7 +35,9 @@ fn record(id: &str) -> JobRecord {
 fn transitions_only_happen_from_valid_states() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    store.insert_job(&record("j"), 2, 10, 10).expect("insert");
+    store
+        .insert_job(&record("j"), 2, 10, 10, usize::MAX)
+        .expect("insert");
     assert!(
         !store.mark_running("j", 5).expect("store"),
         "queued cannot jump to running"
@@ -78,18 +80,26 @@ fn admission_counts_free_slots_and_the_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     // 1 slot + queue of 1: two jobs fit, the third is refused.
-    store.insert_job(&record("a"), 1, 1, 1).expect("first");
-    store.insert_job(&record("b"), 1, 1, 1).expect("second");
-    let err = store.insert_job(&record("c"), 1, 1, 1).expect_err("full");
+    store
+        .insert_job(&record("a"), 1, 1, 1, usize::MAX)
+        .expect("first");
+    store
+        .insert_job(&record("b"), 1, 1, 1, usize::MAX)
+        .expect("second");
+    let err = store
+        .insert_job(&record("c"), 1, 1, 1, usize::MAX)
+        .expect_err("full");
     assert!(matches!(err, Error::QueueFull(_)), "{err}");
     assert!(store.job("c").expect("store").is_none(), "nothing stored");
     // Starting `a` takes the slot: still only one waiting place.
     store.mark_starting("a", "h").expect("store");
-    assert!(store.insert_job(&record("c"), 1, 1, 1).is_err());
+    assert!(store.insert_job(&record("c"), 1, 1, 1, usize::MAX).is_err());
     store
         .finish("a", JobState::Succeeded, Some(0), None, 3)
         .expect("store");
-    store.insert_job(&record("c"), 1, 1, 1).expect("slot freed");
+    store
+        .insert_job(&record("c"), 1, 1, 1, usize::MAX)
+        .expect("slot freed");
     let queued: Vec<String> = store
         .jobs_in(&[JobState::Queued])
         .expect("store")
@@ -104,7 +114,9 @@ fn everything_survives_reopening_and_the_instance_id_is_stable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let instance = {
         let store = Store::open(dir.path()).expect("open");
-        store.insert_job(&record("j"), 2, 10, 10).expect("insert");
+        store
+            .insert_job(&record("j"), 2, 10, 10, usize::MAX)
+            .expect("insert");
         store.mark_starting("j", "h").expect("store");
         store.instance.clone()
     };
@@ -185,13 +197,17 @@ fn one_client_cannot_fill_the_whole_queue() {
         ..record(id)
     };
     // No free slot (0 concurrent), queue of 4, 2 places per client.
-    store.insert_job(&of("a1", "a"), 0, 4, 2).expect("a1");
-    store.insert_job(&of("a2", "a"), 0, 4, 2).expect("a2");
+    store
+        .insert_job(&of("a1", "a"), 0, 4, 2, usize::MAX)
+        .expect("a1");
+    store
+        .insert_job(&of("a2", "a"), 0, 4, 2, usize::MAX)
+        .expect("a2");
     let err = store
-        .insert_job(&of("a3", "a"), 0, 4, 2)
+        .insert_job(&of("a3", "a"), 0, 4, 2, usize::MAX)
         .expect_err("share used");
     assert!(err.to_string().contains("jobs.client_queue_share"), "{err}");
     store
-        .insert_job(&of("b1", "b"), 0, 4, 2)
+        .insert_job(&of("b1", "b"), 0, 4, 2, usize::MAX)
         .expect("another client still fits");
 }

@@ -8,7 +8,10 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use calls_participant::{audio, Event, JoinOptions, Participant, RemoteTrack, Role, TrackKind};
+use calls_protocol::signalling::{ErrorCode, ServerMessage, PROTOCOL_VERSION};
 use calls_sfu::{Config, RunningSfu};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
@@ -105,6 +108,53 @@ pub async fn wait_event(
             Some(event) if predicate(&event) => return event,
             Some(_) => continue,
             None => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+// Raw signalling sockets, for clients that misbehave on purpose.
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(sfu: &calls_sfu::RunningSfu) -> Socket {
+    tokio_tungstenite::connect_async(sfu.ws_url())
+        .await
+        .expect("websocket connects")
+        .0
+}
+
+pub async fn send(socket: &mut Socket, text: impl Into<String>) {
+    socket
+        .send(Message::Text(text.into().into()))
+        .await
+        .expect("frame is sent");
+}
+
+pub fn join_message(token: &str, call_id: Option<&str>) -> String {
+    let mut message =
+        serde_json::json!({"type": "join", "version": PROTOCOL_VERSION, "token": token});
+    if let Some(call_id) = call_id {
+        message["call_id"] = call_id.into();
+    }
+    message.to_string()
+}
+
+/// Every error code the server sends until it closes the socket (or `wait` passes), and whether
+/// it closed it.
+pub async fn errors_until_close(socket: &mut Socket, wait: Duration) -> (Vec<ErrorCode>, bool) {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut codes = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return (codes, false),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return (codes, true),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if let Ok(ServerMessage::Error { code, .. }) = ServerMessage::from_json(&text) {
+                    codes.push(code);
+                }
+            }
+            Ok(Some(Ok(_))) => {}
         }
     }
 }

@@ -1,0 +1,3 @@
+module calls-e2e/mmclient
+
+go 1.19
