@@ -304,6 +304,7 @@ async fn transcribe_call(
         keep_audio: config.keep_audio,
         call_ms: call_duration.as_millis() as u64,
         artifacts_dir: artifacts_dir.clone(),
+        activity: Arc::clone(&done_work),
     };
     let mut transcribing = tokio::task::spawn_blocking(move || {
         post_call.run(&mut |percent| {
@@ -440,6 +441,8 @@ struct PostCall {
     keep_audio: bool,
     call_ms: u64,
     artifacts_dir: PathBuf,
+    /// Whisper's own progress is counted here too, so the heartbeat advances within a long chunk.
+    activity: Arc<AtomicU64>,
 }
 
 impl PostCall {
@@ -479,6 +482,7 @@ impl PostCall {
         }
 
         let mut transcriber = Transcriber::new(&self.options)?;
+        transcriber.set_activity(Arc::clone(&self.activity));
         let mut transcripts: Vec<SpeakerTranscript> = Vec::new();
         let mut audio_done = 0u64;
         let mut last_percent = 0u8;

@@ -9,10 +9,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::engine::{DecodeSettings, Engine, RawSegment, RawToken, SAMPLE_RATE};
+use crate::engine::{DecodeSettings, Engine, LoadOptions, RawSegment, RawToken, SAMPLE_RATE};
 use crate::error::Result;
 use crate::models;
-use crate::transcript::{Segment, SpeakerTranscript};
+use crate::transcript::{Segment, SpeakerTranscript, Word};
 use crate::vad::{Vad, VadSettings};
 
 /// A participant as the call knew them. Two people with one name stay apart by session.
@@ -36,7 +36,7 @@ pub struct AudioPiece {
 /// What the caller chooses about a transcription.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranscribeOptions {
-    /// The ggml whisper model file (see [`models::model_path`]).
+    /// The ggml whisper model file (see [`models::resolve_model_path`]).
     pub model: PathBuf,
     /// The Silero VAD model file (see [`models::vad_model_path`]).
     pub vad_model: PathBuf,
@@ -52,10 +52,11 @@ pub struct TranscribeOptions {
 
 impl TranscribeOptions {
     /// Options for the model called `name` in the model directory `dir`, with the defaults: language
-    /// detected, greedy, 2 threads, no prompt. Fails with the list of models present if `name` is missing.
+    /// detected, greedy, 2 threads, no prompt. `name` without a file of its own gets its quantised version
+    /// ([`models::resolve_model_path`]). Fails with the list of models present if neither is there.
     pub fn for_model(dir: &Path, name: &str) -> Result<Self> {
         Ok(TranscribeOptions {
-            model: models::model_path(dir, name)?,
+            model: models::resolve_model_path(dir, name)?,
             vad_model: models::vad_model_path(dir)?,
             language: None,
             beam_size: None,
@@ -94,7 +95,13 @@ pub struct Transcriber {
 impl Transcriber {
     /// Loads the whisper and VAD models and checks the options against the model.
     pub fn new(options: &TranscribeOptions) -> Result<Self> {
-        let engine = Engine::load(&options.model)?;
+        // Word timestamps in the transcript: tokens timed by DTW over the alignment heads.
+        let engine = Engine::load_with(
+            &options.model,
+            LoadOptions {
+                word_timestamps: true,
+            },
+        )?;
         // One thread: Silero runs one tiny graph per 32 ms frame, and ggml's spin-waiting threads turn
         // every frame into a barrier that costs a scheduler slice on a busy machine (measured: a 20 s
         // buffer took minutes with 2 threads under load, seconds with 1).
@@ -122,6 +129,12 @@ impl Transcriber {
             vad,
             settings,
         })
+    }
+
+    /// Counts whisper's progress into `counter` (see [`Engine::set_activity`]): the job's heartbeat follows
+    /// it, so a long chunk on a busy machine keeps the job healthy and only a stuck one does not.
+    pub fn set_activity(&mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        self.engine.set_activity(counter);
     }
 
     /// Transcribes one speaker. `pieces` may come in any order; `progress` is called after the VAD pass
@@ -337,7 +350,7 @@ impl Chunk {
                         text: tokens.iter().map(|t| t.text.as_str()).collect(),
                         avg_token_prob: probability / tokens.len().max(1) as f32,
                         no_speech_prob: raw.no_speech_prob,
-                        tokens: Vec::new(),
+                        tokens: tokens.into_iter().cloned().collect(),
                     }
                 })
                 .collect()
@@ -348,16 +361,64 @@ impl Chunk {
             .map(|part| {
                 let start_ms = self.call_start_ms(part.start_ms, pieces);
                 let end_ms = self.call_end_ms(part.end_ms, pieces).max(start_ms);
+                let words = words_of(&part.tokens)
+                    .into_iter()
+                    .map(|word| {
+                        let start = self.call_start_ms(word.start_ms, pieces);
+                        Word {
+                            start_ms: start,
+                            end_ms: self.call_end_ms(word.end_ms, pieces).max(start),
+                            ..word
+                        }
+                    })
+                    .collect();
                 Segment {
                     start_ms,
                     end_ms,
                     text: part.text.trim().to_string(),
                     avg_token_prob: part.avg_token_prob,
                     no_speech_prob: part.no_speech_prob,
+                    words,
                 }
             })
             .collect()
     }
+}
+
+/// A segment's text tokens grouped into words, times as the tokens': a token that starts with a space
+/// starts a word, unless it holds no letter or digit (a dash, a quote), which joins the word before, as do
+/// tokens without a space (the rest of a word, its punctuation).
+pub fn words_of(tokens: &[RawToken]) -> Vec<Word> {
+    let mut words: Vec<(Word, u32)> = Vec::new();
+    for token in tokens {
+        let starts_word = token.text.starts_with(char::is_whitespace)
+            && token.text.chars().any(char::is_alphanumeric);
+        match words.last_mut() {
+            Some((word, count)) if !starts_word => {
+                word.text.push_str(&token.text);
+                word.end_ms = word.end_ms.max(token.end_ms);
+                word.probability += token.probability;
+                *count += 1;
+            }
+            _ => words.push((
+                Word {
+                    start_ms: token.start_ms,
+                    end_ms: token.end_ms.max(token.start_ms),
+                    text: token.text.clone(),
+                    probability: token.probability,
+                },
+                1,
+            )),
+        }
+    }
+    words
+        .into_iter()
+        .filter_map(|(mut word, count)| {
+            word.text = word.text.trim().to_string();
+            word.probability /= count as f32;
+            (!word.text.is_empty()).then_some(word)
+        })
+        .collect()
 }
 
 /// Call time of sample `position` of the chunk, clamped to the part.

@@ -22,7 +22,44 @@ use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transc
 
 const FASTER_WHISPER_SCRIPT: &str = include_str!("../../bench/faster_whisper_bench.py");
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every model file the run needs, checked before any audio is made: a missing one is named with the
+/// command that fetches it.
+fn check_models(dir: &Path, names: &str) -> anyhow::Result<()> {
+    models::vad_model_path(dir).with_context(|| {
+        format!(
+            "the VAD model {} is missing; fetch it with `calls-transcriber models fetch silero-vad`",
+            dir.join(models::VAD_MODEL_FILE).display()
+        )
+    })?;
+    for name in names.split(',') {
+        if models::resolve_model_path(dir, name).is_err() {
+            let (base, quantize) = match name.rsplit_once("-q") {
+                Some((base, kind)) => (base, format!(" --quantize q{kind}")),
+                None => (name, String::new()),
+            };
+            bail!(
+                "model {name:?} is missing: no {} in {} (present: {}); fetch it with \
+                 `calls-transcriber models fetch {base}{quantize}`",
+                models::model_file_name(name),
+                dir.display(),
+                models::available_models(dir).join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--one") {
         return one(&args[1..]);
@@ -40,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     let beams: Vec<&str> = beams.split(',').collect();
     let python = option("--python").unwrap_or_else(|| "/work/.venv-fw/bin/python".to_string());
     let dir = models::default_dir();
+    check_models(&dir, &model_names)?;
 
     let work = tempfile::tempdir()?;
     let mut audio = Vec::new();
@@ -95,6 +133,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     for name in model_names.split(',') {
         let base_name = name.split("-q").next().unwrap_or(name);
+        // The file a job would use for this name (checked above): its weights are what the row reports.
+        let file = models::model_name_of(&models::resolve_model_path(&dir, name)?);
         for threads in threads.split(',') {
             for beam in beams.iter().copied() {
                 let output = Command::new(&me)
@@ -105,7 +145,7 @@ fn main() -> anyhow::Result<()> {
                     &output,
                     "calls-transcriber",
                     name,
-                    weights_of(name),
+                    weights_of(&file),
                     beam,
                     threads,
                     audio_s,
@@ -151,6 +191,8 @@ fn weights_of(name: &str) -> &'static str {
         "q8_0"
     } else if name.ends_with("-q5_0") {
         "q5_0"
+    } else if name.ends_with("-q4_0") {
+        "q4_0"
     } else {
         "f16"
     }
