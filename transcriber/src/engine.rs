@@ -174,6 +174,9 @@ pub struct LoadOptions {
     /// milliseconds, where the timestamp-token heuristic was off by up to 0.7 s. Costs one extra decoder
     /// pass per segment; only for models whose alignment heads whisper.cpp knows (tiny … large-v3).
     pub word_timestamps: bool,
+    /// whisper.cpp's fused attention kernel (`flash_attn`). whisper.cpp cannot time tokens by DTW with it,
+    /// so it turns `word_timestamps` off (word times then come from the timestamp-token heuristic).
+    pub flash_attn: bool,
 }
 
 /// whisper.cpp's alignment-head preset for the model in `path`, from its ggml header (vocabulary size,
@@ -236,8 +239,8 @@ impl Engine {
         }
         let mut parameters = WhisperContextParameters::default();
         parameters.use_gpu(false);
-        let preset = options
-            .word_timestamps
+        parameters.flash_attn(options.flash_attn);
+        let preset = (options.word_timestamps && !options.flash_attn)
             .then(|| alignment_heads(model))
             .flatten();
         let dtw = preset.is_some();

@@ -80,6 +80,8 @@ pub struct Progress {
 pub const CHUNK_MAX_MS: u64 = 28_000;
 /// Speech regions closer than this are decoded together, with the real audio between them.
 pub const CHUNK_JOIN_MS: u64 = 1_000;
+/// The VAD goes through a long piece in spans of this much audio (see `transcribe_speaker`).
+pub const VAD_SPAN_MS: u64 = 300_000;
 
 /// Segments whisper itself judged to be probably no speech, with a low token probability, are dropped.
 const NO_SPEECH_DROP: f32 = 0.6;
@@ -90,18 +92,25 @@ pub struct Transcriber {
     engine: Engine,
     vad: Vad,
     settings: DecodeSettings,
+    activity: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Transcriber {
-    /// Loads the whisper and VAD models and checks the options against the model.
+    /// Loads the whisper and VAD models and checks the options against the model. Tokens are timed by
+    /// DTW over the alignment heads, for the transcript's word timestamps.
     pub fn new(options: &TranscribeOptions) -> Result<Self> {
-        // Word timestamps in the transcript: tokens timed by DTW over the alignment heads.
-        let engine = Engine::load_with(
-            &options.model,
+        Self::new_with(
+            options,
             LoadOptions {
                 word_timestamps: true,
+                ..LoadOptions::default()
             },
-        )?;
+        )
+    }
+
+    /// [`Transcriber::new`] with the model loaded as `load` says (benchmarks compare the options).
+    pub fn new_with(options: &TranscribeOptions, load: LoadOptions) -> Result<Self> {
+        let engine = Engine::load_with(&options.model, load)?;
         // One thread: Silero runs one tiny graph per 32 ms frame, and ggml's spin-waiting threads turn
         // every frame into a barrier that costs a scheduler slice on a busy machine (measured: a 20 s
         // buffer took minutes with 2 threads under load, seconds with 1).
@@ -128,13 +137,15 @@ impl Transcriber {
             engine,
             vad,
             settings,
+            activity: None,
         })
     }
 
     /// Counts whisper's progress into `counter` (see [`Engine::set_activity`]): the job's heartbeat follows
     /// it, so a long chunk on a busy machine keeps the job healthy and only a stuck one does not.
     pub fn set_activity(&mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        self.engine.set_activity(counter);
+        self.engine.set_activity(std::sync::Arc::clone(&counter));
+        self.activity = Some(counter);
     }
 
     /// Transcribes one speaker. `pieces` may come in any order; `progress` is called after the VAD pass
@@ -150,10 +161,26 @@ impl Transcriber {
         pieces.sort_by_key(|p| p.start_ms);
         let audio_ms = pieces.iter().map(|p| samples_to_ms(p.samples.len())).sum();
 
-        // VAD over every piece first, so progress has a total.
+        // VAD over every piece first, so progress has a total. A long piece goes through in spans of
+        // [`VAD_SPAN_MS`], each counted as activity: an hour of one speaker takes the VAD a minute on a
+        // busy machine, longer than the health check waits (a region cut at a span's edge is joined
+        // again by `plan_chunks`, which joins regions less than a second apart).
         let mut chunks = Vec::new();
+        let span = ms_to_samples(VAD_SPAN_MS);
         for (index, piece) in pieces.iter().enumerate() {
-            let regions = self.vad.speech_regions(&piece.samples)?;
+            let mut regions = Vec::new();
+            for (number, part) in piece.samples.chunks(span).enumerate() {
+                let offset = number * span;
+                regions.extend(
+                    self.vad
+                        .speech_regions(part)?
+                        .into_iter()
+                        .map(|r| r.start + offset..r.end + offset),
+                );
+                if let Some(activity) = &self.activity {
+                    activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             chunks.extend(plan_chunks(index, &regions));
         }
         let total_ms: u64 = chunks.iter().map(Chunk::speech_ms).sum();
