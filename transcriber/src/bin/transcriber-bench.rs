@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p calls-transcriber --bin transcriber-bench -- \
 //!     [--models tiny.en,base] [--threads 1,2] [--beams 1,5] [--python /work/.venv-fw/bin/python] [--vad-report]
-//!     [--rounds N] [--fw-compute int8,float32] [--fw-words 0,1]
+//!     [--rounds N] [--fw-compute int8,float32] [--fw-words 0,1] [--compare LABEL=BINARY,...]
 //! ```
 //! The audio: every sentence of `evaluation::SENTENCES` spoken by espeak-ng, voices rotating, with 0.7 s
 //! pauses (≥ 30 s). Each configuration runs in its own process so its peak RSS is its own. RTF = time to
@@ -12,7 +12,7 @@
 //! as calls-transcriber runs with its own (`--fw-words 1`: also with its word timestamps, which
 //! calls-transcriber always makes). `--rounds N` runs every configuration N times, interleaved (ours and
 //! faster-whisper alternate, so a busy machine loads both alike), and reports the medians and each round's
-//! CPU figure.
+//! CPU figure. `--compare` adds other builds of this benchmark (say, main's) to the same rounds.
 
 use std::path::Path;
 use std::process::Command;
@@ -133,6 +133,15 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // `--compare LABEL=BINARY,...`: other builds of this bench (e.g. main's) measured in the same rounds.
+    let mut engines: Vec<(String, std::path::PathBuf)> =
+        vec![("calls-transcriber".to_owned(), me.clone())];
+    for entry in option("--compare").iter().flat_map(|c| c.split(',')) {
+        let (label, binary) = entry
+            .split_once('=')
+            .with_context(|| format!("--compare {entry:?}: expected LABEL=BINARY"))?;
+        engines.push((format!("calls-transcriber ({label})"), binary.into()));
+    }
     let have_python = Path::new(&python).exists();
     if !have_python {
         println!("(no faster-whisper: {python} is missing; see docs/benchmarks.md)");
@@ -148,18 +157,20 @@ fn run() -> anyhow::Result<()> {
         let file = models::model_name_of(&models::resolve_model_path(&dir, name)?);
         for threads in threads.split(',') {
             for beam in beams.iter().copied() {
-                let mut command = Command::new(&me);
-                command
-                    .args(["--one", name, threads, beam])
-                    .arg(&audio_path);
-                runs.push(Run::new(
-                    "calls-transcriber",
-                    name,
-                    weights_of(&file),
-                    beam,
-                    threads,
-                    command,
-                ));
+                for (label, binary) in &engines {
+                    let mut command = Command::new(binary);
+                    command
+                        .args(["--one", name, threads, beam])
+                        .arg(&audio_path);
+                    runs.push(Run::new(
+                        label,
+                        name,
+                        weights_of(&file),
+                        beam,
+                        threads,
+                        command,
+                    ));
+                }
             }
             if !have_python || !compared.insert((base_name.to_owned(), threads.to_owned())) {
                 continue;
@@ -242,7 +253,7 @@ fn weights_of(name: &str) -> &'static str {
 
 /// One configuration of the table and what each round measured.
 struct Run {
-    engine: &'static str,
+    engine: String,
     model: String,
     weights: String,
     beam: String,
@@ -255,7 +266,7 @@ struct Run {
 
 impl Run {
     fn new(
-        engine: &'static str,
+        engine: &str,
         model: &str,
         weights: &str,
         beam: &str,
@@ -263,7 +274,7 @@ impl Run {
         command: Command,
     ) -> Self {
         Run {
-            engine,
+            engine: engine.to_owned(),
             model: model.to_owned(),
             weights: weights.to_owned(),
             beam: beam.to_owned(),
