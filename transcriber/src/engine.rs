@@ -98,9 +98,9 @@ struct CallbackData<'a> {
     activity: Option<&'a AtomicU64>,
 }
 
-/// whisper.cpp's abort callback, called between the steps (graph nodes) of every encoder and decoder pass
-/// and between decoding steps, so it is whisper's own progress: it counts a step of work done and answers
-/// whether to stop. Called from one of whisper's compute threads at a time.
+/// whisper.cpp's abort callback, called before the encoder and at every decoding step (each token), so it
+/// is whisper's own progress: it counts a step of work done and answers whether to stop. Called from one
+/// of whisper's threads at a time.
 #[allow(unsafe_code)]
 unsafe extern "C" fn step_done(data: *mut std::ffi::c_void) -> bool {
     // SAFETY: `data` points to the `CallbackData` that `decode_cancellable` keeps alive on its stack until
@@ -264,8 +264,9 @@ impl Engine {
         })
     }
 
-    /// Counts whisper's progress into `counter`: it grows by one every step of every decode from now on
-    /// (many per second while whisper works, none when it is stuck), which a heartbeat can follow.
+    /// Counts whisper's progress into `counter`: it grows by one at every decoding step (each token) of
+    /// every decode from now on (several a second while whisper works, none when it is stuck), which a
+    /// heartbeat can follow.
     pub fn set_activity(&mut self, counter: Arc<AtomicU64>) {
         self.activity = Some(counter);
     }
@@ -316,7 +317,7 @@ impl Engine {
     }
 
     /// [`Engine::decode`], stopped early with [`Error::Cancelled`] once `cancel` is set (whisper.cpp checks
-    /// it between the steps of its compute graphs, so within milliseconds).
+    /// it at every decoding step, so within one token's time).
     pub fn decode_cancellable(
         &mut self,
         samples: &[f32],

@@ -243,7 +243,7 @@ fn live_windows_are_transcribed_unless_cancelled() {
 }
 
 /// The job's heartbeat follows whisper's own steps: the activity counter advances many times during one
-/// decode (every graph node of the encoder and decoder), not once per chunk, and not at all when idle.
+/// decode (at every decoding step, i.e. every token), not once per chunk, and not at all when idle.
 #[test]
 fn whisper_counts_its_steps_for_the_heartbeat() {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -261,7 +261,12 @@ fn whisper_counts_its_steps_for_the_heartbeat() {
     };
     engine.decode(&clip, &settings).unwrap();
     let steps = activity.load(Ordering::Relaxed);
-    assert!(steps > 100, "only {steps} steps counted in one decode");
+    // The sentence has 9 words: at least as many tokens, each a step.
+    assert!(steps >= 9, "only {steps} steps counted in one decode");
     std::thread::sleep(std::time::Duration::from_millis(50));
-    assert_eq!(activity.load(Ordering::Relaxed), steps, "no steps while idle");
+    assert_eq!(
+        activity.load(Ordering::Relaxed),
+        steps,
+        "no steps while idle"
+    );
 }
