@@ -9,7 +9,7 @@
 # Usage (as root): scripts/sfu-vs-janus.sh [N ...]       default N = 10 50
 #   RUNS=2 (pairs per N)  SECONDS_PER_RUN=20  SFU_BIN=target/release/calls-sfu (built if missing)
 #   SIDES="janus ours" (which SFUs, in this order per pair)
-#   PERF_OURS=FILE        record `perf record -g` of calls-sfu during its last run into FILE
+#   PERF_OURS=FILE        `perf record` (call graphs, DWARF) of calls-sfu during its last run, into FILE
 # Installs `janus` with apt and aiortc into target/sfu-vs-janus-venv on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,7 @@ fi
 [[ "$SIDES" != *ours* ]] || [ -x "$SFU_BIN" ] || cargo build --release -p calls-sfu --bin calls-sfu
 
 cleanup() {
+    touch "$WORK/window"  # releases a profiler still waiting for a window that never came
     for pidfile in "$WORK"/*.pid; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
@@ -131,14 +132,17 @@ run_one() {
     local sfu=$1 n=$2 last=$3 url pid perf_pid=
     if [ "$sfu" = janus ]; then start_janus; url=ws://$IP_SFU:8188/; else start_ours; url=ws://$IP_SFU:8045/ws; fi
     pid=$(cat "$WORK/$sfu.pid")
+    rm -f "$WORK/window"
     if [ "$sfu" = ours ] && [ "$last" = 1 ] && [ -n "${PERF_OURS:-}" ]; then
-        perf record -g -p "$pid" -o "$PERF_OURS" -- sleep $((SECONDS_PER_RUN + 30)) >/dev/null 2>&1 &
+        # Profile the measured window only (not the joins): wait for load.py to say it starts.
+        ( while [ ! -f "$WORK/window" ]; do sleep 0.2; done
+          exec perf record -F 499 --call-graph dwarf,16384 -p "$pid" -o "$PERF_OURS" -- sleep "$SECONDS_PER_RUN" ) >/dev/null 2>&1 &
         perf_pid=$!
     fi
     in_ns "$VENV/bin/python" "$ROOT/scripts/sfu-vs-janus/load.py" --sfu "$sfu" --url "$url" \
         --pid "$pid" --receivers "$n" --seconds "$SECONDS_PER_RUN" --secret "$SECRET" \
-        | tee -a "$WORK/results"
-    [ -z "$perf_pid" ] || { kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true; }
+        --window-file "$WORK/window" | tee -a "$WORK/results"
+    [ -z "$perf_pid" ] || wait "$perf_pid" || true
     stop "$sfu"
 }
 

@@ -413,6 +413,10 @@ async def main(args):
         await asyncio.sleep(0.2)
     await asyncio.sleep(args.warmup)
 
+    if args.window_file:
+        # Tells the harness the measured window starts (it profiles the SFU during it).
+        with open(args.window_file, "w") as f:
+            f.write("start\n")
     cpu0, (recv0, span0), t0 = cpu_seconds(args.pid), totals(), time.monotonic()
     await asyncio.sleep(args.seconds)
     cpu1, (recv1, span1), t1 = cpu_seconds(args.pid), totals(), time.monotonic()
@@ -452,4 +456,5 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--secret", default="")
+    parser.add_argument("--window-file", help="written when the measured window starts")
     asyncio.run(main(parser.parse_args()))
