@@ -158,7 +158,7 @@ done
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 print()
-print("| N receivers | Janus CPU-µs/packet | calls-sfu CPU-µs/packet | calls-sfu / Janus | RSS MiB Janus / calls-sfu | loss Janus / calls-sfu | load average |")
+print("| N receivers | Janus CPU-µs/packet | calls-sfu CPU-µs/packet | calls-sfu / Janus | RSS MiB Janus; calls-sfu | loss Janus; calls-sfu | load average |")
 print("|---|---|---|---|---|---|---|")
 for n in sorted({r["receivers"] for r in rows}):
     j = [r for r in rows if r["receivers"] == n and r["sfu"] == "janus"]
@@ -168,5 +168,5 @@ for n in sorted({r["receivers"] for r in rows}):
     ratio = mean(o) / mean(j) if j and o else float("nan")
     loads = " ".join(f"{r['load_average']:.1f}" for r in j + o)
     print(f"| {n} | {fmt(j, 'cpu_us_per_packet')} | {fmt(o, 'cpu_us_per_packet')} | {ratio:.2f} | "
-          f"{fmt(j, 'rss_mib')} / {fmt(o, 'rss_mib')} | {fmt(j, 'loss')} / {fmt(o, 'loss')} | {loads} |")
+          f"{fmt(j, 'rss_mib')}; {fmt(o, 'rss_mib')} | {fmt(j, 'loss')}; {fmt(o, 'loss')} | {loads} |")
 EOF
