@@ -28,7 +28,6 @@ use std::io::{self, BufRead, BufReader, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -38,10 +37,13 @@ use calls_participant::{JoinOptions, Participant, Role};
 use calls_protocol::signalling::{ClientMessage, IceCandidate, ServerMessage, PROTOCOL_VERSION};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
     PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
@@ -80,7 +82,7 @@ struct Args {
 }
 
 /// One media stream seen by a listener: packets counted and the highest extended sequence number.
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Stream {
     packets: u64,
     first: u64,
@@ -88,7 +90,7 @@ struct Stream {
 }
 
 /// Packets counted by every listener, by (listener, ssrc).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Counts {
     streams: Mutex<HashMap<(u32, u32), Stream>>,
 }
@@ -313,12 +315,27 @@ async fn listen(
         .with_udp_addrs(vec![local.to_string()])
         .build()
         .await?;
-    // Like calls-participant: a send-only voice transceiver that never sends.
-    pc.add_transceiver_from_kind(
+    // Like calls-participant: a send-only voice transceiver whose track never sends.
+    let track = MediaStreamTrack::new(
+        format!("listener-{listener}"),
+        format!("voice-{listener}"),
+        format!("voice-{listener}"),
         RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(rand::random::<u32>()),
+                ..Default::default()
+            },
+            active: true,
+            codec: calls_sfu::peer::opus_codec(),
+            ..Default::default()
+        }],
+    );
+    pc.add_transceiver_from_track(
+        Arc::new(TrackLocalStaticRTP::new(track)) as Arc<dyn TrackLocal>,
         Some(RTCRtpTransceiverInit {
             direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: Vec::new(),
+            streams: vec![format!("listener-{listener}")],
             send_encodings: Vec::new(),
         }),
     )
@@ -358,7 +375,7 @@ async fn listen(
                         making_offer = false;
                         joining.take();
                         for candidate in early.drain(..) {
-                            add_candidate(pc.as_ref(), candidate).await;
+                            add_candidate(&pc, candidate).await;
                         }
                     }
                     ServerMessage::Offer { sdp } if !making_offer => {
@@ -372,7 +389,7 @@ async fn listen(
                         if making_offer {
                             early.push(candidate);
                         } else {
-                            add_candidate(pc.as_ref(), candidate).await;
+                            add_candidate(&pc, candidate).await;
                         }
                     }
                     ServerMessage::Error { code, message } => eprintln!("listener {listener}: sfu error {code:?}: {message}"),
@@ -383,7 +400,7 @@ async fn listen(
     }
 }
 
-async fn add_candidate(pc: &dyn PeerConnection, candidate: IceCandidate) {
+async fn add_candidate(pc: &impl PeerConnection, candidate: IceCandidate) {
     let init = RTCIceCandidateInit {
         candidate: candidate.candidate,
         sdp_mid: candidate.sdp_mid,
@@ -500,7 +517,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut speakers = Vec::new();
     for name in ["speaker-a", "speaker-b"] {
-        let participant = Participant::join(&url, &token(&args.secret, &call, name)?, options.clone()).await?;
+        let mut participant = Participant::join(&url, &token(&args.secret, &call, name)?, options.clone()).await?;
         participant.wait_connected(Duration::from_secs(120)).await?;
         speakers.push(participant);
     }
@@ -525,10 +542,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let join_seconds = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    let me = std::process::id();
+    let own0 = cpu_seconds(me)?;
     let (cpu0, (_, packets0, span0), t0) = (cpu_seconds(pid)?, counts.totals(), Instant::now());
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let (cpu1, (_, packets1, span1), t1) = (cpu_seconds(pid)?, counts.totals(), Instant::now());
     let rss = resident_mib(pid);
+    let own = cpu_seconds(me)? - own0;
     let elapsed = (t1 - t0).as_secs_f64();
     let packets = (packets1 - packets0) as f64;
     let span = (span1 - span0) as f64;
@@ -544,6 +564,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "sfu_cpu_us_per_packet": (cpu / packets.max(1.0) * 1e6 * 10.0).round() / 10.0,
         "sfu_rss_mib": rss.map(|mib| mib.round()),
         "sfu_rss_kib_per_session": rss.map(|mib| (mib * 1024.0 / sessions as f64).round()),
+        // This process: the speakers and every listener (ICE, DTLS, RTCP; media only counted).
+        "generator_cores": (own / elapsed * 1000.0).round() / 1000.0,
         "load_average": load_average(),
     });
     println!("{report}");
