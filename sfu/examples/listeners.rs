@@ -38,7 +38,9 @@ use calls_protocol::signalling::{ClientMessage, IceCandidate, ServerMessage, PRO
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -517,7 +519,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut speakers = Vec::new();
     for name in ["speaker-a", "speaker-b"] {
-        let mut participant = Participant::join(&url, &token(&args.secret, &call, name)?, options.clone()).await?;
+        let mut participant =
+            Participant::join(&url, &token(&args.secret, &call, name)?, options.clone()).await?;
         participant.wait_connected(Duration::from_secs(120)).await?;
         speakers.push(participant);
     }
