@@ -4,8 +4,8 @@
 ARG BASE=debian:bookworm-slim
 FROM ${BASE}
 # images/build.sh narrows this to the packages of the libraries the binary really links (libopus and whisper.cpp
-# are linked statically; OpenMP comes from libgomp1).
-ARG RUNTIME_PACKAGES="libgomp1 libstdc++6"
+# are linked statically; OpenMP comes from libgomp1; FFmpeg's libraries read the files of `transcribe`).
+ARG RUNTIME_PACKAGES="libgomp1 libstdc++6 libavcodec59 libavformat59 libavutil57 libswresample4"
 RUN apt-get update \
     && apt-get install -y --no-install-recommends $RUNTIME_PACKAGES \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \

@@ -88,6 +88,28 @@ pub struct TrackReport {
     pub wav: Option<PathBuf>,
 }
 
+/// One caption message as it arrived: enough to follow an utterance's partials to its final (`id`) and to
+/// measure caption latency from outside (`received_ms`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptionReport {
+    /// The speaker's display name, or their session id when the bot did not know the name.
+    pub speaker: String,
+    /// The utterance's caption id (its partials and final share it), when the bot sent one.
+    pub id: Option<String>,
+    /// The stable text (a final's whole text).
+    pub text: String,
+    /// A partial's tentative words after `text`.
+    pub tail: String,
+    /// Whether this is the utterance's final caption.
+    pub is_final: bool,
+    /// When it arrived, in milliseconds since this participant joined.
+    pub received_ms: u64,
+    /// The speech it covers, milliseconds since the bot joined (the bot's clock).
+    pub start_ms: u64,
+    /// See `start_ms`.
+    pub end_ms: u64,
+}
+
 /// Everything the run saw; also written as summary.json.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -98,8 +120,8 @@ pub struct Summary {
     /// Session id → display name of everyone seen in the call (other than this participant).
     pub participants_seen: BTreeMap<String, String>,
     pub tracks: Vec<TrackReport>,
-    /// (speaker name or session, text, final)
-    pub captions: Vec<(String, String, bool)>,
+    /// Every caption message, in the order received.
+    pub captions: Vec<CaptionReport>,
     /// Errors the SFU reported.
     pub errors: Vec<String>,
 }
@@ -144,7 +166,16 @@ impl Summary {
             "packets_received": self.tracks.iter().map(|t| t.packets).sum::<u64>(),
             "screen_frames_decoded": screen_frames,
             "captions_received": self.captions.iter()
-                .map(|(speaker, text, is_final)| json!({"speaker": speaker, "text": text, "final": is_final}))
+                .map(|c| json!({
+                    "speaker": c.speaker,
+                    "id": c.id,
+                    "text": c.text,
+                    "tail": c.tail,
+                    "final": c.is_final,
+                    "received_ms": c.received_ms,
+                    "start_ms": c.start_ms,
+                    "end_ms": c.end_ms,
+                }))
                 .collect::<Vec<_>>(),
             "errors": self.errors,
         })
@@ -293,6 +324,8 @@ pub async fn run(args: Args, interrupt: impl Future<Output = ()>) -> anyhow::Res
         call_id = me.call_id(),
         "joined"
     );
+    // Caption arrival times count from here: the moment this participant is in the call.
+    let joined = Instant::now();
 
     let mut summary = Summary {
         call_id: me.call_id().to_owned(),
@@ -357,10 +390,16 @@ pub async fn run(args: Args, interrupt: impl Future<Output = ()>) -> anyhow::Res
                 receivers.push(tokio::spawn(receive(track, wav, stop.clone())));
             }
             Event::Caption(caption) => {
-                let speaker = caption.speaker_name.unwrap_or(caption.speaker_session);
-                summary
-                    .captions
-                    .push((speaker, caption.text, caption.is_final));
+                summary.captions.push(CaptionReport {
+                    speaker: caption.speaker_name.unwrap_or(caption.speaker_session),
+                    id: caption.id,
+                    text: caption.text,
+                    tail: caption.tail,
+                    is_final: caption.is_final,
+                    received_ms: joined.elapsed().as_millis() as u64,
+                    start_ms: caption.start_ms,
+                    end_ms: caption.end_ms,
+                });
             }
             Event::Error { code, message } => summary.errors.push(format!("{code:?}: {message}")),
             Event::JobStop { reason } => {
@@ -444,6 +483,53 @@ mod tests {
         let second = unique_wav(dir, &mut taken, "Bob", "s2");
         assert_eq!(first, dir.join("Bob.wav"));
         assert_eq!(second, dir.join("Bob-s2-1.wav"));
+    }
+
+    #[test]
+    fn the_summary_keeps_each_captions_id_tail_and_arrival() {
+        let summary = Summary {
+            call_id: "c".into(),
+            session_id: "me".into(),
+            name: "listener".into(),
+            seconds: 3.0,
+            participants_seen: BTreeMap::new(),
+            tracks: Vec::new(),
+            captions: vec![
+                CaptionReport {
+                    speaker: "Alice".into(),
+                    id: Some("u1".into()),
+                    text: String::new(),
+                    tail: "The data".into(),
+                    is_final: false,
+                    received_ms: 1_250,
+                    start_ms: 400,
+                    end_ms: 1_100,
+                },
+                CaptionReport {
+                    speaker: "Alice".into(),
+                    id: Some("u1".into()),
+                    text: "The database upgrade finished.".into(),
+                    tail: String::new(),
+                    is_final: true,
+                    received_ms: 2_900,
+                    start_ms: 400,
+                    end_ms: 2_300,
+                },
+            ],
+            errors: Vec::new(),
+        };
+        let json = summary.to_json();
+        let captions = json["captions_received"].as_array().unwrap();
+        assert_eq!(captions.len(), 2);
+        assert_eq!(captions[0]["id"], "u1");
+        assert_eq!(captions[0]["text"], "");
+        assert_eq!(captions[0]["tail"], "The data");
+        assert_eq!(captions[0]["final"], false);
+        assert_eq!(captions[0]["received_ms"], 1_250);
+        assert_eq!(captions[1]["id"], captions[0]["id"]);
+        assert_eq!(captions[1]["final"], true);
+        assert_eq!(captions[1]["received_ms"], 2_900);
+        assert_eq!(captions[1]["end_ms"], 2_300);
     }
 
     #[test]

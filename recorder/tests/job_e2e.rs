@@ -87,7 +87,10 @@ async fn start_offloader(dir: &Path) -> (String, String, String, String) {
         .json()
         .await
         .expect("login body");
-    let bearer = format!("Bearer {}", login["token"].as_str().expect("token"));
+    let bearer = format!(
+        "Bearer {}",
+        login["bearerToken"].as_str().expect("bearerToken")
+    );
     let job: Value = http
         .post(format!("{base}/jobs"))
         .header("authorization", &bearer)

@@ -179,9 +179,12 @@ pub async fn run_publication(
     let _live = LiveTrack::new(&incoming);
     while let Some(event) = publication.remote.poll().await {
         match event {
-            TrackRemoteEvent::OnRtpPacket(packet) => {
+            TrackRemoteEvent::OnRtpPacket(mut packet) => {
                 incoming.record_packet(packet.payload.len());
                 if !publication.muted.load(Ordering::Relaxed) {
+                    // Header extension ids are per leg, so no leg sends them: dropped once here,
+                    // the per-receiver clone below copies no extension list.
+                    strip_extensions(&mut packet.header);
                     publication.fan_out(&packet, &metrics);
                 }
             }
@@ -192,6 +195,13 @@ pub async fn run_publication(
             _ => {}
         }
     }
+}
+
+/// Drops a header's extensions (their ids are negotiated per leg). Free when there are none.
+fn strip_extensions(header: &mut rtp::header::Header) {
+    header.extension = false;
+    header.extensions.clear();
+    header.extensions_padding = 0;
 }
 
 /// The payload type a forwarded track uses on one receiver's leg.
@@ -313,9 +323,7 @@ pub async fn run_writer(
                 for mut packet in held.drain().chain(packet) {
                     packet.header.ssrc = ssrc;
                     packet.header.payload_type = payload_type;
-                    packet.header.extension = false;
-                    packet.header.extensions.clear();
-                    packet.header.extensions_padding = 0;
+                    strip_extensions(&mut packet.header);
                     let bytes = packet.payload.len();
                     if local.write_rtp(packet).await.is_err() {
                         // Unbound (removed while this packet was queued) or the connection is closing.

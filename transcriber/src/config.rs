@@ -11,7 +11,7 @@
 //! | `MODEL` | no | whisper model the image has (default `models::DEFAULT_MODEL`) |
 //! | `LANGUAGE` | no | `auto` (default: detected per speaker) or a language code such as `en` |
 //! | `BEAM_SIZE` | no | 1 (default, greedy) ..= 8 |
-//! | `THREADS` | no | whisper threads, 1..=16 (default 2, the job's default CPUs) |
+//! | `THREADS` | no | whisper threads, 1..=16 (default: the container's CPU limit from its cgroup `cpu.max`, e.g. 2 for the job's default 2 CPUs) |
 //! | `INITIAL_PROMPT` | no | text that primes whisper (names, jargon), at most 1000 characters |
 //! | `KEEP_AUDIO` | no | `true`: also upload each speaker's audio as `audio-<n>-<name>.wav` |
 //! | `LIVE_CAPTIONS` | no | `true`: also caption the call live through the SFU (default `false`) |
@@ -103,7 +103,14 @@ impl JobConfig {
             }
         };
         let beam_size = settings.number(transcribing::BEAM_SIZE, 1u32, 1..=8, "a whole number");
-        let threads = settings.number(transcribing::THREADS, 2u32, 1..=16, "a whole number");
+        // More threads than the container's CPU quota only make whisper's threads wait for each other.
+        let default_threads = crate::cpus::available().clamp(1, 16);
+        let threads = settings.number(
+            transcribing::THREADS,
+            default_threads,
+            1..=16,
+            "a whole number",
+        );
         let initial_prompt = settings.get(transcribing::INITIAL_PROMPT);
         if initial_prompt
             .as_ref()
@@ -188,13 +195,13 @@ mod tests {
     ];
 
     #[test]
-    fn defaults_are_greedy_auto_two_threads_default_model() {
+    fn defaults_are_greedy_auto_threads_of_the_cpu_limit_default_model() {
         let config = JobConfig::from_lookup(env(&VALID)).unwrap();
         assert_eq!(config.model, models::DEFAULT_MODEL);
         assert_eq!(config.models_dir, PathBuf::from("/models"));
         assert_eq!(
             (config.language.clone(), config.beam_size, config.threads),
-            (None, None, 2)
+            (None, None, crate::cpus::available().clamp(1, 16))
         );
         assert!(!config.keep_audio);
         assert_eq!(config.live_model, None, "live captions are off by default");

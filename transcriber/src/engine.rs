@@ -3,11 +3,12 @@
 //! ([`crate::pipeline`]) and live captions both drive it with their own [`DecodeSettings`].
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use whisper_rs::{
-    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+    DtwMode, DtwModelPreset, DtwParameters, FullParams, SamplingStrategy, WhisperContext,
+    WhisperContextParameters, WhisperState,
 };
 
 use crate::error::{Error, Result};
@@ -90,25 +91,38 @@ pub fn short_window_max_tokens(samples: usize) -> i32 {
     (10 + 6 * seconds).min(224) as i32
 }
 
-/// whisper.cpp's abort callback: the cancel flag's value. Called from whisper's compute threads.
-#[allow(unsafe_code)]
-unsafe extern "C" fn cancel_requested(flag: *mut std::ffi::c_void) -> bool {
-    // SAFETY: `flag` is the `AtomicBool` of the `Arc` that `decode_cancellable` holds until whisper.cpp
-    // returns (see `set_cancel_flag`); an atomic may be read from any thread.
-    let flag = unsafe { &*(flag as *const AtomicBool) };
-    flag.load(Ordering::Relaxed)
+/// What whisper.cpp's abort callback reads and writes during one decode: the cancel flag it answers with,
+/// and the activity counter it advances (the job's heartbeat follows it).
+struct CallbackData<'a> {
+    cancel: Option<&'a AtomicBool>,
+    activity: Option<&'a AtomicU64>,
 }
 
-/// Makes whisper.cpp stop a decode once `flag` is set. Not whisper-rs' `set_abort_callback_safe`: in
-/// whisper-rs 0.16 its trampoline reads the boxed closure as the wrong type, so the callback returned
-/// garbage and aborted about half of the live windows (whisper error -6) until this replaced it.
+/// whisper.cpp's abort callback, called before the encoder and at every decoding step (each token), so it
+/// is whisper's own progress: it counts a step of work done and answers whether to stop. Called from one
+/// of whisper's threads at a time.
 #[allow(unsafe_code)]
-fn set_cancel_flag(params: &mut FullParams, flag: &Arc<AtomicBool>) {
-    // SAFETY: the pointer stays valid while whisper.cpp may call the callback: `decode_cancellable` owns
-    // a clone of the `Arc` until after `WhisperState::full` returns, and `params` is consumed by that call.
+unsafe extern "C" fn step_done(data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `data` points to the `CallbackData` that `decode_cancellable` keeps alive on its stack until
+    // whisper.cpp returns (see `set_callback`); its atomics may be used from any thread.
+    let data = unsafe { &*(data as *const CallbackData<'_>) };
+    if let Some(activity) = data.activity {
+        activity.fetch_add(1, Ordering::Relaxed);
+    }
+    data.cancel.is_some_and(|flag| flag.load(Ordering::Relaxed))
+}
+
+/// Registers [`step_done`] with `data`. Not whisper-rs' `set_abort_callback_safe`: in whisper-rs 0.16 its
+/// trampoline reads the boxed closure as the wrong type, so the callback returned garbage and aborted about
+/// half of the live windows (whisper error -6) until this replaced it.
+#[allow(unsafe_code)]
+fn set_callback(params: &mut FullParams, data: &CallbackData<'_>) {
+    // SAFETY: the pointer stays valid while whisper.cpp may call the callback: `decode_cancellable` keeps
+    // `data` alive until after `WhisperState::full` returns, and `params` is consumed by that call.
     unsafe {
-        params.set_abort_callback(Some(cancel_requested));
-        params.set_abort_callback_user_data(Arc::as_ptr(flag) as *mut std::ffi::c_void);
+        params.set_abort_callback(Some(step_done));
+        params
+            .set_abort_callback_user_data(data as *const CallbackData<'_> as *mut std::ffi::c_void);
     }
 }
 
@@ -152,23 +166,90 @@ pub struct Decoded {
     pub language: Option<String>,
 }
 
+/// How a model is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Time every text token by dynamic time warping over the model's alignment heads (whisper.cpp's
+    /// `dtw_token_timestamps`, the method of OpenAI's `word_timestamps`): word times within a few tens of
+    /// milliseconds, where the timestamp-token heuristic was off by up to 0.7 s. Costs one extra decoder
+    /// pass per segment; only for models whose alignment heads whisper.cpp knows (tiny … large-v3).
+    pub word_timestamps: bool,
+    /// whisper.cpp's fused attention kernel (`flash_attn`). whisper.cpp cannot time tokens by DTW with it,
+    /// so it turns `word_timestamps` off (word times then come from the timestamp-token heuristic).
+    pub flash_attn: bool,
+}
+
+/// whisper.cpp's alignment-head preset for the model in `path`, from its ggml header (vocabulary size,
+/// widths and layer counts tell the published models apart). `None` for a model it does not know.
+fn alignment_heads(path: &Path) -> Option<DtwModelPreset> {
+    use std::io::Read;
+    let mut header = [0u8; 44];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    let field = |index: usize| {
+        let at = index * 4;
+        i32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if field(0) != 0x6767_6d6c {
+        return None;
+    }
+    // After the magic: n_vocab, n_audio_ctx, n_audio_state, n_audio_head, n_audio_layer, n_text_ctx,
+    // n_text_state, n_text_head, n_text_layer, n_mels.
+    let (n_vocab, n_audio_state, n_text_layer, n_mels) = (field(1), field(3), field(9), field(10));
+    let english = n_vocab == 51_864;
+    Some(match (n_audio_state, english) {
+        (384, true) => DtwModelPreset::TinyEn,
+        (384, false) => DtwModelPreset::Tiny,
+        (512, true) => DtwModelPreset::BaseEn,
+        (512, false) => DtwModelPreset::Base,
+        (768, true) => DtwModelPreset::SmallEn,
+        (768, false) => DtwModelPreset::Small,
+        (1024, true) => DtwModelPreset::MediumEn,
+        (1024, false) => DtwModelPreset::Medium,
+        (1280, false) if n_mels == 128 && n_text_layer == 4 => DtwModelPreset::LargeV3Turbo,
+        (1280, false) if n_mels == 128 => DtwModelPreset::LargeV3,
+        (1280, false) => DtwModelPreset::LargeV2,
+        _ => return None,
+    })
+}
+
 /// A loaded whisper model with its decoding state. Loading is the expensive part; keep one per thread.
 pub struct Engine {
     // Field order matters: the state refers to the context and is dropped first.
     state: WhisperState,
     context: WhisperContext,
     multilingual: bool,
+    activity: Option<Arc<AtomicU64>>,
+    dtw: bool,
 }
 
 impl Engine {
     /// Loads a ggml whisper model. Errors name the file.
     pub fn load(model: &Path) -> Result<Self> {
+        Self::load_with(model, LoadOptions::default())
+    }
+
+    /// [`Engine::load`] with options.
+    pub fn load_with(model: &Path, options: LoadOptions) -> Result<Self> {
         whisper_rs::install_logging_hooks();
         if !model.is_file() {
             return Err(Error::invalid_model(model, "no such file"));
         }
         let mut parameters = WhisperContextParameters::default();
         parameters.use_gpu(false);
+        parameters.flash_attn(options.flash_attn);
+        let preset = (options.word_timestamps && !options.flash_attn)
+            .then(|| alignment_heads(model))
+            .flatten();
+        let dtw = preset.is_some();
+        if let Some(model_preset) = preset {
+            parameters.dtw_parameters(DtwParameters {
+                mode: DtwMode::ModelPreset { model_preset },
+                ..DtwParameters::default()
+            });
+        }
         let context = WhisperContext::new_with_params(model, parameters).map_err(|error| {
             Error::invalid_model(model, format!("whisper cannot load it: {error}"))
         })?;
@@ -178,7 +259,16 @@ impl Engine {
             state,
             context,
             multilingual,
+            activity: None,
+            dtw,
         })
+    }
+
+    /// Counts whisper's progress into `counter`: it grows by one at every decoding step (each token) of
+    /// every decode from now on (several a second while whisper works, none when it is stuck), which a
+    /// heartbeat can follow.
+    pub fn set_activity(&mut self, counter: Arc<AtomicU64>) {
+        self.activity = Some(counter);
     }
 
     /// True for models that know more languages than English (`auto` only makes sense for those).
@@ -227,7 +317,7 @@ impl Engine {
     }
 
     /// [`Engine::decode`], stopped early with [`Error::Cancelled`] once `cancel` is set (whisper.cpp checks
-    /// it between the steps of its compute graphs, so within milliseconds).
+    /// it at every decoding step, so within one token's time).
     pub fn decode_cancellable(
         &mut self,
         samples: &[f32],
@@ -263,8 +353,12 @@ impl Engine {
             }
             params.set_max_tokens(short_window_max_tokens(samples.len()));
         }
-        if let Some(flag) = &cancel {
-            set_cancel_flag(&mut params, flag);
+        let callback = CallbackData {
+            cancel: cancel.as_deref(),
+            activity: self.activity.as_deref(),
+        };
+        if callback.cancel.is_some() || callback.activity.is_some() {
+            set_callback(&mut params, &callback);
         }
         params.set_print_special(false);
         params.set_print_progress(false);
@@ -281,6 +375,7 @@ impl Engine {
         if let Some(prompt) = &settings.initial_prompt {
             params.set_initial_prompt(prompt);
         }
+        // `callback` lives on to the end of this function, past the call that may use it.
         let done = self.state.full(params, samples);
         if cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled);
@@ -310,10 +405,17 @@ impl Engine {
                 probability_sum += probability;
                 text_tokens += 1;
                 let data = token.token_data();
-                let start_ms = (data.t0.max(0) as u64) * 10;
+                // With alignment heads DTW gives the time where the next token takes over, i.e. this
+                // token's end (the starts follow below); else whisper's timestamp-token estimates.
+                let (start_ms, end_ms) = if self.dtw && data.t_dtw >= 0 {
+                    (0, data.t_dtw as u64 * 10)
+                } else {
+                    let start = (data.t0.max(0) as u64) * 10;
+                    (start, ((data.t1.max(0) as u64) * 10).max(start))
+                };
                 tokens.push(RawToken {
                     start_ms,
-                    end_ms: ((data.t1.max(0) as u64) * 10).max(start_ms),
+                    end_ms,
                     text: token
                         .to_str_lossy()
                         .map(|t| t.into_owned())
@@ -323,6 +425,9 @@ impl Engine {
             }
             let start_ms = (segment.start_timestamp().max(0) as u64) * 10;
             let end_ms = ((segment.end_timestamp().max(0) as u64) * 10).max(start_ms);
+            if self.dtw {
+                time_tokens_from_ends(&mut tokens, start_ms, end_ms, samples);
+            }
             segments.push(RawSegment {
                 start_ms,
                 end_ms,
@@ -345,9 +450,79 @@ impl Engine {
     }
 }
 
+/// Token times from DTW's token ends: each token starts where the one before it ends (the first where
+/// the segment starts), then moves past any silence at its start to its first sound. DTW switches to the
+/// next token where the earlier word's sound stops, so without the second step a word after a pause
+/// would start the whole pause early (by 250 ms in the espeak-ng test). Times in ms from the buffer's
+/// start; `samples` at 16 kHz.
+pub fn time_tokens_from_ends(
+    tokens: &mut [RawToken],
+    segment_start_ms: u64,
+    segment_end_ms: u64,
+    samples: &[f32],
+) {
+    let frame = SAMPLE_RATE as usize / 100;
+    let levels: Vec<f32> = samples
+        .chunks(frame)
+        .map(|f| (f.iter().map(|s| s * s).sum::<f32>() / f.len() as f32).sqrt())
+        .collect();
+    // A 10 ms frame is sound when it is within 20 dB of the buffer's loud speech (its 95th percentile).
+    let mut sorted = levels.clone();
+    sorted.sort_by(f32::total_cmp);
+    let loud = sorted
+        .get(sorted.len().saturating_sub(1) * 95 / 100)
+        .copied()
+        .unwrap_or(0.0);
+    let threshold = (loud * 0.1).max(1e-4);
+    let mut previous_end = segment_start_ms;
+    for token in tokens.iter_mut() {
+        let end = token
+            .end_ms
+            .clamp(previous_end, segment_end_ms.max(previous_end));
+        let mut start = previous_end;
+        let (first, last) = ((start / 10) as usize, (end / 10) as usize);
+        if levels.get(first).is_some_and(|&level| level < threshold) {
+            if let Some(offset) = levels
+                .get(first..last.min(levels.len()))
+                .and_then(|span| span.iter().position(|&level| level >= threshold))
+            {
+                start = (first + offset) as u64 * 10;
+            }
+        }
+        token.start_ms = start;
+        token.end_ms = end;
+        previous_end = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::short_window_audio_ctx;
+    use super::*;
+
+    fn token(end_ms: u64, text: &str) -> RawToken {
+        RawToken {
+            start_ms: 0,
+            end_ms,
+            text: text.to_string(),
+            probability: 0.9,
+        }
+    }
+
+    #[test]
+    fn dtw_token_ends_become_starts_that_skip_the_silence_before_a_word() {
+        // 0.2 s silence, "one" 0.2..0.6 s, silence to 0.9 s, "two" 0.9..1.3 s, silence.
+        let mut samples = vec![0.0f32; 16_000 * 3 / 2];
+        for range in [3_200..9_600, 14_400..20_800] {
+            for (n, sample) in samples[range].iter_mut().enumerate() {
+                *sample = 0.3 * (n as f32 * 0.2).sin();
+            }
+        }
+        // DTW switched to "two" where "one" fell silent (0.6 s); "two" runs to 1.4 s.
+        let mut tokens = vec![token(600, " one"), token(1_400, " two"), token(1_400, ".")];
+        time_tokens_from_ends(&mut tokens, 0, 1_500, &samples);
+        let times: Vec<(u64, u64)> = tokens.iter().map(|t| (t.start_ms, t.end_ms)).collect();
+        assert_eq!(times, vec![(200, 600), (900, 1_400), (1_400, 1_400)]);
+    }
 
     #[test]
     fn short_windows_get_an_encoder_context_of_their_length_plus_a_margin() {

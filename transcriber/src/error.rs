@@ -60,6 +60,14 @@ pub enum Error {
     /// A decode was cancelled by its caller before it finished (a live partial making room for a final).
     #[error("whisper: the decode was cancelled")]
     Cancelled,
+    /// An audio or video file that cannot be read as audio (`calls-transcriber transcribe`).
+    #[error("audio file {path}: {reason}")]
+    Audio {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// File system trouble, with the path involved.
     #[error("{path}: {source}")]
     Io {

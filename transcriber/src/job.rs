@@ -238,6 +238,7 @@ impl TranscriptionJob {
             keep_audio: self.keep_audio,
             call_ms: self.call_duration.as_millis() as u64,
             artifacts_dir: self.artifacts_dir.clone(),
+            activity: Arc::clone(&done_work),
         };
         let mut transcribing = tokio::task::spawn_blocking(move || {
             post_call.run(&mut |percent| {
@@ -456,6 +457,8 @@ struct PostCall {
     keep_audio: bool,
     call_ms: u64,
     artifacts_dir: PathBuf,
+    /// Whisper's own progress is counted here too, so the heartbeat advances within a long chunk.
+    activity: Arc<AtomicU64>,
 }
 
 impl PostCall {
@@ -495,6 +498,7 @@ impl PostCall {
         }
 
         let mut transcriber = Transcriber::new(&self.options)?;
+        transcriber.set_activity(Arc::clone(&self.activity));
         let mut transcripts: Vec<SpeakerTranscript> = Vec::new();
         let mut audio_done = 0u64;
         let mut last_percent = 0u8;

@@ -4,15 +4,18 @@
 //! The speech part: [`models`] (fetch, convert and find whisper/VAD models), `vad` (Silero VAD),
 //! [`engine`] (whisper on a buffer), [`pipeline`] (one speaker: VAD → chunks → whisper → call time) and
 //! [`transcript`] (merge speakers, render the artifacts). [`live`] is the pure core of live captions
-//! (windows per speaker, a bounded worker schedule, stabilised partials and finals).
+//! (windows per speaker, a bounded worker schedule, stabilised partials and finals). [`files`] is the
+//! `transcribe` command: audio files through the same pipeline.
 
 pub mod capture;
 mod capture_file;
 pub mod config;
+pub mod cpus;
 mod decode;
 pub mod engine;
 pub mod error;
 pub mod evaluation;
+pub mod files;
 pub mod job;
 pub mod live;
 pub mod live_job;

@@ -1,5 +1,6 @@
-//! calls-transcriber: the job binary. `calls-transcriber models ...` manages models; without a subcommand
-//! it runs the transcription job configured by its environment.
+//! calls-transcriber: the job binary. `calls-transcriber models ...` manages models, `calls-transcriber
+//! transcribe FILE...` transcribes audio files; without a subcommand it runs the transcription job
+//! configured by its environment.
 
 use std::process::ExitCode;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Print the CPU features whisper.cpp was built with (AVX2, FMA, F16C...): run it in the image to check
     /// that the shipped binary is not a slow scalar build.
     SystemInfo,
+    /// Transcribe audio or video files (.wav, .mp4, .m4a...; each file one speaker) into
+    /// transcript.{vtt,srt,txt,json}.
+    Transcribe(calls_transcriber::files::TranscribeArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,13 @@ fn main() -> ExitCode {
             println!("{}", whisper_rs::print_system_info().trim());
             ExitCode::SUCCESS
         }
+        Some(Command::Transcribe(args)) => match calls_transcriber::files::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
         None => run_job(),
     }
 }

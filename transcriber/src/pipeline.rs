@@ -9,12 +9,12 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::engine::{DecodeSettings, Engine, RawSegment, RawToken, SAMPLE_RATE};
+use crate::engine::{DecodeSettings, Engine, LoadOptions, RawSegment, RawToken, SAMPLE_RATE};
 use crate::error::Result;
 use crate::models;
 /// The speaker a transcription is for (defined with the transcript, which names them).
 pub use crate::transcript::Speaker;
-use crate::transcript::{Segment, SpeakerTranscript};
+use crate::transcript::{Segment, SpeakerTranscript, Word};
 use crate::vad::{Vad, VadSettings};
 
 /// A stretch of one speaker's audio: 16 kHz mono samples starting `start_ms` after the call began.
@@ -29,7 +29,7 @@ pub struct AudioPiece {
 /// What the caller chooses about a transcription.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranscribeOptions {
-    /// The ggml whisper model file (see [`models::model_path`]).
+    /// The ggml whisper model file (see [`models::resolve_model_path`]).
     pub model: PathBuf,
     /// The Silero VAD model file (see [`models::vad_model_path`]).
     pub vad_model: PathBuf,
@@ -45,10 +45,11 @@ pub struct TranscribeOptions {
 
 impl TranscribeOptions {
     /// Options for the model called `name` in the model directory `dir`, with the defaults: language
-    /// detected, greedy, 2 threads, no prompt. Fails with the list of models present if `name` is missing.
+    /// detected, greedy, 2 threads, no prompt. `name` without a file of its own gets its quantised version
+    /// ([`models::resolve_model_path`]). Fails with the list of models present if neither is there.
     pub fn for_model(dir: &Path, name: &str) -> Result<Self> {
         Ok(TranscribeOptions {
-            model: models::model_path(dir, name)?,
+            model: models::resolve_model_path(dir, name)?,
             vad_model: models::vad_model_path(dir)?,
             language: None,
             beam_size: None,
@@ -72,6 +73,8 @@ pub struct Progress {
 pub const CHUNK_MAX_MS: u64 = 28_000;
 /// Speech regions closer than this are decoded together, with the real audio between them.
 pub const CHUNK_JOIN_MS: u64 = 1_000;
+/// The VAD goes through a long piece in spans of this much audio (see `transcribe_speaker`).
+pub const VAD_SPAN_MS: u64 = 300_000;
 
 /// Segments whisper itself judged to be probably no speech, with a low token probability, are dropped.
 const NO_SPEECH_DROP: f32 = 0.6;
@@ -82,12 +85,25 @@ pub struct Transcriber {
     engine: Engine,
     vad: Vad,
     settings: DecodeSettings,
+    activity: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Transcriber {
-    /// Loads the whisper and VAD models and checks the options against the model.
+    /// Loads the whisper and VAD models and checks the options against the model. Tokens are timed by
+    /// DTW over the alignment heads, for the transcript's word timestamps.
     pub fn new(options: &TranscribeOptions) -> Result<Self> {
-        let engine = Engine::load(&options.model)?;
+        Self::new_with(
+            options,
+            LoadOptions {
+                word_timestamps: true,
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    /// [`Transcriber::new`] with the model loaded as `load` says (benchmarks compare the options).
+    pub fn new_with(options: &TranscribeOptions, load: LoadOptions) -> Result<Self> {
+        let engine = Engine::load_with(&options.model, load)?;
         // One thread: Silero runs one tiny graph per 32 ms frame, and ggml's spin-waiting threads turn
         // every frame into a barrier that costs a scheduler slice on a busy machine (measured: a 20 s
         // buffer took minutes with 2 threads under load, seconds with 1).
@@ -114,7 +130,15 @@ impl Transcriber {
             engine,
             vad,
             settings,
+            activity: None,
         })
+    }
+
+    /// Counts whisper's progress into `counter` (see [`Engine::set_activity`]): the job's heartbeat follows
+    /// it, so a long chunk on a busy machine keeps the job healthy and only a stuck one does not.
+    pub fn set_activity(&mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        self.engine.set_activity(std::sync::Arc::clone(&counter));
+        self.activity = Some(counter);
     }
 
     /// Transcribes one speaker. `pieces` may come in any order; `progress` is called after the VAD pass
@@ -130,10 +154,26 @@ impl Transcriber {
         pieces.sort_by_key(|p| p.start_ms);
         let audio_ms = pieces.iter().map(|p| samples_to_ms(p.samples.len())).sum();
 
-        // VAD over every piece first, so progress has a total.
+        // VAD over every piece first, so progress has a total. A long piece goes through in spans of
+        // [`VAD_SPAN_MS`], each counted as activity: an hour of one speaker takes the VAD a minute on a
+        // busy machine, longer than the health check waits (a region cut at a span's edge is joined
+        // again by `plan_chunks`, which joins regions less than a second apart).
         let mut chunks = Vec::new();
+        let span = ms_to_samples(VAD_SPAN_MS);
         for (index, piece) in pieces.iter().enumerate() {
-            let regions = self.vad.speech_regions(&piece.samples)?;
+            let mut regions = Vec::new();
+            for (number, part) in piece.samples.chunks(span).enumerate() {
+                let offset = number * span;
+                regions.extend(
+                    self.vad
+                        .speech_regions(part)?
+                        .into_iter()
+                        .map(|r| r.start + offset..r.end + offset),
+                );
+                if let Some(activity) = &self.activity {
+                    activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             chunks.extend(plan_chunks(index, &regions));
         }
         let total_ms: u64 = chunks.iter().map(Chunk::speech_ms).sum();
@@ -330,7 +370,7 @@ impl Chunk {
                         text: tokens.iter().map(|t| t.text.as_str()).collect(),
                         avg_token_prob: probability / tokens.len().max(1) as f32,
                         no_speech_prob: raw.no_speech_prob,
-                        tokens: Vec::new(),
+                        tokens: tokens.into_iter().cloned().collect(),
                     }
                 })
                 .collect()
@@ -341,16 +381,64 @@ impl Chunk {
             .map(|part| {
                 let start_ms = self.call_start_ms(part.start_ms, pieces);
                 let end_ms = self.call_end_ms(part.end_ms, pieces).max(start_ms);
+                let words = words_of(&part.tokens)
+                    .into_iter()
+                    .map(|word| {
+                        let start = self.call_start_ms(word.start_ms, pieces);
+                        Word {
+                            start_ms: start,
+                            end_ms: self.call_end_ms(word.end_ms, pieces).max(start),
+                            ..word
+                        }
+                    })
+                    .collect();
                 Segment {
                     start_ms,
                     end_ms,
                     text: part.text.trim().to_string(),
                     avg_token_prob: part.avg_token_prob,
                     no_speech_prob: part.no_speech_prob,
+                    words,
                 }
             })
             .collect()
     }
+}
+
+/// A segment's text tokens grouped into words, times as the tokens': a token that starts with a space
+/// starts a word, unless it holds no letter or digit (a dash, a quote), which joins the word before, as do
+/// tokens without a space (the rest of a word, its punctuation).
+pub fn words_of(tokens: &[RawToken]) -> Vec<Word> {
+    let mut words: Vec<(Word, u32)> = Vec::new();
+    for token in tokens {
+        let starts_word = token.text.starts_with(char::is_whitespace)
+            && token.text.chars().any(char::is_alphanumeric);
+        match words.last_mut() {
+            Some((word, count)) if !starts_word => {
+                word.text.push_str(&token.text);
+                word.end_ms = word.end_ms.max(token.end_ms);
+                word.probability += token.probability;
+                *count += 1;
+            }
+            _ => words.push((
+                Word {
+                    start_ms: token.start_ms,
+                    end_ms: token.end_ms.max(token.start_ms),
+                    text: token.text.clone(),
+                    probability: token.probability,
+                },
+                1,
+            )),
+        }
+    }
+    words
+        .into_iter()
+        .filter_map(|(mut word, count)| {
+            word.text = word.text.trim().to_string();
+            word.probability /= count as f32;
+            (!word.text.is_empty()).then_some(word)
+        })
+        .collect()
 }
 
 /// Call time of sample `position` of the chunk, clamped to the part.

@@ -147,3 +147,43 @@ fn non_speech_and_doubtful_segments_are_dropped() {
     };
     assert!(is_speech(&confident));
 }
+
+#[test]
+fn tokens_become_words_with_their_own_call_times() {
+    let tokens = vec![
+        token(100, 300, " The"),
+        token(300, 500, " data"),
+        token(500, 700, "base"),
+        token(800, 900, " up"),
+        token(900, 1_100, "grade"),
+        token(1_100, 1_120, "."),
+        token(1_200, 1_250, " -"),
+        token(1_300, 1_500, " Done"),
+    ];
+    let words = words_of(&tokens);
+    let summary: Vec<(u64, u64, &str)> = words
+        .iter()
+        .map(|w| (w.start_ms, w.end_ms, w.text.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (100, 300, "The"),
+            (300, 700, "database"),
+            (800, 1_250, "upgrade. -"),
+            (1_300, 1_500, "Done"),
+        ]
+    );
+    assert!((words[1].probability - 0.8).abs() < 1e-6);
+
+    // On the call timeline: a piece 60 s into the call, speech from 1 s of it.
+    let pieces = vec![piece(60_000, 10)];
+    let speech = 16_000..96_000;
+    let chunks = plan_chunks(0, std::slice::from_ref(&speech));
+    let mut segment = raw(100, 1_500, " The database upgrade. - Done");
+    segment.tokens = tokens;
+    let s = one(chunks[0].to_call_time(&segment, &pieces));
+    let starts: Vec<u64> = s.words.iter().map(|w| w.start_ms).collect();
+    assert_eq!(starts, vec![61_100, 61_300, 61_800, 62_300]);
+    assert_eq!(s.words.last().unwrap().end_ms, 62_500);
+}

@@ -31,6 +31,21 @@ pub struct Segment {
     pub avg_token_prob: f32,
     /// Whisper's probability that the window held no speech (0..1).
     pub no_speech_prob: f32,
+    /// The segment's words with their own times (whisper's token timestamps), in order.
+    pub words: Vec<Word>,
+}
+
+/// One word of a segment, on the call's timeline: where a player highlights it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Word {
+    /// Milliseconds from the start of the call.
+    pub start_ms: u64,
+    /// Milliseconds from the start of the call; `end_ms >= start_ms`.
+    pub end_ms: u64,
+    /// The word with its punctuation, without surrounding spaces.
+    pub text: String,
+    /// Mean probability of its tokens (0..1).
+    pub probability: f32,
 }
 
 /// Everything the transcriber produced for one speaker.
@@ -265,7 +280,8 @@ impl Transcript {
     }
 
     /// `transcript.json`: call id, model, duration, speakers with their language, every segment with its
-    /// speaker's name and session, call-time bounds, text and whisper's confidence figures, and the counters.
+    /// speaker's name and session, call-time bounds, text, whisper's confidence figures and its words (each
+    /// with call-time bounds and a probability), and the counters.
     pub fn to_json(&self) -> String {
         let speakers: Vec<_> = self
             .speakers
@@ -294,6 +310,12 @@ impl Transcript {
                     "text": item.segment.text,
                     "avg_token_prob": round3(item.segment.avg_token_prob),
                     "no_speech_prob": round3(item.segment.no_speech_prob),
+                    "words": item.segment.words.iter().map(|word| serde_json::json!({
+                        "start_ms": word.start_ms,
+                        "end_ms": word.end_ms,
+                        "text": word.text,
+                        "probability": round3(word.probability),
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();

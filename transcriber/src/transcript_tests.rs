@@ -16,6 +16,7 @@ fn segment(start_ms: u64, end_ms: u64, text: &str) -> Segment {
         text: text.to_string(),
         avg_token_prob: 0.91234,
         no_speech_prob: 0.01,
+        words: Vec::new(),
     }
 }
 

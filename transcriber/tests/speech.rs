@@ -241,3 +241,32 @@ fn live_windows_are_transcribed_unless_cancelled() {
         );
     }
 }
+
+/// The job's heartbeat follows whisper's own steps: the activity counter advances many times during one
+/// decode (at every decoding step, i.e. every token), not once per chunk, and not at all when idle.
+#[test]
+fn whisper_counts_its_steps_for_the_heartbeat() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let options = options("tiny.en");
+    let mut engine = Engine::load(&options.model).unwrap();
+    let activity = Arc::new(AtomicU64::new(0));
+    engine.set_activity(Arc::clone(&activity));
+    let work = tempfile::tempdir().unwrap();
+    let clip = synthesize(SENTENCES[0], VOICES[0], work.path()).unwrap();
+    let settings = DecodeSettings {
+        threads: 1,
+        ..DecodeSettings::default()
+    };
+    engine.decode(&clip, &settings).unwrap();
+    let steps = activity.load(Ordering::Relaxed);
+    // The sentence has 9 words: at least as many tokens, each a step.
+    assert!(steps >= 9, "only {steps} steps counted in one decode");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        activity.load(Ordering::Relaxed),
+        steps,
+        "no steps while idle"
+    );
+}

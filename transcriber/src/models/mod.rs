@@ -90,18 +90,54 @@ pub fn model_path(dir: &Path, name: &str) -> Result<PathBuf> {
     })
 }
 
+/// The 8-bit and smaller variants of a model, in the order a job falls back to them when the image has no
+/// file of the plain name (the most accurate first).
+pub const QUANTISED_SUFFIXES: [&str; 3] = ["-q8_0", "-q5_0", "-q4_0"];
+
+/// Whether `name` already names a quantised variant (`tiny.en-q8_0`).
+fn is_quantised(name: &str) -> bool {
+    QUANTISED_SUFFIXES
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
+/// The model file a job uses for `name`: `ggml-NAME.bin` when `dir` has it, else its quantised version
+/// (`NAME-q8_0`, then `-q5_0`, `-q4_0`), so a job asking for `tiny.en` on an image that ships only
+/// `tiny.en-q8_0` gets that, as live captions do ([`live_model_path`]). The transcript names the file it
+/// used. Errors as [`model_path`] for `name`.
+pub fn resolve_model_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    let exact = model_path(dir, name);
+    if exact.is_ok() || is_quantised(name) {
+        return exact;
+    }
+    QUANTISED_SUFFIXES
+        .iter()
+        .find_map(|suffix| model_path(dir, &format!("{name}{suffix}")).ok())
+        .map_or(exact, Ok)
+}
+
 /// The model file live captions use for `name`: its 8-bit version (`NAME-q8_0`) when `dir` has one, since
 /// live windows are decoded again and again (tiny.en: 43 % less CPU per window, the same WER on our
-/// meeting sentences, docs/benchmarks.md), else `name` itself. Errors as [`model_path`] for `name`.
+/// meeting sentences, docs/benchmarks.md), else as [`resolve_model_path`]. Errors as [`model_path`] for
+/// `name`.
 pub fn live_model_path(dir: &Path, name: &str) -> Result<PathBuf> {
-    let quantised =
-        !name.ends_with("-q8_0") && !name.ends_with("-q5_0") && !name.ends_with("-q4_0");
-    if quantised {
+    if !is_quantised(name) {
         if let Ok(path) = model_path(dir, &format!("{name}-q8_0")) {
             return Ok(path);
         }
     }
-    model_path(dir, name)
+    resolve_model_path(dir, name)
+}
+
+/// The name of a model file (`ggml-tiny.en-q8_0.bin` → `tiny.en-q8_0`): what a transcript says it used.
+pub fn model_name_of(path: &Path) -> String {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .map(|name| {
+            let name = name.strip_prefix(PREFIX).unwrap_or(name);
+            name.strip_suffix(SUFFIX).unwrap_or(name).to_owned()
+        })
+        .unwrap_or_default()
 }
 
 /// The path of the VAD model in `dir`, or an error saying how to get it.
@@ -157,6 +193,38 @@ mod tests {
         let error = live("small").unwrap_err().to_string();
         assert!(error.starts_with("unknown model \"small\""), "{error}");
         assert!(live_model_path(dir.path(), "../ggml-base").is_err());
+    }
+
+    #[test]
+    fn a_job_asking_for_a_model_gets_its_quantised_version_when_only_that_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "ggml-base.bin",
+            "ggml-tiny.en-q8_0.bin",
+            "ggml-small-q5_0.bin",
+        ] {
+            std::fs::write(dir.path().join(file), b"x").unwrap();
+        }
+        let resolve = |name: &str| resolve_model_path(dir.path(), name).map(|p| model_name_of(&p));
+        assert_eq!(resolve("tiny.en").unwrap(), "tiny.en-q8_0");
+        assert_eq!(resolve("tiny.en-q8_0").unwrap(), "tiny.en-q8_0");
+        assert_eq!(resolve("base").unwrap(), "base", "the plain file wins");
+        assert_eq!(resolve("small").unwrap(), "small-q5_0");
+        let error = resolve("tiny.en-q5_0").unwrap_err().to_string();
+        assert!(
+            error.starts_with("unknown model \"tiny.en-q5_0\""),
+            "{error}"
+        );
+        let error = resolve("large").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "unknown model \"large\": available models are base, small-q5_0, tiny.en-q8_0"
+        );
+        assert!(resolve("../ggml-base").is_err());
+        // Live captions prefer the 8-bit file, and fall back the same way.
+        let live = |name: &str| live_model_path(dir.path(), name).map(|p| model_name_of(&p));
+        assert_eq!(live("tiny.en").unwrap(), "tiny.en-q8_0");
+        assert_eq!(live("small").unwrap(), "small-q5_0");
     }
 
     #[test]
