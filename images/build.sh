@@ -7,7 +7,8 @@
 #    cargo unless --cargo is given: CI builds once and then calls this script).
 #
 # Usage: images/build.sh [--target-dir DIR] [--profile debug|release] [--cargo] [IMAGE...]
-#   IMAGE is any of: sfu offloader test-job recorder transcriber (default: all whose binary exists)
+#   IMAGE is any of: sfu offloader test-job recorder transcriber coturn (default: all whose binary exists,
+#   and coturn, which is Debian's package and needs no binary)
 # Env: CARGO_TARGET_DIR, PROFILE, BASE, MIRROR (apt mirror for debootstrap), TAG (default latest),
 #      FORCE_BASE=1 (rebuild the debootstrap base even when it exists),
 #      CALLS_TRANSCRIBER_MODELS (model cache, default ~/.cache/calls-transcriber/models),
@@ -29,7 +30,7 @@ while [[ $# -gt 0 ]]; do
         --profile) profile="$2"; shift 2 ;;
         --cargo) run_cargo=1; shift ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        sfu|offloader|test-job|recorder|transcriber) wanted+=("$1"); shift ;;
+        sfu|offloader|test-job|recorder|transcriber|coturn) wanted+=("$1"); shift ;;
         *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -148,20 +149,47 @@ build_image() {
     fi
 }
 
+# build_package_image NAME: an image of Debian packages only (coturn): rebuilt when its Dockerfile or the base
+# changes.
+build_package_image() {
+    local name="$1" input current ctx previous
+    input="$(cat "$here/$name.Dockerfile" <(docker image inspect -f '{{.Id}}' "$base") | sha256sum | cut -c1-32)"
+    current="$(docker image inspect -f '{{index .Config.Labels "calls.build.input"}}' "calls-$name:$tag" 2>/dev/null || true)"
+    if [[ "$current" == "$input" ]]; then
+        log "calls-$name:$tag is up to date"
+        return
+    fi
+    ctx="$(mktemp -d)"
+    cleanup_dirs+=("$ctx")
+    cp "$here/$name.Dockerfile" "$ctx/Dockerfile"
+    previous="$(docker image inspect -f '{{.Id}}' "calls-$name:$tag" 2>/dev/null || true)"
+    log "building calls-$name:$tag (Debian's $name)"
+    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" --label "calls.build.input=$input" -t "calls-$name:$tag" "$ctx" 2> >(grep -vE 'DEPRECATED|BuildKit is currently disabled|environment-variable|^$' >&2) >/dev/null
+    rm -rf "$ctx"
+    if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "calls-$name:$tag")" ]]; then
+        docker rmi "$previous" >/dev/null 2>&1 || true
+    fi
+}
+
 declare -A binary_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-test-job [recorder]=calls-recorder [transcriber]=calls-transcriber )
 declare -A package_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-e2e [recorder]=calls-recorder [transcriber]=calls-transcriber )
 explicit=1
-if [[ ${#wanted[@]} -eq 0 ]]; then wanted=(sfu offloader test-job recorder transcriber); explicit=0; fi
+if [[ ${#wanted[@]} -eq 0 ]]; then wanted=(sfu offloader test-job recorder transcriber coturn); explicit=0; fi
 
 if [[ $run_cargo == 1 ]]; then
     args=()
-    for n in "${wanted[@]}"; do args+=(-p "${package_of[$n]}" --bin "${binary_of[$n]}"); done
-    CARGO_TARGET_DIR="$target_dir" cargo build --profile "$cargo_profile" "${args[@]}"
+    for n in "${wanted[@]}"; do [[ $n == coturn ]] || args+=(-p "${package_of[$n]}" --bin "${binary_of[$n]}"); done
+    [[ ${#args[@]} -eq 0 ]] || CARGO_TARGET_DIR="$target_dir" cargo build --profile "$cargo_profile" "${args[@]}"
 fi
 
 base="$(ensure_base)"
 built=()
 for n in "${wanted[@]}"; do
+    if [[ $n == coturn ]]; then
+        build_package_image coturn
+        built+=("calls-coturn:$tag")
+        continue
+    fi
     b="${binary_of[$n]}"
     if [[ ! -x "$bin_dir/$b" ]]; then
         if [[ $explicit == 1 ]]; then log "missing $bin_dir/$b (build it first, or pass --cargo)"; exit 1; fi

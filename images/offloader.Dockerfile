@@ -19,5 +19,5 @@ VOLUME /var/lib/calls-offloader
 USER 10001:10001
 EXPOSE 4545/tcp
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/4545 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/4545 && { [ -n \"${OFFLOADER_API_TLS_CERT_FILE:-}\" ] || { printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '; }; }"]
 ENTRYPOINT ["/usr/local/bin/calls-offloader"]

@@ -13,7 +13,8 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin
 COPY calls-sfu /usr/local/bin/calls-sfu
 USER 10001:10001
 EXPOSE 8045/tcp 8443/udp 8443/tcp
-# No curl in the image: bash's /dev/tcp speaks just enough HTTP to ask /healthz.
+# No curl in the image: bash's /dev/tcp speaks just enough HTTP to ask /healthz; over TLS (SFU_HTTP_TLS_CERT_FILE set)
+# it checks that the port accepts connections.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8045 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8045 && { [ -n \"${SFU_HTTP_TLS_CERT_FILE:-}\" ] || { printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '; }; }"]
 ENTRYPOINT ["/usr/local/bin/calls-sfu"]

@@ -13,6 +13,8 @@ packages=(
   firefox-esr python3 python3-venv
   # the recorder draws participants' names with FFmpeg drawtext (its image installs the same font)
   fonts-dejavu-core
+  # TLS/TURN tests: a real coturn (TURN relay) and nginx (TLS-terminating reverse proxy, docs/deploy.md)
+  coturn nginx
   # the Mattermost compatibility test builds a small Go client of its own (standard library only)
   golang-go
   # tools the scripts use

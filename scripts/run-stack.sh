@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
 # Runs the stack on this machine: installs what it needs, builds release binaries, builds the images
 # (no registry needed; the recorder and transcriber job images too), writes ./.env with fresh secrets on
-# first run, and starts the SFU and the offloader with docker-compose. Prints the demo page URL and two
+# first run, and starts the SFU, the offloader and coturn with docker-compose. Prints the demo page URL and two
 # join links.
+#
+# HTTPS by default (browsers give the microphone only to https:// pages, or to localhost): on first run it makes a
+# local CA and a server certificate for this host's names and addresses under ./tls (git-ignored; the CA is kept,
+# the server certificate is re-made when the names change or it is older than 300 days) and prints the command that
+# makes a laptop trust the CA. Choose with CALLS_TLS (in the environment or .env):
+#   local (default)  the local CA above;
+#   own              your own certificate: set SFU_HTTP_TLS_CERT_FILE and SFU_HTTP_TLS_KEY_FILE (absolute paths, e.g.
+#                    an ACME client's fullchain.pem / privkey.pem) and CALLS_TLS_DIR (a directory holding both, mounted
+#                    into the containers) in .env; renewals are picked up without a restart;
+#   off              plain HTTP, for local development (`./scripts/run-stack.sh --http` is the same).
+# CALLS_PUBLIC_HOST (default: this host's first address) is the name or address put in the links and TURN URLs;
+# CALLS_TLS_NAMES adds names and addresses to the local certificate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+[ "${1:-}" = "--http" ] && export CALLS_TLS=off
 
 ./scripts/install-deps.sh
 
@@ -30,20 +43,89 @@ DOCKER_GID=$(stat -c %g /var/run/docker.sock)
 ENV
   echo "wrote .env with fresh secrets (keep it private)"
 fi
+# Settings added since a .env was first written are appended; set_env replaces a value run-stack.sh owns.
+add_env() { grep -q "^$1=" .env || echo "$1=$2" >> .env; }
+set_env() { if grep -q "^$1=" .env; then sed -i "s|^$1=.*|$1=$2|" .env; else echo "$1=$2" >> .env; fi; }
+add_env SFU_ICE_TURN_STATIC_AUTH_SECRET "$(random)"
+add_env CALLS_TLS "${CALLS_TLS:-local}"
+[ -n "${CALLS_TLS:-}" ] && set_env CALLS_TLS "$CALLS_TLS"
+. ./.env
+host_ips=$(hostname -I 2>/dev/null || true)
+public_host=${CALLS_PUBLIC_HOST:-$(echo "$host_ips" | awk '{print $1}')}
+public_host=${public_host:-127.0.0.1}
+set_env SFU_ICE_TURN_URLS "turn:$public_host:3478?transport=udp,turn:$public_host:3478?transport=tcp"
+case "$CALLS_TLS" in
+  local)
+    names=$(printf '%s\n' localhost 127.0.0.1 ::1 172.17.0.1 "$(hostname)" "$(hostname -f 2>/dev/null || true)" $host_ips $public_host \
+      ${CALLS_TLS_NAMES:-} | grep -v '^$' | sort -u | tr '\n' ' ')
+    mkdir -p tls && chmod 750 tls
+    if [ ! -f tls/server.pem ] || [ "$(cat tls/names 2>/dev/null)" != "$names" ] || [ -n "$(find tls/server.pem -mtime +300)" ]; then
+      args=(); for n in $names; do args+=(--name "$n"); done
+      "$CARGO_TARGET_DIR/release/calls-sfu" cert --dir tls "${args[@]}"
+      echo "$names" > tls/names
+    fi
+    # The services run as uid/gid 10001 in their images: they read the key through its group (10001 when this
+    # script may give the files that group, else the owner's group, which compose adds to the containers).
+    chmod 750 tls; chmod 644 tls/ca.pem tls/server.pem; chmod 640 tls/server-key.pem
+    chgrp 10001 tls tls/server-key.pem 2>/dev/null || true
+    set_env CALLS_TLS_DIR "$PWD/tls"
+    set_env SFU_HTTP_TLS_CERT_FILE "$PWD/tls/server.pem"
+    set_env SFU_HTTP_TLS_KEY_FILE "$PWD/tls/server-key.pem"
+    set_env OFFLOADER_JOBS_CA_CERT_FILE "$PWD/tls/ca.pem"
+    ;;
+  own)
+    [ -n "${SFU_HTTP_TLS_CERT_FILE:-}" ] && [ -n "${SFU_HTTP_TLS_KEY_FILE:-}" ] && [ -n "${CALLS_TLS_DIR:-}" ] || {
+      echo "CALLS_TLS=own: set SFU_HTTP_TLS_CERT_FILE, SFU_HTTP_TLS_KEY_FILE and CALLS_TLS_DIR in .env" >&2; exit 1; }
+    set_env OFFLOADER_JOBS_CA_CERT_FILE ""
+    ;;
+  off)
+    mkdir -p tls
+    set_env CALLS_TLS_DIR "$PWD/tls"
+    for v in SFU_HTTP_TLS_CERT_FILE SFU_HTTP_TLS_KEY_FILE OFFLOADER_JOBS_CA_CERT_FILE; do set_env $v ""; done
+    ;;
+  *) echo "CALLS_TLS=$CALLS_TLS: expected local, own or off" >&2; exit 1 ;;
+esac
+. ./.env
+set_env CALLS_TLS_GID "$(stat -c %g "${SFU_HTTP_TLS_KEY_FILE:-$CALLS_TLS_DIR}")"
+# The offloader serves with the SFU's certificate; jobs reach both over the Docker bridge address, which the
+# local certificate names.
+set_env OFFLOADER_API_TLS_CERT_FILE "${SFU_HTTP_TLS_CERT_FILE:-}"
+set_env OFFLOADER_API_TLS_KEY_FILE "${SFU_HTTP_TLS_KEY_FILE:-}"
+if [ -n "${SFU_HTTP_TLS_CERT_FILE:-}" ]; then scheme=https; else scheme=http; fi
+set_env OFFLOADER_JOBS_OFFLOADER_URL "$scheme://172.17.0.1:4545"
+. ./.env
 
 if command -v docker-compose >/dev/null; then compose=(docker-compose); else compose=(docker compose); fi
 "${compose[@]}" up -d
 
+# curl checks the certificate against the local CA (with your own certificate, the system's roots).
+curl_tls=(); [ "$CALLS_TLS" = local ] && curl_tls=(--cacert tls/ca.pem)
+healthy() { curl -fsS "${curl_tls[@]}" "$scheme://127.0.0.1:$1/healthz" >/dev/null 2>&1; }
 for _ in $(seq 1 30); do
-  curl -fsS http://127.0.0.1:8045/healthz >/dev/null 2>&1 && curl -fsS http://127.0.0.1:4545/healthz >/dev/null 2>&1 && break
+  healthy 8045 && healthy 4545 && break
   sleep 1
 done
-curl -fsS http://127.0.0.1:8045/healthz >/dev/null || { echo "the SFU did not become healthy; see: ${compose[*]} logs sfu" >&2; exit 1; }
-curl -fsS http://127.0.0.1:4545/healthz >/dev/null || { echo "the offloader did not become healthy; see: ${compose[*]} logs offloader" >&2; exit 1; }
+healthy 8045 || { echo "the SFU did not become healthy; see: ${compose[*]} logs sfu" >&2; exit 1; }
+healthy 4545 || { echo "the offloader did not become healthy; see: ${compose[*]} logs offloader" >&2; exit 1; }
 
 echo
-echo "calls-sfu:       http://127.0.0.1:8045/   (demo page; open it in two tabs)"
-echo "calls-offloader: http://127.0.0.1:4545/   (admin secret in .env)"
+echo "calls-sfu:       $scheme://$public_host:8045/   (demo page; open it in two tabs)"
+echo "calls-offloader: $scheme://$public_host:4545/   (admin secret in .env)"
+echo "TURN:            $SFU_ICE_TURN_URLS"
 for name in alice bob; do
-  echo "join link for $name: $("${compose[@]}" exec -T sfu calls-sfu token --call demo --name "$name" --ttl 8h --link http://127.0.0.1:8045)"
+  echo "join link for $name: $("${compose[@]}" exec -T sfu calls-sfu token --call demo --name "$name" --ttl 8h --link "$scheme://$public_host:8045")"
 done
+if [ "$CALLS_TLS" = local ]; then
+  cat <<TRUST
+
+The certificate is signed by this stack's own CA, $PWD/tls/ca.pem. Copy that file to each laptop and trust it once:
+  Debian/Ubuntu (Chromium, Chrome): certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n calls-local-ca -i ca.pem
+  Firefox (any system):             Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import
+  macOS:                            sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain ca.pem
+  Windows (as administrator):       certutil -addstore -f ROOT ca.pem
+Command-line clients: calls-participant --ca-cert tls/ca.pem, curl --cacert tls/ca.pem.
+TRUST
+elif [ "$CALLS_TLS" = off ]; then
+  echo
+  echo "plain HTTP: browsers on other machines get no microphone (use https, the default, for that)"
+fi

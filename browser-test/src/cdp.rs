@@ -53,6 +53,9 @@ pub struct LaunchOptions {
     /// Plain-HTTP origins (`http://172.17.0.1:8080`) treated as secure, so that a page served on an
     /// address other than localhost may still open the microphone (`getUserMedia` needs a secure context).
     pub secure_origins: Vec<String>,
+    /// Further command-line flags, e.g. `--host-resolver-rules=MAP calls.test 127.0.0.1` or
+    /// `--ignore-certificate-errors-spki-list=...` (a test's own certificate).
+    pub extra_args: Vec<String>,
 }
 
 impl LaunchOptions {
@@ -72,6 +75,7 @@ impl LaunchOptions {
                 self.secure_origins.join(",")
             ));
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 }

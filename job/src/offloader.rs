@@ -93,9 +93,19 @@ impl OffloaderClient {
     /// uses a proxy: `HTTP_PROXY` and friends in a job's environment must not route the job
     /// token and the artifacts anywhere but to `OFFLOADER_URL`.
     pub fn from_parts(base: &str, job_id: &str, token: Secret) -> Result<OffloaderClient> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .no_proxy()
+            .no_proxy();
+        // A stack with its own CA hands it to jobs (`jobs.ca_cert_file`): trust it too.
+        if let Ok(pem) = std::env::var(calls_protocol::job_env::CA_CERT_PEM) {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                Error::Offloader(format!("{}: {e}", calls_protocol::job_env::CA_CERT_PEM))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Offloader(format!("building the http client: {e}")))?;
         Ok(OffloaderClient {

@@ -30,6 +30,8 @@ pub enum Kind {
 /// Every setting: dotted TOML key, kind, default (as written in the file), description.
 pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("api.listen_address", Kind::Str, "\"0.0.0.0:4545\"", "address the HTTP API listens on"),
+    ("api.tls_cert_file", Kind::Str, "\"\"", "PEM certificate (then its chain) to serve the API over HTTPS; re-read when the file changes; empty = plain HTTP"),
+    ("api.tls_key_file", Kind::Str, "\"\"", "PEM private key of api.tls_cert_file"),
     ("api.admin_secret", Kind::Str, "\"\"", "secret that authorises /register and /unregister of any client, sent as a bearer token or as the password of Basic auth with an empty user (≥ 32 chars; empty disables admin)"),
     ("api.self_registration", Kind::Bool, "false", "let anyone register a client without the admin secret, and register an unknown client on its first request with Basic credentials (Mattermost's `allow_self_registration`)"),
     ("api.token_ttl", Kind::Str, "\"24h\"", "lifetime of bearer tokens from /login"),
@@ -58,6 +60,7 @@ pub const KEYS: &[(&str, Kind, &str, &str)] = &[
     ("jobs.sweep_interval", Kind::Str, "\"1m\"", "period of the retention sweeper"),
     ("jobs.max_artifact_bytes", Kind::Int, "10737418240", "size limit of one uploaded artifact"),
     ("jobs.image_allowlist", Kind::List, "[]", "images a job of any type may name as runner (prefer the per-type `runners.<type>.image_allowlist`)"),
+    ("jobs.ca_cert_file", Kind::Str, "\"\"", "PEM CA certificate handed to every job (as CALLS_CA_CERT_PEM) so it trusts an SFU and offloader whose certificates this CA signed (a stack's local CA); empty = public roots only"),
     ("jobs.offloader_url", Kind::Str, "\"http://172.17.0.1:4545\"", "OFFLOADER_URL given to jobs: how a container reaches this API"),
     ("docker.mode", Kind::Str, "\"engine\"", "where jobs run: `engine` (a container on the Docker engine beside the offloader) or `swarm` (a one-task `replicated-job` service on a Docker Swarm the engine manages; see \"Swarm mode\")"),
     ("docker.swarm_constraints", Kind::List, "[]", "swarm mode: placement constraints of job services, e.g. `[\"node.labels.calls-jobs==true\"]`"),
@@ -110,6 +113,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 struct RawApi {
     listen_address: Option<String>,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
     admin_secret: Option<String>,
     self_registration: Option<bool>,
     token_ttl: Option<String>,
@@ -150,6 +155,7 @@ struct RawJobs {
     max_log_bytes: Option<u64>,
     image_allowlist: Option<Vec<String>>,
     offloader_url: Option<String>,
+    ca_cert_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +245,10 @@ pub struct RunnerConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_address: SocketAddr,
+    /// Serve the API over TLS with these files.
+    pub tls: Option<calls_tls::CertFiles>,
+    /// PEM of `jobs.ca_cert_file`, read (and checked) at start, handed to jobs.
+    pub job_ca_cert_pem: Option<String>,
     pub admin_secret: Option<String>,
     pub self_registration: bool,
     pub token_ttl: Duration,
@@ -475,6 +485,33 @@ fn positive(key: &str, value: u64) -> Result<u64> {
     Ok(value)
 }
 
+/// Both TLS files or neither (they are read when the server starts).
+fn tls_files(cert: Option<String>, key: Option<String>) -> Result<Option<calls_tls::CertFiles>> {
+    let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+    match (given(cert), given(key)) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(calls_tls::CertFiles { cert, key })),
+        (Some(_), None) => Err(Error::Config(
+            "api.tls_key_file is required when api.tls_cert_file is set".into(),
+        )),
+        (None, Some(_)) => Err(Error::Config(
+            "api.tls_cert_file is required when api.tls_key_file is set".into(),
+        )),
+    }
+}
+
+/// The PEM of `jobs.ca_cert_file`, checked to hold certificates; an error names the file.
+fn job_ca_cert(path: Option<String>) -> Result<Option<String>> {
+    let Some(path) = path.filter(|p| !p.trim().is_empty()) else {
+        return Ok(None);
+    };
+    calls_tls::read_certificates("jobs.ca_cert_file certificate", std::path::Path::new(&path))
+        .map_err(|error| Error::Config(error.to_string()))?;
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .map_err(|error| Error::Config(format!("cannot read jobs.ca_cert_file {path}: {error}")))
+}
+
 fn validate(raw: RawConfig) -> Result<Config> {
     let listen_text = raw
         .api
@@ -485,6 +522,8 @@ fn validate(raw: RawConfig) -> Result<Config> {
             "api.listen_address = {listen_text:?} is not an address like \"0.0.0.0:4545\""
         ))
     })?;
+    let tls = tls_files(raw.api.tls_cert_file, raw.api.tls_key_file)?;
+    let job_ca_cert_pem = job_ca_cert(raw.jobs.ca_cert_file)?;
     let admin_secret = raw.api.admin_secret.filter(|s| !s.is_empty());
     if admin_secret
         .as_ref()
@@ -679,6 +718,8 @@ fn validate(raw: RawConfig) -> Result<Config> {
     )?;
     Ok(Config {
         listen_address,
+        tls,
+        job_ca_cert_pem,
         admin_secret,
         self_registration: raw.api.self_registration.unwrap_or(false),
         token_ttl: duration("api.token_ttl", raw.api.token_ttl, "24h")?,

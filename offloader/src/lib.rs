@@ -106,6 +106,15 @@ pub async fn run(config: Config) -> Result<()> {
     if config.data_dir.starts_with("/tmp") {
         tracing::warn!(data_dir = %config.data_dir.display(), "store.data_dir is under /tmp: jobs may be lost on reboot");
     }
+    // Certificate files are read before anything else: a bad or missing one stops the start
+    // with an error naming it.
+    let tls = match &config.tls {
+        Some(files) => Some(
+            calls_tls::ServerTls::load(files.clone())
+                .map_err(|error| Error::Config(error.to_string()))?,
+        ),
+        None => None,
+    };
     let docker = backend::connect().await?;
     let listen = config.listen_address;
     let mut state = AppState::new(config)?;
@@ -131,10 +140,11 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(mode = state.config.mode.as_str(), "job backend ready");
     Runner::start(state.clone(), job_backend).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(address = %listen, "calls-offloader listening");
+    tracing::info!(address = %listen, tls = tls.is_some(), "calls-offloader listening");
     serve::serve(
         listener,
         router(state.clone()),
+        tls,
         serve::ServeLimits::from_config(&state.config),
         state.metrics.clone(),
         shutdown_signal(),

@@ -67,16 +67,30 @@ impl UploadQuota {
                 "artifact {name:?} is already being uploaded"
             )));
         }
-        // An upload under an existing name replaces it: the old one does not count.
-        let others = stored.iter().filter(|a| a.name != name);
+        // An upload under an existing name replaces it: the old one does not count. An upload
+        // that has just stored its record but not yet given back its reservation is counted
+        // once: by its reservation, or by the stored size where that is larger (a replacement
+        // that fails leaves the old artifact).
+        let others = stored
+            .iter()
+            .filter(|a| a.name != name && !uploading.iter().any(|u| u.name == a.name));
         let count = others.clone().count() + uploading.len();
         if count >= limits.max_count {
             return Err(Error::Conflict(format!(
                 "the job already stored or is uploading {count} artifacts, its limit (jobs.max_artifacts_per_job)"
             )));
         }
-        let used =
-            others.map(|a| a.size).sum::<u64>() + uploading.iter().map(|u| u.bytes).sum::<u64>();
+        let stored_size = |n: &str| {
+            stored
+                .iter()
+                .find(|a| a.name == n && a.name != name)
+                .map_or(0, |a| a.size)
+        };
+        let used = others.map(|a| a.size).sum::<u64>()
+            + uploading
+                .iter()
+                .map(|u| u.bytes.max(stored_size(&u.name)))
+                .sum::<u64>();
         let room = limits.max_total_bytes.saturating_sub(used);
         let limit = limits.max_one_bytes.min(room);
         if declared.is_some_and(|n| n > limit) || limit == 0 {

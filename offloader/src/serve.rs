@@ -14,6 +14,11 @@
 //!   it, forever.
 //! - Bodies are read by the routes under `api.body_read_timeout` (see `api::ApiBytes` and the
 //!   artifact upload).
+//! - With `api.tls_cert_file`/`api.tls_key_file` every connection is TLS. The handshake runs in
+//!   the connection's own task (a slow client never holds up accepting others), under its
+//!   connection slot and within `api.header_read_timeout`; the certificate is re-read when its
+//!   files change (`calls_tls::ReloadingCert`). TLS runs over the [`StallGuard`], so the write
+//!   stall is measured on the TCP socket itself.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
+use tokio_util::either::Either;
 use tower::Service;
 
 use crate::metrics::Metrics;
@@ -192,6 +198,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for StallGuard<IO> {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<calls_tls::ServerTls>,
     limits: ServeLimits,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -232,18 +239,38 @@ pub async fn serve(
             Err(infallible) => match infallible {},
         };
         let service = TowerToHyperService::new(service);
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(
-                TokioIo::new(StallGuard::new(stream, limits.write_timeout)),
-                service,
-            );
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let stream = StallGuard::new(stream, limits.write_timeout);
+            let stream = match tls {
+                None => Either::Left(stream),
+                Some(tls) => {
+                    match tokio::time::timeout(
+                        limits.header_read_timeout,
+                        tls.acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => Either::Right(stream),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "tls handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
             // Errors here are the client's (reset, timeout, bad request line): not ours to log
             // above debug.
-            if let Err(error) = connection.await {
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(slot);

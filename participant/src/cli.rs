@@ -58,6 +58,13 @@ pub struct Args {
     /// How long to stay in the call (e.g. 10s, 2m); until Ctrl-C when absent.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// PEM file of a CA to trust for an https:// SFU besides the public roots (the stack's
+    /// local CA, e.g. `tls/ca.pem` of run-stack.sh).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Connect media only through the SFU's TURN servers (as a browser with relay=1).
+    #[arg(long)]
+    pub relay_only: bool,
     /// How long joining and connecting media may take.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -291,9 +298,18 @@ pub async fn run(args: Args, interrupt: impl Future<Output = ()>) -> anyhow::Res
     if let Some(dir) = &args.record_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let ca_cert_pem = match &args.ca_cert {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--ca-cert: cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
     let options = JoinOptions {
         call_id: Some(args.call.clone()),
         timeout: args.connect_timeout,
+        relay_only: args.relay_only,
+        ca_cert_pem,
         ..JoinOptions::default()
     };
     let started = Instant::now();

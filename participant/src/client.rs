@@ -45,6 +45,12 @@ pub struct JoinOptions {
     pub event_capacity: usize,
     /// Use ICE over TCP only (no UDP), as a client behind a UDP-blocking firewall would.
     pub tcp_only: bool,
+    /// Connect media only through the TURN servers the SFU hands out (relayed candidates).
+    pub relay_only: bool,
+    /// PEM CA certificates trusted for a `wss://` SFU besides the public roots (a stack's local
+    /// CA). When `None`, the PEM in the environment variable `CALLS_CA_CERT_PEM`
+    /// ([`calls_protocol::job_env::CA_CERT_PEM`], which the offloader sets for jobs) is used if set.
+    pub ca_cert_pem: Option<String>,
 }
 
 impl Default for JoinOptions {
@@ -55,6 +61,8 @@ impl Default for JoinOptions {
             timeout: Duration::from_secs(10),
             event_capacity: 1024,
             tcp_only: false,
+            relay_only: false,
+            ca_cert_pem: None,
         }
     }
 }
@@ -114,6 +122,19 @@ pub fn signalling_url(sfu: &str) -> Result<String> {
     Ok(format!("{scheme}://{rest}{path}"))
 }
 
+/// How the signalling WebSocket is secured: `wss://` trusts the public roots and the CA of
+/// [`JoinOptions::ca_cert_pem`] (or of `CALLS_CA_CERT_PEM`); `ws://` stays plain.
+fn tls_connector(options: &JoinOptions) -> Result<tokio_tungstenite::Connector> {
+    let from_env = || std::env::var(calls_protocol::job_env::CA_CERT_PEM).ok();
+    let extra = match options.ca_cert_pem.clone().or_else(from_env) {
+        None => Vec::new(),
+        Some(pem) => calls_tls::parse_certificates(pem.as_bytes())
+            .map_err(|reason| Error::Tls(format!("ca certificate: {reason}")))?,
+    };
+    let config = calls_tls::client_config(&extra).map_err(|err| Error::Tls(err.to_string()))?;
+    Ok(tokio_tungstenite::Connector::Rustls(config))
+}
+
 impl Participant {
     /// Joins the call the token is for. Returns once the SFU accepted the join and the first
     /// offer is sent; media connects shortly after (see [`Participant::wait_connected`]).
@@ -127,9 +148,11 @@ impl Participant {
     }
 
     async fn join_inner(url: &str, token: &str, options: JoinOptions) -> Result<Participant> {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|err| Error::Signalling(format!("cannot connect to {url}: {err}")))?;
+        let connector = tls_connector(&options)?;
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+                .await
+                .map_err(|err| Error::Signalling(format!("cannot connect to {url}: {err}")))?;
         let join = ClientMessage::Join {
             version: PROTOCOL_VERSION,
             token: token.to_owned(),
@@ -139,20 +162,24 @@ impl Participant {
             .send(Message::Text(join.to_json().into()))
             .await
             .map_err(|err| Error::Signalling(err.to_string()))?;
-        let (session_id, call_id, participants) = match next_server_message(&mut socket).await? {
-            ServerMessage::Joined {
-                session_id,
-                call_id,
-                participants,
-            } => (session_id, call_id, participants),
-            ServerMessage::Error { code, message } => return Err(Error::Refused { code, message }),
-            other => {
-                return Err(Error::Signalling(format!(
-                    "expected joined, got {}",
-                    other.to_json()
-                )))
-            }
-        };
+        let (session_id, call_id, participants, ice_servers) =
+            match next_server_message(&mut socket).await? {
+                ServerMessage::Joined {
+                    session_id,
+                    call_id,
+                    participants,
+                    ice_servers,
+                } => (session_id, call_id, participants, ice_servers),
+                ServerMessage::Error { code, message } => {
+                    return Err(Error::Refused { code, message })
+                }
+                other => {
+                    return Err(Error::Signalling(format!(
+                        "expected joined, got {}",
+                        other.to_json()
+                    )))
+                }
+            };
         let names: Names = Arc::new(Mutex::new(
             participants
                 .iter()
@@ -162,9 +189,18 @@ impl Participant {
         let (peer_tx, peer_rx) = mpsc::channel(1024);
         let dropped = Arc::new(AtomicU64::new(0));
         let bind_ip = options.bind_ip.unwrap_or_else(|| default_bind_ip(url));
+        if options.relay_only && ice_servers.is_empty() {
+            return Err(Error::Signalling(
+                "relay only, but the sfu hands out no turn server (ice.turn_urls)".into(),
+            ));
+        }
         let pc = peer::build(
-            bind_ip,
-            options.tcp_only,
+            peer::Transport {
+                bind_ip,
+                tcp_only: options.tcp_only,
+                ice_servers: &ice_servers,
+                relay_only: options.relay_only,
+            },
             Arc::new(Handler {
                 events: peer_tx,
                 dropped: Arc::clone(&dropped),

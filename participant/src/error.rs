@@ -29,6 +29,9 @@ pub enum Error {
     /// An SFU URL that cannot be turned into a signalling URL.
     #[error("invalid sfu url: {0}")]
     InvalidUrl(String),
+    /// A CA certificate to trust could not be read or used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Waiting for something took too long.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),

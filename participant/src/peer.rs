@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use calls_protocol::signalling::IceServer;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
@@ -15,7 +16,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::peer_connection::{
     register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, Registry, SettingEngineBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy,
+    Registry, SettingEngineBuilder,
 };
 
 use crate::Result;
@@ -53,12 +55,29 @@ fn vp8_codec() -> RTCRtpCodec {
     }
 }
 
+/// How the peer connection reaches the SFU.
+pub struct Transport<'a> {
+    /// Local address of its sockets (ephemeral ports).
+    pub bind_ip: IpAddr,
+    /// ICE over TCP only (no UDP).
+    pub tcp_only: bool,
+    /// STUN/TURN servers from the SFU's `joined`.
+    pub ice_servers: &'a [IceServer],
+    /// Only relayed candidates (through the TURN servers).
+    pub relay_only: bool,
+}
+
 /// Builds the peer connection, bound to `bind_ip` on an ephemeral port (UDP, or TCP only).
 pub async fn build(
-    bind_ip: IpAddr,
-    tcp_only: bool,
+    transport: Transport<'_>,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> Result<Arc<dyn PeerConnection>> {
+    let Transport {
+        bind_ip,
+        tcp_only,
+        ice_servers,
+        relay_only,
+    } = transport;
     let mut engine = MediaEngine::default();
     engine.register_codec(
         RTCRtpCodecParameters {
@@ -84,7 +103,25 @@ pub async fn build(
         .with_include_loopback_candidate(true)
         .build();
     let peer = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(
+                    ice_servers
+                        .iter()
+                        .map(|server| RTCIceServer {
+                            urls: server.urls.clone(),
+                            username: server.username.clone().unwrap_or_default(),
+                            credential: server.credential.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                )
+                .with_ice_transport_policy(if relay_only {
+                    RTCIceTransportPolicy::Relay
+                } else {
+                    RTCIceTransportPolicy::All
+                })
+                .build(),
+        )
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)

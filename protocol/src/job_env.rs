@@ -2,7 +2,7 @@
 //! container gets, defined once here and used by the offloader (which builds the environment), the
 //! shared job shell (`calls-job`) and every job (recorder, transcriber, the test job).
 //!
-//! The offloader sets the four [`RESERVED`] names itself; every other variable comes from the
+//! The offloader sets the [`RESERVED`] names itself; every other variable comes from the
 //! job's `input_data`, whose keys are upper-cased ([`env_name`]). So the input names a job type
 //! reads are listed here by their environment spelling, and a client writes them in lowercase
 //! (`call_id`, `bot_token`, ...). A secret input (see [`crate::jobs::is_secret_field`]) may also be
@@ -19,8 +19,12 @@ pub const JOB_TYPE: &str = "JOB_TYPE";
 pub const OFFLOADER_URL: &str = "OFFLOADER_URL";
 /// Bearer token for the job's own status and artifact routes (secret).
 pub const JOB_TOKEN: &str = "JOB_TOKEN";
+/// PEM certificates of a CA the job trusts besides the public roots when it connects to an
+/// `https://`/`wss://` SFU or offloader (a stack with its own local CA; `jobs.ca_cert_file`).
+/// Set by the offloader, only when configured.
+pub const CA_CERT_PEM: &str = "CALLS_CA_CERT_PEM";
 /// The names the offloader sets; an `input_data` key with one of these names is refused.
-pub const RESERVED: [&str; 4] = [JOB_ID, JOB_TYPE, OFFLOADER_URL, JOB_TOKEN];
+pub const RESERVED: [&str; 5] = [JOB_ID, JOB_TYPE, OFFLOADER_URL, JOB_TOKEN, CA_CERT_PEM];
 
 /// Where a backend may mount secret inputs as files.
 pub const SECRETS_DIR: &str = "/run/secrets";

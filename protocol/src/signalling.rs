@@ -168,6 +168,21 @@ pub enum ClientMessage {
     Leave,
 }
 
+/// An ICE server as `RTCPeerConnection` takes it (`{urls, username, credential}`), so the page
+/// can pass the list on unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username (coturn REST scheme: `<unix expiry>:<session id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password (base64 of HMAC-SHA1 of the username under the TURN secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// Messages the SFU sends to a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -180,6 +195,10 @@ pub enum ServerMessage {
         call_id: String,
         /// Everyone already in the call (not including this session).
         participants: Vec<ParticipantInfo>,
+        /// STUN/TURN servers the client should use, with this session's time-limited TURN
+        /// credentials; empty (and left out) when the SFU has none configured.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// SDP offer from the SFU (it adds or removes forwarded tracks).
     Offer {
@@ -443,6 +462,17 @@ mod tests {
                 session_id: "s2".into(),
                 call_id: "c".into(),
                 participants: vec![info.clone()],
+                ice_servers: vec![IceServer {
+                    urls: vec!["turn:turn.example.com:3478?transport=udp".into()],
+                    username: Some("1700000000:s2".into()),
+                    credential: Some("c2VjcmV0".into()),
+                }],
+            },
+            ServerMessage::Joined {
+                session_id: "s2".into(),
+                call_id: "c".into(),
+                participants: vec![],
+                ice_servers: vec![],
             },
             ServerMessage::Offer { sdp: "v=0".into() },
             ServerMessage::Answer { sdp: "v=0".into() },

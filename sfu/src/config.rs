@@ -93,6 +93,26 @@ pub struct IceConfig {
     pub allow_loopback_candidates: bool,
     /// Accept remote candidates on link-local addresses (169.254/16, fe80::/10).
     pub allow_link_local_candidates: bool,
+    /// TURN servers handed to every session, with credentials made from `turn_secret`.
+    pub turn: Option<TurnConfig>,
+}
+
+/// TURN servers for clients (coturn's `use-auth-secret` scheme, see `turn.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// `turn:`/`turns:` URLs, as the clients are given them.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`.
+    pub static_auth_secret: Secret,
+    /// How long a session's TURN credential stays valid.
+    pub credential_ttl: std::time::Duration,
+}
+
+/// The server certificate files of the HTTP listener (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Bounds on what one call or session may use.
@@ -147,6 +167,8 @@ pub struct LogConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub http_listen_address: SocketAddr,
+    /// Serve HTTPS (and WSS) with these files instead of plain HTTP.
+    pub http_tls: Option<TlsFiles>,
     /// Key for `GET /calls*`; `None` disables those endpoints.
     pub api_key: Option<Secret>,
     /// Directory holding the demo page (`index.html`); `None` means the built-in search path.
@@ -168,6 +190,7 @@ impl Config {
     pub fn for_local_test(token_secret: &str) -> Config {
         Config {
             http_listen_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_tls: None,
             api_key: None,
             static_dir: None,
             public_origin: None,
@@ -180,6 +203,7 @@ impl Config {
                 host_addresses: vec![IpAddr::from([127, 0, 0, 1])],
                 host_override: None,
                 stun_servers: Vec::new(),
+                turn: None,
                 allow_loopback_candidates: true,
                 allow_link_local_candidates: false,
             },
@@ -237,6 +261,8 @@ pub struct RawHttp {
     pub listen_address: Option<String>,
     pub api_key: Option<String>,
     pub static_dir: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
     pub public_url: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
 }
@@ -256,6 +282,9 @@ pub struct RawIce {
     pub host_addresses: Option<Vec<String>>,
     pub host_override: Option<String>,
     pub stun_servers: Option<Vec<String>>,
+    pub turn_urls: Option<Vec<String>>,
+    pub turn_static_auth_secret: Option<String>,
+    pub turn_credential_ttl_secs: Option<u64>,
     pub allow_loopback_candidates: Option<bool>,
     pub allow_link_local_candidates: Option<bool>,
 }
@@ -347,6 +376,8 @@ pub const KEYS: &[Key] = &[
     key!(http.listen_address, text),
     key!(http.api_key, text),
     key!(http.static_dir, text),
+    key!(http.tls_cert_file, text),
+    key!(http.tls_key_file, text),
     key!(http.public_url, text),
     key!(http.allowed_origins, list),
     key!(auth.token_secret, text),
@@ -356,6 +387,9 @@ pub const KEYS: &[Key] = &[
     key!(ice.host_addresses, list),
     key!(ice.host_override, text),
     key!(ice.stun_servers, list),
+    key!(ice.turn_urls, list),
+    key!(ice.turn_static_auth_secret, text),
+    key!(ice.turn_credential_ttl_secs, parse),
     key!(ice.allow_loopback_candidates, parse),
     key!(ice.allow_link_local_candidates, parse),
     key!(limits.max_participants_per_call, parse),
@@ -446,6 +480,8 @@ impl RawConfig {
             Some(key) => Some(Secret::new(key)),
         };
 
+        let http_tls = tls_files(self.http.tls_cert_file, self.http.tls_key_file)?;
+
         let static_dir = match self.http.static_dir.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(dir) => Some(PathBuf::from(dir)),
@@ -503,6 +539,7 @@ impl RawConfig {
         let log = self.log.validate()?;
         Ok(Config {
             http_listen_address,
+            http_tls,
             api_key,
             static_dir,
             public_origin,
@@ -540,16 +577,109 @@ impl RawIce {
         for url in &stun_servers {
             check_stun_url(url)?;
         }
+        let turn = turn_config(
+            self.turn_urls.clone().unwrap_or_default(),
+            self.turn_static_auth_secret.clone(),
+            self.turn_credential_ttl_secs,
+        )?;
         Ok(IceConfig {
             udp_port: self.udp_port.unwrap_or(8443),
             tcp_port: self.tcp_port.unwrap_or(8443),
             host_addresses,
             host_override,
             stun_servers,
+            turn,
             allow_loopback_candidates: self.allow_loopback_candidates.unwrap_or(false),
             allow_link_local_candidates: self.allow_link_local_candidates.unwrap_or(false),
         })
     }
+}
+
+/// Both files or neither; the files themselves are read (and checked) when the SFU starts.
+fn tls_files(cert: Option<String>, key: Option<String>) -> Result<Option<TlsFiles>, ConfigError> {
+    let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+    match (given(cert), given(key)) {
+        (None, None) => Ok(None),
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsFiles {
+            cert_file,
+            key_file,
+        })),
+        (Some(_), None) => Err(invalid(
+            "http.tls_key_file",
+            "is required when http.tls_cert_file is set",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "http.tls_cert_file",
+            "is required when http.tls_key_file is set",
+        )),
+    }
+}
+
+/// Shortest TURN secret accepted: coturn's REST scheme credentials are only as good as it.
+pub const MIN_TURN_SECRET_LEN: usize = 16;
+
+fn turn_config(
+    urls: Vec<String>,
+    secret: Option<String>,
+    ttl_secs: Option<u64>,
+) -> Result<Option<TurnConfig>, ConfigError> {
+    let secret = secret.filter(|s| !s.is_empty());
+    let credential_ttl = std::time::Duration::from_secs(in_range(
+        "ice.turn_credential_ttl_secs",
+        ttl_secs.unwrap_or(86_400),
+        60,
+        30 * 86_400,
+    )?);
+    for url in &urls {
+        check_turn_url(url)?;
+    }
+    match (urls.is_empty(), secret) {
+        (true, None) => Ok(None),
+        (true, Some(_)) => Err(invalid(
+            "ice.turn_urls",
+            "is required when ice.turn_static_auth_secret is set",
+        )),
+        (false, None) => Err(invalid(
+            "ice.turn_static_auth_secret",
+            "is required when ice.turn_urls is set (coturn's static-auth-secret)",
+        )),
+        (false, Some(secret)) if secret.len() < MIN_TURN_SECRET_LEN => Err(invalid(
+            "ice.turn_static_auth_secret",
+            format!("must be at least {MIN_TURN_SECRET_LEN} characters"),
+        )),
+        (false, Some(secret)) => Ok(Some(TurnConfig {
+            urls,
+            static_auth_secret: Secret::new(secret),
+            credential_ttl,
+        })),
+    }
+}
+
+/// `turn:host[:port][?transport=udp|tcp]` or `turns:...`, as browsers accept them.
+fn check_turn_url(url: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| invalid("ice.turn_urls", format!("{url:?} {why}"));
+    let rest = url
+        .strip_prefix("turn:")
+        .or_else(|| url.strip_prefix("turns:"))
+        .ok_or_else(|| bad("must start with turn: or turns:"))?;
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
+    };
+    if let Some(query) = query {
+        if !matches!(query, "transport=udp" | "transport=tcp") {
+            return Err(bad("may only carry ?transport=udp or ?transport=tcp"));
+        }
+    }
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (host, Some(port)),
+        _ => (address, None),
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port != 0));
+    if host.is_empty() || host.contains('/') || !port_ok {
+        return Err(bad("is not turn:host[:port][?transport=udp|tcp]"));
+    }
+    Ok(())
 }
 
 fn parse_host_override(value: &str) -> Result<HostOverride, ConfigError> {

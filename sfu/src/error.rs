@@ -12,6 +12,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// A TLS certificate or key file could not be loaded (the message names the file).
+    #[error("{0}")]
+    Tls(#[from] calls_tls::Error),
 }
 
 /// Result with the SFU error.

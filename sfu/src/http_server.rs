@@ -13,6 +13,13 @@
 //! cap also bounds live sessions per SFU. Accept errors back off (`backoff.rs`). On `stop` the
 //! loop stops accepting and every connection is shut down gracefully.
 //!
+//! With `http.tls_cert_file`/`http.tls_key_file` every connection is TLS (the page, `/ws` as
+//! WSS, the API and `/metrics`): the handshake runs in the connection's task, under its permit
+//! and within the header read timeout, so a client that stalls in the handshake is cut off like
+//! one that stalls in its headers. The certificate is re-read when its files change
+//! (`calls_tls::ReloadingCert`), so new connections get a renewed one and live calls go on.
+//! TLS runs over the `DeadlineIo` stream, so the write deadline is kept on the TCP socket.
+//!
 //! Issue 21, finding 2 adds (`write_deadline.rs`): a **minimum send rate** (a client that takes
 //! no data for `http.write_timeout` while the server has some for it is reset) and a
 //! **per-address cap** (`max_connections_per_address`; a connection beyond it is closed at once).
@@ -23,6 +30,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,11 +52,12 @@ pub struct ServerLimits {
     pub write_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServerLimits,
+    tls: Option<calls_tls::ServerTls>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -91,33 +100,67 @@ pub async fn serve(
         let service = TowerToHyperService::new(app.clone());
         let stop = stop.clone();
         let metrics = Arc::clone(&metrics);
+        let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
             let _address_slot = address_slot;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some(tls) = tls else {
+                return serve_connection(stream, service, limits, &metrics, stop).await;
             };
-            if let Err(err) = result {
-                if err.is_timeout() {
-                    metrics.record_error("http_header_timeout");
-                }
-                tracing::debug!(error = %err, "http connection ended with an error");
-            }
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, tls.acceptor.accept(stream));
+            let stream = tokio::select! {
+                result = handshake => match result {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        metrics.record_error("tls_handshake");
+                        tracing::debug!(error = %err, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics.record_error("tls_handshake_timeout");
+                        return;
+                    }
+                },
+                _ = stop.cancelled() => return,
+            };
+            serve_connection(stream, service, limits, &metrics, stop).await
         });
     }
     connections.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
     Ok(())
+}
+
+/// Serves HTTP/1.1 (with upgrades, for `/ws`) on one accepted connection, plain or TLS.
+async fn serve_connection<S>(
+    stream: S,
+    service: TowerToHyperService<Router>,
+    limits: ServerLimits,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        if err.is_timeout() {
+            metrics.record_error("http_header_timeout");
+        }
+        tracing::debug!(error = %err, "http connection ended with an error");
+    }
 }

@@ -24,6 +24,7 @@ pub mod session;
 pub mod state;
 pub mod tcp_mux;
 pub mod token;
+pub mod turn;
 pub mod web_security;
 pub mod write_deadline;
 
@@ -51,19 +52,27 @@ pub struct RunningSfu {
     /// Bound ICE-TCP address.
     pub ice_tcp_addr: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<calls_tls::ServerTls>,
     stop: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningSfu {
-    /// `ws://<http addr>/ws`.
+    /// `ws://<http addr>/ws` (`wss://` when the SFU serves TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.http_addr)
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.http_addr)
     }
 
-    /// `http://<http addr>`.
+    /// `http://<http addr>` (`https://` when the SFU serves TLS).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
+    }
+
+    /// Times a renewed certificate was loaded since start (0 without TLS).
+    pub fn tls_reloads(&self) -> u64 {
+        self.tls.as_ref().map_or(0, |tls| tls.cert.reloads())
     }
 
     /// The metrics of this SFU.
@@ -157,6 +166,15 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
     let ice_udp_addr = mux.local_addr()?;
     let tcp_mux = TcpMux::bind(SocketAddr::new(ice_bind.ip(), config.ice.tcp_port)).await?;
     let ice_tcp_addr = tcp_mux.local_addr();
+    // The certificate files are read before anything binds: a bad or missing one stops the
+    // start with an error naming it.
+    let tls = match &config.http_tls {
+        None => None,
+        Some(files) => Some(calls_tls::ServerTls::load(calls_tls::CertFiles {
+            cert: files.cert_file.clone(),
+            key: files.key_file.clone(),
+        })?),
+    };
     let listener = tokio::net::TcpListener::bind(config.http_listen_address).await?;
     let http_addr = listener.local_addr()?;
     let advertised_host = resolve_host_override(&config).await?;
@@ -176,11 +194,13 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
         listener,
         app,
         server_limits,
+        tls.clone(),
         Arc::clone(&shared.metrics),
         stop.clone(),
     ));
     tracing::info!(
         http = %http_addr,
+        tls = tls.is_some(),
         ice_udp = %ice_udp_addr,
         ice_tcp = %ice_tcp_addr,
         "calls-sfu listening"
@@ -190,6 +210,7 @@ pub async fn start(config: Config) -> Result<RunningSfu> {
         ice_udp_addr,
         ice_tcp_addr,
         shared,
+        tls,
         stop,
         server,
     })

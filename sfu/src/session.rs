@@ -9,7 +9,7 @@
 //! its own is pending.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket};
 use calls_protocol::signalling::{
@@ -186,6 +186,8 @@ async fn run_joined(
     );
     // `joined` is queued while the router lock is still held: any `participant_joined` for this
     // session is computed by a later join under the same lock, so it can only be queued after.
+    // Credentials are made before the router lock is taken (an HMAC each, kept out of the lock).
+    let ice_servers = crate::turn::ice_servers(&shared.config.ice, &session_id, SystemTime::now());
     let joined = shared.with_router(|router| {
         let (others, actions) = router.handle_join(&call_id, info)?;
         if out
@@ -193,6 +195,7 @@ async fn run_joined(
                 session_id: session_id.clone(),
                 call_id: call_id.clone(),
                 participants: others,
+                ice_servers,
             })
             .is_err()
         {

@@ -22,6 +22,8 @@ fn args(sfu: &calls_sfu::RunningSfu, call: &str, name: &str) -> Args {
         send_screen: false,
         record_dir: None,
         duration: None,
+        ca_cert: None,
+        relay_only: false,
         connect_timeout: Duration::from_secs(15),
     }
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::docker;
-use crate::offloader::{bin_dir, Offloader, OffloaderSettings};
+use crate::offloader::{bin_dir, Offloader, OffloaderSettings, TestTls};
 
 /// The SFU and the offloader of one test, and a client of the offloader.
 pub struct CallStack {
@@ -28,6 +28,8 @@ pub struct CallStack {
     pub client: Client,
     /// The Docker bridge gateway: the host as containers see it.
     pub bridge: IpAddr,
+    /// With [`CallStack::start_tls`]: the CA both servers' certificate comes from.
+    pub tls: Option<TestTls>,
     secret: &'static str,
     call: &'static str,
 }
@@ -44,14 +46,49 @@ impl CallStack {
         settings: OffloaderSettings,
         client_name: &str,
     ) -> anyhow::Result<CallStack> {
+        Self::start_with(image, tag, secret, call, settings, client_name, false).await
+    }
+
+    /// Like [`CallStack::start`], but TLS only: the SFU (`https://`, `wss://`) and the offloader
+    /// serve a certificate of a local CA for the bridge address, which jobs trust only because the
+    /// offloader hands them the CA (`jobs.ca_cert_file`), as `run-stack.sh` sets it up.
+    pub async fn start_tls(
+        image: &str,
+        tag: &str,
+        secret: &'static str,
+        call: &'static str,
+        settings: OffloaderSettings,
+        client_name: &str,
+    ) -> anyhow::Result<CallStack> {
+        Self::start_with(image, tag, secret, call, settings, client_name, true).await
+    }
+
+    async fn start_with(
+        image: &str,
+        tag: &str,
+        secret: &'static str,
+        call: &'static str,
+        mut settings: OffloaderSettings,
+        client_name: &str,
+        tls: bool,
+    ) -> anyhow::Result<CallStack> {
         docker::ensure_image(&bin_dir()?, image)?;
         let bridge: IpAddr = docker::bridge_gateway()
             .parse()
             .context("the bridge gateway is an IP address")?;
+        let tls = match tls {
+            true => Some(TestTls::new(&[bridge.to_string()])?),
+            false => None,
+        };
         let mut config = calls_sfu::Config::for_local_test(secret);
         config.http_listen_address = SocketAddr::new(bridge, 0);
         config.ice.host_addresses = vec![bridge];
+        config.http_tls = tls.as_ref().map(|tls| calls_sfu::config::TlsFiles {
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+        });
         let sfu = calls_sfu::start(config).await.context("the SFU starts")?;
+        settings.tls = tls.clone();
         let offloader = Offloader::start(tag, settings).await?;
         let client = offloader.register(client_name).await?;
         Ok(CallStack {
@@ -59,6 +96,7 @@ impl CallStack {
             offloader,
             client,
             bridge,
+            tls,
             secret,
             call,
         })
@@ -82,6 +120,7 @@ impl CallStack {
         let options = JoinOptions {
             call_id: Some(self.call.to_owned()),
             bind_ip: Some(self.bridge),
+            ca_cert_pem: self.tls.as_ref().map(|tls| tls.ca_pem.clone()),
             ..JoinOptions::default()
         };
         let mut participant = Participant::join(
@@ -121,7 +160,11 @@ impl CallStack {
     }
 
     /// A job of `job_type` for this call: its bot joins with a fresh bot token, plus `inputs`.
-    async fn create_job(&self, job_type: JobType, inputs: &[(&str, Value)]) -> anyhow::Result<Job> {
+    pub async fn create_job(
+        &self,
+        job_type: JobType,
+        inputs: &[(&str, Value)],
+    ) -> anyhow::Result<Job> {
         let bot = match job_type {
             JobType::Recording => "Recorder",
             JobType::Transcribing => "Transcriber",

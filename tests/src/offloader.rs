@@ -76,6 +76,40 @@ pub struct OffloaderSettings {
     pub mode: Mode,
     /// Further `OFFLOADER_*` overrides (full variable names), applied last.
     pub extra_env: Vec<(String, String)>,
+    /// Serve the API over HTTPS with these files, and hand jobs their CA.
+    pub tls: Option<TestTls>,
+}
+
+/// A local CA and a server certificate for the test stack's address, as files (removed on drop).
+#[derive(Debug, Clone)]
+pub struct TestTls {
+    /// The CA certificate (PEM), trusted by the test's clients and handed to jobs.
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl TestTls {
+    /// A CA and a certificate for `names` (DNS names or IP addresses), valid for a day.
+    pub fn new(names: &[String]) -> anyhow::Result<TestTls> {
+        let dir = tempfile::tempdir().context("cannot create the certificate directory")?;
+        calls_tls::local_ca::write_stack_certificates(
+            dir.path(),
+            names,
+            std::time::SystemTime::now(),
+        )
+        .context("cannot make the test certificates")?;
+        let ca_file = dir.path().join(calls_tls::local_ca::CA_CERT_FILE);
+        Ok(TestTls {
+            ca_pem: std::fs::read_to_string(&ca_file).context("the CA reads back")?,
+            ca_file,
+            cert_file: dir.path().join(calls_tls::local_ca::SERVER_CERT_FILE),
+            key_file: dir.path().join(calls_tls::local_ca::SERVER_KEY_FILE),
+            _dir: Arc::new(dir),
+        })
+    }
 }
 
 impl Default for OffloaderSettings {
@@ -96,6 +130,7 @@ impl Default for OffloaderSettings {
             transcribing_image: test_job_image(),
             mode: Mode::Engine,
             extra_env: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -171,10 +206,13 @@ impl Offloader {
             .tempdir()
             .context("cannot create the data directory")?;
         let log_path = data_dir.path().join("offloader.log");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(tls) = &settings.tls {
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).context("the test CA")?,
+            );
+        }
+        let http = http.build().context("cannot build the HTTP client")?;
         let mut offloader = Self {
             child: None,
             log_path,
@@ -191,9 +229,14 @@ impl Offloader {
         Ok(offloader)
     }
 
-    /// `http://<bridge address>:<port>`.
+    /// `http://<bridge address>:<port>` (`https://` with [`OffloaderSettings::tls`]).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.listen)
+        let scheme = if self.settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.listen)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -268,6 +311,15 @@ impl Offloader {
         .into_iter()
         .map(|(k, v)| (format!("OFFLOADER_{k}"), v))
         .collect();
+        if let Some(tls) = &s.tls {
+            for (name, path) in [
+                ("OFFLOADER_API_TLS_CERT_FILE", &tls.cert_file),
+                ("OFFLOADER_API_TLS_KEY_FILE", &tls.key_file),
+                ("OFFLOADER_JOBS_CA_CERT_FILE", &tls.ca_file),
+            ] {
+                env.push((name.to_owned(), path.display().to_string()));
+            }
+        }
         env.extend(s.extra_env.iter().cloned());
         env.push(("RUST_LOG".into(), "info".into()));
         env

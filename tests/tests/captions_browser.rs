@@ -115,6 +115,7 @@ async fn browser(
             looped,
         },
         secure_origins: vec![origin.to_owned()],
+        ..LaunchOptions::default()
     };
     let chromium = Chromium::launch_with(binary, &options).await?;
     let page = chromium.new_page().await?;

@@ -174,7 +174,7 @@ pub fn container_body(
         (config.network != "host").then(|| vec!["host.docker.internal:host-gateway".to_string()]);
     ContainerCreateBody {
         image: Some(job.runner.clone()),
-        env: Some(job_inputs(job, &config.offloader_url, job_token).all_as_env()),
+        env: Some(job_inputs(job, config, job_token).all_as_env()),
         labels: Some(job_labels(job, instance)),
         host_config: Some(HostConfig {
             network_mode: Some(config.network.clone()),

@@ -156,17 +156,22 @@ impl JobInputs {
     }
 }
 
-/// The inputs of a job: `JOB_ID`, `JOB_TYPE`, `OFFLOADER_URL`, `JOB_TOKEN`, then every
+/// The inputs of a job: `JOB_ID`, `JOB_TYPE`, `OFFLOADER_URL`, `JOB_TOKEN` (and
+/// `CALLS_CA_CERT_PEM` with `jobs.ca_cert_file`), then every
 /// `input_data` key upper-cased (strings as-is, other JSON values as JSON text). The fixed names
 /// win over input keys of the same name; `JOB_TOKEN` and inputs named like secrets
 /// (`is_secret_field`) are secrets.
-pub fn job_inputs(job: &JobRecord, offloader_url: &str, job_token: &str) -> JobInputs {
+pub fn job_inputs(job: &JobRecord, config: &Config, job_token: &str) -> JobInputs {
     let fixed = [
         (job_env::JOB_ID, job.id.clone()),
         (job_env::JOB_TYPE, job.job_type.as_str().to_string()),
-        (job_env::OFFLOADER_URL, offloader_url.to_string()),
+        (job_env::OFFLOADER_URL, config.offloader_url.clone()),
     ];
     let mut env: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // The stack's CA (public), so the job trusts an https:// SFU and offloader it signed.
+    if let Some(pem) = &config.job_ca_cert_pem {
+        env.push(format!("{}={pem}", job_env::CA_CERT_PEM));
+    }
     let mut secrets = vec![(job_env::JOB_TOKEN.to_string(), job_token.to_string())];
     for (key, value) in &job.input_data {
         let name = job_env::env_name(key);
@@ -316,7 +321,15 @@ pub(crate) mod tests {
 
     #[test]
     fn secrets_are_split_from_the_plain_environment() {
-        let inputs = job_inputs(&job(), "http://x:1", "tok");
+        let config = Config::load(
+            "",
+            [(
+                "OFFLOADER_JOBS_OFFLOADER_URL".to_string(),
+                "http://x:1".to_string(),
+            )],
+        )
+        .expect("valid");
+        let inputs = job_inputs(&job(), &config, "tok");
         assert_eq!(
             inputs.env,
             vec![
@@ -337,6 +350,52 @@ pub(crate) mod tests {
         let all = inputs.all_as_env();
         assert!(all.contains(&"JOB_TOKEN=tok".to_string()));
         assert!(all.contains(&"BOT_TOKEN=bot-secret".to_string()));
+    }
+
+    #[test]
+    fn jobs_get_the_configured_ca_and_no_input_can_replace_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = calls_tls::local_ca::new_ca(
+            "test ca",
+            std::time::SystemTime::now(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, &ca.cert).unwrap();
+        let config = Config::load(
+            "",
+            [(
+                "OFFLOADER_JOBS_CA_CERT_FILE".to_string(),
+                path.display().to_string(),
+            )],
+        )
+        .expect("valid");
+        let mut job = job();
+        job.input_data.insert(
+            "calls_ca_cert_pem".to_string(),
+            serde_json::json!("attacker's CA"),
+        );
+        let inputs = job_inputs(&job, &config, "tok");
+        let ca_env: Vec<_> = inputs
+            .env
+            .iter()
+            .filter(|e| e.starts_with("CALLS_CA_CERT_PEM="))
+            .collect();
+        assert_eq!(ca_env, [&format!("CALLS_CA_CERT_PEM={}", ca.cert)]);
+
+        // A file that is not a certificate is refused at start, naming it.
+        std::fs::write(&path, "hello").unwrap();
+        let error = Config::load(
+            "",
+            [(
+                "OFFLOADER_JOBS_CA_CERT_FILE".to_string(),
+                path.display().to_string(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("ca.pem"), "{error}");
     }
 
     #[test]

@@ -239,7 +239,7 @@ impl JobBackend for SwarmBackend {
         let name = job.container_name();
         // A leftover of the same name (a crash between create and persist) goes first.
         self.remove(&name).await?;
-        let inputs = job_inputs(job, &self.config.offloader_url, job_token);
+        let inputs = job_inputs(job, &self.config, job_token);
         let mut labels = job_labels(job, &self.instance);
         labels.insert(WORKLOAD_LABEL.to_string(), name.clone());
         let mut secrets = Vec::new();

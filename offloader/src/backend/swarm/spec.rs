@@ -226,7 +226,7 @@ mod tests {
             )],
         )
         .expect("valid");
-        let inputs = job_inputs(&job(), &config.offloader_url, "tok");
+        let inputs = job_inputs(&job(), &config, "tok");
         let secrets = vec![SecretFile {
             id: "sid".into(),
             name: "calls-transcribing-abc-secret0".into(),
