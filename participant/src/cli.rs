@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
     /// PEM file of a CA to trust for an https:// SFU besides the public roots (the stack's
-    /// local CA, e.g. `tls/ca.pem` of run-stack.sh).
+    /// local CA, e.g. `certs/ca.pem` of run-stack.sh).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Connect media only through the SFU's TURN servers (as a browser with relay=1).
