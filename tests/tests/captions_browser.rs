@@ -51,6 +51,11 @@ const QUIET: Duration = Duration::from_secs(8);
 /// final that waited 10 s (docs/transcriber.md), and the page is read every 250 ms. A line that
 /// appears later, or before the speaker started, captions silence.
 const LATEST_LINE: Duration = Duration::from_millis(10_500);
+/// How long after Bob stops "every sentence shows final" is judged at the earliest: the end of his
+/// sentence can be an utterance of its own whose final comes without a partial (a pause inside the
+/// sentence on a loaded machine) about 0.5-1.5 s after his last word, so "all lines final" right at his
+/// last word may not be the end yet (CI saw that final land 0.5 s into the quiet phase).
+const SETTLE: Duration = Duration::from_secs(2);
 /// How often Dave's page is read.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
@@ -278,7 +283,7 @@ async fn run_call(
     let (watched, spoken) = tokio::join!(
         captions::watch(dave_page, &mut observed, SAMPLE_EVERY, |observed, now| {
             now >= bob_ends + LATEST_LINE
-                || (now >= bob_ends
+                || (now >= bob_ends + SETTLE
                     && observed.all_final()
                     && sessions.iter().all(|s| observed.has_line_of(s)))
         }),
