@@ -108,16 +108,15 @@ impl AsyncRead for DeadlineIo {
     }
 }
 
-impl AsyncWrite for DeadlineIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
+impl DeadlineIo {
+    /// What a write of the inner stream means for the deadline: progress restarts it, a write that
+    /// cannot proceed is checked against it (and fails once it has passed).
+    fn after_write(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &[u8],
+        result: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
-        if self.timed_out {
-            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-        }
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+        match result {
             Poll::Ready(Ok(written)) => {
                 self.wrote(written);
                 Poll::Ready(Ok(written))
@@ -129,6 +128,20 @@ impl AsyncWrite for DeadlineIo {
             },
         }
     }
+}
+
+impl AsyncWrite for DeadlineIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.timed_out {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(cx, result)
+    }
 
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
@@ -138,17 +151,8 @@ impl AsyncWrite for DeadlineIo {
         if self.timed_out {
             return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
         }
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(written)) => {
-                self.wrote(written);
-                Poll::Ready(Ok(written))
-            }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => match self.check_stalled(cx) {
-                Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-                _ => Poll::Pending,
-            },
-        }
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
