@@ -35,6 +35,38 @@ async fn plain_http_is_refused(stack: &CallStack) {
     );
 }
 
+/// Alice says `words` in the job's call, the job is stopped `after` her last word and must succeed;
+/// returns its `artifact`, downloaded.
+async fn speak_then_download(
+    stack: &CallStack,
+    job: &calls_protocol::jobs::Job,
+    words: Vec<i16>,
+    after: Duration,
+    finish_within: Duration,
+    artifact: &str,
+) -> anyhow::Result<calls_e2e::client::Reply> {
+    let alice = stack.join("Alice").await?;
+    wait_joined(&stack.client, job).await?;
+    alice.send_voice(words).await??;
+    tokio::time::sleep(after).await;
+    stack.client.stop(&job.id).await?;
+    let done = stack.client.wait_final(&job.id, finish_within).await?;
+    let logs = stack.client.logs(&job.id).await.unwrap_or_default();
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}\n{logs}");
+    let reply = stack
+        .client
+        .get(&format!("/jobs/{}/artifacts/{artifact}", job.id))
+        .await?;
+    assert!(
+        reply.status.is_success(),
+        "{} {}",
+        reply.status,
+        reply.text()
+    );
+    alice.leave().await?;
+    Ok(reply)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_recording_job_succeeds_against_a_tls_only_stack() -> anyhow::Result<()> {
     let settings = OffloaderSettings {
@@ -58,33 +90,20 @@ async fn a_recording_job_succeeds_against_a_tls_only_stack() -> anyhow::Result<(
         "Recorded over an encrypted connection.",
     )?;
     let job = stack.recording_job("low").await?;
-    let alice = stack.join("Alice").await?;
-    wait_joined(&stack.client, &job).await?;
-    alice.send_voice(words).await??;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stack.client.stop(&job.id).await?;
-    let done = stack
-        .client
-        .wait_final(&job.id, Duration::from_secs(120))
-        .await?;
-    let logs = stack.client.logs(&job.id).await.unwrap_or_default();
-    assert_eq!(done.state, JobState::Succeeded, "{done:?}\n{logs}");
-    let reply = stack
-        .client
-        .get(&format!("/jobs/{}/artifacts/recording.mp4", job.id))
-        .await?;
-    assert!(
-        reply.status.is_success(),
-        "{} {}",
-        reply.status,
-        reply.text()
-    );
+    let reply = speak_then_download(
+        &stack,
+        &job,
+        words,
+        Duration::from_secs(1),
+        Duration::from_secs(120),
+        "recording.mp4",
+    )
+    .await?;
     let path = dir.path().join("recording.mp4");
     std::fs::write(&path, &reply.body)?;
     let probe = mp4::probe(&path)?;
     let codecs: Vec<&str> = probe.streams.iter().map(|s| s.codec.as_str()).collect();
     assert_eq!(codecs, ["h264", "aac"], "{probe:?}");
-    alice.leave().await?;
     stack.sfu.shutdown().await;
     Ok(())
 }
@@ -120,33 +139,20 @@ async fn a_transcription_job_succeeds_against_a_tls_only_stack() -> anyhow::Resu
             &[("model", json!("tiny.en")), ("language", json!("en"))],
         )
         .await?;
-    let alice = stack.join("Alice").await?;
-    wait_joined(&stack.client, &job).await?;
-    alice.send_voice(words).await??;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stack.client.stop(&job.id).await?;
-    let done = stack
-        .client
-        .wait_final(&job.id, Duration::from_secs(900))
-        .await?;
-    let logs = stack.client.logs(&job.id).await.unwrap_or_default();
-    assert_eq!(done.state, JobState::Succeeded, "{done:?}\n{logs}");
-    let reply = stack
-        .client
-        .get(&format!("/jobs/{}/artifacts/transcript.txt", job.id))
-        .await?;
-    assert!(
-        reply.status.is_success(),
-        "{} {}",
-        reply.status,
-        reply.text()
-    );
+    let reply = speak_then_download(
+        &stack,
+        &job,
+        words,
+        Duration::from_secs(2),
+        Duration::from_secs(900),
+        "transcript.txt",
+    )
+    .await?;
     let text = reply.text().to_lowercase();
     assert!(
         text.contains("fox") && text.contains("dog"),
         "transcript: {text}"
     );
-    alice.leave().await?;
     stack.sfu.shutdown().await;
     Ok(())
 }
