@@ -7,11 +7,13 @@
 //! the first. [`process_lookup`] is the production lookup: the environment, and for a secret that is not
 //! there, the file `/run/secrets/<lowercase name>` that a swarm-style backend mounts.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use calls_protocol::duration;
 use calls_protocol::job_env::{self, call};
 use calls_protocol::jobs::is_secret_field;
 
@@ -30,6 +32,27 @@ pub fn process_lookup() -> impl Fn(&str) -> Option<String> {
         PathBuf::from(job_env::SECRETS_DIR),
     )
 }
+
+/// A lookup over fixed `(name, value)` pairs instead of the process environment: what the job
+/// binaries' settings tests (and tools that run a job's code in-process) read settings through.
+pub fn fixed_lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    move |key| map.get(key).cloned()
+}
+
+/// A complete environment of a bot job (identity and call), as the offloader gives one: the base
+/// each job binary's settings tests add their own inputs to.
+pub const EXAMPLE_BOT_ENV: [(&str, &str); 6] = [
+    (job_env::JOB_ID, "job-1"),
+    (job_env::JOB_TOKEN, "job-secret-value"),
+    (job_env::OFFLOADER_URL, "http://offloader:4545/"),
+    (call::CALL_ID, "call-1"),
+    (call::SFU_URL, "ws://sfu:8443"),
+    (call::BOT_TOKEN, "bot-secret-value"),
+];
 
 /// `lookup`, and for a secret name (see `is_secret_field`) that it lacks or has empty, the content of
 /// `dir/<lowercase name>` with surrounding whitespace removed. Other names never read files, so an input
@@ -130,10 +153,27 @@ impl<L: Fn(&str) -> Option<String>> Settings<L> {
         url.trim_end_matches('/').to_owned()
     }
 
-    /// Whole seconds in `range`, `default` when absent.
+    /// Whole seconds (`"90"`) or a duration (`"90s"`, `"2m"`: `calls_protocol::duration`) in
+    /// `range` seconds, `default` seconds when absent.
     pub fn seconds(&mut self, key: &str, default: u64, range: RangeInclusive<u64>) -> Duration {
-        let seconds = self.number(key, default, range.clone(), "whole seconds");
-        Duration::from_secs(seconds)
+        let (min, max) = (*range.start(), *range.end());
+        match self
+            .get(key)
+            .map(|v| duration::parse_seconds_or_duration(&v))
+        {
+            None => Duration::from_secs(default),
+            Some(Ok(value))
+                if (Duration::from_secs(min)..=Duration::from_secs(max)).contains(&value) =>
+            {
+                value
+            }
+            Some(_) => {
+                self.problem(format!(
+                    "{key} must be whole seconds in {min}..={max} (or a duration such as \"90s\")"
+                ));
+                Duration::from_secs(default)
+            }
+        }
     }
 
     /// A number in `range`, `default` when absent; `what` names the unit in the problem
@@ -237,19 +277,10 @@ impl<L: Fn(&str) -> Option<String>> Settings<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |key| map.get(key).cloned()
-    }
 
     #[test]
     fn identity_and_call_are_read_and_trimmed() {
-        let mut settings = Settings::new(env(&[
+        let mut settings = Settings::new(fixed_lookup(&[
             ("JOB_ID", " j1 "),
             ("JOB_TOKEN", "t"),
             ("OFFLOADER_URL", "http://o:4545/"),
@@ -267,7 +298,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed() {
-        let mut settings = Settings::new(env(&[
+        let mut settings = Settings::new(fixed_lookup(&[
             ("OFFLOADER_URL", "o:4545"),
             ("ALONE_TIMEOUT_SEC", "0"),
             ("KEEP_AUDIO", "maybe"),
@@ -298,7 +329,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bot_token"), "from-file\n").unwrap();
         std::fs::write(dir.path().join("call_id"), "not-a-secret").unwrap();
-        let lookup = with_secret_files(env(&[("JOB_TOKEN", "from-env")]), dir.path().into());
+        let lookup = with_secret_files(
+            fixed_lookup(&[("JOB_TOKEN", "from-env")]),
+            dir.path().into(),
+        );
         assert_eq!(lookup("BOT_TOKEN").as_deref(), Some("from-file"));
         assert_eq!(lookup("JOB_TOKEN").as_deref(), Some("from-env"));
         assert_eq!(lookup("CALL_ID"), None, "only secrets come from files");
@@ -309,9 +343,12 @@ mod tests {
     fn the_environment_wins_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bot_token"), "from-file").unwrap();
-        let lookup = with_secret_files(env(&[("BOT_TOKEN", "from-env")]), dir.path().into());
+        let lookup = with_secret_files(
+            fixed_lookup(&[("BOT_TOKEN", "from-env")]),
+            dir.path().into(),
+        );
         assert_eq!(lookup("BOT_TOKEN").as_deref(), Some("from-env"));
-        let empty = with_secret_files(env(&[("BOT_TOKEN", " ")]), dir.path().into());
+        let empty = with_secret_files(fixed_lookup(&[("BOT_TOKEN", " ")]), dir.path().into());
         assert_eq!(empty("BOT_TOKEN").as_deref(), Some("from-file"));
     }
 }

@@ -70,7 +70,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// True when the header carries the configured admin secret: as a bearer token, or as the
 /// password of Basic auth with an empty user (how Mattermost's admin client sends it).
 pub fn is_admin(state: &AppState, credentials: Option<&Credentials>) -> bool {
-    match (&state.config.admin_secret, credentials) {
+    match (&state.config.api.admin_secret, credentials) {
         (Some(secret), Some(Credentials::Bearer(given))) => {
             constant_time_eq(secret.as_bytes(), given.as_bytes())
         }

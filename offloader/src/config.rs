@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use calls_protocol::duration::parse_duration;
 use calls_protocol::jobs::JobType;
+use calls_protocol::secret::Secret;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -98,8 +100,11 @@ pub fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The file as deserialized after [`KEYS`]' defaults, the file and the environment are merged:
+/// every field is present (a key missing from all three takes its row's default), so nothing
+/// below writes a default again.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawConfig {
     api: RawApi,
     store: RawStore,
@@ -109,96 +114,96 @@ struct RawConfig {
     webhooks: RawWebhooks,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawApi {
-    listen_address: Option<String>,
-    tls_cert_file: Option<String>,
-    tls_key_file: Option<String>,
-    admin_secret: Option<String>,
-    self_registration: Option<bool>,
-    token_ttl: Option<String>,
-    max_json_body_bytes: Option<u64>,
-    key_cache_ttl: Option<String>,
-    header_read_timeout: Option<String>,
-    body_read_timeout: Option<String>,
-    max_connections: Option<u64>,
-    max_connections_per_address: Option<u64>,
-    write_timeout: Option<String>,
-    max_tokens_per_client: Option<u64>,
-    max_key_verifications: Option<u64>,
-    auth_failure_limit: Option<u64>,
+    listen_address: String,
+    tls_cert_file: String,
+    tls_key_file: String,
+    admin_secret: Secret,
+    self_registration: bool,
+    token_ttl: String,
+    max_json_body_bytes: u64,
+    key_cache_ttl: String,
+    header_read_timeout: String,
+    body_read_timeout: String,
+    max_connections: u64,
+    max_connections_per_address: u64,
+    write_timeout: String,
+    max_tokens_per_client: u64,
+    max_key_verifications: u64,
+    auth_failure_limit: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawStore {
-    data_dir: Option<String>,
+    data_dir: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawJobs {
-    max_concurrent: Option<u64>,
-    max_queue_length: Option<u64>,
-    client_queue_share: Option<f64>,
-    client_run_share: Option<f64>,
-    max_jobs_per_client: Option<u64>,
-    max_input_bytes: Option<u64>,
-    max_artifacts_per_job: Option<u64>,
-    max_job_artifact_bytes: Option<u64>,
-    stop_grace_period: Option<String>,
-    failed_job_retention: Option<String>,
-    finished_job_retention: Option<String>,
-    sweep_interval: Option<String>,
-    max_artifact_bytes: Option<u64>,
-    max_log_bytes: Option<u64>,
-    image_allowlist: Option<Vec<String>>,
-    offloader_url: Option<String>,
-    ca_cert_file: Option<String>,
+    max_concurrent: u64,
+    max_queue_length: u64,
+    client_queue_share: f64,
+    client_run_share: f64,
+    max_jobs_per_client: u64,
+    max_input_bytes: u64,
+    max_artifacts_per_job: u64,
+    max_job_artifact_bytes: u64,
+    stop_grace_period: String,
+    failed_job_retention: String,
+    finished_job_retention: String,
+    sweep_interval: String,
+    max_artifact_bytes: u64,
+    max_log_bytes: u64,
+    image_allowlist: Vec<String>,
+    offloader_url: String,
+    ca_cert_file: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDocker {
-    mode: Option<String>,
-    swarm_constraints: Option<Vec<String>>,
-    swarm_start_timeout: Option<String>,
-    network: Option<String>,
-    read_only_rootfs: Option<bool>,
-    data_mount: Option<String>,
-    tmpfs_size_mb: Option<u64>,
-    pids_limit: Option<u64>,
-    log_max_size: Option<String>,
-    log_max_files: Option<u64>,
+    mode: String,
+    swarm_constraints: Vec<String>,
+    swarm_start_timeout: String,
+    network: String,
+    read_only_rootfs: bool,
+    data_mount: String,
+    tmpfs_size_mb: u64,
+    pids_limit: u64,
+    log_max_size: String,
+    log_max_files: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRunners {
     recording: RawRunner,
     transcribing: RawRunner,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRunner {
-    image: Option<String>,
-    image_allowlist: Option<Vec<String>>,
-    foreign_runners: Option<Vec<String>>,
-    foreign_input_keys: Option<Vec<String>>,
-    max_duration: Option<String>,
-    cpus: Option<f64>,
-    memory_mb: Option<u64>,
+    image: String,
+    image_allowlist: Vec<String>,
+    foreign_runners: Vec<String>,
+    foreign_input_keys: Vec<String>,
+    max_duration: String,
+    cpus: f64,
+    memory_mb: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawWebhooks {
-    max_attempts: Option<u64>,
-    initial_backoff: Option<String>,
-    timeout: Option<String>,
-    allow_private: Option<bool>,
+    max_attempts: u64,
+    initial_backoff: String,
+    timeout: String,
+    allow_private: bool,
 }
 
 /// Where jobs run (`docker.mode`).
@@ -241,15 +246,25 @@ pub struct RunnerConfig {
     pub memory_mb: u64,
 }
 
-/// The validated configuration.
+/// The validated configuration, one struct per file section.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub api: ApiConfig,
+    /// `store.data_dir`: SQLite store, logs and artifacts.
+    pub data_dir: PathBuf,
+    pub jobs: JobsConfig,
+    pub docker: DockerConfig,
+    pub runners: BTreeMap<JobType, RunnerConfig>,
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
     pub listen_address: SocketAddr,
     /// Serve the API over TLS with these files.
     pub tls: Option<calls_tls::CertFiles>,
-    /// PEM of `jobs.ca_cert_file`, read (and checked) at start, handed to jobs.
-    pub job_ca_cert_pem: Option<String>,
-    pub admin_secret: Option<String>,
+    pub admin_secret: Option<Secret>,
     pub self_registration: bool,
     pub token_ttl: Duration,
     pub max_json_body_bytes: usize,
@@ -263,7 +278,13 @@ pub struct Config {
     pub max_tokens_per_client: usize,
     pub max_key_verifications: usize,
     pub auth_failure_limit: u32,
-    pub data_dir: PathBuf,
+}
+
+/// `[jobs]`.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// PEM of `jobs.ca_cert_file`, read (and checked) at start, handed to jobs.
+    pub job_ca_cert_pem: Option<String>,
     pub max_concurrent: usize,
     pub max_queue_length: usize,
     /// Queued places one client may hold (from `jobs.client_queue_share`).
@@ -280,8 +301,14 @@ pub struct Config {
     pub finished_job_retention: Duration,
     pub sweep_interval: Duration,
     pub max_artifact_bytes: u64,
+    pub max_log_bytes: usize,
     pub image_allowlist: Vec<String>,
     pub offloader_url: String,
+}
+
+/// `[docker]`.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
     pub mode: DockerMode,
     /// Placement constraints of job services (swarm mode).
     pub swarm_constraints: Vec<String>,
@@ -294,12 +321,15 @@ pub struct Config {
     pub pids_limit: u64,
     pub log_max_size: String,
     pub log_max_files: u64,
-    pub max_log_bytes: usize,
-    pub runners: BTreeMap<JobType, RunnerConfig>,
-    pub webhook_max_attempts: u32,
-    pub webhook_initial_backoff: Duration,
-    pub webhook_timeout: Duration,
-    pub allow_private_webhooks: bool,
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub timeout: Duration,
+    pub allow_private: bool,
 }
 
 impl Config {
@@ -308,8 +338,10 @@ impl Config {
         toml_text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config> {
-        let mut value: toml::Table = toml::from_str(toml_text)
+        let file: toml::Table = toml::from_str(toml_text)
             .map_err(|e| Error::Config(format!("config file: {}", e.message())))?;
+        let mut value = defaults();
+        merge(&mut value, file);
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -347,7 +379,7 @@ impl Config {
         let runner = self.runner(job_type);
         runner.image == image
             || runner.image_allowlist.iter().any(|i| i == image)
-            || self.image_allowlist.iter().any(|i| i == image)
+            || self.jobs.image_allowlist.iter().any(|i| i == image)
             || self.is_foreign_runner(job_type, image)
     }
 
@@ -382,7 +414,7 @@ impl Config {
             .runners
             .values()
             .flat_map(|r| std::iter::once(&r.image).chain(r.image_allowlist.iter()))
-            .chain(self.image_allowlist.iter())
+            .chain(self.jobs.image_allowlist.iter())
         {
             if !out.contains(image) {
                 out.push(image.clone());
@@ -412,6 +444,33 @@ pub fn matches_pattern(pattern: &str, text: &str) -> bool {
         }
     }
     rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// A table of every [`KEYS`] row's default, the base the file and the environment are merged on.
+fn defaults() -> toml::Table {
+    let mut table = toml::Table::new();
+    for (key, _, default, _) in KEYS {
+        // Every default is a TOML value: `defaults_are_toml_values_that_validate` checks each row.
+        let value = toml::from_str::<toml::Table>(&format!("v = {default}"))
+            .ok()
+            .and_then(|mut row| row.remove("v"))
+            .unwrap_or_else(|| toml::Value::String((*default).to_string()));
+        set_path(&mut table, key, value);
+    }
+    table
+}
+
+/// Lays `overlay` over `base`: tables merge key by key, any other value replaces. Keys `base` lacks
+/// are kept, so an unknown key in the file still reaches `deny_unknown_fields`.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(overlay)) => merge(inner, overlay),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
@@ -455,27 +514,13 @@ fn parse_env(name: &str, raw: &str, kind: Kind) -> Result<toml::Value> {
     })
 }
 
-fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration> {
-    let text = value.unwrap_or_else(|| default.to_string());
-    humantime::parse_duration(&text).map_err(|e| {
-        Error::Config(format!(
-            "{key} = {text:?}: {e} (examples: \"30s\", \"5m\", \"30d\")"
-        ))
-    })
+fn duration(key: &str, text: &str) -> Result<Duration> {
+    parse_duration(text).map_err(|e| Error::Config(format!("{key} = {text:?}: {e}")))
 }
 
-/// The default of a list setting, read from its [`KEYS`] row (the one place it is written).
-fn default_list(key: &str) -> Result<Vec<String>> {
-    let (_, _, default, _) = KEYS
-        .iter()
-        .find(|(k, ..)| *k == key)
-        .ok_or_else(|| Error::Config(format!("{key} has no row in KEYS")))?;
-    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {default}"))
-        .map_err(|e| Error::Config(format!("the default of {key} does not parse: {e}")))?
-        .remove("v")
-        .unwrap_or(toml::Value::Array(Vec::new()));
-    Vec::<String>::deserialize(value)
-        .map_err(|e| Error::Config(format!("the default of {key} is not a list: {e}")))
+/// A timeout of at least 100 ms (shorter ones would close every connection).
+fn timeout(key: &str, text: &str) -> Result<Duration> {
+    Ok(duration(key, text)?.max(Duration::from_millis(100)))
 }
 
 fn positive(key: &str, value: u64) -> Result<u64> {
@@ -485,9 +530,41 @@ fn positive(key: &str, value: u64) -> Result<u64> {
     Ok(value)
 }
 
+/// A count of at least 1, capped at `max` (a larger one would only waste memory).
+fn count(key: &str, value: u64, max: u64) -> Result<usize> {
+    Ok(positive(key, value)?.min(max) as usize)
+}
+
+/// A fraction in (0, 1].
+fn share(key: &str, value: f64) -> Result<f64> {
+    if !(value > 0.0 && value <= 1.0) {
+        return Err(Error::Config(format!(
+            "{key} = {value} must be above 0 and at most 1"
+        )));
+    }
+    Ok(value)
+}
+
+/// Every entry of a list setting a Docker image reference.
+fn image_references(key: &str, images: &[String]) -> Result<()> {
+    match images
+        .iter()
+        .find(|i| !crate::image_ref::is_valid_reference(i))
+    {
+        Some(bad) => Err(Error::Config(format!(
+            "{key} entry {bad:?} is not a Docker image reference (name[:tag][@digest])"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Both TLS files or neither (they are read when the server starts).
-fn tls_files(cert: Option<String>, key: Option<String>) -> Result<Option<calls_tls::CertFiles>> {
-    let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+fn tls_files(cert: String, key: String) -> Result<Option<calls_tls::CertFiles>> {
+    let given = |value: String| {
+        Some(value)
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from)
+    };
     match (given(cert), given(key)) {
         (None, None) => Ok(None),
         (Some(cert), Some(key)) => Ok(Some(calls_tls::CertFiles { cert, key })),
@@ -501,10 +578,10 @@ fn tls_files(cert: Option<String>, key: Option<String>) -> Result<Option<calls_t
 }
 
 /// The PEM of `jobs.ca_cert_file`, checked to hold certificates; an error names the file.
-fn job_ca_cert(path: Option<String>) -> Result<Option<String>> {
-    let Some(path) = path.filter(|p| !p.trim().is_empty()) else {
+fn job_ca_cert(path: String) -> Result<Option<String>> {
+    if path.trim().is_empty() {
         return Ok(None);
-    };
+    }
     calls_tls::read_certificates("jobs.ca_cert_file certificate", std::path::Path::new(&path))
         .map_err(|error| Error::Config(error.to_string()))?;
     std::fs::read_to_string(&path)
@@ -513,47 +590,133 @@ fn job_ca_cert(path: Option<String>) -> Result<Option<String>> {
 }
 
 fn validate(raw: RawConfig) -> Result<Config> {
-    let listen_text = raw
-        .api
-        .listen_address
-        .unwrap_or_else(|| "0.0.0.0:4545".into());
+    Ok(Config {
+        api: api(raw.api)?,
+        data_dir: data_dir(raw.store)?,
+        jobs: jobs(raw.jobs)?,
+        docker: docker(raw.docker)?,
+        runners: BTreeMap::from([
+            (
+                JobType::Recording,
+                runner(JobType::Recording, raw.runners.recording)?,
+            ),
+            (
+                JobType::Transcribing,
+                runner(JobType::Transcribing, raw.runners.transcribing)?,
+            ),
+        ]),
+        webhooks: WebhooksConfig {
+            max_attempts: positive("webhooks.max_attempts", raw.webhooks.max_attempts)?.min(100)
+                as u32,
+            initial_backoff: duration("webhooks.initial_backoff", &raw.webhooks.initial_backoff)?,
+            timeout: duration("webhooks.timeout", &raw.webhooks.timeout)?,
+            allow_private: raw.webhooks.allow_private,
+        },
+    })
+}
+
+fn api(raw: RawApi) -> Result<ApiConfig> {
+    let listen_text = raw.listen_address;
     let listen_address = listen_text.parse().map_err(|_| {
         Error::Config(format!(
             "api.listen_address = {listen_text:?} is not an address like \"0.0.0.0:4545\""
         ))
     })?;
-    let tls = tls_files(raw.api.tls_cert_file, raw.api.tls_key_file)?;
-    let job_ca_cert_pem = job_ca_cert(raw.jobs.ca_cert_file)?;
-    let admin_secret = raw.api.admin_secret.filter(|s| !s.is_empty());
-    if admin_secret
-        .as_ref()
-        .is_some_and(|s| s.chars().count() < 32)
-    {
+    let admin_secret = Some(raw.admin_secret).filter(|s| !s.is_empty());
+    if admin_secret.as_ref().is_some_and(|s| s.char_count() < 32) {
         return Err(Error::Config(
             "api.admin_secret must be at least 32 characters (or empty to disable)".into(),
         ));
     }
-    let data_dir = PathBuf::from(
-        raw.store
-            .data_dir
-            .unwrap_or_else(|| "/var/lib/calls-offloader".into()),
-    );
+    Ok(ApiConfig {
+        listen_address,
+        tls: tls_files(raw.tls_cert_file, raw.tls_key_file)?,
+        admin_secret,
+        self_registration: raw.self_registration,
+        token_ttl: duration("api.token_ttl", &raw.token_ttl)?,
+        max_json_body_bytes: count("api.max_json_body_bytes", raw.max_json_body_bytes, u64::MAX)?,
+        key_cache_ttl: duration("api.key_cache_ttl", &raw.key_cache_ttl)?,
+        header_read_timeout: timeout("api.header_read_timeout", &raw.header_read_timeout)?,
+        body_read_timeout: timeout("api.body_read_timeout", &raw.body_read_timeout)?,
+        max_connections: count("api.max_connections", raw.max_connections, 1_000_000)?,
+        max_connections_per_address: count(
+            "api.max_connections_per_address",
+            raw.max_connections_per_address,
+            1_000_000,
+        )?,
+        write_timeout: timeout("api.write_timeout", &raw.write_timeout)?,
+        max_tokens_per_client: count(
+            "api.max_tokens_per_client",
+            raw.max_tokens_per_client,
+            1_000_000,
+        )?,
+        max_key_verifications: count("api.max_key_verifications", raw.max_key_verifications, 256)?,
+        auth_failure_limit: count("api.auth_failure_limit", raw.auth_failure_limit, 1_000_000)?
+            as u32,
+    })
+}
+
+fn data_dir(raw: RawStore) -> Result<PathBuf> {
+    let data_dir = PathBuf::from(raw.data_dir);
     if !data_dir.is_absolute() {
         return Err(Error::Config(format!(
             "store.data_dir = {:?} must be an absolute path",
             data_dir.display()
         )));
     }
-    let offloader_url = raw
-        .jobs
-        .offloader_url
-        .unwrap_or_else(|| "http://172.17.0.1:4545".into());
+    Ok(data_dir)
+}
+
+fn jobs(raw: RawJobs) -> Result<JobsConfig> {
+    let offloader_url = raw.offloader_url;
     if !(offloader_url.starts_with("http://") || offloader_url.starts_with("https://")) {
         return Err(Error::Config(format!(
             "jobs.offloader_url = {offloader_url:?} must start with http:// or https://"
         )));
     }
-    let mode = match raw.docker.mode.as_deref().unwrap_or("engine") {
+    image_references("jobs.image_allowlist", &raw.image_allowlist)?;
+    let max_concurrent = count("jobs.max_concurrent", raw.max_concurrent, 10_000)?;
+    let max_queue_length = raw.max_queue_length.min(1_000_000) as usize;
+    let queue_share = share("jobs.client_queue_share", raw.client_queue_share)?;
+    let run_share = share("jobs.client_run_share", raw.client_run_share)?;
+    Ok(JobsConfig {
+        job_ca_cert_pem: job_ca_cert(raw.ca_cert_file)?,
+        max_concurrent,
+        max_queue_length,
+        max_queue_per_client: ((max_queue_length as f64 * queue_share).ceil() as usize).max(1),
+        max_running_per_client: ((max_concurrent as f64 * run_share).ceil() as usize).max(1),
+        max_jobs_per_client: count(
+            "jobs.max_jobs_per_client",
+            raw.max_jobs_per_client,
+            10_000_000,
+        )?,
+        max_input_bytes: count("jobs.max_input_bytes", raw.max_input_bytes, 64 << 20)?,
+        max_artifacts_per_job: count(
+            "jobs.max_artifacts_per_job",
+            raw.max_artifacts_per_job,
+            100_000,
+        )?,
+        max_job_artifact_bytes: positive(
+            "jobs.max_job_artifact_bytes",
+            raw.max_job_artifact_bytes,
+        )?,
+        stop_grace_period: duration("jobs.stop_grace_period", &raw.stop_grace_period)?,
+        failed_job_retention: duration("jobs.failed_job_retention", &raw.failed_job_retention)?,
+        finished_job_retention: duration(
+            "jobs.finished_job_retention",
+            &raw.finished_job_retention,
+        )?,
+        sweep_interval: timeout("jobs.sweep_interval", &raw.sweep_interval)?,
+        max_artifact_bytes: positive("jobs.max_artifact_bytes", raw.max_artifact_bytes)?,
+        max_log_bytes: positive("jobs.max_log_bytes", raw.max_log_bytes)?.clamp(64, 1 << 30)
+            as usize,
+        image_allowlist: raw.image_allowlist,
+        offloader_url: offloader_url.trim_end_matches('/').to_string(),
+    })
+}
+
+fn docker(raw: RawDocker) -> Result<DockerConfig> {
+    let mode = match raw.mode.as_str() {
         "engine" => DockerMode::Engine,
         "swarm" => DockerMode::Swarm,
         other => {
@@ -562,8 +725,8 @@ fn validate(raw: RawConfig) -> Result<Config> {
             )))
         }
     };
-    let swarm_constraints = raw.docker.swarm_constraints.unwrap_or_default();
-    if let Some(bad) = swarm_constraints
+    if let Some(bad) = raw
+        .swarm_constraints
         .iter()
         .find(|c| !(c.contains("==") || c.contains("!=")))
     {
@@ -571,11 +734,10 @@ fn validate(raw: RawConfig) -> Result<Config> {
             "docker.swarm_constraints entry {bad:?} is not a constraint like \"node.labels.calls-jobs==true\""
         )));
     }
-    let network = raw.docker.network.unwrap_or_else(|| "bridge".into());
-    if network.trim().is_empty() {
+    if raw.network.trim().is_empty() {
         return Err(Error::Config("docker.network must not be empty".into()));
     }
-    let data_mount = match raw.docker.data_mount.as_deref().unwrap_or("volume") {
+    let data_mount = match raw.data_mount.as_str() {
         "volume" => DataMount::Volume,
         "tmpfs" => DataMount::Tmpfs,
         other => {
@@ -584,107 +746,7 @@ fn validate(raw: RawConfig) -> Result<Config> {
             )))
         }
     };
-    let mut runners = BTreeMap::new();
-    for (job_type, runner, image, max, cpus, mem) in [
-        (
-            JobType::Recording,
-            raw.runners.recording,
-            "calls-recorder:latest",
-            "6h",
-            1.0,
-            2048,
-        ),
-        (
-            JobType::Transcribing,
-            raw.runners.transcribing,
-            "calls-transcriber:latest",
-            "2h",
-            2.0,
-            4096,
-        ),
-    ] {
-        let prefix = format!("runners.{job_type}");
-        let image = runner.image.unwrap_or_else(|| image.into());
-        if !crate::image_ref::is_valid_reference(&image) {
-            return Err(Error::Config(format!(
-                "{prefix}.image = {image:?} is not a Docker image reference (name[:tag][@digest])"
-            )));
-        }
-        let image_allowlist = runner.image_allowlist.unwrap_or_default();
-        if let Some(bad) = image_allowlist
-            .iter()
-            .find(|i| !crate::image_ref::is_valid_reference(i))
-        {
-            return Err(Error::Config(format!(
-                "{prefix}.image_allowlist entry {bad:?} is not a Docker image reference"
-            )));
-        }
-        let foreign_runners = runner.foreign_runners.unwrap_or_default();
-        if let Some(bad) = foreign_runners
-            .iter()
-            .find(|p| p.trim().is_empty() || p.chars().all(|c| c == '*'))
-        {
-            return Err(Error::Config(format!(
-                "{prefix}.foreign_runners entry {bad:?} would allow any image: name the images, e.g. \"mattermost/calls-recorder:v*\""
-            )));
-        }
-        let foreign_input_keys = match runner.foreign_input_keys {
-            Some(keys) => keys,
-            None => default_list(&format!("{prefix}.foreign_input_keys"))?,
-        };
-        if let Some(bad) = foreign_input_keys.iter().find(|k| {
-            let reserved = calls_protocol::job_env::RESERVED
-                .contains(&calls_protocol::job_env::env_name(k).as_str());
-            reserved
-                || k.is_empty()
-                || k.starts_with(|c: char| c.is_ascii_digit())
-                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }) {
-            return Err(Error::Config(format!(
-                "{prefix}.foreign_input_keys entry {bad:?} is not an environment name ([A-Za-z_][A-Za-z0-9_]*) the offloader leaves to jobs"
-            )));
-        }
-        let max_duration = duration(&format!("{prefix}.max_duration"), runner.max_duration, max)?;
-        if max_duration < Duration::from_secs(1) {
-            return Err(Error::Config(format!(
-                "{prefix}.max_duration must be at least 1s"
-            )));
-        }
-        let cpus = runner.cpus.unwrap_or(cpus);
-        if !(0.0..=1024.0).contains(&cpus) {
-            return Err(Error::Config(format!(
-                "{prefix}.cpus = {cpus} must be between 0 and 1024"
-            )));
-        }
-        let memory_mb = runner.memory_mb.unwrap_or(mem);
-        if memory_mb != 0 && memory_mb < 6 {
-            return Err(Error::Config(format!(
-                "{prefix}.memory_mb = {memory_mb} is below Docker's 6 MB minimum (0 = no limit)"
-            )));
-        }
-        runners.insert(
-            job_type,
-            RunnerConfig {
-                image,
-                image_allowlist,
-                foreign_runners,
-                foreign_input_keys,
-                max_duration,
-                cpus,
-                memory_mb,
-            },
-        );
-    }
-    let image_allowlist = raw.jobs.image_allowlist.unwrap_or_default();
-    if let Some(bad) = image_allowlist
-        .iter()
-        .find(|i| !crate::image_ref::is_valid_reference(i))
-    {
-        return Err(Error::Config(format!(
-            "jobs.image_allowlist entry {bad:?} is not a Docker image reference (name[:tag][@digest])"
-        )));
-    }
-    let log_max_size = raw.docker.log_max_size.unwrap_or_else(|| "10m".into());
+    let log_max_size = raw.log_max_size;
     let size_ok = log_max_size
         .strip_suffix(['k', 'm', 'g'])
         .unwrap_or(&log_max_size)
@@ -695,155 +757,77 @@ fn validate(raw: RawConfig) -> Result<Config> {
             "docker.log_max_size = {log_max_size:?} must be a size like \"10m\" (k, m or g)"
         )));
     }
-    let max_concurrent = positive("jobs.max_concurrent", raw.jobs.max_concurrent.unwrap_or(2))?;
-    let max_queue_length = raw.jobs.max_queue_length.unwrap_or(50).min(1_000_000) as usize;
-    let share = raw.jobs.client_queue_share.unwrap_or(0.5);
-    if !(share > 0.0 && share <= 1.0) {
-        return Err(Error::Config(format!(
-            "jobs.client_queue_share = {share} must be above 0 and at most 1"
-        )));
-    }
-    let max_queue_per_client = ((max_queue_length as f64 * share).ceil() as usize).max(1);
-    let run_share = raw.jobs.client_run_share.unwrap_or(0.5);
-    if !(run_share > 0.0 && run_share <= 1.0) {
-        return Err(Error::Config(format!(
-            "jobs.client_run_share = {run_share} must be above 0 and at most 1"
-        )));
-    }
-    let max_concurrent = max_concurrent.min(10_000) as usize;
-    let max_running_per_client = ((max_concurrent as f64 * run_share).ceil() as usize).max(1);
-    let webhook_max_attempts = positive(
-        "webhooks.max_attempts",
-        raw.webhooks.max_attempts.unwrap_or(5),
-    )?;
-    Ok(Config {
-        listen_address,
-        tls,
-        job_ca_cert_pem,
-        admin_secret,
-        self_registration: raw.api.self_registration.unwrap_or(false),
-        token_ttl: duration("api.token_ttl", raw.api.token_ttl, "24h")?,
-        max_json_body_bytes: positive(
-            "api.max_json_body_bytes",
-            raw.api.max_json_body_bytes.unwrap_or(1024 * 1024),
-        )? as usize,
-        key_cache_ttl: duration("api.key_cache_ttl", raw.api.key_cache_ttl, "10m")?,
-        header_read_timeout: duration(
-            "api.header_read_timeout",
-            raw.api.header_read_timeout,
-            "10s",
-        )?
-        .max(Duration::from_millis(100)),
-        body_read_timeout: duration("api.body_read_timeout", raw.api.body_read_timeout, "30s")?
-            .max(Duration::from_millis(100)),
-        max_connections: positive(
-            "api.max_connections",
-            raw.api.max_connections.unwrap_or(1024),
-        )?
-        .min(1_000_000) as usize,
-        max_connections_per_address: positive(
-            "api.max_connections_per_address",
-            raw.api.max_connections_per_address.unwrap_or(128),
-        )?
-        .min(1_000_000) as usize,
-        write_timeout: duration("api.write_timeout", raw.api.write_timeout, "10s")?
-            .max(Duration::from_millis(100)),
-        max_tokens_per_client: positive(
-            "api.max_tokens_per_client",
-            raw.api.max_tokens_per_client.unwrap_or(20),
-        )?
-        .min(1_000_000) as usize,
-        max_key_verifications: positive(
-            "api.max_key_verifications",
-            raw.api.max_key_verifications.unwrap_or(2),
-        )?
-        .min(256) as usize,
-        auth_failure_limit: positive(
-            "api.auth_failure_limit",
-            raw.api.auth_failure_limit.unwrap_or(10),
-        )?
-        .min(1_000_000) as u32,
-        data_dir,
-        max_concurrent,
-        max_queue_length,
-        max_queue_per_client,
-        max_running_per_client,
-        max_jobs_per_client: positive(
-            "jobs.max_jobs_per_client",
-            raw.jobs.max_jobs_per_client.unwrap_or(1000),
-        )?
-        .min(10_000_000) as usize,
-        max_input_bytes: positive(
-            "jobs.max_input_bytes",
-            raw.jobs.max_input_bytes.unwrap_or(16 * 1024),
-        )?
-        .min(64 << 20) as usize,
-        max_artifacts_per_job: positive(
-            "jobs.max_artifacts_per_job",
-            raw.jobs.max_artifacts_per_job.unwrap_or(32),
-        )?
-        .min(100_000) as usize,
-        max_job_artifact_bytes: positive(
-            "jobs.max_job_artifact_bytes",
-            raw.jobs.max_job_artifact_bytes.unwrap_or(20 << 30),
-        )?,
-        stop_grace_period: duration("jobs.stop_grace_period", raw.jobs.stop_grace_period, "30s")?,
-        failed_job_retention: duration(
-            "jobs.failed_job_retention",
-            raw.jobs.failed_job_retention,
-            "30d",
-        )?,
-        finished_job_retention: duration(
-            "jobs.finished_job_retention",
-            raw.jobs.finished_job_retention,
-            "30d",
-        )?,
-        sweep_interval: duration("jobs.sweep_interval", raw.jobs.sweep_interval, "1m")?
-            .max(Duration::from_millis(100)),
-        max_artifact_bytes: positive(
-            "jobs.max_artifact_bytes",
-            raw.jobs
-                .max_artifact_bytes
-                .unwrap_or(10 * 1024 * 1024 * 1024),
-        )?,
-        image_allowlist,
-        offloader_url: offloader_url.trim_end_matches('/').to_string(),
+    Ok(DockerConfig {
         mode,
-        swarm_constraints,
-        swarm_start_timeout: duration(
-            "docker.swarm_start_timeout",
-            raw.docker.swarm_start_timeout,
-            "60s",
-        )?
-        .max(Duration::from_secs(1)),
-        network,
-        read_only_rootfs: raw.docker.read_only_rootfs.unwrap_or(true),
+        swarm_constraints: raw.swarm_constraints,
+        swarm_start_timeout: duration("docker.swarm_start_timeout", &raw.swarm_start_timeout)?
+            .max(Duration::from_secs(1)),
+        network: raw.network,
+        read_only_rootfs: raw.read_only_rootfs,
         data_mount,
-        tmpfs_size_mb: positive(
-            "docker.tmpfs_size_mb",
-            raw.docker.tmpfs_size_mb.unwrap_or(1024),
-        )?,
-        pids_limit: raw.docker.pids_limit.unwrap_or(512),
+        tmpfs_size_mb: positive("docker.tmpfs_size_mb", raw.tmpfs_size_mb)?,
+        pids_limit: raw.pids_limit,
         log_max_size,
-        log_max_files: positive(
-            "docker.log_max_files",
-            raw.docker.log_max_files.unwrap_or(3),
-        )?
-        .min(100),
-        max_log_bytes: positive(
-            "jobs.max_log_bytes",
-            raw.jobs.max_log_bytes.unwrap_or(8 << 20),
-        )?
-        .clamp(64, 1 << 30) as usize,
-        runners,
-        webhook_max_attempts: webhook_max_attempts.min(100) as u32,
-        webhook_initial_backoff: duration(
-            "webhooks.initial_backoff",
-            raw.webhooks.initial_backoff,
-            "1s",
-        )?,
-        webhook_timeout: duration("webhooks.timeout", raw.webhooks.timeout, "10s")?,
-        allow_private_webhooks: raw.webhooks.allow_private.unwrap_or(false),
+        log_max_files: positive("docker.log_max_files", raw.log_max_files)?.min(100),
+    })
+}
+
+fn runner(job_type: JobType, raw: RawRunner) -> Result<RunnerConfig> {
+    let prefix = format!("runners.{job_type}");
+    if !crate::image_ref::is_valid_reference(&raw.image) {
+        return Err(Error::Config(format!(
+            "{prefix}.image = {:?} is not a Docker image reference (name[:tag][@digest])",
+            raw.image
+        )));
+    }
+    image_references(&format!("{prefix}.image_allowlist"), &raw.image_allowlist)?;
+    if let Some(bad) = raw
+        .foreign_runners
+        .iter()
+        .find(|p| p.trim().is_empty() || p.chars().all(|c| c == '*'))
+    {
+        return Err(Error::Config(format!(
+            "{prefix}.foreign_runners entry {bad:?} would allow any image: name the images, e.g. \"mattermost/calls-recorder:v*\""
+        )));
+    }
+    if let Some(bad) = raw.foreign_input_keys.iter().find(|k| {
+        let reserved = calls_protocol::job_env::RESERVED
+            .contains(&calls_protocol::job_env::env_name(k).as_str());
+        reserved
+            || k.is_empty()
+            || k.starts_with(|c: char| c.is_ascii_digit())
+            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }) {
+        return Err(Error::Config(format!(
+            "{prefix}.foreign_input_keys entry {bad:?} is not an environment name ([A-Za-z_][A-Za-z0-9_]*) the offloader leaves to jobs"
+        )));
+    }
+    let max_duration = duration(&format!("{prefix}.max_duration"), &raw.max_duration)?;
+    if max_duration < Duration::from_secs(1) {
+        return Err(Error::Config(format!(
+            "{prefix}.max_duration must be at least 1s"
+        )));
+    }
+    if !(0.0..=1024.0).contains(&raw.cpus) {
+        return Err(Error::Config(format!(
+            "{prefix}.cpus = {} must be between 0 and 1024",
+            raw.cpus
+        )));
+    }
+    if raw.memory_mb != 0 && raw.memory_mb < 6 {
+        return Err(Error::Config(format!(
+            "{prefix}.memory_mb = {} is below Docker's 6 MB minimum (0 = no limit)",
+            raw.memory_mb
+        )));
+    }
+    Ok(RunnerConfig {
+        image: raw.image,
+        image_allowlist: raw.image_allowlist,
+        foreign_runners: raw.foreign_runners,
+        foreign_input_keys: raw.foreign_input_keys,
+        max_duration,
+        cpus: raw.cpus,
+        memory_mb: raw.memory_mb,
     })
 }
 

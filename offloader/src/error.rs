@@ -9,11 +9,6 @@ use calls_protocol::jobs::{error_codes, ErrorBody};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// 429: too many failed key checks for a client id or from an address. It belongs with
-/// `calls_protocol::jobs::error_codes` and moves there with the next protocol change (kept
-/// here so this change does not rebuild every crate that uses the protocol).
-pub const RATE_LIMITED: &str = "rate_limited";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -72,7 +67,7 @@ impl Error {
                 error_codes::RANGE_NOT_SATISFIABLE,
             ),
             Error::QueueFull(_) => (StatusCode::TOO_MANY_REQUESTS, error_codes::QUEUE_FULL),
-            Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED),
+            Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, error_codes::RATE_LIMITED),
             Error::Unavailable(_) | Error::Docker(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, error_codes::UNAVAILABLE)
             }

@@ -8,95 +8,43 @@
 //! (async shell: dispatcher, watchers, sweeper), `backend` (the seam a job's workload is driven
 //! through, with its `engine` and `swarm` bollard implementations), `files` (logs and
 //! artifacts on disk), `webhook`, `metrics`, `config`, `view` (the redacted public job),
-//! `image_ref` (the Docker image reference grammar), `quota` (artifact quotas reserved before
+//! `image_ref` (the Docker image reference grammar), `state` ([`AppState`], what every handler
+//! and the runner share), `quota` (artifact quotas reserved before
 //! an upload streams), `serve` (the HTTP server loop with its
 //! timeouts and connection cap).
 
+// What other crates use (the recorder's end-to-end test, this crate's parser fuzz test): the
+// router and its state, the config, and the pure parsers and decisions. The rest is the
+// program's own.
 pub mod api;
 pub mod auth;
-pub mod backend;
+pub(crate) mod backend;
 pub mod config;
 pub mod error;
 pub mod files;
 pub mod image_ref;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod quota;
-pub mod runner;
+pub(crate) mod runner;
 pub mod scheduler;
-pub mod serve;
-pub mod store;
-pub mod view;
+pub(crate) mod serve;
+pub(crate) mod state;
+pub(crate) mod store;
+pub(crate) mod view;
 pub mod webhook;
-
-use std::sync::Arc;
 
 pub use api::router;
 pub use config::Config;
 pub use error::{Error, Result};
+pub use state::AppState;
 
-use crate::auth::keys::KeyVerifier;
-use crate::backend::JobBackend;
-use crate::metrics::Metrics;
-use crate::runner::{Runner, RunnerHandle};
-use crate::store::Store;
-use crate::webhook::Webhooks;
+use crate::runner::Runner;
 
 /// Milliseconds since the Unix epoch (the store's and the API's time unit).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Everything a request handler or the runner needs; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<Store>,
-    pub metrics: Arc<Metrics>,
-    pub webhooks: Webhooks,
-    /// Client key verification: cache, slots, failure limit.
-    pub keys: Arc<KeyVerifier>,
-    pub runner: RunnerHandle,
-    /// Artifact uploads in flight, reserved against their job's quotas.
-    pub uploads: Arc<quota::UploadQuota>,
-    /// Where jobs run (`docker.mode`). `None` in tests that drive the API without Docker: jobs
-    /// then stay queued.
-    pub backend: Option<Arc<dyn JobBackend>>,
-}
-
-impl AppState {
-    /// Opens the store in `config.data_dir`; the backend is set by [`run`] once the store (and
-    /// with it the instance id) exists.
-    pub fn new(config: Config) -> Result<AppState> {
-        let store = Arc::new(Store::open(&config.data_dir)?);
-        let metrics = Arc::new(Metrics::new());
-        let webhooks = Webhooks::new(&config, store.clone(), metrics.clone());
-        let keys = Arc::new(KeyVerifier::new(
-            config.key_cache_ttl,
-            config.max_key_verifications,
-            config.auth_failure_limit,
-        )?);
-        Ok(AppState {
-            config: Arc::new(config),
-            store,
-            metrics,
-            webhooks,
-            keys,
-            runner: RunnerHandle::default(),
-            uploads: Arc::default(),
-            backend: None,
-        })
-    }
-
-    /// Called after every persisted state change: fires the client's webhook.
-    pub fn job_changed(&self, job_id: &str) {
-        match self.store.job(job_id) {
-            Ok(Some(job)) => self.webhooks.notify(&job),
-            Ok(None) => {}
-            Err(error) => tracing::error!(job_id, %error, "could not reload job for webhook"),
-        }
-    }
 }
 
 /// Runs the offloader until SIGINT/SIGTERM: connects to Docker, opens the store, reconciles,
@@ -108,7 +56,7 @@ pub async fn run(config: Config) -> Result<()> {
     }
     // Certificate files are read before anything else: a bad or missing one stops the start
     // with an error naming it.
-    let tls = match &config.tls {
+    let tls = match &config.api.tls {
         Some(files) => Some(
             calls_tls::ServerTls::load(files.clone())
                 .map_err(|error| Error::Config(error.to_string()))?,
@@ -116,12 +64,12 @@ pub async fn run(config: Config) -> Result<()> {
         None => None,
     };
     let docker = backend::connect().await?;
-    let listen = config.listen_address;
+    let listen = config.api.listen_address;
     let mut state = AppState::new(config)?;
     let job_backend =
         backend::for_mode(state.config.clone(), docker, state.store.instance.clone()).await?;
     state.backend = Some(job_backend.clone());
-    if state.config.mode == config::DockerMode::Engine {
+    if state.config.docker.mode == config::DockerMode::Engine {
         // In swarm mode the check starts a probe service per image: left to POST /jobs/init.
         match job_backend.images(&state.config.all_images()).await {
             Ok(nodes) => {
@@ -137,7 +85,10 @@ pub async fn run(config: Config) -> Result<()> {
             Err(error) => tracing::warn!(%error, "could not check runner images"),
         }
     }
-    tracing::info!(mode = state.config.mode.as_str(), "job backend ready");
+    tracing::info!(
+        mode = state.config.docker.mode.as_str(),
+        "job backend ready"
+    );
     Runner::start(state.clone(), job_backend).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listen, tls = tls.is_some(), "calls-offloader listening");

@@ -3,6 +3,7 @@
 //! from the store at scrape time, so they are right after a restart too.
 
 use calls_protocol::jobs::{JobState, JobType};
+use prometheus::core::Collector;
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -37,128 +38,94 @@ impl Default for Metrics {
     }
 }
 
+/// The `expect` of a metric built from constants: only a bug in those constants can fail it.
+const STATIC: &str = "static metric definition is valid";
+
+/// Registers `collector` in `registry` and hands it back for the [`Metrics`] field.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("each metric name is registered once");
+    collector
+}
+
+fn histograms(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect(STATIC)
+}
+
+fn int_counters(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect(STATIC)
+}
+
 impl Metrics {
+    /// Every metric, registered in a registry of its own: one row per metric.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let jobs = IntGaugeVec::new(
-            Opts::new(
-                "calls_offloader_jobs",
-                "jobs in the store by type and state",
-            ),
-            &["type", "state"],
-        )
-        .expect("static metric definition is valid");
-        let queue_length = IntGauge::new(
-            "calls_offloader_queue_length",
-            "jobs waiting in the queue for a free slot",
-        )
-        .expect("static metric definition is valid");
-        let job_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "calls_offloader_job_duration_seconds",
-                "run time of finished jobs (start to end) by type and final state",
-            )
-            .buckets(vec![
-                1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
-            ]),
-            &["type", "state"],
-        )
-        .expect("static metric definition is valid");
-        let container_start_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "calls_offloader_container_start_latency_seconds",
-                "time to create and start a job's container",
-            )
-            .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
-            &["type"],
-        )
-        .expect("static metric definition is valid");
-        let queue_wait = HistogramVec::new(
-            HistogramOpts::new(
-                "calls_offloader_queue_wait_seconds",
-                "time from job creation to its container running",
-            )
-            .buckets(vec![0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0]),
-            &["type"],
-        )
-        .expect("static metric definition is valid");
-        let api_requests = IntCounterVec::new(
-            Opts::new(
-                "calls_offloader_api_requests_total",
-                "API requests by route and status",
-            ),
-            &["method", "route", "status"],
-        )
-        .expect("static metric definition is valid");
-        let webhook_failures = IntCounterVec::new(
-            Opts::new(
-                "calls_offloader_webhook_failures_total",
-                "failed webhook attempts; gave_up=true when all retries failed",
-            ),
-            &["gave_up"],
-        )
-        .expect("static metric definition is valid");
-        let job_reported = CounterVec::new(
-            Opts::new(
-                "calls_offloader_job_reported_total",
-                "counters reported by jobs through the status API, summed over jobs",
-            ),
-            &["type", "name"],
-        )
-        .expect("static metric definition is valid");
-        let auth_key_checks = IntCounterVec::new(
-            Opts::new(
-                "calls_offloader_auth_key_checks_total",
-                "client key checks (Basic auth, /login) by outcome: cached (no argon2), verified, rejected, rate_limited (refused before argon2)",
-            ),
-            &["outcome"],
-        )
-        .expect("static metric definition is valid");
-        let connections_refused = prometheus::IntCounter::new(
-            "calls_offloader_api_connections_refused_total",
-            "connections closed on accept because api.max_connections were open",
-        )
-        .expect("static metric definition is valid");
+        let r = &registry;
         let job_series_counters = job_series::counters();
-        let job_histograms = JobHistograms::new();
         for (_, counter) in &job_series_counters {
-            registry
-                .register(Box::new(counter.clone()))
-                .expect("each metric name is registered once");
-        }
-        registry
-            .register(Box::new(job_histograms.clone()))
-            .expect("each metric name is registered once");
-        for collector in [
-            Box::new(jobs.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(queue_length.clone()),
-            Box::new(job_duration.clone()),
-            Box::new(container_start_latency.clone()),
-            Box::new(queue_wait.clone()),
-            Box::new(api_requests.clone()),
-            Box::new(webhook_failures.clone()),
-            Box::new(job_reported.clone()),
-            Box::new(auth_key_checks.clone()),
-            Box::new(connections_refused.clone()),
-        ] {
-            registry
-                .register(collector)
-                .expect("each metric name is registered once");
+            register(r, counter.clone());
         }
         Metrics {
-            registry,
-            jobs,
-            queue_length,
-            job_duration,
-            container_start_latency,
-            queue_wait,
-            api_requests,
-            webhook_failures,
-            job_reported,
+            jobs: register(r, IntGaugeVec::new(
+                Opts::new("calls_offloader_jobs", "jobs in the store by type and state"),
+                &["type", "state"],
+            ).expect(STATIC)),
+            queue_length: register(r, IntGauge::new(
+                "calls_offloader_queue_length",
+                "jobs waiting in the queue for a free slot",
+            ).expect(STATIC)),
+            job_duration: register(r, histograms(
+                "calls_offloader_job_duration_seconds",
+                "run time of finished jobs (start to end) by type and final state",
+                &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0],
+                &["type", "state"],
+            )),
+            container_start_latency: register(r, histograms(
+                "calls_offloader_container_start_latency_seconds",
+                "time to create and start a job's container",
+                &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0],
+                &["type"],
+            )),
+            queue_wait: register(r, histograms(
+                "calls_offloader_queue_wait_seconds",
+                "time from job creation to its container running",
+                &[0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0],
+                &["type"],
+            )),
+            api_requests: register(r, int_counters(
+                "calls_offloader_api_requests_total",
+                "API requests by route and status",
+                &["method", "route", "status"],
+            )),
+            webhook_failures: register(r, int_counters(
+                "calls_offloader_webhook_failures_total",
+                "failed webhook attempts; gave_up=true when all retries failed",
+                &["gave_up"],
+            )),
+            job_reported: register(r, CounterVec::new(
+                Opts::new(
+                    "calls_offloader_job_reported_total",
+                    "counters reported by jobs through the status API, summed over jobs",
+                ),
+                &["type", "name"],
+            ).expect(STATIC)),
             job_series_counters,
-            job_histograms,
-            auth_key_checks,
-            connections_refused,
+            job_histograms: register(r, JobHistograms::new()),
+            auth_key_checks: register(r, int_counters(
+                "calls_offloader_auth_key_checks_total",
+                "client key checks (Basic auth, /login) by outcome: cached (no argon2), verified, rejected, rate_limited (refused before argon2)",
+                &["outcome"],
+            )),
+            connections_refused: register(r, prometheus::IntCounter::new(
+                "calls_offloader_api_connections_refused_total",
+                "connections closed on accept because api.max_connections were open",
+            ).expect(STATIC)),
+            registry,
         }
     }
 

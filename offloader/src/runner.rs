@@ -240,8 +240,8 @@ impl Runner {
         let config = &self.app.config;
         for job_id in &scheduler::admit(
             &active_owners,
-            config.max_concurrent,
-            config.max_running_per_client,
+            config.jobs.max_concurrent,
+            config.jobs.max_running_per_client,
             &queued,
         ) {
             let token = auth::new_token();
@@ -371,7 +371,7 @@ impl Runner {
     fn terminate(&self, name: &str) {
         let backend = self.backend.clone();
         let name = name.to_string();
-        let grace = self.app.config.stop_grace_period;
+        let grace = self.app.config.jobs.stop_grace_period;
         tokio::spawn(async move {
             if let Err(error) = backend.stop(&name, grace).await {
                 tracing::warn!(container = name, %error, "stopping the job failed");
@@ -397,7 +397,7 @@ impl Runner {
             .then(|| self.backend.take_saved_log(&name))
             .flatten();
         let logs = if container_exists {
-            backend::collect_logs(&*self.backend, &name, self.app.config.max_log_bytes)
+            backend::collect_logs(&*self.backend, &name, self.app.config.jobs.max_log_bytes)
                 .await
                 .unwrap_or_default()
         } else {
@@ -460,7 +460,7 @@ impl Runner {
 
     async fn sweep_loop(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(self.app.config.sweep_interval).await;
+            tokio::time::sleep(self.app.config.jobs.sweep_interval).await;
             if let Err(error) = self.sweep().await {
                 tracing::error!(%error, "retention sweep failed");
             }
@@ -474,7 +474,7 @@ impl Runner {
         let config = &self.app.config;
         let now = now_ms();
         store.delete_expired_tokens(now)?;
-        let failed_before = now - config.failed_job_retention.as_millis() as i64;
+        let failed_before = now - config.jobs.failed_job_retention.as_millis() as i64;
         for job in store.final_jobs_finished_before(failed_before)? {
             if job.state == JobState::Failed && !job.container_removed {
                 self.backend.remove(&job.container_name()).await?;
@@ -490,7 +490,7 @@ impl Runner {
             store.delete_job(&job.id)?;
             tracing::info!(job_id = job.id, "swept the job of an unregistered client");
         }
-        let finished_before = now - config.finished_job_retention.as_millis() as i64;
+        let finished_before = now - config.jobs.finished_job_retention.as_millis() as i64;
         for job in store.final_jobs_finished_before(finished_before)? {
             self.backend.remove(&job.container_name()).await?;
             files::remove_job_files(&config.data_dir, &job.id).await?;

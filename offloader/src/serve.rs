@@ -53,10 +53,10 @@ pub struct ServeLimits {
 impl ServeLimits {
     pub fn from_config(config: &crate::Config) -> ServeLimits {
         ServeLimits {
-            header_read_timeout: config.header_read_timeout,
-            write_timeout: config.write_timeout,
-            max_connections: config.max_connections,
-            max_connections_per_address: config.max_connections_per_address,
+            header_read_timeout: config.api.header_read_timeout,
+            write_timeout: config.api.write_timeout,
+            max_connections: config.api.max_connections,
+            max_connections_per_address: config.api.max_connections_per_address,
         }
     }
 }

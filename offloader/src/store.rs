@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use calls_protocol::jobs::{JobState, JobType, WebhookConfig};
+use calls_protocol::jobs::{is_secret_field, JobState, JobType, WebhookConfig};
+use calls_protocol::secret::Secret;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::{Error, Result};
@@ -111,6 +112,58 @@ pub struct ClientRecord {
     pub webhook: Option<WebhookConfig>,
 }
 
+/// A job's `input_data` as stored: every key, secret values included (a re-queued job needs
+/// them). Its `Debug` prints each secret field's value as a [`Secret`] does (`[redacted]`), so a
+/// logged record shows which inputs a job has but none of their secrets.
+#[derive(Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct JobInputs(pub BTreeMap<String, serde_json::Value>);
+
+impl From<BTreeMap<String, serde_json::Value>> for JobInputs {
+    fn from(inputs: BTreeMap<String, serde_json::Value>) -> JobInputs {
+        JobInputs(inputs)
+    }
+}
+
+impl std::ops::Deref for JobInputs {
+    type Target = BTreeMap<String, serde_json::Value>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for JobInputs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a JobInputs {
+    type Item = (&'a String, &'a serde_json::Value);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, serde_json::Value>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for JobInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = Secret::default();
+        f.debug_map()
+            .entries(self.0.iter().map(|(key, value)| {
+                let shown: &dyn std::fmt::Debug = if is_secret_field(key) {
+                    &redacted
+                } else {
+                    value
+                };
+                (key, shown)
+            }))
+            .finish()
+    }
+}
+
 /// A job as stored, secrets included.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
@@ -124,7 +177,7 @@ pub struct JobRecord {
     pub state: JobState,
     pub runner: String,
     pub max_duration_sec: u64,
-    pub input_data: BTreeMap<String, serde_json::Value>,
+    pub input_data: JobInputs,
     pub job_token_hash: String,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -141,6 +194,52 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A job as a client submits it: queued, created now, with no inputs, token, start or report
+    /// yet (the one place these fields start out).
+    pub fn queued(
+        id: &str,
+        client_id: &str,
+        owner: &str,
+        job_type: JobType,
+        runner: &str,
+    ) -> JobRecord {
+        JobRecord {
+            seq: 0,
+            id: id.to_owned(),
+            client_id: client_id.to_owned(),
+            owner: owner.to_owned(),
+            job_type,
+            state: JobState::Queued,
+            runner: runner.to_owned(),
+            max_duration_sec: 0,
+            input_data: JobInputs::default(),
+            job_token_hash: String::new(),
+            created_at: crate::now_ms(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            failure_reason: None,
+            stop_reason: None,
+            reported_error: None,
+            progress: None,
+            counters: BTreeMap::new(),
+            container_removed: false,
+            work_done: false,
+        }
+    }
+
+    /// A recording job `id` of client `c` running `img:1` with a secret input, created at 1 ms:
+    /// the record the store, backend and view tests start from.
+    #[cfg(test)]
+    pub(crate) fn example(id: &str) -> JobRecord {
+        JobRecord {
+            max_duration_sec: 60,
+            input_data: BTreeMap::from([("bot_token".to_string(), serde_json::json!("s"))]).into(),
+            created_at: 1,
+            ..JobRecord::queued(id, "c", "owner-uid", JobType::Recording, "img:1")
+        }
+    }
+
     /// `calls-<type>-<id>`.
     pub fn container_name(&self) -> String {
         container_name(self.job_type, &self.id)
@@ -277,21 +376,20 @@ impl Store {
                     "job queue is full ({queued} jobs waiting, {active} running); retry later"
                 )));
             }
-            let mine: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner_uid = ?1",
-                params![job.owner],
-                |row| row.get(0),
-            )?;
+            let owned = |condition: &str| -> rusqlite::Result<i64> {
+                tx.query_row(
+                    &format!("SELECT COUNT(*) FROM jobs WHERE owner_uid = ?1{condition}"),
+                    params![job.owner],
+                    |row| row.get(0),
+                )
+            };
+            let mine = owned(" AND state = 'queued'")?;
             if mine as usize >= max_queue_per_client + free_slots {
                 return Err(Error::QueueFull(format!(
                     "this client already has {mine} jobs waiting, its share of the queue (jobs.client_queue_share); retry later"
                 )));
             }
-            let stored: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE owner_uid = ?1",
-                params![job.owner],
-                |row| row.get(0),
-            )?;
+            let stored = owned("")?;
             if stored as usize >= max_jobs_per_client {
                 return Err(Error::QueueFull(format!(
                     "this client already has {stored} stored jobs, its limit (jobs.max_jobs_per_client); delete finished ones (DELETE /jobs/{{id}})"

@@ -8,7 +8,7 @@ use crate::store::JobRecord;
 
 /// The job as clients may see it: secret input fields removed.
 pub fn public_job(record: &JobRecord) -> Job {
-    let mut input_data = record.input_data.clone();
+    let mut input_data = record.input_data.0.clone();
     let mut secret_fields = Vec::new();
     input_data.retain(|key, _| {
         let secret = is_secret_field(key);
@@ -42,38 +42,20 @@ pub fn public_job(record: &JobRecord) -> Job {
 mod tests {
     use std::collections::BTreeMap;
 
-    use calls_protocol::jobs::{JobState, JobType};
-
     use super::*;
 
     #[test]
     fn secret_fields_are_removed_and_named() {
         let record = JobRecord {
             seq: 1,
-            id: "j1".into(),
-            client_id: "c".into(),
-            owner: "owner-uid".into(),
-            job_type: JobType::Recording,
-            state: JobState::Queued,
-            runner: "img:1".into(),
-            max_duration_sec: 60,
             input_data: BTreeMap::from([
                 ("call_id".to_string(), serde_json::json!("call-1")),
                 ("BOT_TOKEN".to_string(), serde_json::json!("s3cr3t-value")),
                 ("apiKey".to_string(), serde_json::json!("k3y-value")),
-            ]),
+            ])
+            .into(),
             job_token_hash: "h".into(),
-            created_at: 1,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            failure_reason: None,
-            stop_reason: None,
-            reported_error: None,
-            progress: None,
-            counters: BTreeMap::new(),
-            container_removed: false,
-            work_done: false,
+            ..JobRecord::example("j1")
         };
         let job = public_job(&record);
         assert_eq!(job.input_data.keys().collect::<Vec<_>>(), vec!["call_id"]);

@@ -144,7 +144,7 @@ pub fn validate(webhook: &WebhookConfig, allow_private: bool) -> crate::error::R
             "points at a loopback, private, link-local or reserved address (allowed only with webhooks.allow_private)",
         ));
     }
-    if webhook.secret.chars().count() < 16 {
+    if webhook.secret.char_count() < 16 {
         return Err(crate::error::Error::BadRequest(
             "webhook.secret must be at least 16 characters".into(),
         ));
@@ -190,10 +190,10 @@ impl Webhooks {
         Webhooks {
             store,
             metrics,
-            max_attempts: config.webhook_max_attempts,
-            initial_backoff: config.webhook_initial_backoff,
-            timeout: config.webhook_timeout,
-            allow_private: config.allow_private_webhooks,
+            max_attempts: config.webhooks.max_attempts,
+            initial_backoff: config.webhooks.initial_backoff,
+            timeout: config.webhooks.timeout,
+            allow_private: config.webhooks.allow_private,
         }
     }
 
@@ -257,7 +257,7 @@ impl Webhooks {
     }
 
     async fn deliver(&self, webhook: WebhookConfig, body: Vec<u8>, job_id: String) {
-        let signature = signature(&webhook.secret, &body);
+        let signature = signature(webhook.secret.expose(), &body);
         let delivery = uuid::Uuid::new_v4().to_string();
         let url = reqwest::Url::parse(webhook.url.trim());
         for attempt in 1..=self.max_attempts {

@@ -169,7 +169,11 @@ fn job_oracle(request: &CreateJobRequest, accepted_runner: &str, max_duration: u
     let runner = config.runner(request.job_type);
     let allowed = accepted_runner == runner.image
         || runner.image_allowlist.iter().any(|i| i == accepted_runner)
-        || config.image_allowlist.iter().any(|i| i == accepted_runner);
+        || config
+            .jobs
+            .image_allowlist
+            .iter()
+            .any(|i| i == accepted_runner);
     assert!(
         allowed,
         "runner {accepted_runner:?} accepted for {:?}",
@@ -248,7 +252,7 @@ fn webhook_oracle(webhook: &WebhookConfig) {
     if let Some(ip) = literal {
         assert!(webhook::is_public_address(ip), "private {ip} accepted");
     }
-    assert!(webhook.secret.chars().count() >= 16);
+    assert!(webhook.secret.expose().chars().count() >= 16);
 }
 
 fn status_body() -> impl Strategy<Value = Value> {
@@ -582,7 +586,7 @@ proptest! {
         let request: CreateJobRequest = parse_json(&bytes).expect("a valid shape");
         let size = serde_json::to_vec(&request.input_data).expect("serializable").len();
         let result = validate_request(&state().0, "fuzz", "owner", request);
-        if size > state().0.config.max_input_bytes {
+        if size > state().0.config.jobs.max_input_bytes {
             prop_assert!(
                 matches!(result, Err(calls_offloader::Error::PayloadTooLarge(_))),
                 "{} bytes: {:?}", size, result.map(|r| r.id)

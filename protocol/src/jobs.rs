@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 /// The kind of work a job does; it picks the default runner image and the resource limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,7 +108,7 @@ pub struct WebhookConfig {
     /// `http://` or `https://` URL.
     pub url: String,
     /// HMAC-SHA256 key for the `X-Calls-Signature` header (at least 16 characters). Never returned.
-    pub secret: String,
+    pub secret: Secret,
 }
 
 /// `POST /register`. Authorised by the admin secret (`Authorization: Bearer <admin secret>`)
@@ -422,6 +424,8 @@ pub mod error_codes {
     pub const RANGE_NOT_SATISFIABLE: &str = "range_not_satisfiable";
     /// 429: the job queue is full.
     pub const QUEUE_FULL: &str = "queue_full";
+    /// 429: too many failed key checks for a client id from one address.
+    pub const RATE_LIMITED: &str = "rate_limited";
     /// 500: a bug or a store failure.
     pub const INTERNAL: &str = "internal";
     /// 503: Docker unreachable or the offloader shutting down.

@@ -84,24 +84,9 @@ impl JobConfig {
 mod tests {
     use super::*;
     use crate::profile::ProfileName;
-    use std::collections::HashMap;
+    use calls_job::settings::{fixed_lookup as env, EXAMPLE_BOT_ENV};
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |key| map.get(key).cloned()
-    }
-
-    const VALID: [(&str, &str); 6] = [
-        ("JOB_ID", "job-1"),
-        ("JOB_TOKEN", "job-secret-value"),
-        ("OFFLOADER_URL", "http://offloader:4545/"),
-        ("CALL_ID", "call-1"),
-        ("SFU_URL", "ws://sfu:8443"),
-        ("BOT_TOKEN", "bot-secret-value"),
-    ];
+    const VALID: [(&str, &str); 6] = EXAMPLE_BOT_ENV;
 
     #[test]
     fn a_complete_environment_gives_a_config_with_defaults() {
@@ -166,6 +151,6 @@ mod tests {
         let config = JobConfig::from_lookup(env(&VALID)).unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("secret-value"), "{printed}");
-        assert!(printed.contains("Secret(***)"));
+        assert!(printed.contains("[redacted]"));
     }
 }

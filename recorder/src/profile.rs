@@ -299,15 +299,7 @@ fn parse_bitrate_kbps(name: &'static str, value: &str, range: &RangeInclusive<u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |key| map.get(key).cloned()
-    }
+    use calls_job::settings::fixed_lookup as lookup;
 
     #[test]
     fn named_profiles_match_mattermost() {

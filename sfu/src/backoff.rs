@@ -69,6 +69,29 @@ impl Backoff {
     }
 }
 
+impl Backoff {
+    /// The outcome of one accept: the connection, or `None` after the pause an error calls for
+    /// (the error logged as `what` at most once per [`LOG_INTERVAL`]); the accept loops of the
+    /// HTTP server and of ICE-TCP share it.
+    pub async fn accepted<T>(&mut self, result: std::io::Result<T>, what: &str) -> Option<T> {
+        match result {
+            Ok(accepted) => {
+                self.succeeded();
+                Some(accepted)
+            }
+            // Out of descriptors and the like: wait, growing the pause, and log rarely.
+            Err(err) => {
+                let delay = self.failed(Instant::now());
+                if let Some(suppressed) = delay.log {
+                    tracing::warn!(error = %err, suppressed, "{what} failed");
+                }
+                tokio::time::sleep(delay.wait).await;
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

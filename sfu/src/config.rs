@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use calls_protocol::duration::SecondsOrDuration;
 use serde::Deserialize;
 
 /// Shortest token secret accepted outside dev mode (bytes).
@@ -41,27 +42,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
 }
 
-/// A string that never shows up in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// The API key, the token secret and the TURN secret: the stack's one redacting type.
+pub use calls_protocol::secret::Secret;
 
 /// Address advertised in ICE candidates instead of the local one (for NAT).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,7 +266,7 @@ pub struct RawIce {
     pub stun_servers: Option<Vec<String>>,
     pub turn_urls: Option<Vec<String>>,
     pub turn_static_auth_secret: Option<String>,
-    pub turn_credential_ttl_secs: Option<u64>,
+    pub turn_credential_ttl_secs: Option<SecondsOrDuration>,
     pub allow_loopback_candidates: Option<bool>,
     pub allow_link_local_candidates: Option<bool>,
 }
@@ -302,9 +284,9 @@ pub struct RawLimits {
     pub screen_tracks_per_session: Option<usize>,
     pub sessions_per_token: Option<usize>,
     pub max_http_connections: Option<usize>,
-    pub http_read_timeout_secs: Option<u64>,
+    pub http_read_timeout_secs: Option<SecondsOrDuration>,
     pub max_http_connections_per_address: Option<usize>,
-    pub http_write_timeout_secs: Option<u64>,
+    pub http_write_timeout_secs: Option<SecondsOrDuration>,
     pub offers_per_minute: Option<u32>,
     pub offer_burst: Option<u32>,
     pub ice_candidates_per_session: Option<usize>,
@@ -319,10 +301,15 @@ pub struct RawLog {
     pub level: Option<String>,
 }
 
-/// One configuration key: where it lives in the file and how an environment value is applied
-/// to the raw config. Its environment variable is derived from the file key (`env_var`).
+/// One configuration key: where it lives in the file, its default and how an environment value
+/// is applied to the raw config. Its environment variable is derived from the file key
+/// (`env_var`).
 pub struct Key {
     pub file_key: &'static str,
+    /// The value used when neither the file nor the environment sets the key, as an environment
+    /// value would write it; `None` for keys whose absence means something (unset, required, or
+    /// derived from other keys, as docs/sfu-config.md says). Validation reads it from here only.
+    pub default: Option<&'static str>,
     apply: fn(&mut RawConfig, &str) -> Result<(), String>,
 }
 
@@ -361,8 +348,15 @@ fn list(value: &str) -> Result<Vec<String>, String> {
 /// `convert` into `RawConfig::section::field`.
 macro_rules! key {
     ($section:ident . $field:ident, $convert:expr) => {
+        key!(@ $section.$field, $convert, None)
+    };
+    ($section:ident . $field:ident, $convert:expr, $default:literal) => {
+        key!(@ $section.$field, $convert, Some($default))
+    };
+    (@ $section:ident . $field:ident, $convert:expr, $default:expr) => {
         Key {
             file_key: concat!(stringify!($section), ".", stringify!($field)),
+            default: $default,
             apply: |raw, value| {
                 raw.$section.$field = Some($convert(value)?);
                 Ok(())
@@ -373,7 +367,7 @@ macro_rules! key {
 
 /// Every configuration key, in documentation order.
 pub const KEYS: &[Key] = &[
-    key!(http.listen_address, text),
+    key!(http.listen_address, text, "0.0.0.0:8045"),
     key!(http.api_key, text),
     key!(http.static_dir, text),
     key!(http.tls_cert_file, text),
@@ -381,37 +375,37 @@ pub const KEYS: &[Key] = &[
     key!(http.public_url, text),
     key!(http.allowed_origins, list),
     key!(auth.token_secret, text),
-    key!(auth.dev_mode, parse),
-    key!(ice.udp_port, parse),
-    key!(ice.tcp_port, parse),
+    key!(auth.dev_mode, parse, "false"),
+    key!(ice.udp_port, parse, "8443"),
+    key!(ice.tcp_port, parse, "8443"),
     key!(ice.host_addresses, list),
     key!(ice.host_override, text),
     key!(ice.stun_servers, list),
     key!(ice.turn_urls, list),
     key!(ice.turn_static_auth_secret, text),
-    key!(ice.turn_credential_ttl_secs, parse),
+    key!(ice.turn_credential_ttl_secs, parse, "86400"),
     key!(ice.allow_loopback_candidates, parse),
-    key!(ice.allow_link_local_candidates, parse),
-    key!(limits.max_participants_per_call, parse),
-    key!(limits.max_message_bytes, parse),
-    key!(limits.messages_per_second, parse),
-    key!(limits.message_burst, parse),
-    key!(limits.session_queue_size, parse),
-    key!(limits.rtp_queue_size, parse),
-    key!(limits.voice_tracks_per_session, parse),
-    key!(limits.screen_tracks_per_session, parse),
-    key!(limits.sessions_per_token, parse),
-    key!(limits.max_http_connections, parse),
-    key!(limits.http_read_timeout_secs, parse),
-    key!(limits.max_http_connections_per_address, parse),
-    key!(limits.http_write_timeout_secs, parse),
-    key!(limits.offers_per_minute, parse),
-    key!(limits.offer_burst, parse),
-    key!(limits.ice_candidates_per_session, parse),
-    key!(limits.max_caption_bytes, parse),
-    key!(limits.captions_per_second, parse),
-    key!(log.format, text),
-    key!(log.level, text),
+    key!(ice.allow_link_local_candidates, parse, "false"),
+    key!(limits.max_participants_per_call, parse, "200"),
+    key!(limits.max_message_bytes, parse, "262144"),
+    key!(limits.messages_per_second, parse, "50"),
+    key!(limits.message_burst, parse, "100"),
+    key!(limits.session_queue_size, parse, "256"),
+    key!(limits.rtp_queue_size, parse, "512"),
+    key!(limits.voice_tracks_per_session, parse, "1"),
+    key!(limits.screen_tracks_per_session, parse, "1"),
+    key!(limits.sessions_per_token, parse, "1"),
+    key!(limits.max_http_connections, parse, "4096"),
+    key!(limits.http_read_timeout_secs, parse, "10"),
+    key!(limits.max_http_connections_per_address, parse, "256"),
+    key!(limits.http_write_timeout_secs, parse, "10"),
+    key!(limits.offers_per_minute, parse, "30"),
+    key!(limits.offer_burst, parse, "10"),
+    key!(limits.ice_candidates_per_session, parse, "50"),
+    key!(limits.max_caption_bytes, parse, "2048"),
+    key!(limits.captions_per_second, parse, "20"),
+    key!(log.format, text, "text"),
+    key!(log.level, text, "info"),
 ];
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -421,14 +415,54 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-fn in_range<T: PartialOrd + fmt::Display + Copy>(
-    key: &'static str,
-    value: T,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError> {
+/// `value`, or when neither the file nor the environment set it, `key`'s default from [`KEYS`]
+/// (the one place a default is written).
+fn or_default<T: std::str::FromStr>(key: &'static str, value: Option<T>) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    if let Some(value) = value {
+        return Ok(value);
+    }
+    let default = KEYS
+        .iter()
+        .find(|row| row.file_key == key)
+        .and_then(|row| row.default)
+        .ok_or_else(|| invalid(key, "has no default in KEYS"))?;
+    parse(default).map_err(|error| invalid(key, format!("default {default:?}: {error}")))
+}
+
+/// A number in `min..=max`, its [`KEYS`] default when unset.
+fn in_range<T>(key: &'static str, value: Option<T>, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: PartialOrd + fmt::Display + Copy + std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    let value = or_default(key, value)?;
     if value < min || value > max {
         return Err(invalid(key, format!("{value} is outside {min}..={max}")));
+    }
+    Ok(value)
+}
+
+/// A `_secs` key (whole seconds or a duration such as `"10s"`) in `min..=max` seconds, its
+/// [`KEYS`] default when unset.
+fn seconds_in_range(
+    key: &'static str,
+    value: Option<SecondsOrDuration>,
+    min: u64,
+    max: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    let SecondsOrDuration(value) = or_default(key, value)?;
+    let range = std::time::Duration::from_secs(min)..=std::time::Duration::from_secs(max);
+    if !range.contains(&value) {
+        return Err(invalid(
+            key,
+            format!(
+                "{} is outside {min}..={max} seconds",
+                humantime::format_duration(value)
+            ),
+        ));
     }
     Ok(value)
 }
@@ -458,99 +492,92 @@ impl RawConfig {
         Ok(())
     }
 
-    /// Checks every value and fills the defaults.
+    /// Checks every value and fills the defaults, section by section.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let listen = self
-            .http
-            .listen_address
-            .as_deref()
-            .unwrap_or("0.0.0.0:8045");
-        let http_listen_address = listen
-            .parse::<SocketAddr>()
-            .map_err(|_| invalid("http.listen_address", format!("{listen:?} is not ip:port")))?;
-
-        let api_key = match self.http.api_key {
-            None => None,
-            Some(key) if key.len() < MIN_API_KEY_LEN => {
-                return Err(invalid(
-                    "http.api_key",
-                    format!("must be at least {MIN_API_KEY_LEN} characters"),
-                ))
-            }
-            Some(key) => Some(Secret::new(key)),
-        };
-
-        let http_tls = tls_files(self.http.tls_cert_file, self.http.tls_key_file)?;
-
-        let static_dir = match self.http.static_dir.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(dir) => Some(PathBuf::from(dir)),
-        };
-
-        let dev_mode = self.auth.dev_mode.unwrap_or(false);
-        let token_secret = match self.auth.token_secret {
-            Some(secret) if secret.len() >= MIN_SECRET_LEN => Secret::new(secret),
-            Some(_) => {
-                return Err(invalid(
-                    "auth.token_secret",
-                    format!("must be at least {MIN_SECRET_LEN} bytes"),
-                ))
-            }
-            None if dev_mode => Secret::new(DEV_MODE_SECRET),
-            None => {
-                return Err(invalid(
-                    "auth.token_secret",
-                    "is required (or set auth.dev_mode = true for a local demo)",
-                ))
-            }
-        };
-
-        let public_origin = match self.http.public_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) => Some(crate::web_security::origin_of(url).ok_or_else(|| {
-                invalid("http.public_url", format!("{url:?} is not an http(s) URL"))
-            })?),
-        };
-        let allowed_origins = self
-            .http
-            .allowed_origins
-            .unwrap_or_default()
-            .iter()
-            .map(|origin| {
-                if origin == "*" {
-                    return Ok("*".to_owned());
-                }
-                crate::web_security::origin_of(origin).ok_or_else(|| {
-                    invalid(
-                        "http.allowed_origins",
-                        format!("{origin:?} is not an origin (scheme://host[:port]) or *"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
+        let dev_mode = or_default("auth.dev_mode", self.auth.dev_mode)?;
         let mut ice = self.ice.validate()?;
         // Loopback candidates only make sense when every client is on this host: allowed by
         // default only when the SFU's ICE itself is on loopback alone.
         ice.allow_loopback_candidates = self.ice.allow_loopback_candidates.unwrap_or_else(|| {
             !ice.host_addresses.is_empty() && ice.host_addresses.iter().all(IpAddr::is_loopback)
         });
-        let limits = self.limits.validate()?;
-        let log = self.log.validate()?;
+        let http = self.http;
         Ok(Config {
-            http_listen_address,
-            http_tls,
-            api_key,
-            static_dir,
-            public_origin,
-            allowed_origins,
-            token_secret,
+            http_listen_address: listen_address(http.listen_address)?,
+            http_tls: tls_files(http.tls_cert_file, http.tls_key_file)?,
+            api_key: api_key(http.api_key)?,
+            static_dir: match http.static_dir.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(dir) => Some(PathBuf::from(dir)),
+            },
+            public_origin: public_origin(http.public_url.as_deref())?,
+            allowed_origins: allowed_origins(http.allowed_origins.unwrap_or_default())?,
+            token_secret: token_secret(self.auth.token_secret, dev_mode)?,
             dev_mode,
             ice,
-            limits,
-            log,
+            limits: self.limits.validate()?,
+            log: self.log.validate()?,
         })
     }
+}
+
+fn listen_address(value: Option<String>) -> Result<SocketAddr, ConfigError> {
+    let listen = or_default("http.listen_address", value)?;
+    listen
+        .parse::<SocketAddr>()
+        .map_err(|_| invalid("http.listen_address", format!("{listen:?} is not ip:port")))
+}
+
+fn api_key(value: Option<String>) -> Result<Option<Secret>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(key) if key.len() < MIN_API_KEY_LEN => Err(invalid(
+            "http.api_key",
+            format!("must be at least {MIN_API_KEY_LEN} characters"),
+        )),
+        Some(key) => Ok(Some(Secret::new(key))),
+    }
+}
+
+fn token_secret(value: Option<String>, dev_mode: bool) -> Result<Secret, ConfigError> {
+    match value {
+        Some(secret) if secret.len() >= MIN_SECRET_LEN => Ok(Secret::new(secret)),
+        Some(_) => Err(invalid(
+            "auth.token_secret",
+            format!("must be at least {MIN_SECRET_LEN} bytes"),
+        )),
+        None if dev_mode => Ok(Secret::new(DEV_MODE_SECRET)),
+        None => Err(invalid(
+            "auth.token_secret",
+            "is required (or set auth.dev_mode = true for a local demo)",
+        )),
+    }
+}
+
+fn public_origin(url: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match url.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(url) => crate::web_security::origin_of(url)
+            .map(Some)
+            .ok_or_else(|| invalid("http.public_url", format!("{url:?} is not an http(s) URL"))),
+    }
+}
+
+fn allowed_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    origins
+        .iter()
+        .map(|origin| {
+            if origin == "*" {
+                return Ok("*".to_owned());
+            }
+            crate::web_security::origin_of(origin).ok_or_else(|| {
+                invalid(
+                    "http.allowed_origins",
+                    format!("{origin:?} is not an origin (scheme://host[:port]) or *"),
+                )
+            })
+        })
+        .collect()
 }
 
 impl RawIce {
@@ -583,14 +610,18 @@ impl RawIce {
             self.turn_credential_ttl_secs,
         )?;
         Ok(IceConfig {
-            udp_port: self.udp_port.unwrap_or(8443),
-            tcp_port: self.tcp_port.unwrap_or(8443),
+            udp_port: or_default("ice.udp_port", self.udp_port)?,
+            tcp_port: or_default("ice.tcp_port", self.tcp_port)?,
             host_addresses,
             host_override,
             stun_servers,
             turn,
+            // Set from the other ICE keys when unset: see `RawConfig::validate`.
             allow_loopback_candidates: self.allow_loopback_candidates.unwrap_or(false),
-            allow_link_local_candidates: self.allow_link_local_candidates.unwrap_or(false),
+            allow_link_local_candidates: or_default(
+                "ice.allow_link_local_candidates",
+                self.allow_link_local_candidates,
+            )?,
         })
     }
 }
@@ -621,15 +652,10 @@ pub const MIN_TURN_SECRET_LEN: usize = 16;
 fn turn_config(
     urls: Vec<String>,
     secret: Option<String>,
-    ttl_secs: Option<u64>,
+    ttl: Option<SecondsOrDuration>,
 ) -> Result<Option<TurnConfig>, ConfigError> {
     let secret = secret.filter(|s| !s.is_empty());
-    let credential_ttl = std::time::Duration::from_secs(in_range(
-        "ice.turn_credential_ttl_secs",
-        ttl_secs.unwrap_or(86_400),
-        60,
-        30 * 86_400,
-    )?);
+    let credential_ttl = seconds_in_range("ice.turn_credential_ttl_secs", ttl, 60, 30 * 86_400)?;
     for url in &urls {
         check_turn_url(url)?;
     }
@@ -721,125 +747,63 @@ fn check_stun_url(url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `limits.<field>` in `min..=max`, its [`KEYS`] default when unset: the key is the field's name.
+macro_rules! limit {
+    ($raw:ident . $field:ident, $min:expr, $max:expr) => {
+        in_range(
+            concat!("limits.", stringify!($field)),
+            $raw.$field,
+            $min,
+            $max,
+        )?
+    };
+}
+
+/// [`limit!`] for a `_secs` key.
+macro_rules! seconds {
+    ($raw:ident . $field:ident, $min:expr, $max:expr) => {
+        seconds_in_range(
+            concat!("limits.", stringify!($field)),
+            $raw.$field,
+            $min,
+            $max,
+        )?
+    };
+}
+
 impl RawLimits {
     fn validate(self) -> Result<Limits, ConfigError> {
-        let messages_per_second = in_range(
-            "limits.messages_per_second",
-            self.messages_per_second.unwrap_or(50),
-            1,
-            10_000,
-        )?;
+        let messages_per_second = limit!(self.messages_per_second, 1, 10_000);
         Ok(Limits {
-            max_participants_per_call: in_range(
-                "limits.max_participants_per_call",
-                self.max_participants_per_call.unwrap_or(200),
-                1,
-                10_000,
-            )?,
-            max_message_bytes: in_range(
-                "limits.max_message_bytes",
-                self.max_message_bytes.unwrap_or(256 * 1024),
-                1024,
-                16 * 1024 * 1024,
-            )?,
+            max_participants_per_call: limit!(self.max_participants_per_call, 1, 10_000),
+            max_message_bytes: limit!(self.max_message_bytes, 1024, 16 * 1024 * 1024),
             messages_per_second,
-            message_burst: in_range(
-                "limits.message_burst",
-                self.message_burst.unwrap_or(100),
+            message_burst: limit!(self.message_burst, 1, 100_000),
+            session_queue_size: limit!(self.session_queue_size, 1, 1_000_000),
+            rtp_queue_size: limit!(self.rtp_queue_size, 1, 1_000_000),
+            voice_tracks_per_session: limit!(self.voice_tracks_per_session, 1, 16),
+            screen_tracks_per_session: limit!(self.screen_tracks_per_session, 0, 16),
+            sessions_per_token: limit!(self.sessions_per_token, 1, 1000),
+            max_http_connections: limit!(self.max_http_connections, 16, 1_000_000),
+            http_read_timeout: seconds!(self.http_read_timeout_secs, 1, 300),
+            max_http_connections_per_address: limit!(
+                self.max_http_connections_per_address,
                 1,
-                100_000,
-            )?,
-            session_queue_size: in_range(
-                "limits.session_queue_size",
-                self.session_queue_size.unwrap_or(256),
-                1,
-                1_000_000,
-            )?,
-            rtp_queue_size: in_range(
-                "limits.rtp_queue_size",
-                self.rtp_queue_size.unwrap_or(512),
-                1,
-                1_000_000,
-            )?,
-            voice_tracks_per_session: in_range(
-                "limits.voice_tracks_per_session",
-                self.voice_tracks_per_session.unwrap_or(1),
-                1,
-                16,
-            )?,
-            screen_tracks_per_session: in_range(
-                "limits.screen_tracks_per_session",
-                self.screen_tracks_per_session.unwrap_or(1),
-                0,
-                16,
-            )?,
-            sessions_per_token: in_range(
-                "limits.sessions_per_token",
-                self.sessions_per_token.unwrap_or(1),
-                1,
-                1000,
-            )?,
-            max_http_connections: in_range(
-                "limits.max_http_connections",
-                self.max_http_connections.unwrap_or(4096),
-                16,
-                1_000_000,
-            )?,
-            http_read_timeout: std::time::Duration::from_secs(in_range(
-                "limits.http_read_timeout_secs",
-                self.http_read_timeout_secs.unwrap_or(10),
-                1,
-                300,
-            )?),
-            max_http_connections_per_address: in_range(
-                "limits.max_http_connections_per_address",
-                self.max_http_connections_per_address.unwrap_or(256),
-                1,
-                1_000_000,
-            )?,
-            http_write_timeout: std::time::Duration::from_secs(in_range(
-                "limits.http_write_timeout_secs",
-                self.http_write_timeout_secs.unwrap_or(10),
-                1,
-                300,
-            )?),
-            offers_per_minute: in_range(
-                "limits.offers_per_minute",
-                self.offers_per_minute.unwrap_or(30),
-                1,
-                60_000,
-            )?,
-            offer_burst: in_range(
-                "limits.offer_burst",
-                self.offer_burst.unwrap_or(10),
-                1,
-                1000,
-            )?,
-            ice_candidates_per_session: in_range(
-                "limits.ice_candidates_per_session",
-                self.ice_candidates_per_session.unwrap_or(50),
-                1,
-                10_000,
-            )?,
-            max_caption_bytes: in_range(
-                "limits.max_caption_bytes",
-                self.max_caption_bytes.unwrap_or(2048),
-                256,
-                1024 * 1024,
-            )?,
-            captions_per_second: in_range(
-                "limits.captions_per_second",
-                self.captions_per_second.unwrap_or(20),
-                1,
-                10_000,
-            )?,
+                1_000_000
+            ),
+            http_write_timeout: seconds!(self.http_write_timeout_secs, 1, 300),
+            offers_per_minute: limit!(self.offers_per_minute, 1, 60_000),
+            offer_burst: limit!(self.offer_burst, 1, 1000),
+            ice_candidates_per_session: limit!(self.ice_candidates_per_session, 1, 10_000),
+            max_caption_bytes: limit!(self.max_caption_bytes, 256, 1024 * 1024),
+            captions_per_second: limit!(self.captions_per_second, 1, 10_000),
         })
     }
 }
 
 impl RawLog {
     fn validate(self) -> Result<LogConfig, ConfigError> {
-        let format = match self.format.as_deref().unwrap_or("text") {
+        let format = match or_default("log.format", self.format)?.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
@@ -849,16 +813,11 @@ impl RawLog {
                 ))
             }
         };
-        let level = self.log_level()?;
-        Ok(LogConfig { format, level })
-    }
-
-    fn log_level(&self) -> Result<String, ConfigError> {
-        let level = self.level.as_deref().unwrap_or("info").trim();
+        let level = or_default("log.level", self.level)?.trim().to_owned();
         if level.is_empty() {
             return Err(invalid("log.level", "is empty"));
         }
-        Ok(level.to_owned())
+        Ok(LogConfig { format, level })
     }
 }
 

@@ -9,6 +9,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use calls_protocol::jobs::ErrorBody;
+use calls_protocol::sfu_api::{error_codes, CallJson, JobStopBody};
+use calls_protocol::signalling::ParticipantInfo;
 use serde::Serialize;
 
 use crate::state::Shared;
@@ -87,11 +90,7 @@ async fn websocket(
     ) {
         shared.metrics.record_error("ws_origin_refused");
         tracing::debug!(origin = ?handshake.origin, "websocket from a foreign origin refused");
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this origin may not open a session (see http.allowed_origins)",
-        );
+        return ApiError::ForeignOrigin.into_response();
     }
     let max = shared.config.limits.max_message_bytes;
     upgrade
@@ -128,22 +127,69 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message, "code": code })),
-    )
-        .into_response()
+/// Every refusal of the SFU's HTTP routes: one status and `code` each, answered as the
+/// protocol's `ErrorBody` (`{"error": …, "code": …}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiError {
+    /// 403: a browser page on another origin opened `/ws`.
+    ForeignOrigin,
+    /// 404: no `http.api_key`, so the calls API is off.
+    Disabled,
+    /// 401: missing or wrong API key.
+    Unauthorized,
+    /// 404: no such call.
+    NoSuchCall,
+    /// 404: no such session in the call.
+    NoSuchSession,
 }
 
-/// Checks `Authorization: Bearer <api key>` in constant time; `Some` is the refusal to send.
-fn refuse_unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+impl ApiError {
+    fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::ForeignOrigin => (
+                StatusCode::FORBIDDEN,
+                error_codes::FORBIDDEN,
+                "this origin may not open a session (see http.allowed_origins)",
+            ),
+            ApiError::Disabled => (
+                StatusCode::NOT_FOUND,
+                error_codes::DISABLED,
+                "the calls API is disabled (no api key configured)",
+            ),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                error_codes::UNAUTHORIZED,
+                "missing or wrong api key",
+            ),
+            ApiError::NoSuchCall => (
+                StatusCode::NOT_FOUND,
+                error_codes::NOT_FOUND,
+                "no such call",
+            ),
+            ApiError::NoSuchSession => (
+                StatusCode::NOT_FOUND,
+                error_codes::NOT_FOUND,
+                "no such session in this call",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let body = ErrorBody {
+            error: message.to_owned(),
+            code: code.to_owned(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Checks `Authorization: Bearer <api key>` in constant time.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(key) = &shared.config.api_key else {
-        return Some(error(
-            StatusCode::NOT_FOUND,
-            "disabled",
-            "the calls API is disabled (no api key configured)",
-        ));
+        return Err(ApiError::Disabled);
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -157,26 +203,18 @@ fn refuse_unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response>
             .zip(expected.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-    (!matches).then(|| {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong api key",
-        )
-    })
-}
-
-#[derive(Serialize)]
-struct CallJson {
-    call_id: String,
-    participants: usize,
-    tracks: usize,
-}
-
-async fn calls(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Some(response) = refuse_unauthorized(&shared, &headers) {
-        return response;
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
+}
+
+async fn calls(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<CallJson>>, ApiError> {
+    authorize(&shared, &headers)?;
     let calls: Vec<CallJson> = shared
         .calls()
         .into_iter()
@@ -186,27 +224,19 @@ async fn calls(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
             tracks: call.tracks,
         })
         .collect();
-    Json(calls).into_response()
+    Ok(Json(calls))
 }
 
 async fn sessions(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(call_id): Path<String>,
-) -> Response {
-    if let Some(response) = refuse_unauthorized(&shared, &headers) {
-        return response;
-    }
-    match shared.sessions_of(&call_id) {
-        Some(sessions) => Json(sessions).into_response(),
-        None => error(StatusCode::NOT_FOUND, "not_found", "no such call"),
-    }
-}
-
-#[derive(serde::Deserialize, Default)]
-struct JobStopBody {
-    #[serde(default)]
-    reason: Option<String>,
+) -> Result<Json<Vec<ParticipantInfo>>, ApiError> {
+    authorize(&shared, &headers)?;
+    shared
+        .sessions_of(&call_id)
+        .map(Json)
+        .ok_or(ApiError::NoSuchCall)
 }
 
 /// Sends `job_stop` to a bot session of a call (used by the offloader to end a recording).
@@ -215,10 +245,8 @@ async fn job_stop(
     headers: HeaderMap,
     Path((call_id, session_id)): Path<(String, String)>,
     body: Option<Json<JobStopBody>>,
-) -> Response {
-    if let Some(response) = refuse_unauthorized(&shared, &headers) {
-        return response;
-    }
+) -> Result<StatusCode, ApiError> {
+    authorize(&shared, &headers)?;
     let in_call = shared
         .sessions_of(&call_id)
         .is_some_and(|sessions| sessions.iter().any(|s| s.session_id == session_id));
@@ -226,12 +254,12 @@ async fn job_stop(
         .and_then(|Json(body)| body.reason)
         .unwrap_or_else(|| "stopped by the api".to_owned());
     if in_call && shared.stop_job(&session_id, &reason) {
-        StatusCode::NO_CONTENT.into_response()
+        Ok(StatusCode::NO_CONTENT)
     } else {
-        error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such session in this call",
-        )
+        Err(ApiError::NoSuchSession)
     }
 }
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

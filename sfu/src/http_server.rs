@@ -73,21 +73,15 @@ pub async fn serve(
             _ = stop.cancelled() => break,
         };
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => {
-                    backoff.succeeded();
-                    accepted
-                }
-                Err(err) => {
-                    let delay = backoff.failed(std::time::Instant::now());
-                    if let Some(suppressed) = delay.log {
-                        tracing::warn!(error = %err, suppressed, "http accept failed");
-                    }
+            accepted = listener.accept() => {
+                if accepted.is_err() {
                     metrics.record_error("http_accept");
-                    tokio::time::sleep(delay.wait).await;
-                    continue;
                 }
-            },
+                match backoff.accepted(accepted, "http accept").await {
+                    Some(accepted) => accepted,
+                    None => continue,
+                }
+            }
             _ = stop.cancelled() => break,
         };
         let Some(address_slot) = address_slots.try_claim(peer.ip()) else {

@@ -136,20 +136,9 @@ impl TcpMux {
 async fn accept_loop(listener: tokio::net::TcpListener, mux: Weak<TcpMux>) {
     let mut backoff = Backoff::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => {
-                backoff.succeeded();
-                accepted
-            }
-            // Out of descriptors and the like: wait, growing the pause, and log rarely.
-            Err(err) => {
-                let delay = backoff.failed(std::time::Instant::now());
-                if let Some(suppressed) = delay.log {
-                    tracing::warn!(error = %err, suppressed, "ice tcp accept failed");
-                }
-                tokio::time::sleep(delay.wait).await;
-                continue;
-            }
+        let accepted = listener.accept().await;
+        let Some((stream, peer)) = backoff.accepted(accepted, "ice tcp accept").await else {
+            continue;
         };
         let Some(mux) = mux.upgrade() else { return };
         tokio::spawn(async move {

@@ -10,6 +10,25 @@ use common::*;
 
 const API_KEY: &str = "test-api-key-0123456789";
 
+/// `GET url`, with the API key as a bearer token when `key` is given.
+async fn get(http: &reqwest::Client, url: String, key: Option<&str>) -> reqwest::Response {
+    let request = http.get(url);
+    let request = match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    };
+    request.send().await.expect("the SFU answers")
+}
+
+/// [`get`]'s answer as JSON.
+async fn get_json(http: &reqwest::Client, url: String, key: Option<&str>) -> serde_json::Value {
+    get(http, url, key)
+        .await
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 fn counter(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
@@ -25,14 +44,7 @@ async fn version_health_metrics_and_calls_answer() {
     let http = reqwest::Client::new();
     let base = sfu.http_url();
 
-    let version: serde_json::Value = http
-        .get(format!("{base}/version"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let version = get_json(&http, format!("{base}/version"), None).await;
     assert!(version["buildVersion"].is_string(), "{version}");
     assert!(version["buildHash"].is_string());
     assert!(version["buildDate"].is_string());
@@ -52,11 +64,8 @@ async fn version_health_metrics_and_calls_answer() {
     let out_audio = "sfu_rtc_rtp_packets_total{direction=\"out\",type=\"audio\"}";
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let metrics = loop {
-        let metrics = http
-            .get(format!("{base}/metrics"))
-            .send()
+        let metrics = get(&http, format!("{base}/metrics"), None)
             .await
-            .unwrap()
             .text()
             .await
             .unwrap();
@@ -91,35 +100,24 @@ async fn version_health_metrics_and_calls_answer() {
     assert!(counter(&metrics, "sfu_ws_connections_total") >= 2.0);
     assert!(metrics.contains("process_cpu_seconds_total"));
 
-    let unauthorized = http.get(format!("{base}/calls")).send().await.unwrap();
+    let unauthorized = get(&http, format!("{base}/calls"), None).await;
     assert_eq!(unauthorized.status(), reqwest::StatusCode::UNAUTHORIZED);
-    let wrong = http
-        .get(format!("{base}/calls"))
-        .bearer_auth("wrong-key-wrong-key-1234")
-        .send()
-        .await
-        .unwrap();
+    let wrong = get(
+        &http,
+        format!("{base}/calls"),
+        Some("wrong-key-wrong-key-1234"),
+    )
+    .await;
     assert_eq!(wrong.status(), reqwest::StatusCode::UNAUTHORIZED);
-    let calls: serde_json::Value = http
-        .get(format!("{base}/calls"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let calls = get_json(&http, format!("{base}/calls"), Some(API_KEY)).await;
     assert_eq!(calls[0]["call_id"], "call-http", "{calls}");
     assert_eq!(calls[0]["participants"], 2);
-    let sessions: serde_json::Value = http
-        .get(format!("{base}/calls/call-http/sessions"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions = get_json(
+        &http,
+        format!("{base}/calls/call-http/sessions"),
+        Some(API_KEY),
+    )
+    .await;
     let names: Vec<&str> = sessions
         .as_array()
         .unwrap()
@@ -128,12 +126,7 @@ async fn version_health_metrics_and_calls_answer() {
         .collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"Alice") && names.contains(&"Bob"));
-    let missing = http
-        .get(format!("{base}/calls/nope/sessions"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap();
+    let missing = get(&http, format!("{base}/calls/nope/sessions"), Some(API_KEY)).await;
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
 
     // job_stop through the API reaches the session.

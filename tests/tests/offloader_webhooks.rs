@@ -27,7 +27,7 @@ async fn state_changes_are_posted_signed_and_retried() -> anyhow::Result<()> {
     let offloader = Offloader::start("webhooks", allow_private()).await?;
     let webhook = WebhookConfig {
         url: sink.url.clone(),
-        secret: HOOK_SECRET.to_owned(),
+        secret: HOOK_SECRET.into(),
     };
     let client = offloader.register_with_webhook("a", Some(webhook)).await?;
 
@@ -161,7 +161,7 @@ async fn webhooks_to_private_addresses_are_refused_by_default() -> anyhow::Resul
     // resolves it, finds no public address and refuses: the sink never hears from us.
     let by_name = WebhookConfig {
         url: format!("http://localhost:{port}"),
-        secret: HOOK_SECRET.to_owned(),
+        secret: HOOK_SECRET.into(),
     };
     let client = offloader.register_with_webhook("a", Some(by_name)).await?;
     let job = client.create_job(&test_job("exit0", &[])).await?;
@@ -198,7 +198,7 @@ async fn webhook_redirects_are_not_followed() -> anyhow::Result<()> {
     let offloader = Offloader::start("webhookredirect", allow_private()).await?;
     let webhook = WebhookConfig {
         url: redirector_url,
-        secret: HOOK_SECRET.to_owned(),
+        secret: HOOK_SECRET.into(),
     };
     let client = offloader.register_with_webhook("a", Some(webhook)).await?;
     let job = client.create_job(&test_job("exit0", &[])).await?;

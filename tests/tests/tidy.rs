@@ -8,7 +8,9 @@
 //! - no `try_send` result is discarded (`let _ = ….try_send(…)`): a drop is counted or handled;
 //! - every config `KEYS` table is checked against its docs table by a test (those tests live next to
 //!   the tables, in `sfu/src/config_tests.rs` and `offloader/src/config/tests.rs`; this only makes sure
-//!   each table has one).
+//!   each table has one);
+//! - every key of a `KEYS` table has its row in the docs page, naming its environment variable and
+//!   the default the table gives (read from the tables themselves, not from their source text).
 
 use std::path::{Path, PathBuf};
 
@@ -365,5 +367,41 @@ fn every_config_keys_table_is_checked_against_its_docs() {
     assert!(
         unchecked.is_empty(),
         "config KEYS tables without a test against their docs table: {unchecked:?}"
+    );
+}
+
+/// The docs rows of every config key: `| `key` | `ENV` | … |` with the table's default in a cell.
+#[test]
+fn every_config_key_has_its_docs_row() {
+    use calls_offloader::config as offloader;
+    let root = root();
+    let mut missing = Vec::new();
+    let offloader_doc = read(&root, "docs/offloader.md");
+    for (key, _, default, _) in offloader::KEYS {
+        let row = format!("| `{key}` | `{}` | `{default}` |", offloader::env_name(key));
+        if !offloader_doc.contains(&row) {
+            missing.push(format!("docs/offloader.md: {row}"));
+        }
+    }
+    let sfu_doc = read(&root, "docs/sfu-config.md");
+    for key in calls_sfu::config::KEYS {
+        let start = format!("| `{}` | `{}` |", key.file_key, key.env_var());
+        let row = sfu_doc.lines().find(|line| line.starts_with(&start));
+        let documented = match (row, key.default) {
+            (None, _) => false,
+            (Some(row), Some(default)) => row.contains(&format!("| `{default}` |")),
+            (Some(_), None) => true,
+        };
+        if !documented {
+            missing.push(format!(
+                "docs/sfu-config.md: {start} (default {:?})",
+                key.default
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "config keys without their docs row:\n{}",
+        missing.join("\n")
     );
 }

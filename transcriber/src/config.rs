@@ -174,25 +174,12 @@ fn is_model_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use calls_job::settings::{fixed_lookup as env, EXAMPLE_BOT_ENV};
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |key| map.get(key).cloned()
-    }
-
-    const VALID: [(&str, &str); 7] = [
-        ("JOB_ID", "job-1"),
-        ("JOB_TOKEN", "job-secret-value"),
-        ("OFFLOADER_URL", "http://offloader:4545/"),
-        ("CALL_ID", "call-1"),
-        ("SFU_URL", "ws://sfu:8443"),
-        ("BOT_TOKEN", "bot-secret-value"),
-        ("CALLS_TRANSCRIBER_MODELS", "/models"),
-    ];
+    const VALID: [(&str, &str); 7] = {
+        let [a, b, c, d, e, f] = EXAMPLE_BOT_ENV;
+        [a, b, c, d, e, f, ("CALLS_TRANSCRIBER_MODELS", "/models")]
+    };
 
     #[test]
     fn defaults_are_greedy_auto_threads_of_the_cpu_limit_default_model() {

@@ -20,7 +20,7 @@ pub async fn register(
     MaybeCredentials(credentials, _source): MaybeCredentials,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Response> {
-    if !auth::is_admin(&state, credentials.as_ref()) && !state.config.self_registration {
+    if !auth::is_admin(&state, credentials.as_ref()) && !state.config.api.self_registration {
         return Err(Error::Unauthorized(
             "registration needs the admin secret (bearer, or Basic with an empty user; self-registration is off)"
                 .into(),
@@ -127,12 +127,12 @@ pub async fn login(
         ));
     };
     let token = auth::new_token();
-    let expires_at = now_ms() + state.config.token_ttl.as_millis() as i64;
+    let expires_at = now_ms() + state.config.api.token_ttl.as_millis() as i64;
     let revoked = state.store.insert_token(
         &auth::token_hash(&token),
         &client,
         expires_at,
-        state.config.max_tokens_per_client,
+        state.config.api.max_tokens_per_client,
     )?;
     if revoked > 0 {
         tracing::info!(
@@ -152,7 +152,7 @@ pub async fn set_webhook(
     ClientAuth { client_id, .. }: ClientAuth,
     ApiJson(config): ApiJson<WebhookConfig>,
 ) -> Result<StatusCode> {
-    webhook::validate(&config, state.config.allow_private_webhooks)?;
+    webhook::validate(&config, state.config.webhooks.allow_private)?;
     state.store.set_webhook(&client_id, Some(&config))?;
     Ok(StatusCode::NO_CONTENT)
 }

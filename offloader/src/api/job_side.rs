@@ -218,9 +218,9 @@ pub async fn upload_artifact(
         || state.store.artifacts(&id),
         declared,
         ArtifactLimits {
-            max_count: state.config.max_artifacts_per_job,
-            max_total_bytes: state.config.max_job_artifact_bytes,
-            max_one_bytes: state.config.max_artifact_bytes,
+            max_count: state.config.jobs.max_artifacts_per_job,
+            max_total_bytes: state.config.jobs.max_job_artifact_bytes,
+            max_one_bytes: state.config.jobs.max_artifact_bytes,
         },
     )?;
     let limit = reservation.limit;
@@ -228,7 +228,7 @@ pub async fn upload_artifact(
         &state.config.data_dir,
         &id,
         &name,
-        idle_timeout(body.into_data_stream(), state.config.body_read_timeout),
+        idle_timeout(body.into_data_stream(), state.config.api.body_read_timeout),
         limit,
     )
     .await?;

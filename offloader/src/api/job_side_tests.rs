@@ -248,13 +248,7 @@ async fn state_changes_reach_the_signed_webhook() {
             json!({"type": "recording", "input_data": {"bot_token": "hidden-value"}}),
         )
         .await;
-    h.send(
-        Method::POST,
-        &format!("/jobs/{}/stop", job.id),
-        Some(&a),
-        None,
-    )
-    .await;
+    h.stop(&a, &job.id).await;
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while received.lock().expect("lock").len() < 2 && std::time::Instant::now() < deadline {

@@ -33,43 +33,61 @@ pub fn validate_request(
     owner: &str,
     request: CreateJobRequest,
 ) -> Result<JobRecord> {
-    let runner_config = state.config.runner(request.job_type);
-    // Mattermost's client always sends `runner`, empty when it has none in mind.
-    let runner = match request.runner.filter(|image| !image.is_empty()) {
-        Some(image) if !image_ref::is_valid_reference(&image) => {
-            return Err(Error::BadRequest(format!(
-                "runner {image:?} is not a Docker image reference (name[:tag][@digest])"
-            )))
-        }
-        Some(image) if !state.config.image_allowed_for(request.job_type, &image) => {
-            return Err(Error::BadRequest(format!(
-                "runner {image:?} is not allowed for {} jobs (runners.{}.image, .image_allowlist or .foreign_runners, or jobs.image_allowlist)",
-                request.job_type, request.job_type
-            )))
-        }
-        Some(image) => image,
-        None => runner_config.image.clone(),
-    };
-    let limit = runner_config.max_duration.as_secs().max(1);
+    let job_type = request.job_type;
+    let runner = runner_image(state, job_type, request.runner)?;
+    let limit = state.config.runner(job_type).max_duration.as_secs().max(1);
     let max_duration_sec = request.max_duration_sec.unwrap_or(limit);
     if max_duration_sec == 0 || max_duration_sec > limit {
         return Err(Error::BadRequest(format!(
-            "max_duration_sec must be between 1 and {limit} for {} jobs",
-            request.job_type
+            "max_duration_sec must be between 1 and {limit} for {job_type} jobs"
         )));
     }
+    check_inputs(state, job_type, &runner, &request.input_data)?;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Ok(JobRecord {
+        max_duration_sec,
+        input_data: request.input_data.into(),
+        ..JobRecord::queued(&id, client_id, owner, job_type, &runner)
+    })
+}
+
+/// The image a job runs: the one it names when allowed for its type, else its type's image.
+fn runner_image(state: &AppState, job_type: JobType, requested: Option<String>) -> Result<String> {
+    // Mattermost's client always sends `runner`, empty when it has none in mind.
+    match requested.filter(|image| !image.is_empty()) {
+        Some(image) if !image_ref::is_valid_reference(&image) => Err(Error::BadRequest(format!(
+            "runner {image:?} is not a Docker image reference (name[:tag][@digest])"
+        ))),
+        Some(image) if !state.config.image_allowed_for(job_type, &image) => {
+            Err(Error::BadRequest(format!(
+                "runner {image:?} is not allowed for {job_type} jobs (runners.{job_type}.image, .image_allowlist or .foreign_runners, or jobs.image_allowlist)"
+            )))
+        }
+        Some(image) => Ok(image),
+        None => Ok(state.config.runner(job_type).image.clone()),
+    }
+}
+
+/// `input_data`: bounded in size and keys, each key an environment name the job's runner reads
+/// (`Config::input_key_allowed`: the protocol's list for our jobs), none reserved or null.
+fn check_inputs(
+    state: &AppState,
+    job_type: JobType,
+    runner: &str,
+    input_data: &BTreeMap<String, serde_json::Value>,
+) -> Result<()> {
     // Stored whole and returned by every GET /jobs: bounded, so that one client cannot make
     // the store, the listing and every other client's answers slow and large.
-    let input_bytes = serde_json::to_vec(&request.input_data)
+    let input_bytes = serde_json::to_vec(input_data)
         .map_err(|e| Error::BadRequest(format!("input_data: {e}")))?
         .len();
-    if input_bytes > state.config.max_input_bytes {
+    if input_bytes > state.config.jobs.max_input_bytes {
         return Err(Error::PayloadTooLarge(format!(
             "input_data is {input_bytes} bytes as JSON, over the {} byte limit (jobs.max_input_bytes)",
-            state.config.max_input_bytes
+            state.config.jobs.max_input_bytes
         )));
     }
-    if request.input_data.len() > MAX_INPUT_KEYS {
+    if input_data.len() > MAX_INPUT_KEYS {
         return Err(Error::BadRequest(format!(
             "input_data has more than {MAX_INPUT_KEYS} keys"
         )));
@@ -77,63 +95,44 @@ pub fn validate_request(
     // Keys become upper-cased environment names: two keys differing only in case would be one
     // variable twice, with the container seeing whichever Docker applies last.
     let mut upper = std::collections::BTreeSet::new();
-    for key in request.input_data.keys() {
+    for key in input_data.keys() {
         if !upper.insert(key.to_ascii_uppercase()) {
             return Err(Error::BadRequest(format!(
                 "input_data key {key:?} differs from another key only in case (keys become upper-case environment names)"
             )));
         }
     }
-    for (key, value) in &request.input_data {
-        let env_safe = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.len() <= 128
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !env_safe {
-            return Err(Error::BadRequest(format!(
-                "input_data key {key:?} must be a valid environment name ([A-Za-z_][A-Za-z0-9_]*)"
-            )));
-        }
-        if job_env::RESERVED.contains(&job_env::env_name(key).as_str()) {
-            return Err(Error::BadRequest(format!(
-                "input_data key {key:?} is reserved (the offloader sets it)"
-            )));
-        }
-        if !state
-            .config
-            .input_key_allowed(request.job_type, &runner, key)
-        {
-            return Err(unknown_input(state, request.job_type, &runner, key));
-        }
+    for (key, value) in input_data {
+        check_input_key(state, job_type, runner, key)?;
         if value.is_null() {
             return Err(Error::BadRequest(format!("input_data key {key:?} is null")));
         }
     }
-    Ok(JobRecord {
-        seq: 0,
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        client_id: client_id.to_string(),
-        owner: owner.to_string(),
-        job_type: request.job_type,
-        state: JobState::Queued,
-        runner,
-        max_duration_sec,
-        input_data: request.input_data,
-        job_token_hash: String::new(),
-        created_at: now_ms(),
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        failure_reason: None,
-        stop_reason: None,
-        reported_error: None,
-        progress: None,
-        counters: BTreeMap::new(),
-        container_removed: false,
-        work_done: false,
-    })
+    Ok(())
+}
+
+/// One `input_data` key: an environment name, not one the offloader sets, read by the runner.
+fn check_input_key(state: &AppState, job_type: JobType, runner: &str, key: &str) -> Result<()> {
+    let env_safe = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.len() <= 128
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !env_safe {
+        return Err(Error::BadRequest(format!(
+            "input_data key {key:?} must be a valid environment name ([A-Za-z_][A-Za-z0-9_]*)"
+        )));
+    }
+    if job_env::RESERVED.contains(&job_env::env_name(key).as_str()) {
+        return Err(Error::BadRequest(format!(
+            "input_data key {key:?} is reserved (the offloader sets it)"
+        )));
+    }
+    if !state.config.input_key_allowed(job_type, runner, key) {
+        return Err(unknown_input(state, job_type, runner, key));
+    }
+    Ok(())
 }
 
 /// The 400 for an input key the job's runner does not read, naming the keys it does.
@@ -163,10 +162,10 @@ pub async fn create(
     let record = validate_request(&state, &client_id, &owner, request)?;
     state.store.insert_job(
         &record,
-        state.config.max_concurrent,
-        state.config.max_queue_length,
-        state.config.max_queue_per_client,
-        state.config.max_jobs_per_client,
+        state.config.jobs.max_concurrent,
+        state.config.jobs.max_queue_length,
+        state.config.jobs.max_queue_per_client,
+        state.config.jobs.max_jobs_per_client,
     )?;
     tracing::info!(job_id = record.id, job_type = %record.job_type, client_id, "job queued");
     state.job_changed(&record.id);

@@ -85,8 +85,8 @@ impl FromRequest<AppState> for ApiBytes {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
-        let limit = state.config.max_json_body_bytes;
-        let timeout = state.config.body_read_timeout;
+        let limit = state.config.api.max_json_body_bytes;
+        let timeout = state.config.api.body_read_timeout;
         let mut stream = req.into_body().into_data_stream();
         let mut body = Vec::new();
         let mut seen = 0usize;

@@ -148,6 +148,18 @@ impl Harness {
             .await
     }
 
+    /// `POST /unregister {"clientID": client_id}` with `auth`.
+    pub async fn unregister(&self, auth: &str, client_id: &str) -> Reply {
+        self.post("/unregister", Some(auth), json!({ "clientID": client_id }))
+            .await
+    }
+
+    /// `POST /jobs/{id}/stop` with `auth`.
+    pub async fn stop(&self, auth: &str, job_id: &str) -> Reply {
+        let uri = format!("/jobs/{job_id}/stop");
+        self.send(Method::POST, &uri, Some(auth), None).await
+    }
+
     pub async fn get(&self, uri: &str, auth: Option<&str>) -> Reply {
         self.send(Method::GET, uri, auth, None).await
     }

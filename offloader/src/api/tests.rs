@@ -91,13 +91,7 @@ async fn login_basic_auth_and_unregister() {
         "tokens die with the client"
     );
     h.client("b", KEY_B).await;
-    let reply = h
-        .post(
-            "/unregister",
-            Some(&bearer(ADMIN)),
-            json!({"clientID": "b"}),
-        )
-        .await;
+    let reply = h.unregister(&bearer(ADMIN), "b").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(h.state.store.client("b").expect("store").is_none());
 }
@@ -372,13 +366,9 @@ async fn mattermost_client_conventions() {
         )
         .await;
     assert_ne!(init.status, StatusCode::BAD_REQUEST, "{}", init.text());
-    let empty = h
-        .post("/unregister", Some(&admin), json!({"clientID": ""}))
-        .await;
+    let empty = h.unregister(&admin, "").await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
-    let gone = h
-        .post("/unregister", Some(&admin), json!({"clientID": "mm"}))
-        .await;
+    let gone = h.unregister(&admin, "mm").await;
     assert_eq!(gone.status, StatusCode::OK, "{}", gone.text());
 
     // Self-registration: off, an unknown client is a 401; on, its first request registers it.
@@ -408,13 +398,7 @@ async fn mattermost_client_conventions() {
     assert_eq!(short.status, StatusCode::UNAUTHORIZED);
     assert!(short.error().error.contains("32"), "{}", short.text());
     // Unregistering never registers.
-    let reply = open
-        .post(
-            "/unregister",
-            Some(&basic("ghost", KEY_A)),
-            json!({"clientID": "ghost"}),
-        )
-        .await;
+    let reply = open.unregister(&basic("ghost", KEY_A), "ghost").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert!(open.state.store.client("ghost").expect("store").is_none());
 }
@@ -460,26 +444,12 @@ async fn the_queue_refuses_only_when_full_and_stop_cancels_queued_jobs() {
     assert_eq!(full.error().code, "queue_full");
     assert_eq!(h.job_count(), 4);
 
-    let stopped = h
-        .send(
-            Method::POST,
-            &format!("/jobs/{}/stop", ids[0]),
-            Some(&a),
-            None,
-        )
-        .await;
+    let stopped = h.stop(&a, &ids[0]).await;
     assert_eq!(stopped.status, StatusCode::OK);
     let job: Job = serde_json::from_slice(&stopped.body).expect("job");
     assert_eq!(job.state, JobState::Cancelled);
     assert!(job.finished_at.is_some());
-    let again = h
-        .send(
-            Method::POST,
-            &format!("/jobs/{}/stop", ids[0]),
-            Some(&a),
-            None,
-        )
-        .await;
+    let again = h.stop(&a, &ids[0]).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(
         h.create(&a, body).await.state,

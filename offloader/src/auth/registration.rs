@@ -44,7 +44,7 @@ pub fn validate_registration(request: &RegisterRequest, allow_private: bool) -> 
 
 /// Validates and stores a new client; 409 `conflict` when the id is taken.
 pub async fn register_client(state: &AppState, request: RegisterRequest) -> Result<()> {
-    validate_registration(&request, state.config.allow_private_webhooks)?;
+    validate_registration(&request, state.config.webhooks.allow_private)?;
     if state.store.client(&request.client_id)?.is_some() {
         return Err(already_registered(&request.client_id));
     }
@@ -75,7 +75,7 @@ pub async fn register_on_first_use(
     client_id: &str,
     auth_key: &str,
 ) -> Result<()> {
-    if !state.config.self_registration || state.store.client(client_id)?.is_some() {
+    if !state.config.api.self_registration || state.store.client(client_id)?.is_some() {
         return Ok(());
     }
     let request = RegisterRequest {

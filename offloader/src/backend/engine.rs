@@ -57,9 +57,8 @@ impl JobBackend for EngineBackend {
         DockerMode::Engine
     }
 
-    async fn ping(&self) -> Result<()> {
-        self.docker.ping().await?;
-        Ok(())
+    fn docker(&self) -> &Docker {
+        &self.docker
     }
 
     async fn create(&self, job: &JobRecord, job_token: &str) -> Result<(), CreateError> {
@@ -144,18 +143,21 @@ pub fn container_body(
     job_token: &str,
 ) -> ContainerCreateBody {
     let runner = config.runner(job.job_type);
-    let tmpfs_opts = format!("rw,nosuid,nodev,mode=1777,size={}m", config.tmpfs_size_mb);
+    let tmpfs_opts = format!(
+        "rw,nosuid,nodev,mode=1777,size={}m",
+        config.docker.tmpfs_size_mb
+    );
     // /data always, /tmp when the root is read-only. Anonymous volumes start as a copy of the
     // image's directory (owner and mode included), so a non-root job can write them on every
     // kernel; tmpfs `mode=` is ignored on some sandboxed kernels.
     let mut scratch = vec!["/data"];
-    if config.read_only_rootfs {
+    if config.docker.read_only_rootfs {
         scratch.push("/tmp");
     }
     let mut tmpfs = HashMap::new();
     let mut mounts = Vec::new();
     for target in scratch {
-        match config.data_mount {
+        match config.docker.data_mount {
             DataMount::Tmpfs => {
                 tmpfs.insert(target.to_string(), tmpfs_opts.clone());
             }
@@ -170,14 +172,14 @@ pub fn container_body(
             }),
         }
     }
-    let host_gateway =
-        (config.network != "host").then(|| vec!["host.docker.internal:host-gateway".to_string()]);
+    let host_gateway = (config.docker.network != "host")
+        .then(|| vec!["host.docker.internal:host-gateway".to_string()]);
     ContainerCreateBody {
         image: Some(job.runner.clone()),
         env: Some(job_inputs(job, config, job_token).all_as_env()),
         labels: Some(job_labels(job, instance)),
         host_config: Some(HostConfig {
-            network_mode: Some(config.network.clone()),
+            network_mode: Some(config.docker.network.clone()),
             nano_cpus: (runner.cpus > 0.0).then_some((runner.cpus * 1e9) as i64),
             memory: (runner.memory_mb > 0).then(|| runner.memory_mb as i64 * 1024 * 1024),
             // Memory plus swap equal to memory: no swap at all. Docker's default (swap twice
@@ -187,16 +189,19 @@ pub fn container_body(
             // Job images run as an unprivileged user and need no capability (not even
             // NET_RAW, which would let a job craft packets on the job network).
             cap_drop: Some(vec!["ALL".to_string()]),
-            pids_limit: (config.pids_limit > 0).then_some(config.pids_limit as i64),
+            pids_limit: (config.docker.pids_limit > 0).then_some(config.docker.pids_limit as i64),
             // Explicit rotation: the engine default may be unbounded json-file.
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_string()),
                 config: Some(HashMap::from([
-                    ("max-size".to_string(), config.log_max_size.clone()),
-                    ("max-file".to_string(), config.log_max_files.to_string()),
+                    ("max-size".to_string(), config.docker.log_max_size.clone()),
+                    (
+                        "max-file".to_string(),
+                        config.docker.log_max_files.to_string(),
+                    ),
                 ])),
             }),
-            readonly_rootfs: Some(config.read_only_rootfs),
+            readonly_rootfs: Some(config.docker.read_only_rootfs),
             tmpfs: Some(tmpfs),
             mounts: Some(mounts),
             extra_hosts: host_gateway,
@@ -393,7 +398,7 @@ pub async fn image_present(docker: &Docker, image: &str) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::job;
+    use super::super::tests::{job, mount_targets};
     use super::*;
 
     #[test]
@@ -439,12 +444,7 @@ mod tests {
         assert_eq!(options["max-size"], "10m");
         assert_eq!(options["max-file"], "3");
         assert_eq!(host.network_mode.as_deref(), Some("bridge"));
-        let targets: Vec<_> = host
-            .mounts
-            .expect("mounts")
-            .into_iter()
-            .map(|m| m.target.expect("target"))
-            .collect();
+        let targets = mount_targets(host.mounts);
         assert_eq!(targets, vec!["/data", "/tmp"]);
         let tmpfs_config = Config::load(
             "",

@@ -65,8 +65,14 @@ impl From<DockerError> for CreateError {
 pub trait JobBackend: Send + Sync {
     fn mode(&self) -> DockerMode;
 
+    /// The Docker engine (or swarm manager) this backend drives.
+    fn docker(&self) -> &bollard::Docker;
+
     /// Whether Docker answers (`/healthz`).
-    async fn ping(&self) -> Result<()>;
+    async fn ping(&self) -> Result<()> {
+        self.docker().ping().await?;
+        Ok(())
+    }
 
     /// Creates the job's workload (not started). `job_token` is the job's bearer token.
     async fn create(&self, job: &JobRecord, job_token: &str) -> Result<(), CreateError>;
@@ -117,14 +123,14 @@ pub async fn connect() -> Result<Docker> {
     Ok(docker.negotiate_version().await?)
 }
 
-/// The backend `config.mode` names, for the offloader instance `instance`. Swarm mode checks
+/// The backend `config.docker.mode` names, for the offloader instance `instance`. Swarm mode checks
 /// that the engine is a swarm manager.
 pub async fn for_mode(
     config: Arc<Config>,
     docker: Docker,
     instance: String,
 ) -> Result<Arc<dyn JobBackend>> {
-    Ok(match config.mode {
+    Ok(match config.docker.mode {
         DockerMode::Engine => Arc::new(engine::EngineBackend::new(docker, config, instance)),
         DockerMode::Swarm => {
             Arc::new(swarm::SwarmBackend::connect(docker, config, instance).await?)
@@ -165,11 +171,11 @@ pub fn job_inputs(job: &JobRecord, config: &Config, job_token: &str) -> JobInput
     let fixed = [
         (job_env::JOB_ID, job.id.clone()),
         (job_env::JOB_TYPE, job.job_type.as_str().to_string()),
-        (job_env::OFFLOADER_URL, config.offloader_url.clone()),
+        (job_env::OFFLOADER_URL, config.jobs.offloader_url.clone()),
     ];
     let mut env: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
     // The stack's CA (public), so the job trusts an https:// SFU and offloader it signed.
-    if let Some(pem) = &config.job_ca_cert_pem {
+    if let Some(pem) = &config.jobs.job_ca_cert_pem {
         env.push(format!("{}={pem}", job_env::CA_CERT_PEM));
     }
     let mut secrets = vec![(job_env::JOB_TOKEN.to_string(), job_token.to_string())];
@@ -289,33 +295,33 @@ pub(crate) mod tests {
 
     use super::*;
 
+    /// Where a spec's mounts go (`/data`, `/tmp`), in order.
+    pub(crate) fn mount_targets(mounts: Option<Vec<bollard::models::Mount>>) -> Vec<String> {
+        mounts
+            .expect("mounts")
+            .into_iter()
+            .map(|m| m.target.expect("target"))
+            .collect()
+    }
+
     pub(crate) fn job() -> JobRecord {
         JobRecord {
             seq: 1,
-            id: "abc".into(),
-            client_id: "client-a".into(),
-            owner: "owner-uid".into(),
-            job_type: JobType::Transcribing,
             state: JobState::Starting,
-            runner: "calls-transcriber:latest".into(),
-            max_duration_sec: 60,
             input_data: BTreeMap::from([
                 ("call_id".to_string(), serde_json::json!("c1")),
                 ("threads".to_string(), serde_json::json!(2)),
                 ("bot_token".to_string(), serde_json::json!("bot-secret")),
-            ]),
-            job_token_hash: String::new(),
+            ])
+            .into(),
             created_at: 0,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            failure_reason: None,
-            stop_reason: None,
-            reported_error: None,
-            progress: None,
-            counters: BTreeMap::new(),
-            container_removed: false,
-            work_done: false,
+            ..JobRecord::queued(
+                "abc",
+                "client-a",
+                "owner-uid",
+                JobType::Transcribing,
+                "calls-transcriber:latest",
+            )
         }
     }
 

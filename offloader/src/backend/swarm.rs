@@ -226,15 +226,6 @@ impl SwarmBackend {
 
 #[async_trait]
 impl JobBackend for SwarmBackend {
-    fn mode(&self) -> DockerMode {
-        DockerMode::Swarm
-    }
-
-    async fn ping(&self) -> Result<()> {
-        self.docker.ping().await?;
-        Ok(())
-    }
-
     async fn create(&self, job: &JobRecord, job_token: &str) -> Result<(), CreateError> {
         let name = job.container_name();
         // A leftover of the same name (a crash between create and persist) goes first.
@@ -276,7 +267,7 @@ impl JobBackend for SwarmBackend {
 
     /// The service starts its task by itself: wait until a node runs it (or it already ended).
     async fn start(&self, name: &str) -> Result<(), CreateError> {
-        let deadline = Instant::now() + self.config.swarm_start_timeout;
+        let deadline = Instant::now() + self.config.docker.swarm_start_timeout;
         loop {
             let task = match self.latest_task(name).await? {
                 None => {
@@ -321,7 +312,7 @@ impl JobBackend for SwarmBackend {
                 self.remove(name).await?;
                 return Err(CreateError::Other(Error::Unavailable(format!(
                     "no swarm node started the job's task within docker.swarm_start_timeout ({}): {}",
-                    humantime::format_duration(self.config.swarm_start_timeout),
+                    humantime::format_duration(self.config.docker.swarm_start_timeout),
                     why.trim()
                 ))));
             }
@@ -393,7 +384,7 @@ impl JobBackend for SwarmBackend {
                     node = task.node_id.as_deref().unwrap_or(""),
                     "job runs on another node: removing its service to stop it"
                 );
-                match super::collect_logs(self, name, self.config.max_log_bytes).await {
+                match super::collect_logs(self, name, self.config.jobs.max_log_bytes).await {
                     Ok(log) => {
                         let mut saved = self.saved_logs.lock().unwrap_or_else(|p| p.into_inner());
                         saved.insert(name.to_string(), log);
@@ -537,5 +528,13 @@ impl JobBackend for SwarmBackend {
         }
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(nodes)
+    }
+
+    fn mode(&self) -> DockerMode {
+        DockerMode::Swarm
+    }
+
+    fn docker(&self) -> &Docker {
+        &self.docker
     }
 }

@@ -11,12 +11,15 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn defaults_are_safe_and_not_under_tmp() {
     let config = Config::load("", env(&[])).expect("defaults validate");
-    assert_eq!(config.listen_address.port(), 4545);
-    assert_eq!(config.max_concurrent, 2);
+    assert_eq!(config.api.listen_address.port(), 4545);
+    assert_eq!(config.jobs.max_concurrent, 2);
     assert_eq!(config.data_dir, PathBuf::from("/var/lib/calls-offloader"));
-    assert_eq!(config.failed_job_retention, Duration::from_secs(30 * 86400));
-    assert!(config.admin_secret.is_none());
-    assert!(!config.self_registration);
+    assert_eq!(
+        config.jobs.failed_job_retention,
+        Duration::from_secs(30 * 86400)
+    );
+    assert!(config.api.admin_secret.is_none());
+    assert!(!config.api.self_registration);
 }
 
 #[test]
@@ -32,10 +35,10 @@ fn env_overrides_win_over_the_file() {
         ]),
     )
     .expect("valid");
-    assert_eq!(config.max_concurrent, 5);
+    assert_eq!(config.jobs.max_concurrent, 5);
     assert_eq!(config.runner(JobType::Recording).image, "a:1");
-    assert_eq!(config.image_allowlist, vec!["x:1", "y:2"]);
-    assert!(config.self_registration);
+    assert_eq!(config.jobs.image_allowlist, vec!["x:1", "y:2"]);
+    assert!(config.api.self_registration);
     assert!(config.image_allowed("y:2") && config.image_allowed("a:1"));
     assert!(config.image_allowed_for(JobType::Recording, "a:1"));
     assert!(
@@ -109,7 +112,7 @@ fn bad_settings_give_clear_errors() {
 #[test]
 fn the_docker_mode_defaults_to_engine_and_swarm_takes_constraints() {
     let config = Config::load("", Vec::new()).expect("defaults");
-    assert_eq!(config.mode, DockerMode::Engine);
+    assert_eq!(config.docker.mode, DockerMode::Engine);
     let config = Config::load(
         "[docker]\nmode = \"swarm\"\nswarm_start_timeout = \"2m\"\n",
         env(&[(
@@ -118,25 +121,57 @@ fn the_docker_mode_defaults_to_engine_and_swarm_takes_constraints() {
         )]),
     )
     .expect("valid");
-    assert_eq!(config.mode, DockerMode::Swarm);
+    assert_eq!(config.docker.mode, DockerMode::Swarm);
     assert_eq!(
-        config.swarm_constraints,
+        config.docker.swarm_constraints,
         vec!["node.labels.calls-jobs==true", "node.role!=manager"]
     );
-    assert_eq!(config.swarm_start_timeout, Duration::from_secs(120));
+    assert_eq!(config.docker.swarm_start_timeout, Duration::from_secs(120));
 }
 
 #[test]
 fn every_key_is_documented_with_its_env_name() {
     let doc = include_str!("../../../docs/offloader.md");
-    for (key, ..) in KEYS {
+    for (key, _, default, _) in KEYS {
         assert!(doc.contains(key), "docs/offloader.md lacks {key}");
         assert!(
             doc.contains(&env_name(key)),
             "docs/offloader.md lacks {}",
             env_name(key)
         );
+        // The row shows the default KEYS gives, the one validation uses.
+        let row = format!("| `{key}` | `{}` | `{default}` |", env_name(key));
+        assert!(doc.contains(&row), "docs/offloader.md lacks the row {row}");
     }
+}
+
+#[test]
+fn defaults_are_toml_values_that_validate() {
+    for (key, kind, default, _) in KEYS {
+        let row: toml::Table =
+            toml::from_str(&format!("v = {default}")).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let matches = matches!(
+            (kind, &row["v"]),
+            (Kind::Str, toml::Value::String(_))
+                | (Kind::Int, toml::Value::Integer(_))
+                | (Kind::Float, toml::Value::Float(_))
+                | (Kind::Bool, toml::Value::Boolean(_))
+                | (Kind::List, toml::Value::Array(_))
+        );
+        assert!(matches, "{key}: default {default} is not a {kind:?}");
+    }
+    // Each section's validation reads the KEYS default when neither file nor environment sets a
+    // key: the documented defaults are the ones in force.
+    let config = Config::load("", env(&[])).expect("defaults validate");
+    assert_eq!(config.api.token_ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(config.jobs.max_queue_length, 50);
+    assert_eq!(config.docker.log_max_size, "10m");
+    assert_eq!(config.runner(JobType::Transcribing).memory_mb, 4096);
+    assert_eq!(
+        config.runner(JobType::Recording).foreign_input_keys.len(),
+        13
+    );
+    assert_eq!(config.webhooks.initial_backoff, Duration::from_secs(1));
 }
 
 #[test]
@@ -151,8 +186,11 @@ fn the_documented_example_file_is_valid() {
             .find("```")
             .expect("the example block is closed");
     let config = Config::load(&doc[start..end], Vec::new()).expect("the example validates");
-    assert_eq!(config.max_concurrent, 4);
-    assert_eq!(config.failed_job_retention, Duration::from_secs(7 * 86400));
+    assert_eq!(config.jobs.max_concurrent, 4);
+    assert_eq!(
+        config.jobs.failed_job_retention,
+        Duration::from_secs(7 * 86400)
+    );
 }
 
 #[test]

@@ -56,7 +56,10 @@ impl Store {
                         key_hash: row.get(1)?,
                         webhook: url
                             .zip(secret)
-                            .map(|(url, secret)| WebhookConfig { url, secret }),
+                            .map(|(url, secret)| WebhookConfig {
+                                url,
+                                secret: secret.into(),
+                            }),
                         uid: row.get(4)?,
                     })
                 },
@@ -165,7 +168,7 @@ impl Store {
 
 fn webhook_columns(webhook: Option<&WebhookConfig>) -> (Option<String>, Option<String>) {
     match webhook {
-        Some(w) => (Some(w.url.clone()), Some(w.secret.clone())),
+        Some(w) => (Some(w.url.clone()), Some(w.secret.expose().to_owned())),
         None => (None, None),
     }
 }

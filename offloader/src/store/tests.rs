@@ -1,42 +1,14 @@
 //! Store tests: transitions only from the states they are valid from, atomic queue admission,
 //! and what survives reopening the database (the crash-safety foundation).
 
-use std::collections::BTreeMap;
-
 use super::*;
-
-fn record(id: &str) -> JobRecord {
-    JobRecord {
-        seq: 0,
-        id: id.into(),
-        client_id: "c".into(),
-        owner: "owner-uid".into(),
-        job_type: JobType::Recording,
-        state: JobState::Queued,
-        runner: "img:1".into(),
-        max_duration_sec: 60,
-        input_data: BTreeMap::from([("bot_token".to_string(), serde_json::json!("s"))]),
-        job_token_hash: String::new(),
-        created_at: 1,
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        failure_reason: None,
-        stop_reason: None,
-        reported_error: None,
-        progress: None,
-        counters: BTreeMap::new(),
-        container_removed: false,
-        work_done: false,
-    }
-}
 
 #[test]
 fn transitions_only_happen_from_valid_states() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
     store
-        .insert_job(&record("j"), 2, 10, 10, usize::MAX)
+        .insert_job(&JobRecord::example("j"), 2, 10, 10, usize::MAX)
         .expect("insert");
     assert!(
         !store.mark_running("j", 5).expect("store"),
@@ -81,24 +53,26 @@ fn admission_counts_free_slots_and_the_queue() {
     let store = Store::open(dir.path()).expect("open");
     // 1 slot + queue of 1: two jobs fit, the third is refused.
     store
-        .insert_job(&record("a"), 1, 1, 1, usize::MAX)
+        .insert_job(&JobRecord::example("a"), 1, 1, 1, usize::MAX)
         .expect("first");
     store
-        .insert_job(&record("b"), 1, 1, 1, usize::MAX)
+        .insert_job(&JobRecord::example("b"), 1, 1, 1, usize::MAX)
         .expect("second");
     let err = store
-        .insert_job(&record("c"), 1, 1, 1, usize::MAX)
+        .insert_job(&JobRecord::example("c"), 1, 1, 1, usize::MAX)
         .expect_err("full");
     assert!(matches!(err, Error::QueueFull(_)), "{err}");
     assert!(store.job("c").expect("store").is_none(), "nothing stored");
     // Starting `a` takes the slot: still only one waiting place.
     store.mark_starting("a", "h").expect("store");
-    assert!(store.insert_job(&record("c"), 1, 1, 1, usize::MAX).is_err());
+    assert!(store
+        .insert_job(&JobRecord::example("c"), 1, 1, 1, usize::MAX)
+        .is_err());
     store
         .finish("a", JobState::Succeeded, Some(0), None, 3)
         .expect("store");
     store
-        .insert_job(&record("c"), 1, 1, 1, usize::MAX)
+        .insert_job(&JobRecord::example("c"), 1, 1, 1, usize::MAX)
         .expect("slot freed");
     let queued: Vec<String> = store
         .jobs_in(&[JobState::Queued])
@@ -115,7 +89,7 @@ fn everything_survives_reopening_and_the_instance_id_is_stable() {
     let instance = {
         let store = Store::open(dir.path()).expect("open");
         store
-            .insert_job(&record("j"), 2, 10, 10, usize::MAX)
+            .insert_job(&JobRecord::example("j"), 2, 10, 10, usize::MAX)
             .expect("insert");
         store.mark_starting("j", "h").expect("store");
         store.instance.clone()
@@ -194,7 +168,7 @@ fn one_client_cannot_fill_the_whole_queue() {
     let store = Store::open(dir.path()).expect("open");
     let of = |id: &str, owner: &str| JobRecord {
         owner: owner.into(),
-        ..record(id)
+        ..JobRecord::example(id)
     };
     // No free slot (0 concurrent), queue of 4, 2 places per client.
     store

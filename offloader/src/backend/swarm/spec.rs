@@ -24,8 +24,8 @@ pub struct SecretFile {
 }
 
 pub fn placement(config: &Config) -> Option<TaskSpecPlacement> {
-    (!config.swarm_constraints.is_empty()).then(|| TaskSpecPlacement {
-        constraints: Some(config.swarm_constraints.clone()),
+    (!config.docker.swarm_constraints.is_empty()).then(|| TaskSpecPlacement {
+        constraints: Some(config.docker.swarm_constraints.clone()),
         ..Default::default()
     })
 }
@@ -42,18 +42,86 @@ pub fn service_spec(
 ) -> ServiceSpec {
     let runner = config.runner(job.job_type);
     let labels = job_labels(job, instance);
+    let mounts = scratch_mounts(config, &labels);
+    let secrets = secrets.iter().map(secret_mount).collect();
+    ServiceSpec {
+        name: Some(job.container_name()),
+        labels: Some(labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(job.runner.clone()),
+                labels: Some(labels),
+                env: Some(env.to_vec()),
+                read_only: Some(config.docker.read_only_rootfs),
+                mounts: Some(mounts),
+                secrets: Some(secrets),
+                init: Some(true),
+                capability_drop: Some(vec!["ALL".to_string()]),
+                // Honoured by engines with API 1.46 and later; older ones ignore the field.
+                privileges: Some(TaskSpecContainerSpecPrivileges {
+                    no_new_privileges: Some(true),
+                    ..Default::default()
+                }),
+                stop_signal: Some("SIGTERM".to_string()),
+                stop_grace_period: Some(config.jobs.stop_grace_period.as_nanos() as i64),
+                ..Default::default()
+            }),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    nano_cpus: (runner.cpus > 0.0).then_some((runner.cpus * 1e9) as i64),
+                    memory_bytes: (runner.memory_mb > 0)
+                        .then(|| runner.memory_mb as i64 * 1024 * 1024),
+                    pids: (config.docker.pids_limit > 0).then_some(config.docker.pids_limit as i64),
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                max_attempts: Some(0),
+                ..Default::default()
+            }),
+            placement: placement(config),
+            networks: Some(vec![NetworkAttachmentConfig {
+                target: Some(config.docker.network.clone()),
+                ..Default::default()
+            }]),
+            log_driver: Some(TaskSpecLogDriver {
+                name: Some("json-file".to_string()),
+                options: Some(HashMap::from([
+                    ("max-size".to_string(), config.docker.log_max_size.clone()),
+                    (
+                        "max-file".to_string(),
+                        config.docker.log_max_files.to_string(),
+                    ),
+                ])),
+            }),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated_job: Some(ServiceSpecModeReplicatedJob {
+                max_concurrent: Some(1),
+                total_completions: Some(1),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `/data`, and `/tmp` on a read-only root: tmpfs or volumes labelled like the job.
+fn scratch_mounts(config: &Config, labels: &HashMap<String, String>) -> Vec<Mount> {
     let mut scratch = vec!["/data"];
-    if config.read_only_rootfs {
+    if config.docker.read_only_rootfs {
         scratch.push("/tmp");
     }
-    let mounts = scratch
+    scratch
         .into_iter()
-        .map(|target| match config.data_mount {
+        .map(|target| match config.docker.data_mount {
             DataMount::Tmpfs => Mount {
                 target: Some(target.to_string()),
                 typ: Some(MountType::TMPFS),
                 tmpfs_options: Some(MountTmpfsOptions {
-                    size_bytes: Some(config.tmpfs_size_mb as i64 * 1024 * 1024),
+                    size_bytes: Some(config.docker.tmpfs_size_mb as i64 * 1024 * 1024),
                     mode: Some(0o1777),
                     ..Default::default()
                 }),
@@ -69,79 +137,21 @@ pub fn service_spec(
                 ..Default::default()
             },
         })
-        .collect();
-    let secrets = secrets
-        .iter()
-        .map(|secret| TaskSpecContainerSpecSecrets {
-            file: Some(TaskSpecContainerSpecFile {
-                name: Some(secret.file.clone()),
-                uid: Some("0".to_string()),
-                gid: Some("0".to_string()),
-                // Readable by the job's unprivileged user; the tmpfs is the container's own.
-                mode: Some(0o444),
-            }),
-            secret_id: Some(secret.id.clone()),
-            secret_name: Some(secret.name.clone()),
-        })
-        .collect();
-    ServiceSpec {
-        name: Some(job.container_name()),
-        labels: Some(labels.clone()),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(job.runner.clone()),
-                labels: Some(labels),
-                env: Some(env.to_vec()),
-                read_only: Some(config.read_only_rootfs),
-                mounts: Some(mounts),
-                secrets: Some(secrets),
-                init: Some(true),
-                capability_drop: Some(vec!["ALL".to_string()]),
-                // Honoured by engines with API 1.46 and later; older ones ignore the field.
-                privileges: Some(TaskSpecContainerSpecPrivileges {
-                    no_new_privileges: Some(true),
-                    ..Default::default()
-                }),
-                stop_signal: Some("SIGTERM".to_string()),
-                stop_grace_period: Some(config.stop_grace_period.as_nanos() as i64),
-                ..Default::default()
-            }),
-            resources: Some(TaskSpecResources {
-                limits: Some(Limit {
-                    nano_cpus: (runner.cpus > 0.0).then_some((runner.cpus * 1e9) as i64),
-                    memory_bytes: (runner.memory_mb > 0)
-                        .then(|| runner.memory_mb as i64 * 1024 * 1024),
-                    pids: (config.pids_limit > 0).then_some(config.pids_limit as i64),
-                }),
-                ..Default::default()
-            }),
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                max_attempts: Some(0),
-                ..Default::default()
-            }),
-            placement: placement(config),
-            networks: Some(vec![NetworkAttachmentConfig {
-                target: Some(config.network.clone()),
-                ..Default::default()
-            }]),
-            log_driver: Some(TaskSpecLogDriver {
-                name: Some("json-file".to_string()),
-                options: Some(HashMap::from([
-                    ("max-size".to_string(), config.log_max_size.clone()),
-                    ("max-file".to_string(), config.log_max_files.to_string()),
-                ])),
-            }),
-            ..Default::default()
+        .collect()
+}
+
+/// A per-job secret as a file under `/run/secrets/`.
+fn secret_mount(secret: &SecretFile) -> TaskSpecContainerSpecSecrets {
+    TaskSpecContainerSpecSecrets {
+        file: Some(TaskSpecContainerSpecFile {
+            name: Some(secret.file.clone()),
+            uid: Some("0".to_string()),
+            gid: Some("0".to_string()),
+            // Readable by the job's unprivileged user; the tmpfs is the container's own.
+            mode: Some(0o444),
         }),
-        mode: Some(ServiceSpecMode {
-            replicated_job: Some(ServiceSpecModeReplicatedJob {
-                max_concurrent: Some(1),
-                total_completions: Some(1),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        secret_id: Some(secret.id.clone()),
+        secret_name: Some(secret.name.clone()),
     }
 }
 
@@ -213,7 +223,7 @@ pub fn newest(tasks: Vec<Task>) -> Option<Task> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::tests::job;
+    use crate::backend::tests::{job, mount_targets};
     use crate::backend::{job_inputs, INSTANCE_LABEL};
 
     #[test]
@@ -273,12 +283,7 @@ mod tests {
         assert_eq!(container.capability_drop, Some(vec!["ALL".to_string()]));
         assert_eq!(container.stop_signal.as_deref(), Some("SIGTERM"));
         assert_eq!(container.stop_grace_period, Some(30_000_000_000));
-        let targets: Vec<_> = container
-            .mounts
-            .expect("mounts")
-            .into_iter()
-            .map(|m| m.target.expect("target"))
-            .collect();
+        let targets = mount_targets(container.mounts);
         assert_eq!(targets, vec!["/data", "/tmp"]);
     }
 
