@@ -62,11 +62,6 @@ impl Backoff {
         };
         Delay { wait, log }
     }
-
-    /// Errors in a row so far.
-    pub fn consecutive_errors(&self) -> u32 {
-        self.consecutive
-    }
 }
 
 impl Backoff {

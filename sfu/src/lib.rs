@@ -5,28 +5,30 @@
 //! [`run`] does the same and serves until the process is stopped. The routing decisions live in
 //! the pure [`router`]; `session`/`negotiation` drive webrtc, `forward` moves the packets.
 
-pub mod backoff;
+// Public: what the tests, examples and other crates use (config, tokens, the pure parsers and
+// policies they check, the demo page). The rest is the server's own.
+pub(crate) mod backoff;
 pub mod candidates;
 pub mod config;
 pub mod error;
-pub mod forward;
+pub(crate) mod forward;
 pub mod http;
-pub mod http_server;
+pub(crate) mod http_server;
 pub mod ice_mux;
-pub mod metrics;
-pub mod negotiation;
+pub(crate) mod metrics;
+pub(crate) mod negotiation;
 pub mod peer;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod remote_candidates;
-pub mod router;
+pub(crate) mod router;
 pub mod sdp_guard;
-pub mod session;
-pub mod state;
-pub mod tcp_mux;
+pub(crate) mod session;
+pub(crate) mod state;
+pub(crate) mod tcp_mux;
 pub mod token;
 pub mod turn;
 pub mod web_security;
-pub mod write_deadline;
+pub(crate) mod write_deadline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

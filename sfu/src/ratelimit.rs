@@ -1,7 +1,7 @@
 //! A token bucket limiting what one session may send (signalling messages, offers, captions).
 //! Time is passed in.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Allows `rate` messages per second on average and bursts of `burst`.
 #[derive(Debug, Clone)]
@@ -49,17 +49,20 @@ impl TokenBucket {
     }
 
     /// Time until one more token is available (zero when one is).
-    pub fn wait_time(&self) -> Duration {
+    #[cfg(test)]
+    pub fn wait_time(&self) -> std::time::Duration {
         if self.tokens >= 1.0 {
-            Duration::ZERO
+            std::time::Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+            std::time::Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -58,11 +58,6 @@ impl DeadlineIo {
         }
     }
 
-    /// Whether the connection ended because the client stopped reading.
-    pub fn timed_out(&self) -> bool {
-        self.timed_out
-    }
-
     /// Called when a write or flush returned `Pending`: arms the deadline (if not armed) and
     /// fails once it passed.
     fn check_stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -231,6 +226,7 @@ impl AddressSlots {
     }
 
     /// Connections `ip` holds now.
+    #[cfg(test)]
     pub fn held_by(&self, ip: IpAddr) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.get(&address_key(ip)).copied().unwrap_or(0)
