@@ -325,6 +325,20 @@ mod tests {
     }
 
     #[test]
+    fn seconds_take_a_duration_too() {
+        let mut settings = Settings::new(fixed_lookup(&[("ALONE_TIMEOUT_SEC", "2m")]));
+        assert_eq!(settings.alone_timeout(), Duration::from_secs(120));
+        settings.finish().unwrap();
+        let mut settings = Settings::new(fixed_lookup(&[("ALONE_TIMEOUT_SEC", "2d")]));
+        settings.alone_timeout();
+        let err = settings.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("ALONE_TIMEOUT_SEC must be whole seconds in 1..=86400"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_missing_secret_is_read_from_its_file_and_other_names_never_are() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bot_token"), "from-file\n").unwrap();

@@ -26,9 +26,16 @@ pub fn parse_seconds_or_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// A `_secs` setting in a config file: a TOML integer (seconds) or a duration string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `_secs` setting in a config file: a TOML integer (seconds) or a duration string. Shown as
+/// a duration (`"1m 30s"`), ordered by length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SecondsOrDuration(pub Duration);
+
+impl std::fmt::Display for SecondsOrDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
 
 impl std::str::FromStr for SecondsOrDuration {
     type Err = String;
@@ -78,5 +85,6 @@ mod tests {
             [10, 10, 60].map(|s| SecondsOrDuration(Duration::from_secs(s)))
         );
         assert!(serde_json::from_str::<SecondsOrDuration>("\"ten\"").is_err());
+        assert_eq!(written[2].to_string(), "1m");
     }
 }

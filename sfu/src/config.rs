@@ -433,6 +433,11 @@ where
 }
 
 /// A number in `min..=max`, its [`KEYS`] default when unset.
+/// A bound of a `_secs` key.
+fn secs(seconds: u64) -> SecondsOrDuration {
+    SecondsOrDuration(std::time::Duration::from_secs(seconds))
+}
+
 fn in_range<T>(key: &'static str, value: Option<T>, min: T, max: T) -> Result<T, ConfigError>
 where
     T: PartialOrd + fmt::Display + Copy + std::str::FromStr,
@@ -441,28 +446,6 @@ where
     let value = or_default(key, value)?;
     if value < min || value > max {
         return Err(invalid(key, format!("{value} is outside {min}..={max}")));
-    }
-    Ok(value)
-}
-
-/// A `_secs` key (whole seconds or a duration such as `"10s"`) in `min..=max` seconds, its
-/// [`KEYS`] default when unset.
-fn seconds_in_range(
-    key: &'static str,
-    value: Option<SecondsOrDuration>,
-    min: u64,
-    max: u64,
-) -> Result<std::time::Duration, ConfigError> {
-    let SecondsOrDuration(value) = or_default(key, value)?;
-    let range = std::time::Duration::from_secs(min)..=std::time::Duration::from_secs(max);
-    if !range.contains(&value) {
-        return Err(invalid(
-            key,
-            format!(
-                "{} is outside {min}..={max} seconds",
-                humantime::format_duration(value)
-            ),
-        ));
     }
     Ok(value)
 }
@@ -655,7 +638,13 @@ fn turn_config(
     ttl: Option<SecondsOrDuration>,
 ) -> Result<Option<TurnConfig>, ConfigError> {
     let secret = secret.filter(|s| !s.is_empty());
-    let credential_ttl = seconds_in_range("ice.turn_credential_ttl_secs", ttl, 60, 30 * 86_400)?;
+    let credential_ttl = in_range(
+        "ice.turn_credential_ttl_secs",
+        ttl,
+        secs(60),
+        secs(30 * 86_400),
+    )?
+    .0;
     for url in &urls {
         check_turn_url(url)?;
     }
@@ -748,21 +737,10 @@ fn check_stun_url(url: &str) -> Result<(), ConfigError> {
 }
 
 /// `limits.<field>` in `min..=max`, its [`KEYS`] default when unset: the key is the field's name.
+/// A `_secs` field gives a [`SecondsOrDuration`], bounded by [`secs`].
 macro_rules! limit {
     ($raw:ident . $field:ident, $min:expr, $max:expr) => {
         in_range(
-            concat!("limits.", stringify!($field)),
-            $raw.$field,
-            $min,
-            $max,
-        )?
-    };
-}
-
-/// [`limit!`] for a `_secs` key.
-macro_rules! seconds {
-    ($raw:ident . $field:ident, $min:expr, $max:expr) => {
-        seconds_in_range(
             concat!("limits.", stringify!($field)),
             $raw.$field,
             $min,
@@ -785,13 +763,13 @@ impl RawLimits {
             screen_tracks_per_session: limit!(self.screen_tracks_per_session, 0, 16),
             sessions_per_token: limit!(self.sessions_per_token, 1, 1000),
             max_http_connections: limit!(self.max_http_connections, 16, 1_000_000),
-            http_read_timeout: seconds!(self.http_read_timeout_secs, 1, 300),
+            http_read_timeout: limit!(self.http_read_timeout_secs, secs(1), secs(300)).0,
             max_http_connections_per_address: limit!(
                 self.max_http_connections_per_address,
                 1,
                 1_000_000
             ),
-            http_write_timeout: seconds!(self.http_write_timeout_secs, 1, 300),
+            http_write_timeout: limit!(self.http_write_timeout_secs, secs(1), secs(300)).0,
             offers_per_minute: limit!(self.offers_per_minute, 1, 60_000),
             offer_burst: limit!(self.offer_burst, 1, 1000),
             ice_candidates_per_session: limit!(self.ice_candidates_per_session, 1, 10_000),

@@ -295,3 +295,35 @@ fn hardening_settings_default_and_validate() {
         "limits.offer_burst"
     );
 }
+
+/// The `_secs` keys take the stack's duration format as well as bare seconds, and their
+/// defaults come from `KEYS`.
+#[test]
+fn seconds_keys_take_durations_and_defaults_come_from_keys() {
+    let secret = ("SFU_AUTH_TOKEN_SECRET", SECRET);
+    let config = from_text(
+        "[limits]\nhttp_write_timeout_secs = \"1m\"\n[ice]\nturn_credential_ttl_secs = 3600\n",
+        &[secret, ("SFU_LIMITS_HTTP_READ_TIMEOUT_SECS", "30s")],
+    )
+    .expect("valid");
+    assert_eq!(
+        config.limits.http_read_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(
+        config.limits.http_write_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    let too_long = from_text("[limits]\nhttp_read_timeout_secs = \"10m\"\n", &[secret]);
+    assert_eq!(invalid_key(too_long), "limits.http_read_timeout_secs");
+    let bad = from_text("", &[secret, ("SFU_LIMITS_HTTP_READ_TIMEOUT_SECS", "soon")]);
+    assert!(matches!(bad, Err(ConfigError::Env { .. })), "{bad:?}");
+
+    let defaults = from_text("", &[secret]).expect("defaults");
+    for key in KEYS {
+        if let Some(default) = key.default {
+            let set = from_text("", &[secret, (key.env_var().as_str(), default)]).expect(default);
+            assert_eq!(set, defaults, "{} = {default} is its default", key.file_key);
+        }
+    }
+}

@@ -151,23 +151,15 @@ async fn job_stop_reaches_the_bot_with_its_reason_or_a_default() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(queue.try_recv().is_err(), "nothing sent without the key");
 
-    let body = Some(r#"{"reason": "max duration"}"#);
-    let (status, _) = call(&shared, Method::POST, uri, Some(API_KEY), body).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        queue.try_recv().expect("job_stop queued"),
-        ServerMessage::JobStop {
-            reason: "max duration".into()
-        }
-    );
-    let (status, _) = call(&shared, Method::POST, uri, Some(API_KEY), None).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        queue.try_recv().expect("job_stop queued"),
-        ServerMessage::JobStop {
-            reason: "stopped by the api".into()
-        }
-    );
+    let given = Some(r#"{"reason": "max duration"}"#);
+    for (body, reason) in [(given, "max duration"), (None, "stopped by the api")] {
+        let (status, _) = call(&shared, Method::POST, uri, Some(API_KEY), body).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body:?}");
+        let stop = ServerMessage::JobStop {
+            reason: reason.into(),
+        };
+        assert_eq!(queue.try_recv().expect("job_stop queued"), stop);
+    }
 
     for uri in [
         "/calls/other/sessions/bot-1/job_stop",
