@@ -1,7 +1,10 @@
-//! Configuration in two steps: a TOML file (unknown keys rejected) with `OFFLOADER_*` environment
-//! overrides applied on top, then validation into a [`Config`] with real types. [`KEYS`] is the
-//! single list of settings: it drives the env overrides and is what docs/offloader.md documents
-//! (a test checks that every key appears there).
+//! Configuration in two steps: [`KEYS`]' defaults, the TOML file (unknown keys rejected) laid over
+//! them and `OFFLOADER_*` environment overrides on top, then validation into a [`Config`] with real
+//! types, one function and one struct per file section. [`KEYS`] is the single list of settings and
+//! the only place a default is written: it drives the env overrides, fills every key neither the
+//! file nor the environment sets, and is what docs/offloader.md documents (a test checks each row,
+//! default included). Durations use the stack's one format (`calls_protocol::duration`); the admin
+//! secret is a redacting `Secret`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
