@@ -3,7 +3,8 @@
 //! [`start`] binds the HTTP listener (signalling WebSocket `/ws`, `/version`, `/healthz`,
 //! `/metrics`, `/calls`) and the one shared ICE UDP port, and returns a [`RunningSfu`] handle;
 //! [`run`] does the same and serves until the process is stopped. The routing decisions live in
-//! the pure [`router`]; `session`/`negotiation` drive webrtc, `forward` moves the packets.
+//! the pure [`router`]; `session`/`negotiation` drive webrtc (with the shared `calls-rtc`
+//! plumbing), `forward` moves the packets.
 
 pub mod backoff;
 pub mod candidates;
@@ -15,13 +16,17 @@ pub mod http_server;
 pub mod ice_mux;
 pub mod metrics;
 pub mod negotiation;
+pub mod outbox;
 pub mod peer;
 pub mod ratelimit;
 pub mod remote_candidates;
+pub mod requests;
 pub mod router;
 pub mod sdp_guard;
 pub mod session;
 pub mod state;
+pub mod stun;
+pub mod subscriptions;
 pub mod tcp_mux;
 pub mod token;
 pub mod turn;

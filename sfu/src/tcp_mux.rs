@@ -179,7 +179,7 @@ async fn read_first_frame(
     }
     let mut packet = vec![0u8; length];
     stream.read_exact(&mut packet).await.ok()?;
-    let ufrag = crate::ice_mux::local_ufrag(&packet)?.to_owned();
+    let ufrag = crate::stun::local_ufrag(&packet)?.to_owned();
     let mut prefix = Vec::with_capacity(length + 2);
     prefix.extend_from_slice(&(length as u16).to_be_bytes());
     prefix.extend_from_slice(&packet);
