@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use calls_protocol::signalling::{ClientMessage, ErrorCode, ServerMessage};
 use calls_rtc::apply;
-use calls_rtc::negotiation::{Action, Negotiation, Side};
+use calls_rtc::negotiation::{Action, Negotiation};
 use calls_rtc::PeerEvent;
 use futures::{SinkExt, StreamExt};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -52,14 +52,15 @@ pub(crate) async fn next_server_message(socket: &mut Socket) -> Result<ServerMes
 }
 
 pub(crate) struct Actor {
-    socket: Socket,
-    pc: Arc<dyn PeerConnection>,
-    events: mpsc::Sender<Event>,
-    state: watch::Sender<RTCPeerConnectionState>,
-    names: Names,
-    negotiation: Negotiation<String>,
+    pub(crate) socket: Socket,
+    pub(crate) pc: Arc<dyn PeerConnection>,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) state: watch::Sender<RTCPeerConnectionState>,
+    pub(crate) names: Names,
+    /// The client's side of perfect negotiation: impolite, makes the first offer.
+    pub(crate) negotiation: Negotiation<String>,
     /// Events dropped because a queue was full (shared with the peer-event handler).
-    dropped: Arc<AtomicU64>,
+    pub(crate) dropped: Arc<AtomicU64>,
 }
 
 impl Actor {
@@ -78,25 +79,6 @@ impl Actor {
             .send(Message::Text(message.to_json().into()))
             .await
             .map_err(|err| Error::Signalling(err.to_string()))
-    }
-
-    pub(crate) fn new(
-        socket: Socket,
-        pc: Arc<dyn PeerConnection>,
-        events: mpsc::Sender<Event>,
-        state: watch::Sender<RTCPeerConnectionState>,
-        names: Names,
-        dropped: Arc<AtomicU64>,
-    ) -> Self {
-        Self {
-            socket,
-            pc,
-            events,
-            state,
-            names,
-            negotiation: Negotiation::new(Side::Impolite),
-            dropped,
-        }
     }
 
     /// Asks for an offer: the first one, or another after a track was added or removed (made once

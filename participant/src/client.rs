@@ -16,6 +16,7 @@ use calls_protocol::signalling::{
     Caption, ClientMessage, IceServer, ParticipantInfo, ServerMessage, TrackId, TrackKind,
     PROTOCOL_VERSION,
 };
+use calls_rtc::negotiation::{Negotiation, Side};
 use calls_rtc::EventHandler;
 use futures::SinkExt;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -249,14 +250,15 @@ impl Participant {
         let (command_tx, command_rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(options.event_capacity.max(16));
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-        let mut actor = Actor::new(
+        let mut actor = Actor {
             socket,
             pc,
-            event_tx,
-            state_tx,
-            Arc::clone(&names),
-            Arc::clone(&dropped),
-        );
+            events: event_tx,
+            state: state_tx,
+            names: Arc::clone(&names),
+            negotiation: Negotiation::new(Side::Impolite),
+            dropped: Arc::clone(&dropped),
+        };
         actor.renegotiate().await?;
         let actor = tokio::spawn(actor.run(command_rx, peer_rx));
         Ok(Participant {

@@ -31,12 +31,24 @@ fn drain(negotiation: &mut Negotiation<Sdp>) -> Vec<Action<Sdp>> {
     actions
 }
 
+/// Asks `negotiation` for an offer and reports it made: an offer is in flight.
+fn make_offer(negotiation: &mut Negotiation<Sdp>) {
+    negotiation.handle_renegotiation_needed();
+    assert_eq!(negotiation.poll_action(), Some(Action::Offer));
+    negotiation.handle_offer_made();
+}
+
+/// Hands `negotiation` a remote offer and reports it answered.
+fn answer_offer(negotiation: &mut Negotiation<Sdp>, offer: Sdp) {
+    assert!(negotiation.handle_remote_offer(offer));
+    assert_eq!(negotiation.poll_action(), Some(Action::Answer(offer)));
+    negotiation.handle_answer_sent();
+}
+
 /// The client after its first offer was made and answered.
 fn negotiated_client() -> Negotiation<Sdp> {
     let mut client = Negotiation::new(Side::Impolite);
-    client.handle_renegotiation_needed();
-    assert_eq!(client.poll_action(), Some(Action::Offer));
-    client.handle_offer_made();
+    make_offer(&mut client);
     client.handle_remote_answer("answer").unwrap();
     assert_eq!(client.poll_action(), Some(Action::ApplyAnswer("answer")));
     client.handle_answer_applied();
@@ -47,9 +59,7 @@ fn negotiated_client() -> Negotiation<Sdp> {
 /// The SFU after it answered the client's first offer.
 fn negotiated_sfu() -> Negotiation<Sdp> {
     let mut sfu = Negotiation::new(Side::Polite);
-    assert!(sfu.handle_remote_offer("offer"));
-    assert_eq!(sfu.poll_action(), Some(Action::Answer("offer")));
-    sfu.handle_answer_sent();
+    answer_offer(&mut sfu, "offer");
     assert_eq!(sfu.poll_action(), None);
     sfu
 }
@@ -89,9 +99,7 @@ fn an_answer_ends_the_offer_in_flight() {
 #[test]
 fn renegotiation_while_an_offer_is_in_flight_waits_for_its_answer() {
     let mut sfu = negotiated_sfu();
-    sfu.handle_renegotiation_needed();
-    assert_eq!(sfu.poll_action(), Some(Action::Offer));
-    sfu.handle_offer_made();
+    make_offer(&mut sfu);
     // Two more changes while the offer is in flight: one offer covers both, after the answer.
     sfu.handle_renegotiation_needed();
     sfu.handle_renegotiation_needed();
@@ -107,9 +115,7 @@ fn renegotiation_while_an_offer_is_in_flight_waits_for_its_answer() {
 #[test]
 fn glare_on_the_impolite_side_ignores_the_remote_offer() {
     let mut client = negotiated_client();
-    client.handle_renegotiation_needed();
-    assert_eq!(client.poll_action(), Some(Action::Offer));
-    client.handle_offer_made();
+    make_offer(&mut client);
     assert!(!client.handle_remote_offer("sfu offer"), "ignored");
     assert_eq!(client.poll_action(), None);
     assert!(
@@ -130,9 +136,7 @@ fn an_offer_without_glare_is_answered_by_the_impolite_side() {
 #[test]
 fn glare_on_the_polite_side_rolls_back_answers_and_offers_again() {
     let mut sfu = negotiated_sfu();
-    sfu.handle_renegotiation_needed();
-    assert_eq!(sfu.poll_action(), Some(Action::Offer));
-    sfu.handle_offer_made();
+    make_offer(&mut sfu);
     assert!(sfu.handle_remote_offer("client offer"));
     assert_eq!(sfu.poll_action(), Some(Action::RollbackOffer));
     sfu.handle_rolled_back();
@@ -153,9 +157,7 @@ fn an_answer_with_no_offer_pending_is_stale() {
     assert_eq!(sfu.poll_action(), None);
 
     // The answer to an offer that was rolled back in glare is stale too.
-    sfu.handle_renegotiation_needed();
-    assert_eq!(sfu.poll_action(), Some(Action::Offer));
-    sfu.handle_offer_made();
+    make_offer(&mut sfu);
     assert!(sfu.handle_remote_offer("client offer"));
     assert_eq!(sfu.poll_action(), Some(Action::RollbackOffer));
     sfu.handle_rolled_back();
@@ -169,9 +171,7 @@ fn early_candidates_wait_for_the_first_remote_description() {
     sfu.handle_remote_candidate(candidate(1));
     sfu.handle_remote_candidate(candidate(2));
     assert_eq!(sfu.poll_action(), None, "held");
-    assert!(sfu.handle_remote_offer("offer"));
-    assert_eq!(sfu.poll_action(), Some(Action::Answer("offer")));
-    sfu.handle_answer_sent();
+    answer_offer(&mut sfu, "offer");
     assert_eq!(
         drain(&mut sfu),
         [
@@ -190,9 +190,7 @@ fn early_candidates_wait_for_the_first_remote_description() {
 #[test]
 fn early_candidates_are_handed_over_after_the_first_answer_on_the_offering_side() {
     let mut client = Negotiation::<Sdp>::new(Side::Impolite);
-    client.handle_renegotiation_needed();
-    assert_eq!(client.poll_action(), Some(Action::Offer));
-    client.handle_offer_made();
+    make_offer(&mut client);
     client.handle_remote_candidate(candidate(1));
     assert_eq!(client.poll_action(), None);
     client.handle_remote_answer("answer").unwrap();
@@ -211,9 +209,7 @@ fn early_candidates_beyond_the_limit_are_dropped() {
     for n in 0..EARLY_CANDIDATES as u32 + 10 {
         sfu.handle_remote_candidate(candidate(n));
     }
-    assert!(sfu.handle_remote_offer("offer"));
-    assert_eq!(sfu.poll_action(), Some(Action::Answer("offer")));
-    sfu.handle_answer_sent();
+    answer_offer(&mut sfu, "offer");
     let flushed = drain(&mut sfu);
     assert_eq!(flushed.len(), EARLY_CANDIDATES);
     assert_eq!(
@@ -229,9 +225,7 @@ fn candidates_queued_before_an_answer_come_before_the_next_offer() {
     let mut sfu = Negotiation::<Sdp>::new(Side::Polite);
     sfu.handle_remote_candidate(candidate(1));
     sfu.handle_renegotiation_needed();
-    assert!(sfu.handle_remote_offer("offer"));
-    assert_eq!(sfu.poll_action(), Some(Action::Answer("offer")));
-    sfu.handle_answer_sent();
+    answer_offer(&mut sfu, "offer");
     assert_eq!(
         drain(&mut sfu),
         [Action::AddCandidate(candidate(1)), Action::Offer]
@@ -241,9 +235,7 @@ fn candidates_queued_before_an_answer_come_before_the_next_offer() {
 #[test]
 fn a_failed_step_drops_the_rest_and_keeps_the_state() {
     let mut sfu = negotiated_sfu();
-    sfu.handle_renegotiation_needed();
-    assert_eq!(sfu.poll_action(), Some(Action::Offer));
-    sfu.handle_offer_made();
+    make_offer(&mut sfu);
     assert!(sfu.handle_remote_offer("client offer"));
     // The rollback fails: the answer is not attempted and our offer is still pending.
     assert_eq!(sfu.poll_action(), Some(Action::RollbackOffer));
@@ -253,9 +245,7 @@ fn a_failed_step_drops_the_rest_and_keeps_the_state() {
 
     // A failed answer after a rollback: the offer is still due, made after the next input.
     let mut sfu = negotiated_sfu();
-    sfu.handle_renegotiation_needed();
-    assert_eq!(sfu.poll_action(), Some(Action::Offer));
-    sfu.handle_offer_made();
+    make_offer(&mut sfu);
     assert!(sfu.handle_remote_offer("bad offer"));
     assert_eq!(sfu.poll_action(), Some(Action::RollbackOffer));
     sfu.handle_rolled_back();
@@ -275,9 +265,7 @@ fn a_failed_first_answer_leaves_the_session_unnegotiated() {
     assert!(!sfu.negotiated());
     sfu.handle_remote_candidate(candidate(2));
     assert_eq!(sfu.poll_action(), None, "candidates are still held");
-    assert!(sfu.handle_remote_offer("offer"));
-    assert_eq!(sfu.poll_action(), Some(Action::Answer("offer")));
-    sfu.handle_answer_sent();
+    answer_offer(&mut sfu, "offer");
     assert_eq!(
         drain(&mut sfu),
         [

@@ -65,11 +65,13 @@ pub fn local_ufrag(packet: &[u8]) -> Option<&str> {
     }
 }
 
+/// STUN packets for the tests of the muxes.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_packets {
     use super::*;
 
-    fn binding_request(username: Option<&str>) -> Vec<u8> {
+    /// A binding request with a PRIORITY attribute and, if given, `USERNAME = username`.
+    pub fn binding_request(username: Option<&str>) -> Vec<u8> {
         let mut packet = vec![0x00, 0x01, 0, 0];
         packet.extend_from_slice(&STUN_MAGIC_COOKIE);
         packet.extend_from_slice(&[7u8; 12]);
@@ -87,6 +89,12 @@ mod tests {
         packet[2..4].copy_from_slice(&body.to_be_bytes());
         packet
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_packets::binding_request;
 
     #[test]
     fn binding_requests_yield_the_local_ufrag() {

@@ -340,17 +340,7 @@ mod tests {
 
     /// An RFC 4571 frame holding a binding request whose USERNAME names `ufrag`.
     fn framed_binding_request(ufrag: &str) -> Vec<u8> {
-        let username = format!("{ufrag}:remote");
-        let mut packet = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-        packet.extend_from_slice(&[9u8; 12]);
-        packet.extend_from_slice(&[0x00, 0x06]);
-        packet.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        packet.extend_from_slice(username.as_bytes());
-        while packet.len() % 4 != 0 {
-            packet.push(0);
-        }
-        let body = (packet.len() - 20) as u16;
-        packet[2..4].copy_from_slice(&body.to_be_bytes());
+        let packet = crate::stun::test_packets::binding_request(Some(&format!("{ufrag}:remote")));
         let mut frame = (packet.len() as u16).to_be_bytes().to_vec();
         frame.extend_from_slice(&packet);
         frame
