@@ -1,23 +1,23 @@
-//! The task behind a [`Participant`](crate::Participant): it owns the signalling WebSocket and
-//! the peer connection, so negotiation steps never interleave. The client is the impolite peer
-//! of the perfect-negotiation pattern: an SFU offer that arrives while the client's own offer is
-//! pending is ignored (the SFU rolls back and offers again after answering).
+//! The task behind a participant (see `client.rs`): it owns the signalling WebSocket and the peer
+//! connection, so negotiation steps never interleave. It drives the shared negotiation state
+//! machine (`calls_rtc::negotiation`) on its impolite side: the client makes the first offer, and
+//! an SFU offer that arrives while the client's own offer is pending is ignored (the SFU rolls
+//! back and offers again after answering).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use calls_protocol::signalling::{ClientMessage, ErrorCode, IceCandidate, ServerMessage};
+use calls_protocol::signalling::{ClientMessage, ErrorCode, ServerMessage};
+use calls_rtc::apply;
+use calls_rtc::negotiation::{Action, Negotiation};
+use calls_rtc::PeerEvent;
 use futures::{SinkExt, StreamExt};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
-};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::event::Event;
@@ -32,58 +32,6 @@ pub(crate) enum Command {
     ),
     RemoveTrack(Arc<dyn RtpSender>),
     Leave(oneshot::Sender<()>),
-}
-
-pub(crate) enum PeerEvent {
-    Candidate(RTCIceCandidateInit),
-    Track(Arc<dyn TrackRemote>),
-    State(RTCPeerConnectionState),
-}
-
-pub(crate) struct Handler {
-    pub(crate) events: mpsc::Sender<PeerEvent>,
-    pub(crate) dropped: Arc<AtomicU64>,
-}
-
-impl Handler {
-    /// Queues a peer event for the actor without blocking webrtc's task. The queue holds 1024 events, so
-    /// it fills only when the actor is stuck; what does not fit is counted, and a lost track is logged
-    /// (its media would silently never be received).
-    fn queue(&self, event: PeerEvent) {
-        let Err(error) = self.events.try_send(event) else {
-            return;
-        };
-        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        match error.into_inner() {
-            PeerEvent::Track(_) => {
-                tracing::warn!(
-                    dropped,
-                    "the peer event queue is full: a remote track is lost"
-                )
-            }
-            _ if dropped == 1 => {
-                tracing::warn!("the peer event queue is full: dropping events (counted)")
-            }
-            _ => {}
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            self.queue(PeerEvent::Candidate(init));
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        self.queue(PeerEvent::Track(track));
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        self.queue(PeerEvent::State(state));
-    }
 }
 
 pub(crate) type Socket =
@@ -109,11 +57,9 @@ pub(crate) struct Actor {
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) state: watch::Sender<RTCPeerConnectionState>,
     pub(crate) names: Names,
-    pub(crate) making_offer: bool,
-    pub(crate) needs_offer: bool,
-    pub(crate) remote_set: bool,
-    pub(crate) early_candidates: Vec<IceCandidate>,
-    /// Events dropped because a queue was full (shared with the [`Handler`]).
+    /// The client's side of perfect negotiation: impolite, makes the first offer.
+    pub(crate) negotiation: Negotiation<String>,
+    /// Events dropped because a queue was full (shared with the peer-event handler).
     pub(crate) dropped: Arc<AtomicU64>,
 }
 
@@ -135,17 +81,52 @@ impl Actor {
             .map_err(|err| Error::Signalling(err.to_string()))
     }
 
-    pub(crate) async fn offer(&mut self) -> Result<()> {
-        if self.making_offer {
-            self.needs_offer = true;
-            return Ok(());
+    /// Asks for an offer: the first one, or another after a track was added or removed (made once
+    /// the one in flight, if any, is answered).
+    pub(crate) async fn renegotiate(&mut self) -> Result<()> {
+        self.negotiation.handle_renegotiation_needed();
+        self.drive().await
+    }
+
+    /// Applies what the negotiation asks for until it asks for nothing more; the first failed
+    /// step drops the rest and is returned.
+    async fn drive(&mut self) -> Result<()> {
+        while let Some(action) = self.negotiation.poll_action() {
+            if let Err(err) = self.apply(action).await {
+                self.negotiation.abandon();
+                return Err(err);
+            }
         }
-        let offer = self.pc.create_offer(None).await?;
-        let sdp = offer.sdp.clone();
-        self.pc.set_local_description(offer).await?;
-        self.making_offer = true;
-        self.needs_offer = false;
-        self.send(ClientMessage::Offer { sdp }).await
+        Ok(())
+    }
+
+    async fn apply(&mut self, action: Action<String>) -> Result<()> {
+        match action {
+            Action::RollbackOffer => {
+                apply::rollback(&*self.pc).await?;
+                self.negotiation.handle_rolled_back();
+            }
+            Action::Answer(offer) => {
+                let sdp = apply::answer(&*self.pc, offer).await?;
+                self.negotiation.handle_answer_sent();
+                self.send(ClientMessage::Answer { sdp }).await?;
+            }
+            Action::ApplyAnswer(answer) => {
+                apply::apply_answer(&*self.pc, answer).await?;
+                self.negotiation.handle_answer_applied();
+            }
+            Action::Offer => {
+                let sdp = apply::make_offer(&*self.pc).await?;
+                self.negotiation.handle_offer_made();
+                self.send(ClientMessage::Offer { sdp }).await?;
+            }
+            Action::AddCandidate(candidate) => {
+                if let Err(err) = apply::add_candidate(&*self.pc, candidate).await {
+                    tracing::debug!(error = %err, "remote candidate refused");
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn run(
@@ -215,13 +196,13 @@ impl Actor {
                 let ok = sender.is_ok();
                 let _ = reply.send(sender);
                 if ok {
-                    self.offer().await?;
+                    self.renegotiate().await?;
                 }
                 Ok(())
             }
             Command::RemoveTrack(sender) => {
                 self.pc.remove_track(&sender).await?;
-                self.offer().await
+                self.renegotiate().await
             }
             Command::Leave(_) => Ok(()),
         }
@@ -230,38 +211,20 @@ impl Actor {
     async fn handle_server(&mut self, message: ServerMessage) -> Result<()> {
         match message {
             ServerMessage::Answer { sdp } => {
-                self.pc
-                    .set_remote_description(RTCSessionDescription::answer(sdp)?)
-                    .await?;
-                self.making_offer = false;
-                self.remote_set = true;
-                self.flush_candidates().await;
-                if self.needs_offer {
-                    self.offer().await?;
-                }
+                self.negotiation
+                    .handle_remote_answer(sdp)
+                    .map_err(|stale| Error::Signalling(format!("answer from the sfu: {stale}")))?;
+                self.drive().await?;
             }
             ServerMessage::Offer { sdp } => {
-                if self.making_offer {
-                    // Impolite side of glare: the SFU rolls back and offers again later.
-                    return Ok(());
-                }
-                self.pc
-                    .set_remote_description(RTCSessionDescription::offer(sdp)?)
-                    .await?;
-                let answer = self.pc.create_answer(None).await?;
-                let sdp = answer.sdp.clone();
-                self.pc.set_local_description(answer).await?;
-                self.send(ClientMessage::Answer { sdp }).await?;
-                if self.needs_offer {
-                    self.offer().await?;
+                // False on the impolite side of glare: the SFU rolls back and offers again later.
+                if self.negotiation.handle_remote_offer(sdp) {
+                    self.drive().await?;
                 }
             }
             ServerMessage::IceCandidate { candidate } => {
-                if self.remote_set {
-                    self.add_candidate(candidate).await;
-                } else if self.early_candidates.len() < 64 {
-                    self.early_candidates.push(candidate);
-                }
+                self.negotiation.handle_remote_candidate(candidate);
+                self.drive().await?;
             }
             ServerMessage::ParticipantJoined { participant } => {
                 self.names
@@ -291,38 +254,16 @@ impl Actor {
         Ok(())
     }
 
-    async fn add_candidate(&mut self, candidate: IceCandidate) {
-        let init = RTCIceCandidateInit {
-            candidate: candidate.candidate,
-            sdp_mid: candidate.sdp_mid,
-            sdp_mline_index: candidate.sdp_mline_index,
-            username_fragment: candidate.username_fragment,
-            ..Default::default()
-        };
-        if let Err(err) = self.pc.add_ice_candidate(init).await {
-            tracing::debug!(error = %err, "remote candidate refused");
-        }
-    }
-
-    async fn flush_candidates(&mut self) {
-        for candidate in std::mem::take(&mut self.early_candidates) {
-            self.add_candidate(candidate).await;
-        }
-    }
-
     async fn handle_peer(&mut self, event: PeerEvent) {
         match event {
             PeerEvent::Candidate(init) => {
                 if init.candidate.is_empty() {
                     return;
                 }
-                let candidate = IceCandidate {
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid,
-                    sdp_mline_index: init.sdp_mline_index,
-                    username_fragment: init.username_fragment,
-                };
-                let _ = self.send(ClientMessage::IceCandidate { candidate }).await;
+                let candidate = calls_rtc::candidate::wire_candidate(init);
+                if let Err(err) = self.send(ClientMessage::IceCandidate { candidate }).await {
+                    tracing::debug!(error = %err, "a local candidate was not sent");
+                }
             }
             PeerEvent::Track(track) => {
                 if let Some(remote) = RemoteTrack::new(track, &self.names).await {

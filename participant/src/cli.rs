@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -289,6 +290,42 @@ async fn receive(
 /// connection, then leaves and (with `--record-dir`) writes the recordings and summary.json.
 pub async fn run(args: Args, interrupt: impl Future<Output = ()>) -> anyhow::Result<Summary> {
     let url = crate::signalling_url(&args.sfu).context("--sfu")?;
+    let (outgoing_voice, options) = prepare(&args)?;
+    let started = Instant::now();
+    let mut me = join(&args, &url, options).await?;
+    // Caption arrival times count from here: the moment this participant is in the call.
+    let mut call = CallLog::new(&args, &me);
+    let voice_task = outgoing_voice.map(|pcm| me.send_voice(pcm));
+    if args.send_screen {
+        let (width, height, fps) = SCREEN_SIZE;
+        me.start_screen(width, height, fps)
+            .await
+            .context("cannot start the screen share")?;
+    }
+    let deadline = args
+        .duration
+        .map(|duration| tokio::time::Instant::now() + duration);
+    tokio::pin!(interrupt);
+    loop {
+        let event = tokio::select! {
+            _ = &mut interrupt => break,
+            _ = sleep_until(deadline) => break,
+            event = me.next_event() => match event { Some(event) => event, None => break },
+        };
+        if call.handle_event(&me, event).is_break() {
+            break;
+        }
+    }
+    if let Some(task) = voice_task {
+        task.abort();
+    }
+    let left = me.leave().await;
+    call.finish(left, started).await
+}
+
+/// Reads what the arguments name (the voice to send, the CA to trust) and makes the record
+/// directory, before joining: a wrong path fails at once.
+fn prepare(args: &Args) -> anyhow::Result<(Option<Vec<i16>>, JoinOptions)> {
     let outgoing_voice = match &args.send_audio {
         Some(path) => {
             Some(read_wav(path).with_context(|| format!("--send-audio {}", path.display()))?)
@@ -312,8 +349,12 @@ pub async fn run(args: Args, interrupt: impl Future<Output = ()>) -> anyhow::Res
         ca_cert_pem,
         ..JoinOptions::default()
     };
-    let started = Instant::now();
-    let mut me = Participant::join(&url, &args.token, options)
+    Ok((outgoing_voice, options))
+}
+
+/// Joins the call and waits for the media connection.
+async fn join(args: &Args, url: &str, options: JoinOptions) -> anyhow::Result<Participant> {
+    let mut me = Participant::join(url, &args.token, options)
         .await
         .with_context(|| format!("cannot join call {} at {url}", args.call))?;
     me.wait_connected(args.connect_timeout)
@@ -324,121 +365,144 @@ pub async fn run(args: Args, interrupt: impl Future<Output = ()>) -> anyhow::Res
         call_id = me.call_id(),
         "joined"
     );
-    // Caption arrival times count from here: the moment this participant is in the call.
-    let joined = Instant::now();
+    Ok(me)
+}
 
-    let mut summary = Summary {
-        call_id: me.call_id().to_owned(),
-        session_id: me.session_id().to_owned(),
-        name: args.name.clone(),
-        seconds: 0.0,
-        participants_seen: me
-            .initial_participants()
-            .iter()
-            .map(|p| (p.session_id.clone(), p.name.clone()))
-            .collect(),
-        tracks: Vec::new(),
-        captions: Vec::new(),
-        errors: Vec::new(),
-    };
-    let voice_task = outgoing_voice.map(|pcm| me.send_voice(pcm));
-    if args.send_screen {
-        let (width, height, fps) = SCREEN_SIZE;
-        me.start_screen(width, height, fps)
-            .await
-            .context("cannot start the screen share")?;
+/// What the run saw so far, and the tasks receiving its tracks.
+struct CallLog {
+    summary: Summary,
+    record_dir: Option<PathBuf>,
+    /// When this participant was in the call: caption arrival times count from here.
+    joined: Instant,
+    stop: CancellationToken,
+    receivers: Vec<JoinHandle<anyhow::Result<TrackReport>>>,
+    /// WAV paths given out in this run.
+    taken: HashSet<PathBuf>,
+}
+
+impl CallLog {
+    fn new(args: &Args, me: &Participant) -> Self {
+        let summary = Summary {
+            call_id: me.call_id().to_owned(),
+            session_id: me.session_id().to_owned(),
+            name: args.name.clone(),
+            seconds: 0.0,
+            participants_seen: me
+                .initial_participants()
+                .iter()
+                .map(|p| (p.session_id.clone(), p.name.clone()))
+                .collect(),
+            tracks: Vec::new(),
+            captions: Vec::new(),
+            errors: Vec::new(),
+        };
+        Self {
+            summary,
+            record_dir: args.record_dir.clone(),
+            joined: Instant::now(),
+            stop: CancellationToken::new(),
+            receivers: Vec::new(),
+            taken: HashSet::new(),
+        }
     }
 
-    let stop = CancellationToken::new();
-    let mut receivers: Vec<JoinHandle<anyhow::Result<TrackReport>>> = Vec::new();
-    let mut taken = HashSet::new();
-    let deadline = args
-        .duration
-        .map(|duration| tokio::time::Instant::now() + duration);
-    tokio::pin!(interrupt);
-    loop {
-        let event = tokio::select! {
-            _ = &mut interrupt => break,
-            _ = sleep_until(deadline) => break,
-            event = me.next_event() => match event { Some(event) => event, None => break },
-        };
+    /// Notes one event; `Break` when the run is over (the SFU asked to stop, or disconnected).
+    fn handle_event(&mut self, me: &Participant, event: Event) -> ControlFlow<()> {
         match event {
             Event::ParticipantJoined(info) => {
-                summary.participants_seen.insert(info.session_id, info.name);
+                self.summary
+                    .participants_seen
+                    .insert(info.session_id, info.name);
             }
-            Event::Track(track) => {
-                let wav = match (&args.record_dir, track.kind()) {
-                    (Some(dir), TrackKind::Voice) => {
-                        let name = track
-                            .owner_name
-                            .clone()
-                            .or_else(|| me.name_of(track.owner()))
-                            .unwrap_or_else(|| track.owner().to_owned());
-                        Some(unique_wav(
-                            dir,
-                            &mut taken,
-                            &file_stem(&name),
-                            track.owner(),
-                        ))
-                    }
-                    _ => None,
-                };
-                let mut track = track;
-                if track.owner_name.is_none() {
-                    track.owner_name = me.name_of(track.owner());
-                }
-                receivers.push(tokio::spawn(receive(track, wav, stop.clone())));
-            }
+            Event::Track(track) => self.receive(me, track),
             Event::Caption(caption) => {
-                summary.captions.push(CaptionReport {
+                self.summary.captions.push(CaptionReport {
                     speaker: caption.speaker_name.unwrap_or(caption.speaker_session),
                     id: caption.id,
                     text: caption.text,
                     tail: caption.tail,
                     is_final: caption.is_final,
-                    received_ms: joined.elapsed().as_millis() as u64,
+                    received_ms: self.joined.elapsed().as_millis() as u64,
                     start_ms: caption.start_ms,
                     end_ms: caption.end_ms,
                 });
             }
-            Event::Error { code, message } => summary.errors.push(format!("{code:?}: {message}")),
+            Event::Error { code, message } => {
+                self.summary.errors.push(format!("{code:?}: {message}"))
+            }
             Event::JobStop { reason } => {
                 tracing::info!(reason, "the sfu asked us to stop");
-                break;
+                return ControlFlow::Break(());
             }
             Event::Disconnected => {
-                summary.errors.push("disconnected by the sfu".into());
-                break;
+                self.summary.errors.push("disconnected by the sfu".into());
+                return ControlFlow::Break(());
             }
             Event::ParticipantLeft { .. }
             | Event::MuteState { .. }
             | Event::ScreenState { .. }
             | Event::Connection(_) => {}
         }
+        ControlFlow::Continue(())
     }
 
-    if let Some(task) = voice_task {
-        task.abort();
-    }
-    if let Err(error) = me.leave().await {
-        summary.errors.push(format!("leave: {error}"));
-    }
-    stop.cancel();
-    for receiver in receivers {
-        match receiver.await {
-            Ok(Ok(report)) => summary.tracks.push(report),
-            Ok(Err(error)) => summary.errors.push(format!("{error:#}")),
-            Err(join) => summary.errors.push(format!("receiver task failed: {join}")),
+    /// Starts receiving a track (into a WAV named after its owner, for a voice with a record
+    /// directory).
+    fn receive(&mut self, me: &Participant, mut track: RemoteTrack) {
+        if track.owner_name.is_none() {
+            track.owner_name = me.name_of(track.owner());
         }
+        let wav = match (&self.record_dir, track.kind()) {
+            (Some(dir), TrackKind::Voice) => {
+                let name = track
+                    .owner_name
+                    .clone()
+                    .unwrap_or_else(|| track.owner().to_owned());
+                Some(unique_wav(
+                    dir,
+                    &mut self.taken,
+                    &file_stem(&name),
+                    track.owner(),
+                ))
+            }
+            _ => None,
+        };
+        self.receivers
+            .push(tokio::spawn(receive(track, wav, self.stop.clone())));
     }
-    summary.seconds = started.elapsed().as_secs_f64();
-    if let Some(dir) = &args.record_dir {
-        let path = dir.join("summary.json");
-        let text =
-            serde_json::to_string_pretty(&summary.to_json()).expect("json values always serialise");
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+
+    /// After leaving (`left`): stops the receivers, collects their reports and writes
+    /// summary.json.
+    async fn finish(
+        mut self,
+        left: crate::Result<()>,
+        started: Instant,
+    ) -> anyhow::Result<Summary> {
+        if let Err(error) = left {
+            self.summary.errors.push(format!("leave: {error}"));
+        }
+        self.stop.cancel();
+        for receiver in self.receivers {
+            match receiver.await {
+                Ok(Ok(report)) => self.summary.tracks.push(report),
+                Ok(Err(error)) => self.summary.errors.push(format!("{error:#}")),
+                Err(join) => self
+                    .summary
+                    .errors
+                    .push(format!("receiver task failed: {join}")),
+            }
+        }
+        let mut summary = self.summary;
+        summary.seconds = started.elapsed().as_secs_f64();
+        if let Some(dir) = &self.record_dir {
+            let path = dir.join("summary.json");
+            let text = serde_json::to_string_pretty(&summary.to_json())
+                .expect("json values always serialise");
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(summary)
     }
-    Ok(summary)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

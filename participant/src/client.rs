@@ -13,8 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use calls_protocol::signalling::{
-    Caption, ClientMessage, ParticipantInfo, ServerMessage, TrackId, PROTOCOL_VERSION,
+    Caption, ClientMessage, IceServer, ParticipantInfo, ServerMessage, TrackId, TrackKind,
+    PROTOCOL_VERSION,
 };
+use calls_rtc::negotiation::{Negotiation, Side};
+use calls_rtc::EventHandler;
 use futures::SinkExt;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
@@ -23,9 +26,9 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::peer_connection::RTCPeerConnectionState;
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 
-use crate::actor::{next_server_message, Actor, Command, Handler};
+use crate::actor::{next_server_message, Actor, Command, Socket};
 use crate::event::Event;
 use crate::media;
 use crate::track::Names;
@@ -135,6 +138,75 @@ fn tls_connector(options: &JoinOptions) -> Result<tokio_tungstenite::Connector> 
     Ok(tokio_tungstenite::Connector::Rustls(config))
 }
 
+/// What the SFU's `joined` says.
+struct Welcome {
+    session_id: String,
+    call_id: String,
+    participants: Vec<ParticipantInfo>,
+    ice_servers: Vec<IceServer>,
+}
+
+/// Opens the signalling WebSocket, sends `join` and reads the SFU's `joined` (or its refusal).
+async fn signal_join(url: &str, token: &str, options: &JoinOptions) -> Result<(Socket, Welcome)> {
+    let connector = tls_connector(options)?;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+            .await
+            .map_err(|err| Error::Signalling(format!("cannot connect to {url}: {err}")))?;
+    let join = ClientMessage::Join {
+        version: PROTOCOL_VERSION,
+        token: token.to_owned(),
+        call_id: options.call_id.clone(),
+    };
+    socket
+        .send(Message::Text(join.to_json().into()))
+        .await
+        .map_err(|err| Error::Signalling(err.to_string()))?;
+    match next_server_message(&mut socket).await? {
+        ServerMessage::Joined {
+            session_id,
+            call_id,
+            participants,
+            ice_servers,
+        } => Ok((
+            socket,
+            Welcome {
+                session_id,
+                call_id,
+                participants,
+                ice_servers,
+            },
+        )),
+        ServerMessage::Error { code, message } => Err(Error::Refused { code, message }),
+        other => Err(Error::Signalling(format!(
+            "expected joined, got {}",
+            other.to_json()
+        ))),
+    }
+}
+
+/// Adds the participant's voice: a send-only track, silent until voice is sent.
+async fn add_voice(
+    pc: &Arc<dyn PeerConnection>,
+    session_id: &str,
+) -> Result<(Arc<TrackLocalStaticSample>, u32)> {
+    let (voice, voice_ssrc) = peer::sample_track(
+        RtpCodecKind::Audio,
+        session_id,
+        &TrackId::new(TrackKind::Voice, session_id, 0).to_string(),
+    )?;
+    pc.add_transceiver_from_track(
+        Arc::clone(&voice) as Arc<dyn TrackLocal>,
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![session_id.to_owned()],
+            send_encodings: Vec::new(),
+        }),
+    )
+    .await?;
+    Ok((voice, voice_ssrc))
+}
+
 impl Participant {
     /// Joins the call the token is for. Returns once the SFU accepted the join and the first
     /// offer is sent; media connects shortly after (see [`Participant::wait_connected`]).
@@ -148,40 +220,10 @@ impl Participant {
     }
 
     async fn join_inner(url: &str, token: &str, options: JoinOptions) -> Result<Participant> {
-        let connector = tls_connector(&options)?;
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
-                .await
-                .map_err(|err| Error::Signalling(format!("cannot connect to {url}: {err}")))?;
-        let join = ClientMessage::Join {
-            version: PROTOCOL_VERSION,
-            token: token.to_owned(),
-            call_id: options.call_id.clone(),
-        };
-        socket
-            .send(Message::Text(join.to_json().into()))
-            .await
-            .map_err(|err| Error::Signalling(err.to_string()))?;
-        let (session_id, call_id, participants, ice_servers) =
-            match next_server_message(&mut socket).await? {
-                ServerMessage::Joined {
-                    session_id,
-                    call_id,
-                    participants,
-                    ice_servers,
-                } => (session_id, call_id, participants, ice_servers),
-                ServerMessage::Error { code, message } => {
-                    return Err(Error::Refused { code, message })
-                }
-                other => {
-                    return Err(Error::Signalling(format!(
-                        "expected joined, got {}",
-                        other.to_json()
-                    )))
-                }
-            };
+        let (socket, welcome) = signal_join(url, token, &options).await?;
         let names: Names = Arc::new(Mutex::new(
-            participants
+            welcome
+                .participants
                 .iter()
                 .map(|p| (p.session_id.clone(), p.name.clone()))
                 .collect(),
@@ -189,7 +231,7 @@ impl Participant {
         let (peer_tx, peer_rx) = mpsc::channel(1024);
         let dropped = Arc::new(AtomicU64::new(0));
         let bind_ip = options.bind_ip.unwrap_or_else(|| default_bind_ip(url));
-        if options.relay_only && ice_servers.is_empty() {
+        if options.relay_only && welcome.ice_servers.is_empty() {
             return Err(Error::Signalling(
                 "relay only, but the sfu hands out no turn server (ice.turn_urls)".into(),
             ));
@@ -198,29 +240,13 @@ impl Participant {
             peer::Transport {
                 bind_ip,
                 tcp_only: options.tcp_only,
-                ice_servers: &ice_servers,
+                ice_servers: &welcome.ice_servers,
                 relay_only: options.relay_only,
             },
-            Arc::new(Handler {
-                events: peer_tx,
-                dropped: Arc::clone(&dropped),
-            }),
+            Arc::new(EventHandler::new(peer_tx, Arc::clone(&dropped))),
         )
         .await?;
-        let (voice, voice_ssrc) = peer::sample_track(
-            RtpCodecKind::Audio,
-            &session_id,
-            &TrackId::new(calls_protocol::signalling::TrackKind::Voice, &session_id, 0).to_string(),
-        )?;
-        pc.add_transceiver_from_track(
-            Arc::clone(&voice) as Arc<dyn TrackLocal>,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                streams: vec![session_id.clone()],
-                send_encodings: Vec::new(),
-            }),
-        )
-        .await?;
+        let (voice, voice_ssrc) = add_voice(&pc, &welcome.session_id).await?;
         let (command_tx, command_rx) = mpsc::channel(64);
         let (event_tx, event_rx) = mpsc::channel(options.event_capacity.max(16));
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
@@ -230,18 +256,15 @@ impl Participant {
             events: event_tx,
             state: state_tx,
             names: Arc::clone(&names),
-            making_offer: false,
-            needs_offer: false,
-            remote_set: false,
-            early_candidates: Vec::new(),
+            negotiation: Negotiation::new(Side::Impolite),
             dropped: Arc::clone(&dropped),
         };
-        actor.offer().await?;
+        actor.renegotiate().await?;
         let actor = tokio::spawn(actor.run(command_rx, peer_rx));
         Ok(Participant {
-            session_id,
-            call_id,
-            initial: participants,
+            session_id: welcome.session_id,
+            call_id: welcome.call_id,
+            initial: welcome.participants,
             commands: command_tx,
             events: event_rx,
             state: state_rx,
@@ -358,12 +381,7 @@ impl Participant {
         let (track, ssrc) = peer::sample_track(
             RtpCodecKind::Video,
             &self.session_id,
-            &TrackId::new(
-                calls_protocol::signalling::TrackKind::Screen,
-                &self.session_id,
-                index,
-            )
-            .to_string(),
+            &TrackId::new(TrackKind::Screen, &self.session_id, index).to_string(),
         )?;
         self.send_raw(ClientMessage::ScreenOn).await?;
         let (reply, added) = oneshot::channel();

@@ -49,5 +49,11 @@ impl From<ffmpeg_next::Error> for Error {
     }
 }
 
+impl From<calls_rtc::apply::StepError> for Error {
+    fn from(err: calls_rtc::apply::StepError) -> Self {
+        Error::WebRtc(err.error)
+    }
+}
+
 /// Result with the participant error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

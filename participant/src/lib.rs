@@ -21,7 +21,6 @@ mod client;
 pub mod clock;
 pub mod error;
 mod event;
-mod feedback;
 mod jitter;
 mod media;
 mod peer;

@@ -12,9 +12,10 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
+use calls_rtc::codecs::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
+use calls_rtc::keyframe::is_keyframe_request;
+
 use crate::audio::{VoiceEncoder, FRAME_SAMPLES};
-use crate::feedback::is_keyframe_request;
-use crate::peer::{OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE};
 use crate::video::{pattern_frame, Vp8Encoder};
 use crate::Result;
 

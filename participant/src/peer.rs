@@ -1,59 +1,20 @@
-//! The participant's peer connection: the same two codecs as the SFU (Opus 111, VP8 96),
-//! default interceptors plus one that hands keyframe requests to the screen share, an ephemeral
-//! UDP port on the address that reaches the SFU.
+//! The participant's peer connection: the call's two codecs, webrtc's default interceptors and
+//! the keyframe-request marker that hands PLI/FIR to the screen share (all from
+//! `calls_rtc::codecs`), an ephemeral UDP port on the address that reaches the SFU.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use calls_protocol::signalling::IceServer;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy,
-    Registry, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceServer, RTCIceTransportPolicy, SettingEngineBuilder,
 };
 
 use crate::Result;
-
-/// Payload type of Opus.
-pub const OPUS_PAYLOAD_TYPE: u8 = 111;
-/// Payload type of VP8.
-pub const VP8_PAYLOAD_TYPE: u8 = 96;
-
-fn opus_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
-fn vp8_codec() -> RTCRtpCodec {
-    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    };
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![
-            feedback("ccm", "fir"),
-            feedback("nack", ""),
-            feedback("nack", "pli"),
-        ],
-    }
-}
 
 /// How the peer connection reaches the SFU.
 pub struct Transport<'a> {
@@ -78,25 +39,7 @@ pub async fn build(
         ice_servers,
         relay_only,
     } = transport;
-    let mut engine = MediaEngine::default();
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: opus_codec(),
-            payload_type: OPUS_PAYLOAD_TYPE,
-        },
-        RtpCodecKind::Audio,
-    )?;
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: vp8_codec(),
-            payload_type: VP8_PAYLOAD_TYPE,
-        },
-        RtpCodecKind::Video,
-    )?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)?.with(
-        crate::feedback::marker_slot(),
-        crate::feedback::KeyframeRequestMarker::default(),
-    );
+    let (engine, registry) = calls_rtc::codecs::engine_and_interceptors()?;
     let local = std::net::SocketAddr::new(bind_ip, 0);
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
@@ -140,25 +83,7 @@ pub fn sample_track(
     track_id: &str,
 ) -> Result<(Arc<TrackLocalStaticSample>, u32)> {
     let ssrc = rand::random::<u32>();
-    let codec = match kind {
-        RtpCodecKind::Video => vp8_codec(),
-        _ => opus_codec(),
-    };
-    let track = MediaStreamTrack::new(
-        stream_id.to_owned(),
-        track_id.to_owned(),
-        track_id.to_owned(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            active: true,
-            codec,
-            ..Default::default()
-        }],
-    );
+    let track = calls_rtc::codecs::local_track(kind, stream_id, track_id, ssrc);
     let track = TrackLocalStaticSample::new(std::time::Instant::now(), track)?;
     Ok((Arc::new(track), ssrc))
 }

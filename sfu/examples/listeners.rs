@@ -37,10 +37,7 @@ use calls_participant::{JoinOptions, Participant, Role};
 use calls_protocol::signalling::{ClientMessage, IceCandidate, ServerMessage, PROTOCOL_VERSION};
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -318,20 +315,11 @@ async fn listen(
         .build()
         .await?;
     // Like calls-participant: a send-only voice transceiver whose track never sends.
-    let track = MediaStreamTrack::new(
-        format!("listener-{listener}"),
-        format!("voice-{listener}"),
-        format!("voice-{listener}"),
+    let track = calls_rtc::codecs::local_track(
         RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(rand::random::<u32>()),
-                ..Default::default()
-            },
-            active: true,
-            codec: calls_sfu::peer::opus_codec(),
-            ..Default::default()
-        }],
+        &format!("listener-{listener}"),
+        &format!("voice-{listener}"),
+        rand::random::<u32>(),
     );
     pc.add_transceiver_from_track(
         Arc::new(TrackLocalStaticRTP::new(track)) as Arc<dyn TrackLocal>,
@@ -356,12 +344,7 @@ async fn listen(
                 if init.candidate.is_empty() {
                     continue;
                 }
-                let candidate = IceCandidate {
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid,
-                    sdp_mline_index: init.sdp_mline_index,
-                    username_fragment: init.username_fragment,
-                };
+                let candidate = calls_rtc::candidate::wire_candidate(init);
                 socket.send(Message::Text(ClientMessage::IceCandidate { candidate }.to_json().into())).await?;
             }
             message = socket.next() => {
@@ -403,14 +386,9 @@ async fn listen(
 }
 
 async fn add_candidate(pc: &impl PeerConnection, candidate: IceCandidate) {
-    let init = RTCIceCandidateInit {
-        candidate: candidate.candidate,
-        sdp_mid: candidate.sdp_mid,
-        sdp_mline_index: candidate.sdp_mline_index,
-        username_fragment: candidate.username_fragment,
-        ..Default::default()
-    };
-    let _ = pc.add_ice_candidate(init).await;
+    let _ = pc
+        .add_ice_candidate(calls_rtc::candidate::candidate_init(candidate))
+        .await;
 }
 
 /// A voice-like test signal: two tones under a syllable-rate envelope.

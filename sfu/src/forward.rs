@@ -9,7 +9,7 @@
 //! webrtc routes an inbound RTCP batch to one track by the SSRC its *first* packet names (a
 //! browser's receiver report may come first), so requests are matched to publications by the
 //! SSRC they name, through the session's [`FeedbackRoutes`], whichever track they arrived on.
-//! They reach the application at all only because `peer.rs` registers `KeyframeRequestMarker`.
+//! They reach the application at all only because `peer.rs` registers `calls_rtc`'s `KeyframeRequestMarker`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,8 @@
 //! [`start`] binds the HTTP listener (signalling WebSocket `/ws`, `/version`, `/healthz`,
 //! `/metrics`, `/calls`) and the one shared ICE UDP port, and returns a [`RunningSfu`] handle;
 //! [`run`] does the same and serves until the process is stopped. The routing decisions live in
-//! the pure [`router`]; `session`/`negotiation` drive webrtc, `forward` moves the packets.
+//! the pure [`router`]; `session`/`negotiation` drive webrtc (with the shared `calls-rtc`
+//! plumbing), `forward` moves the packets.
 
 // Public: what the tests, examples and other crates use (config, tokens, the pure parsers and
 // policies they check, the demo page). The rest is the server's own.
@@ -17,13 +18,17 @@ pub(crate) mod http_server;
 pub mod ice_mux;
 pub(crate) mod metrics;
 pub(crate) mod negotiation;
+pub(crate) mod outbox;
 pub mod peer;
 pub(crate) mod ratelimit;
 pub mod remote_candidates;
+pub(crate) mod requests;
 pub(crate) mod router;
 pub mod sdp_guard;
 pub(crate) mod session;
 pub(crate) mod state;
+pub mod stun;
+pub(crate) mod subscriptions;
 pub(crate) mod tcp_mux;
 pub mod token;
 pub mod turn;

@@ -72,6 +72,7 @@ pub const ERROR_TYPES: &[&str] = &[
     "join_refused",
     "negotiation_timeout",
     "peer_connection",
+    "peer_event_dropped",
     "rate_limited",
     "rtp_codec_refused",
     "rtp_held_dropped",

@@ -1,112 +1,57 @@
-//! The peer-connection half of a session: SDP offer/answer in both directions (the SFU is the
-//! polite peer), trickle ICE, incoming tracks becoming publications, and forwarded tracks added
-//! and removed on the shell's command.
+//! The peer-connection half of a session: it drives the shared negotiation state machine
+//! (`calls_rtc::negotiation`, the SFU on its polite side: the client offers first, and on glare
+//! the SFU rolls its own offer back, answers, and offers again) against webrtc, guards what the
+//! client's descriptions and candidates may cost (`sdp_guard.rs`, `remote_candidates.rs`),
+//! trickles the SFU's candidates rewritten to the shared ports, turns incoming tracks into
+//! publications, and adds and removes forwarded tracks on the shell's command
+//! (`subscriptions.rs`).
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Instant;
 
-use calls_protocol::signalling::{
-    ClientMessage, ErrorCode, IceCandidate, ServerMessage, TrackKind,
-};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use tokio::sync::{mpsc, watch};
+use calls_protocol::signalling::{ErrorCode, IceCandidate, ServerMessage, TrackKind};
+use calls_rtc::apply::{self, Step};
+use calls_rtc::negotiation::{Action, Negotiation, Side};
+use calls_rtc::{codecs, EventHandler, PeerEvent};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
 };
-use webrtc::rtp_transceiver::RtpSender;
 
 use crate::candidates::{
     candidate_transport, first_mid, rewrite_candidate, rewrite_sdp, Advertise,
 };
-use crate::forward::{self, FeedbackRoutes, LegCodec, Publication};
-use crate::peer::{self, negotiated_payload_type};
-use crate::ratelimit::TokenBucket;
+use crate::forward::{self, Publication};
+use crate::outbox::Outbox;
 use crate::remote_candidates::{CandidatePolicy, Refusal, RemoteCandidates};
-use crate::sdp_guard::{SdpGuard, SdpRefusal};
+use crate::requests;
+use crate::sdp_guard::{self, SdpGuard, SdpRefusal};
 use crate::state::{SessionCommand, Shared};
+use crate::subscriptions::Subscriptions;
 
-/// How long the error that ends a session may wait for room in the session's queue.
-const FINAL_ERROR_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+/// `Break` ends the session.
+pub type Flow = ControlFlow<()>;
 
-/// Events the peer connection reports to its session task.
-pub enum PeerEvent {
-    /// A local ICE candidate to trickle.
-    Candidate(RTCIceCandidateInit),
-    /// The client started sending a track.
-    Track(Arc<dyn TrackRemote>),
-    /// The connection state changed.
-    State(RTCPeerConnectionState),
-}
-
-struct Handler {
-    events: mpsc::Sender<PeerEvent>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.events.try_send(PeerEvent::Candidate(init));
-        }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.events.try_send(PeerEvent::Track(track));
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.events.try_send(PeerEvent::State(state));
-    }
-}
-
-/// A track forwarded to this session.
-pub struct Forward {
-    publication: Arc<Publication>,
-    /// SSRC the SFU sends it with on this leg.
-    ssrc: u32,
-    sender: Option<Arc<dyn RtpSender>>,
-    /// Codec the track carries (`audio/opus`, `video/VP8`).
-    mime_type: &'static str,
-    /// The payload type on this leg, read back after each negotiation that included the track.
-    codec: watch::Sender<LegCodec>,
-    /// Included in an SFU offer (so the next answer negotiates it).
-    offered: bool,
-    tasks: Vec<JoinHandle<()>>,
+fn bad_sdp(err: impl std::fmt::Display) -> requests::Refusal {
+    (ErrorCode::BadSdp, err.to_string())
 }
 
 /// The negotiation state of one session.
 pub struct Negotiator {
     shared: Arc<Shared>,
     session_id: String,
-    out: mpsc::Sender<ServerMessage>,
+    outbox: Outbox,
     pc: Arc<dyn PeerConnection>,
     advertise: Advertise,
-    /// The client's first offer has been answered.
-    negotiated: bool,
-    /// An SFU offer awaits the client's answer.
-    offer_pending: bool,
-    /// Forwarded tracks changed since the last SFU offer.
-    needs_offer: bool,
+    negotiation: Negotiation<String>,
     /// Commands that arrived before the first negotiation.
     deferred: Vec<SessionCommand>,
-    /// Remote candidates that arrived before a remote description.
-    early_candidates: Vec<IceCandidate>,
-    forwards: HashMap<String, Forward>,
-    /// Keyframe requests from this session, by the SSRC of the forwarded track they name.
-    routes: Arc<FeedbackRoutes>,
-    /// Whether the connection is up (DTLS done); forwarded packets are dropped until it is.
-    media_up: watch::Sender<bool>,
+    subscriptions: Subscriptions,
     publications: Vec<JoinHandle<()>>,
     /// Media id of the first section of the local description: every candidate belongs to it
     /// (BUNDLE), so trickled candidates name it.
@@ -117,35 +62,34 @@ pub struct Negotiator {
     offered_sections: usize,
     /// The remote candidates this session gave (issue 21, finding 8).
     remote_candidates: RemoteCandidates,
-    /// Captions a bot may publish per second (issue 21, finding 7).
-    captions: TokenBucket,
 }
 
-type Flow = ControlFlow<()>;
-
 impl Negotiator {
-    /// Builds the peer connection of a session.
+    /// Builds the peer connection of a session; its events go to `events` (what does not fit is
+    /// counted as `peer_event_dropped`).
     pub async fn start(
         shared: Arc<Shared>,
+        outbox: Outbox,
         session_id: String,
-        out: mpsc::Sender<ServerMessage>,
         events: mpsc::Sender<PeerEvent>,
         advertise: Advertise,
     ) -> crate::Result<Self> {
-        let pc = peer::build(
+        let metrics = Arc::clone(&shared.metrics);
+        let handler = EventHandler::new(events, Arc::new(AtomicU64::new(0)))
+            .on_drop(move |_| metrics.record_error("peer_event_dropped"));
+        let pc = crate::peer::build(
             &shared.config.ice,
             &shared.mux,
             Some(&shared.tcp_mux),
-            Arc::new(Handler { events }),
+            Arc::new(handler),
         )
         .await?;
         let limits = shared.config.limits;
-        let now = std::time::Instant::now();
         let sdp_guard = SdpGuard::new(
             limits.offers_per_minute,
             limits.offer_burst,
             limits.voice_tracks_per_session + limits.screen_tracks_per_session,
-            now,
+            Instant::now(),
         );
         let remote_candidates = RemoteCandidates::new(
             CandidatePolicy {
@@ -154,193 +98,54 @@ impl Negotiator {
             },
             limits.ice_candidates_per_session,
         );
-        let captions = TokenBucket::new(
-            limits.captions_per_second,
-            limits.captions_per_second.saturating_mul(2),
-            now,
-        );
         Ok(Self {
+            subscriptions: Subscriptions::new(Arc::clone(&shared), session_id.clone()),
             shared,
             session_id,
-            out,
+            outbox,
             pc,
             advertise,
-            negotiated: false,
-            offer_pending: false,
-            needs_offer: false,
+            negotiation: Negotiation::new(Side::Polite),
             deferred: Vec::new(),
-            early_candidates: Vec::new(),
-            forwards: HashMap::new(),
-            routes: Arc::new(FeedbackRoutes::default()),
-            media_up: watch::channel(false).0,
             publications: Vec::new(),
             first_mid: None,
             sdp_guard,
             offered_sections: 0,
             remote_candidates,
-            captions,
         })
     }
 
     /// Whether the client's first offer has been answered.
     pub fn negotiated(&self) -> bool {
-        self.negotiated
+        self.negotiation.negotiated()
     }
 
-    /// Queues a message to the client.
-    pub fn send(&self, message: ServerMessage) {
-        self.shared.send(&self.session_id, message);
-    }
-
-    /// Queues an error message to the client.
-    pub fn send_error(&self, code: ErrorCode, message: impl Into<String>) {
-        // Sent straight on the session's own queue so it still goes out while the session is
-        // being torn down. A full queue means the client does not read what it is sent: it misses
-        // this reply as it misses the others.
-        if self
-            .out
-            .try_send(ServerMessage::error(code, message))
-            .is_err()
-        {
-            tracing::debug!(session_id = %self.session_id, ?code, "an error reply was dropped: the session's queue is full");
-        }
-    }
-
-    /// Sends the error that ends the session, waiting a little for room in the queue: a client
-    /// disconnected for flooding has usually filled it with the replies to its flood, and must
-    /// still learn why it was disconnected.
-    pub async fn send_final_error(&self, code: ErrorCode, message: impl Into<String>) {
-        let error = ServerMessage::error(code, message);
-        if self
-            .out
-            .send_timeout(error, FINAL_ERROR_WAIT)
-            .await
-            .is_err()
-        {
-            tracing::debug!(session_id = %self.session_id, ?code, "the session's last error was not sent: its queue stayed full");
-        }
-    }
-
-    /// Handles one message from the client; `Break` ends the session.
-    pub async fn handle_client(&mut self, message: ClientMessage) -> Flow {
-        let id = self.session_id.clone();
-        let result = match message {
-            ClientMessage::Join { .. } => {
-                self.send_error(ErrorCode::NotJoined, "already joined");
-                return Flow::Continue(());
-            }
-            ClientMessage::Offer { sdp } => self.handle_offer(sdp).await,
-            ClientMessage::Answer { sdp } => self.handle_answer(sdp).await,
-            ClientMessage::IceCandidate { candidate } => self.handle_candidate(candidate).await,
-            ClientMessage::Mute | ClientMessage::Unmute => {
-                let muted = matches!(message, ClientMessage::Mute);
-                let actions = self.shared.with_router(|r| r.handle_mute(&id, muted));
-                self.shared.set_voice_muted(&id, muted);
-                actions
-                    .map(|a| self.shared.apply(a))
-                    .map_err(|e| (e.code(), e.to_string()))
-            }
-            ClientMessage::ScreenOn | ClientMessage::ScreenOff => {
-                let on = matches!(message, ClientMessage::ScreenOn);
-                let screens: Vec<_> = self
-                    .shared
-                    .with_router(|r| r.tracks_of(&id))
-                    .into_iter()
-                    .filter(|t| t.kind == TrackKind::Screen)
-                    .collect();
-                let actions = self.shared.with_router(|r| r.handle_screen(&id, on));
-                let result = actions
-                    .map(|a| self.shared.apply(a))
-                    .map_err(|e| (e.code(), e.to_string()));
-                if !on {
-                    for track in screens {
-                        self.shared.unpublish(&track);
-                    }
-                }
-                result
-            }
-            ClientMessage::Caption(caption) => {
-                if self.captions.try_take(std::time::Instant::now()) {
-                    self.shared
-                        .with_router(|r| r.handle_caption(&id, caption))
-                        .map(|a| self.shared.apply(a))
-                        .map_err(|e| (e.code(), e.to_string()))
-                } else {
-                    Err((
-                        ErrorCode::RateLimited,
-                        format!(
-                            "too many captions: at most {} a second; this one is dropped",
-                            self.shared.config.limits.captions_per_second
-                        ),
-                    ))
-                }
-            }
-            ClientMessage::Leave => return Flow::Break(()),
-        };
-        if let Err((code, message)) = result {
-            self.shared.metrics.record_error("client_request");
-            self.send_error(code, message);
-        }
-        Flow::Continue(())
-    }
-
-    async fn handle_offer(&mut self, sdp: String) -> Result<(), (ErrorCode, String)> {
-        let bad = |err: webrtc::error::Error| (ErrorCode::BadSdp, err.to_string());
-        if let Err(refusal) = self.sdp_guard.check_offer(&sdp, std::time::Instant::now()) {
+    /// The client's offer.
+    pub async fn handle_offer(&mut self, sdp: String) -> Result<(), requests::Refusal> {
+        if let Err(refusal) = self.sdp_guard.check_offer(&sdp, Instant::now()) {
             return Err(self.refuse_sdp(refusal));
         }
         let sdp = self.filter_remote_candidates(&sdp);
-        let remote_sdp = sdp.clone();
-        let offer = RTCSessionDescription::offer(sdp).map_err(bad)?;
-        if self.offer_pending {
-            // Glare: the SFU is polite. Roll back, answer, and offer again afterwards.
-            tracing::debug!(session_id = %self.session_id, "offer glare: rolling back the sfu offer");
-            let rollback = RTCSessionDescription::rollback(None).map_err(bad)?;
-            self.pc.set_local_description(rollback).await.map_err(bad)?;
-            self.offer_pending = false;
-            self.needs_offer = true;
-        }
-        self.pc.set_remote_description(offer).await.map_err(bad)?;
-        self.sdp_guard.note_applied(&remote_sdp);
-        let answer = self.pc.create_answer(None).await.map_err(bad)?;
-        let sdp = rewrite_sdp(&answer.sdp, &self.advertise);
-        self.pc.set_local_description(answer).await.map_err(bad)?;
-        self.note_local_description(&sdp);
-        self.send(ServerMessage::Answer { sdp });
-        self.flush_early_candidates().await;
-        self.refresh_leg_codecs().await;
-        if !self.negotiated {
-            self.negotiated = true;
-            for command in std::mem::take(&mut self.deferred) {
-                self.apply_command(command).await;
-            }
-        }
-        self.maybe_offer().await;
-        Ok(())
+        // Read once here as well, so that an offer webrtc cannot read is refused before a pending
+        // SFU offer is rolled back for it.
+        RTCSessionDescription::offer(sdp.clone()).map_err(bad_sdp)?;
+        self.negotiation.handle_remote_offer(sdp);
+        self.drive().await
     }
 
-    async fn handle_answer(&mut self, sdp: String) -> Result<(), (ErrorCode, String)> {
-        let bad = |err: webrtc::error::Error| (ErrorCode::BadSdp, err.to_string());
-        if !self.offer_pending {
-            return Err((ErrorCode::BadSdp, "no offer is pending".into()));
-        }
-        if let Err(refusal) = self.sdp_guard.check_answer(&sdp, self.offered_sections) {
-            return Err(self.refuse_sdp(refusal));
-        }
-        let sdp = self.filter_remote_candidates(&sdp);
-        let answer = RTCSessionDescription::answer(sdp).map_err(bad)?;
-        self.pc.set_remote_description(answer).await.map_err(bad)?;
-        self.offer_pending = false;
-        self.flush_early_candidates().await;
-        self.refresh_leg_codecs().await;
-        self.maybe_offer().await;
-        Ok(())
+    /// The client's answer to an SFU offer.
+    pub async fn handle_answer(&mut self, sdp: String) -> Result<(), requests::Refusal> {
+        self.negotiation
+            .handle_remote_answer(sdp)
+            .map_err(bad_sdp)?;
+        self.drive().await
     }
 
-    async fn handle_candidate(
+    /// A candidate the client trickled.
+    pub async fn handle_candidate(
         &mut self,
         candidate: IceCandidate,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<(), requests::Refusal> {
         if !candidate.candidate.is_empty() {
             if let Err(refusal) = self.remote_candidates.admit(&candidate.candidate) {
                 // Dropped without an error: a real client's link-local or mDNS candidate is no
@@ -349,58 +154,115 @@ impl Negotiator {
                 return Ok(());
             }
         }
-        if !self.negotiated {
-            if self.early_candidates.len() < 64 {
-                self.early_candidates.push(candidate);
-            }
-            return Ok(());
-        }
-        self.pc
-            .add_ice_candidate(crate::session::candidate_init(candidate))
-            .await
-            .map_err(|err| (ErrorCode::BadSdp, format!("ice candidate refused: {err}")))
+        self.negotiation.handle_remote_candidate(candidate);
+        self.drive().await
     }
 
-    async fn flush_early_candidates(&mut self) {
-        for candidate in std::mem::take(&mut self.early_candidates) {
-            if let Err((code, message)) = self.handle_candidate(candidate).await {
-                self.send_error(code, message);
+    /// Applies what the negotiation asks for until it asks for nothing more. A refused
+    /// description step ends it (the rest is dropped) and is the client's error; a failed offer
+    /// is counted and retried after the next input; a refused candidate is reported and the rest
+    /// goes on.
+    async fn drive(&mut self) -> Result<(), requests::Refusal> {
+        while let Some(action) = self.negotiation.poll_action() {
+            let result = match action {
+                Action::RollbackOffer => {
+                    tracing::debug!(session_id = %self.session_id, "offer glare: rolling back the sfu offer");
+                    apply::rollback(&*self.pc)
+                        .await
+                        .map(|()| self.negotiation.handle_rolled_back())
+                        .map_err(|err| bad_sdp(err.error))
+                }
+                Action::Answer(offer) => self.answer(offer).await,
+                Action::ApplyAnswer(answer) => self.apply_answer(answer).await,
+                Action::Offer => {
+                    if !self.offer().await {
+                        self.negotiation.abandon();
+                        return Ok(());
+                    }
+                    Ok(())
+                }
+                Action::AddCandidate(candidate) => {
+                    if let Err(err) = apply::add_candidate(&*self.pc, candidate).await {
+                        self.shared.metrics.record_error("client_request");
+                        self.outbox
+                            .send_error(ErrorCode::BadSdp, format!("ice candidate refused: {err}"));
+                    }
+                    Ok(())
+                }
+            };
+            if result.is_err() {
+                self.negotiation.abandon();
+                return result;
             }
         }
+        Ok(())
     }
 
-    /// Sends an SFU offer if forwarded tracks changed and no negotiation is in flight.
-    async fn maybe_offer(&mut self) {
-        if !self.needs_offer || self.offer_pending || !self.negotiated {
-            return;
-        }
-        let offer = match self.pc.create_offer(None).await {
-            Ok(offer) => offer,
+    /// Applies the client's offer and sends the answer; the first one also applies the commands
+    /// that waited for it.
+    async fn answer(&mut self, offer: String) -> Result<(), requests::Refusal> {
+        let remote_sdp = offer.clone();
+        let answer = match apply::answer(&*self.pc, offer).await {
+            Ok(answer) => answer,
             Err(err) => {
-                self.shared.metrics.record_error("create_offer");
-                tracing::warn!(error = %err, "create offer failed");
-                return;
+                if err.step != Step::SetRemoteDescription {
+                    self.sdp_guard.note_applied(&remote_sdp);
+                }
+                return Err(bad_sdp(err.error));
             }
         };
-        let sdp = rewrite_sdp(&offer.sdp, &self.advertise);
-        if let Err(err) = self.pc.set_local_description(offer).await {
-            self.shared.metrics.record_error("set_local_description");
-            tracing::warn!(error = %err, "set local offer failed");
-            return;
+        self.sdp_guard.note_applied(&remote_sdp);
+        let sdp = rewrite_sdp(&answer, &self.advertise);
+        self.note_local_description(&sdp);
+        self.outbox.send(ServerMessage::Answer { sdp });
+        let first = !self.negotiation.negotiated();
+        self.negotiation.handle_answer_sent();
+        self.subscriptions.refresh_leg_codecs().await;
+        if first {
+            for command in std::mem::take(&mut self.deferred) {
+                self.apply_command(command).await;
+            }
         }
-        self.needs_offer = false;
-        self.offer_pending = true;
-        self.offered_sections = crate::sdp_guard::media_sections(&sdp);
+        Ok(())
+    }
+
+    /// Applies the client's answer to the SFU's offer.
+    async fn apply_answer(&mut self, sdp: String) -> Result<(), requests::Refusal> {
+        if let Err(refusal) = self.sdp_guard.check_answer(&sdp, self.offered_sections) {
+            return Err(self.refuse_sdp(refusal));
+        }
+        let sdp = self.filter_remote_candidates(&sdp);
+        apply::apply_answer(&*self.pc, sdp)
+            .await
+            .map_err(|err| bad_sdp(err.error))?;
+        self.negotiation.handle_answer_applied();
+        self.subscriptions.refresh_leg_codecs().await;
+        Ok(())
+    }
+
+    /// Makes and sends an SFU offer (forwarded tracks changed). False if webrtc refused
+    /// (counted by the step that failed).
+    async fn offer(&mut self) -> bool {
+        let offer = match apply::make_offer(&*self.pc).await {
+            Ok(offer) => offer,
+            Err(err) => {
+                self.shared.metrics.record_error(err.step.name());
+                tracing::warn!(error = %err, "making an offer failed");
+                return false;
+            }
+        };
+        self.negotiation.handle_offer_made();
+        let sdp = rewrite_sdp(&offer, &self.advertise);
+        self.offered_sections = sdp_guard::media_sections(&sdp);
         self.sdp_guard.note_applied(&sdp);
         self.note_local_description(&sdp);
-        for forward in self.forwards.values_mut() {
-            forward.offered = true;
-        }
-        self.send(ServerMessage::Offer { sdp });
+        self.subscriptions.mark_offered();
+        self.outbox.send(ServerMessage::Offer { sdp });
+        true
     }
 
     /// The error for a refused description, counted.
-    fn refuse_sdp(&self, refusal: SdpRefusal) -> (ErrorCode, String) {
+    fn refuse_sdp(&self, refusal: SdpRefusal) -> requests::Refusal {
         let (code, metric) = match refusal {
             SdpRefusal::TooFast { .. } => (ErrorCode::RateLimited, "offer_rate_limited"),
             _ => (ErrorCode::BadSdp, "sdp_refused"),
@@ -431,190 +293,50 @@ impl Negotiator {
         }
     }
 
-    /// Reads back, for every forwarded track the last negotiation covered, the payload type the
-    /// receiver negotiated for its codec; the track's writer rewrites packets to it.
-    async fn refresh_leg_codecs(&mut self) {
-        for (key, forward) in &self.forwards {
-            if !forward.offered {
-                continue;
-            }
-            let Some(sender) = &forward.sender else {
-                continue;
-            };
-            let leg = match sender.get_parameters().await {
-                Ok(parameters) => {
-                    match negotiated_payload_type(
-                        &parameters.rtp_parameters.codecs,
-                        forward.mime_type,
-                    ) {
-                        Some(payload_type) => LegCodec::Negotiated(payload_type),
-                        None => LegCodec::Refused,
-                    }
-                }
-                Err(err) => {
-                    tracing::debug!(track = %key, error = %err, "sender parameters unavailable");
-                    continue;
-                }
-            };
-            if *forward.codec.borrow() != leg {
-                tracing::debug!(session_id = %self.session_id, track = %key, ?leg, "forwarded track codec on this leg");
-                if leg == LegCodec::Refused {
-                    tracing::warn!(session_id = %self.session_id, track = %key, codec = forward.mime_type, "receiver did not accept the codec of a forwarded track");
-                }
-            }
-            forward.codec.send_replace(leg);
-        }
-    }
-
     /// Handles a command from the shell.
     pub async fn handle_command(&mut self, command: SessionCommand) {
-        if !self.negotiated {
+        if !self.negotiation.negotiated() {
             self.deferred.push(command);
             return;
         }
         self.apply_command(command).await;
-        self.maybe_offer().await;
+        // A command only ever asks for an offer, whose failure is counted where it happens;
+        // nothing here is the client's error, but one is still sent rather than lost.
+        if let Err((code, message)) = self.drive().await {
+            self.outbox.send_error(code, message);
+        }
     }
 
     async fn apply_command(&mut self, command: SessionCommand) {
-        match command {
+        let changed = match command {
             SessionCommand::Subscribe(publication) => {
-                if let Err(err) = self.subscribe(publication).await {
-                    self.shared.metrics.record_error("subscribe");
-                    tracing::warn!(error = %err, "adding a forwarded track failed");
+                match self.subscriptions.subscribe(&self.pc, publication).await {
+                    Ok(added) => added,
+                    Err(err) => {
+                        self.shared.metrics.record_error("subscribe");
+                        tracing::warn!(error = %err, "adding a forwarded track failed");
+                        false
+                    }
                 }
             }
             SessionCommand::Unsubscribe(track) => {
-                if let Some(forward) = self.forwards.remove(&track.to_string()) {
-                    self.drop_forward(forward).await;
-                    self.needs_offer = true;
-                }
+                self.subscriptions.unsubscribe(&self.pc, &track).await
             }
-        }
-    }
-
-    async fn subscribe(&mut self, publication: Arc<Publication>) -> crate::Result<()> {
-        let key = publication.id.to_string();
-        if self.forwards.contains_key(&key) {
-            return Ok(());
-        }
-        let (kind, mime_type, codec) = match publication.id.kind {
-            TrackKind::Voice => (RtpCodecKind::Audio, MIME_TYPE_OPUS, peer::opus_codec()),
-            TrackKind::Screen => (RtpCodecKind::Video, MIME_TYPE_VP8, peer::vp8_codec()),
         };
-        let ssrc = rand::random::<u32>();
-        let owner = publication.id.session_id.clone();
-        let track = MediaStreamTrack::new(
-            owner.clone(),
-            key.clone(),
-            key.clone(),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                active: true,
-                codec,
-                ..Default::default()
-            }],
-        );
-        let local = Arc::new(TrackLocalStaticRTP::new(track));
-        let transceiver = self
-            .pc
-            .add_transceiver_from_track(
-                Arc::clone(&local) as Arc<dyn TrackLocal>,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    streams: vec![owner],
-                    send_encodings: Vec::new(),
-                }),
-            )
-            .await?;
-        let sender = transceiver.sender().await.ok().flatten();
-        let (sink, queue) = mpsc::channel(self.shared.config.limits.rtp_queue_size);
-        publication.add_sink(&self.session_id, sink);
-        let metrics = Arc::clone(&self.shared.metrics);
-        self.routes.insert(ssrc, Arc::clone(&publication));
-        let (leg_codec, leg_codec_rx) = watch::channel(LegCodec::Pending);
-        let tasks = vec![
-            tokio::spawn(forward::run_writer(
-                queue,
-                self.media_up.subscribe(),
-                leg_codec_rx,
-                Arc::clone(&local),
-                ssrc,
-                publication.media_kind(),
-                Arc::clone(&metrics),
-            )),
-            tokio::spawn(forward::run_feedback(
-                local,
-                Arc::clone(&self.routes),
-                metrics,
-            )),
-        ];
-        self.forwards.insert(
-            key,
-            Forward {
-                publication,
-                ssrc,
-                sender,
-                mime_type,
-                codec: leg_codec,
-                offered: false,
-                tasks,
-            },
-        );
-        self.needs_offer = true;
-        Ok(())
-    }
-
-    async fn drop_forward(&self, forward: Forward) {
-        forward.publication.remove_sink(&self.session_id);
-        self.routes.remove(forward.ssrc);
-        for task in &forward.tasks {
-            task.abort();
-        }
-        if let Some(sender) = &forward.sender {
-            if let Err(err) = self.pc.remove_track(sender).await {
-                tracing::debug!(error = %err, "remove track failed");
-            }
+        if changed {
+            self.negotiation.handle_renegotiation_needed();
         }
     }
 
     /// Handles a peer-connection event; `Break` ends the session.
     pub async fn handle_peer_event(&mut self, event: PeerEvent) -> Flow {
         match event {
-            PeerEvent::Candidate(init) => {
-                if init.candidate.is_empty() {
-                    return Flow::Continue(());
-                }
-                self.shared
-                    .metrics
-                    .ice_candidates
-                    .with_label_values(&[candidate_transport(&init.candidate)])
-                    .inc();
-                // webrtc leaves the mid empty; a browser needs it (or a valid index) to place
-                // the candidate, and under BUNDLE it is the first section's.
-                let sdp_mid = init
-                    .sdp_mid
-                    .filter(|mid| !mid.is_empty())
-                    .or_else(|| self.first_mid.clone());
-                let sdp_mline_index = init.sdp_mline_index.or(Some(0));
-                self.send(ServerMessage::IceCandidate {
-                    candidate: IceCandidate {
-                        candidate: rewrite_candidate(&init.candidate, &self.advertise),
-                        sdp_mid,
-                        sdp_mline_index,
-                        username_fragment: init.username_fragment,
-                    },
-                });
-            }
+            PeerEvent::Candidate(init) => self.trickle(init),
             PeerEvent::Track(remote) => self.publish(remote).await,
             PeerEvent::State(state) => {
                 self.shared.metrics.record_conn_state(&state.to_string());
-                self.media_up
-                    .send_replace(state == RTCPeerConnectionState::Connected);
+                self.subscriptions
+                    .set_media_up(state == RTCPeerConnectionState::Connected);
                 if matches!(
                     state,
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
@@ -626,6 +348,29 @@ impl Negotiator {
         Flow::Continue(())
     }
 
+    /// Sends a local candidate to the client, rewritten to the shared port.
+    fn trickle(&self, init: RTCIceCandidateInit) {
+        if init.candidate.is_empty() {
+            return;
+        }
+        self.shared
+            .metrics
+            .ice_candidates
+            .with_label_values(&[candidate_transport(&init.candidate)])
+            .inc();
+        let mut candidate = calls_rtc::candidate::wire_candidate(init);
+        candidate.candidate = rewrite_candidate(&candidate.candidate, &self.advertise);
+        // webrtc leaves the mid empty; a browser needs it (or a valid index) to place the
+        // candidate, and under BUNDLE it is the first section's.
+        candidate.sdp_mid = candidate
+            .sdp_mid
+            .filter(|mid| !mid.is_empty())
+            .or_else(|| self.first_mid.clone());
+        candidate.sdp_mline_index = candidate.sdp_mline_index.or(Some(0));
+        self.outbox.send(ServerMessage::IceCandidate { candidate });
+    }
+
+    /// A track the client sends becomes a publication (unless the track limit refuses it).
     async fn publish(&mut self, remote: Arc<dyn TrackRemote>) {
         let kind = match remote.kind().await {
             RtpCodecKind::Audio => TrackKind::Voice,
@@ -633,8 +378,8 @@ impl Negotiator {
         };
         let ssrc = remote.ssrcs().await.first().copied().unwrap_or_default();
         let codec = remote.codec(ssrc).await.unwrap_or_else(|| match kind {
-            TrackKind::Voice => peer::opus_codec(),
-            TrackKind::Screen => peer::vp8_codec(),
+            TrackKind::Voice => codecs::opus_codec(),
+            TrackKind::Screen => codecs::vp8_codec(),
         });
         let id = self.session_id.clone();
         if kind == TrackKind::Screen {
@@ -655,13 +400,10 @@ impl Negotiator {
                 // track to its end so its packets do not pile up.
                 tracing::info!(session_id = %id, error = %err, "publication refused");
                 self.shared.metrics.record_error("track_limit");
-                self.send_error(err.code(), err.to_string());
+                self.outbox.send_error(err.code(), err.to_string());
                 self.publications.push(tokio::spawn(async move {
                     while let Some(event) = remote.poll().await {
-                        if matches!(
-                            event,
-                            webrtc::media_stream::track_remote::TrackRemoteEvent::OnEnded
-                        ) {
+                        if matches!(event, TrackRemoteEvent::OnEnded) {
                             break;
                         }
                     }
@@ -674,7 +416,7 @@ impl Negotiator {
         publication.set_muted(kind == TrackKind::Voice && muted);
         self.shared.publish(Arc::clone(&publication), actions);
         let shared = Arc::clone(&self.shared);
-        let routes = Arc::clone(&self.routes);
+        let routes = Arc::clone(self.subscriptions.routes());
         self.publications.push(tokio::spawn(async move {
             forward::run_publication(publication, Arc::clone(&shared.metrics), routes).await;
             shared.unpublish(&track);
@@ -683,15 +425,12 @@ impl Negotiator {
 
     /// Closes the peer connection and stops every task of the session.
     pub async fn close(&mut self) {
-        for (_, forward) in std::mem::take(&mut self.forwards) {
-            forward.publication.remove_sink(&self.session_id);
-            for task in &forward.tasks {
-                task.abort();
-            }
-        }
+        self.subscriptions.close();
         for task in &self.publications {
             task.abort();
         }
-        let _ = self.pc.close().await;
+        if let Err(err) = self.pc.close().await {
+            tracing::debug!(session_id = %self.session_id, error = %err, "closing the peer connection failed");
+        }
     }
 }

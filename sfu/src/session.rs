@@ -13,16 +13,20 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket};
 use calls_protocol::signalling::{
-    ClientMessage, ErrorCode, IceCandidate, ParticipantInfo, ServerMessage, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, ParticipantInfo, ServerMessage, PROTOCOL_VERSION,
 };
+use calls_rtc::PeerEvent;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::candidates::Advertise;
+use crate::negotiation::{self, Flow};
+use crate::outbox::Outbox;
 use crate::ratelimit::TokenBucket;
-use crate::state::{SessionHandle, Shared};
-use crate::{negotiation, token};
+use crate::requests::Requests;
+use crate::state::{SessionCommand, SessionHandle, Shared};
+use crate::token;
 
 /// How long a new connection may take to send `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,6 +164,13 @@ async fn accept_join(
     Ok((claims.call_id, info, token_key))
 }
 
+/// The queues a joined session is driven by.
+struct Inputs {
+    commands: mpsc::Receiver<SessionCommand>,
+    peer_events: mpsc::Receiver<PeerEvent>,
+    kill: CancellationToken,
+}
+
 async fn run_joined(
     shared: &Arc<Shared>,
     call_id: String,
@@ -168,13 +179,67 @@ async fn run_joined(
     stream: &mut Stream,
 ) {
     let session_id = info.session_id.clone();
+    let Some((commands, kill)) = join_call(shared, &call_id, info, &out) else {
+        return;
+    };
+    let outbox = Outbox::new(Arc::clone(shared), session_id.clone(), out.clone());
+    let (peer_tx, peer_events) = mpsc::channel(256);
+    let negotiator = negotiation::Negotiator::start(
+        Arc::clone(shared),
+        outbox.clone(),
+        session_id.clone(),
+        peer_tx,
+        advertise(shared),
+    )
+    .await;
+    let negotiator = match negotiator {
+        Ok(negotiator) => negotiator,
+        Err(err) => {
+            shared.metrics.record_error("peer_connection");
+            let _ = out.try_send(ServerMessage::error(ErrorCode::Internal, err.to_string()));
+            shared.remove_session(&session_id);
+            shared.metrics.sessions.dec();
+            return;
+        }
+    };
+    let now = Instant::now();
+    let limits = shared.config.limits;
+    let mut session = Session {
+        shared: Arc::clone(shared),
+        requests: Requests::new(Arc::clone(shared), session_id.clone(), now),
+        messages: TokenBucket::new(limits.messages_per_second, limits.message_burst, now),
+        outbox,
+        negotiator,
+    };
+    let inputs = Inputs {
+        commands,
+        peer_events,
+        kill,
+    };
+    session.serve(stream, inputs).await;
+    tracing::info!(call_id = %call_id, session_id = %session_id, "session ended");
+    shared.remove_session(&session_id);
+    session.negotiator.close().await;
+    shared.metrics.sessions.dec();
+}
+
+/// Registers the session and joins it to its call: the router's decision, `joined` to the client,
+/// `participant_joined` to the others (counted as a live session). Returns the session's command queue and kill switch, or
+/// `None` if the router refused (the client was told why).
+fn join_call(
+    shared: &Arc<Shared>,
+    call_id: &str,
+    info: ParticipantInfo,
+    out: &mpsc::Sender<ServerMessage>,
+) -> Option<(mpsc::Receiver<SessionCommand>, CancellationToken)> {
+    let session_id = info.session_id.clone();
     let limits = shared.config.limits;
     // A newcomer is sent one subscribe command per published track at once (voice and screen of
     // everyone), so the command queue must hold a full call's worth.
     let command_capacity = limits
         .session_queue_size
         .max(limits.max_participants_per_call * 2 + 16);
-    let (command_tx, mut commands) = mpsc::channel(command_capacity);
+    let (command_tx, commands) = mpsc::channel(command_capacity);
     let kill = CancellationToken::new();
     shared.add_session(
         &session_id,
@@ -189,11 +254,11 @@ async fn run_joined(
     // Credentials are made before the router lock is taken (an HMAC each, kept out of the lock).
     let ice_servers = crate::turn::ice_servers(&shared.config.ice, &session_id, SystemTime::now());
     let joined = shared.with_router(|router| {
-        let (others, actions) = router.handle_join(&call_id, info)?;
+        let (others, actions) = router.handle_join(call_id, info)?;
         if out
             .try_send(ServerMessage::Joined {
                 session_id: session_id.clone(),
-                call_id: call_id.clone(),
+                call_id: call_id.to_owned(),
                 participants: others,
                 ice_servers,
             })
@@ -209,7 +274,7 @@ async fn run_joined(
         Err(err) => {
             let _ = out.try_send(ServerMessage::error(err.code(), err.to_string()));
             shared.remove_session(&session_id);
-            return;
+            return None;
         }
     };
     shared
@@ -218,9 +283,12 @@ async fn run_joined(
     tracing::info!(call_id = %call_id, session_id = %session_id, "session joined");
     shared.metrics.sessions.inc();
     shared.apply(actions);
+    Some((commands, kill))
+}
 
-    let (peer_tx, mut peer_events) = mpsc::channel(256);
-    let advertise = Advertise {
+/// Where the session's candidates say the SFU is: the shared ports, and the configured host.
+fn advertise(shared: &Shared) -> Advertise {
+    Advertise {
         udp_port: shared
             .mux
             .local_addr()
@@ -228,86 +296,113 @@ async fn run_joined(
             .unwrap_or(shared.config.ice.udp_port),
         tcp_port: Some(shared.tcp_mux.local_addr().port()),
         host_override: shared.advertised_host.clone(),
-    };
-    let negotiator = negotiation::Negotiator::start(
-        Arc::clone(shared),
-        session_id.clone(),
-        out.clone(),
-        peer_tx,
-        advertise,
-    )
-    .await;
-    let mut negotiator = match negotiator {
-        Ok(negotiator) => negotiator,
-        Err(err) => {
-            shared.metrics.record_error("peer_connection");
-            let _ = out.try_send(ServerMessage::error(ErrorCode::Internal, err.to_string()));
-            shared.remove_session(&session_id);
-            shared.metrics.sessions.dec();
-            return;
-        }
-    };
+    }
+}
 
-    let mut bucket = TokenBucket::new(
-        limits.messages_per_second,
-        limits.message_burst,
-        Instant::now(),
-    );
-    let negotiation_deadline = tokio::time::Instant::now() + NEGOTIATION_TIMEOUT;
-    loop {
-        tokio::select! {
-            _ = kill.cancelled() => break,
-            _ = tokio::time::sleep_until(negotiation_deadline), if !negotiator.negotiated() => {
-                shared.metrics.record_error("negotiation_timeout");
-                negotiator.send_final_error(ErrorCode::BadSdp, "no offer received in time; disconnecting").await;
+/// A joined session: what its client sends goes to the negotiator or to its requests.
+struct Session {
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    negotiator: negotiation::Negotiator,
+    requests: Requests,
+    /// Frames the client may send per second (every kind is charged).
+    messages: TokenBucket,
+}
+
+impl Session {
+    /// Serves the session until the client leaves or is disconnected.
+    async fn serve(&mut self, stream: &mut Stream, mut inputs: Inputs) {
+        let negotiation_deadline = tokio::time::Instant::now() + NEGOTIATION_TIMEOUT;
+        loop {
+            let flow = tokio::select! {
+                _ = inputs.kill.cancelled() => Flow::Break(()),
+                _ = tokio::time::sleep_until(negotiation_deadline), if !self.negotiator.negotiated() => {
+                    self.shared.metrics.record_error("negotiation_timeout");
+                    self.outbox.send_final_error(ErrorCode::BadSdp, "no offer received in time; disconnecting").await;
+                    Flow::Break(())
+                }
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Flow::Break(()),
+                    Some(Ok(frame)) => self.handle_frame(frame).await,
+                },
+                Some(command) = inputs.commands.recv() => {
+                    self.negotiator.handle_command(command).await;
+                    Flow::Continue(())
+                }
+                Some(event) = inputs.peer_events.recv() => self.negotiator.handle_peer_event(event).await,
+            };
+            if flow.is_break() {
                 break;
-            }
-            frame = stream.next() => {
-                let frame = match frame {
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                    Some(Ok(frame)) => frame,
-                };
-                // Every frame the client sends is charged, whatever its kind: binary frames and
-                // pings cost the server work too (issue 11, finding 5).
-                if !bucket.try_take(Instant::now()) {
-                    shared.metrics.record_error("rate_limited");
-                    negotiator.send_final_error(ErrorCode::RateLimited, "too many messages; disconnecting").await;
-                    break;
-                }
-                let text = match frame {
-                    Message::Text(text) => text,
-                    Message::Binary(_) => {
-                        shared.metrics.record_error("bad_message");
-                        negotiator.send_error(ErrorCode::BadMessage, "binary frames are not supported");
-                        continue;
-                    }
-                    _ => continue,
-                };
-                match ClientMessage::from_json(&text) {
-                    Ok(message) => {
-                        shared.metrics.record_ws_message(crate::metrics::Direction::In, client_type(&message));
-                        if negotiator.handle_client(message).await.is_break() {
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        shared.metrics.record_error("bad_message");
-                        negotiator.send_error(ErrorCode::BadMessage, err.to_string());
-                    }
-                }
-            }
-            Some(command) = commands.recv() => negotiator.handle_command(command).await,
-            Some(event) = peer_events.recv() => {
-                if negotiator.handle_peer_event(event).await.is_break() {
-                    break;
-                }
             }
         }
     }
-    tracing::info!(call_id = %call_id, session_id = %session_id, "session ended");
-    shared.remove_session(&session_id);
-    negotiator.close().await;
-    shared.metrics.sessions.dec();
+
+    /// One WebSocket frame from the client.
+    async fn handle_frame(&mut self, frame: Message) -> Flow {
+        // Every frame the client sends is charged, whatever its kind: binary frames and pings
+        // cost the server work too (issue 11, finding 5).
+        if !self.messages.try_take(Instant::now()) {
+            self.shared.metrics.record_error("rate_limited");
+            self.outbox
+                .send_final_error(ErrorCode::RateLimited, "too many messages; disconnecting")
+                .await;
+            return Flow::Break(());
+        }
+        let text = match frame {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                self.shared.metrics.record_error("bad_message");
+                self.outbox
+                    .send_error(ErrorCode::BadMessage, "binary frames are not supported");
+                return Flow::Continue(());
+            }
+            _ => return Flow::Continue(()),
+        };
+        match ClientMessage::from_json(&text) {
+            Ok(message) => {
+                self.shared
+                    .metrics
+                    .record_ws_message(crate::metrics::Direction::In, client_type(&message));
+                self.handle_client(message).await
+            }
+            Err(err) => {
+                self.shared.metrics.record_error("bad_message");
+                self.outbox
+                    .send_error(ErrorCode::BadMessage, err.to_string());
+                Flow::Continue(())
+            }
+        }
+    }
+
+    /// One message from the client: SDP and candidates to the negotiator, the rest to its
+    /// requests; a refusal is sent back as an error.
+    async fn handle_client(&mut self, message: ClientMessage) -> Flow {
+        let result = match message {
+            ClientMessage::Join { .. } => {
+                self.outbox
+                    .send_error(ErrorCode::NotJoined, "already joined");
+                return Flow::Continue(());
+            }
+            ClientMessage::Leave => return Flow::Break(()),
+            ClientMessage::Offer { sdp } => self.negotiator.handle_offer(sdp).await,
+            ClientMessage::Answer { sdp } => self.negotiator.handle_answer(sdp).await,
+            ClientMessage::IceCandidate { candidate } => {
+                self.negotiator.handle_candidate(candidate).await
+            }
+            ClientMessage::Mute => self.requests.handle_mute(true),
+            ClientMessage::Unmute => self.requests.handle_mute(false),
+            ClientMessage::ScreenOn => self.requests.handle_screen(true),
+            ClientMessage::ScreenOff => self.requests.handle_screen(false),
+            ClientMessage::Caption(caption) => {
+                self.requests.handle_caption(caption, Instant::now())
+            }
+        };
+        if let Err((code, message)) = result {
+            self.shared.metrics.record_error("client_request");
+            self.outbox.send_error(code, message);
+        }
+        Flow::Continue(())
+    }
 }
 
 fn client_type(message: &ClientMessage) -> &'static str {
@@ -322,16 +417,5 @@ fn client_type(message: &ClientMessage) -> &'static str {
         ClientMessage::ScreenOff => "screen_off",
         ClientMessage::Caption(_) => "caption",
         ClientMessage::Leave => "leave",
-    }
-}
-
-/// Converts a wire candidate to webrtc's type.
-pub fn candidate_init(candidate: IceCandidate) -> webrtc::peer_connection::RTCIceCandidateInit {
-    webrtc::peer_connection::RTCIceCandidateInit {
-        candidate: candidate.candidate,
-        sdp_mid: candidate.sdp_mid,
-        sdp_mline_index: candidate.sdp_mline_index,
-        username_fragment: candidate.username_fragment,
-        ..Default::default()
     }
 }

@@ -168,7 +168,7 @@ async fn read_first_frame(
     }
     let mut packet = vec![0u8; length];
     stream.read_exact(&mut packet).await.ok()?;
-    let ufrag = crate::ice_mux::local_ufrag(&packet)?.to_owned();
+    let ufrag = crate::stun::local_ufrag(&packet)?.to_owned();
     let mut prefix = Vec::with_capacity(length + 2);
     prefix.extend_from_slice(&(length as u16).to_be_bytes());
     prefix.extend_from_slice(&packet);
@@ -329,17 +329,7 @@ mod tests {
 
     /// An RFC 4571 frame holding a binding request whose USERNAME names `ufrag`.
     fn framed_binding_request(ufrag: &str) -> Vec<u8> {
-        let username = format!("{ufrag}:remote");
-        let mut packet = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-        packet.extend_from_slice(&[9u8; 12]);
-        packet.extend_from_slice(&[0x00, 0x06]);
-        packet.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        packet.extend_from_slice(username.as_bytes());
-        while packet.len() % 4 != 0 {
-            packet.push(0);
-        }
-        let body = (packet.len() - 20) as u16;
-        packet[2..4].copy_from_slice(&body.to_be_bytes());
+        let packet = crate::stun::test_packets::binding_request(Some(&format!("{ufrag}:remote")));
         let mut frame = (packet.len() as u16).to_be_bytes().to_vec();
         frame.extend_from_slice(&packet);
         frame

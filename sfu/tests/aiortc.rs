@@ -145,7 +145,7 @@ async fn an_aiortc_client_offering_other_payload_types_hears_and_is_heard() {
 
     let offered = report["offered_opus_pt"].as_u64();
     assert!(
-        offered.is_some_and(|pt| pt != u64::from(calls_sfu::peer::OPUS_PAYLOAD_TYPE)),
+        offered.is_some_and(|pt| pt != u64::from(calls_rtc::codecs::OPUS_PAYLOAD_TYPE)),
         "the client must offer Opus under another payload type than the SFU's, or this test \
          proves nothing: {report}"
     );

@@ -269,7 +269,7 @@ proptest! {
     /// request (magic cookie present) and is a prefix of the bytes it came from.
     #[test]
     fn stun_datagrams_of_any_shape(packet in proptest::collection::vec(any::<u8>(), 0..600)) {
-        if let Some(ufrag) = calls_sfu::ice_mux::local_ufrag(&packet) {
+        if let Some(ufrag) = calls_sfu::stun::local_ufrag(&packet) {
             prop_assert!(packet.len() >= 20);
             prop_assert_eq!(&packet[4..8], &[0x21, 0x12, 0xA4, 0x42]);
             let found = packet.windows(ufrag.len().max(1)).any(|w| w == ufrag.as_bytes()) || ufrag.is_empty();

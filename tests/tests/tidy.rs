@@ -11,13 +11,17 @@
 //!   each table has one);
 //! - every key of a `KEYS` table has its row in the docs page, naming its environment variable and
 //!   the default the table gives (read from the tables themselves, not from their source text).
+//! - no import cycle between the files of a crate (`a.rs` using `crate::b` while `b.rs`, directly or
+//!   through others, uses `crate::a`): shared pieces move down into a file both use.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Program crates: their `src/` is held to the channel and `try_send` rules (test-support crates such
 /// as `tests/` and `browser-test/` are not programs).
 const PROGRAM_CRATES: &[&str] = &[
     "protocol",
+    "rtc",
     "participant",
     "sfu",
     "offloader",
@@ -34,19 +38,20 @@ const BOLLARD_EXCEPTIONS: &[(&str, &str)] = &[(
 )];
 
 /// Discarded `try_send` results still allowed, per file: how many, and why.
-const DISCARDED_TRY_SEND_EXCEPTIONS: &[(&str, usize, &str)] = &[
-    (
-        "sfu/src/negotiation.rs",
-        3,
-        "the SFU's peer-event handler; issue 16 item 2 replaces it with the shared WebRTC crate's, \
-         which counts its drops",
-    ),
-    (
-        "sfu/src/session.rs",
-        2,
-        "a session's last error reply to a client whose queue is full (SFU hardening work owns it)",
-    ),
-];
+const DISCARDED_TRY_SEND_EXCEPTIONS: &[(&str, usize, &str)] = &[(
+    "sfu/src/session.rs",
+    2,
+    "a session's last error reply to a client whose queue is full (SFU hardening work owns it)",
+)];
+
+/// Import cycles between files still allowed, per crate: the files of the cycle (sorted, as the
+/// rule prints them), and why.
+const IMPORT_CYCLE_EXCEPTIONS: &[(&str, &[&str], &str)] = &[(
+    "offloader",
+    &["auth.rs", "lib.rs", "runner.rs", "webhook.rs"],
+    "`AppState` and `now_ms` live in the crate root, which uses the modules that use them (issue 16 \
+     item 3: `AppState` leaves the crate root; the offloader work owns it)",
+)];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -336,6 +341,45 @@ fn the_tidy_rules_catch_what_they_are_for() {
         path_tokens("`router.rs` and `sfu/` but not `/ws`, `voice_<n>` or `calls-sfu`"),
         ["router.rs", "sfu/"]
     );
+    let files = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(file, code)| (file.to_string(), program_code(code)))
+            .collect()
+    };
+    // A cycle through a re-export of the crate root, one through a `use` group, one through
+    // `super::` and a three-file one; `$crate::` and comments are not imports.
+    let cyclic = files(&[
+        ("lib.rs", "mod a;\npub use a::Thing;\nfn f() {}"),
+        ("a.rs", "use crate::b::X;\npub struct Thing;"),
+        (
+            "b.rs",
+            "use crate::Thing;\n// crate::c::Y\nmacro_rules! m { () => { $crate::c::Z } }",
+        ),
+        ("c.rs", "use crate::{d, e::Q};"),
+        ("d.rs", "fn f() { super::c::g() }"),
+        ("e.rs", "use crate::f::R;"),
+        ("f.rs", "fn r() -> crate::e::Q { todo!() }"),
+        ("g/mod.rs", "use super::h::S;"),
+        ("h.rs", "use crate::g::T;"),
+    ]);
+    assert_eq!(
+        import_cycles(&cyclic),
+        [
+            vec!["a.rs", "b.rs"],
+            vec!["c.rs", "d.rs"],
+            vec!["e.rs", "f.rs"],
+            vec!["g/mod.rs", "h.rs"]
+        ]
+    );
+    let layered = files(&[
+        ("lib.rs", "pub use b::X;\nuse crate::a::A;"),
+        ("a.rs", "use crate::X;\nuse crate::b::{self, Y};"),
+        (
+            "b.rs",
+            "pub struct X;\n#[cfg(test)]\nmod tests { use crate::a::A; }",
+        ),
+    ]);
+    assert!(import_cycles(&layered).is_empty());
 }
 
 #[test]
@@ -403,5 +447,278 @@ fn every_config_key_has_its_docs_row() {
         missing.is_empty(),
         "config keys without their docs row:\n{}",
         missing.join("\n")
+    );
+}
+
+/// The module path of a file below a crate's `src/` (`a/b.rs` and `a/b/mod.rs` are `a::b`; `lib.rs`
+/// is the root).
+fn module_of(file: &str) -> Vec<String> {
+    let mut path: Vec<String> = file
+        .trim_end_matches(".rs")
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    if matches!(path.last().map(String::as_str), Some("mod" | "lib")) {
+        path.pop();
+    }
+    path
+}
+
+/// The paths `code` names through `crate::` or `super::`, each as its segments (the first is
+/// `crate` or `super`, repeated for `super::super::`); a `use` group gives one path per member.
+fn crate_paths(code: &str) -> Vec<Vec<String>> {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    for (at, keyword) in code
+        .match_indices("crate::")
+        .chain(code.match_indices("super::"))
+    {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| is_ident(c) || c == '$' || c == ':') {
+            continue;
+        }
+        let mut prefix = vec![keyword.trim_end_matches("::").to_owned()];
+        let mut rest = &code[at + keyword.len()..];
+        while let Some(after) = rest.strip_prefix("super::") {
+            prefix.push("super".to_owned());
+            rest = after;
+        }
+        collect_paths(prefix, rest, &mut found);
+    }
+    found
+}
+
+/// Adds to `found` the path `prefix` continued by the segments at the start of `rest` (a
+/// `{…}` group: one path per member).
+fn collect_paths(mut prefix: Vec<String>, mut rest: &str, found: &mut Vec<Vec<String>>) {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    loop {
+        rest = rest.trim_start();
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 1;
+            let end = group
+                .char_indices()
+                .find_map(|(i, c)| {
+                    depth += match c {
+                        '{' => 1,
+                        '}' => -1,
+                        _ => 0,
+                    };
+                    (depth == 0).then_some(i)
+                })
+                .unwrap_or(group.len());
+            let mut member_depth = 0;
+            let mut start = 0;
+            for (i, c) in group[..end].char_indices().chain([(end, ',')]) {
+                match c {
+                    '{' => member_depth += 1,
+                    '}' => member_depth -= 1,
+                    ',' if member_depth == 0 => {
+                        let member = group[start..i].trim();
+                        if member == "self" {
+                            found.push(prefix.clone());
+                        } else if !member.is_empty() {
+                            collect_paths(prefix.clone(), member, found);
+                        }
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let length = rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len());
+        if length == 0 {
+            break;
+        }
+        prefix.push(rest[..length].to_owned());
+        rest = &rest[length..];
+        match rest.strip_prefix("::") {
+            Some(after) => rest = after,
+            None => break,
+        }
+    }
+    if prefix
+        .iter()
+        .any(|segment| segment != "crate" && segment != "super")
+    {
+        found.push(prefix);
+    }
+}
+
+/// The file a path names: the module of the longest prefix that is a file; a name the crate root
+/// re-exports (`pub use a::Thing`) is the file that defines it.
+fn file_of(
+    path: &[String],
+    modules: &BTreeMap<Vec<String>, String>,
+    exports: &BTreeMap<String, String>,
+) -> Option<String> {
+    let (found, length) = (0..=path.len())
+        .rev()
+        .find_map(|n| modules.get(&path[..n]).map(|file| (file.clone(), n)))?;
+    if length == 0 {
+        if let Some(file) = path.first().and_then(|name| exports.get(name)) {
+            return Some(file.clone());
+        }
+    }
+    Some(found)
+}
+
+/// The import cycles among a crate's files (each `(file below src/, program code)`): every group of
+/// files that reach each other through `crate::`/`super::` paths, sorted.
+fn import_cycles(files: &[(String, String)]) -> Vec<Vec<String>> {
+    let modules: BTreeMap<Vec<String>, String> = files
+        .iter()
+        .map(|(file, _)| (module_of(file), file.clone()))
+        .collect();
+    // What the crate root re-exports, by name: `pub use a::b::{X, Y}`.
+    let root_code = files
+        .iter()
+        .find(|(file, _)| file == "lib.rs")
+        .map_or("", |(_, code)| code.as_str());
+    let mut exports = BTreeMap::new();
+    let mut reexports = Vec::new();
+    for (at, _) in root_code.match_indices("pub use ") {
+        let statement = &root_code[at..];
+        let statement = &statement[..statement.find(';').unwrap_or(statement.len())];
+        reexports.push(statement);
+        let used = statement["pub use ".len()..].trim();
+        let mut paths = Vec::new();
+        collect_paths(
+            vec!["crate".to_owned()],
+            used.strip_prefix("crate::").unwrap_or(used),
+            &mut paths,
+        );
+        for mut path in paths {
+            let name = path.last().cloned().unwrap_or_default();
+            path.remove(0);
+            if let Some(file) = file_of(&path, &modules, &BTreeMap::new()) {
+                if file != "lib.rs" {
+                    exports.insert(name, file);
+                }
+            }
+        }
+    }
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (file, code) in files {
+        let module = module_of(file);
+        // The crate root's re-exports are its interface, no imports of its own.
+        let mut code = code.clone();
+        if file == "lib.rs" {
+            for statement in &reexports {
+                code = code.replace(statement, "");
+            }
+        }
+        let targets = edges.entry(file.clone()).or_default();
+        for path in crate_paths(&code) {
+            let supers = path.iter().take_while(|s| *s == "super").count();
+            // `super` of `a/b.rs` and of `a/b/mod.rs` (both `a::b`) is `a`.
+            let mut absolute = match supers {
+                0 => Vec::new(),
+                _ => module[..module.len().saturating_sub(supers)].to_vec(),
+            };
+            absolute.extend(path.iter().skip(supers.max(1)).cloned());
+            if let Some(target) = file_of(&absolute, &modules, &exports) {
+                if &target != file {
+                    targets.insert(target);
+                }
+            }
+        }
+    }
+    strongly_connected(&edges)
+        .into_iter()
+        .filter(|group| group.len() > 1)
+        .collect()
+}
+
+/// The strongly connected components of `edges` (Tarjan), each sorted, in sorted order.
+fn strongly_connected(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    struct Search<'a> {
+        edges: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        groups: Vec<Vec<String>>,
+    }
+    impl<'a> Search<'a> {
+        fn visit(&mut self, node: &'a str) {
+            let order = self.index.len();
+            self.index.insert(node, order);
+            self.low.insert(node, order);
+            self.stack.push(node);
+            for next in self.edges.get(node).into_iter().flatten() {
+                let next = next.as_str();
+                if !self.index.contains_key(next) {
+                    self.visit(next);
+                    let low = self.low[node].min(self.low[next]);
+                    self.low.insert(node, low);
+                } else if self.stack.contains(&next) {
+                    let low = self.low[node].min(self.index[next]);
+                    self.low.insert(node, low);
+                }
+            }
+            if self.low[node] == self.index[node] {
+                let mut group = Vec::new();
+                while let Some(member) = self.stack.pop() {
+                    group.push(member.to_owned());
+                    if member == node {
+                        break;
+                    }
+                }
+                group.sort();
+                self.groups.push(group);
+            }
+        }
+    }
+    let mut search = Search {
+        edges,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        groups: Vec::new(),
+    };
+    for node in edges.keys() {
+        if !search.index.contains_key(node.as_str()) {
+            search.visit(node);
+        }
+    }
+    search.groups.sort();
+    search.groups
+}
+
+#[test]
+fn no_file_imports_one_that_imports_it_back() {
+    let root = root();
+    let mut cycles = Vec::new();
+    for krate in PROGRAM_CRATES
+        .iter()
+        .chain(&["tls", "browser-test", "tests"])
+    {
+        let src = format!("{krate}/src/");
+        let files: Vec<(String, String)> = files_under(&root, &src)
+            .into_iter()
+            .filter(|file| file.ends_with(".rs") && !file.ends_with("_tests.rs"))
+            .filter_map(|file| {
+                let inside = file.strip_prefix(&src)?.to_owned();
+                // Binaries are crates of their own; unit-test files only look back at their module.
+                let own_crate = inside.starts_with("bin/") || inside == "main.rs";
+                let test = inside.ends_with("tests.rs") || inside.contains("tests/");
+                (!own_crate && !test).then(|| (inside, program_code(&read(&root, &file))))
+            })
+            .collect();
+        for cycle in import_cycles(&files) {
+            let allowed = IMPORT_CYCLE_EXCEPTIONS
+                .iter()
+                .any(|(exception, members, _)| exception == krate && *members == cycle);
+            if !allowed {
+                cycles.push(format!("{krate}: {}", cycle.join(" <-> ")));
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "files that import each other (docs/ARCHITECTURE.md: move the shared piece down into a file \
+         both use):\n{}",
+        cycles.join("\n")
     );
 }

@@ -1,7 +1,9 @@
 //! Keyframe requests (PLI/FIR) reaching the application. webrtc 0.21 stops every inbound RTCP
 //! packet at the end of its interceptor chain unless an interceptor marks it
 //! `DeliverToApplication`; [`KeyframeRequestMarker`], registered last, marks exactly the keyframe
-//! requests, so a screen sharer can answer them with a keyframe.
+//! requests. Without it a receiver's PLI/FIR never reaches the SFU's feedback task, and a sharer
+//! that sends keyframes only on request (every browser) is never asked for one; the participant's
+//! screen share answers the requests it marks with a keyframe.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -15,7 +17,7 @@ use rtc::shared::error::Error;
 
 /// Chain position of the marker: after every built-in interceptor (the jitter buffer is 13 000),
 /// so they all see the whole of the inbound RTCP first.
-pub(crate) const MARKER_SLOT: usize = 14_000;
+const MARKER_SLOT: usize = 14_000;
 
 /// The slot to register [`KeyframeRequestMarker`] at.
 pub(crate) fn marker_slot() -> Slot {
@@ -78,4 +80,57 @@ impl Interceptor for KeyframeRequestMarker {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::shared::TransportContext;
+
+    fn read(
+        marker: &mut KeyframeRequestMarker,
+        packets: Vec<Box<dyn rtcp::Packet>>,
+    ) -> TaggedPacket {
+        marker
+            .handle_read(TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtcp(packets)),
+            })
+            .expect("the marker accepts every packet");
+        marker
+            .poll_read()
+            .expect("the marker passes every packet on")
+    }
+
+    #[test]
+    fn keyframe_requests_are_marked_for_the_application_and_reports_are_not() {
+        let mut marker = KeyframeRequestMarker::default();
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 42,
+        };
+        let out = read(
+            &mut marker,
+            vec![Box::new(ReceiverReport::default()), Box::new(pli)],
+        );
+        assert!(out.message.has(&Attribute::DeliverToApplication));
+        let Packet::Rtcp(kept) = &out.message.packet else {
+            panic!("rtcp stays rtcp");
+        };
+        assert_eq!(kept.len(), 1, "only the request is handed over");
+        assert!(kept[0].as_any().is::<PictureLossIndication>());
+
+        let out = read(&mut marker, vec![Box::new(ReceiverReport::default())]);
+        assert!(!out.message.has(&Attribute::DeliverToApplication));
+    }
+
+    #[test]
+    fn a_full_intra_request_asks_for_a_keyframe() {
+        let fir = FullIntraRequest::default();
+        assert!(is_keyframe_request(&fir));
+        assert!(!is_keyframe_request(&ReceiverReport::default()));
+    }
 }
