@@ -32,6 +32,21 @@ fn only_window(c: &mut Captioner, now_ms: u64, kind: WindowKind) -> Window {
     found.remove(0)
 }
 
+fn partial(stable: &str, tail: &str) -> PartialText {
+    PartialText {
+        stable: stable.into(),
+        tail: tail.into(),
+    }
+}
+
+/// The pause window among `handed`.
+fn pause_of(handed: &[Window]) -> &Window {
+    handed
+        .iter()
+        .find(|window| window.kind == WindowKind::Pause)
+        .expect("a pause window")
+}
+
 fn captions(c: &mut Captioner) -> Vec<LiveCaption> {
     std::iter::from_fn(|| c.poll_caption()).collect()
 }
@@ -350,25 +365,13 @@ fn new_audio_per_window_is_measured() {
 fn stable_words_need_two_agreeing_hypotheses_and_are_never_taken_back() {
     let mut s = Stabiliser::default();
     let shown = s.handle_hypothesis("the quick");
-    assert_eq!(
-        shown,
-        PartialText {
-            stable: "".into(),
-            tail: "the quick".into()
-        }
-    );
+    assert_eq!(shown, partial("", "the quick"));
     let shown = s.handle_hypothesis("the quick brown");
     assert_eq!(shown.stable, "the quick");
     assert_eq!(shown.tail, "brown");
     // The model rewrites a stable word: the partial keeps the stable words and shows no tail.
     let shown = s.handle_hypothesis("a quick brown fox");
-    assert_eq!(
-        shown,
-        PartialText {
-            stable: "the quick".into(),
-            tail: "".into()
-        }
-    );
+    assert_eq!(shown, partial("the quick", ""));
     // Back in agreement: punctuation and case do not count as a change; stable spelling stays.
     let shown = s.handle_hypothesis("The quick brown fox jumps");
     assert_eq!(shown.stable, "the quick");
@@ -435,10 +438,7 @@ fn a_pause_hands_out_the_final_s_audio_at_once_and_its_text_is_the_final() {
 fn a_pause_decode_still_running_when_the_utterance_ends_becomes_the_final() {
     let mut c = Captioner::new(LiveSettings::default());
     let handed = alice_speaks_then_pauses(&mut c);
-    let pause = handed
-        .iter()
-        .find(|window| window.kind == WindowKind::Pause)
-        .expect("a pause window");
+    let pause = pause_of(&handed);
     feed(&mut c, "a", 3200, 3600, false);
     assert!(
         windows(&mut c, 3600)
@@ -463,10 +463,7 @@ fn speech_after_a_pause_makes_its_text_a_partial_and_the_final_covers_everything
     for window in handed.iter().filter(|w| w.kind == WindowKind::Partial) {
         c.handle_result(window.id, "hello there", 3150);
     }
-    let pause = handed
-        .iter()
-        .find(|window| window.kind == WindowKind::Pause)
-        .expect("a pause window");
+    let pause = pause_of(&handed);
     c.handle_result(pause.id, "hello there everyone", 3250);
     // She goes on before the silence ended the utterance.
     feed(&mut c, "a", 3200, 4000, true);
@@ -507,10 +504,7 @@ fn speech_after_a_pause_makes_its_text_a_partial_and_the_final_covers_everything
 fn a_failed_pause_decode_leaves_the_final_its_own_window() {
     let mut c = Captioner::new(LiveSettings::default());
     let handed = alice_speaks_then_pauses(&mut c);
-    let pause = handed
-        .iter()
-        .find(|window| window.kind == WindowKind::Pause)
-        .expect("a pause window");
+    let pause = pause_of(&handed);
     c.handle_failure(pause.id);
     assert!(
         windows(&mut c, 3200)

@@ -347,70 +347,35 @@ impl TensorList<'_> {
     fn block(&mut self, side: &str, layer: i32, d: i32, a: i32) -> Result<(), String> {
         let src = format!("{side}/layer_{layer}");
         let dst = format!("{side}.blocks.{layer}");
+        // A variable of this layer, and a tensor name of this block.
+        let from = |part: &str| format!("{src}/{part}");
+        let to = |part: &str| format!("{dst}.{part}");
 
         // Self-attention: q, k, v fused in linear_0; the key has no bias (CTranslate2 stores zeros).
-        self.norm(
-            &format!("{src}/self_attention/layer_norm"),
-            &format!("{dst}.attn_ln"),
-            d,
-        )?;
+        self.norm(&from("self_attention/layer_norm"), &to("attn_ln"), d)?;
         let ([query, key, value], [query_bias, _, value_bias]) =
-            self.fused(&format!("{src}/self_attention/linear_0"), "q,k,v")?;
-        self.weight(&format!("{dst}.attn.query.weight"), query, d, d);
-        self.f32(&format!("{dst}.attn.query.bias"), query_bias, &[d]);
-        self.weight(&format!("{dst}.attn.key.weight"), key, d, d);
-        self.weight(&format!("{dst}.attn.value.weight"), value, d, d);
-        self.f32(&format!("{dst}.attn.value.bias"), value_bias, &[d]);
-        self.linear(
-            &format!("{src}/self_attention/linear_1"),
-            &format!("{dst}.attn.out"),
-            d,
-            d,
-        )?;
+            self.fused(&from("self_attention/linear_0"), "q,k,v")?;
+        self.weight(&to("attn.query.weight"), query, d, d);
+        self.f32(&to("attn.query.bias"), query_bias, &[d]);
+        self.weight(&to("attn.key.weight"), key, d, d);
+        self.weight(&to("attn.value.weight"), value, d, d);
+        self.f32(&to("attn.value.bias"), value_bias, &[d]);
+        self.linear(&from("self_attention/linear_1"), &to("attn.out"), d, d)?;
 
         if side == "decoder" {
             // Cross-attention: query in linear_0, k and v fused in linear_1, output in linear_2.
-            self.norm(
-                &format!("{src}/attention/layer_norm"),
-                &format!("{dst}.cross_attn_ln"),
-                d,
-            )?;
-            self.linear(
-                &format!("{src}/attention/linear_0"),
-                &format!("{dst}.cross_attn.query"),
-                d,
-                d,
-            )?;
-            let ([key, value], [_, value_bias]) =
-                self.fused(&format!("{src}/attention/linear_1"), "k,v")?;
-            self.weight(&format!("{dst}.cross_attn.key.weight"), key, d, a);
-            self.weight(&format!("{dst}.cross_attn.value.weight"), value, d, a);
-            self.f32(&format!("{dst}.cross_attn.value.bias"), value_bias, &[d]);
-            self.linear(
-                &format!("{src}/attention/linear_2"),
-                &format!("{dst}.cross_attn.out"),
-                d,
-                d,
-            )?;
+            self.norm(&from("attention/layer_norm"), &to("cross_attn_ln"), d)?;
+            self.linear(&from("attention/linear_0"), &to("cross_attn.query"), d, d)?;
+            let ([key, value], [_, value_bias]) = self.fused(&from("attention/linear_1"), "k,v")?;
+            self.weight(&to("cross_attn.key.weight"), key, d, a);
+            self.weight(&to("cross_attn.value.weight"), value, d, a);
+            self.f32(&to("cross_attn.value.bias"), value_bias, &[d]);
+            self.linear(&from("attention/linear_2"), &to("cross_attn.out"), d, d)?;
         }
 
-        self.norm(
-            &format!("{src}/ffn/layer_norm"),
-            &format!("{dst}.mlp_ln"),
-            d,
-        )?;
-        self.linear(
-            &format!("{src}/ffn/linear_0"),
-            &format!("{dst}.mlp.0"),
-            4 * d,
-            d,
-        )?;
-        self.linear(
-            &format!("{src}/ffn/linear_1"),
-            &format!("{dst}.mlp.2"),
-            d,
-            4 * d,
-        )
+        self.norm(&from("ffn/layer_norm"), &to("mlp_ln"), d)?;
+        self.linear(&from("ffn/linear_0"), &to("mlp.0"), 4 * d, d)?;
+        self.linear(&from("ffn/linear_1"), &to("mlp.2"), d, 4 * d)
     }
 }
 
