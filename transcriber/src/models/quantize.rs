@@ -105,12 +105,19 @@ pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// `values` in blocks of [`BLOCK`], the last one padded with zeros.
+fn padded_blocks(values: &[f32]) -> impl Iterator<Item = [f32; BLOCK]> + '_ {
+    values.chunks(BLOCK).map(|block| {
+        let mut padded = [0.0f32; BLOCK];
+        padded[..block.len()].copy_from_slice(block);
+        padded
+    })
+}
+
 /// `q5_0` blocks; a trailing partial block is padded with zeros.
 pub fn quantize_q5_0(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len().div_ceil(BLOCK) * 22);
-    for block in values.chunks(BLOCK) {
-        let mut padded = [0.0f32; BLOCK];
-        padded[..block.len()].copy_from_slice(block);
+    for padded in padded_blocks(values) {
         let mut amax = 0.0f32;
         let mut max = 0.0f32;
         for v in padded {
@@ -141,9 +148,7 @@ pub fn quantize_q5_0(values: &[f32]) -> Vec<u8> {
 /// `q4_0` blocks; a trailing partial block is padded with zeros.
 pub fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len().div_ceil(BLOCK) * 18);
-    for block in values.chunks(BLOCK) {
-        let mut padded = [0.0f32; BLOCK];
-        padded[..block.len()].copy_from_slice(block);
+    for padded in padded_blocks(values) {
         let extreme = padded
             .iter()
             .fold(0.0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
