@@ -324,40 +324,52 @@ impl Mp4Writer {
     }
 
     fn drain_video(&mut self) -> Result<()> {
-        let stream_time_base = self.stream_time_base(self.video_stream)?;
-        let mut packet = Packet::empty();
-        while receive(self.video.receive_packet(&mut packet), "encoding video")? {
-            if packet.duration() == 0 {
-                packet.set_duration(1);
-            }
-            packet.set_stream(self.video_stream);
-            packet.rescale_ts(self.video_time_base, stream_time_base);
-            packet
-                .write_interleaved(&mut self.output)
-                .map_err(Error::ffmpeg("writing video"))?;
-        }
-        Ok(())
+        // A video packet the encoder left without a duration lasts one tick.
+        let stream = (self.video_stream, self.video_time_base, Some(1));
+        drain(
+            &mut self.video,
+            &mut self.output,
+            stream,
+            ["encoding video", "writing video"],
+        )
     }
 
     fn drain_audio(&mut self) -> Result<()> {
-        let stream_time_base = self.stream_time_base(self.audio_stream)?;
-        let mut packet = Packet::empty();
-        while receive(self.audio.receive_packet(&mut packet), "encoding audio")? {
-            packet.set_stream(self.audio_stream);
-            packet.rescale_ts(self.audio_time_base, stream_time_base);
-            packet
-                .write_interleaved(&mut self.output)
-                .map_err(Error::ffmpeg("writing audio"))?;
-        }
-        Ok(())
+        let stream = (self.audio_stream, self.audio_time_base, None);
+        drain(
+            &mut self.audio,
+            &mut self.output,
+            stream,
+            ["encoding audio", "writing audio"],
+        )
     }
+}
 
-    fn stream_time_base(&self, index: usize) -> Result<Rational> {
-        self.output
-            .stream(index)
-            .map(|stream| stream.time_base())
-            .ok_or(Error::EncoderState("stream vanished from the output"))
+/// Writes every packet `encoder` has ready into `output` as stream `index`, its times rescaled from the
+/// encoder's `time_base` to the stream's; a packet without a duration gets `default_duration`, if any.
+/// `encoding` and `writing` name the two steps in errors.
+fn drain(
+    encoder: &mut encoder::Encoder,
+    output: &mut format::context::Output,
+    (index, time_base, default_duration): (usize, Rational, Option<i64>),
+    [encoding, writing]: [&'static str; 2],
+) -> Result<()> {
+    let stream_time_base = output
+        .stream(index)
+        .map(|stream| stream.time_base())
+        .ok_or(Error::EncoderState("stream vanished from the output"))?;
+    let mut packet = Packet::empty();
+    while receive(encoder.receive_packet(&mut packet), encoding)? {
+        if let (0, Some(duration)) = (packet.duration(), default_duration) {
+            packet.set_duration(duration);
+        }
+        packet.set_stream(index);
+        packet.rescale_ts(time_base, stream_time_base);
+        packet
+            .write_interleaved(output)
+            .map_err(Error::ffmpeg(writing))?;
     }
+    Ok(())
 }
 
 /// Turns `receive_packet`'s result into "got a packet" / "nothing more for now" / a real error.
