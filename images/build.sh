@@ -113,10 +113,31 @@ transcriber_model_files() {
     done
 }
 
+# up_to_date NAME INPUT: true (and says so) when calls-NAME:$tag was built from INPUT (its `calls.build.input` label).
+up_to_date() {
+    local current
+    current="$(docker image inspect -f '{{index .Config.Labels "calls.build.input"}}' "calls-$1:$tag" 2>/dev/null || true)"
+    [[ "$current" == "$2" ]] || return 1
+    log "calls-$1:$tag is up to date"
+}
+
+# build_from NAME INPUT CTX [DOCKER BUILD ARGS...]: builds calls-NAME:$tag on $base from the context CTX (removed
+# afterwards), labelled with INPUT, and drops the image it replaced (kept if a container still uses it).
+build_from() {
+    local name="$1" input="$2" ctx="$3" previous
+    shift 3
+    previous="$(docker image inspect -f '{{.Id}}' "calls-$name:$tag" 2>/dev/null || true)"
+    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" "$@" --label "calls.build.input=$input" -t "calls-$name:$tag" "$ctx" 2> >(grep -vE 'DEPRECATED|BuildKit is currently disabled|environment-variable|^$' >&2) >/dev/null
+    rm -rf "$ctx"
+    if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "calls-$name:$tag")" ]]; then
+        docker rmi "$previous" >/dev/null 2>&1 || true
+    fi
+}
+
 # build_image NAME BINARY DOCKERFILE: a context holding only the Dockerfile and the binary (and, for the
 # transcriber, its models).
 build_image() {
-    local name="$1" binary="$2" dockerfile="$3" ctx input current packages models=()
+    local name="$1" binary="$2" dockerfile="$3" ctx input packages models=()
     packages="$(runtime_packages "$bin_dir/$binary")"
     if [[ "$name" == transcriber ]]; then
         local listed
@@ -126,49 +147,29 @@ build_image() {
     # Skip the build when the image was made from this very binary, Dockerfile, base and models (hashed by
     # name and size: a model file is large and never rewritten in place).
     input="$(cat "$bin_dir/$binary" "$here/$dockerfile" <(docker image inspect -f '{{.Id}}' "$base"; echo "$packages"; for f in "${models[@]}"; do stat -c '%n %s %Y' "$f"; done) | sha256sum | cut -c1-32)"
-    current="$(docker image inspect -f '{{index .Config.Labels "calls.build.input"}}' "calls-$name:$tag" 2>/dev/null || true)"
-    if [[ "$current" == "$input" ]]; then
-        log "calls-$name:$tag is up to date"
-        return
-    fi
+    up_to_date "$name" "$input" && return
     ctx="$(mktemp -d)"
     cleanup_dirs+=("$ctx")
     cp "$here/$dockerfile" "$ctx/Dockerfile"
     cp "$bin_dir/$binary" "$ctx/$binary"
     mkdir -p "$ctx/models"
     for f in "${models[@]}"; do cp "$f" "$ctx/models/"; done
-    local previous
-    previous="$(docker image inspect -f '{{.Id}}' "calls-$name:$tag" 2>/dev/null || true)"
     log "building calls-$name:$tag from $bin_dir/$binary${packages:+ with $packages}"
     # An empty list leaves the Dockerfile's default (the recorder's lists its FFmpeg libraries).
-    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" ${packages:+--build-arg "RUNTIME_PACKAGES=$packages"} --label "calls.build.input=$input" -t "calls-$name:$tag" "$ctx" 2> >(grep -vE 'DEPRECATED|BuildKit is currently disabled|environment-variable|^$' >&2) >/dev/null
-    rm -rf "$ctx"
-    # Drop the image this build replaced (kept if a container still uses it).
-    if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "calls-$name:$tag")" ]]; then
-        docker rmi "$previous" >/dev/null 2>&1 || true
-    fi
+    build_from "$name" "$input" "$ctx" ${packages:+--build-arg "RUNTIME_PACKAGES=$packages"}
 }
 
 # build_package_image NAME: an image of Debian packages only (coturn): rebuilt when its Dockerfile or the base
 # changes.
 build_package_image() {
-    local name="$1" input current ctx previous
+    local name="$1" input ctx
     input="$(cat "$here/$name.Dockerfile" <(docker image inspect -f '{{.Id}}' "$base") | sha256sum | cut -c1-32)"
-    current="$(docker image inspect -f '{{index .Config.Labels "calls.build.input"}}' "calls-$name:$tag" 2>/dev/null || true)"
-    if [[ "$current" == "$input" ]]; then
-        log "calls-$name:$tag is up to date"
-        return
-    fi
+    up_to_date "$name" "$input" && return
     ctx="$(mktemp -d)"
     cleanup_dirs+=("$ctx")
     cp "$here/$name.Dockerfile" "$ctx/Dockerfile"
-    previous="$(docker image inspect -f '{{.Id}}' "calls-$name:$tag" 2>/dev/null || true)"
     log "building calls-$name:$tag (Debian's $name)"
-    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" --label "calls.build.input=$input" -t "calls-$name:$tag" "$ctx" 2> >(grep -vE 'DEPRECATED|BuildKit is currently disabled|environment-variable|^$' >&2) >/dev/null
-    rm -rf "$ctx"
-    if [[ -n "$previous" && "$previous" != "$(docker image inspect -f '{{.Id}}' "calls-$name:$tag")" ]]; then
-        docker rmi "$previous" >/dev/null 2>&1 || true
-    fi
+    build_from "$name" "$input" "$ctx"
 }
 
 declare -A binary_of=( [sfu]=calls-sfu [offloader]=calls-offloader [test-job]=calls-test-job [recorder]=calls-recorder [transcriber]=calls-transcriber )

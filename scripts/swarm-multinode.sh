@@ -122,6 +122,28 @@ api -X POST "$base_url/register" -d '{"clientID":"multinode","authKey":"multinod
 auth="$(curl -fsS -X POST "$base_url/login" -H 'Content-Type: application/json' \
     -d '{"clientID":"multinode","authKey":"multinode-key-0123456789abcdefghij"}' | jq -r ".token // .bearerToken")"
 
+# Polls job $1 until it reaches a final state (at most $2 tries, half a second apart); prints the last state seen.
+wait_final() {
+    local state=""
+    for _ in $(seq 1 "$2"); do
+        state="$(api "$base_url/jobs/$1" | jq -r .state)"
+        [[ "$state" == succeeded || "$state" == failed || "$state" == cancelled ]] && break
+        sleep 0.5
+    done
+    echo "$state"
+}
+# Submits three recording jobs that sleep $1 seconds; prints their ids, one a line.
+submit_sleepers() {
+    for _ in 1 2 3; do
+        api -X POST "$base_url/jobs" -d "{\"type\":\"recording\",\"input_data\":{\"behaviour\":\"sleep\",\"sleep_seconds\":$1}}" | jq -r .id
+    done
+}
+# Waits (up to a minute) until job $1 runs; prints the node its task runs on.
+node_of_running() {
+    for _ in $(seq 1 120); do [[ "$(api "$base_url/jobs/$1" | jq -r .state)" == running ]] && break; sleep 0.5; done
+    docker -H "$(node_host 1)" service ps --format '{{.Node}}' "calls-recording-$1" | head -1
+}
+
 echo "--- POST /jobs/init (which node has which image)"
 api -X POST "$base_url/jobs/init" -d '{}' | jq -c '.nodes[] | {node, present, missing}'
 
@@ -156,11 +178,7 @@ nodes_used="$(echo "$tasks" | awk -F'\t' 'NF>1 {print $2}' | sort -u | wc -l)"
 echo "--- final states"
 ok=1
 for id in "${!expected[@]}"; do
-    for _ in $(seq 1 240); do
-        state="$(api "$base_url/jobs/$id" | jq -r .state)"
-        [[ "$state" == succeeded || "$state" == failed || "$state" == cancelled ]] && break
-        sleep 0.5
-    done
+    state="$(wait_final "$id" 240)"
     job="$(api "$base_url/jobs/$id")"
     latency=$(( $(jq .started_at <<<"$job") - $(jq .created_at <<<"$job") ))
     echo "$latency" >> "$workdir/latencies"
@@ -181,23 +199,13 @@ if grep -q panicked "$workdir/offloader.log"; then echo "the offloader panicked"
 # far, removes the service and Swarm stops the container with the same grace period: the exit code and the lines
 # printed after the stop are lost (docs/offloader.md).
 echo "--- stops (POST /jobs/{id}/stop while running)"
-stop_ids=()
-for _ in 1 2 3; do
-    stop_ids+=("$(api -X POST "$base_url/jobs" -d '{"type":"recording","input_data":{"behaviour":"sleep","sleep_seconds":60}}' | jq -r .id)")
-done
+mapfile -t stop_ids < <(submit_sleepers 60)
 declare -A stop_node
-for id in "${stop_ids[@]}"; do
-    for _ in $(seq 1 120); do [[ "$(api "$base_url/jobs/$id" | jq -r .state)" == running ]] && break; sleep 0.5; done
-    stop_node[$id]="$(docker -H "$(node_host 1)" service ps --format '{{.Node}}' "calls-recording-$id" | head -1)"
-done
+for id in "${stop_ids[@]}"; do stop_node[$id]="$(node_of_running "$id")"; done
 sleep 2  # the jobs install their SIGTERM handler right after they start
 for id in "${stop_ids[@]}"; do api -X POST "$base_url/jobs/$id/stop" >/dev/null; done
 for id in "${stop_ids[@]}"; do
-    for _ in $(seq 1 120); do
-        state="$(api "$base_url/jobs/$id" | jq -r .state)"
-        [[ "$state" == cancelled || "$state" == failed || "$state" == succeeded ]] && break
-        sleep 0.5
-    done
+    state="$(wait_final "$id" 120)"
     job="$(api "$base_url/jobs/$id")"
     job_log="$(api "$base_url/jobs/$id/logs")"
     sigterm="$(grep -c 'received SIGTERM' <<<"$job_log" || true)"
@@ -209,15 +217,9 @@ done
 # 9. kill -9 while jobs run on every node: three jobs of 10 s; the offloader is killed once they run, they end
 # while it is down, and the restarted offloader (same store) reconciles them from the services' task states.
 echo "--- kill -9 and restart while jobs run"
-crash_ids=()
-for _ in 1 2 3; do
-    crash_ids+=("$(api -X POST "$base_url/jobs" -d '{"type":"recording","input_data":{"behaviour":"sleep","sleep_seconds":10}}' | jq -r .id)")
-done
+mapfile -t crash_ids < <(submit_sleepers 10)
 declare -A crash_node
-for id in "${crash_ids[@]}"; do
-    for _ in $(seq 1 120); do [[ "$(api "$base_url/jobs/$id" | jq -r .state)" == running ]] && break; sleep 0.5; done
-    crash_node[$id]="$(docker -H "$(node_host 1)" service ps --format '{{.Node}}' "calls-recording-$id" | head -1)"
-done
+for id in "${crash_ids[@]}"; do crash_node[$id]="$(node_of_running "$id")"; done
 kill -9 "$offloader_pid"; wait "$offloader_pid" 2>/dev/null || true
 log "offloader killed; waiting for the jobs to end while it is down"
 for _ in $(seq 1 60); do
@@ -232,11 +234,7 @@ done
 start_offloader
 log "offloader restarted"
 for id in "${crash_ids[@]}"; do
-    for _ in $(seq 1 60); do
-        state="$(api "$base_url/jobs/$id" | jq -r .state)"
-        [[ "$state" == succeeded || "$state" == failed || "$state" == cancelled ]] && break
-        sleep 0.5
-    done
+    state="$(wait_final "$id" 60)"
     left="$(docker -H "$(node_host 1)" service ls -q --filter "name=calls-recording-$id" | wc -l)"
     printf '%s on %s: %s after the restart, exit %s, its service left: %s\n' "$id" "${crash_node[$id]}" "$state" \
         "$(api "$base_url/jobs/$id" | jq -r .exit_code)" "$left"

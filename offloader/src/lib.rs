@@ -30,6 +30,7 @@ pub mod scheduler;
 pub(crate) mod serve;
 pub(crate) mod state;
 pub(crate) mod store;
+mod time;
 pub(crate) mod view;
 pub mod webhook;
 
@@ -37,15 +38,9 @@ pub use api::router;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use state::AppState;
+pub use time::now_ms;
 
 use crate::runner::Runner;
-
-/// Milliseconds since the Unix epoch (the store's and the API's time unit).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Runs the offloader until SIGINT/SIGTERM: connects to Docker, opens the store, reconciles,
 /// starts the runner and serves the API. Jobs keep running in their containers when the

@@ -7,47 +7,16 @@
 //! it announces (`starting` before create, `stopping` before SIGTERM, the final state before the
 //! container is removed), so a `kill -9` at any point leaves a store that `reconcile` can repair.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use calls_protocol::jobs::JobState;
-use tokio::sync::Notify;
 
 use crate::backend::{self, CreateError, JobBackend};
 use crate::error::Result;
 use crate::scheduler::{self, Action, ContainerStatus, ExitFacts, RecordView};
 use crate::store::{StopReason, ACTIVE};
 use crate::{auth, files, now_ms, AppState};
-
-/// How the API talks to the runner: wake the dispatcher, ask a job's watcher to stop.
-#[derive(Clone, Default)]
-pub struct RunnerHandle {
-    wake: Arc<Notify>,
-    stops: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
-}
-
-impl RunnerHandle {
-    /// A queued job or a free slot appeared.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// The job is persisted as `stopping`: its watcher sends SIGTERM (now or when it starts).
-    pub fn request_stop(&self, job_id: &str) {
-        self.stop_signal(job_id).notify_one();
-    }
-
-    fn stop_signal(&self, job_id: &str) -> Arc<Notify> {
-        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
-        stops.entry(job_id.to_string()).or_default().clone()
-    }
-
-    fn forget(&self, job_id: &str) {
-        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
-        stops.remove(job_id);
-    }
-}
 
 /// Removes a final job for good: its container (if kept), logs, artifacts and record.
 pub async fn purge_job(app: &AppState, job: &crate::store::JobRecord) -> Result<()> {

@@ -1,12 +1,14 @@
 //! [`AppState`]: what every request handler and the runner share (config, store, metrics,
 //! webhooks, key verification, the runner's handle, upload quotas and the job backend).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use crate::auth::keys::KeyVerifier;
 use crate::backend::JobBackend;
 use crate::metrics::Metrics;
-use crate::runner::RunnerHandle;
 use crate::store::Store;
 use crate::webhook::Webhooks;
 use crate::{quota, Config, Result};
@@ -59,5 +61,34 @@ impl AppState {
             Ok(None) => {}
             Err(error) => tracing::error!(job_id, %error, "could not reload job for webhook"),
         }
+    }
+}
+
+/// How the API talks to the runner: wake the dispatcher, ask a job's watcher to stop.
+#[derive(Clone, Default)]
+pub struct RunnerHandle {
+    pub(crate) wake: Arc<Notify>,
+    stops: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+}
+
+impl RunnerHandle {
+    /// A queued job or a free slot appeared.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The job is persisted as `stopping`: its watcher sends SIGTERM (now or when it starts).
+    pub fn request_stop(&self, job_id: &str) {
+        self.stop_signal(job_id).notify_one();
+    }
+
+    pub(crate) fn stop_signal(&self, job_id: &str) -> Arc<Notify> {
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops.entry(job_id.to_string()).or_default().clone()
+    }
+
+    pub(crate) fn forget(&self, job_id: &str) {
+        let mut stops = self.stops.lock().unwrap_or_else(|p| p.into_inner());
+        stops.remove(job_id);
     }
 }

@@ -29,18 +29,10 @@ use crate::frame::{I420Frame, Yuv};
 pub const MAX_NAME_CHARS: usize = 40;
 
 /// A tile's fill, a step lighter than the background (about RGB 52, 58, 74).
-pub const TILE: Yuv = Yuv {
-    y: 66,
-    u: 136,
-    v: 124,
-};
+pub const TILE: Yuv = Yuv::new(66, 136, 124);
 
 /// The speaking highlight (about RGB 46, 204, 113): a green that stands out from the slate in luma and chroma.
-pub const HIGHLIGHT: Yuv = Yuv {
-    y: 142,
-    u: 111,
-    v: 65,
-};
+pub const HIGHLIGHT: Yuv = Yuv::new(142, 111, 65);
 
 /// One person on the backdrop.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,16 +2,8 @@
 
 use super::*;
 
-const RED: Yuv = Yuv {
-    y: 81,
-    u: 90,
-    v: 240,
-};
-const GREEN: Yuv = Yuv {
-    y: 145,
-    u: 54,
-    v: 34,
-};
+const RED: Yuv = Yuv::new(81, 90, 240);
+const GREEN: Yuv = Yuv::new(145, 54, 34);
 
 fn config() -> CompositorConfig {
     CompositorConfig {

@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next::{codec, encoder, format, frame, ChannelLayout, Dictionary, Packet, Rational};
+use ffmpeg_next::{
+    codec, encoder, format, frame, ChannelLayout, Codec, Dictionary, Packet, Rational,
+};
 
 use crate::compositor::copy_into_ffmpeg;
 use crate::error::{Error, Result};
@@ -56,22 +58,98 @@ pub struct Mp4Writer {
     audio_samples_received: u64,
 }
 
+/// libx264 prints pages of statistics at info level; warnings and errors still reach stderr (unless the
+/// caller chose a quieter level already).
+fn quiet_info_logs() {
+    use ffmpeg_next::log::Level;
+    if ffmpeg_next::log::get_level().is_ok_and(|level| {
+        matches!(
+            level,
+            Level::Info | Level::Verbose | Level::Debug | Level::Trace
+        )
+    }) {
+        ffmpeg_next::log::set_level(Level::Warning);
+    }
+}
+
+/// Opens libx264 for `profile` at `fps` (time base `1/fps`): yuv420p, the profile's size, bitrate and
+/// preset, keyframes by media time.
+fn open_video(profile: &Profile, fps: i32, global_header: bool) -> Result<(Codec, encoder::Video)> {
+    let x264 = encoder::find_by_name("libx264").ok_or(Error::EncoderMissing("libx264"))?;
+    let mut video = codec::context::Context::new_with_codec(x264)
+        .encoder()
+        .video()
+        .map_err(Error::ffmpeg("preparing libx264"))?;
+    video.set_width(profile.width);
+    video.set_height(profile.height);
+    video.set_format(format::Pixel::YUV420P);
+    video.set_time_base(Rational(1, fps));
+    video.set_frame_rate(Some(Rational(fps, 1)));
+    video.set_bit_rate(profile.video_bitrate_kbps as usize * 1000);
+    video.set_gop(profile.keyframe_interval());
+    if global_header {
+        video.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    let mut x264_options = Dictionary::new();
+    x264_options.set("preset", profile.preset.as_str());
+    // x264 would size its thread pool (and its frame buffers) from the host's cores; a job container usually
+    // gets a slice of a big host, so follow the CPUs this process may use (cgroup-aware), capped at 4.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    x264_options.set("threads", &threads.to_string());
+    // Keyframes at least every two seconds, even on a still screen, so seeking and cut files work: placed by
+    // media time in `write_video`, the frame-count limit here is only a backstop. No B-frames: with a
+    // variable frame rate their reordering would shift decode times by the gaps between frames, and the
+    // MP4's video track would end early by as much (its length follows decode times).
+    x264_options.set(
+        "x264-params",
+        &format!(
+            "keyint={0}:min-keyint={0}:scenecut=0:bframes=0",
+            profile.keyframe_interval()
+        ),
+    );
+    let video = video
+        .open_with(x264_options)
+        .map_err(Error::ffmpeg("opening libx264"))?;
+    Ok((x264, video))
+}
+
+/// Opens FFmpeg's AAC encoder for `profile`: mono, 48 kHz, planar f32.
+fn open_audio(
+    profile: &Profile,
+    time_base: Rational,
+    global_header: bool,
+) -> Result<(Codec, encoder::Audio)> {
+    let aac = encoder::find_by_name("aac").ok_or(Error::EncoderMissing("aac"))?;
+    let mut audio = codec::context::Context::new_with_codec(aac)
+        .encoder()
+        .audio()
+        .map_err(Error::ffmpeg("preparing aac"))?;
+    audio.set_rate(AUDIO_SAMPLE_RATE as i32);
+    audio.set_channel_layout(ChannelLayout::MONO);
+    audio.set_channels(1);
+    audio.set_format(format::Sample::F32(format::sample::Type::Planar));
+    audio.set_bit_rate(profile.audio_bitrate_kbps as usize * 1000);
+    audio.set_time_base(time_base);
+    if global_header {
+        audio.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    // The "fast" coder costs a third of the default "twoloop" (0.5 against 1.7 CPU-s per minute of speech
+    // here) and keeps the waveform closer to the voice (32 against 23 dB SNR on espeak speech at 64 kbit/s);
+    // the default spends its time on perceptual noise substitution a voice recording does not need.
+    let mut aac_options = Dictionary::new();
+    aac_options.set("aac_coder", "fast");
+    let audio = audio
+        .open_with(aac_options)
+        .map_err(Error::ffmpeg("opening aac"))?;
+    Ok((aac, audio))
+}
+
 impl Mp4Writer {
     /// Creates (or truncates) `path` and writes the MP4 header for `profile`.
     pub fn create(path: &Path, profile: &Profile) -> Result<Mp4Writer> {
         profile.validate()?;
         ffmpeg_next::init().map_err(Error::ffmpeg("initialising"))?;
-        // libx264 prints pages of statistics at info level; warnings and errors still reach stderr (unless the
-        // caller chose a quieter level already).
-        use ffmpeg_next::log::Level;
-        if ffmpeg_next::log::get_level().is_ok_and(|level| {
-            matches!(
-                level,
-                Level::Info | Level::Verbose | Level::Debug | Level::Trace
-            )
-        }) {
-            ffmpeg_next::log::set_level(ffmpeg_next::log::Level::Warning);
-        }
+        quiet_info_logs();
         let mut output =
             format::output_as(&path, "mp4").map_err(Error::ffmpeg("creating the mp4 file"))?;
         let global_header = output
@@ -81,65 +159,8 @@ impl Mp4Writer {
         let fps = i32::try_from(profile.fps).map_err(|_| Error::setting("FPS", "too large"))?;
         let video_time_base = Rational(1, fps);
         let audio_time_base = Rational(1, AUDIO_SAMPLE_RATE as i32);
-
-        let x264 = encoder::find_by_name("libx264").ok_or(Error::EncoderMissing("libx264"))?;
-        let mut video = codec::context::Context::new_with_codec(x264)
-            .encoder()
-            .video()
-            .map_err(Error::ffmpeg("preparing libx264"))?;
-        video.set_width(profile.width);
-        video.set_height(profile.height);
-        video.set_format(format::Pixel::YUV420P);
-        video.set_time_base(video_time_base);
-        video.set_frame_rate(Some(Rational(fps, 1)));
-        video.set_bit_rate(profile.video_bitrate_kbps as usize * 1000);
-        video.set_gop(profile.keyframe_interval());
-        if global_header {
-            video.set_flags(codec::Flags::GLOBAL_HEADER);
-        }
-        let mut x264_options = Dictionary::new();
-        x264_options.set("preset", profile.preset.as_str());
-        // x264 would size its thread pool (and its frame buffers) from the host's cores; a job container usually
-        // gets a slice of a big host, so follow the CPUs this process may use (cgroup-aware), capped at 4.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        x264_options.set("threads", &threads.to_string());
-        // Keyframes at least every two seconds, even on a still screen, so seeking and cut files work: placed by
-        // media time in `write_video`, the frame-count limit here is only a backstop. No B-frames: with a
-        // variable frame rate their reordering would shift decode times by the gaps between frames, and the
-        // MP4's video track would end early by as much (its length follows decode times).
-        x264_options.set(
-            "x264-params",
-            &format!(
-                "keyint={0}:min-keyint={0}:scenecut=0:bframes=0",
-                profile.keyframe_interval()
-            ),
-        );
-        let video = video
-            .open_with(x264_options)
-            .map_err(Error::ffmpeg("opening libx264"))?;
-
-        let aac = encoder::find_by_name("aac").ok_or(Error::EncoderMissing("aac"))?;
-        let mut audio = codec::context::Context::new_with_codec(aac)
-            .encoder()
-            .audio()
-            .map_err(Error::ffmpeg("preparing aac"))?;
-        audio.set_rate(AUDIO_SAMPLE_RATE as i32);
-        audio.set_channel_layout(ChannelLayout::MONO);
-        audio.set_channels(1);
-        audio.set_format(format::Sample::F32(format::sample::Type::Planar));
-        audio.set_bit_rate(profile.audio_bitrate_kbps as usize * 1000);
-        audio.set_time_base(audio_time_base);
-        if global_header {
-            audio.set_flags(codec::Flags::GLOBAL_HEADER);
-        }
-        // The "fast" coder costs a third of the default "twoloop" (0.5 against 1.7 CPU-s per minute of speech
-        // here) and keeps the waveform closer to the voice (32 against 23 dB SNR on espeak speech at 64 kbit/s);
-        // the default spends its time on perceptual noise substitution a voice recording does not need.
-        let mut aac_options = Dictionary::new();
-        aac_options.set("aac_coder", "fast");
-        let audio = audio
-            .open_with(aac_options)
-            .map_err(Error::ffmpeg("opening aac"))?;
+        let (x264, video) = open_video(profile, fps, global_header)?;
+        let (aac, audio) = open_audio(profile, audio_time_base, global_header)?;
         let audio_frame_size = match audio.frame_size() {
             0 => 1024,
             size => size as usize,
@@ -303,40 +324,52 @@ impl Mp4Writer {
     }
 
     fn drain_video(&mut self) -> Result<()> {
-        let stream_time_base = self.stream_time_base(self.video_stream)?;
-        let mut packet = Packet::empty();
-        while receive(self.video.receive_packet(&mut packet), "encoding video")? {
-            if packet.duration() == 0 {
-                packet.set_duration(1);
-            }
-            packet.set_stream(self.video_stream);
-            packet.rescale_ts(self.video_time_base, stream_time_base);
-            packet
-                .write_interleaved(&mut self.output)
-                .map_err(Error::ffmpeg("writing video"))?;
-        }
-        Ok(())
+        // A video packet the encoder left without a duration lasts one tick.
+        let stream = (self.video_stream, self.video_time_base, Some(1));
+        drain(
+            &mut self.video,
+            &mut self.output,
+            stream,
+            ["encoding video", "writing video"],
+        )
     }
 
     fn drain_audio(&mut self) -> Result<()> {
-        let stream_time_base = self.stream_time_base(self.audio_stream)?;
-        let mut packet = Packet::empty();
-        while receive(self.audio.receive_packet(&mut packet), "encoding audio")? {
-            packet.set_stream(self.audio_stream);
-            packet.rescale_ts(self.audio_time_base, stream_time_base);
-            packet
-                .write_interleaved(&mut self.output)
-                .map_err(Error::ffmpeg("writing audio"))?;
-        }
-        Ok(())
+        let stream = (self.audio_stream, self.audio_time_base, None);
+        drain(
+            &mut self.audio,
+            &mut self.output,
+            stream,
+            ["encoding audio", "writing audio"],
+        )
     }
+}
 
-    fn stream_time_base(&self, index: usize) -> Result<Rational> {
-        self.output
-            .stream(index)
-            .map(|stream| stream.time_base())
-            .ok_or(Error::EncoderState("stream vanished from the output"))
+/// Writes every packet `encoder` has ready into `output` as stream `index`, its times rescaled from the
+/// encoder's `time_base` to the stream's; a packet without a duration gets `default_duration`, if any.
+/// `encoding` and `writing` name the two steps in errors.
+fn drain(
+    encoder: &mut encoder::Encoder,
+    output: &mut format::context::Output,
+    (index, time_base, default_duration): (usize, Rational, Option<i64>),
+    [encoding, writing]: [&'static str; 2],
+) -> Result<()> {
+    let stream_time_base = output
+        .stream(index)
+        .map(|stream| stream.time_base())
+        .ok_or(Error::EncoderState("stream vanished from the output"))?;
+    let mut packet = Packet::empty();
+    while receive(encoder.receive_packet(&mut packet), encoding)? {
+        if let (0, Some(duration)) = (packet.duration(), default_duration) {
+            packet.set_duration(duration);
+        }
+        packet.set_stream(index);
+        packet.rescale_ts(time_base, stream_time_base);
+        packet
+            .write_interleaved(output)
+            .map_err(Error::ffmpeg(writing))?;
     }
+    Ok(())
 }
 
 /// Turns `receive_packet`'s result into "got a packet" / "nothing more for now" / a real error.

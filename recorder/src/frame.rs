@@ -21,18 +21,15 @@ pub struct Yuv {
 }
 
 impl Yuv {
+    /// A colour from its luma and chroma values.
+    pub const fn new(y: u8, u: u8, v: u8) -> Yuv {
+        Yuv { y, u, v }
+    }
+
     /// Black as in letterbox bars.
-    pub const BLACK: Yuv = Yuv {
-        y: 16,
-        u: 128,
-        v: 128,
-    };
+    pub const BLACK: Yuv = Yuv::new(16, 128, 128);
     /// The dark slate shown when nobody shares a screen (about RGB 30, 34, 44).
-    pub const BACKGROUND: Yuv = Yuv {
-        y: 45,
-        u: 133,
-        v: 126,
-    };
+    pub const BACKGROUND: Yuv = Yuv::new(45, 133, 126);
 
     /// Converts full-range RGB into limited-range BT.601 YUV (what test patterns and backgrounds are drawn in).
     pub fn from_rgb(r: u8, g: u8, b: u8) -> Yuv {

@@ -9,8 +9,6 @@ use calls_recorder::mixer::samples_from_duration;
 use calls_recorder::test_signal::tone;
 use calls_recorder::{I420Frame, Profile, ProfileName, Recording, Yuv};
 
-// Shared helpers; this test reads pictures only.
-#[allow(dead_code)]
 mod common;
 use common::frame_at;
 

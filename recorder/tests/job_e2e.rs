@@ -4,7 +4,6 @@
 //! uploads `recording.mp4`, and the downloaded artifact is checked with ffprobe and ffmpeg.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use calls_participant::{JoinOptions, Participant, Role};
@@ -15,7 +14,7 @@ use calls_recorder::I420Frame;
 use serde_json::{json, Value};
 
 mod common;
-use common::{decode_audio, frame_at};
+use common::{decode_audio, ffprobe_json, frame_at};
 
 const SECRET: &str = "recorder-e2e-secret-0123456789abcdef";
 const ADMIN: &str = "recorder-e2e-admin-0123456789abcdef";
@@ -44,6 +43,23 @@ async fn join(url: &str, name: &str) -> Participant {
         .await
         .expect("media connects");
     participant
+}
+
+/// The job as its client sees it: `GET /jobs/{id}` with the client's bearer header.
+async fn job_view(
+    http: &reqwest::Client,
+    offloader_url: &str,
+    job_id: &str,
+    bearer: &str,
+) -> Value {
+    http.get(format!("{offloader_url}/jobs/{job_id}"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .expect("job")
+        .json()
+        .await
+        .expect("job body")
 }
 
 /// An offloader API on 127.0.0.1 with one recording job in `starting`; returns (base url, job id, job token,
@@ -164,15 +180,7 @@ async fn the_recorder_job_records_a_call_and_uploads_a_playable_file() {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let job: Value = http
-            .get(format!("{offloader_url}/jobs/{job_id}"))
-            .header("authorization", &client_bearer)
-            .send()
-            .await
-            .expect("job")
-            .json()
-            .await
-            .expect("job body");
+        let job = job_view(&http, &offloader_url, &job_id, &client_bearer).await;
         if job["progress"] == "joined the call" {
             break;
         }
@@ -219,19 +227,7 @@ async fn the_recorder_job_records_a_call_and_uploads_a_playable_file() {
     let path = dir.path().join("downloaded.mp4");
     std::fs::write(&path, &bytes).expect("write");
 
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(&path)
-        .output()
-        .expect("ffprobe runs");
-    let probe: Value = serde_json::from_slice(&probe.stdout).expect("ffprobe json");
+    let probe = ffprobe_json(&path);
     let codecs: Vec<&str> = probe["streams"]
         .as_array()
         .expect("streams")
@@ -272,15 +268,7 @@ async fn the_recorder_job_records_a_call_and_uploads_a_playable_file() {
     }
 
     // What the offloader recorded about the job.
-    let job: Value = http
-        .get(format!("{offloader_url}/jobs/{job_id}"))
-        .header("authorization", &client_bearer)
-        .send()
-        .await
-        .expect("job")
-        .json()
-        .await
-        .expect("job body");
+    let job = job_view(&http, &offloader_url, &job_id, &client_bearer).await;
     assert!(
         job["progress"]
             .as_str()

@@ -2,7 +2,6 @@
 //! files with `ffprobe` and `ffmpeg` the way a user would (streams, size, rate, duration, sound, picture).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use calls_recorder::backdrop::Person;
@@ -12,7 +11,7 @@ use calls_recorder::{I420Frame, Profile, ProfileName, Recording, Yuv};
 use serde_json::Value;
 
 mod common;
-use common::{decode_audio, frame_at};
+use common::{decode_audio, ffmpeg, ffprobe, ffprobe_json, frame_at};
 
 const RATE: usize = 48_000;
 const PACKET: Duration = Duration::from_millis(20);
@@ -90,27 +89,6 @@ fn record(path: &Path, profile: &Profile, script: &Script) -> calls_recorder::Pr
     progress
 }
 
-fn ffprobe(path: &Path) -> Value {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe is installed");
-    assert!(
-        out.status.success(),
-        "ffprobe: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ffprobe prints json")
-}
-
 /// RMS level and zero-crossing frequency of the decoded audio between two times.
 fn window(samples: &[i16], from: f64, to: f64) -> (f64, f64) {
     let slice = &samples[(from * RATE as f64) as usize..(to * RATE as f64) as usize];
@@ -143,7 +121,7 @@ fn a_scripted_call_becomes_a_playable_mp4_with_the_right_sound_and_picture() {
     );
     assert!(progress.share_frames_received >= 44);
 
-    let probe = ffprobe(&path);
+    let probe = ffprobe_json(&path);
     let streams = probe["streams"].as_array().expect("streams");
     assert_eq!(streams.len(), 2, "{probe}");
     let video = streams
@@ -256,10 +234,9 @@ fn keyframes_come_every_two_seconds() {
     let mut recording = Recording::create(&path, &profile).expect("recording starts");
     recording.tick(secs(6.0)).expect("encoding works");
     recording.finish(secs(6.0)).expect("finalised");
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
+    let out = ffprobe(
+        &path,
+        &[
             "-select_streams",
             "v",
             "-skip_frame",
@@ -268,20 +245,13 @@ fn keyframes_come_every_two_seconds() {
             "frame=pts_time",
             "-of",
             "csv=p=0",
-        ])
-        .arg(&path)
-        .output()
-        .expect("ffprobe is installed");
-    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        ],
+    );
+    let times: Vec<f64> = out
         .lines()
         .filter_map(|l| l.split(',').next()?.trim().parse().ok())
         .collect();
-    assert_eq!(
-        times.len(),
-        3,
-        "{times:?} from {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(times.len(), 3, "{times:?} from {out}");
     for (index, time) in times.iter().enumerate() {
         assert!((time - 2.0 * index as f64).abs() < 0.01, "{times:?}");
     }
@@ -294,7 +264,7 @@ fn a_very_short_recording_still_plays() {
     let recording =
         Recording::create(&path, &Profile::named(ProfileName::Low)).expect("recording starts");
     recording.finish(secs(0.3)).expect("finalised");
-    let probe = ffprobe(&path);
+    let probe = ffprobe_json(&path);
     assert_eq!(
         probe["streams"].as_array().map(Vec::len),
         Some(2),
@@ -313,7 +283,7 @@ fn high_profile_writes_1080p() {
     recording.handle_video("dana", secs(0.0), bar_pattern(1920, 1080, 0));
     recording.tick(secs(1.0)).expect("encoding works");
     recording.finish(secs(1.0)).expect("finalised");
-    let probe = ffprobe(&path);
+    let probe = ffprobe_json(&path);
     let video = &probe["streams"]
         .as_array()
         .expect("streams")
@@ -377,10 +347,9 @@ fn progress_counts_what_was_lost() {
 
 /// Video frame times (seconds) at which the picture's mean luma crosses `threshold`, from a tiny grey decode.
 fn bright_frame_times(path: &Path, fps: f64, threshold: f64) -> Vec<f64> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args([
+    let pictures = ffmpeg(
+        path,
+        &[
             "-vf",
             "scale=32:18",
             "-f",
@@ -388,16 +357,9 @@ fn bright_frame_times(path: &Path, fps: f64, threshold: f64) -> Vec<f64> {
             "-pix_fmt",
             "gray",
             "-",
-        ])
-        .output()
-        .expect("ffmpeg is installed");
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let means: Vec<f64> = out
-        .stdout
+    let means: Vec<f64> = pictures
         .chunks_exact(32 * 18)
         .map(|frame| frame.iter().map(|&p| f64::from(p)).sum::<f64>() / frame.len() as f64)
         .collect();

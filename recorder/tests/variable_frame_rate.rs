@@ -3,29 +3,30 @@
 //! what a player shows at any time is the right picture.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use calls_recorder::test_signal::{bar_pattern, BAR_COLOURS};
 use calls_recorder::{Profile, ProfileName, Recording, Yuv};
 
 mod common;
-use common::{decode_audio, frame_at};
+use common::{decode_audio, ffprobe, frame_at};
 
 /// Frames and keyframes in the video stream, the time of its last frame, and the file's duration, as ffprobe
 /// counts them.
 fn video_frames(path: &Path) -> (usize, usize, f64, f64) {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_frames"])
-        .args(["-show_entries", "frame=key_frame,pts_time"])
-        .args(["-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .expect("ffprobe is installed");
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let out = ffprobe(
+        path,
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_frames",
+            "-show_entries",
+            "frame=key_frame,pts_time",
+            "-of",
+            "csv=p=0",
+        ],
+    );
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
     // One `key_frame,pts_time` line per frame.
     let frames: Vec<&String> = lines.iter().filter(|line| line.contains(',')).collect();
     let keys = frames.iter().filter(|l| l.starts_with('1')).count();
@@ -34,22 +35,11 @@ fn video_frames(path: &Path) -> (usize, usize, f64, f64) {
         .and_then(|l| l.split(',').nth(1))
         .and_then(|t| t.parse().ok())
         .unwrap_or(0.0);
-    let format = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe is installed");
-    let duration = String::from_utf8_lossy(&format.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0.0);
+    let format = ffprobe(
+        path,
+        &["-show_entries", "format=duration", "-of", "csv=p=0"],
+    );
+    let duration = format.trim().parse().unwrap_or(0.0);
     (frames.len(), keys, last, duration)
 }
 

@@ -1,30 +1,23 @@
 //! The media thread end to end: inputs through the channel, a finished MP4 out, errors and backpressure visible.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use calls_recorder::mixer::{samples_from_duration, MixerConfig};
 use calls_recorder::test_signal::{bar_pattern, tone};
 use calls_recorder::{MediaInput, MediaWorker, Profile, ProfileName};
 
+mod common;
+use common::ffprobe;
+
 fn stream_kinds(path: &Path) -> Vec<String> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe is installed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim_matches(',').to_owned())
-        .collect()
+    ffprobe(
+        path,
+        &["-show_entries", "stream=codec_name", "-of", "csv=p=0"],
+    )
+    .lines()
+    .map(|l| l.trim_matches(',').to_owned())
+    .collect()
 }
 
 #[test]

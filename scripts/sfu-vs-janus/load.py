@@ -19,25 +19,22 @@ received, at the start and end. Prints one JSON line:
 import argparse
 import asyncio
 import base64
-import fractions
 import hashlib
 import hmac
 import json
-import math
 import os
 import random
 import sys
 import time
 
-import numpy
 import websockets
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc import rtcrtpreceiver
 from aiortc.sdp import candidate_from_sdp
-from av import AudioFrame
 
-RATE = 48000
-SAMPLES = 960  # 20 ms
+# The tone every speaker publishes is the SFU interop test's (sfu/tests/aiortc/tone.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sfu", "tests", "aiortc"))
+from tone import Tone  # noqa: E402
 
 # (receiver id, ssrc) -> [packets, highest extended sequence number, cycles, last seq]
 STREAMS = {}
@@ -71,32 +68,6 @@ def totals():
     received = sum(s[0] for s in STREAMS.values())
     span = sum(s[1] for s in STREAMS.values())
     return received, span
-
-
-class Tone(MediaStreamTrack):
-    kind = "audio"
-
-    def __init__(self):
-        super().__init__()
-        self.sent = 0
-        self.start = None
-
-    async def recv(self):
-        loop = asyncio.get_event_loop()
-        if self.start is None:
-            self.start = loop.time()
-        due = self.start + self.sent / RATE
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        t = (numpy.arange(SAMPLES) + self.sent) / RATE
-        pcm = (0.3 * 32767 * numpy.sin(2 * math.pi * 440 * t)).astype(numpy.int16)
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self.sent
-        frame.time_base = fractions.Fraction(1, RATE)
-        self.sent += SAMPLES
-        return frame
 
 
 def cpu_seconds(pid):

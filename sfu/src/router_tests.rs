@@ -13,6 +13,15 @@ fn info(session: &str, role: Role) -> ParticipantInfo {
     }
 }
 
+/// Joins `sessions` to `call` as participants.
+fn join(router: &mut Router, call: &str, sessions: &[&str]) {
+    for session in sessions {
+        router
+            .handle_join(call, info(session, Role::Participant))
+            .unwrap();
+    }
+}
+
 fn subscriptions(actions: &[Action]) -> Vec<(String, String)> {
     actions
         .iter()
@@ -38,9 +47,7 @@ fn sends(actions: &[Action]) -> Vec<(String, ServerMessage)> {
 #[test]
 fn members_receive_every_other_members_tracks_but_not_their_own() {
     let mut router = Router::new(10);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a"]);
     let (voice_a, actions) = router.handle_publish("a", TrackKind::Voice).unwrap();
     assert_eq!(voice_a.to_string(), "voice_a_0");
     assert!(
@@ -77,9 +84,7 @@ fn members_receive_every_other_members_tracks_but_not_their_own() {
 #[test]
 fn calls_are_isolated() {
     let mut router = Router::new(10);
-    router
-        .handle_join("c1", info("a", Role::Participant))
-        .unwrap();
+    join(&mut router, "c1", &["a"]);
     router.handle_publish("a", TrackKind::Voice).unwrap();
     let (others, actions) = router
         .handle_join("c2", info("b", Role::Participant))
@@ -92,12 +97,7 @@ fn calls_are_isolated() {
 #[test]
 fn leave_unsubscribes_and_notifies_and_empty_calls_vanish() {
     let mut router = Router::new(10);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
-    router
-        .handle_join("c", info("b", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a", "b"]);
     router.handle_publish("a", TrackKind::Voice).unwrap();
     let actions = router.handle_leave("a");
     assert_eq!(
@@ -127,13 +127,9 @@ fn leave_unsubscribes_and_notifies_and_empty_calls_vanish() {
 #[test]
 fn rejoin_gets_fresh_state() {
     let mut router = Router::new(10);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a"]);
     router.handle_leave("a");
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a"]);
     assert!(!router.is_muted("a"));
     assert_eq!(
         router.handle_join("c", info("a", Role::Participant)),
@@ -144,12 +140,7 @@ fn rejoin_gets_fresh_state() {
 #[test]
 fn call_capacity_is_enforced() {
     let mut router = Router::new(2);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
-    router
-        .handle_join("c", info("b", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a", "b"]);
     let refused = router.handle_join("c", info("x", Role::Participant));
     assert_eq!(refused.unwrap_err().code(), ErrorCode::CallFull);
 }
@@ -157,12 +148,7 @@ fn call_capacity_is_enforced() {
 #[test]
 fn mute_notifies_everyone_once() {
     let mut router = Router::new(10);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
-    router
-        .handle_join("c", info("b", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a", "b"]);
     let actions = router.handle_mute("a", true).unwrap();
     assert_eq!(actions.len(), 2, "both members hear about it");
     assert!(router.is_muted("a"));
@@ -174,12 +160,7 @@ fn mute_notifies_everyone_once() {
 #[test]
 fn screen_off_unpublishes_screen_tracks_only() {
     let mut router = Router::new(10);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
-    router
-        .handle_join("c", info("b", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a", "b"]);
     router.handle_publish("a", TrackKind::Voice).unwrap();
     assert_eq!(router.handle_screen("a", true).unwrap().len(), 2);
     router.handle_publish("a", TrackKind::Screen).unwrap();
@@ -200,12 +181,7 @@ fn screen_off_unpublishes_screen_tracks_only() {
 #[test]
 fn only_bots_publish_captions_and_everyone_else_receives_them() {
     let mut router = Router::new(10);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
-    router
-        .handle_join("c", info("b", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a", "b"]);
     router.handle_join("c", info("bot", Role::Bot)).unwrap();
     let caption = Caption {
         id: None,
@@ -232,13 +208,9 @@ fn only_bots_publish_captions_and_everyone_else_receives_them() {
 #[test]
 fn captions_name_a_member_of_the_call_with_the_roster_name_and_are_size_capped() {
     let mut router = Router::new(10).with_max_caption_bytes(300);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a"]);
     router.handle_join("c", info("bot", Role::Bot)).unwrap();
-    router
-        .handle_join("other", info("x", Role::Participant))
-        .unwrap();
+    join(&mut router, "other", &["x"]);
     let caption = |speaker: &str, name: Option<&str>, text: &str| Caption {
         id: Some("u1".into()),
         tail: String::new(),
@@ -290,12 +262,7 @@ fn unknown_sessions_are_refused() {
 #[test]
 fn publications_beyond_the_track_limits_are_refused_and_a_stopped_share_frees_its_slot() {
     let mut router = Router::new(10).with_track_limits(1, 1);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
-    router
-        .handle_join("c", info("b", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a", "b"]);
     router.handle_publish("a", TrackKind::Voice).unwrap();
     assert_eq!(
         router.handle_publish("a", TrackKind::Voice).unwrap_err(),
@@ -319,8 +286,6 @@ fn publications_beyond_the_track_limits_are_refused_and_a_stopped_share_frees_it
     router.handle_publish("b", TrackKind::Voice).unwrap();
     // No screen shares at all when the screen limit is 0.
     let mut router = Router::new(10).with_track_limits(1, 0);
-    router
-        .handle_join("c", info("a", Role::Participant))
-        .unwrap();
+    join(&mut router, "c", &["a"]);
     assert!(router.handle_publish("a", TrackKind::Screen).is_err());
 }

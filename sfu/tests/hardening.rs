@@ -462,17 +462,7 @@ async fn one_address_cannot_take_every_connection_slot() {
     let mut config = calls_sfu::Config::for_local_test(SECRET);
     config.limits.max_http_connections = 300;
     let sfu = calls_sfu::start(config).await.expect("sfu starts");
-    let mut hogs = Vec::new();
-    for _ in 0..300 {
-        let mut stream = tokio::net::TcpStream::connect(sfu.http_addr)
-            .await
-            .expect("connects");
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: sfu\r\nX-Slow: ")
-            .await
-            .expect("partial header is sent");
-        hogs.push(stream);
-    }
+    let mut hogs = slow_header_connections(sfu.http_addr, 300).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut closed = 0;
     for stream in &mut hogs {

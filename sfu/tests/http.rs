@@ -64,11 +64,7 @@ async fn version_health_metrics_and_calls_answer() {
     let out_audio = "sfu_rtc_rtp_packets_total{direction=\"out\",type=\"audio\"}";
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let metrics = loop {
-        let metrics = get(&http, format!("{base}/metrics"), None)
-            .await
-            .text()
-            .await
-            .unwrap();
+        let metrics = get_text(&http, &format!("{base}/metrics")).await;
         if counter(&metrics, out_audio) >= 20.0 || tokio::time::Instant::now() > deadline {
             break metrics;
         }
@@ -190,17 +186,7 @@ async fn partial_headers_time_out_and_connections_are_capped() {
     let sfu = calls_sfu::start(config).await.expect("sfu starts");
 
     let started = tokio::time::Instant::now();
-    let mut slow = Vec::new();
-    for _ in 0..16 {
-        let mut stream = tokio::net::TcpStream::connect(sfu.http_addr)
-            .await
-            .expect("connects");
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: sfu\r\nX-Slow: ")
-            .await
-            .expect("partial header is sent");
-        slow.push(stream);
-    }
+    let slow = slow_header_connections(sfu.http_addr, 16).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let waiting = tokio::spawn(async move {

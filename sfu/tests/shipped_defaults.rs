@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use calls_participant::{ErrorCode, Event, JoinOptions, Participant, Role, TrackKind};
+use calls_participant::{ErrorCode, Event, Participant, Role, TrackKind};
 use common::*;
 
 const IN_NAMESPACE: &str = "CALLS_SFU_TEST_IN_NETNS";
@@ -168,18 +168,7 @@ impl Drop for Sfu {
 }
 
 async fn join_as(name: &str) -> Participant {
-    let mut participant = Participant::join(
-        WS_URL,
-        &token("call-defaults", name, Role::Participant),
-        JoinOptions::default(),
-    )
-    .await
-    .expect("join succeeds");
-    participant
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .expect("media connects");
-    participant
+    join_with_token(WS_URL, &token("call-defaults", name, Role::Participant)).await
 }
 
 async fn metric(name_and_labels: &str) -> f64 {

@@ -68,16 +68,7 @@ fn metric(text: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_clients_hear_exactly_the_other_speakers() {
     let dir = tempfile::tempdir().unwrap();
-    let alice_words = speech(
-        dir.path(),
-        "alice",
-        "The quick brown fox jumps over the lazy dog.",
-    );
-    let bob_words = speech(
-        dir.path(),
-        "bob",
-        "Seven silver swans swam silently seaward.",
-    );
+    let (alice_words, bob_words) = alice_and_bob_words(dir.path());
     let sfu = start_sfu().await;
     let http = reqwest::Client::new();
 
@@ -91,11 +82,7 @@ async fn three_clients_hear_exactly_the_other_speakers() {
         .expect("/version is JSON");
     assert!(version["buildVersion"].is_string(), "{version}");
     assert!(version["buildHash"].is_string(), "{version}");
-    let health = http
-        .get(format!("{}/healthz", sfu.http_url()))
-        .send()
-        .await
-        .unwrap();
+    let health = get(&http, &format!("{}/healthz", sfu.http_url())).await;
     assert!(health.status().is_success());
 
     let call = "call-three";
@@ -122,13 +109,7 @@ async fn three_clients_hear_exactly_the_other_speakers() {
         ("Carol", listen(carol, window)),
     ];
 
-    let during = http
-        .get(format!("{}/metrics", sfu.http_url()))
-        .send()
-        .await
-        .unwrap();
-    assert!(during.status().is_success());
-    let during = during.text().await.unwrap();
+    let during = get_text(&http, &format!("{}/metrics", sfu.http_url())).await;
     assert_eq!(metric(&during, "sfu_rtc_sessions_total"), 3.0);
 
     let mut participants = Vec::new();
@@ -181,14 +162,7 @@ async fn three_clients_hear_exactly_the_other_speakers() {
     alice_send.await.unwrap().unwrap();
     bob_send.await.unwrap().unwrap();
 
-    let after = http
-        .get(format!("{}/metrics", sfu.http_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = get_text(&http, &format!("{}/metrics", sfu.http_url())).await;
     let audio_in = metric(
         &after,
         "sfu_rtc_rtp_packets_total{direction=\"in\",type=\"audio\"}",

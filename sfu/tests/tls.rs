@@ -24,18 +24,10 @@ async fn everything_over_tls_and_a_renewed_certificate_without_restart() {
     let page = http.get(sfu.http_url()).send().await.unwrap();
     assert!(page.status().is_success());
     assert!(page.text().await.unwrap().contains("<html"));
-    let health = http
-        .get(format!("{}/healthz", sfu.http_url()))
-        .send()
-        .await
-        .unwrap();
+    let health = get(&http, &format!("{}/healthz", sfu.http_url())).await;
     assert!(health.status().is_success());
-    let metrics = http
-        .get(format!("{}/metrics", sfu.http_url()))
-        .send()
-        .await
-        .unwrap();
-    assert!(metrics.text().await.unwrap().contains("sfu_"));
+    let metrics = get_text(&http, &format!("{}/metrics", sfu.http_url())).await;
+    assert!(metrics.contains("sfu_"));
     // Plain HTTP to the TLS port gets no page.
     let plain = reqwest::get(format!("http://{}/healthz", sfu.http_addr)).await;
     assert!(plain.map_or(true, |r| !r.status().is_success()));

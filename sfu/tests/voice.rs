@@ -12,16 +12,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_clients_exchange_voice() {
     let dir = tempfile::tempdir().unwrap();
-    let alice_words = speech(
-        dir.path(),
-        "alice",
-        "The quick brown fox jumps over the lazy dog.",
-    );
-    let bob_words = speech(
-        dir.path(),
-        "bob",
-        "Seven silver swans swam silently seaward.",
-    );
+    let (alice_words, bob_words) = alice_and_bob_words(dir.path());
     let sfu = start_sfu().await;
     let mut alice = join(&sfu, "call-voice", "Alice").await;
     let mut bob = join(&sfu, "call-voice", "Bob").await;

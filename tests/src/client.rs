@@ -34,6 +34,14 @@ impl Reply {
         self.json()
     }
 
+    /// `self` when the status is a success, else an error naming the answer.
+    pub fn ok(self) -> anyhow::Result<Self> {
+        if !self.status.is_success() {
+            bail!("expected success, got {}: {}", self.status, self.text());
+        }
+        Ok(self)
+    }
+
     /// `self.json()` when the status is a success, else an error naming the answer.
     pub fn ok_json<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
         if !self.status.is_success() {
@@ -167,6 +175,12 @@ impl Client {
     pub async fn stop(&self, id: &str) -> anyhow::Result<Reply> {
         self.request(Method::POST, &format!("/jobs/{id}/stop"), None)
             .await
+    }
+
+    /// `POST /jobs/{id}/stop`, expecting success; then waits until the job reaches a final state.
+    pub async fn stop_and_wait(&self, id: &str, timeout: Duration) -> anyhow::Result<Job> {
+        self.stop(id).await?.ok()?;
+        self.wait_final(id, timeout).await
     }
 
     pub async fn logs(&self, id: &str) -> anyhow::Result<String> {

@@ -135,6 +135,21 @@ impl Default for OffloaderSettings {
     }
 }
 
+impl OffloaderSettings {
+    /// The settings that run the transcriber image (`TAG`-aware): transcription happens between SIGTERM
+    /// and SIGKILL when a job is stopped through the API, and on a shared 2-core machine under load whisper
+    /// runs many times slower than real time, so the grace period and the max duration are generous.
+    pub fn transcriber() -> Self {
+        Self {
+            transcribing_image: crate::docker::image("transcriber"),
+            stop_grace_period: "900s".into(),
+            memory_mb: 2048,
+            max_duration: "1200s".into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Directory of the binaries cargo built for this run (`<target>/<profile>`), found from the
 /// running executable: a test (`<target>/<profile>/deps/<test>-<hash>`) or a binary of this
 /// package (`<target>/<profile>/offloader-bench`).

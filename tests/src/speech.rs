@@ -16,6 +16,18 @@ const DECIMATION: usize = 6;
 const ENVELOPE_WINDOW: usize = 80; // 10 ms at 8 kHz
 const FINE_SEARCH: isize = 160; // ±20 ms at 8 kHz
 
+/// `seconds` of low white noise at [`SAMPLE_RATE`] (about -40 dBFS, no speech in it), the same for the
+/// same `seed`.
+pub fn white_noise(seconds: f64, seed: u32) -> Vec<i16> {
+    let mut state = seed;
+    (0..(seconds * f64::from(SAMPLE_RATE)) as usize)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((state >> 16) as i16) / 100
+        })
+        .collect()
+}
+
 /// `sentence` spoken by espeak-ng, converted by sox to 48 kHz mono signed 16-bit samples.
 pub fn speak(dir: &Path, name: &str, sentence: &str) -> anyhow::Result<Vec<i16>> {
     speak_with(dir, name, sentence, None)

@@ -260,7 +260,7 @@ async fn tick(
                 }
                 ticks += 1;
                 // A lost progress report must not end the job: the offloader may be restarting.
-                if let Err(err) = api.status_once(JobStatusKind::Progress, None, ticks as f64).await {
+                if let Err(err) = api.status_with(RetryPolicy::ONCE, JobStatusKind::Progress, None, ticks as f64).await {
                     eprintln!("calls-test-job: progress report failed: {err:#}");
                 }
             }
@@ -299,27 +299,20 @@ impl JobApi {
         message: Option<&str>,
         ticks: f64,
     ) -> anyhow::Result<()> {
-        self.client
-            .report_with(
-                RETRY,
-                status,
-                message.map(str::to_owned),
-                None,
-                &[("test_job_ticks", ticks)],
-            )
-            .await?;
-        Ok(())
+        self.status_with(RETRY, status, message, ticks).await
     }
 
-    /// Reports a status once.
-    async fn status_once(
+    /// Reports a status with the tick counter, retrying by `policy`.
+    async fn status_with(
         &self,
+        policy: RetryPolicy,
         status: JobStatusKind,
         message: Option<&str>,
         ticks: f64,
     ) -> anyhow::Result<()> {
         self.client
-            .report(
+            .report_with(
+                policy,
                 status,
                 message.map(str::to_owned),
                 None,

@@ -46,13 +46,7 @@ const NOISE_SECONDS: f64 = 8.0;
 
 /// An SFU on the Docker bridge address and the real offloader running the transcriber image.
 async fn start_stack() -> anyhow::Result<CallStack> {
-    let settings = OffloaderSettings {
-        transcribing_image: calls_e2e::docker::image("transcriber"),
-        stop_grace_period: "900s".into(),
-        memory_mb: 2048,
-        max_duration: "1200s".into(),
-        ..OffloaderSettings::default()
-    };
+    let settings = OffloaderSettings::transcriber();
     CallStack::start(
         "transcriber",
         "captions",
@@ -125,20 +119,15 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
     }
     tokio::time::sleep_until(at(NOISE_FROM)).await;
     let noise_start = t0.elapsed().as_millis() as u64;
-    let mut seed = 7_919u32;
-    let noise: Vec<i16> = (0..(NOISE_SECONDS * 48_000.0) as usize)
-        .map(|_| {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((seed >> 16) as i16) / 100
-        })
-        .collect();
-    alice.send_voice(noise).await??;
+    alice
+        .send_voice(speech::white_noise(NOISE_SECONDS, 7_919))
+        .await??;
     let noise_end = t0.elapsed().as_millis() as u64;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let stop = client.stop(&job.id).await?;
-    assert!(stop.status.is_success(), "{} {}", stop.status, stop.text());
-    let done = client.wait_final(&job.id, Duration::from_secs(900)).await?;
+    let done = client
+        .stop_and_wait(&job.id, Duration::from_secs(900))
+        .await?;
     let logs = client.logs(&job.id).await.unwrap_or_default();
     eprintln!("transcriber logs:\n{logs}");
     assert_eq!(done.state, JobState::Succeeded, "{done:?}\nlogs:\n{logs}");

@@ -142,15 +142,8 @@ async fn a_full_queue_answers_429_and_stores_nothing() -> anyhow::Result<()> {
     );
 
     // Stopping the queued job cancels it without ever starting a container.
-    let reply = client.stop(&queued.id).await?;
-    assert!(
-        reply.status.is_success(),
-        "{} {}",
-        reply.status,
-        reply.text()
-    );
     let job = client
-        .wait_final(&queued.id, Duration::from_secs(30))
+        .stop_and_wait(&queued.id, Duration::from_secs(30))
         .await?;
     assert_eq!(job.state, JobState::Cancelled);
     assert!(job.started_at.is_none(), "{job:?}");

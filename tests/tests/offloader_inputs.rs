@@ -3,6 +3,7 @@
 //! `path`, `rust_log`...) and typos (`PROFLE`) are a 400 naming the accepted keys, and create
 //! nothing; the runner's own inputs are accepted.
 
+use calls_e2e::client::{Client, Reply};
 use calls_e2e::offloader::{serial, test_job, Offloader, OffloaderSettings};
 use calls_protocol::jobs::{CreateJobRequest, JobType};
 use reqwest::StatusCode;
@@ -40,31 +41,16 @@ async fn only_the_runners_inputs_reach_a_job() -> anyhow::Result<()> {
         "rust_log",
         "PROFLE",
     ] {
-        let reply = client
-            .post_json("/jobs", &transcribing(&[("call_id", "c"), (key, "x")]))
-            .await?;
-        assert_eq!(
-            reply.status,
-            StatusCode::BAD_REQUEST,
-            "{key}: {}",
-            reply.text()
-        );
-        let error = reply.error()?;
+        let error = refused(&client, &transcribing(&[("call_id", "c"), (key, "x")]), key)
+            .await?
+            .error()?;
         assert!(
             error.error.contains("is not an input of this job")
                 && error.error.contains("transcribing jobs read call_id"),
             "{key}: {}",
             error.error
         );
-        let reply = client
-            .post_json("/jobs", &test_job("exit0", &[(key, json!("x"))]))
-            .await?;
-        assert_eq!(
-            reply.status,
-            StatusCode::BAD_REQUEST,
-            "{key}: {}",
-            reply.text()
-        );
+        refused(&client, &test_job("exit0", &[(key, json!("x"))]), key).await?;
     }
     assert!(
         client.jobs().await?.is_empty(),
@@ -84,4 +70,16 @@ async fn only_the_runners_inputs_reach_a_job() -> anyhow::Result<()> {
         .await?;
     assert_eq!(job.job_type, JobType::Recording);
     Ok(())
+}
+
+/// Posts `spec` to `/jobs` and checks that it is refused as a bad request (`key` names the case).
+async fn refused(client: &Client, spec: &CreateJobRequest, key: &str) -> anyhow::Result<Reply> {
+    let reply = client.post_json("/jobs", spec).await?;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "{key}: {}",
+        reply.text()
+    );
+    Ok(reply)
 }

@@ -251,15 +251,8 @@ async fn stopping_a_running_job_through_the_api_cancels_it(mode: Mode) -> anyhow
         );
     }
 
-    let reply = client.stop(&created.id).await?;
-    assert!(
-        reply.status.is_success(),
-        "{} {}",
-        reply.status,
-        reply.text()
-    );
     let job = client
-        .wait_final(&created.id, Duration::from_secs(30))
+        .stop_and_wait(&created.id, Duration::from_secs(30))
         .await?;
     assert_eq!(job.state, JobState::Cancelled, "{job:?}");
     let logs = client.logs(&job.id).await?;
@@ -293,15 +286,8 @@ async fn a_stopped_job_that_delivers_its_work_succeeds() -> anyhow::Result<()> {
             job.state == JobState::Running
         })
         .await?;
-    let reply = client.stop(&created.id).await?;
-    assert!(
-        reply.status.is_success(),
-        "{} {}",
-        reply.status,
-        reply.text()
-    );
     let job = client
-        .wait_final(&created.id, Duration::from_secs(30))
+        .stop_and_wait(&created.id, Duration::from_secs(30))
         .await?;
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     assert_eq!(job.progress.as_deref(), Some("artifact delivered"));

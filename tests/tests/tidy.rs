@@ -10,9 +10,11 @@
 //!   the tables, in `sfu/src/config_tests.rs` and `offloader/src/config/tests.rs`; this only makes sure
 //!   each table has one);
 //! - every key of a `KEYS` table has its row in the docs page, naming its environment variable and
-//!   the default the table gives (read from the tables themselves, not from their source text).
+//!   the default the table gives (read from the tables themselves, not from their source text);
 //! - no import cycle between the files of a crate (`a.rs` using `crate::b` while `b.rs`, directly or
 //!   through others, uses `crate::a`): shared pieces move down into a file both use.
+//! - no non-test function is longer than [`MAX_FUNCTION_LINES`] lines (a long function hides decisions
+//!   that belong in a pure core, and nobody reads it in one sitting).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -46,12 +48,26 @@ const DISCARDED_TRY_SEND_EXCEPTIONS: &[(&str, usize, &str)] = &[(
 
 /// Import cycles between files still allowed, per crate: the files of the cycle (sorted, as the
 /// rule prints them), and why.
-const IMPORT_CYCLE_EXCEPTIONS: &[(&str, &[&str], &str)] = &[(
-    "offloader",
-    &["auth.rs", "lib.rs", "runner.rs", "webhook.rs"],
-    "`AppState` and `now_ms` live in the crate root, which uses the modules that use them (issue 16 \
-     item 3: `AppState` leaves the crate root; the offloader work owns it)",
-)];
+const IMPORT_CYCLE_EXCEPTIONS: &[(&str, &[&str], &str)] = &[];
+
+/// The longest a non-test function may be, in lines from its `fn` line to its closing brace.
+const MAX_FUNCTION_LINES: usize = 100;
+
+/// Non-test functions allowed over [`MAX_FUNCTION_LINES`]: file, function, why. An entry whose function
+/// is no longer too long fails the rule too, so the list only shrinks.
+const LONG_FUNCTION_EXCEPTIONS: &[(&str, &str, &str)] = &[
+    (
+        "transcriber/src/bin/transcriber-bench.rs",
+        "run",
+        "a benchmark's one measuring sequence, read top to bottom (not program code)",
+    ),
+    // Temporary, issue 16: being split by other work of the same issue; removed when it merges.
+    (
+        "transcriber/src/engine.rs",
+        "decode_cancellable",
+        "issue 16 (transcriber engine work)",
+    ),
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -721,4 +737,276 @@ fn no_file_imports_one_that_imports_it_back() {
          both use):\n{}",
         cycles.join("\n")
     );
+}
+
+/// Whether a token may start after `before`: not inside an identifier (a `b` prefix of a byte
+/// string counts as part of the literal).
+fn starts_token(before: &[char]) -> bool {
+    let is_ident = |c: &char| c.is_alphanumeric() || *c == '_';
+    match before {
+        ['b'] => true,
+        [.., p, 'b'] => !is_ident(p),
+        [.., p] => !is_ident(p),
+        [] => true,
+    }
+}
+
+/// `code` with comments, string literals and char literals blanked out (newlines kept, so line numbers
+/// stay true), leaving only the braces that are code.
+fn blank_literals_and_comments(code: &str) -> String {
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = String::with_capacity(code.len());
+    let blank = |out: &mut String, c: char| out.push(if c == '\n' { '\n' } else { ' ' });
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                blank(&mut out, chars[i]);
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    blank(&mut out, chars[i]);
+                    i += 1;
+                }
+            }
+        } else if c == 'r' && matches!(next, Some('"' | '#')) && starts_token(&chars[..i]) {
+            // A raw string: r"…", r#"…"# (any number of #), br"…".
+            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
+            if chars.get(i + 1 + hashes) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            let closing: String = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            let body_start = i + 2 + hashes;
+            let rest: String = chars[body_start..].iter().collect();
+            let body_len = rest
+                .find(&closing)
+                .map_or(chars.len() - body_start, |at| rest[..at].chars().count());
+            let end = (body_start + body_len + closing.chars().count()).min(chars.len());
+            for c in &chars[i..end] {
+                blank(&mut out, *c);
+            }
+            i = end;
+        } else if c == '"' {
+            blank(&mut out, c);
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    blank(&mut out, chars[i]);
+                    i += 1;
+                }
+                if i < chars.len() {
+                    blank(&mut out, chars[i]);
+                    i += 1;
+                }
+            }
+            if i < chars.len() {
+                blank(&mut out, chars[i]);
+                i += 1;
+            }
+        } else if c == '\'' {
+            // A char literal ('x', '\n', '\u{7f}') or a lifetime ('a): only the former is blanked.
+            let literal_len = match (next, chars.get(i + 2)) {
+                (Some('\\'), _) => chars[i + 2..]
+                    .iter()
+                    .skip(1)
+                    .position(|c| *c == '\'')
+                    .map(|at| at + 4),
+                (Some(_), Some('\'')) => Some(3),
+                _ => None,
+            };
+            let len = literal_len.unwrap_or(1);
+            for c in &chars[i..(i + len).min(chars.len())] {
+                if literal_len.is_some() {
+                    blank(&mut out, *c);
+                } else {
+                    out.push(*c);
+                }
+            }
+            i += len;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The functions in `code` (test module excluded) longer than `limit` lines: name, first line
+/// (1-based), length in lines. A nested function counts as part of the one around it.
+fn long_functions(code: &str, limit: usize) -> Vec<(String, usize, usize)> {
+    let code = match code.find("#[cfg(test)]") {
+        Some(at) => &code[..at],
+        None => code,
+    };
+    let text: Vec<char> = blank_literals_and_comments(code).chars().collect();
+    let line_at = |at: usize| 1 + text[..at].iter().filter(|c| **c == '\n').count();
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i + 2 < text.len() {
+        let keyword = text[i] == 'f'
+            && text[i + 1] == 'n'
+            && text[i + 2].is_whitespace()
+            && (i == 0 || !is_ident(text[i - 1]));
+        if !keyword {
+            i += 1;
+            continue;
+        }
+        let name_start = i
+            + 2
+            + text[i + 2..]
+                .iter()
+                .take_while(|c| c.is_whitespace())
+                .count();
+        let name: String = text[name_start..]
+            .iter()
+            .take_while(|c| is_ident(**c))
+            .collect();
+        if name.is_empty() {
+            i += 2;
+            continue;
+        }
+        // The body starts at the first `{` outside parentheses and brackets; a `;` there first means a
+        // declaration without a body.
+        let mut nesting = 0i32;
+        let mut body = None;
+        for (at, c) in text.iter().enumerate().skip(name_start) {
+            match c {
+                '(' | '[' => nesting += 1,
+                ')' | ']' => nesting -= 1,
+                ';' if nesting == 0 => break,
+                '{' if nesting == 0 => {
+                    body = Some(at);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(open) = body else {
+            i = name_start;
+            continue;
+        };
+        let mut depth = 0;
+        let mut close = text.len() - 1;
+        for (at, c) in text.iter().enumerate().skip(open) {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => continue,
+            }
+            if depth == 0 {
+                close = at;
+                break;
+            }
+        }
+        let (first, last) = (line_at(i), line_at(close));
+        if last - first + 1 > limit {
+            found.push((name, first, last - first + 1));
+        }
+        i = close + 1;
+    }
+    found
+}
+
+/// The workspace members that are not test support (`tests/`, `browser-test/`), read from the root
+/// manifest so a new crate is held to the rules from its first day.
+fn non_test_crates(root: &Path) -> Vec<String> {
+    let manifest = read(root, "Cargo.toml");
+    let members = manifest
+        .split("members = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .expect("the root Cargo.toml lists its members");
+    members
+        .split(',')
+        .map(|member| member.trim().trim_matches('"').to_owned())
+        .filter(|member| !member.is_empty() && member != "tests" && member != "browser-test")
+        .collect()
+}
+
+#[test]
+fn no_non_test_function_is_over_the_length_limit() {
+    let root = root();
+    let mut offenders = Vec::new();
+    let mut excepted = Vec::new();
+    for krate in non_test_crates(&root) {
+        let sources = files_under(&root, &format!("{krate}/src"))
+            .into_iter()
+            .filter(|file| file.ends_with(".rs") && !file.ends_with("_tests.rs"))
+            .filter(|file| !file.ends_with("/tests.rs") && !file.contains("/tests/"));
+        for file in sources {
+            for (name, line, length) in long_functions(&read(&root, &file), MAX_FUNCTION_LINES) {
+                if LONG_FUNCTION_EXCEPTIONS
+                    .iter()
+                    .any(|(path, function, _)| *path == file && *function == name)
+                {
+                    excepted.push((file.clone(), name));
+                } else {
+                    offenders.push(format!("{file}:{line} `{name}`: {length} lines"));
+                }
+            }
+        }
+    }
+    let stale: Vec<String> = LONG_FUNCTION_EXCEPTIONS
+        .iter()
+        .filter(|(path, function, _)| {
+            !excepted
+                .iter()
+                .any(|(file, name)| file == path && name == function)
+        })
+        .map(|(path, function, _)| format!("{path} `{function}`"))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "non-test functions over {MAX_FUNCTION_LINES} lines (split them: the decisions into a pure \
+         core, the steps into named functions):\n{}",
+        offenders.join("\n")
+    );
+    assert!(
+        stale.is_empty(),
+        "exceptions in LONG_FUNCTION_EXCEPTIONS that are no longer needed: remove them:\n{}",
+        stale.join("\n")
+    );
+}
+
+#[test]
+fn the_length_rule_reads_rust_as_rust() {
+    let body = |lines: usize| "    x();\n".repeat(lines);
+    let long = format!("fn long() {{\n{}}}\n", body(99));
+    assert_eq!(long_functions(&long, 100), [("long".to_owned(), 1, 101)]);
+    let short = format!("fn short() {{\n{}}}\n", body(98));
+    assert!(long_functions(&short, 100).is_empty());
+    // Braces in strings, raw strings, chars and comments are not code; lifetimes are not chars.
+    let tricky = format!(
+        "fn a<'x>(s: &'x str) -> [u8; 2] {{\n    let _ = \"}}\";\n    let _ = r#\"}}\"#;\n    \
+         let _ = '}}';\n    let _ = '\\'';\n    // }}\n    /* }} */\n{}}}\nfn b() {{}}\n",
+        body(100)
+    );
+    assert_eq!(long_functions(&tricky, 100), [("a".to_owned(), 1, 108)]);
+    // A declaration without a body, and the test module, are not functions to measure.
+    let declared = format!(
+        "trait T {{ fn f(&self); }}\n#[cfg(test)]\nmod tests {{ fn t() {{\n{}}} }}",
+        body(200)
+    );
+    assert!(long_functions(&declared, 100).is_empty());
 }

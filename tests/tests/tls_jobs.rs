@@ -56,13 +56,8 @@ async fn speak_then_download(
     let reply = stack
         .client
         .get(&format!("/jobs/{}/artifacts/{artifact}", job.id))
-        .await?;
-    assert!(
-        reply.status.is_success(),
-        "{} {}",
-        reply.status,
-        reply.text()
-    );
+        .await?
+        .ok()?;
     alice.leave().await?;
     Ok(reply)
 }
@@ -110,13 +105,7 @@ async fn a_recording_job_succeeds_against_a_tls_only_stack() -> anyhow::Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transcription_job_succeeds_against_a_tls_only_stack() -> anyhow::Result<()> {
-    let settings = OffloaderSettings {
-        transcribing_image: calls_e2e::docker::image("transcriber"),
-        stop_grace_period: "900s".into(),
-        memory_mb: 2048,
-        max_duration: "1200s".into(),
-        ..OffloaderSettings::default()
-    };
+    let settings = OffloaderSettings::transcriber();
     let stack = CallStack::start_tls(
         "transcriber",
         "tls-tr",

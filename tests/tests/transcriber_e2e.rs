@@ -85,15 +85,7 @@ const NOISE_SECONDS: f64 = 20.0;
 const STOP_AT: f64 = 47.0;
 
 async fn start_stack(tag: &str) -> anyhow::Result<CallStack> {
-    let settings = OffloaderSettings {
-        transcribing_image: calls_e2e::docker::image("transcriber"),
-        // Transcription happens between SIGTERM and SIGKILL when a job is stopped through the API. On a
-        // shared 2-core machine under load whisper runs many times slower than real time: be generous.
-        stop_grace_period: "900s".into(),
-        memory_mb: 2048,
-        max_duration: "1200s".into(),
-        ..OffloaderSettings::default()
-    };
+    let settings = OffloaderSettings::transcriber();
     CallStack::start("transcriber", tag, SECRET, CALL, settings, "transcriber").await
 }
 
@@ -213,14 +205,9 @@ async fn a_transcription_job_transcribes_every_speaker_at_the_right_time() -> an
 
     // Twenty seconds of low white noise from Alice: no speech, so no cue.
     tokio::time::sleep_until(at(NOISE_FROM)).await;
-    let mut seed = 12_345u32;
-    let noise: Vec<i16> = (0..(NOISE_SECONDS * 48_000.0) as usize)
-        .map(|_| {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((seed >> 16) as i16) / 100
-        })
-        .collect();
-    alice.send_voice(noise).await??;
+    alice
+        .send_voice(speech::white_noise(NOISE_SECONDS, 12_345))
+        .await??;
 
     tokio::time::sleep_until(at(SCRIPT[4].at)).await;
     spoken_at[4] = t0.elapsed().as_secs_f64();
@@ -401,12 +388,7 @@ async fn an_unknown_model_fails_with_the_models_the_image_has() -> anyhow::Resul
         &[("model", json!("huge-v9"))],
     )
     .await?;
-    let done = stack
-        .client
-        .wait_final(&job.id, Duration::from_secs(60))
-        .await?;
-    assert_eq!(done.state, JobState::Failed, "{done:?}");
-    let reason = done.failure_reason.unwrap_or_default();
+    let reason = failure_reason(&stack.client, &job.id, Duration::from_secs(60)).await?;
     assert!(
         reason.contains("unknown model \"huge-v9\": available models are")
             && reason.contains("base"),
@@ -424,12 +406,7 @@ async fn an_unreachable_sfu_fails_the_job_with_a_reason() -> anyhow::Result<()> 
     // A port on the bridge address where nothing listens.
     let unused = std::net::TcpListener::bind((stack.bridge, 0))?.local_addr()?;
     let job = request(&stack, &format!("http://{unused}"), &[]).await?;
-    let done = stack
-        .client
-        .wait_final(&job.id, Duration::from_secs(90))
-        .await?;
-    assert_eq!(done.state, JobState::Failed, "{done:?}");
-    let reason = done.failure_reason.unwrap_or_default();
+    let reason = failure_reason(&stack.client, &job.id, Duration::from_secs(90)).await?;
     assert!(reason.contains("call: joining"), "{reason}");
     assert_no_artifacts(&stack.client, &job.id).await?;
     stack.sfu.shutdown().await;
@@ -500,12 +477,7 @@ async fn killing_the_container_mid_transcription_fails_the_job_with_its_last_lin
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     docker::kill(&job.container_name)?;
-    let done = stack
-        .client
-        .wait_final(&job.id, Duration::from_secs(60))
-        .await?;
-    assert_eq!(done.state, JobState::Failed, "{done:?}");
-    let reason = done.failure_reason.unwrap_or_default();
+    let reason = failure_reason(&stack.client, &job.id, Duration::from_secs(60)).await?;
     assert!(reason.starts_with("exited 137 (signal 9)"), "{reason}");
     assert!(
         reason.contains("transcribing"),
@@ -551,6 +523,17 @@ fn wav_samples(bytes: &[u8]) -> anyhow::Result<Vec<i16>> {
         at = body.end + (size as usize & 1);
     }
     bail!("a WAV file without a data chunk")
+}
+
+/// Waits until the job ends, checks that it failed and returns why.
+async fn failure_reason(
+    client: &Client,
+    job_id: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let done = client.wait_final(job_id, timeout).await?;
+    assert_eq!(done.state, JobState::Failed, "{done:?}");
+    Ok(done.failure_reason.unwrap_or_default())
 }
 
 async fn assert_no_artifacts(client: &Client, job_id: &str) -> anyhow::Result<()> {

@@ -203,17 +203,16 @@ impl Transcript {
     /// `transcript.vtt`: WebVTT, one cue per segment, the speaker as a voice span (`<v Name>text`).
     pub fn to_vtt(&self) -> String {
         let mut out = String::from("WEBVTT\n");
-        for (number, item) in self.segments.iter().enumerate() {
-            let label = &self.speakers[item.speaker].label;
+        for cue in self.cues('.') {
             // Writing into a String cannot fail.
             let _ = write!(
                 out,
                 "\n{}\n{} --> {}\n<v {}>{}\n",
-                number + 1,
-                clock(item.segment.start_ms, '.'),
-                clock(item.segment.end_ms, '.'),
-                vtt_escape(label),
-                vtt_escape(&item.segment.text)
+                cue.number,
+                cue.start,
+                cue.end,
+                vtt_escape(cue.label),
+                vtt_escape(cue.text)
             );
         }
         out
@@ -222,22 +221,36 @@ impl Transcript {
     /// `transcript.srt`: SubRip, one numbered cue per segment, `Name: text`.
     pub fn to_srt(&self) -> String {
         let mut out = String::new();
-        for (number, item) in self.segments.iter().enumerate() {
-            if number > 0 {
+        for cue in self.cues(',') {
+            if cue.number > 1 {
                 out.push('\n');
             }
-            let label = &self.speakers[item.speaker].label;
             let _ = writeln!(
                 out,
                 "{}\n{} --> {}\n{}: {}",
-                number + 1,
-                clock(item.segment.start_ms, ','),
-                clock(item.segment.end_ms, ','),
-                label,
-                single_line(&item.segment.text)
+                cue.number,
+                cue.start,
+                cue.end,
+                cue.label,
+                single_line(cue.text)
             );
         }
         out
+    }
+
+    /// The segments as subtitle cues, numbered from 1, their times written with `separator` before the
+    /// milliseconds (`.` in WebVTT, `,` in SubRip).
+    fn cues(&self, separator: char) -> impl Iterator<Item = Cue<'_>> {
+        self.segments
+            .iter()
+            .enumerate()
+            .map(move |(index, item)| Cue {
+                number: index + 1,
+                start: clock(item.segment.start_ms, separator),
+                end: clock(item.segment.end_ms, separator),
+                label: &self.speakers[item.speaker].label,
+                text: &item.segment.text,
+            })
     }
 
     /// `transcript.txt`: `Name (hh:mm:ss): text`, one line per run of one speaker; a run ends when someone
@@ -343,6 +356,15 @@ impl Transcript {
 
 fn round3(value: f32) -> f64 {
     (f64::from(value) * 1000.0).round() / 1000.0
+}
+
+/// One subtitle cue: a segment with its number and its times written out.
+struct Cue<'a> {
+    number: usize,
+    start: String,
+    end: String,
+    label: &'a str,
+    text: &'a str,
 }
 
 /// `hh:mm:ss.mmm` (VTT, `.`) or `hh:mm:ss,mmm` (SRT, `,`).

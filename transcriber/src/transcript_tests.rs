@@ -20,6 +20,18 @@ fn segment(start_ms: u64, end_ms: u64, text: &str) -> Segment {
     }
 }
 
+/// What one speaker said, with no language detected and no audio or time accounted.
+fn said(name: &str, session: &str, segments: Vec<Segment>) -> SpeakerTranscript {
+    SpeakerTranscript {
+        speaker: speaker(name, session),
+        language: None,
+        segments,
+        audio_ms: 0,
+        speech_ms: 0,
+        processing: Duration::ZERO,
+    }
+}
+
 fn two_speakers() -> Transcript {
     merge(
         "call-1",
@@ -99,18 +111,15 @@ fn txt_starts_a_new_paragraph_after_a_long_pause() {
         "c",
         "m",
         100_000,
-        vec![SpeakerTranscript {
-            speaker: speaker("Alice", "s1"),
-            language: None,
-            segments: vec![
+        vec![said(
+            "Alice",
+            "s1",
+            vec![
                 segment(0, 1_000, "One."),
                 segment(2_500, 4_000, "Two."),
                 segment(6_000, 7_000, "Three."),
             ],
-            audio_ms: 0,
-            speech_ms: 0,
-            processing: Duration::ZERO,
-        }],
+        )],
     );
     assert_eq!(
         transcript.to_txt(),
@@ -126,22 +135,8 @@ fn two_people_with_one_name_stay_apart() {
         "m",
         10_000,
         vec![
-            SpeakerTranscript {
-                speaker: speaker("Sam", "a"),
-                language: None,
-                segments: vec![segment(0, 1_000, "I am the first.")],
-                audio_ms: 0,
-                speech_ms: 0,
-                processing: Duration::ZERO,
-            },
-            SpeakerTranscript {
-                speaker: speaker("Sam", "b"),
-                language: None,
-                segments: vec![segment(1_500, 2_000, "I am the second.")],
-                audio_ms: 0,
-                speech_ms: 0,
-                processing: Duration::ZERO,
-            },
+            said("Sam", "a", vec![segment(0, 1_000, "I am the first.")]),
+            said("Sam", "b", vec![segment(1_500, 2_000, "I am the second.")]),
         ],
     );
     assert_eq!(

@@ -12,7 +12,6 @@ TONES (default 1) voice tracks are published; the report lists the error codes t
 """
 
 import asyncio
-import fractions
 import json
 import math
 import re
@@ -20,38 +19,10 @@ import sys
 
 import numpy
 import websockets
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
-from av import AudioFrame
 
-RATE = 48000
-SAMPLES = 960  # 20 ms
-
-
-class Tone(MediaStreamTrack):
-    kind = "audio"
-
-    def __init__(self):
-        super().__init__()
-        self.sent = 0
-        self.start = None
-
-    async def recv(self):
-        loop = asyncio.get_event_loop()
-        if self.start is None:
-            self.start = loop.time()
-        due = self.start + self.sent / RATE
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        t = (numpy.arange(SAMPLES) + self.sent) / RATE
-        pcm = (0.3 * 32767 * numpy.sin(2 * math.pi * 440 * t)).astype(numpy.int16)
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self.sent
-        frame.time_base = fractions.Fraction(1, RATE)
-        self.sent += SAMPLES
-        return frame
+from tone import Tone  # next to this file
 
 
 def opus_pt(sdp):

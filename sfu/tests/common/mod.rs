@@ -34,13 +34,14 @@ pub fn token(call: &str, name: &str, role: Role) -> String {
 }
 
 pub async fn join(sfu: &RunningSfu, call: &str, name: &str) -> Participant {
-    let mut participant = Participant::join(
-        &sfu.ws_url(),
-        &token(call, name, Role::Participant),
-        JoinOptions::default(),
-    )
-    .await
-    .expect("join succeeds");
+    join_with_token(&sfu.ws_url(), &token(call, name, Role::Participant)).await
+}
+
+/// Joins the SFU at `ws_url` with `token` and waits (up to 10 s) until media connects.
+pub async fn join_with_token(ws_url: &str, token: &str) -> Participant {
+    let mut participant = Participant::join(ws_url, token, JoinOptions::default())
+        .await
+        .expect("join succeeds");
     participant
         .wait_connected(Duration::from_secs(10))
         .await
@@ -67,6 +68,50 @@ pub fn speech(dir: &Path, name: &str, sentence: &str) -> Vec<i16> {
         .expect("sox runs");
     assert!(status.success(), "sox failed");
     audio::read_wav(&converted).expect("wav reads")
+}
+
+/// The two sentences the voice tests send: Alice's and Bob's, spoken with [`speech`].
+pub fn alice_and_bob_words(dir: &Path) -> (Vec<i16>, Vec<i16>) {
+    (
+        speech(dir, "alice", "The quick brown fox jumps over the lazy dog."),
+        speech(dir, "bob", "Seven silver swans swam silently seaward."),
+    )
+}
+
+/// `GET url` with `http`, whatever the status; panics when no answer comes.
+pub async fn get(http: &reqwest::Client, url: &str) -> reqwest::Response {
+    http.get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// The body of `GET url`, which must succeed.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    let reply = get(http, url).await;
+    assert!(reply.status().is_success(), "GET {url}: {}", reply.status());
+    reply.text().await.expect("a text body")
+}
+
+/// `count` connections to `addr` that each sent part of a request header and then nothing more (a
+/// slow-loris client).
+pub async fn slow_header_connections(
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: sfu\r\nX-Slow: ")
+            .await
+            .expect("partial header is sent");
+        streams.push(stream);
+    }
+    streams
 }
 
 /// Silence first, so the track is established before the words start.

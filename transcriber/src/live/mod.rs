@@ -295,6 +295,21 @@ struct InFlight {
     shown: Option<PartialText>,
 }
 
+impl InFlight {
+    /// The caption that shows this window's result as `text`.
+    fn into_caption(self, text: PartialText, is_final: bool) -> LiveCaption {
+        LiveCaption {
+            id: self.caption_id,
+            session: self.session,
+            name: self.name,
+            start_ms: self.speech_start_ms,
+            end_ms: self.end_ms,
+            text,
+            is_final,
+        }
+    }
+}
+
 /// The captioning core for one call. See the module documentation.
 #[derive(Debug)]
 pub struct Captioner {
@@ -521,15 +536,7 @@ impl Captioner {
             return;
         }
         utterance.shown = Some(shown.clone());
-        self.captions.push_back(LiveCaption {
-            id: done.caption_id,
-            session: done.session,
-            name: done.name,
-            start_ms: done.speech_start_ms,
-            end_ms: done.end_ms,
-            text: shown,
-            is_final: false,
-        });
+        self.captions.push_back(done.into_caption(shown, false));
     }
 
     /// A worker failed on a window: a final closes its caption with the last partial text, if any.
@@ -653,18 +660,8 @@ impl Captioner {
     }
 
     fn push_final(&mut self, done: InFlight, text: String) {
-        self.captions.push_back(LiveCaption {
-            id: done.caption_id,
-            session: done.session,
-            name: done.name,
-            start_ms: done.speech_start_ms,
-            end_ms: done.end_ms,
-            text: PartialText {
-                stable: text,
-                tail: String::new(),
-            },
-            is_final: true,
-        });
+        self.captions
+            .push_back(done.into_caption(PartialText::settled(text), true));
     }
 
     /// Ends `session`'s utterance (if any) and queues its final window.
@@ -806,10 +803,7 @@ impl Captioner {
                     name: late.name,
                     start_ms: late.speech_start_ms,
                     end_ms: late.speech_end_ms,
-                    text: PartialText {
-                        stable: shown.text(),
-                        tail: String::new(),
-                    },
+                    text: PartialText::settled(shown.text()),
                     is_final: true,
                 });
             }

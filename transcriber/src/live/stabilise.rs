@@ -18,6 +18,14 @@ pub struct PartialText {
 }
 
 impl PartialText {
+    /// A final's text: every word stable, no tail.
+    pub fn settled(text: String) -> Self {
+        PartialText {
+            stable: text,
+            tail: String::new(),
+        }
+    }
+
     /// Stable words and tail joined by one space: what a listener reads.
     pub fn text(&self) -> String {
         match (self.stable.is_empty(), self.tail.is_empty()) {

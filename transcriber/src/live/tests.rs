@@ -24,6 +24,29 @@ fn windows(c: &mut Captioner, now_ms: u64) -> Vec<Window> {
     std::iter::from_fn(|| c.poll_window(now_ms)).collect()
 }
 
+/// The one window `poll_window` yields at `now_ms`, which must be of `kind`.
+fn only_window(c: &mut Captioner, now_ms: u64, kind: WindowKind) -> Window {
+    let mut found = windows(c, now_ms);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].kind, kind, "{found:?}");
+    found.remove(0)
+}
+
+fn partial(stable: &str, tail: &str) -> PartialText {
+    PartialText {
+        stable: stable.into(),
+        tail: tail.into(),
+    }
+}
+
+/// The pause window among `handed`.
+fn pause_of(handed: &[Window]) -> &Window {
+    handed
+        .iter()
+        .find(|window| window.kind == WindowKind::Pause)
+        .expect("a pause window")
+}
+
 fn captions(c: &mut Captioner) -> Vec<LiveCaption> {
     std::iter::from_fn(|| c.poll_caption()).collect()
 }
@@ -74,16 +97,14 @@ fn speech_gets_partials_while_it_lasts_then_one_final_under_the_same_id() {
 
     // 0.5 s of silence ends the utterance: one final window, the whole utterance.
     feed(&mut c, "s1", 3000, 3600, false);
-    let finals = windows(&mut c, 3600);
-    assert_eq!(finals.len(), 1, "{finals:?}");
-    assert_eq!(finals[0].kind, WindowKind::Final);
+    let final_window = only_window(&mut c, 3600, WindowKind::Final);
     assert_eq!(
-        finals[0].start_ms, 800,
+        final_window.start_ms, 800,
         "starts with 200 ms before the onset"
     );
-    let audio_ms = ms_of(finals[0].samples.len());
+    let audio_ms = ms_of(final_window.samples.len());
     assert_eq!(audio_ms, 2000 + 200 + 150, "pre-roll, speech and tail");
-    c.handle_result(finals[0].id, " Hello there, everyone. ", 3900);
+    c.handle_result(final_window.id, " Hello there, everyone. ", 3900);
     let all = captions(&mut c);
     let last = all.last().expect("a final caption");
     assert!(last.is_final);
@@ -202,29 +223,23 @@ fn partial_slots_missed_under_overload_are_counted_and_late_finals_dropped() {
     // A hung worker holds the only slot (a long final of someone else).
     feed(&mut c, "x", 0, 1000, true);
     feed(&mut c, "x", 1000, 1600, false);
-    let stuck = windows(&mut c, 1600);
-    assert_eq!(stuck.len(), 1);
-    assert_eq!(stuck[0].kind, WindowKind::Final);
+    let stuck = only_window(&mut c, 1600, WindowKind::Final);
 
     // Alice talks 4 s meanwhile: her partial slots pass with no worker free.
     feed(&mut c, "a", 1600, 5600, true);
     assert!(windows(&mut c, 5600).is_empty());
     // The worker frees up at 5.6 s: her partial is 3.5 s overdue, 4 slots of 0.8 s missed.
-    c.handle_result(stuck[0].id, "x", 5600);
-    let partial = windows(&mut c, 5600);
-    assert_eq!(partial.len(), 1);
-    assert_eq!(partial[0].kind, WindowKind::Partial);
+    c.handle_result(stuck.id, "x", 5600);
+    let partial = only_window(&mut c, 5600, WindowKind::Partial);
     assert_eq!(c.stats().partials_dropped, 4);
-    c.handle_result(partial[0].id, "one two three", 5700);
+    c.handle_result(partial.id, "one two three", 5700);
     feed(&mut c, "a", 5600, 5700, true);
 
     // Her utterance ends while the worker is stuck again, on Bob's pause window (which, unlike a partial,
     // does not give way); her final waits too long.
     feed(&mut c, "b", 5700, 6100, true);
     feed(&mut c, "b", 6100, 6300, false);
-    let bob = windows(&mut c, 6300);
-    assert_eq!(bob.len(), 1);
-    assert_eq!(bob[0].kind, WindowKind::Pause);
+    only_window(&mut c, 6300, WindowKind::Pause);
     feed(&mut c, "a", 5700, 6400, false);
     assert!(windows(&mut c, 6400).is_empty());
     assert_eq!(
@@ -350,25 +365,13 @@ fn new_audio_per_window_is_measured() {
 fn stable_words_need_two_agreeing_hypotheses_and_are_never_taken_back() {
     let mut s = Stabiliser::default();
     let shown = s.handle_hypothesis("the quick");
-    assert_eq!(
-        shown,
-        PartialText {
-            stable: "".into(),
-            tail: "the quick".into()
-        }
-    );
+    assert_eq!(shown, partial("", "the quick"));
     let shown = s.handle_hypothesis("the quick brown");
     assert_eq!(shown.stable, "the quick");
     assert_eq!(shown.tail, "brown");
     // The model rewrites a stable word: the partial keeps the stable words and shows no tail.
     let shown = s.handle_hypothesis("a quick brown fox");
-    assert_eq!(
-        shown,
-        PartialText {
-            stable: "the quick".into(),
-            tail: "".into()
-        }
-    );
+    assert_eq!(shown, partial("the quick", ""));
     // Back in agreement: punctuation and case do not count as a change; stable spelling stays.
     let shown = s.handle_hypothesis("The quick brown fox jumps");
     assert_eq!(shown.stable, "the quick");
@@ -435,10 +438,7 @@ fn a_pause_hands_out_the_final_s_audio_at_once_and_its_text_is_the_final() {
 fn a_pause_decode_still_running_when_the_utterance_ends_becomes_the_final() {
     let mut c = Captioner::new(LiveSettings::default());
     let handed = alice_speaks_then_pauses(&mut c);
-    let pause = handed
-        .iter()
-        .find(|window| window.kind == WindowKind::Pause)
-        .expect("a pause window");
+    let pause = pause_of(&handed);
     feed(&mut c, "a", 3200, 3600, false);
     assert!(
         windows(&mut c, 3600)
@@ -463,10 +463,7 @@ fn speech_after_a_pause_makes_its_text_a_partial_and_the_final_covers_everything
     for window in handed.iter().filter(|w| w.kind == WindowKind::Partial) {
         c.handle_result(window.id, "hello there", 3150);
     }
-    let pause = handed
-        .iter()
-        .find(|window| window.kind == WindowKind::Pause)
-        .expect("a pause window");
+    let pause = pause_of(&handed);
     c.handle_result(pause.id, "hello there everyone", 3250);
     // She goes on before the silence ended the utterance.
     feed(&mut c, "a", 3200, 4000, true);
@@ -507,10 +504,7 @@ fn speech_after_a_pause_makes_its_text_a_partial_and_the_final_covers_everything
 fn a_failed_pause_decode_leaves_the_final_its_own_window() {
     let mut c = Captioner::new(LiveSettings::default());
     let handed = alice_speaks_then_pauses(&mut c);
-    let pause = handed
-        .iter()
-        .find(|window| window.kind == WindowKind::Pause)
-        .expect("a pause window");
+    let pause = pause_of(&handed);
     c.handle_failure(pause.id);
     assert!(
         windows(&mut c, 3200)
@@ -519,10 +513,8 @@ fn a_failed_pause_decode_leaves_the_final_its_own_window() {
         "a failed pause is not tried again"
     );
     feed(&mut c, "a", 3200, 3600, false);
-    let finals = windows(&mut c, 3600);
-    assert_eq!(finals.len(), 1);
-    assert_eq!(finals[0].kind, WindowKind::Final);
-    assert_eq!(ms_of(finals[0].samples.len()), 200 + 2000 + 150);
+    let final_window = only_window(&mut c, 3600, WindowKind::Final);
+    assert_eq!(ms_of(final_window.samples.len()), 200 + 2000 + 150);
 }
 
 #[test]
@@ -577,9 +569,7 @@ fn a_pause_window_cancels_the_partial_of_its_own_utterance() {
     let partial = windows(&mut c, 1000);
     assert_eq!(partial[0].kind, WindowKind::Partial);
     feed(&mut c, "a", 1000, 1200, false);
-    let pause = windows(&mut c, 1200);
-    assert_eq!(pause.len(), 1);
-    assert_eq!(pause[0].kind, WindowKind::Pause);
+    only_window(&mut c, 1200, WindowKind::Pause);
     assert_eq!(c.poll_cancelled(), Some(partial[0].id));
     // Its answer, if one still comes, changes nothing.
     c.handle_result(partial[0].id, "stale words", 1250);

@@ -220,218 +220,185 @@ pub fn convert(model: &Model, tokens: &[String], weights: WeightType) -> Result<
 
 /// Builds every tensor whisper.cpp expects, in its names, shapes and types.
 fn tensors(model: &Model, hp: &HParams, weights: WeightType) -> Result<Vec<Tensor>, String> {
-    let mut out = Vec::new();
-    let values = |name: &str| model.to_f32(name);
-    // f32 vector or matrix, PyTorch shape `shape` (outermost first).
-    let f32_tensor = |name: &str, data: Vec<f32>, shape: &[i32]| Tensor {
-        name: name.to_string(),
-        ne: shape.iter().rev().copied().collect(),
-        ttype: F32,
-        data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    let mut out = TensorList {
+        model,
+        weights,
+        tensors: Vec::new(),
     };
-    // A 2-D weight in the model's weight type.
-    let weight = |name: &str, data: Vec<f32>, rows: i32, cols: i32| Tensor {
-        name: name.to_string(),
-        ne: vec![cols, rows],
-        ttype: weights.ggml_type(),
-        data: weights.encode(&data),
-    };
-    let split = |data: Vec<f32>, parts: usize| -> Vec<Vec<f32>> {
-        let size = data.len() / parts;
-        data.chunks(size).map(<[f32]>::to_vec).collect()
-    };
-
-    // Encoder front.
     let a = hp.n_audio_state;
+    // Encoder front.
     for (index, inputs) in [(1, hp.n_mels), (2, a)] {
         let source = format!("encoder/conv{index}");
-        out.push(Tensor {
+        out.tensors.push(Tensor {
             name: format!("encoder.conv{index}.weight"),
             ne: vec![3, inputs, a],
             ttype: F16,
-            data: encode_f16(&values(&format!("{source}/weight"))?),
+            data: encode_f16(&out.values(&format!("{source}/weight"))?),
         });
-        out.push(f32_tensor(
+        out.f32_from(
             &format!("encoder.conv{index}.bias"),
-            values(&format!("{source}/bias"))?,
+            &format!("{source}/bias"),
             &[a, 1],
-        ));
+        )?;
     }
-    out.push(f32_tensor(
+    out.f32_from(
         "encoder.positional_embedding",
-        values("encoder/position_encodings/encodings")?,
+        "encoder/position_encodings/encodings",
         &[hp.n_audio_ctx, a],
-    ));
+    )?;
 
-    for (side, layers, d) in [
-        ("encoder", hp.n_audio_layer, a),
-        ("decoder", hp.n_text_layer, hp.n_text_state),
-    ] {
-        for layer in 0..layers {
-            let src = format!("{side}/layer_{layer}");
-            let dst = format!("{side}.blocks.{layer}");
-            let norm = |out: &mut Vec<Tensor>, from: &str, to: &str| -> Result<(), String> {
-                out.push(f32_tensor(
-                    &format!("{dst}.{to}.weight"),
-                    values(&format!("{src}/{from}/gamma"))?,
-                    &[d],
-                ));
-                out.push(f32_tensor(
-                    &format!("{dst}.{to}.bias"),
-                    values(&format!("{src}/{from}/beta"))?,
-                    &[d],
-                ));
-                Ok(())
-            };
-            let linear = |out: &mut Vec<Tensor>,
-                          from: &str,
-                          to: &str,
-                          rows: i32,
-                          cols: i32|
-             -> Result<(), String> {
-                out.push(weight(
-                    &format!("{dst}.{to}.weight"),
-                    values(&format!("{src}/{from}/weight"))?,
-                    rows,
-                    cols,
-                ));
-                out.push(f32_tensor(
-                    &format!("{dst}.{to}.bias"),
-                    values(&format!("{src}/{from}/bias"))?,
-                    &[rows],
-                ));
-                Ok(())
-            };
-
-            // Self-attention: q, k, v fused in linear_0; the key has no bias (CTranslate2 stores zeros).
-            norm(&mut out, "self_attention/layer_norm", "attn_ln")?;
-            let qkv = split(values(&format!("{src}/self_attention/linear_0/weight"))?, 3);
-            let qkv_bias = split(values(&format!("{src}/self_attention/linear_0/bias"))?, 3);
-            if qkv.len() != 3 || qkv_bias.len() != 3 {
-                return Err(format!(
-                    "{src}/self_attention/linear_0 is not a fused q,k,v projection"
-                ));
-            }
-            out.push(weight(
-                &format!("{dst}.attn.query.weight"),
-                qkv[0].clone(),
-                d,
-                d,
-            ));
-            out.push(f32_tensor(
-                &format!("{dst}.attn.query.bias"),
-                qkv_bias[0].clone(),
-                &[d],
-            ));
-            out.push(weight(
-                &format!("{dst}.attn.key.weight"),
-                qkv[1].clone(),
-                d,
-                d,
-            ));
-            out.push(weight(
-                &format!("{dst}.attn.value.weight"),
-                qkv[2].clone(),
-                d,
-                d,
-            ));
-            out.push(f32_tensor(
-                &format!("{dst}.attn.value.bias"),
-                qkv_bias[2].clone(),
-                &[d],
-            ));
-            linear(&mut out, "self_attention/linear_1", "attn.out", d, d)?;
-
-            if side == "decoder" {
-                // Cross-attention: query in linear_0, k and v fused in linear_1, output in linear_2.
-                norm(&mut out, "attention/layer_norm", "cross_attn_ln")?;
-                linear(&mut out, "attention/linear_0", "cross_attn.query", d, d)?;
-                let kv = split(values(&format!("{src}/attention/linear_1/weight"))?, 2);
-                let kv_bias = split(values(&format!("{src}/attention/linear_1/bias"))?, 2);
-                if kv.len() != 2 || kv_bias.len() != 2 {
-                    return Err(format!(
-                        "{src}/attention/linear_1 is not a fused k,v projection"
-                    ));
-                }
-                out.push(weight(
-                    &format!("{dst}.cross_attn.key.weight"),
-                    kv[0].clone(),
-                    d,
-                    a,
-                ));
-                out.push(weight(
-                    &format!("{dst}.cross_attn.value.weight"),
-                    kv[1].clone(),
-                    d,
-                    a,
-                ));
-                out.push(f32_tensor(
-                    &format!("{dst}.cross_attn.value.bias"),
-                    kv_bias[1].clone(),
-                    &[d],
-                ));
-                linear(&mut out, "attention/linear_2", "cross_attn.out", d, d)?;
-            }
-
-            norm(&mut out, "ffn/layer_norm", "mlp_ln")?;
-            linear(&mut out, "ffn/linear_0", "mlp.0", 4 * d, d)?;
-            linear(&mut out, "ffn/linear_1", "mlp.2", d, 4 * d)?;
-        }
+    for layer in 0..hp.n_audio_layer {
+        out.block("encoder", layer, a, a)?;
     }
-    out.push(f32_tensor(
-        "encoder.ln_post.weight",
-        values("encoder/layer_norm/gamma")?,
-        &[a],
-    ));
-    out.push(f32_tensor(
-        "encoder.ln_post.bias",
-        values("encoder/layer_norm/beta")?,
-        &[a],
-    ));
+    for layer in 0..hp.n_text_layer {
+        out.block("decoder", layer, hp.n_text_state, a)?;
+    }
+    out.norm("encoder/layer_norm", "encoder.ln_post", a)?;
 
     let t = hp.n_text_state;
-    out.push(f32_tensor(
+    out.f32_from(
         "decoder.positional_embedding",
-        values("decoder/position_encodings/encodings")?,
+        "decoder/position_encodings/encodings",
         &[hp.n_text_ctx, t],
-    ));
-    out.push(weight(
-        "decoder.token_embedding.weight",
-        values("decoder/embeddings/weight")?,
-        hp.n_vocab,
-        t,
-    ));
-    out.push(f32_tensor(
-        "decoder.ln.weight",
-        values("decoder/layer_norm/gamma")?,
-        &[t],
-    ));
-    out.push(f32_tensor(
-        "decoder.ln.bias",
-        values("decoder/layer_norm/beta")?,
-        &[t],
-    ));
+    )?;
+    let embeddings = out.values("decoder/embeddings/weight")?;
+    out.weight("decoder.token_embedding.weight", embeddings, hp.n_vocab, t);
+    out.norm("decoder/layer_norm", "decoder.ln", t)?;
 
-    for tensor in &out {
-        let elements: i64 = tensor.ne.iter().map(|d| i64::from(*d)).product();
-        let bytes_expected = match tensor.ttype {
-            F32 => elements * 4,
-            F16 => elements * 2,
-            8 => elements / 32 * 34,
-            6 => elements / 32 * 22,
-            2 => elements / 32 * 18,
-            other => return Err(format!("internal: unknown tensor type {other}")),
-        };
-        if bytes_expected != tensor.data.len() as i64 {
-            return Err(format!(
-                "tensor {} has {} bytes but its shape {:?} needs {bytes_expected}",
-                tensor.name,
-                tensor.data.len(),
-                tensor.ne
-            ));
-        }
+    for tensor in &out.tensors {
+        check_size(tensor)?;
     }
-    Ok(out)
+    Ok(out.tensors)
+}
+
+/// The tensors written so far, and where their values come from.
+struct TensorList<'a> {
+    model: &'a Model,
+    weights: WeightType,
+    tensors: Vec<Tensor>,
+}
+
+impl TensorList<'_> {
+    fn values(&self, name: &str) -> Result<Vec<f32>, String> {
+        self.model.to_f32(name)
+    }
+
+    /// An f32 vector or matrix, PyTorch shape `shape` (outermost first).
+    fn f32(&mut self, name: &str, data: Vec<f32>, shape: &[i32]) {
+        self.tensors.push(Tensor {
+            name: name.to_string(),
+            ne: shape.iter().rev().copied().collect(),
+            ttype: F32,
+            data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+    }
+
+    /// The variable `source` as the f32 tensor `name`.
+    fn f32_from(&mut self, name: &str, source: &str, shape: &[i32]) -> Result<(), String> {
+        let data = self.values(source)?;
+        self.f32(name, data, shape);
+        Ok(())
+    }
+
+    /// A 2-D weight in the model's weight type.
+    fn weight(&mut self, name: &str, data: Vec<f32>, rows: i32, cols: i32) {
+        self.tensors.push(Tensor {
+            name: name.to_string(),
+            ne: vec![cols, rows],
+            ttype: self.weights.ggml_type(),
+            data: self.weights.encode(&data),
+        });
+    }
+
+    /// A layer norm: `{from}/gamma`, `{from}/beta` → `{to}.weight`, `{to}.bias`.
+    fn norm(&mut self, from: &str, to: &str, d: i32) -> Result<(), String> {
+        self.f32_from(&format!("{to}.weight"), &format!("{from}/gamma"), &[d])?;
+        self.f32_from(&format!("{to}.bias"), &format!("{from}/beta"), &[d])
+    }
+
+    /// A linear layer: `{from}/weight`, `{from}/bias` → `{to}.weight` (rows × cols), `{to}.bias`.
+    fn linear(&mut self, from: &str, to: &str, rows: i32, cols: i32) -> Result<(), String> {
+        let weight = self.values(&format!("{from}/weight"))?;
+        self.weight(&format!("{to}.weight"), weight, rows, cols);
+        self.f32_from(&format!("{to}.bias"), &format!("{from}/bias"), &[rows])
+    }
+
+    /// The weight and bias of a fused projection `from`, each cut into `N` equal row blocks.
+    #[allow(clippy::type_complexity)]
+    fn fused<const N: usize>(
+        &self,
+        from: &str,
+        what: &str,
+    ) -> Result<([Vec<f32>; N], [Vec<f32>; N]), String> {
+        let split = |data: Vec<f32>| -> Option<[Vec<f32>; N]> {
+            let size = data.len() / N;
+            let parts: Vec<Vec<f32>> = data.chunks(size).map(<[f32]>::to_vec).collect();
+            parts.try_into().ok()
+        };
+        let weight = split(self.values(&format!("{from}/weight"))?);
+        let bias = split(self.values(&format!("{from}/bias"))?);
+        weight
+            .zip(bias)
+            .ok_or_else(|| format!("{from} is not a fused {what} projection"))
+    }
+
+    /// One transformer block of `side` (`encoder` or `decoder`), width `d`; `a` is the encoder's width
+    /// (the decoder's cross-attention reads encoder states).
+    fn block(&mut self, side: &str, layer: i32, d: i32, a: i32) -> Result<(), String> {
+        let src = format!("{side}/layer_{layer}");
+        let dst = format!("{side}.blocks.{layer}");
+        // A variable of this layer, and a tensor name of this block.
+        let from = |part: &str| format!("{src}/{part}");
+        let to = |part: &str| format!("{dst}.{part}");
+
+        // Self-attention: q, k, v fused in linear_0; the key has no bias (CTranslate2 stores zeros).
+        self.norm(&from("self_attention/layer_norm"), &to("attn_ln"), d)?;
+        let ([query, key, value], [query_bias, _, value_bias]) =
+            self.fused(&from("self_attention/linear_0"), "q,k,v")?;
+        self.weight(&to("attn.query.weight"), query, d, d);
+        self.f32(&to("attn.query.bias"), query_bias, &[d]);
+        self.weight(&to("attn.key.weight"), key, d, d);
+        self.weight(&to("attn.value.weight"), value, d, d);
+        self.f32(&to("attn.value.bias"), value_bias, &[d]);
+        self.linear(&from("self_attention/linear_1"), &to("attn.out"), d, d)?;
+
+        if side == "decoder" {
+            // Cross-attention: query in linear_0, k and v fused in linear_1, output in linear_2.
+            self.norm(&from("attention/layer_norm"), &to("cross_attn_ln"), d)?;
+            self.linear(&from("attention/linear_0"), &to("cross_attn.query"), d, d)?;
+            let ([key, value], [_, value_bias]) = self.fused(&from("attention/linear_1"), "k,v")?;
+            self.weight(&to("cross_attn.key.weight"), key, d, a);
+            self.weight(&to("cross_attn.value.weight"), value, d, a);
+            self.f32(&to("cross_attn.value.bias"), value_bias, &[d]);
+            self.linear(&from("attention/linear_2"), &to("cross_attn.out"), d, d)?;
+        }
+
+        self.norm(&from("ffn/layer_norm"), &to("mlp_ln"), d)?;
+        self.linear(&from("ffn/linear_0"), &to("mlp.0"), 4 * d, d)?;
+        self.linear(&from("ffn/linear_1"), &to("mlp.2"), d, 4 * d)
+    }
+}
+
+/// Checks that a tensor's data has the size its shape and type need.
+fn check_size(tensor: &Tensor) -> Result<(), String> {
+    let elements: i64 = tensor.ne.iter().map(|d| i64::from(*d)).product();
+    let bytes_expected = match tensor.ttype {
+        F32 => elements * 4,
+        F16 => elements * 2,
+        8 => elements / 32 * 34,
+        6 => elements / 32 * 22,
+        2 => elements / 32 * 18,
+        other => return Err(format!("internal: unknown tensor type {other}")),
+    };
+    if bytes_expected != tensor.data.len() as i64 {
+        return Err(format!(
+            "tensor {} has {} bytes but its shape {:?} needs {bytes_expected}",
+            tensor.name,
+            tensor.data.len(),
+            tensor.ne
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

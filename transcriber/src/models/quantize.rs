@@ -105,12 +105,19 @@ pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// `values` in blocks of [`BLOCK`], the last one padded with zeros.
+fn padded_blocks(values: &[f32]) -> impl Iterator<Item = [f32; BLOCK]> + '_ {
+    values.chunks(BLOCK).map(|block| {
+        let mut padded = [0.0f32; BLOCK];
+        padded[..block.len()].copy_from_slice(block);
+        padded
+    })
+}
+
 /// `q5_0` blocks; a trailing partial block is padded with zeros.
 pub fn quantize_q5_0(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len().div_ceil(BLOCK) * 22);
-    for block in values.chunks(BLOCK) {
-        let mut padded = [0.0f32; BLOCK];
-        padded[..block.len()].copy_from_slice(block);
+    for padded in padded_blocks(values) {
         let mut amax = 0.0f32;
         let mut max = 0.0f32;
         for v in padded {
@@ -141,9 +148,7 @@ pub fn quantize_q5_0(values: &[f32]) -> Vec<u8> {
 /// `q4_0` blocks; a trailing partial block is padded with zeros.
 pub fn quantize_q4_0(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len().div_ceil(BLOCK) * 18);
-    for block in values.chunks(BLOCK) {
-        let mut padded = [0.0f32; BLOCK];
-        padded[..block.len()].copy_from_slice(block);
+    for padded in padded_blocks(values) {
         let extreme = padded
             .iter()
             .fold(0.0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
@@ -230,20 +235,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn q5_0_round_trips_within_one_step_and_keeps_the_extreme() {
+    /// A format whose codes run from `-levels` to `levels - 1` steps of `d = extreme / -levels`: two
+    /// blocks round-trip within one step, and the value of largest magnitude maps to code 0 exactly
+    /// (`-levels × d = extreme`).
+    fn assert_round_trips_within_one_step_and_keeps_the_extreme(
+        quantize: fn(&[f32]) -> Vec<u8>,
+        dequantize: fn(&[u8]) -> Vec<f32>,
+        block_bytes: usize,
+        levels: f32,
+    ) {
         let values = wave(64);
-        let bytes = quantize_q5_0(&values);
-        assert_eq!(bytes.len(), 2 * 22);
-        let back = dequantize_q5_0(&bytes);
+        let bytes = quantize(&values);
+        assert_eq!(bytes.len(), 2 * block_bytes);
+        let back = dequantize(&bytes);
         for (original, decoded) in values.chunks(32).zip(back.chunks(32)) {
             let (index, extreme) = original
                 .iter()
                 .enumerate()
                 .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
                 .unwrap();
-            let step = extreme.abs() / 16.0;
-            // The value of largest magnitude maps to code 0 exactly: -16 × d = max.
+            let step = extreme.abs() / levels;
             assert!((decoded[index] - extreme).abs() <= step * 0.01 + 1e-3);
             for (a, b) in original.iter().zip(decoded) {
                 assert!((a - b).abs() <= step * 1.01 + 1e-3, "{a} vs {b}");
@@ -252,24 +263,23 @@ mod tests {
     }
 
     #[test]
+    fn q5_0_round_trips_within_one_step_and_keeps_the_extreme() {
+        assert_round_trips_within_one_step_and_keeps_the_extreme(
+            quantize_q5_0,
+            dequantize_q5_0,
+            22,
+            16.0,
+        );
+    }
+
+    #[test]
     fn q4_0_round_trips_within_one_step_and_keeps_the_extreme() {
-        let values = wave(64);
-        let bytes = quantize_q4_0(&values);
-        assert_eq!(bytes.len(), 2 * 18);
-        let back = dequantize_q4_0(&bytes);
-        for (original, decoded) in values.chunks(32).zip(back.chunks(32)) {
-            let (index, extreme) = original
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-                .unwrap();
-            let step = extreme.abs() / 8.0;
-            // The value of largest magnitude maps to code 0 exactly: -8 × d = max.
-            assert!((decoded[index] - extreme).abs() <= step * 0.01 + 1e-3);
-            for (a, b) in original.iter().zip(decoded) {
-                assert!((a - b).abs() <= step * 1.01 + 1e-3, "{a} vs {b}");
-            }
-        }
+        assert_round_trips_within_one_step_and_keeps_the_extreme(
+            quantize_q4_0,
+            dequantize_q4_0,
+            18,
+            8.0,
+        );
     }
 
     #[test]

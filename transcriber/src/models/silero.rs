@@ -87,112 +87,130 @@ pub fn convert(
             .get(name)
             .ok_or_else(|| format!("missing tensor {name}"))
     };
+    let mut out = header(&get, version)?;
+    for entry in tensor_table(&get("final_conv.weight")?.shape) {
+        write_tensor(&mut out, &entry, get(&entry.source)?);
+    }
+    Ok(out)
+}
+
+fn push_i32(out: &mut Vec<u8>, v: i32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// The header: magic, model type, version, window and context, then the layer sizes read off the tensors.
+fn header<'a>(
+    get: &impl Fn(&str) -> Result<&'a SafeTensor, String>,
+    version: [i32; 3],
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    let push = |out: &mut Vec<u8>, v: i32| out.extend_from_slice(&v.to_le_bytes());
     out.extend_from_slice(&MAGIC.to_le_bytes());
     let model_type = "silero-16k";
-    push(&mut out, model_type.len() as i32);
+    push_i32(&mut out, model_type.len() as i32);
     out.extend_from_slice(model_type.as_bytes());
     for v in version {
-        push(&mut out, v);
+        push_i32(&mut out, v);
     }
-    push(&mut out, 512); // window, samples
-    push(&mut out, 64); // context, samples
-    push(&mut out, 4);
+    push_i32(&mut out, 512); // window, samples
+    push_i32(&mut out, 64); // context, samples
+    push_i32(&mut out, 4);
     for layer in 1..=4 {
         let shape = &get(&format!("conv{layer}.weight"))?.shape;
         let [out_channels, in_channels, kernel] = shape.as_slice() else {
             return Err(format!("conv{layer}.weight is not 3-D"));
         };
-        push(&mut out, *in_channels as i32);
-        push(&mut out, *out_channels as i32);
-        push(&mut out, *kernel as i32);
+        push_i32(&mut out, *in_channels as i32);
+        push_i32(&mut out, *out_channels as i32);
+        push_i32(&mut out, *kernel as i32);
     }
     let lstm = &get("lstm_cell.weight_ih")?.shape;
     let [gates, lstm_input] = lstm.as_slice() else {
         return Err("lstm_cell.weight_ih is not 2-D".to_string());
     };
-    push(&mut out, *lstm_input as i32);
-    push(&mut out, (*gates / 4) as i32);
+    push_i32(&mut out, *lstm_input as i32);
+    push_i32(&mut out, (*gates / 4) as i32);
     let final_conv = &get("final_conv.weight")?.shape;
-    push(&mut out, final_conv.get(1).copied().unwrap_or(0) as i32);
-    push(&mut out, final_conv.first().copied().unwrap_or(0) as i32);
+    push_i32(&mut out, final_conv.get(1).copied().unwrap_or(0) as i32);
+    push_i32(&mut out, final_conv.first().copied().unwrap_or(0) as i32);
+    Ok(out)
+}
 
-    let mut write =
-        |name: &str, source: &str, half: bool, ne: Option<Vec<i32>>| -> Result<(), String> {
-            let tensor = get(source)?;
-            let ne = ne.unwrap_or_else(|| tensor.shape.iter().rev().map(|d| *d as i32).collect());
-            push(&mut out, ne.len() as i32);
-            push(&mut out, name.len() as i32);
-            push(&mut out, i32::from(half));
-            for d in &ne {
-                push(&mut out, *d);
-            }
-            out.extend_from_slice(name.as_bytes());
-            if half {
-                out.extend_from_slice(&encode_f16(&tensor.values));
-            } else {
-                out.extend(tensor.values.iter().flat_map(|v| v.to_le_bytes()));
-            }
-            Ok(())
-        };
-    write(
+/// One tensor of the ggml file and where its values come from.
+struct Entry {
+    /// whisper.cpp's name.
+    name: String,
+    /// The safetensors name.
+    source: String,
+    /// Stored as f16 (else f32).
+    half: bool,
+    /// Dims innermost first; `None`: the source's shape reversed.
+    ne: Option<Vec<i32>>,
+}
+
+/// Every tensor whisper.cpp's VAD loader expects, in its order. `final_conv` is the shape of
+/// `final_conv.weight` (its kernel dimension is dropped).
+fn tensor_table(final_conv: &[usize]) -> Vec<Entry> {
+    let entry = |name: &str, source: &str, half: bool| Entry {
+        name: name.to_string(),
+        source: source.to_string(),
+        half,
+        ne: None,
+    };
+    let mut table = vec![entry(
         "_model.stft.forward_basis_buffer",
         "stft_conv.weight",
         true,
-        None,
-    )?;
+    )];
     for layer in 0..4 {
         let source = layer + 1;
-        write(
-            &format!("_model.encoder.{layer}.reparam_conv.weight"),
+        let dst = format!("_model.encoder.{layer}.reparam_conv");
+        table.push(entry(
+            &format!("{dst}.weight"),
             &format!("conv{source}.weight"),
             true,
-            None,
-        )?;
-        write(
-            &format!("_model.encoder.{layer}.reparam_conv.bias"),
+        ));
+        table.push(entry(
+            &format!("{dst}.bias"),
             &format!("conv{source}.bias"),
             false,
-            None,
-        )?;
+        ));
     }
-    write(
-        "_model.decoder.rnn.weight_ih",
-        "lstm_cell.weight_ih",
-        false,
-        None,
-    )?;
-    write(
-        "_model.decoder.rnn.weight_hh",
-        "lstm_cell.weight_hh",
-        false,
-        None,
-    )?;
-    write(
-        "_model.decoder.rnn.bias_ih",
-        "lstm_cell.bias_ih",
-        false,
-        None,
-    )?;
-    write(
-        "_model.decoder.rnn.bias_hh",
-        "lstm_cell.bias_hh",
-        false,
-        None,
-    )?;
+    for part in ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] {
+        table.push(entry(
+            &format!("_model.decoder.rnn.{part}"),
+            &format!("lstm_cell.{part}"),
+            false,
+        ));
+    }
     let final_in = final_conv.get(1).copied().unwrap_or(0) as i32;
-    write(
-        "_model.decoder.decoder.2.weight",
-        "final_conv.weight",
-        true,
-        Some(vec![final_in, 1]),
-    )?;
-    write(
+    table.push(Entry {
+        ne: Some(vec![final_in, 1]),
+        ..entry("_model.decoder.decoder.2.weight", "final_conv.weight", true)
+    });
+    table.push(entry(
         "_model.decoder.decoder.2.bias",
         "final_conv.bias",
         false,
-        None,
-    )?;
-    Ok(out)
+    ));
+    table
+}
+
+/// Appends one tensor: ndim, name length, type, dims, name, data.
+fn write_tensor(out: &mut Vec<u8>, entry: &Entry, tensor: &SafeTensor) {
+    let ne = entry
+        .ne
+        .clone()
+        .unwrap_or_else(|| tensor.shape.iter().rev().map(|d| *d as i32).collect());
+    push_i32(out, ne.len() as i32);
+    push_i32(out, entry.name.len() as i32);
+    push_i32(out, i32::from(entry.half));
+    for d in &ne {
+        push_i32(out, *d);
+    }
+    out.extend_from_slice(entry.name.as_bytes());
+    if entry.half {
+        out.extend_from_slice(&encode_f16(&tensor.values));
+    } else {
+        out.extend(tensor.values.iter().flat_map(|v| v.to_le_bytes()));
+    }
 }
