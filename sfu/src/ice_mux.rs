@@ -22,6 +22,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
+use crate::fastpath::SendPath;
 use crate::tcp_mux::TcpMux;
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
@@ -30,6 +31,11 @@ use webrtc::runtime::{
 
 /// Datagrams queued per connection before the newest are dropped.
 const CONN_QUEUE: usize = 1024;
+/// Receive and send buffer asked for the shared socket (the kernel caps it at `net.core.rmem_max`
+/// and `wmem_max`): every speaker's packets and every receiver's RTCP and consent checks arrive
+/// on this one socket, and with 1,000 receivers Linux's default 208 KiB overflowed while the
+/// receive task waited for a core (docs/benchmarks.md, capacity).
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// Outstanding STUN transactions remembered for response routing.
 const MAX_TRANSACTIONS: usize = 4096;
 const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -133,6 +139,21 @@ impl UdpMux {
     /// Binds the shared socket and starts its receive loop.
     pub async fn bind(addr: SocketAddr) -> io::Result<Arc<UdpMux>> {
         let socket = Arc::new(tokio::net::UdpSocket::bind(addr).await?);
+        {
+            let raw = socket2::SockRef::from(socket.as_ref());
+            // Best effort: a smaller buffer still works, it only overflows sooner.
+            if let Err(err) = raw
+                .set_recv_buffer_size(SOCKET_BUFFER_BYTES)
+                .and_then(|()| raw.set_send_buffer_size(SOCKET_BUFFER_BYTES))
+            {
+                tracing::warn!(error = %err, "ice udp mux: socket buffer size not set");
+            }
+            tracing::debug!(
+                receive = raw.recv_buffer_size().unwrap_or_default(),
+                send = raw.send_buffer_size().unwrap_or_default(),
+                "ice udp mux socket buffers"
+            );
+        }
         let mux = Arc::new(UdpMux {
             socket,
             routes: Mutex::new(Routes::default()),
@@ -146,7 +167,18 @@ impl UdpMux {
         self.socket.local_addr()
     }
 
-    fn register(self: &Arc<Self>, ufrag: &str, local_addr: SocketAddr) -> Arc<MuxSocket> {
+    /// Sends one datagram now, or fails (`WouldBlock` when the send buffer is full): the fast
+    /// path's write, which never waits.
+    pub fn try_send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.socket.try_send_to(datagram, to)
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        ufrag: &str,
+        local_addr: SocketAddr,
+        path: Arc<SendPath>,
+    ) -> Arc<MuxSocket> {
         let queue = Arc::new(ConnQueue::default());
         self.routes
             .lock()
@@ -158,6 +190,7 @@ impl UdpMux {
             queue,
             ufrag: ufrag.to_owned(),
             local_addr,
+            path,
         })
     }
 
@@ -277,6 +310,8 @@ pub struct MuxSocket {
     queue: Arc<ConnQueue>,
     ufrag: String,
     local_addr: SocketAddr,
+    /// Where the connection's DTLS and SRTP go (the fast path's destination).
+    path: Arc<SendPath>,
 }
 
 impl fmt::Debug for MuxSocket {
@@ -306,6 +341,7 @@ impl AsyncUdpSocket for MuxSocket {
             .socket
             .poll_send_to(cx, transmit.contents, transmit.destination);
         if let Poll::Ready(Ok(_)) = &result {
+            self.path.note_sent(transmit.contents, transmit.destination);
             self.mux
                 .note_sent(&self.queue, transmit.contents, transmit.destination);
         }
@@ -353,6 +389,7 @@ pub struct MuxRuntime {
     mux: Arc<UdpMux>,
     tcp: Option<Arc<TcpMux>>,
     ufrag: String,
+    path: Arc<SendPath>,
 }
 
 impl fmt::Debug for MuxRuntime {
@@ -364,13 +401,20 @@ impl fmt::Debug for MuxRuntime {
 }
 
 impl MuxRuntime {
-    /// A runtime for the connection whose local ICE ufrag is `ufrag`.
-    pub fn new(mux: Arc<UdpMux>, tcp: Option<Arc<TcpMux>>, ufrag: String) -> Self {
+    /// A runtime for the connection whose local ICE ufrag is `ufrag`; its UDP sends are noted
+    /// in `path`.
+    pub fn new(
+        mux: Arc<UdpMux>,
+        tcp: Option<Arc<TcpMux>>,
+        ufrag: String,
+        path: Arc<SendPath>,
+    ) -> Self {
         Self {
             inner: Arc::new(TokioRuntime),
             mux,
             tcp,
             ufrag,
+            path,
         }
     }
 }
@@ -383,7 +427,9 @@ impl Runtime for MuxRuntime {
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let local_addr = socket.local_addr()?;
         drop(socket);
-        Ok(self.mux.register(&self.ufrag, local_addr))
+        Ok(self
+            .mux
+            .register(&self.ufrag, local_addr, Arc::clone(&self.path)))
     }
 
     fn wrap_tcp_listener(

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod candidates;
 pub mod config;
 pub mod error;
+pub mod fastpath;
 pub mod forward;
 pub mod http;
 pub mod http_server;

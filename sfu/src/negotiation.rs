@@ -28,6 +28,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use crate::candidates::{
     candidate_transport, first_mid, rewrite_candidate, rewrite_sdp, Advertise,
 };
+use crate::fastpath::{FastLeg, FastPair};
 use crate::forward::{self, FeedbackRoutes, LegCodec, Publication};
 use crate::peer::{self, negotiated_payload_type};
 use crate::ratelimit::TokenBucket;
@@ -91,6 +92,8 @@ pub struct Negotiator {
     session_id: String,
     out: mpsc::Sender<ServerMessage>,
     pc: Arc<dyn PeerConnection>,
+    /// The connection's fast path for forwarded voice (see `fastpath`).
+    fast: Arc<FastLeg>,
     advertise: Advertise,
     /// The client's first offer has been answered.
     negotiated: bool,
@@ -132,11 +135,13 @@ impl Negotiator {
         events: mpsc::Sender<PeerEvent>,
         advertise: Advertise,
     ) -> crate::Result<Self> {
+        let fast = FastLeg::new(Arc::clone(&shared.mux))?;
         let pc = peer::build(
             &shared.config.ice,
             &shared.mux,
             Some(&shared.tcp_mux),
             Arc::new(Handler { events }),
+            &fast,
         )
         .await?;
         let limits = shared.config.limits;
@@ -164,6 +169,7 @@ impl Negotiator {
             session_id,
             out,
             pc,
+            fast,
             advertise,
             negotiated: false,
             offer_pending: false,
@@ -533,17 +539,23 @@ impl Negotiator {
             .await?;
         let sender = transceiver.sender().await.ok().flatten();
         let (sink, queue) = mpsc::channel(self.shared.config.limits.rtp_queue_size);
-        publication.add_sink(&self.session_id, sink);
         let metrics = Arc::clone(&self.shared.metrics);
         self.routes.insert(ssrc, Arc::clone(&publication));
         let (leg_codec, leg_codec_rx) = watch::channel(LegCodec::Pending);
+        // Voice only: video needs the driver's NACK answers and keyframe handling.
+        let fast = (publication.id.kind == TrackKind::Voice)
+            .then(|| FastPair::new(Arc::clone(&self.fast), ssrc, leg_codec_rx.clone()));
+        publication.add_sink(&self.session_id, sink, fast.clone());
         let tasks = vec![
             tokio::spawn(forward::run_writer(
                 queue,
                 self.media_up.subscribe(),
                 leg_codec_rx,
-                Arc::clone(&local),
-                ssrc,
+                forward::WriterLeg {
+                    local: Arc::clone(&local),
+                    ssrc,
+                    fast,
+                },
                 publication.media_kind(),
                 Arc::clone(&metrics),
             )),
@@ -613,6 +625,9 @@ impl Negotiator {
             PeerEvent::Track(remote) => self.publish(remote).await,
             PeerEvent::State(state) => {
                 self.shared.metrics.record_conn_state(&state.to_string());
+                if state == RTCPeerConnectionState::Connected && !self.fast.arm() {
+                    tracing::debug!(session_id = %self.session_id, "fast path not armed: forwarded voice goes through the driver");
+                }
                 self.media_up
                     .send_replace(state == RTCPeerConnectionState::Connected);
                 if matches!(
