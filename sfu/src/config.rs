@@ -93,6 +93,9 @@ pub struct IceConfig {
     pub allow_loopback_candidates: bool,
     /// Accept remote candidates on link-local addresses (169.254/16, fe80::/10).
     pub allow_link_local_candidates: bool,
+    /// Forward voice through the SFU's own SRTP straight to the shared UDP socket (`fastpath`),
+    /// instead of through each receiver's webrtc driver.
+    pub fast_path: bool,
     /// TURN servers handed to every session, with credentials made from `turn_secret`.
     pub turn: Option<TurnConfig>,
 }
@@ -206,6 +209,7 @@ impl Config {
                 turn: None,
                 allow_loopback_candidates: true,
                 allow_link_local_candidates: false,
+                fast_path: true,
             },
             limits: RawLimits::default().validate().expect("defaults are valid"),
             log: LogConfig {
@@ -287,6 +291,7 @@ pub struct RawIce {
     pub turn_credential_ttl_secs: Option<u64>,
     pub allow_loopback_candidates: Option<bool>,
     pub allow_link_local_candidates: Option<bool>,
+    pub fast_path: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +397,7 @@ pub const KEYS: &[Key] = &[
     key!(ice.turn_credential_ttl_secs, parse),
     key!(ice.allow_loopback_candidates, parse),
     key!(ice.allow_link_local_candidates, parse),
+    key!(ice.fast_path, parse),
     key!(limits.max_participants_per_call, parse),
     key!(limits.max_message_bytes, parse),
     key!(limits.messages_per_second, parse),
@@ -591,6 +597,7 @@ impl RawIce {
             turn,
             allow_loopback_candidates: self.allow_loopback_candidates.unwrap_or(false),
             allow_link_local_candidates: self.allow_link_local_candidates.unwrap_or(false),
+            fast_path: self.fast_path.unwrap_or(true),
         })
     }
 }
