@@ -543,7 +543,8 @@ impl Negotiator {
         self.routes.insert(ssrc, Arc::clone(&publication));
         let (leg_codec, leg_codec_rx) = watch::channel(LegCodec::Pending);
         // Voice only: video needs the driver's NACK answers and keyframe handling.
-        let fast = (publication.id.kind == TrackKind::Voice)
+        let fast_path = self.shared.config.ice.fast_path;
+        let fast = (fast_path && publication.id.kind == TrackKind::Voice)
             .then(|| FastPair::new(Arc::clone(&self.fast), ssrc, leg_codec_rx.clone()));
         publication.add_sink(&self.session_id, sink, fast.clone());
         let tasks = vec![
