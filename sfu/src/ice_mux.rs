@@ -57,6 +57,8 @@ struct Routes {
 #[derive(Default)]
 struct ConnQueue {
     state: Mutex<QueueState>,
+    /// The connection's media destination, also learned from what its peer sends.
+    path: Arc<SendPath>,
 }
 
 #[derive(Default)]
@@ -67,6 +69,7 @@ struct QueueState {
 
 impl ConnQueue {
     fn push(&self, packet: Vec<u8>, from: SocketAddr) -> bool {
+        self.path.note(&packet, from);
         let mut state = self.state.lock().expect("queue lock is never poisoned");
         if state.packets.len() >= CONN_QUEUE {
             return false;
@@ -179,7 +182,10 @@ impl UdpMux {
         local_addr: SocketAddr,
         path: Arc<SendPath>,
     ) -> Arc<MuxSocket> {
-        let queue = Arc::new(ConnQueue::default());
+        let queue = Arc::new(ConnQueue {
+            path: Arc::clone(&path),
+            ..ConnQueue::default()
+        });
         self.routes
             .lock()
             .expect("routes lock is never poisoned")
@@ -341,7 +347,7 @@ impl AsyncUdpSocket for MuxSocket {
             .socket
             .poll_send_to(cx, transmit.contents, transmit.destination);
         if let Poll::Ready(Ok(_)) = &result {
-            self.path.note_sent(transmit.contents, transmit.destination);
+            self.path.note(transmit.contents, transmit.destination);
             self.mux
                 .note_sent(&self.queue, transmit.contents, transmit.destination);
         }

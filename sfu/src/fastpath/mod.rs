@@ -8,10 +8,11 @@
 //! - **Keys**: [`keys::KeySpy`] is the connection's crypto provider and recovers the local SRTP
 //!   master key and salt its DTLS handshake produced. When the connection reports `connected`,
 //!   [`FastLeg::arm`] builds the SFU's own `srtp::Context` from them.
-//! - **Where to**: [`SendPath`] remembers the destination of the DTLS and SRTP/SRTCP datagrams the
-//!   connection's driver sends through the shared UDP socket: those go only to the selected
-//!   candidate pair. A connection over ICE-TCP never sends such a datagram on UDP, so it is never
-//!   armed and keeps the driver's path; a client behind TURN is a UDP address like any other.
+//! - **Where to**: [`SendPath`] remembers the remote address of the DTLS and SRTP/SRTCP datagrams
+//!   the connection's driver sends, and its peer sends, through the shared UDP socket: those use
+//!   only the selected candidate pair. A connection over ICE-TCP has no such datagram on UDP, so it
+//!   is never armed and keeps the driver's path; a client behind TURN is a UDP address like any
+//!   other.
 //! - **Handover, one SSRC one context**: a forwarded track starts on the old path (its writer
 //!   holds packets until the leg is up, then writes them to the driver). The writer hands the
 //!   track over at the first packet it sends once the leg is armed: it primes the SFU's context
@@ -19,15 +20,18 @@
 //!   the rollover counter), sends through the fast path from then on, and marks the
 //!   [`FastPair`] owned; the publisher's task then encrypts and sends every later packet itself.
 //!   The driver never sees that SSRC's RTP again, so no sequence number is encrypted twice.
-//! - **What the bypass drops**: no RTCP sender reports for a handed-over stream after the
-//!   handover (webrtc's reporter stops counting it; browsers use SR only for audio/video sync,
-//!   and the SFU forwards voice alone on this path), no transport-wide sequence numbers (header
-//!   extensions are stripped on both paths; a receiver sends no TWCC feedback for these packets),
-//!   no NACK answers (none negotiated for Opus). Video keeps the old path: it needs NACK/RTX and
+//! - **What the bypass drops**: accurate RTCP sender reports. webrtc's reporter keeps sending them
+//!   for a stream that had packets through the driver, the RTP time extrapolated from the last of
+//!   those (right while the publisher's clock runs at its rate), the counts frozen at the
+//!   handover; a stream that never went through the driver gets none. Browsers use SR for
+//!   audio/video sync and statistics; this path carries voice alone. No transport-wide sequence
+//!   numbers either (header extensions are stripped on both paths; a receiver sends no TWCC
+//!   feedback for these packets), and no NACK answers (none negotiated for Opus). Video keeps the old path: it needs NACK/RTX and
 //!   keyframe handling from the driver.
 //! - **Renegotiation, ICE restart, reconnect**: the keys do not change with a renegotiation or an
-//!   ICE restart (DTLS is not redone), and the destination follows the driver's next DTLS or
-//!   SRTCP datagram; a reconnect is a new session with a new connection and new keys.
+//!   ICE restart (DTLS is not redone), and the destination follows the next DTLS or SRTP/SRTCP
+//!   datagram either way (a receiver's RTCP reports, every few seconds); a reconnect is a new
+//!   session with a new connection and new keys.
 
 pub mod keys;
 
@@ -45,20 +49,22 @@ use crate::forward::LegCodec;
 use crate::ice_mux::UdpMux;
 use keys::KeySpy;
 
-/// The remote address the driver last sent a DTLS or SRTP/SRTCP datagram to over the shared UDP
-/// socket: the selected candidate pair's.
+/// The remote address of the connection's media: where the driver last sent a DTLS or SRTP/SRTCP
+/// datagram over the shared UDP socket, or where the peer last sent one from (both are the
+/// selected candidate pair's; the second keeps the address fresh after an ICE restart moves a
+/// receiver that the SFU sends nothing else to).
 #[derive(Debug, Default)]
 pub struct SendPath(Mutex<Option<SocketAddr>>);
 
 impl SendPath {
-    /// Notes a datagram the driver sent to `to`.
-    pub fn note_sent(&self, datagram: &[u8], to: SocketAddr) {
+    /// Notes a datagram sent to, or received from, `remote`.
+    pub fn note(&self, datagram: &[u8], remote: SocketAddr) {
         // RFC 7983: DTLS records start with 20..=63, RTP and RTCP with 128..=191; STUN (0..=3)
-        // also goes to candidate pairs that are not selected.
+        // also goes to and comes from candidate pairs that are not selected.
         if matches!(datagram.first(), Some(20..=63 | 128..=191)) {
             let mut path = self.0.lock().expect("path lock is never poisoned");
-            if *path != Some(to) {
-                *path = Some(to);
+            if *path != Some(remote) {
+                *path = Some(remote);
             }
         }
     }
