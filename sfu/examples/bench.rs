@@ -18,6 +18,8 @@
 //! cargo run --release -p calls-sfu --example bench -- --receivers 10 --seconds 20
 //! ```
 
+mod shared;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use calls_participant::{Event, JoinOptions, Participant, Role, TrackKind};
 use clap::Parser;
+use shared::voice_signal;
 
 const SECRET: &str = "benchmark-secret-benchmark-secret-0123";
 const CALL: &str = "bench";
@@ -140,20 +143,6 @@ async fn forwarded_packets(http: &reqwest::Client, base: &str) -> anyhow::Result
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .context("no forwarded-packet counter in /metrics")
-}
-
-/// A voice-like test signal: two tones under a syllable-rate envelope.
-fn voice_signal(seconds: f64) -> Vec<i16> {
-    let samples = (seconds * 48_000.0) as usize;
-    (0..samples)
-        .map(|i| {
-            let t = i as f64 / 48_000.0;
-            let envelope = 0.5 + 0.5 * (t * 4.0 * std::f64::consts::TAU).sin();
-            let tone = (t * 220.0 * std::f64::consts::TAU).sin()
-                + 0.5 * (t * 660.0 * std::f64::consts::TAU).sin();
-            (envelope * tone * 6000.0) as i16
-        })
-        .collect()
 }
 
 async fn join(url: &str, name: &str) -> anyhow::Result<Participant> {

@@ -21,6 +21,8 @@
 //! target/release/examples/listeners --spawn-sfu target/release/calls-sfu --listeners 100 --seconds 20
 //! ```
 
+mod shared;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -39,6 +41,7 @@ use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use shared::voice_signal;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -389,20 +392,6 @@ async fn add_candidate(pc: &impl PeerConnection, candidate: IceCandidate) {
     let _ = pc
         .add_ice_candidate(calls_rtc::candidate::candidate_init(candidate))
         .await;
-}
-
-/// A voice-like test signal: two tones under a syllable-rate envelope.
-fn voice_signal(seconds: f64) -> Vec<i16> {
-    let samples = (seconds * 48_000.0) as usize;
-    (0..samples)
-        .map(|i| {
-            let t = i as f64 / 48_000.0;
-            let envelope = 0.5 + 0.5 * (t * 4.0 * std::f64::consts::TAU).sin();
-            let tone = (t * 220.0 * std::f64::consts::TAU).sin()
-                + 0.5 * (t * 660.0 * std::f64::consts::TAU).sin();
-            (envelope * tone * 6000.0) as i16
-        })
-        .collect()
 }
 
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {

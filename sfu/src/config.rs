@@ -75,6 +75,9 @@ pub struct IceConfig {
     pub allow_loopback_candidates: bool,
     /// Accept remote candidates on link-local addresses (169.254/16, fe80::/10).
     pub allow_link_local_candidates: bool,
+    /// Forward voice through the SFU's own SRTP straight to the shared UDP socket (`fastpath`),
+    /// instead of through each receiver's webrtc driver.
+    pub fast_path: bool,
     /// TURN servers handed to every session, with credentials made from `turn_secret`.
     pub turn: Option<TurnConfig>,
 }
@@ -188,6 +191,7 @@ impl Config {
                 turn: None,
                 allow_loopback_candidates: true,
                 allow_link_local_candidates: false,
+                fast_path: true,
             },
             limits: RawLimits::default().validate().expect("defaults are valid"),
             log: LogConfig {
@@ -269,6 +273,7 @@ pub struct RawIce {
     pub turn_credential_ttl_secs: Option<SecondsOrDuration>,
     pub allow_loopback_candidates: Option<bool>,
     pub allow_link_local_candidates: Option<bool>,
+    pub fast_path: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +391,7 @@ pub const KEYS: &[Key] = &[
     key!(ice.turn_credential_ttl_secs, parse, "86400"),
     key!(ice.allow_loopback_candidates, parse),
     key!(ice.allow_link_local_candidates, parse, "false"),
+    key!(ice.fast_path, parse, "true"),
     key!(limits.max_participants_per_call, parse, "200"),
     key!(limits.max_message_bytes, parse, "262144"),
     key!(limits.messages_per_second, parse, "50"),
@@ -605,6 +611,7 @@ impl RawIce {
                 "ice.allow_link_local_candidates",
                 self.allow_link_local_candidates,
             )?,
+            fast_path: or_default("ice.fast_path", self.fast_path)?,
         })
     }
 }

@@ -20,16 +20,24 @@ use calls_protocol::signalling::{TrackId, TrackKind};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::shared::marshal::Marshal;
 use rtc::{rtcp, rtp};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use crate::fastpath::FastPair;
 use crate::metrics::{Direction, MediaKind, Metrics, RtpSeries};
 
 /// Minimum spacing of keyframe requests relayed to one publisher.
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One subscriber of a publication: its writer's queue, and the fast path when it has one.
+struct Sink {
+    queue: mpsc::Sender<rtp::Packet>,
+    fast: Option<Arc<FastPair>>,
+}
 
 /// A track one participant publishes, with its subscribers' queues.
 pub struct Publication {
@@ -39,7 +47,7 @@ pub struct Publication {
     pub codec: RTCRtpCodec,
     remote: Arc<dyn TrackRemote>,
     media_ssrc: u32,
-    sinks: Mutex<HashMap<String, mpsc::Sender<rtp::Packet>>>,
+    sinks: Mutex<HashMap<String, Sink>>,
     muted: AtomicBool,
     last_keyframe_request: Mutex<Option<Instant>>,
 }
@@ -76,12 +84,17 @@ impl Publication {
         self.muted.store(muted, Ordering::Relaxed);
     }
 
-    /// Adds a subscriber's queue.
-    pub fn add_sink(&self, subscriber: &str, sink: mpsc::Sender<rtp::Packet>) {
+    /// Adds a subscriber's queue, and its fast path if it may have one (see `fastpath`).
+    pub fn add_sink(
+        &self,
+        subscriber: &str,
+        queue: mpsc::Sender<rtp::Packet>,
+        fast: Option<Arc<FastPair>>,
+    ) {
         self.sinks
             .lock()
             .expect("sinks lock is never poisoned")
-            .insert(subscriber.to_owned(), sink);
+            .insert(subscriber.to_owned(), Sink { queue, fast });
     }
 
     /// Removes a subscriber's queue (its writer then ends).
@@ -140,10 +153,32 @@ impl Publication {
         }
     }
 
-    fn fan_out(&self, packet: &rtp::Packet, metrics: &Metrics) {
+    /// Hands `packet` to every subscriber: sent at once on the subscribers' fast paths that own
+    /// the track, queued to the writers of the others.
+    fn fan_out(&self, packet: &rtp::Packet, metrics: &Metrics, fast: &mut FastScratch) {
         let sinks = self.sinks.lock().expect("sinks lock is never poisoned");
+        fast.plaintext = None;
         for sink in sinks.values() {
-            if sink.try_send(packet.clone()).is_err() {
+            if let Some(pair) = sink.fast.as_ref().filter(|pair| pair.is_owned()) {
+                if fast.plaintext.is_none() {
+                    fast.plaintext = packet.marshal().ok();
+                }
+                if let Some(plaintext) = &fast.plaintext {
+                    match pair.forward(plaintext, &packet.header, &mut fast.datagram) {
+                        Some(Ok(())) => {
+                            fast.outgoing.record_packet(packet.payload.len());
+                            continue;
+                        }
+                        Some(Err(err)) => {
+                            tracing::trace!(error = %err, "fast path send failed");
+                            metrics.record_error("rtp_write");
+                            continue;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            if sink.queue.try_send(packet.clone()).is_err() {
                 metrics.record_error("rtp_queue_full");
             }
         }
@@ -177,6 +212,11 @@ pub async fn run_publication(
     let kind = publication.media_kind();
     let incoming = metrics.rtp(Direction::In, kind).clone();
     let _live = LiveTrack::new(&incoming);
+    let mut fast = FastScratch {
+        plaintext: None,
+        datagram: Vec::with_capacity(1500),
+        outgoing: metrics.rtp(Direction::Out, kind).clone(),
+    };
     while let Some(event) = publication.remote.poll().await {
         match event {
             TrackRemoteEvent::OnRtpPacket(mut packet) => {
@@ -185,7 +225,7 @@ pub async fn run_publication(
                     // Header extension ids are per leg, so no leg sends them: dropped once here,
                     // the per-receiver clone below copies no extension list.
                     strip_extensions(&mut packet.header);
-                    publication.fan_out(&packet, &metrics);
+                    publication.fan_out(&packet, &metrics, &mut fast);
                 }
             }
             TrackRemoteEvent::OnRtcpPacket(packets) => {
@@ -195,6 +235,15 @@ pub async fn run_publication(
             _ => {}
         }
     }
+}
+
+/// What a publication's task reuses for every packet it sends on fast paths.
+struct FastScratch {
+    /// The packet as received, extensions dropped, marshalled once for all subscribers.
+    plaintext: Option<bytes::BytesMut>,
+    /// One subscriber's copy, rewritten for its leg.
+    datagram: Vec<u8>,
+    outgoing: RtpSeries,
 }
 
 /// Drops a header's extensions (their ids are negotiated per leg). Free when there are none.
@@ -266,6 +315,16 @@ impl Held {
     }
 }
 
+/// Where one subscriber's writer sends a track.
+pub struct WriterLeg {
+    /// The track on the subscriber's connection (the driver's path).
+    pub local: Arc<TrackLocalStaticRTP>,
+    /// The SSRC the SFU sends the track with on this leg.
+    pub ssrc: u32,
+    /// The fast path, for voice (see `fastpath`).
+    pub fast: Option<Arc<FastPair>>,
+}
+
 /// Writes one subscriber's queue into its local track, rewriting SSRC and payload type to the
 /// ones negotiated on that leg (`codec`, updated after every negotiation) and dropping header
 /// extensions (their ids are per leg). While the subscriber's connection is not up (`media_up`
@@ -274,16 +333,17 @@ impl Held {
 /// in `sfu_rtc_errors_total{type="rtp_held_dropped"}`) and sent as soon as the leg is ready. Only
 /// packets handed to the connection count as sent (`sfu_rtc_rtp_packets_total{direction="out"}`);
 /// packets the receiver cannot take count in `sfu_rtc_errors_total{type="rtp_codec_refused"}` or
-/// `{type="rtp_write"}`.
+/// `{type="rtp_write"}`. With a `fast` pair whose leg is armed, the first packet ready to go takes
+/// the track over to the fast path (see `fastpath`), which sends it and every later one.
 pub async fn run_writer(
     mut queue: mpsc::Receiver<rtp::Packet>,
     mut media_up: watch::Receiver<bool>,
     mut codec: watch::Receiver<LegCodec>,
-    local: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
+    leg: WriterLeg,
     kind: MediaKind,
     metrics: Arc<Metrics>,
 ) {
+    let WriterLeg { local, ssrc, fast } = leg;
     let outgoing = metrics.rtp(Direction::Out, kind).clone();
     let _live = LiveTrack::new(&outgoing);
     let mut held = Held::default();
@@ -325,10 +385,30 @@ pub async fn run_writer(
                     packet.header.payload_type = payload_type;
                     strip_extensions(&mut packet.header);
                     let bytes = packet.payload.len();
+                    if let Some(pair) = fast.as_ref().filter(|pair| pair.is_armed()) {
+                        let handover = !pair.is_owned();
+                        match pair.send_rewritten(&packet) {
+                            Ok(()) => {
+                                if handover {
+                                    metrics.fast_path_tracks.inc();
+                                }
+                                outgoing.record_packet(bytes);
+                            }
+                            Err(err) => {
+                                tracing::trace!(error = %err, "fast path send failed");
+                                metrics.record_error("rtp_write");
+                            }
+                        }
+                        continue;
+                    }
+                    let sequence_number = packet.header.sequence_number;
                     if local.write_rtp(packet).await.is_err() {
                         // Unbound (removed while this packet was queued) or the connection is closing.
                         metrics.record_error("rtp_write");
                         continue;
+                    }
+                    if let Some(pair) = &fast {
+                        pair.note_driver_sent(sequence_number);
                     }
                     outgoing.record_packet(bytes);
                 }

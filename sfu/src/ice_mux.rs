@@ -22,6 +22,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
+use crate::fastpath::SendPath;
 use crate::stun::{classify, Stun};
 use crate::tcp_mux::TcpMux;
 use webrtc::runtime::{
@@ -31,6 +32,11 @@ use webrtc::runtime::{
 
 /// Datagrams queued per connection before the newest are dropped.
 const CONN_QUEUE: usize = 1024;
+/// Receive and send buffer asked for the shared socket (the kernel caps it at `net.core.rmem_max`
+/// and `wmem_max`): every speaker's packets and every receiver's RTCP and consent checks arrive
+/// on this one socket, and with 1,000 receivers Linux's default 208 KiB overflowed while the
+/// receive task waited for a core (docs/benchmarks.md, capacity).
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 /// Outstanding STUN transactions remembered for response routing.
 const MAX_TRANSACTIONS: usize = 4096;
 
@@ -50,6 +56,8 @@ struct Routes {
 #[derive(Default)]
 struct ConnQueue {
     state: Mutex<QueueState>,
+    /// The connection's media destination, also learned from what its peer sends.
+    path: Arc<SendPath>,
 }
 
 #[derive(Default)]
@@ -60,6 +68,7 @@ struct QueueState {
 
 impl ConnQueue {
     fn push(&self, packet: Vec<u8>, from: SocketAddr) -> bool {
+        self.path.note(&packet, from);
         let mut state = self.state.lock().expect("queue lock is never poisoned");
         if state.packets.len() >= CONN_QUEUE {
             return false;
@@ -76,6 +85,21 @@ impl UdpMux {
     /// Binds the shared socket and starts its receive loop.
     pub async fn bind(addr: SocketAddr) -> io::Result<Arc<UdpMux>> {
         let socket = Arc::new(tokio::net::UdpSocket::bind(addr).await?);
+        {
+            let raw = socket2::SockRef::from(socket.as_ref());
+            // Best effort: a smaller buffer still works, it only overflows sooner.
+            if let Err(err) = raw
+                .set_recv_buffer_size(SOCKET_BUFFER_BYTES)
+                .and_then(|()| raw.set_send_buffer_size(SOCKET_BUFFER_BYTES))
+            {
+                tracing::warn!(error = %err, "ice udp mux: socket buffer size not set");
+            }
+            tracing::debug!(
+                receive = raw.recv_buffer_size().unwrap_or_default(),
+                send = raw.send_buffer_size().unwrap_or_default(),
+                "ice udp mux socket buffers"
+            );
+        }
         let mux = Arc::new(UdpMux {
             socket,
             routes: Mutex::new(Routes::default()),
@@ -89,8 +113,22 @@ impl UdpMux {
         self.socket.local_addr()
     }
 
-    fn register(self: &Arc<Self>, ufrag: &str, local_addr: SocketAddr) -> Arc<MuxSocket> {
-        let queue = Arc::new(ConnQueue::default());
+    /// Sends one datagram now, or fails (`WouldBlock` when the send buffer is full): the fast
+    /// path's write, which never waits.
+    pub fn try_send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.socket.try_send_to(datagram, to)
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        ufrag: &str,
+        local_addr: SocketAddr,
+        path: Arc<SendPath>,
+    ) -> Arc<MuxSocket> {
+        let queue = Arc::new(ConnQueue {
+            path: Arc::clone(&path),
+            ..ConnQueue::default()
+        });
         self.routes
             .lock()
             .expect("routes lock is never poisoned")
@@ -101,6 +139,7 @@ impl UdpMux {
             queue,
             ufrag: ufrag.to_owned(),
             local_addr,
+            path,
         })
     }
 
@@ -220,6 +259,8 @@ pub struct MuxSocket {
     queue: Arc<ConnQueue>,
     ufrag: String,
     local_addr: SocketAddr,
+    /// Where the connection's DTLS and SRTP go (the fast path's destination).
+    path: Arc<SendPath>,
 }
 
 impl fmt::Debug for MuxSocket {
@@ -249,6 +290,7 @@ impl AsyncUdpSocket for MuxSocket {
             .socket
             .poll_send_to(cx, transmit.contents, transmit.destination);
         if let Poll::Ready(Ok(_)) = &result {
+            self.path.note(transmit.contents, transmit.destination);
             self.mux
                 .note_sent(&self.queue, transmit.contents, transmit.destination);
         }
@@ -296,6 +338,7 @@ pub struct MuxRuntime {
     mux: Arc<UdpMux>,
     tcp: Option<Arc<TcpMux>>,
     ufrag: String,
+    path: Arc<SendPath>,
 }
 
 impl fmt::Debug for MuxRuntime {
@@ -307,13 +350,20 @@ impl fmt::Debug for MuxRuntime {
 }
 
 impl MuxRuntime {
-    /// A runtime for the connection whose local ICE ufrag is `ufrag`.
-    pub fn new(mux: Arc<UdpMux>, tcp: Option<Arc<TcpMux>>, ufrag: String) -> Self {
+    /// A runtime for the connection whose local ICE ufrag is `ufrag`; its UDP sends are noted
+    /// in `path`.
+    pub fn new(
+        mux: Arc<UdpMux>,
+        tcp: Option<Arc<TcpMux>>,
+        ufrag: String,
+        path: Arc<SendPath>,
+    ) -> Self {
         Self {
             inner: Arc::new(TokioRuntime),
             mux,
             tcp,
             ufrag,
+            path,
         }
     }
 }
@@ -326,7 +376,9 @@ impl Runtime for MuxRuntime {
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let local_addr = socket.local_addr()?;
         drop(socket);
-        Ok(self.mux.register(&self.ufrag, local_addr))
+        Ok(self
+            .mux
+            .register(&self.ufrag, local_addr, Arc::clone(&self.path)))
     }
 
     fn wrap_tcp_listener(

@@ -12,6 +12,7 @@ pub(crate) mod backoff;
 pub mod candidates;
 pub mod config;
 pub mod error;
+pub(crate) mod fastpath;
 pub(crate) mod forward;
 pub mod http;
 pub(crate) mod http_server;

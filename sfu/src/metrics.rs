@@ -108,6 +108,8 @@ pub struct Metrics {
     /// Local ICE candidates trickled to clients, by `transport` (`udp`, `tcp`): one per local
     /// address the SFU gathers on, per session.
     pub ice_candidates: IntCounterVec,
+    /// Forwarded voice tracks the fast path took over from webrtc's driver (see `fastpath`).
+    pub fast_path_tracks: prometheus::IntCounter,
     rtp: [[RtpSeries; 2]; 2],
 }
 
@@ -201,6 +203,14 @@ impl Metrics {
             "Local ICE candidates signalled to clients, by transport.",
             &["transport"],
         );
+        let fast_path_tracks = prometheus::IntCounter::new(
+            "sfu_rtc_fast_path_tracks_total",
+            "Forwarded voice tracks handed over to the fast path (SRTP by the SFU, sent on the shared UDP socket).",
+        )
+        .expect("metric name is a valid identifier");
+        registry
+            .register(Box::new(fast_path_tracks.clone()))
+            .expect("each metric name is registered once");
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
@@ -228,6 +238,7 @@ impl Metrics {
             ws_messages,
             keyframe_requests,
             ice_candidates,
+            fast_path_tracks,
             rtp,
         }
     }

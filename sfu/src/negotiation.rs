@@ -26,6 +26,7 @@ use webrtc::peer_connection::{
 use crate::candidates::{
     candidate_transport, first_mid, rewrite_candidate, rewrite_sdp, Advertise,
 };
+use crate::fastpath::FastLeg;
 use crate::forward::{self, Publication};
 use crate::outbox::Outbox;
 use crate::remote_candidates::{CandidatePolicy, Refusal, RemoteCandidates};
@@ -77,11 +78,13 @@ impl Negotiator {
         let metrics = Arc::clone(&shared.metrics);
         let handler = EventHandler::new(events, Arc::new(AtomicU64::new(0)))
             .on_drop(move |_| metrics.record_error("peer_event_dropped"));
+        let fast = FastLeg::new(Arc::clone(&shared.mux))?;
         let pc = crate::peer::build(
             &shared.config.ice,
             &shared.mux,
             Some(&shared.tcp_mux),
             Arc::new(handler),
+            &fast,
         )
         .await?;
         let limits = shared.config.limits;
@@ -99,7 +102,7 @@ impl Negotiator {
             limits.ice_candidates_per_session,
         );
         Ok(Self {
-            subscriptions: Subscriptions::new(Arc::clone(&shared), session_id.clone()),
+            subscriptions: Subscriptions::new(Arc::clone(&shared), session_id.clone(), fast),
             shared,
             session_id,
             outbox,

@@ -11,16 +11,19 @@ use webrtc::peer_connection::{
     RTCIceServer, SettingEngineBuilder,
 };
 
+use crate::fastpath::FastLeg;
 use crate::ice_mux::{MuxRuntime, UdpMux};
 use crate::tcp_mux::TcpMux;
 use crate::{config::IceConfig, Result};
 
-/// Creates a session's peer connection on the shared mux.
+/// Creates a session's peer connection on the shared mux, its keys and UDP sends watched by
+/// `fast` (see `fastpath`).
 pub async fn build(
     ice: &IceConfig,
     mux: &Arc<UdpMux>,
     tcp: Option<&Arc<TcpMux>>,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    fast: &FastLeg,
 ) -> Result<Arc<dyn PeerConnection>> {
     let (ufrag, password) = {
         let mut rng = rand::thread_rng();
@@ -34,6 +37,8 @@ pub async fn build(
         .with_ice_credentials(ufrag.clone(), password)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
+        .with_crypto_provider(fast.crypto_provider())
+        .with_srtp_protection_profiles(crate::fastpath::keys::OFFERED_PROFILES.to_vec())
         .build();
     let ice_servers = if ice.stun_servers.is_empty() {
         Vec::new()
@@ -63,6 +68,7 @@ pub async fn build(
             Arc::clone(mux),
             tcp.cloned(),
             ufrag,
+            fast.path(),
         )))
         .with_handler(handler)
         .with_tcp_addrs(if tcp.is_some() {

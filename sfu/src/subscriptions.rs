@@ -18,6 +18,7 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::PeerConnection;
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::fastpath::{FastLeg, FastPair};
 use crate::forward::{self, FeedbackRoutes, LegCodec, Publication};
 use crate::state::Shared;
 
@@ -45,17 +46,20 @@ pub struct Subscriptions {
     routes: Arc<FeedbackRoutes>,
     /// Whether the connection is up (DTLS done); forwarded packets are dropped until it is.
     media_up: watch::Sender<bool>,
+    /// The connection's fast path for forwarded voice (see `fastpath`).
+    fast: Arc<FastLeg>,
 }
 
 impl Subscriptions {
     /// No tracks yet.
-    pub fn new(shared: Arc<Shared>, session_id: String) -> Self {
+    pub fn new(shared: Arc<Shared>, session_id: String, fast: Arc<FastLeg>) -> Self {
         Self {
             shared,
             session_id,
             forwards: HashMap::new(),
             routes: Arc::new(FeedbackRoutes::default()),
             media_up: watch::channel(false).0,
+            fast,
         }
     }
 
@@ -66,6 +70,9 @@ impl Subscriptions {
 
     /// The connection came up or went down.
     pub fn set_media_up(&self, up: bool) {
+        if up && !self.fast.arm() {
+            tracing::debug!(session_id = %self.session_id, "fast path not armed: forwarded voice goes through the driver");
+        }
         self.media_up.send_replace(up);
     }
 
@@ -100,17 +107,23 @@ impl Subscriptions {
             .await?;
         let sender = transceiver.sender().await.ok().flatten();
         let (sink, queue) = mpsc::channel(self.shared.config.limits.rtp_queue_size);
-        publication.add_sink(&self.session_id, sink);
         let metrics = Arc::clone(&self.shared.metrics);
         self.routes.insert(ssrc, Arc::clone(&publication));
         let (leg_codec, leg_codec_rx) = watch::channel(LegCodec::Pending);
+        // Voice only: video needs the driver's NACK answers and keyframe handling.
+        let fast = (self.shared.config.ice.fast_path && publication.id.kind == TrackKind::Voice)
+            .then(|| FastPair::new(Arc::clone(&self.fast), ssrc, leg_codec_rx.clone()));
+        publication.add_sink(&self.session_id, sink, fast.clone());
         let tasks = vec![
             tokio::spawn(forward::run_writer(
                 queue,
                 self.media_up.subscribe(),
                 leg_codec_rx,
-                Arc::clone(&local),
-                ssrc,
+                forward::WriterLeg {
+                    local: Arc::clone(&local),
+                    ssrc,
+                    fast,
+                },
                 publication.media_kind(),
                 Arc::clone(&metrics),
             )),

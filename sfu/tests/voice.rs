@@ -51,6 +51,9 @@ async fn two_clients_exchange_voice() {
 
     let metrics = sfu.metrics().render();
     assert!(metrics.contains("sfu_rtc_rtp_packets_total{direction=\"out\",type=\"audio\"}"));
+    // Both voices reached their receiver through the SFU's own SRTP (the fast path), and decoded
+    // as sent above: the keys recovered from each DTLS handshake are the ones the clients expect.
+    assert_eq!(sfu.metrics().fast_path_tracks.get(), 2, "{metrics}");
     alice.leave().await.unwrap();
     bob.leave().await.unwrap();
     sfu.shutdown().await;
