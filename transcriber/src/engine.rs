@@ -247,7 +247,11 @@ pub trait SpeechEngine: Send {
 /// Loads the model at `path` with the engine its files are for: a directory of CTranslate2 files
 /// (`model.bin`, `config.json`, `vocabulary.txt`) with CTranslate2 and `threads` threads, a ggml file with
 /// whisper.cpp (`options` apply to it; it takes its thread count per decode).
-pub fn load_engine(path: &Path, options: LoadOptions, threads: u32) -> Result<Box<dyn SpeechEngine>> {
+pub fn load_engine(
+    path: &Path,
+    options: LoadOptions,
+    threads: u32,
+) -> Result<Box<dyn SpeechEngine>> {
     if path.is_dir() {
         Ok(Box::new(crate::ct2::Ct2Engine::load(path, threads)?))
     } else {
@@ -339,7 +343,6 @@ impl Engine {
             dtw,
         })
     }
-
 }
 
 impl SpeechEngine for Engine {
@@ -392,7 +395,11 @@ impl SpeechEngine for Engine {
 
 impl Engine {
     /// whisper.cpp's parameters for decoding `n_samples` samples as `settings` say.
-    fn full_params<'a>(&self, n_samples: usize, settings: &'a DecodeSettings) -> FullParams<'a, 'a> {
+    fn full_params<'a>(
+        &self,
+        n_samples: usize,
+        settings: &'a DecodeSettings,
+    ) -> FullParams<'a, 'a> {
         let strategy = match settings.beam_size {
             Some(beam) if beam > 1 => SamplingStrategy::BeamSearch {
                 beam_size: beam as i32,

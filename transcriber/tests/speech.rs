@@ -3,7 +3,7 @@
 //! directory (`$CALLS_TRANSCRIBER_MODELS` or `~/.cache/calls-transcriber/models`); `scripts/test.sh`
 //! fetches them first. A missing model fails the test with the command that fetches it.
 
-use calls_transcriber::engine::{DecodeSettings, Engine};
+use calls_transcriber::engine::{DecodeSettings, Engine, SpeechEngine};
 use calls_transcriber::evaluation::{noise, synthesize, word_errors, SENTENCES, VOICES};
 use calls_transcriber::models;
 use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transcriber};

@@ -45,7 +45,13 @@ pub struct GenerateOptions {
 
 /// The shim's functions, resolved from `libcalls_ct2.so` once per process.
 struct Api {
-    load: unsafe extern "C" fn(*const c_char, *const c_char, usize, *mut c_char, usize) -> *mut RawModel,
+    load: unsafe extern "C" fn(
+        *const c_char,
+        *const c_char,
+        usize,
+        *mut c_char,
+        usize,
+    ) -> *mut RawModel,
     free: unsafe extern "C" fn(*mut RawModel),
     is_multilingual: unsafe extern "C" fn(*const RawModel) -> c_int,
     n_mels: unsafe extern "C" fn(*const RawModel) -> usize,
@@ -73,8 +79,14 @@ struct Api {
         *mut c_char,
         usize,
     ) -> c_int,
-    detect_language:
-        unsafe extern "C" fn(*mut RawModel, *const RawEncoded, *mut c_char, usize, *mut c_char, usize) -> c_int,
+    detect_language: unsafe extern "C" fn(
+        *mut RawModel,
+        *const RawEncoded,
+        *mut c_char,
+        usize,
+        *mut c_char,
+        usize,
+    ) -> c_int,
     #[allow(clippy::type_complexity)]
     align: unsafe extern "C" fn(
         *mut RawModel,
@@ -123,8 +135,7 @@ impl Api {
             ($name:literal) => {
                 // SAFETY: the symbol is the shim's function of this name, whose C signature is the
                 // field's type (see ct2/shim.cpp).
-                *unsafe { library.get($name) }
-                    .map_err(|e| format!("{}: {e}", path.display()))?
+                *unsafe { library.get($name) }.map_err(|e| format!("{}: {e}", path.display()))?
             };
         }
         Ok(Api {
@@ -143,7 +154,8 @@ impl Api {
 
     /// The shim, loaded on first use.
     fn get() -> Result<&'static Api> {
-        static API: std::sync::OnceLock<std::result::Result<Api, String>> = std::sync::OnceLock::new();
+        static API: std::sync::OnceLock<std::result::Result<Api, String>> =
+            std::sync::OnceLock::new();
         API.get_or_init(Api::open)
             .as_ref()
             .map_err(|reason| Error::Whisper(reason.clone()))
@@ -175,6 +187,10 @@ impl Drop for Model {
         unsafe { (self.api.free)(self.raw) }
     }
 }
+
+/// An alignment: the dynamic-time-warping path as (text index, encoder position) pairs, and each text
+/// token's probability.
+pub type Alignment = (Vec<(usize, usize)>, Vec<f32>);
 
 /// Generated tokens of one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,10 +266,7 @@ impl Model {
                 message(&error)
             )));
         }
-        Ok(Encoded {
-            raw,
-            api: self.api,
-        })
+        Ok(Encoded { raw, api: self.api })
     }
 
     /// Decodes the window `encoded` from `prompt`.
@@ -330,7 +343,7 @@ impl Model {
         start: &[usize],
         text: &[usize],
         frames: usize,
-    ) -> Result<(Vec<(usize, usize)>, Vec<f32>)> {
+    ) -> Result<Alignment> {
         if text.is_empty() || frames == 0 {
             return Ok((Vec::new(), Vec::new()));
         }

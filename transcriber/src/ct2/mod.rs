@@ -227,7 +227,11 @@ impl Ct2Engine {
             let piece = Piece {
                 start_ms: offset_ms,
                 end_ms: offset_ms + end,
-                tokens: tokens.iter().copied().filter(|t| *t < vocabulary.eot).collect(),
+                tokens: tokens
+                    .iter()
+                    .copied()
+                    .filter(|t| *t < vocabulary.eot)
+                    .collect(),
             };
             return (vec![piece], size);
         }
@@ -243,11 +247,19 @@ impl Ct2Engine {
                 continue;
             };
             let start = if is_stamp(first) { stamp(*first) } else { 0 };
-            let end = if is_stamp(last) { stamp(*last) } else { window_ms };
+            let end = if is_stamp(last) {
+                stamp(*last)
+            } else {
+                window_ms
+            };
             pieces.push(Piece {
                 start_ms: offset_ms + start.min(window_ms),
                 end_ms: offset_ms + end.clamp(start, window_ms.max(start)),
-                tokens: slice.iter().copied().filter(|t| *t < vocabulary.eot).collect(),
+                tokens: slice
+                    .iter()
+                    .copied()
+                    .filter(|t| *t < vocabulary.eot)
+                    .collect(),
             });
         }
         let advance = if single_ending {
@@ -277,7 +289,10 @@ impl Ct2Engine {
                 self.model
                     .align(window.encoded, &window.start, &text, window.size / 2)?;
             self.step();
-            (token_ends(&path, text.len(), window.offset_ms), probabilities)
+            (
+                token_ends(&path, text.len(), window.offset_ms),
+                probabilities,
+            )
         } else {
             let probability = decode.avg_logprob.exp();
             (Vec::new(), vec![probability; text.len()])
@@ -493,7 +508,10 @@ mod tests {
         let path = [(0, 0), (0, 4), (1, 5), (1, 8), (2, 9), (3, 12), (3, 13)];
         assert_eq!(token_ends(&path, 3, 1_000), vec![1_100, 1_180, 1_240]);
         // A token the path skips ends with the one before it.
-        assert_eq!(token_ends(&[(0, 0), (2, 7), (3, 9)], 3, 0), vec![0, 140, 180]);
+        assert_eq!(
+            token_ends(&[(0, 0), (2, 7), (3, 9)], 3, 0),
+            vec![0, 140, 180]
+        );
     }
 
     #[test]

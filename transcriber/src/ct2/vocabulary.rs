@@ -245,7 +245,11 @@ fn pre_tokenize(text: &str) -> Vec<&str> {
             }
         }
         // A single space belongs to the word, number or punctuation after it.
-        let body = if c == ' ' && chars.get(i + 1).is_some_and(|(_, n)| class(*n) != Class::Space) {
+        let body = if c == ' '
+            && chars
+                .get(i + 1)
+                .is_some_and(|(_, n)| class(*n) != Class::Space)
+        {
             i + 1
         } else {
             i
@@ -298,7 +302,10 @@ mod tests {
         // "Ġ" is the space, "Ã©" the two bytes of "é", "Ċ" a newline.
         assert_eq!(v.text(&[0, 1, 2, v.eot]), "Hello world.");
         assert_eq!(v.text(&[3, 4, 5]), " cé\n");
-        assert_eq!(v.text(&[v.timestamp_begin, 0, v.timestamp_begin + 1]), "Hello");
+        assert_eq!(
+            v.text(&[v.timestamp_begin, 0, v.timestamp_begin + 1]),
+            "Hello"
+        );
     }
 
     #[test]
