@@ -152,7 +152,7 @@ int ct2w_detect_language(ct2w_model* model, const ct2w_encoded* encoded, char* l
 }
 
 // Aligns `n_text` text tokens to the window's audio over the model's alignment heads (dynamic time
-// warping on their cross-attention), `frames` encoder positions of it holding audio. Writes the path's
+// warping on their cross-attention), its first `frames` mel frames holding audio. Writes the path's
 // (text index, time index) pairs to `path` (2 × `path_capacity` values) and their number to `path_len`,
 // and each text token's probability to `probs` (`n_text` values). 0 on success, -1 on failure.
 int ct2w_align(ct2w_model* model, const ct2w_encoded* encoded, const size_t* start, size_t start_len,

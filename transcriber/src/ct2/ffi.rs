@@ -334,8 +334,8 @@ impl Model {
         Ok(message(&language))
     }
 
-    /// Aligns `text` (token ids) to the first `frames` encoder positions of `encoded` after the prompt
-    /// `start`: the dynamic-time-warping path as (text index, encoder position) pairs, and each text
+    /// Aligns `text` (token ids) to the audio of `encoded` after the prompt `start`, its first `frames` mel
+    /// frames (10 ms each; CTranslate2 halves them into encoder positions) holding audio: the dynamic-time-warping path as (text index, encoder position) pairs, and each text
     /// token's probability.
     pub fn align(
         &mut self,

@@ -287,7 +287,7 @@ impl Ct2Engine {
         let (ends, probabilities) = if align && !text.is_empty() {
             let (path, probabilities) =
                 self.model
-                    .align(window.encoded, &window.start, &text, window.size / 2)?;
+                    .align(window.encoded, &window.start, &text, window.size)?;
             self.step();
             (
                 token_ends(&path, text.len(), window.offset_ms),
