@@ -215,6 +215,16 @@ fn alignment_heads(path: &Path) -> Option<DtwModelPreset> {
     })
 }
 
+/// One buffer to decode: 16 kHz mono samples (not empty), how, and the flag that cancels it.
+pub struct DecodeRequest<'a> {
+    /// The samples.
+    pub samples: &'a [f32],
+    /// How to decode them.
+    pub settings: &'a DecodeSettings,
+    /// Set to stop the decode with [`Error::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
 /// A speech-to-text engine: whisper.cpp ([`Engine`], ggml models) or CTranslate2
 /// ([`crate::ct2::Ct2Engine`], the model's CTranslate2 files). The pipeline and live captions drive either
 /// through this trait.
@@ -228,7 +238,12 @@ pub trait SpeechEngine: Send {
     fn is_multilingual(&self) -> bool;
 
     /// Checks settings against this model: an English-only model cannot detect or speak other languages.
-    fn check(&self, settings: &DecodeSettings) -> Result<()>;
+    fn check(&self, settings: &DecodeSettings) -> Result<()> {
+        check_settings(settings, self.is_multilingual())
+    }
+
+    /// Decodes a buffer that is not empty (see [`SpeechEngine::decode_cancellable`]).
+    fn decode_samples(&mut self, request: DecodeRequest<'_>) -> Result<Decoded>;
 
     /// [`SpeechEngine::decode`], stopped early with [`Error::Cancelled`] once `cancel` is set.
     fn decode_cancellable(
@@ -236,7 +251,16 @@ pub trait SpeechEngine: Send {
         samples: &[f32],
         settings: &DecodeSettings,
         cancel: Option<Arc<AtomicBool>>,
-    ) -> Result<Decoded>;
+    ) -> Result<Decoded> {
+        if samples.is_empty() {
+            return Ok(Decoded::default());
+        }
+        self.decode_samples(DecodeRequest {
+            samples,
+            settings,
+            cancel,
+        })
+    }
 
     /// Decodes one buffer of 16 kHz mono samples.
     fn decode(&mut self, samples: &[f32], settings: &DecodeSettings) -> Result<Decoded> {
@@ -354,21 +378,14 @@ impl SpeechEngine for Engine {
         self.multilingual
     }
 
-    fn check(&self, settings: &DecodeSettings) -> Result<()> {
-        check_settings(settings, self.multilingual)
-    }
-
     /// Stops early with [`Error::Cancelled`] once `cancel` is set (whisper.cpp checks it at every decoding
     /// step, so within one token's time).
-    fn decode_cancellable(
-        &mut self,
-        samples: &[f32],
-        settings: &DecodeSettings,
-        cancel: Option<Arc<AtomicBool>>,
-    ) -> Result<Decoded> {
-        if samples.is_empty() {
-            return Ok(Decoded::default());
-        }
+    fn decode_samples(&mut self, request: DecodeRequest<'_>) -> Result<Decoded> {
+        let DecodeRequest {
+            samples,
+            settings,
+            cancel,
+        } = request;
         let mut params = self.full_params(samples.len(), settings);
         let callback = CallbackData {
             cancel: cancel.as_deref(),

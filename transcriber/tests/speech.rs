@@ -243,27 +243,39 @@ fn live_windows_are_transcribed_unless_cancelled() {
     }
 }
 
-/// The job's heartbeat follows whisper's own steps: on whisper.cpp the activity counter advances many
-/// times during one decode (at every decoding step, i.e. every token), not once per chunk, and not at all
-/// when idle. (CTranslate2 counts its encode, each decode and the alignment of every 30 s window:
-/// `ct2_counts_its_window_steps_for_the_heartbeat`.)
-#[test]
-fn whisper_counts_its_steps_for_the_heartbeat() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-
-    let path = models::resolve_ggml_path(&models::default_dir(), "tiny.en")
-        .expect("run `calls-transcriber models fetch tiny.en`");
-    let mut engine = Engine::load(&path).unwrap();
-    let activity = Arc::new(AtomicU64::new(0));
-    engine.set_activity(Arc::clone(&activity));
+/// One decode of the first sentence (1 thread) with an activity counter: the counter, the result and the
+/// clip.
+fn counted_decode(
+    engine: &mut dyn SpeechEngine,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    calls_transcriber::engine::Decoded,
+    Vec<f32>,
+) {
+    let activity = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    engine.set_activity(std::sync::Arc::clone(&activity));
     let work = tempfile::tempdir().unwrap();
     let clip = synthesize(SENTENCES[0], VOICES[0], work.path()).unwrap();
     let settings = DecodeSettings {
         threads: 1,
         ..DecodeSettings::default()
     };
-    engine.decode(&clip, &settings).unwrap();
+    let decoded = engine.decode(&clip, &settings).unwrap();
+    (activity, decoded, clip)
+}
+
+/// The job's heartbeat follows whisper's own steps: on whisper.cpp the activity counter advances many
+/// times during one decode (at every decoding step, i.e. every token), not once per chunk, and not at all
+/// when idle. (CTranslate2 counts its encode, each decode and the alignment of every 30 s window:
+/// `ct2_counts_its_window_steps_for_the_heartbeat`.)
+#[test]
+fn whisper_counts_its_steps_for_the_heartbeat() {
+    use std::sync::atomic::Ordering;
+
+    let path = models::resolve_ggml_path(&models::default_dir(), "tiny.en")
+        .expect("run `calls-transcriber models fetch tiny.en`");
+    let mut engine = Engine::load(&path).unwrap();
+    let (activity, _, _) = counted_decode(&mut engine);
     let steps = activity.load(Ordering::Relaxed);
     // The sentence has 9 words: at least as many tokens, each a step.
     assert!(steps >= 9, "only {steps} steps counted in one decode");
@@ -279,21 +291,12 @@ fn whisper_counts_its_steps_for_the_heartbeat() {
 /// all when idle; the words come out right and timed inside the clip.
 #[test]
 fn ct2_counts_its_window_steps_for_the_heartbeat() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     let path = models::model_path(&models::default_dir(), "ct2-tiny.en")
         .expect("run `calls-transcriber models fetch ct2-tiny.en`");
     let mut engine = load_engine(&path, LoadOptions::default(), 1).unwrap();
-    let activity = Arc::new(AtomicU64::new(0));
-    engine.set_activity(Arc::clone(&activity));
-    let work = tempfile::tempdir().unwrap();
-    let clip = synthesize(SENTENCES[0], VOICES[0], work.path()).unwrap();
-    let settings = DecodeSettings {
-        threads: 1,
-        ..DecodeSettings::default()
-    };
-    let decoded = engine.decode(&clip, &settings).unwrap();
+    let (activity, decoded, clip) = counted_decode(engine.as_mut());
     let steps = activity.load(Ordering::Relaxed);
     assert!(steps >= 3, "only {steps} steps counted in one window");
     let text: Vec<&str> = decoded.segments.iter().map(|s| s.text.as_str()).collect();

@@ -171,6 +171,15 @@ fn message(buffer: &[u8]) -> String {
         .unwrap_or_else(|_| "unknown CTranslate2 error".to_string())
 }
 
+/// `Ok` for the shim's status 0, else the error it wrote, after `what`.
+fn succeeded(status: c_int, what: &str, error: &[u8]) -> Result<()> {
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(Error::Whisper(format!("{what}: {}", message(error))))
+    }
+}
+
 /// A CTranslate2 Whisper model loaded on the CPU (one replica).
 pub struct Model {
     raw: *mut RawModel,
@@ -296,12 +305,7 @@ impl Model {
                 ERROR_LEN,
             )
         };
-        if status != 0 {
-            return Err(Error::Whisper(format!(
-                "CTranslate2 generate: {}",
-                message(&error)
-            )));
-        }
+        succeeded(status, "CTranslate2 generate", &error)?;
         tokens.truncate(n_tokens);
         Ok(Generated {
             tokens,
@@ -325,12 +329,7 @@ impl Model {
                 ERROR_LEN,
             )
         };
-        if status != 0 {
-            return Err(Error::Whisper(format!(
-                "CTranslate2 language detection: {}",
-                message(&error)
-            )));
-        }
+        succeeded(status, "CTranslate2 language detection", &error)?;
         Ok(message(&language))
     }
 
@@ -374,12 +373,7 @@ impl Model {
                 ERROR_LEN,
             )
         };
-        if status != 0 {
-            return Err(Error::Whisper(format!(
-                "CTranslate2 align: {}",
-                message(&error)
-            )));
-        }
+        succeeded(status, "CTranslate2 align", &error)?;
         let pairs = path[..path_len * 2]
             .chunks_exact(2)
             .map(|pair| (pair[0].max(0) as usize, pair[1].max(0) as usize))

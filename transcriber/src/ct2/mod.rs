@@ -11,12 +11,12 @@ pub mod vocabulary;
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::engine::{
-    mean_probability, time_tokens_from_ends, DecodeSettings, Decoded, RawSegment, RawToken,
-    SpeechEngine,
+    mean_probability, time_tokens_from_ends, DecodeRequest, DecodeSettings, Decoded, RawSegment,
+    RawToken, SpeechEngine,
 };
 use crate::error::{Error, Result};
 use features::{Features, MelExtractor, WINDOW_FRAMES};
@@ -47,7 +47,6 @@ pub struct Ct2Engine {
     prompt: Option<(String, Vec<usize>)>,
     mel: MelExtractor,
     multilingual: bool,
-    threads: u32,
     activity: Option<Arc<AtomicU64>>,
 }
 
@@ -76,7 +75,6 @@ impl Ct2Engine {
             prompt: None,
             mel,
             multilingual,
-            threads: threads.max(1),
             activity: None,
         })
     }
@@ -438,35 +436,10 @@ fn compression_ratio(text: &str) -> f32 {
 }
 
 impl SpeechEngine for Ct2Engine {
-    fn set_activity(&mut self, counter: Arc<AtomicU64>) {
-        self.activity = Some(counter);
-    }
-
-    fn is_multilingual(&self) -> bool {
-        self.multilingual
-    }
-
-    fn check(&self, settings: &DecodeSettings) -> Result<()> {
-        crate::engine::check_settings(settings, self.multilingual)?;
-        if settings.threads != self.threads {
-            tracing::debug!(
-                loaded = self.threads,
-                asked = settings.threads,
-                "CTranslate2 keeps the thread count it was loaded with"
-            );
-        }
-        Ok(())
-    }
-
-    fn decode_cancellable(
-        &mut self,
-        samples: &[f32],
-        settings: &DecodeSettings,
-        cancel: Option<Arc<AtomicBool>>,
-    ) -> Result<Decoded> {
-        if samples.is_empty() {
-            return Ok(Decoded::default());
-        }
+    /// Stops early with [`Error::Cancelled`] once `cancel` is set, checked before each 30 s window. The
+    /// thread count is the one the model was loaded with (`settings.threads` is not used).
+    fn decode_samples(&mut self, request: DecodeRequest<'_>) -> Result<Decoded> {
+        let (samples, settings) = (request.samples, request.settings);
         let features = self.mel.compute(samples);
         let mut language = settings
             .language
@@ -476,7 +449,11 @@ impl SpeechEngine for Ct2Engine {
         let mut segments = Vec::new();
         let mut seek = 0;
         while seek < features.content_frames() {
-            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if request
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
                 return Err(Error::Cancelled);
             }
             let (window, advance) =
@@ -495,6 +472,14 @@ impl SpeechEngine for Ct2Engine {
             Some("en".to_string())
         };
         Ok(Decoded { segments, language })
+    }
+
+    fn is_multilingual(&self) -> bool {
+        self.multilingual
+    }
+
+    fn set_activity(&mut self, counter: Arc<AtomicU64>) {
+        self.activity = Some(counter);
     }
 }
 
