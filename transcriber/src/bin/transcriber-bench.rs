@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use calls_transcriber::engine::{DecodeSettings, Engine, LoadOptions, SpeechEngine};
+use calls_transcriber::engine::{load_engine, DecodeSettings, LoadOptions};
 use calls_transcriber::evaluation::{noise, synthesize, word_error_rate, SENTENCES, VOICES};
 use calls_transcriber::models;
 use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transcriber};
@@ -446,7 +446,8 @@ fn vad_report(dir: &Path, work: &Path) -> anyhow::Result<()> {
     let model = models::DEFAULT_MODEL;
     let options = TranscribeOptions::for_model(dir, model)?;
     let mut transcriber = Transcriber::new(&options)?;
-    let mut engine = Engine::load(&options.model)?;
+    // The engine the pipeline uses for this model (CTranslate2 for a `ct2-` model), alone.
+    let mut engine = load_engine(&options.model, LoadOptions::default(), 2)?;
     let settings = DecodeSettings {
         threads: 2,
         ..DecodeSettings::default()
