@@ -12,7 +12,9 @@
 # Env: CARGO_TARGET_DIR, PROFILE, BASE, MIRROR (apt mirror for debootstrap), TAG (default latest),
 #      FORCE_BASE=1 (rebuild the debootstrap base even when it exists),
 #      CALLS_TRANSCRIBER_MODELS (model cache, default ~/.cache/calls-transcriber/models),
-#      TRANSCRIBER_MODELS (whisper models baked into the transcriber image, default "base").
+#      TRANSCRIBER_MODELS (whisper models baked into the transcriber image, default "ct2-base base": a `ct2-NAME`
+#      model is a directory of CTranslate2 files), CALLS_CT2_DIR (the CTranslate2 libraries the transcriber
+#      loads, default $CARGO_TARGET_DIR/ctranslate2, filled by transcriber/ct2/fetch.sh).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -106,9 +108,10 @@ runtime_packages() {
 # model cache that `calls-transcriber models fetch` fills.
 transcriber_model_files() {
     local dir="${CALLS_TRANSCRIBER_MODELS:-$HOME/.cache/calls-transcriber/models}" m f
-    for m in ${TRANSCRIBER_MODELS:-base} silero-vad; do
+    for m in ${TRANSCRIBER_MODELS:-ct2-base base} silero-vad; do
         f="$dir/ggml-$m.bin"
-        [[ -f "$f" ]] || { log "missing $f (run: calls-transcriber models fetch $m)"; return 1; }
+        [[ $m == ct2-* ]] && f="$dir/$m"
+        [[ -e "$f" ]] || { log "missing $f (run: calls-transcriber models fetch $m)"; return 1; }
         echo "$f"
     done
 }
@@ -134,26 +137,37 @@ build_from() {
     fi
 }
 
+# The CTranslate2 engine's libraries (libcalls_ct2.so, the wheel's libctranslate2 and libgomp), which the
+# transcriber loads from $CALLS_CT2_LIB_DIR.
+ct2_lib_files() {
+    local dir="${CALLS_CT2_DIR:-$target_dir/ctranslate2}/lib"
+    [[ -f "$dir/libcalls_ct2.so" ]] || { log "missing $dir/libcalls_ct2.so (cargo build -p calls-transcriber builds it)"; return 1; }
+    find "$dir" -maxdepth 1 -name '*.so*' -type f | sort
+}
+
 # build_image NAME BINARY DOCKERFILE: a context holding only the Dockerfile and the binary (and, for the
 # transcriber, its models).
 build_image() {
-    local name="$1" binary="$2" dockerfile="$3" ctx input packages models=()
+    local name="$1" binary="$2" dockerfile="$3" ctx input packages models=() libs=()
     packages="$(runtime_packages "$bin_dir/$binary")"
     if [[ "$name" == transcriber ]]; then
         local listed
         listed="$(transcriber_model_files)"
         mapfile -t models <<< "$listed"
+        listed="$(ct2_lib_files)"
+        mapfile -t libs <<< "$listed"
     fi
     # Skip the build when the image was made from this very binary, Dockerfile, base and models (hashed by
     # name and size: a model file is large and never rewritten in place).
-    input="$(cat "$bin_dir/$binary" "$here/$dockerfile" <(docker image inspect -f '{{.Id}}' "$base"; echo "$packages"; for f in "${models[@]}"; do stat -c '%n %s %Y' "$f"; done) | sha256sum | cut -c1-32)"
+    input="$(cat "$bin_dir/$binary" "$here/$dockerfile" <(docker image inspect -f '{{.Id}}' "$base"; echo "$packages"; for f in "${models[@]}" "${libs[@]}"; do find "$f" -type f -exec stat -c '%n %s %Y' {} +; done) | sha256sum | cut -c1-32)"
     up_to_date "$name" "$input" && return
     ctx="$(mktemp -d)"
     cleanup_dirs+=("$ctx")
     cp "$here/$dockerfile" "$ctx/Dockerfile"
     cp "$bin_dir/$binary" "$ctx/$binary"
-    mkdir -p "$ctx/models"
-    for f in "${models[@]}"; do cp "$f" "$ctx/models/"; done
+    mkdir -p "$ctx/models" "$ctx/ctranslate2"
+    for f in "${models[@]}"; do cp -r "$f" "$ctx/models/"; done
+    for f in "${libs[@]}"; do cp "$f" "$ctx/ctranslate2/"; done
     log "building calls-$name:$tag from $bin_dir/$binary${packages:+ with $packages}"
     # An empty list leaves the Dockerfile's default (the recorder's lists its FFmpeg libraries).
     build_from "$name" "$input" "$ctx" ${packages:+--build-arg "RUNTIME_PACKAGES=$packages"}

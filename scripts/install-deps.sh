@@ -19,6 +19,8 @@ packages=(
   golang-go
   # tools the scripts use
   curl ca-certificates jq
+  # transcriber/ct2/fetch.sh unpacks the ctranslate2 wheel
+  unzip
 )
 
 missing=()

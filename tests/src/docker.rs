@@ -160,8 +160,9 @@ pub fn ensure_image(bin_dir: &Path, image: &str) -> anyhow::Result<()> {
     result.clone().map_err(anyhow::Error::msg)
 }
 
-/// The whisper models baked into the transcriber image the tests use.
-pub const TEST_TRANSCRIBER_MODELS: &str = "base tiny.en tiny.en-q8_0";
+/// The whisper models baked into the transcriber image the tests use (`ct2-base`: post-call transcripts
+/// run on CTranslate2, as in the image scripts/test.sh builds).
+pub const TEST_TRANSCRIBER_MODELS: &str = "ct2-base base tiny.en tiny.en-q8_0";
 
 fn build_image(bin_dir: &Path, image: &str) -> Result<(), String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/build.sh");

@@ -215,6 +215,110 @@ fn alignment_heads(path: &Path) -> Option<DtwModelPreset> {
     })
 }
 
+/// One buffer to decode: 16 kHz mono samples (not empty), how, and the flag that cancels it.
+pub struct DecodeRequest<'a> {
+    /// The samples.
+    pub samples: &'a [f32],
+    /// How to decode them.
+    pub settings: &'a DecodeSettings,
+    /// Set to stop the decode with [`Error::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// A speech-to-text engine: whisper.cpp ([`Engine`], ggml models) or CTranslate2
+/// ([`crate::ct2::Ct2Engine`], the model's CTranslate2 files). The pipeline and live captions drive either
+/// through this trait.
+pub trait SpeechEngine: Send {
+    /// Counts the engine's progress into `counter`: it grows at every decoding step of every decode from
+    /// now on (several a second while the engine works, none when it is stuck), which a heartbeat can
+    /// follow.
+    fn set_activity(&mut self, counter: Arc<AtomicU64>);
+
+    /// True for models that know more languages than English (`auto` only makes sense for those).
+    fn is_multilingual(&self) -> bool;
+
+    /// Checks settings against this model: an English-only model cannot detect or speak other languages.
+    fn check(&self, settings: &DecodeSettings) -> Result<()> {
+        check_settings(settings, self.is_multilingual())
+    }
+
+    /// Decodes a buffer that is not empty (see [`SpeechEngine::decode_cancellable`]).
+    fn decode_samples(&mut self, request: DecodeRequest<'_>) -> Result<Decoded>;
+
+    /// [`SpeechEngine::decode`], stopped early with [`Error::Cancelled`] once `cancel` is set.
+    fn decode_cancellable(
+        &mut self,
+        samples: &[f32],
+        settings: &DecodeSettings,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Decoded> {
+        if samples.is_empty() {
+            return Ok(Decoded::default());
+        }
+        self.decode_samples(DecodeRequest {
+            samples,
+            settings,
+            cancel,
+        })
+    }
+
+    /// Decodes one buffer of 16 kHz mono samples.
+    fn decode(&mut self, samples: &[f32], settings: &DecodeSettings) -> Result<Decoded> {
+        self.decode_cancellable(samples, settings, None)
+    }
+}
+
+/// Loads the model at `path` with the engine its files are for: a directory of CTranslate2 files
+/// (`model.bin`, `config.json`, `vocabulary.txt`) with CTranslate2 and `threads` threads, a ggml file with
+/// whisper.cpp (`options` apply to it; it takes its thread count per decode).
+pub fn load_engine(
+    path: &Path,
+    options: LoadOptions,
+    threads: u32,
+) -> Result<Box<dyn SpeechEngine>> {
+    if path.is_dir() {
+        Ok(Box::new(crate::ct2::Ct2Engine::load(path, threads)?))
+    } else {
+        Ok(Box::new(Engine::load_with(path, options)?))
+    }
+}
+
+/// Checks settings against a model (`multilingual` or English-only): an English-only model cannot detect
+/// or speak other languages.
+pub fn check_settings(settings: &DecodeSettings, multilingual: bool) -> Result<()> {
+    if settings.threads == 0 {
+        return Err(Error::InvalidOption {
+            name: "threads",
+            reason: "must be at least 1".to_string(),
+        });
+    }
+    if let Some(beam) = settings.beam_size {
+        if !(1..=16).contains(&beam) {
+            return Err(Error::InvalidOption {
+                name: "beam_size",
+                reason: format!("{beam} is outside 1..=16"),
+            });
+        }
+    }
+    match settings.language.as_deref() {
+        None => {}
+        Some(code) if whisper_rs::get_lang_id(code).is_none() => {
+            return Err(Error::InvalidOption {
+                name: "language",
+                reason: format!("{code:?} is not a language whisper knows (use an ISO 639-1 code such as en, de, fr, or auto)"),
+            })
+        }
+        Some(code) if !multilingual && code != "en" => {
+            return Err(Error::InvalidOption {
+                name: "language",
+                reason: format!("this model is English-only and cannot transcribe {code:?}; use a multilingual model such as base"),
+            })
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
 /// A loaded whisper model with its decoding state. Loading is the expensive part; keep one per thread.
 pub struct Engine {
     // Field order matters: the state refers to the context and is dropped first.
@@ -263,70 +367,56 @@ impl Engine {
             dtw,
         })
     }
+}
 
-    /// Counts whisper's progress into `counter`: it grows by one at every decoding step (each token) of
-    /// every decode from now on (several a second while whisper works, none when it is stuck), which a
-    /// heartbeat can follow.
-    pub fn set_activity(&mut self, counter: Arc<AtomicU64>) {
+impl SpeechEngine for Engine {
+    fn set_activity(&mut self, counter: Arc<AtomicU64>) {
         self.activity = Some(counter);
     }
 
-    /// True for models that know more languages than English (`auto` only makes sense for those).
-    pub fn is_multilingual(&self) -> bool {
+    fn is_multilingual(&self) -> bool {
         self.multilingual
     }
 
-    /// Checks settings against this model: an English-only model cannot detect or speak other languages.
-    pub fn check(&self, settings: &DecodeSettings) -> Result<()> {
-        if settings.threads == 0 {
-            return Err(Error::InvalidOption {
-                name: "threads",
-                reason: "must be at least 1".to_string(),
-            });
+    /// Stops early with [`Error::Cancelled`] once `cancel` is set (whisper.cpp checks it at every decoding
+    /// step, so within one token's time).
+    fn decode_samples(&mut self, request: DecodeRequest<'_>) -> Result<Decoded> {
+        let DecodeRequest {
+            samples,
+            settings,
+            cancel,
+        } = request;
+        let mut params = self.full_params(samples.len(), settings);
+        let callback = CallbackData {
+            cancel: cancel.as_deref(),
+            activity: self.activity.as_deref(),
+        };
+        if callback.cancel.is_some() || callback.activity.is_some() {
+            set_callback(&mut params, &callback);
         }
-        if let Some(beam) = settings.beam_size {
-            if !(1..=16).contains(&beam) {
-                return Err(Error::InvalidOption {
-                    name: "beam_size",
-                    reason: format!("{beam} is outside 1..=16"),
-                });
-            }
+        // `callback` lives on to the end of this function, past the call that may use it.
+        let done = self.state.full(params, samples);
+        if cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+            return Err(Error::Cancelled);
         }
-        match settings.language.as_deref() {
-            None => {}
-            Some(code) if whisper_rs::get_lang_id(code).is_none() => {
-                return Err(Error::InvalidOption {
-                    name: "language",
-                    reason: format!("{code:?} is not a language whisper knows (use an ISO 639-1 code such as en, de, fr, or auto)"),
-                })
-            }
-            Some(code) if !self.multilingual && code != "en" => {
-                return Err(Error::InvalidOption {
-                    name: "language",
-                    reason: format!("this model is English-only and cannot transcribe {code:?}; use a multilingual model such as base"),
-                })
-            }
-            Some(_) => {}
-        }
-        Ok(())
+        done?;
+        let segments = self.segments(samples)?;
+        let language = if self.multilingual {
+            whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).map(str::to_string)
+        } else {
+            Some("en".to_string())
+        };
+        Ok(Decoded { segments, language })
     }
+}
 
-    /// Decodes one buffer of 16 kHz mono samples.
-    pub fn decode(&mut self, samples: &[f32], settings: &DecodeSettings) -> Result<Decoded> {
-        self.decode_cancellable(samples, settings, None)
-    }
-
-    /// [`Engine::decode`], stopped early with [`Error::Cancelled`] once `cancel` is set (whisper.cpp checks
-    /// it at every decoding step, so within one token's time).
-    pub fn decode_cancellable(
-        &mut self,
-        samples: &[f32],
-        settings: &DecodeSettings,
-        cancel: Option<Arc<AtomicBool>>,
-    ) -> Result<Decoded> {
-        if samples.is_empty() {
-            return Ok(Decoded::default());
-        }
+impl Engine {
+    /// whisper.cpp's parameters for decoding `n_samples` samples as `settings` say.
+    fn full_params<'a>(
+        &self,
+        n_samples: usize,
+        settings: &'a DecodeSettings,
+    ) -> FullParams<'a, 'a> {
         let strategy = match settings.beam_size {
             Some(beam) if beam > 1 => SamplingStrategy::BeamSearch {
                 beam_size: beam as i32,
@@ -347,18 +437,11 @@ impl Engine {
         params.set_no_context(settings.no_context);
         params.set_single_segment(settings.single_segment);
         if settings.short_window {
-            params.set_audio_ctx(short_window_audio_ctx(samples.len()));
+            params.set_audio_ctx(short_window_audio_ctx(n_samples));
             if !settings.retry_on_failure {
                 params.set_temperature_inc(0.0);
             }
-            params.set_max_tokens(short_window_max_tokens(samples.len()));
-        }
-        let callback = CallbackData {
-            cancel: cancel.as_deref(),
-            activity: self.activity.as_deref(),
-        };
-        if callback.cancel.is_some() || callback.activity.is_some() {
-            set_callback(&mut params, &callback);
+            params.set_max_tokens(short_window_max_tokens(n_samples));
         }
         params.set_print_special(false);
         params.set_print_progress(false);
@@ -375,13 +458,11 @@ impl Engine {
         if let Some(prompt) = &settings.initial_prompt {
             params.set_initial_prompt(prompt);
         }
-        // `callback` lives on to the end of this function, past the call that may use it.
-        let done = self.state.full(params, samples);
-        if cancel.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
-            return Err(Error::Cancelled);
-        }
-        done?;
+        params
+    }
 
+    /// The segments of the last decode of `samples`, with their text tokens timed.
+    fn segments(&self, samples: &[f32]) -> Result<Vec<RawSegment>> {
         let eot = self.context.token_eot();
         let mut segments = Vec::new();
         for segment in self.state.as_iter() {
@@ -390,8 +471,6 @@ impl Engine {
                 .map_err(Error::from)?
                 .trim()
                 .to_string();
-            let mut probability_sum = 0.0f32;
-            let mut text_tokens = 0u32;
             let mut tokens = Vec::new();
             for index in 0..segment.n_tokens() {
                 let Some(token) = segment.get_token(index) else {
@@ -401,9 +480,6 @@ impl Engine {
                 if token.token_id() >= eot {
                     continue;
                 }
-                let probability = token.token_probability();
-                probability_sum += probability;
-                text_tokens += 1;
                 let data = token.token_data();
                 // With alignment heads DTW gives the time where the next token takes over, i.e. this
                 // token's end (the starts follow below); else whisper's timestamp-token estimates.
@@ -420,7 +496,7 @@ impl Engine {
                         .to_str_lossy()
                         .map(|t| t.into_owned())
                         .unwrap_or_default(),
-                    probability,
+                    probability: token.token_probability(),
                 });
             }
             let start_ms = (segment.start_timestamp().max(0) as u64) * 10;
@@ -432,21 +508,21 @@ impl Engine {
                 start_ms,
                 end_ms,
                 text,
-                avg_token_prob: if text_tokens > 0 {
-                    probability_sum / text_tokens as f32
-                } else {
-                    0.0
-                },
+                avg_token_prob: mean_probability(&tokens),
                 no_speech_prob: segment.no_speech_probability(),
                 tokens,
             });
         }
-        let language = if self.multilingual {
-            whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).map(str::to_string)
-        } else {
-            Some("en".to_string())
-        };
-        Ok(Decoded { segments, language })
+        Ok(segments)
+    }
+}
+
+/// The mean probability of `tokens` (0 for none).
+pub fn mean_probability(tokens: &[RawToken]) -> f32 {
+    if tokens.is_empty() {
+        0.0
+    } else {
+        tokens.iter().map(|t| t.probability).sum::<f32>() / tokens.len() as f32
     }
 }
 

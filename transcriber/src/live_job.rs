@@ -31,7 +31,7 @@ use rtc::rtp;
 use tokio::time::Instant;
 
 use crate::capture_file::CapturedPacket;
-use crate::engine::{DecodeSettings, Engine, SAMPLE_RATE};
+use crate::engine::{DecodeSettings, Engine, SpeechEngine, SAMPLE_RATE};
 use crate::error::Result;
 use crate::live::{Captioner, Histogram, LiveCaption, LiveSettings, LiveStats, Window, WindowKind};
 use crate::pipeline::is_speech;

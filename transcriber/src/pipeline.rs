@@ -9,7 +9,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::engine::{DecodeSettings, Engine, LoadOptions, RawSegment, RawToken, SAMPLE_RATE};
+use crate::engine::{
+    load_engine, DecodeSettings, LoadOptions, RawSegment, RawToken, SpeechEngine, SAMPLE_RATE,
+};
 use crate::error::Result;
 use crate::models;
 /// The speaker a transcription is for (defined with the transcript, which names them).
@@ -29,7 +31,8 @@ pub struct AudioPiece {
 /// What the caller chooses about a transcription.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranscribeOptions {
-    /// The ggml whisper model file (see [`models::resolve_model_path`]).
+    /// The whisper model: a ggml file, or a directory of CTranslate2 files (see
+    /// [`models::resolve_model_path`]).
     pub model: PathBuf,
     /// The Silero VAD model file (see [`models::vad_model_path`]).
     pub vad_model: PathBuf,
@@ -82,7 +85,7 @@ const LOW_TOKEN_PROB: f32 = 0.4;
 
 /// Loads the models once and transcribes speakers one after the other.
 pub struct Transcriber {
-    engine: Engine,
+    engine: Box<dyn SpeechEngine>,
     vad: Vad,
     settings: DecodeSettings,
     activity: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
@@ -103,7 +106,7 @@ impl Transcriber {
 
     /// [`Transcriber::new`] with the model loaded as `load` says (benchmarks compare the options).
     pub fn new_with(options: &TranscribeOptions, load: LoadOptions) -> Result<Self> {
-        let engine = Engine::load_with(&options.model, load)?;
+        let engine = load_engine(&options.model, load, options.threads)?;
         // One thread: Silero runs one tiny graph per 32 ms frame, and ggml's spin-waiting threads turn
         // every frame into a barrier that costs a scheduler slice on a busy machine (measured: a 20 s
         // buffer took minutes with 2 threads under load, seconds with 1).
@@ -134,7 +137,7 @@ impl Transcriber {
         })
     }
 
-    /// Counts whisper's progress into `counter` (see [`Engine::set_activity`]): the job's heartbeat follows
+    /// Counts whisper's progress into `counter` (see [`SpeechEngine::set_activity`]): the job's heartbeat follows
     /// it, so a long chunk on a busy machine keeps the job healthy and only a stuck one does not.
     pub fn set_activity(&mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
         self.engine.set_activity(std::sync::Arc::clone(&counter));

@@ -3,7 +3,7 @@
 //! directory (`$CALLS_TRANSCRIBER_MODELS` or `~/.cache/calls-transcriber/models`); `scripts/test.sh`
 //! fetches them first. A missing model fails the test with the command that fetches it.
 
-use calls_transcriber::engine::{DecodeSettings, Engine};
+use calls_transcriber::engine::{load_engine, DecodeSettings, Engine, LoadOptions, SpeechEngine};
 use calls_transcriber::evaluation::{noise, synthesize, word_errors, SENTENCES, VOICES};
 use calls_transcriber::models;
 use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transcriber};
@@ -46,7 +46,7 @@ fn spoken_piece(work: &std::path::Path) -> (AudioPiece, Vec<Spoken>) {
 
 /// Word errors of whisper alone on one clip (0.5 s of silence either side, no VAD, no call timeline):
 /// what the model makes of the audio, which the pipeline must not make worse.
-fn straight_errors(engine: &mut Engine, sentence: &str, clip: &[f32]) -> (usize, String) {
+fn straight_errors(engine: &mut dyn SpeechEngine, sentence: &str, clip: &[f32]) -> (usize, String) {
     let mut padded = vec![0.0f32; 8_000];
     padded.extend(clip);
     padded.extend(vec![0.0f32; 8_000]);
@@ -79,7 +79,8 @@ fn check_sentences(model: &str, max_wer: f64) {
         "{result:?}"
     );
     assert_eq!(result.language.as_deref(), Some("en"));
-    let mut engine = Engine::load(&options.model).unwrap();
+    // The engine the pipeline ran (CTranslate2 for a `ct2-` model), alone on each clip.
+    let mut engine = load_engine(&options.model, LoadOptions::default(), options.threads).unwrap();
     let mut failures = Vec::new();
     for (at_ms, sentence, clip) in spoken {
         let near: Vec<_> = result
@@ -105,7 +106,7 @@ fn check_sentences(model: &str, max_wer: f64) {
         let text: Vec<&str> = near.iter().map(|s| s.text.as_str()).collect();
         let text = text.join(" ");
         let (errors, words) = word_errors(sentence, &text);
-        let (alone, alone_text) = straight_errors(&mut engine, sentence, &clip);
+        let (alone, alone_text) = straight_errors(engine.as_mut(), sentence, &clip);
         let wer = errors as f64 / words as f64;
         eprintln!(
             "{model}: {sentence:?} → {text:?} (WER {:.0}%; whisper alone: {alone_text:?}, {alone} errors)",
@@ -242,27 +243,75 @@ fn live_windows_are_transcribed_unless_cancelled() {
     }
 }
 
-/// The job's heartbeat follows whisper's own steps: the activity counter advances many times during one
-/// decode (at every decoding step, i.e. every token), not once per chunk, and not at all when idle.
-#[test]
-fn whisper_counts_its_steps_for_the_heartbeat() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-
-    let options = options("tiny.en");
-    let mut engine = Engine::load(&options.model).unwrap();
-    let activity = Arc::new(AtomicU64::new(0));
-    engine.set_activity(Arc::clone(&activity));
+/// One decode of the first sentence (1 thread) with an activity counter: the counter, the result and the
+/// clip.
+fn counted_decode(
+    engine: &mut dyn SpeechEngine,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    calls_transcriber::engine::Decoded,
+    Vec<f32>,
+) {
+    let activity = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    engine.set_activity(std::sync::Arc::clone(&activity));
     let work = tempfile::tempdir().unwrap();
     let clip = synthesize(SENTENCES[0], VOICES[0], work.path()).unwrap();
     let settings = DecodeSettings {
         threads: 1,
         ..DecodeSettings::default()
     };
-    engine.decode(&clip, &settings).unwrap();
+    let decoded = engine.decode(&clip, &settings).unwrap();
+    (activity, decoded, clip)
+}
+
+/// The job's heartbeat follows whisper's own steps: on whisper.cpp the activity counter advances many
+/// times during one decode (at every decoding step, i.e. every token), not once per chunk, and not at all
+/// when idle. (CTranslate2 counts its encode, each decode and the alignment of every 30 s window:
+/// `ct2_counts_its_window_steps_for_the_heartbeat`.)
+#[test]
+fn whisper_counts_its_steps_for_the_heartbeat() {
+    use std::sync::atomic::Ordering;
+
+    let path = models::resolve_ggml_path(&models::default_dir(), "tiny.en")
+        .expect("run `calls-transcriber models fetch tiny.en`");
+    let mut engine = Engine::load(&path).unwrap();
+    let (activity, _, _) = counted_decode(&mut engine);
     let steps = activity.load(Ordering::Relaxed);
     // The sentence has 9 words: at least as many tokens, each a step.
     assert!(steps >= 9, "only {steps} steps counted in one decode");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        activity.load(Ordering::Relaxed),
+        steps,
+        "no steps while idle"
+    );
+}
+
+/// On CTranslate2 the heartbeat advances at every step of a window (encode, decode, align), and not at
+/// all when idle; the words come out right and timed inside the clip.
+#[test]
+fn ct2_counts_its_window_steps_for_the_heartbeat() {
+    use std::sync::atomic::Ordering;
+
+    let path = models::model_path(&models::default_dir(), "ct2-tiny.en")
+        .expect("run `calls-transcriber models fetch ct2-tiny.en`");
+    let mut engine = load_engine(&path, LoadOptions::default(), 1).unwrap();
+    let (activity, decoded, clip) = counted_decode(engine.as_mut());
+    let steps = activity.load(Ordering::Relaxed);
+    assert!(steps >= 3, "only {steps} steps counted in one window");
+    let text: Vec<&str> = decoded.segments.iter().map(|s| s.text.as_str()).collect();
+    let (errors, words) = word_errors(SENTENCES[0], &text.join(" "));
+    assert!(errors * 5 <= words, "{:?}", decoded.segments);
+    let clip_ms = clip.len() as u64 / 16;
+    for segment in &decoded.segments {
+        assert!(!segment.tokens.is_empty(), "{segment:?}");
+        for token in &segment.tokens {
+            assert!(
+                token.start_ms <= token.end_ms && token.end_ms <= clip_ms + 20,
+                "{token:?}"
+            );
+        }
+    }
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert_eq!(
         activity.load(Ordering::Relaxed),

@@ -1,26 +1,30 @@
 //! live-window-bench: what one live-caption window costs and how well it is heard, per model file. Every
 //! sentence of `evaluation::SENTENCES` (voices rotating) is decoded as a live final window would be: the
 //! live decode settings, one thread, 0.2 s of silence before the speech and 0.15 s after. Prints each
-//! model's WER over all sentences and the median CPU time of a window (this thread's, from the scheduler,
-//! so other processes on the machine do not count). The figures in docs/transcriber.md come from it.
+//! model's WER over all sentences and the median CPU time of a window (all of this process' threads, from
+//! the scheduler, so other processes on the machine do not count). The figures in docs/transcriber.md come from it.
 //!
 //! ```text
 //! cargo run --release -p calls-transcriber --bin live-window-bench -- tiny.en tiny.en-q8_0 tiny.en-q4_0
 //! ```
 
 use anyhow::Context;
-use calls_transcriber::engine::{DecodeSettings, Engine};
+use calls_transcriber::engine::{load_engine, DecodeSettings, LoadOptions};
 use calls_transcriber::evaluation::{synthesize, word_errors, SENTENCES, VOICES};
 use calls_transcriber::models;
 
-/// CPU time this thread has used, in milliseconds (0 where `/proc` does not say).
-fn thread_cpu_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let nanoseconds: f64 = stat
-        .split_whitespace()
-        .next()
-        .and_then(|field| field.parse().ok())
-        .unwrap_or(0.0);
+/// CPU time all threads of this process have used, in milliseconds, from the scheduler (so other processes
+/// on the machine do not count; CTranslate2 decodes on a worker thread of its own). 0 where `/proc` does not
+/// say.
+fn process_cpu_ms() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let nanoseconds: f64 = tasks
+        .filter_map(|task| task.ok())
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<f64>().ok())
+        .sum();
     nanoseconds / 1e6
 }
 
@@ -49,13 +53,13 @@ fn main() -> anyhow::Result<()> {
     for name in &names {
         let path = models::model_path(&models::default_dir(), name)
             .with_context(|| format!("model {name}"))?;
-        let mut engine = Engine::load(&path)?;
+        let mut engine = load_engine(&path, LoadOptions::default(), 1)?;
         let (mut errors, mut words, mut audio_s) = (0, 0, 0.0);
         let mut costs = Vec::new();
         for (sentence, audio) in &windows {
-            let before = thread_cpu_ms();
+            let before = process_cpu_ms();
             let decoded = engine.decode(audio, &settings)?;
-            costs.push(thread_cpu_ms() - before);
+            costs.push(process_cpu_ms() - before);
             audio_s += audio.len() as f64 / 16_000.0;
             let text: Vec<&str> = decoded.segments.iter().map(|s| s.text.as_str()).collect();
             let (e, n) = word_errors(sentence, &text.join(" "));

@@ -19,10 +19,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use calls_transcriber::engine::{DecodeSettings, Engine, LoadOptions};
+use calls_transcriber::engine::{load_engine, DecodeSettings, LoadOptions};
 use calls_transcriber::evaluation::{noise, synthesize, word_error_rate, SENTENCES, VOICES};
 use calls_transcriber::models;
 use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transcriber};
+use calls_transcriber::transcript::SpeakerTranscript;
 
 const FASTER_WHISPER_SCRIPT: &str = include_str!("../../bench/faster_whisper_bench.py");
 
@@ -152,7 +153,8 @@ fn run() -> anyhow::Result<()> {
     let mut runs: Vec<Run> = Vec::new();
     let mut compared = std::collections::HashSet::new();
     for name in model_names.split(',') {
-        let base_name = name.split("-q").next().unwrap_or(name);
+        let plain = name.strip_prefix(models::CT2_PREFIX).unwrap_or(name);
+        let base_name = plain.split("-q").next().unwrap_or(plain);
         // The file a job would use for this name (checked above): its weights are what the row reports.
         let file = models::model_name_of(&models::resolve_model_path(&dir, name)?);
         for threads in threads.split(',') {
@@ -240,7 +242,9 @@ fn run() -> anyhow::Result<()> {
 }
 
 fn weights_of(name: &str) -> &'static str {
-    if name.ends_with("-q8_0") {
+    if name.starts_with(models::CT2_PREFIX) {
+        "int8 (CTranslate2)"
+    } else if name.ends_with("-q8_0") {
         "q8_0"
     } else if name.ends_with("-q5_0") {
         "q5_0"
@@ -370,18 +374,7 @@ fn one(args: &[String]) -> anyhow::Result<()> {
     let mut transcriber = Transcriber::new_with(&options, load)?;
     let started = Instant::now();
     let cpu_started = cpu_seconds();
-    let speaker = Speaker {
-        name: "bench".into(),
-        session: "bench".into(),
-    };
-    let result = transcriber.transcribe_speaker(
-        &speaker,
-        vec![AudioPiece {
-            start_ms: 0,
-            samples,
-        }],
-        &mut |_| {},
-    )?;
+    let result = transcribe_one_piece(&mut transcriber, "bench", samples)?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_started;
     let text: Vec<&str> = result.segments.iter().map(|s| s.text.as_str()).collect();
@@ -395,6 +388,23 @@ fn one(args: &[String]) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// `samples` as the only piece of one speaker called `name`, through the whole pipeline.
+fn transcribe_one_piece(
+    transcriber: &mut Transcriber,
+    name: &str,
+    samples: Vec<f32>,
+) -> calls_transcriber::Result<SpeakerTranscript> {
+    let speaker = Speaker {
+        name: name.into(),
+        session: name.into(),
+    };
+    let piece = AudioPiece {
+        start_ms: 0,
+        samples,
+    };
+    transcriber.transcribe_speaker(&speaker, vec![piece], &mut |_| {})
 }
 
 /// CPU time (user + system, all threads) this process used so far, from `/proc/self/stat` (clock ticks of
@@ -436,7 +446,8 @@ fn vad_report(dir: &Path, work: &Path) -> anyhow::Result<()> {
     let model = models::DEFAULT_MODEL;
     let options = TranscribeOptions::for_model(dir, model)?;
     let mut transcriber = Transcriber::new(&options)?;
-    let mut engine = Engine::load(&options.model)?;
+    // The engine the pipeline uses for this model (CTranslate2 for a `ct2-` model), alone.
+    let mut engine = load_engine(&options.model, LoadOptions::default(), 2)?;
     let settings = DecodeSettings {
         threads: 2,
         ..DecodeSettings::default()
@@ -475,18 +486,7 @@ fn vad_report(dir: &Path, work: &Path) -> anyhow::Result<()> {
     println!("| input | with Silero VAD: words (WER) | whisper alone: words (WER) | whisper alone: text |");
     println!("|---|---|---|---|");
     for (label, samples) in inputs {
-        let speaker = Speaker {
-            name: "vad".into(),
-            session: "vad".into(),
-        };
-        let with_vad = transcriber.transcribe_speaker(
-            &speaker,
-            vec![AudioPiece {
-                start_ms: 0,
-                samples: samples.clone(),
-            }],
-            &mut |_| {},
-        )?;
+        let with_vad = transcribe_one_piece(&mut transcriber, "vad", samples.clone())?;
         let with_text: Vec<&str> = with_vad.segments.iter().map(|s| s.text.as_str()).collect();
         let with_text = with_text.join(" ");
         let alone = engine.decode(&samples, &settings)?;

