@@ -139,6 +139,15 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     gauge
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::IntCounter {
+    let counter =
+        prometheus::IntCounter::new(name, help).expect("metric name is a valid identifier");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("each metric name is registered once");
+    counter
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
@@ -203,14 +212,11 @@ impl Metrics {
             "Local ICE candidates signalled to clients, by transport.",
             &["transport"],
         );
-        let fast_path_tracks = prometheus::IntCounter::new(
+        let fast_path_tracks = counter(
+            &registry,
             "sfu_rtc_fast_path_tracks_total",
             "Forwarded voice tracks handed over to the fast path (SRTP by the SFU, sent on the shared UDP socket).",
-        )
-        .expect("metric name is a valid identifier");
-        registry
-            .register(Box::new(fast_path_tracks.clone()))
-            .expect("each metric name is registered once");
+        );
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
