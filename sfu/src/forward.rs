@@ -28,6 +28,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::fastpath::FastPair;
+pub use crate::leg_codec::LegCodec;
 use crate::metrics::{Direction, MediaKind, Metrics, RtpSeries};
 
 /// Minimum spacing of keyframe requests relayed to one publisher.
@@ -251,17 +252,6 @@ fn strip_extensions(header: &mut rtp::header::Header) {
     header.extension = false;
     header.extensions.clear();
     header.extensions_padding = 0;
-}
-
-/// The payload type a forwarded track uses on one receiver's leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LegCodec {
-    /// The track's negotiation has not completed yet: packets are dropped, not counted.
-    Pending,
-    /// The receiver negotiated the codec under this payload type.
-    Negotiated(u8),
-    /// The receiver's answer accepted no codec the track can carry: every packet is an error.
-    Refused,
 }
 
 /// Packets one receiver's leg holds while its connection or its negotiation is not up yet: 100

@@ -22,7 +22,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
-use crate::fastpath::SendPath;
+use crate::fastpath::path::SendPath;
 use crate::stun::{classify, Stun};
 use crate::tcp_mux::TcpMux;
 use webrtc::runtime::{

@@ -17,6 +17,7 @@ pub(crate) mod forward;
 pub mod http;
 pub(crate) mod http_server;
 pub mod ice_mux;
+pub(crate) mod leg_codec;
 pub(crate) mod metrics;
 pub(crate) mod negotiation;
 pub(crate) mod outbox;

@@ -226,7 +226,7 @@ pub struct DecodeRequest<'a> {
 }
 
 /// A speech-to-text engine: whisper.cpp ([`Engine`], ggml models) or CTranslate2
-/// ([`crate::ct2::Ct2Engine`], the model's CTranslate2 files). The pipeline and live captions drive either
+/// (`ct2::Ct2Engine`, the model's CTranslate2 files; [`load_engine`](crate::load::load_engine) picks one). The pipeline and live captions drive either
 /// through this trait.
 pub trait SpeechEngine: Send {
     /// Counts the engine's progress into `counter`: it grows at every decoding step of every decode from
@@ -265,21 +265,6 @@ pub trait SpeechEngine: Send {
     /// Decodes one buffer of 16 kHz mono samples.
     fn decode(&mut self, samples: &[f32], settings: &DecodeSettings) -> Result<Decoded> {
         self.decode_cancellable(samples, settings, None)
-    }
-}
-
-/// Loads the model at `path` with the engine its files are for: a directory of CTranslate2 files
-/// (`model.bin`, `config.json`, `vocabulary.txt`) with CTranslate2 and `threads` threads, a ggml file with
-/// whisper.cpp (`options` apply to it; it takes its thread count per decode).
-pub fn load_engine(
-    path: &Path,
-    options: LoadOptions,
-    threads: u32,
-) -> Result<Box<dyn SpeechEngine>> {
-    if path.is_dir() {
-        Ok(Box::new(crate::ct2::Ct2Engine::load(path, threads)?))
-    } else {
-        Ok(Box::new(Engine::load_with(path, options)?))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod files;
 pub mod job;
 pub mod live;
 pub mod live_job;
+pub mod load;
 pub mod models;
 pub mod pipeline;
 pub mod transcript;

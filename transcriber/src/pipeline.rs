@@ -9,10 +9,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::engine::{
-    load_engine, DecodeSettings, LoadOptions, RawSegment, RawToken, SpeechEngine, SAMPLE_RATE,
-};
+use crate::engine::{DecodeSettings, LoadOptions, RawSegment, RawToken, SpeechEngine, SAMPLE_RATE};
 use crate::error::Result;
+use crate::load::load_engine;
 use crate::models;
 /// The speaker a transcription is for (defined with the transcript, which names them).
 pub use crate::transcript::Speaker;

@@ -3,8 +3,9 @@
 //! directory (`$CALLS_TRANSCRIBER_MODELS` or `~/.cache/calls-transcriber/models`); `scripts/test.sh`
 //! fetches them first. A missing model fails the test with the command that fetches it.
 
-use calls_transcriber::engine::{load_engine, DecodeSettings, Engine, LoadOptions, SpeechEngine};
+use calls_transcriber::engine::{DecodeSettings, Engine, LoadOptions, SpeechEngine};
 use calls_transcriber::evaluation::{noise, synthesize, word_errors, SENTENCES, VOICES};
+use calls_transcriber::load::load_engine;
 use calls_transcriber::models;
 use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transcriber};
 use calls_transcriber::transcript::merge;

@@ -9,8 +9,9 @@
 //! ```
 
 use anyhow::Context;
-use calls_transcriber::engine::{load_engine, DecodeSettings, LoadOptions};
+use calls_transcriber::engine::{DecodeSettings, LoadOptions};
 use calls_transcriber::evaluation::{synthesize, word_errors, SENTENCES, VOICES};
+use calls_transcriber::load::load_engine;
 use calls_transcriber::models;
 
 /// CPU time all threads of this process have used, in milliseconds, from the scheduler (so other processes

@@ -19,8 +19,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use calls_transcriber::engine::{load_engine, DecodeSettings, LoadOptions};
+use calls_transcriber::engine::{DecodeSettings, LoadOptions};
 use calls_transcriber::evaluation::{noise, synthesize, word_error_rate, SENTENCES, VOICES};
+use calls_transcriber::load::load_engine;
 use calls_transcriber::models;
 use calls_transcriber::pipeline::{AudioPiece, Speaker, TranscribeOptions, Transcriber};
 use calls_transcriber::transcript::SpeakerTranscript;
