@@ -122,12 +122,7 @@ fn run() -> anyhow::Result<()> {
         "audio: {audio_s:.1} s, {} sentences, {} voices; cpu: {cpu}; load average: {}",
         SENTENCES.len(),
         VOICES.len(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        load_average()
     );
     let me = std::env::current_exe()?;
     let script = work.path().join("faster_whisper_bench.py");
@@ -219,15 +214,7 @@ fn run() -> anyhow::Result<()> {
         }
         eprintln!("round {round} of {rounds} done");
     }
-    println!(
-        "load average after: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("load average after: {}", load_average());
     println!();
     println!(
         "| engine | model | weights | beam | threads | RTF | × real time | CPU s per audio s | CPU s per audio s, each round | WER | peak RSS MB |"
@@ -517,4 +504,14 @@ fn vad_report(dir: &Path, work: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them (empty where it cannot be read).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
