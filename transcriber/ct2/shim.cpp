@@ -48,19 +48,20 @@ struct ct2w_options {
 
 extern "C" {
 
-// Loads the CTranslate2 model in `dir` on the CPU with `compute_type` ("int8", "float32", ...) and
-// `threads` intra-op threads (one replica). Null on failure.
-ct2w_model* ct2w_load(const char* dir, const char* compute_type, size_t threads, char* error,
-                      size_t error_len) {
+// Loads the CTranslate2 model in `dir` on the CPU with `compute_type` ("int8", "float32", ...):
+// `replicas` replicas sharing one copy of the weights, each running one call at a time on `threads`
+// intra-op threads. Every function below may be called from several threads at once: each call is queued
+// to the next free replica. Null on failure.
+ct2w_model* ct2w_load(const char* dir, const char* compute_type, size_t threads, size_t replicas,
+                      char* error, size_t error_len) {
   try {
+    ctranslate2::models::ModelLoader loader(dir);
+    loader.device = ctranslate2::Device::CPU;
+    loader.compute_type = ctranslate2::str_to_compute_type(compute_type);
+    loader.num_replicas_per_device = replicas == 0 ? 1 : replicas;
     ctranslate2::ReplicaPoolConfig config;
     config.num_threads_per_replica = threads;
-    return new ct2w_model{Whisper(dir,
-                                  ctranslate2::Device::CPU,
-                                  ctranslate2::str_to_compute_type(compute_type),
-                                  {0},
-                                  false,
-                                  config)};
+    return new ct2w_model{Whisper(loader, config)};
   } catch (const std::exception& e) {
     write_error(error, error_len, e.what());
     return nullptr;

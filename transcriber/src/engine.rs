@@ -266,6 +266,13 @@ pub trait SpeechEngine: Send {
     fn decode(&mut self, samples: &[f32], settings: &DecodeSettings) -> Result<Decoded> {
         self.decode_cancellable(samples, settings, None)
     }
+
+    /// Another engine on the same loaded model that decodes at the same time as this one, for another
+    /// thread; `None` where the engine has no more room (CTranslate2 loads one replica per worker the
+    /// job may run; whisper.cpp runs one decode per model and splits it over threads instead).
+    fn parallel_worker(&self) -> Option<Box<dyn SpeechEngine>> {
+        None
+    }
 }
 
 /// Checks settings against a model (`multilingual` or English-only): an English-only model cannot detect

@@ -7,9 +7,9 @@
 //! - One captioner thread decodes each speaker to 16 kHz (libopus, no resampler), judges the new audio every
 //!   [`VAD_STEP_MS`] with the Silero VAD (with the preceding 0.5 s as context), feeds the core 32 ms frames
 //!   flagged speech or not, and hands the core's windows to the workers.
-//! - `workers` whisper threads (each its own model state, 1 thread each by default: ggml threads spin-wait,
-//!   so on a 2-CPU job two single-threaded workers beat one two-threaded one) decode windows as one segment
-//!   without context.
+//! - `workers` whisper threads (one CTranslate2 replica or whisper.cpp model state each, 1 thread each by
+//!   default: on a 2-CPU job two single-threaded workers beat one two-threaded one) decode windows as one
+//!   segment without context, the encoder over the window's length only.
 //! - Captions go to the job's async loop, which publishes them through the SFU; the core's counters are read
 //!   by the job's status reports ([`LiveCaptions::status_update`]).
 //!
@@ -31,9 +31,10 @@ use rtc::rtp;
 use tokio::time::Instant;
 
 use crate::capture_file::CapturedPacket;
-use crate::engine::{DecodeSettings, Engine, SpeechEngine, SAMPLE_RATE};
+use crate::engine::{DecodeSettings, LoadOptions, SpeechEngine, SAMPLE_RATE};
 use crate::error::Result;
 use crate::live::{Captioner, Histogram, LiveCaption, LiveSettings, LiveStats, Window, WindowKind};
+use crate::load::load_engine;
 use crate::pipeline::is_speech;
 use crate::vad::{Vad, VadSettings};
 
@@ -73,7 +74,7 @@ const LIVE_VAD: VadSettings = VadSettings {
 /// What live captioning runs with.
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
-    /// The ggml whisper model file.
+    /// The whisper model: a directory of CTranslate2 files or a ggml file ([`load_engine`]).
     pub model: PathBuf,
     /// The Silero VAD model file.
     pub vad_model: PathBuf,
@@ -123,7 +124,7 @@ impl LiveTap {
 /// The models live captioning needs, loaded before the bot joins (a missing model fails the job first).
 pub struct LiveModels {
     model: PathBuf,
-    engines: Vec<Engine>,
+    engines: Vec<Box<dyn SpeechEngine>>,
     vad: Vad,
     decode: DecodeSettings,
 }
@@ -134,13 +135,19 @@ impl LiveModels {
         &self.model
     }
 
-    /// Loads one whisper model state per worker and the VAD.
+    /// Loads the model for every worker and the VAD: CTranslate2 loads the weights once, as one
+    /// single-threaded replica per worker; whisper.cpp one model state per worker.
     pub fn load(options: &LiveOptions) -> Result<LiveModels> {
         let workers = options.workers.max(1);
+        let first = load_engine(&options.model, LoadOptions::default(), workers as u32)?;
         let mut engines = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            engines.push(Engine::load(&options.model)?);
+        for _ in 1..workers {
+            engines.push(match first.parallel_worker() {
+                Some(engine) => engine,
+                None => load_engine(&options.model, LoadOptions::default(), 1)?,
+            });
         }
+        engines.insert(0, first);
         let vad = Vad::load(&options.vad_model, LIVE_VAD, 1)?;
         let decode = DecodeSettings {
             language: options.language.clone(),
@@ -303,7 +310,12 @@ impl CaptionerThread {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn run(mut self, packets: Receiver<LivePacket>, engines: Vec<Engine>, decode: DecodeSettings) {
+    fn run(
+        mut self,
+        packets: Receiver<LivePacket>,
+        engines: Vec<Box<dyn SpeechEngine>>,
+        decode: DecodeSettings,
+    ) {
         // The core hands out a window only to a free worker (or one whose partial it just cancelled), so
         // at most two windows per worker are ever queued or in flight, and as many results.
         let capacity = engines.len() * 2 + 2;
@@ -517,7 +529,7 @@ impl CaptionerThread {
 /// One whisper worker: takes windows until the captioner hangs up; answers each with its text (`None`
 /// when whisper failed on it).
 fn worker(
-    mut engine: Engine,
+    mut engine: Box<dyn SpeechEngine>,
     settings: DecodeSettings,
     work: &Mutex<Receiver<(Window, Arc<AtomicBool>)>>,
     results: &SyncSender<(u64, Option<String>)>,

@@ -7,9 +7,13 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::engine::{DecodeSettings, LoadOptions, RawSegment, RawToken, SpeechEngine, SAMPLE_RATE};
+use crate::engine::{
+    DecodeSettings, Decoded, LoadOptions, RawSegment, RawToken, SpeechEngine, SAMPLE_RATE,
+};
 use crate::error::Result;
 use crate::load::load_engine;
 use crate::models;
@@ -75,17 +79,27 @@ pub struct Progress {
 pub const CHUNK_MAX_MS: u64 = 28_000;
 /// Speech regions closer than this are decoded together, with the real audio between them.
 pub const CHUNK_JOIN_MS: u64 = 1_000;
-/// The VAD goes through a long piece in spans of this much audio (see `transcribe_speaker`).
+/// The VAD goes through a long piece in spans of at most this much audio (see [`speech_regions`]).
 pub const VAD_SPAN_MS: u64 = 300_000;
+/// Spans are not cut shorter than this to give every VAD one.
+const VAD_SPAN_MIN_MS: u64 = 10_000;
+/// Each span also covers this much of the span before it, so speech cut by a span's start is found
+/// whole in the span before (the VAD drops bursts under 250 ms, which the cut could make).
+const VAD_OVERLAP_MS: u64 = 1_000;
 
 /// Segments whisper itself judged to be probably no speech, with a low token probability, are dropped.
 const NO_SPEECH_DROP: f32 = 0.6;
 const LOW_TOKEN_PROB: f32 = 0.4;
 
-/// Loads the models once and transcribes speakers one after the other.
+/// Loads the models once and transcribes speakers one after the other, each speaker's chunks on as
+/// many engines at once as the model allows (see [`SpeechEngine::parallel_worker`]).
 pub struct Transcriber {
     engine: Box<dyn SpeechEngine>,
-    vad: Vad,
+    /// More engines on the same model, each decoding other chunks beside `engine` (CTranslate2: one
+    /// replica per thread); empty for whisper.cpp, which splits each decode over its threads.
+    workers: Vec<Box<dyn SpeechEngine>>,
+    /// One VAD per engine: a long piece's spans are judged side by side.
+    vads: Vec<Vad>,
     settings: DecodeSettings,
     activity: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
@@ -109,7 +123,9 @@ impl Transcriber {
         // One thread: Silero runs one tiny graph per 32 ms frame, and ggml's spin-waiting threads turn
         // every frame into a barrier that costs a scheduler slice on a busy machine (measured: a 20 s
         // buffer took minutes with 2 threads under load, seconds with 1).
-        let vad = Vad::load(&options.vad_model, VadSettings::default(), 1)?;
+        let vads = (0..options.threads.max(1))
+            .map(|_| Vad::load(&options.vad_model, VadSettings::default(), 1))
+            .collect::<Result<Vec<_>>>()?;
         let language = match options.language.as_deref().map(str::trim) {
             None | Some("") | Some("auto") => None,
             Some(code) => Some(code.to_ascii_lowercase()),
@@ -128,9 +144,13 @@ impl Transcriber {
             retry_on_failure: true,
         };
         engine.check(&settings)?;
+        let workers = (1..options.threads)
+            .map_while(|_| engine.parallel_worker())
+            .collect();
         Ok(Transcriber {
             engine,
-            vad,
+            workers,
+            vads,
             settings,
             activity: None,
         })
@@ -140,6 +160,9 @@ impl Transcriber {
     /// it, so a long chunk on a busy machine keeps the job healthy and only a stuck one does not.
     pub fn set_activity(&mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
         self.engine.set_activity(std::sync::Arc::clone(&counter));
+        for worker in &mut self.workers {
+            worker.set_activity(std::sync::Arc::clone(&counter));
+        }
         self.activity = Some(counter);
     }
 
@@ -156,54 +179,50 @@ impl Transcriber {
         pieces.sort_by_key(|p| p.start_ms);
         let audio_ms = pieces.iter().map(|p| samples_to_ms(p.samples.len())).sum();
 
-        // VAD over every piece first, so progress has a total. A long piece goes through in spans of
-        // [`VAD_SPAN_MS`], each counted as activity: an hour of one speaker takes the VAD a minute on a
-        // busy machine, longer than the health check waits (a region cut at a span's edge is joined
-        // again by `plan_chunks`, which joins regions less than a second apart).
-        let mut chunks = Vec::new();
-        let span = ms_to_samples(VAD_SPAN_MS);
-        for (index, piece) in pieces.iter().enumerate() {
-            let mut regions = Vec::new();
-            for (number, part) in piece.samples.chunks(span).enumerate() {
-                let offset = number * span;
-                regions.extend(
-                    self.vad
-                        .speech_regions(part)?
-                        .into_iter()
-                        .map(|r| r.start + offset..r.end + offset),
-                );
-                if let Some(activity) = &self.activity {
-                    activity.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            chunks.extend(plan_chunks(index, &regions));
+        // VAD over every piece first, so progress has a total (see `speech_regions`).
+        let mut speech = Vec::with_capacity(pieces.len());
+        for piece in &pieces {
+            speech.push(speech_regions(
+                &mut self.vads,
+                &piece.samples,
+                self.activity.as_deref(),
+            )?);
         }
+        let chunks = plan_speaker(&speech, 1 + self.workers.len());
         let total_ms: u64 = chunks.iter().map(Chunk::speech_ms).sum();
         progress(Progress {
             done_ms: 0,
             total_ms,
         });
 
-        let mut language = self.settings.language.clone();
         let mut settings = self.settings.clone();
         let mut segments = Vec::new();
         let mut done_ms = 0;
-        for chunk in &chunks {
-            let samples = chunk.assemble(&pieces);
-            let decoded = self.engine.decode(&samples, &settings)?;
-            // The first chunk fixes an auto-detected language for the rest of this speaker.
-            if settings.language.is_none() {
-                if let Some(detected) = &decoded.language {
-                    settings.language = Some(detected.clone());
-                    language = Some(detected.clone());
-                }
-            }
-            for raw in decoded.segments {
-                segments.extend(chunk.to_call_time(&raw, &pieces));
-            }
+        let mut done = |chunk: &Chunk| {
             done_ms += chunk.speech_ms();
             progress(Progress { done_ms, total_ms });
+        };
+        // An auto-detected language is detected on the first chunk and kept for the rest of this
+        // speaker, so that chunk is decoded before the others.
+        let mut rest = &chunks[..];
+        if settings.language.is_none() {
+            if let Some((first, others)) = chunks.split_first() {
+                let decoded = self.engine.decode(&first.assemble(&pieces), &settings)?;
+                settings.language = decoded.language.clone();
+                for raw in &decoded.segments {
+                    segments.extend(first.to_call_time(raw, &pieces));
+                }
+                done(first);
+                rest = others;
+            }
         }
+        let decoded = self.decode_chunks(rest, &pieces, &settings, &mut done)?;
+        for (chunk, decoded) in rest.iter().zip(decoded) {
+            for raw in &decoded.segments {
+                segments.extend(chunk.to_call_time(raw, &pieces));
+            }
+        }
+        let mut language = settings.language;
         if language.is_none() && !self.engine.is_multilingual() {
             language = Some("en".to_string());
         }
@@ -217,6 +236,148 @@ impl Transcriber {
             processing: started.elapsed(),
         })
     }
+
+    /// Decodes `chunks` (the result in their order); on every engine at once when there are several,
+    /// each taking the next chunk, longest first, when it is done with one (chunks of one speaker vary
+    /// from a word to 28 s).
+    /// `done` is called, on this thread, for each chunk as it is decoded. The first error stops the rest.
+    fn decode_chunks(
+        &mut self,
+        chunks: &[Chunk],
+        pieces: &[AudioPiece],
+        settings: &DecodeSettings,
+        done: &mut dyn FnMut(&Chunk),
+    ) -> Result<Vec<Decoded>> {
+        if self.workers.is_empty() || chunks.len() < 2 {
+            let mut all = Vec::with_capacity(chunks.len());
+            for chunk in chunks {
+                all.push(self.engine.decode(&chunk.assemble(pieces), settings)?);
+                done(chunk);
+            }
+            return Ok(all);
+        }
+        // Longest first: an engine that takes a short chunk last ends near the others.
+        let mut order: Vec<usize> = (0..chunks.len()).collect();
+        order.sort_by_key(|&index| std::cmp::Reverse(chunks[index].len()));
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let mut results: Vec<Option<Decoded>> = chunks.iter().map(|_| None).collect();
+        let (sender, receiver) = mpsc::channel();
+        let engines = std::iter::once(&mut self.engine).chain(self.workers.iter_mut());
+        std::thread::scope(|scope| {
+            for engine in engines {
+                let sender = sender.clone();
+                let (next, failed, order) = (&next, &failed, &order);
+                scope.spawn(move || {
+                    while !failed.load(Ordering::Relaxed) {
+                        let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        let chunk = &chunks[index];
+                        let result = engine.decode(&chunk.assemble(pieces), settings);
+                        if result.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        if sender.send((index, result)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            // The receiver ends once every worker has ended and dropped its sender.
+            drop(sender);
+            let mut first_error = None;
+            for (index, result) in receiver {
+                match result {
+                    Ok(decoded) => {
+                        done(&chunks[index]);
+                        results[index] = Some(decoded);
+                    }
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })?;
+        // Without an error every chunk was decoded, so no slot is empty.
+        Ok(results.into_iter().flatten().collect())
+    }
+}
+
+/// The speech regions of one piece, judged by `vads` side by side. The piece goes through in spans
+/// ([`spans_of`]), each counted as activity: an hour of one speaker takes the VAD a minute on a busy
+/// machine, longer than the health check waits. Regions found twice where spans overlap are merged,
+/// and a region cut at a span's edge is joined again by the chunk planning (regions less than a second
+/// apart are one utterance).
+fn speech_regions(
+    vads: &mut [Vad],
+    samples: &[f32],
+    activity: Option<&std::sync::atomic::AtomicU64>,
+) -> Result<Vec<Range<usize>>> {
+    let spans = spans_of(samples.len(), vads.len());
+    let mut regions = Vec::new();
+    for round in spans.chunks(vads.len().max(1)) {
+        let found: Vec<Result<Vec<Range<usize>>>> = std::thread::scope(|scope| {
+            let judged: Vec<_> = round
+                .iter()
+                .zip(vads.iter_mut())
+                .map(|(span, vad)| {
+                    scope.spawn(move || {
+                        let found = vad.speech_regions(&samples[span.clone()])?;
+                        Ok(found
+                            .into_iter()
+                            .map(|r| r.start + span.start..r.end + span.start)
+                            .collect())
+                    })
+                })
+                .collect();
+            judged
+                .into_iter()
+                // A VAD that panicked (a bug) is a panic here too.
+                .map(|thread| {
+                    thread
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+                })
+                .collect()
+        });
+        for span_regions in found {
+            regions.extend(span_regions?);
+            if let Some(activity) = activity {
+                activity.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(merge_regions(regions))
+}
+
+/// The spans a piece of `len` samples goes through the VAD in, for `vads` VADs: of equal length, none
+/// over [`VAD_SPAN_MS`], at least as many as there are VADs where each still gets
+/// [`VAD_SPAN_MIN_MS`], each but the first reaching [`VAD_OVERLAP_MS`] back into the one before.
+fn spans_of(len: usize, vads: usize) -> Vec<Range<usize>> {
+    let mut count = len.div_ceil(ms_to_samples(VAD_SPAN_MS));
+    if count < vads {
+        count = vads.min(len / ms_to_samples(VAD_SPAN_MIN_MS)).max(count);
+    }
+    let span = len.div_ceil(count.max(1)).max(1);
+    let overlap = ms_to_samples(VAD_OVERLAP_MS);
+    (0..len.div_ceil(span))
+        .map(|k| (k * span).saturating_sub(overlap)..((k + 1) * span).min(len))
+        .collect()
+}
+
+/// Regions sorted by start, those that overlap or touch merged into one.
+fn merge_regions(mut regions: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    regions.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(regions.len());
+    for region in regions {
+        match merged.last_mut() {
+            Some(last) if region.start <= last.end => last.end = last.end.max(region.end),
+            _ => merged.push(region),
+        }
+    }
+    merged
 }
 
 /// Whether a decoded segment is text a person said, not whisper talking over silence: empty text,
@@ -254,15 +415,73 @@ pub struct Chunk {
 /// [`CHUNK_JOIN_MS`] apart are joined with the real audio between them (one utterance with short pauses);
 /// a longer pause starts a new chunk, so whisper never sees two utterances glued together (its segment
 /// times compress silence, which would put the second utterance's cue at the first one's time).
+#[cfg(test)]
 fn plan_chunks(piece: usize, regions: &[Range<usize>]) -> Vec<Chunk> {
-    let max = ms_to_samples(CHUNK_MAX_MS);
+    plan_chunks_within(piece, regions, ms_to_samples(CHUNK_MAX_MS), &[])
+}
+
+/// A speaker with fewer chunks than this per engine has them re-planned so that every engine gets an
+/// equal share ([`plan_speaker`]); with more, engines taking the next chunk as they finish are balanced
+/// enough.
+const BALANCED_CHUNKS_PER_ENGINE: usize = 4;
+
+/// The chunks of one speaker, whose speech regions are `speech` (one list per piece), for `engines`
+/// engines decoding at once. One engine, or speech that fits one chunk: [`plan_chunks`]. Otherwise a few
+/// long chunks would leave an engine idle while another decodes the last one (69.9 s of speech is 28 +
+/// 28 + 14 s: two engines take 42 s-worth of time, not 35), so the speech is also cut at the pauses
+/// nearest to even shares, into a multiple of `engines` chunks (28 + 28 + 14 → about 14 + 19 + 14 + 19,
+/// which [`Transcriber::decode_chunks`] hands out longest first). It costs an encoder pass per added
+/// chunk, the price of the second CPU.
+fn plan_speaker(speech: &[Vec<Range<usize>>], engines: usize) -> Vec<Chunk> {
+    let full = ms_to_samples(CHUNK_MAX_MS);
+    let plan = |cut_before: &[bool]| -> Vec<Chunk> {
+        let mut first = 0;
+        let mut chunks = Vec::new();
+        for (piece, regions) in speech.iter().enumerate() {
+            let cuts = cut_before.get(first..first + regions.len()).unwrap_or(&[]);
+            chunks.extend(plan_chunks_within(piece, regions, full, cuts));
+            first += regions.len();
+        }
+        chunks
+    };
+    let natural = plan(&[]);
+    let total: usize = natural.iter().map(Chunk::len).sum();
+    if engines < 2 || total <= full || natural.len() >= BALANCED_CHUNKS_PER_ENGINE * engines {
+        return natural;
+    }
+    let parts = natural.len().div_ceil(engines) * engines;
+    let lengths: Vec<usize> = speech.iter().flatten().map(|r| r.len()).collect();
+    let speech_total: usize = lengths.iter().sum();
+    // The share boundaries j × total / parts, each moved to the nearer end of the region it falls in.
+    let mut cut_before = vec![false; lengths.len()];
+    let (mut done, mut share) = (0, 1);
+    for (index, length) in lengths.iter().enumerate() {
+        while share < parts && share * speech_total / parts <= done + length / 2 {
+            cut_before[index] = index > 0;
+            share += 1;
+        }
+        done += length;
+    }
+    plan(&cut_before)
+}
+
+/// [`plan_chunks`] with chunks of at most `max` samples (unless one region is longer), and a new chunk
+/// at each region `i` whose `cut_before[i]` is true.
+fn plan_chunks_within(
+    piece: usize,
+    regions: &[Range<usize>],
+    max: usize,
+    cut_before: &[bool],
+) -> Vec<Chunk> {
     let join = ms_to_samples(CHUNK_JOIN_MS);
     let mut chunks: Vec<Chunk> = Vec::new();
     let mut current: Option<Range<usize>> = None;
-    for region in regions.iter().filter(|r| !r.is_empty()) {
+    for (index, region) in regions.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+        let cut = cut_before.get(index).copied().unwrap_or(false);
         current = match current {
             Some(range)
-                if region.start.saturating_sub(range.end) < join
+                if !cut
+                    && region.start.saturating_sub(range.end) < join
                     && region.end.saturating_sub(range.start) <= max =>
             {
                 Some(range.start..region.end.max(range.end))

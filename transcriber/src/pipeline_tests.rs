@@ -187,3 +187,69 @@ fn tokens_become_words_with_their_own_call_times() {
     assert_eq!(starts, vec![61_100, 61_300, 61_800, 62_300]);
     assert_eq!(s.words.last().unwrap().end_ms, 62_500);
 }
+
+/// The source ranges of a plan's chunks, in order.
+fn spans(chunks: &[Chunk]) -> Vec<(usize, Range<usize>)> {
+    chunks
+        .iter()
+        .flat_map(|c| c.parts.iter().map(|p| (p.piece, p.source.clone())))
+        .collect()
+}
+
+#[test]
+fn two_engines_get_an_even_share_of_a_long_speaker() {
+    // 14 sentences of 4.3 s, 0.7 s apart (the bench's speech): one engine decodes 28 + 28 + 14 s.
+    let at = |ms: usize| ms * 16;
+    let regions: Vec<Range<usize>> = (0..14)
+        .map(|i| at(i * 5_000)..at(i * 5_000 + 4_300))
+        .collect();
+    let speech = vec![regions.clone()];
+    let one = plan_speaker(&speech, 1);
+    assert_eq!(one, plan_chunks(0, &regions));
+    assert_eq!(one.len(), 3);
+    // Two engines: four chunks of three or four sentences (two of each, so that each engine gets 7),
+    // covering the same speech in the same order.
+    let two = plan_speaker(&speech, 2);
+    let mut lengths: Vec<u64> = two.iter().map(|c| samples_to_ms(c.len())).collect();
+    lengths.sort_unstable();
+    assert_eq!(lengths, vec![14_300, 14_300, 19_300, 19_300]);
+    let covered = spans(&two);
+    assert!(
+        covered.windows(2).all(|w| w[0].1.end < w[1].1.start),
+        "{covered:?}"
+    );
+    assert_eq!(covered[0].1.start, regions[0].start);
+    assert_eq!(covered[3].1.end, regions[13].end);
+    // Speech that fits one chunk, or that already has many chunks, is planned as for one engine.
+    let short = vec![regions[..4].to_vec()];
+    assert_eq!(plan_speaker(&short, 2), plan_chunks(0, &regions[..4]));
+    let apart: Vec<Range<usize>> = (0..10)
+        .map(|i| at(i * 8_000)..at(i * 8_000 + 3_000))
+        .collect();
+    let many = vec![apart.clone(), apart.clone()];
+    let planned = plan_speaker(&many, 2);
+    assert_eq!(planned.len(), 20);
+    assert_eq!(spans(&planned[10..]), spans(&plan_chunks(1, &apart)));
+}
+
+#[test]
+fn the_vad_spans_cover_a_piece_with_overlaps_and_found_regions_merge() {
+    let second = 16_000;
+    // One VAD: one span up to 300 s, else equal spans.
+    assert_eq!(spans_of(70 * second, 1), vec![0..70 * second]);
+    assert_eq!(
+        spans_of(600 * second, 1),
+        vec![0..300 * second, 299 * second..600 * second]
+    );
+    // Two VADs: two halves, the second reaching 1 s back; a short piece stays whole.
+    assert_eq!(
+        spans_of(70 * second, 2),
+        vec![0..35 * second, 34 * second..70 * second]
+    );
+    assert_eq!(spans_of(12 * second, 2), vec![0..12 * second]);
+    assert!(spans_of(0, 2).is_empty());
+    assert_eq!(
+        merge_regions(vec![40..50, 0..10, 8..20, 20..25, 30..35]),
+        vec![0..25, 30..35, 40..50]
+    );
+}

@@ -143,6 +143,56 @@ fn the_default_model_transcribes_espeak_sentences_at_call_time() {
     check_sentences(models::DEFAULT_MODEL, 0.15);
 }
 
+/// A speaker's chunks decoded side by side on two CTranslate2 replicas (`threads = 2`, the VAD over two
+/// halves of the piece at once) give the transcript one replica gives: the same cues with the same words,
+/// in call order, within a VAD frame or two of the same times, and progress reaches the whole speech.
+#[test]
+fn two_threads_transcribe_as_one_does() {
+    let work = tempfile::tempdir().unwrap();
+    let (piece, spoken) = spoken_piece(work.path());
+    let run = |threads: u32| {
+        let mut options = options("tiny.en");
+        assert!(
+            models::model_name_of(&options.model).starts_with("ct2-"),
+            "the CTranslate2 files of tiny.en are needed: {:?}",
+            options.model
+        );
+        options.threads = threads;
+        let mut transcriber = Transcriber::new(&options).unwrap();
+        let mut last = None;
+        let result = transcriber
+            .transcribe_speaker(&speaker("Alice"), vec![piece.clone()], &mut |p| {
+                last = Some(p)
+            })
+            .unwrap();
+        let last = last.unwrap();
+        assert_eq!(last.done_ms, last.total_ms);
+        result.segments
+    };
+    let one = run(1);
+    let two = run(2);
+    assert!(one.len() >= spoken.len(), "{one:#?}");
+    let words =
+        |segments: &[calls_transcriber::transcript::Segment]| -> Vec<(String, Vec<String>)> {
+            segments
+                .iter()
+                .map(|s| {
+                    (
+                        s.text.clone(),
+                        s.words.iter().map(|w| w.text.clone()).collect(),
+                    )
+                })
+                .collect()
+        };
+    assert_eq!(words(&one), words(&two));
+    for (a, b) in one.iter().zip(&two) {
+        assert!(
+            a.start_ms.abs_diff(b.start_ms) <= 50 && a.end_ms.abs_diff(b.end_ms) <= 50,
+            "{a:?} / {b:?}"
+        );
+    }
+}
+
 #[test]
 fn silence_noise_and_hum_produce_no_text() {
     let work = tempfile::tempdir().unwrap();
@@ -218,12 +268,24 @@ fn an_unknown_model_names_the_models_present() {
 /// with [`calls_transcriber::Error::Cancelled`].
 #[test]
 fn live_windows_are_transcribed_unless_cancelled() {
+    // Both engines: what live captions take when the image has a model's CTranslate2 files, and the
+    // 8-bit ggml file they take otherwise.
+    let dir = models::default_dir();
+    let live = models::live_model_path(&dir, "tiny.en")
+        .expect("run `calls-transcriber models fetch ct2-tiny.en`");
+    assert_eq!(models::model_name_of(&live), "ct2-tiny.en");
+    let ggml = models::model_path(&dir, "tiny.en-q8_0")
+        .expect("run `calls-transcriber models fetch tiny.en --quantize q8_0`");
+    for path in [live, ggml] {
+        live_windows_of(&path);
+    }
+}
+
+fn live_windows_of(path: &std::path::Path) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    let path = models::live_model_path(&models::default_dir(), "tiny.en")
-        .expect("run `calls-transcriber models fetch tiny.en`");
-    let mut engine = Engine::load(&path).unwrap();
+    let mut engine = load_engine(path, LoadOptions::default(), 1).unwrap();
     let work = tempfile::tempdir().unwrap();
     let settings = DecodeSettings::live_window(1);
     for (index, sentence) in SENTENCES.iter().take(6).enumerate() {
@@ -231,10 +293,13 @@ fn live_windows_are_transcribed_unless_cancelled() {
         let cancel = Arc::new(AtomicBool::new(false));
         let decoded = engine
             .decode_cancellable(&clip, &settings, Some(Arc::clone(&cancel)))
-            .unwrap_or_else(|error| panic!("{sentence:?}: {error}"));
+            .unwrap_or_else(|error| panic!("{path:?}: {sentence:?}: {error}"));
         let text: Vec<&str> = decoded.segments.iter().map(|s| s.text.as_str()).collect();
         let (errors, words) = word_errors(sentence, &text.join(" "));
-        assert!(errors * 3 <= words, "{sentence:?} heard as {text:?}");
+        assert!(
+            errors * 3 <= words,
+            "{path:?}: {sentence:?} heard as {text:?}"
+        );
         cancel.store(true, Ordering::Relaxed);
         let stopped = engine.decode_cancellable(&clip, &settings, Some(cancel));
         assert!(

@@ -137,16 +137,17 @@ impl Features {
         self.frames.saturating_sub(1)
     }
 
-    /// The 30 s window of `size` frames (at most [`WINDOW_FRAMES`]) starting at frame `seek`, padded with
-    /// zeros to [`WINDOW_FRAMES`] frames per band.
-    pub fn window(&self, seek: usize, size: usize) -> Vec<f32> {
-        let mut out = vec![0f32; self.n_mels * WINDOW_FRAMES];
-        let end = (seek + size.min(WINDOW_FRAMES)).min(self.frames);
+    /// The window of `size` frames starting at frame `seek`, padded with zeros to `frames` frames per
+    /// band (at most [`WINDOW_FRAMES`], whisper's 30 s, what post-call windows take; live windows take
+    /// their own length and a margin).
+    pub fn window(&self, seek: usize, size: usize, frames: usize) -> Vec<f32> {
+        let frames = frames.clamp(1, WINDOW_FRAMES);
+        let mut out = vec![0f32; self.n_mels * frames];
+        let end = (seek + size.min(frames)).min(self.frames);
         if seek < end {
             for band in 0..self.n_mels {
                 let row = &self.values[band * self.frames..(band + 1) * self.frames];
-                out[band * WINDOW_FRAMES..band * WINDOW_FRAMES + (end - seek)]
-                    .copy_from_slice(&row[seek..end]);
+                out[band * frames..band * frames + (end - seek)].copy_from_slice(&row[seek..end]);
             }
         }
         out
@@ -185,9 +186,14 @@ mod tests {
     fn a_window_is_3000_frames_with_zeros_past_the_content() {
         let features = MelExtractor::new(80).compute(&vec![0.1f32; 16_000]);
         assert_eq!(features.content_frames(), 100);
-        let window = features.window(0, features.content_frames());
+        let window = features.window(0, features.content_frames(), WINDOW_FRAMES);
         assert_eq!(window.len(), 80 * WINDOW_FRAMES);
         assert_eq!(window[99], features.values[99]);
         assert!(window[WINDOW_FRAMES - 1] == 0.0 && window[100] == 0.0);
+        // A live window: its own frames and zeros after them, rows `frames` long.
+        let short = features.window(0, features.content_frames(), 200);
+        assert_eq!(short.len(), 80 * 200);
+        assert_eq!(short[200 + 99], features.values[101 + 99]);
+        assert!(short[100] == 0.0 && short[199] == 0.0);
     }
 }

@@ -49,6 +49,7 @@ struct Api {
         *const c_char,
         *const c_char,
         usize,
+        usize,
         *mut c_char,
         usize,
     ) -> *mut RawModel,
@@ -180,15 +181,17 @@ fn succeeded(status: c_int, what: &str, error: &[u8]) -> Result<()> {
     }
 }
 
-/// A CTranslate2 Whisper model loaded on the CPU (one replica).
+/// A CTranslate2 Whisper model loaded on the CPU: one or more replicas sharing the weights.
 pub struct Model {
     raw: *mut RawModel,
     api: &'static Api,
 }
 
-// SAFETY: the model is only used through `&mut self` (one call at a time), and CTranslate2's replica
-// pool may be driven from any thread.
+// SAFETY: CTranslate2's replica pool may be driven from any thread, and from several at once: each call
+// posts a job to the pool's queue and waits for its own result (the shim keeps no state between calls).
 unsafe impl Send for Model {}
+// SAFETY: as above; no method mutates the Rust side of the model.
+unsafe impl Sync for Model {}
 
 impl Drop for Model {
     fn drop(&mut self) {
@@ -213,9 +216,9 @@ pub struct Generated {
 }
 
 impl Model {
-    /// Loads the CTranslate2 model directory `dir` with `compute_type` (`int8`, `float32`, ...) and
-    /// `threads` threads.
-    pub fn load(dir: &Path, compute_type: &str, threads: usize) -> Result<Self> {
+    /// Loads the CTranslate2 model directory `dir` with `compute_type` (`int8`, `float32`, ...) as
+    /// `replicas` replicas of `threads` threads each (calls from `replicas` threads run in parallel).
+    pub fn load(dir: &Path, compute_type: &str, threads: usize, replicas: usize) -> Result<Self> {
         let path = CString::new(dir.to_string_lossy().as_bytes())
             .map_err(|_| Error::invalid_model(dir, "the path contains a NUL byte"))?;
         let compute = CString::new(compute_type).map_err(|_| Error::InvalidOption {
@@ -230,6 +233,7 @@ impl Model {
                 path.as_ptr(),
                 compute.as_ptr(),
                 threads.max(1),
+                replicas.max(1),
                 error.as_mut_ptr().cast(),
                 ERROR_LEN,
             )
@@ -256,7 +260,7 @@ impl Model {
     }
 
     /// Runs the encoder over `mel` (`n_mels` rows of `mel.len() / n_mels` frames).
-    pub fn encode(&mut self, mel: &[f32], n_mels: usize) -> Result<Encoded> {
+    pub fn encode(&self, mel: &[f32], n_mels: usize) -> Result<Encoded> {
         let mut error = [0u8; ERROR_LEN];
         // SAFETY: `mel` holds `n_mels × frames` values; `raw` is live; `error` has `ERROR_LEN` bytes.
         let raw = unsafe {
@@ -280,7 +284,7 @@ impl Model {
 
     /// Decodes the window `encoded` from `prompt`.
     pub fn generate(
-        &mut self,
+        &self,
         encoded: &Encoded,
         prompt: &[usize],
         options: &GenerateOptions,
@@ -315,7 +319,7 @@ impl Model {
     }
 
     /// The most probable language token of the window (`<|en|>`).
-    pub fn detect_language(&mut self, encoded: &Encoded) -> Result<String> {
+    pub fn detect_language(&self, encoded: &Encoded) -> Result<String> {
         let mut language = [0u8; 64];
         let mut error = [0u8; ERROR_LEN];
         // SAFETY: both buffers are valid for the lengths passed; `raw` and `encoded` are live.
@@ -337,7 +341,7 @@ impl Model {
     /// frames (10 ms each; CTranslate2 halves them into encoder positions) holding audio: the dynamic-time-warping path as (text index, encoder position) pairs, and each text
     /// token's probability.
     pub fn align(
-        &mut self,
+        &self,
         encoded: &Encoded,
         start: &[usize],
         text: &[usize],

@@ -40,8 +40,10 @@ const NO_SPEECH_MIN: f32 = 0.6;
 
 /// A CTranslate2 Whisper model and what decoding needs besides it.
 pub struct Ct2Engine {
-    model: Model,
-    vocabulary: Vocabulary,
+    /// Shared by the engines [`SpeechEngine::parallel_worker`] makes (each call goes to a free replica).
+    model: Arc<Model>,
+    /// Shared likewise: only read.
+    vocabulary: Arc<Vocabulary>,
     dir: std::path::PathBuf,
     /// The initial prompt's text and tokens, made on first use (the merges are read then).
     prompt: Option<(String, Vec<usize>)>,
@@ -59,18 +61,24 @@ struct WindowDecode {
 
 impl Ct2Engine {
     /// Loads the CTranslate2 model directory `dir` (model.bin, config.json, vocabulary.txt) with int8
-    /// weights and `threads` threads.
-    pub fn load(dir: &Path, threads: u32) -> Result<Self> {
+    /// weights, as `replicas` replicas of `threads` threads each: this engine and the
+    /// `replicas - 1` more that [`SpeechEngine::parallel_worker`] makes decode in parallel.
+    pub fn load(dir: &Path, threads: u32, replicas: u32) -> Result<Self> {
         if !dir.join("model.bin").is_file() {
             return Err(Error::invalid_model(dir, "no model.bin in this directory"));
         }
         let vocabulary = Vocabulary::load(dir)?;
-        let model = Model::load(dir, "int8", threads.max(1) as usize)?;
+        let model = Model::load(
+            dir,
+            "int8",
+            threads.max(1) as usize,
+            replicas.max(1) as usize,
+        )?;
         let multilingual = model.is_multilingual();
         let mel = MelExtractor::new(model.n_mels());
         Ok(Ct2Engine {
-            model,
-            vocabulary,
+            model: Arc::new(model),
+            vocabulary: Arc::new(vocabulary),
             dir: dir.to_path_buf(),
             prompt: None,
             mel,
@@ -335,9 +343,16 @@ impl Ct2Engine {
         samples: &[f32],
     ) -> Result<(Vec<RawSegment>, usize)> {
         let size = WINDOW_FRAMES.min(features.content_frames() - seek);
+        // A live window's encoder runs over its own length plus a margin, not 30 s (see
+        // `short_window_audio_ctx`: two mel frames per encoder position).
+        let frames = if settings.short_window {
+            2 * crate::engine::short_window_audio_ctx(size * features::HOP) as usize
+        } else {
+            WINDOW_FRAMES
+        };
         let encoded = self
             .model
-            .encode(&features.window(seek, size), features.n_mels)?;
+            .encode(&features.window(seek, size, frames), features.n_mels)?;
         self.step();
         if self.multilingual && language.is_none() {
             *language = self.language_token(settings, &encoded)?;
@@ -480,6 +495,20 @@ impl SpeechEngine for Ct2Engine {
 
     fn set_activity(&mut self, counter: Arc<AtomicU64>) {
         self.activity = Some(counter);
+    }
+
+    /// Another engine on the same replicas (the weights are not loaded again): calls from it and from
+    /// this one run at the same time on two replicas, as many at once as the model was loaded with.
+    fn parallel_worker(&self) -> Option<Box<dyn SpeechEngine>> {
+        Some(Box::new(Ct2Engine {
+            model: Arc::clone(&self.model),
+            vocabulary: Arc::clone(&self.vocabulary),
+            dir: self.dir.clone(),
+            prompt: self.prompt.clone(),
+            mel: MelExtractor::new(self.model.n_mels()),
+            multilingual: self.multilingual,
+            activity: self.activity.clone(),
+        }))
     }
 }
 

@@ -144,13 +144,17 @@ pub fn resolve_ggml_path(dir: &Path, name: &str) -> Result<PathBuf> {
         .map_or(exact, Ok)
 }
 
-/// The model file live captions use for `name`: its 8-bit version (`NAME-q8_0`) when `dir` has one, since
-/// live windows are decoded again and again (tiny.en: 43 % less CPU per window, the same WER on our
-/// meeting sentences, docs/benchmarks.md), else as [`resolve_ggml_path`]. Live captions stay on
-/// whisper.cpp: its encoder runs over a short window's length, CTranslate2's always over 30 s
-/// (docs/benchmarks.md). Errors as [`model_path`] for `name`.
+/// The model live captions use for `name`: its CTranslate2 files (`ct2-NAME`) when `dir` has them (a
+/// live window on CTranslate2, its encoder over the window's length, costs base a quarter of what
+/// whisper.cpp's 8-bit tiny.en costs, with far fewer wrong words: docs/benchmarks.md); else its 8-bit
+/// ggml version (`NAME-q8_0`), since live windows are decoded again and again (tiny.en: 43 % less CPU per
+/// window than f16, the same WER on our meeting sentences); else as [`resolve_ggml_path`]. Errors as
+/// [`model_path`] for `name`.
 pub fn live_model_path(dir: &Path, name: &str) -> Result<PathBuf> {
-    if !is_quantised(name) {
+    if !name.starts_with(CT2_PREFIX) && !is_quantised(name) {
+        if let Ok(path) = model_path(dir, &format!("{CT2_PREFIX}{name}")) {
+            return Ok(path);
+        }
         if let Ok(path) = model_path(dir, &format!("{name}-q8_0")) {
             return Ok(path);
         }
@@ -258,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn jobs_take_a_models_ctranslate2_files_when_there_are_some_and_live_captions_its_ggml_file() {
+    fn jobs_and_live_captions_take_a_models_ctranslate2_files_when_there_are_some() {
         let dir = tempfile::tempdir().unwrap();
         for file in ["ggml-base.bin", "ggml-base-q8_0.bin", "ggml-tiny.en.bin"] {
             std::fs::write(dir.path().join(file), b"x").unwrap();
@@ -278,7 +282,8 @@ mod tests {
             vec!["base", "base-q8_0", "ct2-base", "tiny.en"]
         );
         let live = |name: &str| live_model_path(dir.path(), name).map(|p| model_name_of(&p));
-        assert_eq!(live("base").unwrap(), "base-q8_0");
+        assert_eq!(live("base").unwrap(), "ct2-base");
+        assert_eq!(live("base-q8_0").unwrap(), "base-q8_0");
         assert_eq!(live("tiny.en").unwrap(), "tiny.en");
     }
 
