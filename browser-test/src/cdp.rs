@@ -4,12 +4,10 @@
 //! sessions) and evaluates JavaScript there. Every wait is bounded, and dropping the [`Chromium`]
 //! handle kills the whole process group.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -19,20 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::process::{keep, tail, BrowserProcess, Lines};
+
 /// How long one DevTools command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
-/// How many lines of Chromium's stderr and of the page's console are kept for failure reports.
-const KEPT_LINES: usize = 60;
-
-type Lines = Arc<Mutex<VecDeque<String>>>;
-
-fn keep(lines: &Lines, line: String) {
-    let mut lines = lines.lock().expect("line buffer lock is never poisoned");
-    if lines.len() == KEPT_LINES {
-        lines.pop_front();
-    }
-    lines.push_back(line);
-}
 
 /// What Chromium's fake microphone plays.
 #[derive(Debug, Clone, Default)]
@@ -84,15 +72,7 @@ impl LaunchOptions {
 pub struct Chromium {
     // Declared first so that the connection closes before the process group is killed.
     devtools: Arc<Devtools>,
-    process: Process,
-}
-
-/// The Chromium process group, killed on drop, and its temporary profile.
-struct Process {
-    child: Child,
-    stderr: Lines,
-    // Removed after the process group is killed (fields drop after `Drop::drop`).
-    _profile: tempfile::TempDir,
+    process: BrowserProcess,
 }
 
 impl Chromium {
@@ -113,7 +93,8 @@ impl Chromium {
             );
         }
         let profile = tempfile::tempdir().context("temporary profile directory")?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args([
                 "--headless=new",
                 "--no-sandbox",
@@ -128,49 +109,15 @@ impl Chromium {
             ])
             .args(options.args())
             .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Its own group, so that dropping the handle can kill renderers and helpers too.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stderr = child.stderr.take().expect("stderr was piped");
-        let (url_tx, url_rx) = std_mpsc::channel();
-        let process = Process {
-            child,
-            stderr: Lines::default(),
-            _profile: profile,
-        };
-        let kept = process.stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    let _ = url_tx.send(url.trim().to_string());
-                }
-                keep(&kept, line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
-            match url_rx.try_recv() {
-                Ok(url) => break url,
-                Err(std_mpsc::TryRecvError::Disconnected) => {
-                    bail!("chromium exited early:\n{}", process.stderr_tail())
-                }
-                Err(std_mpsc::TryRecvError::Empty) if Instant::now() > deadline => {
-                    bail!(
-                        "chromium printed no DevTools address within 30 s:\n{}",
-                        process.stderr_tail()
-                    )
-                }
-                Err(std_mpsc::TryRecvError::Empty) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-            }
-        };
+            .arg("about:blank");
+        let (process, url) = BrowserProcess::start(
+            command,
+            profile,
+            "chromium",
+            "DevTools listening on ",
+            Duration::from_secs(30),
+        )
+        .await?;
         let devtools = Arc::new(Devtools::connect(&url).await?);
         Ok(Chromium { devtools, process })
     }
@@ -208,29 +155,6 @@ impl Chromium {
     /// The last lines Chromium wrote to stderr.
     pub fn stderr_tail(&self) -> String {
         self.process.stderr_tail()
-    }
-}
-
-impl Process {
-    fn stderr_tail(&self) -> String {
-        let lines = self
-            .stderr
-            .lock()
-            .expect("line buffer lock is never poisoned");
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // The browser was started as the leader of its own process group.
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -309,12 +233,7 @@ impl Page {
 
     /// The page's recent console messages and uncaught exceptions.
     pub fn console(&self) -> String {
-        let lines = self
-            .devtools
-            .console
-            .lock()
-            .expect("line buffer lock is never poisoned");
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+        tail(&self.devtools.console)
     }
 }
 

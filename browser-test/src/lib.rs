@@ -7,11 +7,13 @@
 pub mod captions;
 pub mod cdp;
 pub mod demo;
+pub mod process;
 
 use std::io::Write;
 use std::path::PathBuf;
 
 pub use cdp::{Chromium, LaunchOptions, Microphone, Page};
+pub use process::BrowserProcess;
 
 /// The `chromium` binary on `PATH`, if there is one.
 pub fn find_chromium() -> Option<PathBuf> {

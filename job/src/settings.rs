@@ -106,6 +106,18 @@ pub struct CallTarget {
     pub join_token: Secret,
 }
 
+/// The settings every bot job has besides its identity and call: `ALONE_TIMEOUT_SEC`, `OUTPUT_DIR`,
+/// `CALLS_HEARTBEAT_FILE` (see [`Settings::finish_bot_job`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BotJobSettings {
+    /// How long the bot may be alone in the call before it stops.
+    pub alone_timeout: Duration,
+    /// Where the job writes its files (the job's volume by default).
+    pub output_dir: PathBuf,
+    /// The image health check's file.
+    pub heartbeat_file: PathBuf,
+}
+
 /// Reads settings through a lookup and collects every problem.
 pub struct Settings<L> {
     lookup: L,
@@ -244,12 +256,12 @@ impl<L: Fn(&str) -> Option<String>> Settings<L> {
     }
 
     /// `ALONE_TIMEOUT_SEC`: 1..=86400 s, default 60 s.
-    pub fn alone_timeout(&mut self) -> Duration {
+    fn alone_timeout(&mut self) -> Duration {
         self.seconds(call::ALONE_TIMEOUT_SEC, 60, 1..=86_400)
     }
 
     /// `OUTPUT_DIR`, default `/data` (the job's volume).
-    pub fn output_dir(&self) -> PathBuf {
+    fn output_dir(&self) -> PathBuf {
         PathBuf::from(
             self.get(call::OUTPUT_DIR)
                 .unwrap_or_else(|| "/data".to_owned()),
@@ -257,11 +269,23 @@ impl<L: Fn(&str) -> Option<String>> Settings<L> {
     }
 
     /// `CALLS_HEARTBEAT_FILE`, or the job's own default.
-    pub fn heartbeat_file(&self, default: &str) -> PathBuf {
+    fn heartbeat_file(&self, default: &str) -> PathBuf {
         PathBuf::from(
             self.get(call::HEARTBEAT_FILE)
                 .unwrap_or_else(|| default.to_owned()),
         )
+    }
+
+    /// What every bot job reads after its own settings ([`BotJobSettings`], the heartbeat file defaulting
+    /// to `default_heartbeat_file`), then [`Settings::finish`].
+    pub fn finish_bot_job(mut self, default_heartbeat_file: &str) -> Result<BotJobSettings> {
+        let settings = BotJobSettings {
+            alone_timeout: self.alone_timeout(),
+            output_dir: self.output_dir(),
+            heartbeat_file: self.heartbeat_file(default_heartbeat_file),
+        };
+        self.finish()?;
+        Ok(settings)
     }
 
     /// Ok when nothing was wrong, else every problem in one [`Error::InvalidJob`].

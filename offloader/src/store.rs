@@ -661,26 +661,33 @@ fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
 /// matches: a later registration of that id cannot see them. Idempotent.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
-        if !columns(conn, "clients")?.iter().any(|c| c == "uid") {
-            conn.execute_batch("ALTER TABLE clients ADD COLUMN uid TEXT NOT NULL DEFAULT ''")?;
+    // Runs `sql` (which adds `column` to `table`, and fills it) when the table lacks that column.
+    let add_column = |table: &str, column: &str, sql: &str| -> rusqlite::Result<()> {
+        if !columns(conn, table)?.iter().any(|c| c == column) {
+            conn.execute_batch(sql)?;
         }
+        Ok(())
+    };
+    let result = (|| {
+        add_column(
+            "clients",
+            "uid",
+            "ALTER TABLE clients ADD COLUMN uid TEXT NOT NULL DEFAULT ''",
+        )?;
         conn.execute(
             "UPDATE clients SET uid = lower(hex(randomblob(16))) WHERE uid = ''",
             [],
         )?;
-        if !columns(conn, "jobs")?.iter().any(|c| c == "owner_uid") {
-            conn.execute_batch(
-                "ALTER TABLE jobs ADD COLUMN owner_uid TEXT NOT NULL DEFAULT '';
-                 UPDATE jobs SET owner_uid = COALESCE(
-                     (SELECT uid FROM clients WHERE clients.id = jobs.client_id), '');",
-            )?;
-        }
-        if !columns(conn, "tokens")?.iter().any(|c| c == "client_uid") {
-            conn.execute_batch(
-                "ALTER TABLE tokens ADD COLUMN client_uid TEXT NOT NULL DEFAULT '';
-                 UPDATE tokens SET client_uid = COALESCE(
-                     (SELECT uid FROM clients WHERE clients.id = tokens.client_id), '');",
+        // Rows that name their client by id get its uid too.
+        for (table, column) in [("jobs", "owner_uid"), ("tokens", "client_uid")] {
+            add_column(
+                table,
+                column,
+                &format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT '';
+                     UPDATE {table} SET {column} = COALESCE(
+                         (SELECT uid FROM clients WHERE clients.id = {table}.client_id), '');"
+                ),
             )?;
         }
         conn.execute_batch(

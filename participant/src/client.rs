@@ -320,6 +320,19 @@ impl Participant {
             .flatten()
     }
 
+    /// Joins like [`Participant::join`], then waits (up to `connect_timeout`) until the media
+    /// connection is up: what a caller that publishes or listens straight away wants.
+    pub async fn join_connected(
+        sfu_ws_url: &str,
+        token: &str,
+        options: JoinOptions,
+        connect_timeout: Duration,
+    ) -> Result<Participant> {
+        let mut me = Self::join(sfu_ws_url, token, options).await?;
+        me.wait_connected(connect_timeout).await?;
+        Ok(me)
+    }
+
     /// Waits until the media connection is up.
     pub async fn wait_connected(&mut self, timeout: Duration) -> Result<()> {
         let wait = self

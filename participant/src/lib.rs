@@ -19,6 +19,7 @@ pub mod audio;
 pub mod cli;
 mod client;
 pub mod clock;
+pub mod cpu;
 pub mod error;
 mod event;
 mod jitter;

@@ -60,17 +60,14 @@ impl JobConfig {
             settings.problem(error.to_string());
             Profile::default()
         });
-        let alone_timeout = settings.alone_timeout();
-        let output_dir = settings.output_dir();
-        let heartbeat_file = settings.heartbeat_file(DEFAULT_HEARTBEAT_FILE);
-        settings.finish()?;
+        let bot = settings.finish_bot_job(DEFAULT_HEARTBEAT_FILE)?;
         Ok(JobConfig {
             identity,
             call,
             profile,
-            output_dir,
-            alone_timeout,
-            heartbeat_file,
+            output_dir: bot.output_dir,
+            alone_timeout: bot.alone_timeout,
+            heartbeat_file: bot.heartbeat_file,
         })
     }
 

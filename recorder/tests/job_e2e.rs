@@ -34,15 +34,11 @@ fn token(name: &str, role: Role) -> String {
 }
 
 async fn join(url: &str, name: &str) -> Participant {
-    let mut participant =
-        Participant::join(url, &token(name, Role::Participant), JoinOptions::default())
-            .await
-            .expect("join succeeds");
-    participant
-        .wait_connected(Duration::from_secs(10))
+    let token = token(name, Role::Participant);
+    let options = JoinOptions::default();
+    Participant::join_connected(url, &token, options, Duration::from_secs(10))
         .await
-        .expect("media connects");
-    participant
+        .expect("join succeeds and media connects")
 }
 
 /// The job as its client sees it: `GET /jobs/{id}` with the client's bearer header.

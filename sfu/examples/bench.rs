@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use calls_participant::{Event, JoinOptions, Participant, Role, TrackKind};
 use clap::Parser;
-use shared::voice_signal;
+use shared::{cpu_seconds, resident_mib, voice_signal};
 
 const SECRET: &str = "benchmark-secret-benchmark-secret-0123";
 const CALL: &str = "bench";
@@ -69,7 +69,7 @@ fn shipped_config(ephemeral_ports: bool) -> anyhow::Result<calls_sfu::Config> {
         set("SFU_ICE_UDP_PORT", "0");
         set("SFU_ICE_TCP_PORT", "0");
     }
-    Ok(calls_sfu::Config::from_file_and_env(None, env.into_iter())?)
+    Ok(calls_sfu::Config::from_file_and_env(None, env)?)
 }
 
 /// The child: start the SFU, print its HTTP address and ICE addresses, serve until stdin closes.
@@ -104,34 +104,6 @@ async fn sfu_child(ephemeral_ports: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// utime + stime of `pid` in seconds.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) / ticks_per_second)
-}
-
-fn resident_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-fn ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 async fn forwarded_packets(http: &reqwest::Client, base: &str) -> anyhow::Result<f64> {
     let text = http
         .get(format!("{base}/metrics"))
@@ -158,9 +130,7 @@ async fn join(url: &str, name: &str) -> anyhow::Result<Participant> {
         timeout: Duration::from_secs(30),
         ..JoinOptions::default()
     };
-    let mut participant = Participant::join(url, &token, options).await?;
-    participant.wait_connected(Duration::from_secs(30)).await?;
-    Ok(participant)
+    Ok(Participant::join_connected(url, &token, options, Duration::from_secs(30)).await?)
 }
 
 /// Keeps a receiver in the call, counting every packet of every voice track it gets.
@@ -246,16 +216,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     tokio::time::sleep(warmup).await;
 
-    let ticks = ticks_per_second();
     let (cpu0, out0, recv0, t0) = (
-        cpu_seconds(pid, ticks)?,
+        cpu_seconds(pid)?,
         forwarded_packets(&http, &base).await?,
         received.load(Ordering::Relaxed),
         Instant::now(),
     );
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let (cpu1, out1, recv1, t1) = (
-        cpu_seconds(pid, ticks)?,
+        cpu_seconds(pid)?,
         forwarded_packets(&http, &base).await?,
         received.load(Ordering::Relaxed),
         Instant::now(),

@@ -24,7 +24,6 @@
 mod shared;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, IoSliceMut};
 use std::net::SocketAddr;
@@ -41,7 +40,7 @@ use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use shared::voice_signal;
+use shared::{cpu_seconds, resident_mib, voice_signal};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -52,8 +51,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionIceEvent, RTCSessionDescription, Registry,
 };
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
-    TokioRuntime, Transmit,
+    AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, RecvMeta, Runtime, TokioRuntime, Transmit,
 };
 
 const SECRET: &str = "listeners-secret-listeners-secret-0123456";
@@ -127,18 +125,11 @@ impl Counts {
 }
 
 /// A listener's UDP socket: SRTP media is counted and dropped, everything else is passed on.
+#[derive(Debug)]
 struct CountingSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     listener: u32,
     counts: Arc<Counts>,
-}
-
-impl fmt::Debug for CountingSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CountingSocket")
-            .field("listener", &self.listener)
-            .finish()
-    }
 }
 
 /// The SSRC and sequence number of an RTP (not RTCP) datagram.
@@ -202,10 +193,6 @@ struct CountingRuntime {
 }
 
 impl Runtime for CountingRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
-    }
-
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         Ok(Arc::new(CountingSocket {
             inner: self.inner.wrap_udp_socket(socket)?,
@@ -228,28 +215,7 @@ impl Runtime for CountingRuntime {
         self.inner.connect_tcp(remote_addr)
     }
 
-    fn resolve_host<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
-        self.inner.resolve_host(host)
-    }
-
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        self.inner.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        self.inner.block_on(future)
-    }
+    calls_sfu::delegate_runtime_to_inner!();
 
     fn name(&self) -> &'static str {
         "tokio-counting"
@@ -394,22 +360,6 @@ async fn add_candidate(pc: &impl PeerConnection, candidate: IceCandidate) {
         .await;
 }
 
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) / 100.0)
-}
-
-fn resident_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -486,10 +436,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut speakers = Vec::new();
     for name in ["speaker-a", "speaker-b"] {
-        let mut participant =
-            Participant::join(&url, &token(&args.secret, &call, name)?, options.clone()).await?;
-        participant.wait_connected(Duration::from_secs(120)).await?;
-        speakers.push(participant);
+        let token = token(&args.secret, &call, name)?;
+        let connect = Duration::from_secs(120);
+        speakers.push(Participant::join_connected(&url, &token, options.clone(), connect).await?);
     }
     let total = 240.0 + args.seconds as f64;
     let senders: Vec<_> = speakers

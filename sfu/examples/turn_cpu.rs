@@ -20,22 +20,9 @@ use calls_sfu::config::{Secret, TurnConfig};
 const SECRET: &str = "turn-cpu-bench-secret-0123456789abcdef";
 const TURN_SECRET: &str = "turn-cpu-bench-turn-secret";
 
-/// CPU seconds (user + system) of process `pid` from /proc.
+/// CPU seconds (user + system) of process `pid` from /proc; 0 when it cannot be read.
 fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    calls_participant::cpu::cpu_seconds(pid).unwrap_or(0.0)
 }
 
 fn free_port() -> u16 {

@@ -205,7 +205,7 @@ impl Config {
     /// `std::env::vars()` in production), and validates the result.
     pub fn from_file_and_env(
         path: Option<&Path>,
-        env: impl Iterator<Item = (String, String)>,
+        env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut raw = match path {
             Some(path) => {
@@ -466,7 +466,7 @@ impl RawConfig {
     /// an unknown `SFU_*` name is an error (a typo would otherwise be silently ignored).
     pub fn apply_env(
         &mut self,
-        env: impl Iterator<Item = (String, String)>,
+        env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), ConfigError> {
         for (name, value) in env {
             if !name.starts_with("SFU_") || name == CONFIG_FILE_ENV {

@@ -1,16 +1,9 @@
 //! Unit tests of the SFU configuration: defaults, file parsing, env overrides and validation errors.
 
 use super::*;
+use calls_protocol::env::pairs as env;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect::<Vec<_>>()
-        .into_iter()
-}
 
 fn from_text(text: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let mut raw = RawConfig::parse(text).map_err(|message| ConfigError::Parse {

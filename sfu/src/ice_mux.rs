@@ -19,15 +19,14 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::fastpath::path::SendPath;
 use crate::stun::{classify, Stun};
 use crate::tcp_mux::TcpMux;
 use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
-    TokioRuntime, Transmit,
+    AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, RecvMeta, Runtime, TokioRuntime, Transmit,
 };
 
 /// Datagrams queued per connection before the newest are dropped.
@@ -331,6 +330,60 @@ impl AsyncUdpSocket for MuxSocket {
     }
 }
 
+/// The [`Runtime`] methods that a runtime wrapping Tokio (a field `inner: Arc<TokioRuntime>`) hands
+/// on unchanged: `spawn`, `resolve_host`, `now`, `sleep`, `interval` and `block_on`. Written once
+/// for [`MuxRuntime`] and the load examples' runtimes, which differ only in how they make sockets;
+/// invoke it inside the `impl Runtime for …` block.
+#[macro_export]
+macro_rules! delegate_runtime_to_inner {
+    () => {
+        fn spawn(
+            &self,
+            future: ::std::pin::Pin<Box<dyn ::std::future::Future<Output = ()> + Send>>,
+        ) -> Box<dyn ::webrtc::runtime::JoinHandle> {
+            self.inner.spawn(future)
+        }
+
+        fn resolve_host<'a>(
+            &'a self,
+            host: &'a str,
+        ) -> ::std::pin::Pin<
+            Box<
+                dyn ::std::future::Future<Output = ::std::io::Result<Vec<::std::net::SocketAddr>>>
+                    + Send
+                    + 'a,
+            >,
+        > {
+            self.inner.resolve_host(host)
+        }
+
+        fn now(&self) -> ::std::time::Instant {
+            self.inner.now()
+        }
+
+        fn sleep(
+            &self,
+            duration: ::std::time::Duration,
+        ) -> ::std::pin::Pin<Box<dyn ::std::future::Future<Output = ()> + Send + 'static>> {
+            self.inner.sleep(duration)
+        }
+
+        fn interval(
+            &self,
+            period: ::std::time::Duration,
+        ) -> Box<dyn ::webrtc::runtime::AsyncInterval> {
+            self.inner.interval(period)
+        }
+
+        fn block_on(
+            &self,
+            future: ::std::pin::Pin<Box<dyn ::std::future::Future<Output = ()> + '_>>,
+        ) {
+            self.inner.block_on(future)
+        }
+    };
+}
+
 /// The per-connection runtime: Tokio, except that UDP sockets come from the shared mux.
 #[derive(Clone)]
 pub struct MuxRuntime {
@@ -369,10 +422,6 @@ impl MuxRuntime {
 }
 
 impl Runtime for MuxRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
-    }
-
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let local_addr = socket.local_addr()?;
         drop(socket);
@@ -403,28 +452,7 @@ impl Runtime for MuxRuntime {
         Box::pin(async { Err(io::Error::other("ice-tcp is passive on the sfu")) })
     }
 
-    fn resolve_host<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
-        self.inner.resolve_host(host)
-    }
-
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        self.inner.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        self.inner.block_on(future)
-    }
+    delegate_runtime_to_inner!();
 
     fn name(&self) -> &'static str {
         "tokio-ice-mux"

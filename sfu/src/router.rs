@@ -322,21 +322,36 @@ impl Router {
             .collect()
     }
 
+    /// Sets the on/off state of a member that `state` picks to `value`: the member's call when that
+    /// changed the state, `None` when it already had that value.
+    fn set_state(
+        &mut self,
+        session_id: &str,
+        value: bool,
+        state: fn(&mut ParticipantInfo) -> &mut bool,
+    ) -> Result<Option<&mut Call>, RouteError> {
+        let call = self.call_of_member_mut(session_id)?;
+        let member = call
+            .members
+            .get_mut(session_id)
+            .expect("call_of and members agree");
+        let current = state(&mut member.info);
+        if *current == value {
+            return Ok(None);
+        }
+        *current = value;
+        Ok(Some(call))
+    }
+
     /// Mute or unmute; tells everyone in the call (the member included) when the state changes.
     pub fn handle_mute(
         &mut self,
         session_id: &str,
         muted: bool,
     ) -> Result<Vec<Action>, RouteError> {
-        let call = self.call_of_member_mut(session_id)?;
-        let member = call
-            .members
-            .get_mut(session_id)
-            .expect("call_of and members agree");
-        if member.info.muted == muted {
+        let Some(call) = self.set_state(session_id, muted, |info| &mut info.muted)? else {
             return Ok(Vec::new());
-        }
-        member.info.muted = muted;
+        };
         Ok(Self::broadcast(
             call,
             ServerMessage::MuteState {
@@ -353,19 +368,14 @@ impl Router {
         session_id: &str,
         screen_on: bool,
     ) -> Result<Vec<Action>, RouteError> {
-        let call = self.call_of_member_mut(session_id)?;
-        let member = call
-            .members
-            .get_mut(session_id)
-            .expect("call_of and members agree");
-        if member.info.screen_on == screen_on {
+        let Some(call) = self.set_state(session_id, screen_on, |info| &mut info.screen_on)? else {
             return Ok(Vec::new());
-        }
-        member.info.screen_on = screen_on;
+        };
         let screens: Vec<TrackId> = if screen_on {
             Vec::new()
         } else {
-            member
+            // `set_state` found the member in this call.
+            call.members[session_id]
                 .tracks
                 .values()
                 .filter(|t| t.kind == TrackKind::Screen)

@@ -92,19 +92,7 @@ async fn negotiated_raw_client(sfu: &calls_sfu::RunningSfu, call: &str, name: &s
 
 /// CPU seconds this process (the in-process SFU and the test) has used.
 fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    calls_participant::cpu::cpu_seconds("self").unwrap_or(0.0)
 }
 
 /// Finding 1: 700 sections in one offer are refused before the WebRTC stack sees them, offers

@@ -18,18 +18,14 @@ async fn a_hostname_override_is_resolved_and_calls_work_through_it() {
     let join = |name: &'static str| {
         let url = sfu.ws_url();
         async move {
-            let mut participant = Participant::join(
+            Participant::join_connected(
                 &url,
                 &token("call-override", name, Role::Participant),
                 JoinOptions::default(),
+                Duration::from_secs(10),
             )
             .await
-            .unwrap();
-            participant
-                .wait_connected(Duration::from_secs(10))
-                .await
-                .unwrap();
-            participant
+            .unwrap()
         }
     };
     let alice = join("Alice").await;

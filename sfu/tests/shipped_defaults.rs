@@ -139,20 +139,9 @@ impl Sfu {
 
     /// User plus system CPU time of the SFU process so far.
     fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+        let seconds = calls_participant::cpu::cpu_seconds(&self.child.id().to_string())
             .expect("the sfu process is alive");
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
-        let fields: Vec<&str> = after_name.split(' ').collect();
-        let ticks: u64 =
-            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-        let per_second: u64 = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-            .unwrap_or(100);
-        Duration::from_millis(ticks * 1000 / per_second)
+        Duration::from_secs_f64(seconds)
     }
 
     fn terminate(&self) {

@@ -134,8 +134,7 @@ async fn bad_certificate_files_stop_the_start_naming_the_file() {
                 "SFU_HTTP_TLS_CERT_FILE".to_string(),
                 "/x/cert.pem".to_string(),
             ),
-        ]
-        .into_iter(),
+        ],
     )
     .unwrap_err()
     .to_string();

@@ -123,14 +123,9 @@ impl CallStack {
             ca_cert_pem: self.tls.as_ref().map(|tls| tls.ca_pem.clone()),
             ..JoinOptions::default()
         };
-        let mut participant = Participant::join(
-            &self.sfu.ws_url(),
-            &self.token(name, Role::Participant),
-            options,
-        )
-        .await?;
-        participant.wait_connected(Duration::from_secs(10)).await?;
-        Ok(participant)
+        let token = self.token(name, Role::Participant);
+        let url = self.sfu.ws_url();
+        Ok(Participant::join_connected(&url, &token, options, Duration::from_secs(10)).await?)
     }
 
     /// Starts a transcribing job on the call with live captions on `live_model` (tiny.en for the

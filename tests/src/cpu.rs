@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use calls_participant::cpu::{cpu_seconds, parse_stat};
 
 use crate::docker;
 
@@ -32,19 +33,7 @@ pub fn container_cpu_seconds(name: &str) -> f64 {
 
 /// CPU-seconds this test process has used (stacks started in it: SFU, participants, offloader).
 pub fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Linux reports them in clock ticks of 1/100 s.
-    (ticks(11) + ticks(12)) / 100.0
+    cpu_seconds("self").unwrap_or(0.0)
 }
 
 /// The host pid of the job's own process in a container started with `--init`: the first child of
@@ -82,18 +71,6 @@ pub fn thread_cpu_seconds(pid: u32) -> BTreeMap<u32, (String, f64)> {
         }
     }
     threads
-}
-
-/// `(comm, utime + stime in seconds)` from a `/proc/.../stat` line (USER_HZ = 100 on Linux).
-fn parse_stat(stat: &str) -> Option<(String, f64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let name = stat[open + 1..close].to_owned();
-    // After the name: state is field 3; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((name, (utime + stime) / 100.0))
 }
 
 /// CPU-seconds per thread name between two samples, the threads of one name added up with their count;

@@ -332,15 +332,7 @@ impl JobApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use calls_job::settings::fixed_lookup as env;
 
     #[test]
     fn config_reads_defaults_and_overrides() {

@@ -12,16 +12,10 @@ use std::time::Duration;
 
 use calls_e2e::docker;
 use calls_e2e::offloader::{serial, test_job, Auth, Client, Offloader, OffloaderSettings};
+use calls_protocol::env::pairs as env;
 use calls_protocol::jobs::{Job, JobList, JobState};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (format!("OFFLOADER_{k}"), (*v).to_owned()))
-        .collect()
-}
 
 fn host_port(offloader: &Offloader) -> String {
     offloader
@@ -36,8 +30,8 @@ async fn slow_readers_are_cut_off_and_connections_capped_per_address() -> anyhow
     let _serial = serial().await;
     let settings = OffloaderSettings {
         extra_env: env(&[
-            ("API_WRITE_TIMEOUT", "2s"),
-            ("API_MAX_CONNECTIONS_PER_ADDRESS", "3"),
+            ("OFFLOADER_API_WRITE_TIMEOUT", "2s"),
+            ("OFFLOADER_API_MAX_CONNECTIONS_PER_ADDRESS", "3"),
         ]),
         ..OffloaderSettings::default()
     };
@@ -127,7 +121,7 @@ async fn input_is_capped_listings_paginated_and_stored_jobs_capped() -> anyhow::
     let _serial = serial().await;
     let settings = OffloaderSettings {
         max_concurrent: 1,
-        extra_env: env(&[("JOBS_MAX_JOBS_PER_CLIENT", "5")]),
+        extra_env: env(&[("OFFLOADER_JOBS_MAX_JOBS_PER_CLIENT", "5")]),
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start("pages", settings).await?;
@@ -206,7 +200,10 @@ async fn wrong_keys_lock_out_only_their_own_client_id_and_address() -> anyhow::R
     let _serial = serial().await;
     // No cache: every check is a real one, as after a restart.
     let settings = OffloaderSettings {
-        extra_env: env(&[("API_AUTH_FAILURE_LIMIT", "3"), ("API_KEY_CACHE_TTL", "0s")]),
+        extra_env: env(&[
+            ("OFFLOADER_API_AUTH_FAILURE_LIMIT", "3"),
+            ("OFFLOADER_API_KEY_CACHE_TTL", "0s"),
+        ]),
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start("lockout", settings).await?;
@@ -359,8 +356,8 @@ async fn concurrent_uploads_store_exactly_the_artifact_quota() -> anyhow::Result
     let _serial = serial().await;
     let settings = OffloaderSettings {
         extra_env: env(&[
-            ("JOBS_MAX_ARTIFACTS_PER_JOB", "32"),
-            ("JOBS_MAX_JOB_ARTIFACT_BYTES", "655360"),
+            ("OFFLOADER_JOBS_MAX_ARTIFACTS_PER_JOB", "32"),
+            ("OFFLOADER_JOBS_MAX_JOB_ARTIFACT_BYTES", "655360"),
         ]),
         ..OffloaderSettings::default()
     };
@@ -399,7 +396,7 @@ async fn concurrent_uploads_store_exactly_the_artifact_quota() -> anyhow::Result
 async fn logins_rotate_tokens_beyond_the_per_client_cap() -> anyhow::Result<()> {
     let _serial = serial().await;
     let settings = OffloaderSettings {
-        extra_env: env(&[("API_MAX_TOKENS_PER_CLIENT", "3")]),
+        extra_env: env(&[("OFFLOADER_API_MAX_TOKENS_PER_CLIENT", "3")]),
         ..OffloaderSettings::default()
     };
     let offloader = Offloader::start("tokens", settings).await?;

@@ -138,10 +138,7 @@ impl JobConfig {
             ));
         }
         let live_model = live_captions.then(|| live_model.unwrap_or_else(|| model.clone()));
-        let alone_timeout = settings.alone_timeout();
-        let output_dir = settings.output_dir();
-        let heartbeat_file = settings.heartbeat_file(DEFAULT_HEARTBEAT_FILE);
-        settings.finish()?;
+        let bot = settings.finish_bot_job(DEFAULT_HEARTBEAT_FILE)?;
         Ok(JobConfig {
             identity,
             call,
@@ -153,9 +150,9 @@ impl JobConfig {
             initial_prompt,
             keep_audio,
             live_model,
-            alone_timeout,
-            output_dir,
-            heartbeat_file,
+            alone_timeout: bot.alone_timeout,
+            output_dir: bot.output_dir,
+            heartbeat_file: bot.heartbeat_file,
         })
     }
 }

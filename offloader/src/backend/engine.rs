@@ -361,17 +361,30 @@ pub fn container_logs(
     name: String,
     follow: bool,
 ) -> BoxStream<'static, Result<Bytes>> {
-    let options = LogsOptions {
+    let stream = docker
+        .logs(&name, Some(whole_log(follow)))
+        .map(|item| item.map(|out| out.into_bytes()).map_err(Error::from))
+        .boxed();
+    owning_client(docker, stream)
+}
+
+/// Asks for a job's whole log, stdout and stderr, followed or not (containers and services alike).
+pub(super) fn whole_log(follow: bool) -> LogsOptions {
+    LogsOptions {
         follow,
         stdout: true,
         stderr: true,
         tail: "all".to_string(),
         ..Default::default()
-    };
-    let stream = docker
-        .logs(&name, Some(options))
-        .map(|item| item.map(|out| out.into_bytes()).map_err(Error::from));
-    futures::stream::unfold((docker, Box::pin(stream)), |(docker, mut s)| async move {
+    }
+}
+
+/// `stream`, holding on to the client it reads through so that it may outlive the caller.
+pub(super) fn owning_client(
+    docker: Docker,
+    stream: BoxStream<'static, Result<Bytes>>,
+) -> BoxStream<'static, Result<Bytes>> {
+    futures::stream::unfold((docker, stream), |(docker, mut s)| async move {
         s.next().await.map(|item| (item, (docker, s)))
     })
     .boxed()

@@ -28,7 +28,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     InspectServiceOptions, ListNodesOptions, ListSecretsOptions, ListServicesOptions,
-    ListTasksOptions, LogsOptions,
+    ListTasksOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -413,23 +413,12 @@ impl JobBackend for SwarmBackend {
         } else {
             self.docker.clone()
         };
-        let options = LogsOptions {
-            follow,
-            stdout: true,
-            stderr: true,
-            tail: "all".to_string(),
-            ..Default::default()
-        };
         let stream = docker
-            .service_logs(name, Some(options))
+            .service_logs(name, Some(engine::whole_log(follow)))
             .map(|item| item.map(|out| out.into_bytes()).map_err(Error::from))
             .boxed();
         if !follow {
-            // The stream owns its client, so it may outlive the caller.
-            return futures::stream::unfold((docker, stream), |(docker, mut s)| async move {
-                s.next().await.map(|item| (item, (docker, s)))
-            })
-            .boxed();
+            return engine::owning_client(docker, stream);
         }
         // A followed service log stays open after the task ended (the service still exists),
         // so the stream ends here once the task is over and the last lines have come.

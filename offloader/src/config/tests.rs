@@ -1,12 +1,6 @@
 //! Config tests: defaults, env overrides, clear errors, and the docs table staying complete.
 use super::*;
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use calls_protocol::env::pairs as env;
 
 #[test]
 fn defaults_are_safe_and_not_under_tmp() {

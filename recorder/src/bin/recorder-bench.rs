@@ -224,20 +224,7 @@ fn record(path: &Path, profile: &Profile, input: &Input, end: Duration) -> anyho
 
 /// User plus system CPU time of this process (all threads), from /proc/self/stat in USER_HZ (100 on Linux).
 fn cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-    // Fields after the command name (which may contain spaces) start at state; utime and stime are 14 and 15.
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("malformed /proc/self/stat")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(index)
-            .context("short /proc/self/stat")?
-            .parse::<f64>()?)
-    };
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
+    calls_participant::cpu::cpu_seconds("self").context("reading /proc/self/stat")
 }
 
 /// Peak resident set size (VmHWM) in KiB.

@@ -13,3 +13,18 @@ pub fn voice_signal(seconds: f64) -> Vec<i16> {
         })
         .collect()
 }
+
+/// utime + stime of process `pid` in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    use anyhow::Context as _;
+    calls_participant::cpu::cpu_seconds(&pid.to_string())
+        .with_context(|| format!("reading /proc/{pid}/stat"))
+}
+
+/// Resident memory of process `pid` in MiB (`VmRSS`), if it can be read.
+pub fn resident_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

@@ -4,15 +4,12 @@
 //! navigates and evaluates JavaScript in the first tab. Commands run one at a time; every wait is
 //! bounded, and dropping the [`Firefox`] handle kills the whole process group.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use calls_browser_test::BrowserProcess;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -22,8 +19,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long one BiDi command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Lines of Firefox's stderr kept for failure reports.
-const KEPT_LINES: usize = 60;
 
 /// Preferences of the test profile: the prefs issue 12 names, plus what a headless test needs.
 const PREFS: &str = r#"
@@ -37,8 +32,6 @@ user_pref("browser.shell.checkDefaultBrowser", false);
 user_pref("datareporting.policy.dataSubmissionEnabled", false);
 user_pref("app.update.disabledForTesting", true);
 "#;
-
-type Lines = Arc<Mutex<VecDeque<String>>>;
 
 /// `firefox-esr` (or `firefox`) on `PATH`, if there is one.
 pub fn find_firefox() -> Option<PathBuf> {
@@ -55,21 +48,8 @@ pub struct Firefox {
     socket: tokio::sync::Mutex<WebSocketStream<MaybeTlsStream<TcpStream>>>,
     next_id: std::sync::atomic::AtomicU64,
     context: String,
-    child: Child,
-    stderr: Lines,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Firefox {
-    fn drop(&mut self) {
-        // The whole group: content processes and helpers too.
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        // Should the group kill fail, the process itself still goes, so `wait` cannot hang.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    // Declared after the socket, so that the session closes before the process group is killed.
+    process: BrowserProcess,
 }
 
 impl Firefox {
@@ -77,7 +57,8 @@ impl Firefox {
     pub async fn launch(binary: &Path) -> Result<Firefox> {
         let profile = tempfile::tempdir().context("temporary profile directory")?;
         std::fs::write(profile.path().join("user.js"), PREFS).context("writing user.js")?;
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args([
                 "--headless",
                 "--no-remote",
@@ -86,43 +67,15 @@ impl Firefox {
             ])
             .arg(profile.path())
             .arg("about:blank")
-            .env("MOZ_CRASHREPORTER_DISABLE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stderr_pipe = child.stderr.take().expect("stderr was piped");
-        let stderr = Lines::default();
-        let (url_tx, url_rx) = std_mpsc::channel();
-        let kept = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("WebDriver BiDi listening on ") {
-                    let _ = url_tx.send(url.trim().to_owned());
-                }
-                let mut lines = kept.lock().expect("line buffer lock");
-                if lines.len() == KEPT_LINES {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            match url_rx.try_recv() {
-                Ok(url) => break url,
-                Err(std_mpsc::TryRecvError::Disconnected) => bail!("firefox exited early"),
-                Err(std_mpsc::TryRecvError::Empty) if Instant::now() > deadline => {
-                    bail!("firefox printed no BiDi address within 60 s")
-                }
-                Err(std_mpsc::TryRecvError::Empty) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-            }
-        };
+            .env("MOZ_CRASHREPORTER_DISABLE", "1");
+        let (process, url) = BrowserProcess::start(
+            command,
+            profile,
+            "firefox",
+            "WebDriver BiDi listening on ",
+            Duration::from_secs(60),
+        )
+        .await?;
         let (socket, _) = tokio_tungstenite::connect_async(format!("{url}/session"))
             .await
             .context("connecting to the BiDi session endpoint")?;
@@ -130,9 +83,7 @@ impl Firefox {
             socket: tokio::sync::Mutex::new(socket),
             next_id: std::sync::atomic::AtomicU64::new(1),
             context: String::new(),
-            child,
-            stderr,
-            _profile: profile,
+            process,
         };
         firefox
             .command("session.new", json!({ "capabilities": {} }))
@@ -207,7 +158,6 @@ impl Firefox {
 
     /// The last lines Firefox wrote to stderr.
     pub fn stderr_tail(&self) -> String {
-        let lines = self.stderr.lock().expect("line buffer lock");
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+        self.process.stderr_tail()
     }
 }

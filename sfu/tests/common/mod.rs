@@ -39,14 +39,10 @@ pub async fn join(sfu: &RunningSfu, call: &str, name: &str) -> Participant {
 
 /// Joins the SFU at `ws_url` with `token` and waits (up to 10 s) until media connects.
 pub async fn join_with_token(ws_url: &str, token: &str) -> Participant {
-    let mut participant = Participant::join(ws_url, token, JoinOptions::default())
+    let options = JoinOptions::default();
+    Participant::join_connected(ws_url, token, options, Duration::from_secs(10))
         .await
-        .expect("join succeeds");
-    participant
-        .wait_connected(Duration::from_secs(10))
-        .await
-        .expect("media connects");
-    participant
+        .expect("join succeeds and media connects")
 }
 
 /// Speaks `sentence` with espeak-ng and converts it to 48 kHz mono 16-bit with sox.

@@ -90,17 +90,14 @@ pub fn trusting(ca_pem: &str) -> JoinOptions {
 
 /// `name` joins `call` over WSS trusting the test CA; returns once media is up.
 pub async fn join_tls(sfu: &RunningSfu, certs: &Certs, call: &str, name: &str) -> Participant {
-    let mut me = Participant::join(
+    Participant::join_connected(
         &sfu.ws_url(),
         &token(call, name, Role::Participant),
         trusting(&certs.ca.cert),
+        Duration::from_secs(10),
     )
     .await
-    .expect("join over wss succeeds");
-    me.wait_connected(Duration::from_secs(10))
-        .await
-        .expect("media connects");
-    me
+    .expect("join over wss succeeds and media connects")
 }
 
 /// An HTTPS client trusting only the public roots and `ca_pem`.

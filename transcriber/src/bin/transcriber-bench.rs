@@ -399,21 +399,7 @@ fn transcribe_one_piece(
 /// 1/100 s, Linux's `USER_HZ` on x86-64). On a shared machine CPU time is what the work cost; wall time also
 /// counts the waits for a core.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The command name (field 2) may contain spaces; the fields after its closing parenthesis are plain.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the command name.
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    calls_participant::cpu::cpu_seconds("self").unwrap_or(f64::NAN)
 }
 
 fn peak_rss_mb() -> f64 {
