@@ -1,6 +1,6 @@
 //! Live captions end to end (issue 8) with real containers: an in-process SFU, the real `calls-offloader`
 //! binary and the `calls-transcriber:latest` image started as a `transcribing` job with `live_captions`
-//! on (tiny.en for the live path). Alice and Bob speak espeak-ng sentences one after the other, then Alice
+//! on (live captions with base, the default model, which the image carries as CTranslate2 files). Alice and Bob speak espeak-ng sentences one after the other, then Alice
 //! sends low noise without speech. A third participant listens as any page would: it must receive, for
 //! each sentence, partial captions and then a final one under the same caption id, attributed to the
 //! speaker, with a word error rate of at most 30 %; nothing for the noise. The post-call transcript is still
@@ -100,7 +100,7 @@ async fn live_captions_reach_the_call_partials_then_finals_per_speaker() -> anyh
     let alice = stack.join("Alice").await?;
     let bob = stack.join("Bob").await?;
     let (heard, listening) = listen(stack.join("Listener").await?);
-    let job = stack.live_captions_job("tiny.en").await?;
+    let job = stack.live_captions_job("base").await?;
     let t0 = wait_joined(&stack.client, &job).await?;
     let CallStack {
         sfu,
@@ -273,13 +273,13 @@ fn dashboard_series() -> anyhow::Result<Vec<String>> {
 /// measures, per sentence, the time from the end of its speech to its final caption; prints latency
 /// p50/p95/max, the partial-caption interval, the live series and the transcriber's CPU. Run by hand, once per
 /// live model (docs/benchmarks.md):
-/// `CAPTIONS_BENCH_MODEL=tiny.en cargo test -p calls-e2e --test captions_e2e -- --ignored --nocapture captions_bench`
+/// `CAPTIONS_BENCH_MODEL=base cargo test -p calls-e2e --test captions_e2e -- --ignored --nocapture captions_bench`
 /// (`CAPTIONS_BENCH_LOGS=FILE` keeps the job's log, with a line per live window handed out and transcribed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a benchmark: prints figures, run by hand"]
 async fn captions_bench() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let model = std::env::var("CAPTIONS_BENCH_MODEL").unwrap_or_else(|_| "tiny.en".into());
+    let model = std::env::var("CAPTIONS_BENCH_MODEL").unwrap_or_else(|_| "base".into());
     let dir = tempfile::tempdir()?;
     const RATE: usize = 48_000;
     // Each speaker: sentences in their own voice with 1 s of silence between, to about 60 s.

@@ -262,7 +262,8 @@ impl Transcriber {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let mut results: Vec<Option<Decoded>> = chunks.iter().map(|_| None).collect();
-        let (sender, receiver) = mpsc::channel();
+        // Each engine sends one result and then waits for its next chunk: room for one each.
+        let (sender, receiver) = mpsc::sync_channel(1 + self.workers.len());
         let engines = std::iter::once(&mut self.engine).chain(self.workers.iter_mut());
         std::thread::scope(|scope| {
             for engine in engines {
