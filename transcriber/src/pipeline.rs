@@ -202,22 +202,21 @@ impl Transcriber {
             done_ms += chunk.speech_ms();
             progress(Progress { done_ms, total_ms });
         };
-        // An auto-detected language is detected on the first chunk and kept for the rest of this
-        // speaker, so that chunk is decoded before the others.
-        let mut rest = &chunks[..];
+        let mut decoded = self.decode_chunks(&chunks, &pieces, &settings, &mut done)?;
+        // An auto-detected language is the first chunk's, for the whole speaker: every chunk detects
+        // its own (so that all decode at once), and one that heard another language is decoded again
+        // in the first one's.
         if settings.language.is_none() {
-            if let Some((first, others)) = chunks.split_first() {
-                let decoded = self.engine.decode(&first.assemble(&pieces), &settings)?;
-                settings.language = decoded.language.clone();
-                for raw in &decoded.segments {
-                    segments.extend(first.to_call_time(raw, &pieces));
+            if let Some(first) = decoded.first().and_then(|d| d.language.clone()) {
+                settings.language = Some(first);
+                for (chunk, decoded) in chunks.iter().zip(decoded.iter_mut()).skip(1) {
+                    if decoded.language != settings.language {
+                        *decoded = self.engine.decode(&chunk.assemble(&pieces), &settings)?;
+                    }
                 }
-                done(first);
-                rest = others;
             }
         }
-        let decoded = self.decode_chunks(rest, &pieces, &settings, &mut done)?;
-        for (chunk, decoded) in rest.iter().zip(decoded) {
+        for (chunk, decoded) in chunks.iter().zip(decoded) {
             for raw in &decoded.segments {
                 segments.extend(chunk.to_call_time(raw, &pieces));
             }
