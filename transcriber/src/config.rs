@@ -11,7 +11,7 @@
 //! | `MODEL` | no | whisper model the image has (default `models::DEFAULT_MODEL`) |
 //! | `LANGUAGE` | no | `auto` (default: detected per speaker) or a language code such as `en` |
 //! | `BEAM_SIZE` | no | 1 (default, greedy) ..= 8 |
-//! | `THREADS` | no | whisper threads, 1..=16 (default: the container's CPU limit from its cgroup `cpu.max`, e.g. 2 for the job's default 2 CPUs) |
+//! | `THREADS` | no | whisper threads, 1..=16: decodes run side by side, one thread each (CTranslate2 replicas on one copy of the weights; live captions: workers) (default: the container's CPU limit from its cgroup `cpu.max`, e.g. 2 for the job's default 2 CPUs) |
 //! | `INITIAL_PROMPT` | no | text that primes whisper (names, jargon), at most 1000 characters |
 //! | `KEEP_AUDIO` | no | `true`: also upload each speaker's audio as `audio-<n>-<name>.wav` |
 //! | `LIVE_CAPTIONS` | no | `true`: also caption the call live through the SFU (default `false`) |
