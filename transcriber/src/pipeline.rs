@@ -349,7 +349,7 @@ fn speech_regions(
             }
         }
     }
-    Ok(merge_regions(regions))
+    Ok(crate::vad::normalise(regions))
 }
 
 /// The spans a piece of `len` samples goes through the VAD in, for `vads` VADs: of equal length, none
@@ -365,19 +365,6 @@ fn spans_of(len: usize, vads: usize) -> Vec<Range<usize>> {
     (0..len.div_ceil(span))
         .map(|k| (k * span).saturating_sub(overlap)..((k + 1) * span).min(len))
         .collect()
-}
-
-/// Regions sorted by start, those that overlap or touch merged into one.
-fn merge_regions(mut regions: Vec<Range<usize>>) -> Vec<Range<usize>> {
-    regions.sort_by_key(|r| r.start);
-    let mut merged: Vec<Range<usize>> = Vec::with_capacity(regions.len());
-    for region in regions {
-        match merged.last_mut() {
-            Some(last) if region.start <= last.end => last.end = last.end.max(region.end),
-            _ => merged.push(region),
-        }
-    }
-    merged
 }
 
 /// Whether a decoded segment is text a person said, not whisper talking over silence: empty text,
