@@ -559,12 +559,22 @@ impl Drop for Offloader {
             .lock()
             .map(|ids| ids.clone())
             .unwrap_or_default();
-        for id in ids {
-            let label = format!("calls.client_id={id}");
-            if self.settings.mode == Mode::Swarm {
-                swarm::remove_services_with_label(&label);
+        let sweep = |ids: &[String]| {
+            for id in ids {
+                let label = format!("calls.client_id={id}");
+                if self.settings.mode == Mode::Swarm {
+                    swarm::remove_services_with_label(&label);
+                }
+                docker::remove_with_label(&label);
             }
-            docker::remove_with_label(&label);
+        };
+        sweep(&ids);
+        if !ids.is_empty() {
+            // A container the killed offloader was creating can land after the first sweep (dockerd
+            // finishes a create whose caller died): one was left behind in `Created`. Sweep again once
+            // dockerd has had time to finish it.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            sweep(&ids);
         }
     }
 }
