@@ -156,6 +156,7 @@ impl TranscriptionJob {
                     threads_per_worker: 1,
                     language: config.language.clone(),
                     initial_prompt: config.initial_prompt.clone(),
+                    caption_id_prefix: config.identity.job_id.chars().take(8).collect(),
                 };
                 let models = LiveModels::load(&live_options)?;
                 Live::Loaded {

@@ -86,6 +86,9 @@ pub struct LiveOptions {
     pub language: Option<String>,
     /// Text that primes the decoder (names, jargon).
     pub initial_prompt: Option<String>,
+    /// Put before every caption id, so that two captioning jobs in one call never share an id (the core
+    /// numbers each speaker's utterances; the job's id is unique).
+    pub caption_id_prefix: String,
 }
 
 struct LivePacket {
@@ -127,6 +130,7 @@ pub struct LiveModels {
     engines: Vec<Box<dyn SpeechEngine>>,
     vad: Vad,
     decode: DecodeSettings,
+    caption_id_prefix: String,
 }
 
 impl LiveModels {
@@ -159,6 +163,7 @@ impl LiveModels {
             engines,
             vad,
             decode,
+            caption_id_prefix: options.caption_id_prefix.clone(),
         })
     }
 }
@@ -180,6 +185,7 @@ impl LiveCaptions {
             engines,
             vad,
             decode,
+            caption_id_prefix,
         } = models;
         let workers = engines.len();
         let (packet_tx, packet_rx) = mpsc::sync_channel(PACKET_QUEUE);
@@ -196,6 +202,7 @@ impl LiveCaptions {
             speakers: HashMap::new(),
             origin,
             captions: caption_tx,
+            caption_id_prefix,
             stats: Arc::clone(&stats),
             stop: Arc::clone(&stop),
         };
@@ -301,6 +308,7 @@ struct CaptionerThread {
     speakers: HashMap<(String, u16), SpeakerAudio>,
     origin: Instant,
     captions: tokio::sync::mpsc::Sender<Caption>,
+    caption_id_prefix: String,
     stats: Arc<Mutex<LiveStats>>,
     stop: Arc<AtomicBool>,
 }
@@ -508,7 +516,11 @@ impl CaptionerThread {
 
     fn publish(&self, caption: LiveCaption) {
         let caption = Caption {
-            id: Some(caption.id),
+            id: Some(if self.caption_id_prefix.is_empty() {
+                caption.id
+            } else {
+                format!("{}-{}", self.caption_id_prefix, caption.id)
+            }),
             text: caption.text.stable,
             tail: caption.text.tail,
             speaker_session: caption.session,
