@@ -143,15 +143,18 @@ impl LiveModels {
     /// single-threaded replica per worker; whisper.cpp one model state per worker.
     pub fn load(options: &LiveOptions) -> Result<LiveModels> {
         let workers = options.workers.max(1);
-        let first = load_engine(&options.model, LoadOptions::default(), workers as u32)?;
-        let mut engines = Vec::with_capacity(workers);
-        for _ in 1..workers {
-            engines.push(match first.parallel_worker() {
+        let mut engines = vec![load_engine(
+            &options.model,
+            LoadOptions::default(),
+            workers as u32,
+        )?];
+        while engines.len() < workers {
+            let next = match engines[0].parallel_worker() {
                 Some(engine) => engine,
                 None => load_engine(&options.model, LoadOptions::default(), 1)?,
-            });
+            };
+            engines.push(next);
         }
-        engines.insert(0, first);
         let vad = Vad::load(&options.vad_model, LIVE_VAD, 1)?;
         let decode = DecodeSettings {
             language: options.language.clone(),
@@ -516,11 +519,7 @@ impl CaptionerThread {
 
     fn publish(&self, caption: LiveCaption) {
         let caption = Caption {
-            id: Some(if self.caption_id_prefix.is_empty() {
-                caption.id
-            } else {
-                format!("{}-{}", self.caption_id_prefix, caption.id)
-            }),
+            id: Some(format!("{}-{}", self.caption_id_prefix, caption.id)),
             text: caption.text.stable,
             tail: caption.text.tail,
             speaker_session: caption.session,

@@ -18,7 +18,7 @@ pub fn load_engine(
     threads: u32,
 ) -> Result<Box<dyn SpeechEngine>> {
     if path.is_dir() {
-        Ok(Box::new(Ct2Engine::load(path, 1, threads)?))
+        Ok(Box::new(Ct2Engine::load(path, threads)?))
     } else {
         Ok(Box::new(Engine::load_with(path, options)?))
     }

@@ -402,64 +402,11 @@ pub struct Chunk {
 /// [`CHUNK_JOIN_MS`] apart are joined with the real audio between them (one utterance with short pauses);
 /// a longer pause starts a new chunk, so whisper never sees two utterances glued together (its segment
 /// times compress silence, which would put the second utterance's cue at the first one's time).
-#[cfg(test)]
-fn plan_chunks(piece: usize, regions: &[Range<usize>]) -> Vec<Chunk> {
-    plan_chunks_within(piece, regions, ms_to_samples(CHUNK_MAX_MS), &[])
-}
-
-/// A speaker with fewer chunks than this per engine has them re-planned so that every engine gets an
-/// equal share ([`plan_speaker`]); with more, engines taking the next chunk as they finish are balanced
-/// enough.
-const BALANCED_CHUNKS_PER_ENGINE: usize = 4;
-
-/// The chunks of one speaker, whose speech regions are `speech` (one list per piece), for `engines`
-/// engines decoding at once. One engine, or speech that fits one chunk: [`plan_chunks`]. Otherwise a few
-/// long chunks would leave an engine idle while another decodes the last one (69.9 s of speech is 28 +
-/// 28 + 14 s: two engines take 42 s-worth of time, not 35), so the speech is also cut at the pauses
-/// nearest to even shares, into a multiple of `engines` chunks (28 + 28 + 14 → about 14 + 19 + 14 + 19,
-/// which [`Transcriber::decode_chunks`] hands out longest first). It costs an encoder pass per added
-/// chunk, the price of the second CPU.
-fn plan_speaker(speech: &[Vec<Range<usize>>], engines: usize) -> Vec<Chunk> {
-    let full = ms_to_samples(CHUNK_MAX_MS);
-    let plan = |cut_before: &[bool]| -> Vec<Chunk> {
-        let mut first = 0;
-        let mut chunks = Vec::new();
-        for (piece, regions) in speech.iter().enumerate() {
-            let cuts = cut_before.get(first..first + regions.len()).unwrap_or(&[]);
-            chunks.extend(plan_chunks_within(piece, regions, full, cuts));
-            first += regions.len();
-        }
-        chunks
-    };
-    let natural = plan(&[]);
-    let total: usize = natural.iter().map(Chunk::len).sum();
-    if engines < 2 || total <= full || natural.len() >= BALANCED_CHUNKS_PER_ENGINE * engines {
-        return natural;
-    }
-    let parts = natural.len().div_ceil(engines) * engines;
-    let lengths: Vec<usize> = speech.iter().flatten().map(|r| r.len()).collect();
-    let speech_total: usize = lengths.iter().sum();
-    // The share boundaries j × total / parts, each moved to the nearer end of the region it falls in.
-    let mut cut_before = vec![false; lengths.len()];
-    let (mut done, mut share) = (0, 1);
-    for (index, length) in lengths.iter().enumerate() {
-        while share < parts && share * speech_total / parts <= done + length / 2 {
-            cut_before[index] = index > 0;
-            share += 1;
-        }
-        done += length;
-    }
-    plan(&cut_before)
-}
-
-/// [`plan_chunks`] with chunks of at most `max` samples (unless one region is longer), and a new chunk
-/// at each region `i` whose `cut_before[i]` is true.
-fn plan_chunks_within(
-    piece: usize,
-    regions: &[Range<usize>],
-    max: usize,
-    cut_before: &[bool],
-) -> Vec<Chunk> {
+///
+/// A new chunk also starts at each region `i` whose `cut_before[i]` is true ([`plan_speaker`]'s even
+/// shares; empty: none).
+fn plan_chunks(piece: usize, regions: &[Range<usize>], cut_before: &[bool]) -> Vec<Chunk> {
+    let max = ms_to_samples(CHUNK_MAX_MS);
     let join = ms_to_samples(CHUNK_JOIN_MS);
     let mut chunks: Vec<Chunk> = Vec::new();
     let mut current: Option<Range<usize>> = None;
@@ -484,6 +431,51 @@ fn plan_chunks_within(
         chunks.push(Chunk::single(piece, range));
     }
     chunks
+}
+
+/// A speaker with fewer chunks than this per engine has them re-planned so that every engine gets an
+/// equal share ([`plan_speaker`]); with more, engines taking the next chunk as they finish are balanced
+/// enough.
+const BALANCED_CHUNKS_PER_ENGINE: usize = 4;
+
+/// The chunks of one speaker, whose speech regions are `speech` (one list per piece), for `engines`
+/// engines decoding at once. One engine, or speech that fits one chunk: [`plan_chunks`]. Otherwise a few
+/// long chunks would leave an engine idle while another decodes the last one (69.9 s of speech is 28 +
+/// 28 + 14 s: two engines take 42 s-worth of time, not 35), so the speech is also cut at the pauses
+/// nearest to even shares, into a multiple of `engines` chunks (28 + 28 + 14 → about 14 + 19 + 14 + 19,
+/// which [`Transcriber::decode_chunks`] hands out longest first). It costs an encoder pass per added
+/// chunk, the price of the second CPU.
+fn plan_speaker(speech: &[Vec<Range<usize>>], engines: usize) -> Vec<Chunk> {
+    let full = ms_to_samples(CHUNK_MAX_MS);
+    let plan = |cut_before: &[bool]| -> Vec<Chunk> {
+        let mut first = 0;
+        let mut chunks = Vec::new();
+        for (piece, regions) in speech.iter().enumerate() {
+            let cuts = cut_before.get(first..first + regions.len()).unwrap_or(&[]);
+            chunks.extend(plan_chunks(piece, regions, cuts));
+            first += regions.len();
+        }
+        chunks
+    };
+    let natural = plan(&[]);
+    let total: usize = natural.iter().map(Chunk::len).sum();
+    if engines < 2 || total <= full || natural.len() >= BALANCED_CHUNKS_PER_ENGINE * engines {
+        return natural;
+    }
+    let parts = natural.len().div_ceil(engines) * engines;
+    let lengths: Vec<usize> = speech.iter().flatten().map(|r| r.len()).collect();
+    let speech_total: usize = lengths.iter().sum();
+    // The share boundaries j × total / parts, each moved to the nearer end of the region it falls in.
+    let mut cut_before = vec![false; lengths.len()];
+    let (mut done, mut share) = (0, 1);
+    for (index, length) in lengths.iter().enumerate() {
+        while share < parts && share * speech_total / parts <= done + length / 2 {
+            cut_before[index] = index > 0;
+            share += 1;
+        }
+        done += length;
+    }
+    plan(&cut_before)
 }
 
 impl Chunk {

@@ -38,7 +38,7 @@ fn close_regions_form_one_utterance_and_distant_ones_another() {
     // Piece starts 60 s into the call; speech at 1..3 s, 3.5..4 s and 10..12 s of it.
     let pieces = vec![piece(60_000, 20)];
     let regions = vec![16_000..48_000, 56_000..64_000, 160_000..192_000];
-    let chunks = plan_chunks(0, &regions);
+    let chunks = plan_chunks(0, &regions, &[]);
     assert_eq!(chunks.len(), 2);
     // The first two are 0.5 s apart: one chunk with the real audio between them.
     assert_eq!(chunks[0].len(), 48_000);
@@ -64,16 +64,16 @@ fn chunks_never_exceed_the_whisper_window_unless_one_region_does() {
     let regions: Vec<_> = (0..6)
         .map(|i| (i * 21 * second / 2)..(i * 21 * second / 2 + 10 * second))
         .collect();
-    let chunks = plan_chunks(3, &regions);
+    let chunks = plan_chunks(3, &regions, &[]);
     assert_eq!(chunks.len(), 3);
     assert!(chunks
         .iter()
         .all(|c| c.len() <= ms_to_samples(CHUNK_MAX_MS)));
     assert!(chunks.iter().all(|c| c.parts.iter().all(|p| p.piece == 3)));
-    let long = plan_chunks(0, &[0..40 * second, 40 * second + 100..42 * second]);
+    let long = plan_chunks(0, &[0..40 * second, 40 * second + 100..42 * second], &[]);
     assert_eq!(long.len(), 2);
     assert_eq!(long[0].len(), 40 * second);
-    assert!(plan_chunks(0, &[]).is_empty());
+    assert!(plan_chunks(0, &[], &[]).is_empty());
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn assembled_chunks_copy_the_audio() {
         start_ms: 0,
         samples: (0..32_000).map(|i| i as f32).collect(),
     }];
-    let chunk = &plan_chunks(0, &[100..110, 200..205])[0];
+    let chunk = &plan_chunks(0, &[100..110, 200..205], &[])[0];
     let samples = chunk.assemble(&pieces);
     assert_eq!(samples.len(), 105);
     assert_eq!(samples[0], 100.0);
@@ -179,7 +179,7 @@ fn tokens_become_words_with_their_own_call_times() {
     // On the call timeline: a piece 60 s into the call, speech from 1 s of it.
     let pieces = vec![piece(60_000, 10)];
     let speech = 16_000..96_000;
-    let chunks = plan_chunks(0, std::slice::from_ref(&speech));
+    let chunks = plan_chunks(0, std::slice::from_ref(&speech), &[]);
     let mut segment = raw(100, 1_500, " The database upgrade. - Done");
     segment.tokens = tokens;
     let s = one(chunks[0].to_call_time(&segment, &pieces));
@@ -205,7 +205,7 @@ fn two_engines_get_an_even_share_of_a_long_speaker() {
         .collect();
     let speech = vec![regions.clone()];
     let one = plan_speaker(&speech, 1);
-    assert_eq!(one, plan_chunks(0, &regions));
+    assert_eq!(one, plan_chunks(0, &regions, &[]));
     assert_eq!(one.len(), 3);
     // Two engines: four chunks of three or four sentences (two of each, so that each engine gets 7),
     // covering the same speech in the same order.
@@ -222,14 +222,14 @@ fn two_engines_get_an_even_share_of_a_long_speaker() {
     assert_eq!(covered[3].1.end, regions[13].end);
     // Speech that fits one chunk, or that already has many chunks, is planned as for one engine.
     let short = vec![regions[..4].to_vec()];
-    assert_eq!(plan_speaker(&short, 2), plan_chunks(0, &regions[..4]));
+    assert_eq!(plan_speaker(&short, 2), plan_chunks(0, &regions[..4], &[]));
     let apart: Vec<Range<usize>> = (0..10)
         .map(|i| at(i * 8_000)..at(i * 8_000 + 3_000))
         .collect();
     let many = vec![apart.clone(), apart.clone()];
     let planned = plan_speaker(&many, 2);
     assert_eq!(planned.len(), 20);
-    assert_eq!(spans(&planned[10..]), spans(&plan_chunks(1, &apart)));
+    assert_eq!(spans(&planned[10..]), spans(&plan_chunks(1, &apart, &[])));
 }
 
 #[test]

@@ -61,19 +61,14 @@ struct WindowDecode {
 
 impl Ct2Engine {
     /// Loads the CTranslate2 model directory `dir` (model.bin, config.json, vocabulary.txt) with int8
-    /// weights, as `replicas` replicas of `threads` threads each: this engine and the
-    /// `replicas - 1` more that [`SpeechEngine::parallel_worker`] makes decode in parallel.
-    pub fn load(dir: &Path, threads: u32, replicas: u32) -> Result<Self> {
+    /// weights, as `replicas` single-threaded replicas: this engine and the `replicas - 1` more that
+    /// [`SpeechEngine::parallel_worker`] makes decode in parallel.
+    pub fn load(dir: &Path, replicas: u32) -> Result<Self> {
         if !dir.join("model.bin").is_file() {
             return Err(Error::invalid_model(dir, "no model.bin in this directory"));
         }
         let vocabulary = Vocabulary::load(dir)?;
-        let model = Model::load(
-            dir,
-            "int8",
-            threads.max(1) as usize,
-            replicas.max(1) as usize,
-        )?;
+        let model = Model::load(dir, "int8", 1, replicas.max(1) as usize)?;
         let multilingual = model.is_multilingual();
         let mel = MelExtractor::new(model.n_mels());
         Ok(Ct2Engine {
