@@ -267,11 +267,42 @@ pub trait SpeechEngine: Send {
         self.decode_cancellable(samples, settings, None)
     }
 
+    /// The work on `samples` that can be done before their decode, on this thread, for a later
+    /// [`SpeechEngine::decode_prepared`] of the same samples with post-call settings on any engine of
+    /// this model (CTranslate2: the mel features and the first 30 s window's encoder pass). `None` where
+    /// the engine does it all inside its decode (whisper.cpp). The pipeline uses it to keep every engine
+    /// busy: one encodes the next chunk while another decodes.
+    fn prepare(&mut self, samples: &[f32]) -> Result<Option<Prepared>> {
+        let _ = samples;
+        Ok(None)
+    }
+
+    /// [`SpeechEngine::decode`], starting from what [`SpeechEngine::prepare`] made of the same `samples`
+    /// (a `prepared` the engine does not recognise is ignored).
+    fn decode_prepared(
+        &mut self,
+        samples: &[f32],
+        settings: &DecodeSettings,
+        prepared: Option<Prepared>,
+    ) -> Result<Decoded> {
+        let _ = prepared;
+        self.decode(samples, settings)
+    }
+
     /// Another engine on the same loaded model that decodes at the same time as this one, for another
     /// thread; `None` where the engine has no more room (CTranslate2 loads one replica per worker the
     /// job may run; whisper.cpp runs one decode per model and splits it over threads instead).
     fn parallel_worker(&self) -> Option<Box<dyn SpeechEngine>> {
         None
+    }
+}
+
+/// What [`SpeechEngine::prepare`] made of a buffer, opaque to everything but the engine that reads it.
+pub struct Prepared(pub Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared(..)")
     }
 }
 

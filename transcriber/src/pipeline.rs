@@ -7,12 +7,12 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Instant;
 
 use crate::engine::{
-    DecodeSettings, Decoded, LoadOptions, RawSegment, RawToken, SpeechEngine, SAMPLE_RATE,
+    DecodeSettings, Decoded, LoadOptions, Prepared, RawSegment, RawToken, SpeechEngine, SAMPLE_RATE,
 };
 use crate::error::Result;
 use crate::load::load_engine;
@@ -236,10 +236,14 @@ impl Transcriber {
         })
     }
 
-    /// Decodes `chunks` (the result in their order); on every engine at once when there are several,
-    /// each taking the next chunk, longest first, when it is done with one (chunks of one speaker vary
-    /// from a word to 28 s).
+    /// Decodes `chunks` (the result in their order); on every engine at once when there are several.
     /// `done` is called, on this thread, for each chunk as it is decoded. The first error stops the rest.
+    ///
+    /// A chunk's work is two tasks, its encoder pass ([`SpeechEngine::prepare`]) and its decode, which
+    /// need not run on the same engine: an engine that is free encodes the next chunk while fewer chunks
+    /// than there are engines wait encoded, and otherwise decodes the longest chunk waiting. Three chunks on
+    /// two engines then take about half their time (one encodes the third while the other decodes the
+    /// first), where whole chunks per engine would leave one engine idle for the third's length.
     fn decode_chunks(
         &mut self,
         chunks: &[Chunk],
@@ -255,36 +259,49 @@ impl Transcriber {
             }
             return Ok(all);
         }
-        // Longest first: an engine that takes a short chunk last ends near the others.
-        let mut order: Vec<usize> = (0..chunks.len()).collect();
-        order.sort_by_key(|&index| std::cmp::Reverse(chunks[index].len()));
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
+        let engines = 1 + self.workers.len();
+        let tasks = std::sync::Mutex::new(Tasks::new(chunks, engines));
         let mut results: Vec<Option<Decoded>> = chunks.iter().map(|_| None).collect();
-        // Each engine sends one result and then waits for its next chunk: room for one each.
-        let (sender, receiver) = mpsc::sync_channel(1 + self.workers.len());
-        let engines = std::iter::once(&mut self.engine).chain(self.workers.iter_mut());
+        // Each engine sends one result and then goes on with its next task: room for one each.
+        let (sender, receiver) = mpsc::sync_channel(engines);
+        let all = std::iter::once(&mut self.engine).chain(self.workers.iter_mut());
         std::thread::scope(|scope| {
-            for engine in engines {
+            for engine in all {
                 let sender = sender.clone();
-                let (next, failed, order) = (&next, &failed, &order);
+                let tasks = &tasks;
                 scope.spawn(move || {
-                    while !failed.load(Ordering::Relaxed) {
-                        let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                            break;
-                        };
-                        let chunk = &chunks[index];
-                        let result = engine.decode(&chunk.assemble(pieces), settings);
-                        if result.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        if sender.send((index, result)).is_err() {
-                            break;
+                    // A poisoned lock means another engine's thread panicked: that panic ends the scope.
+                    let next = || tasks.lock().map(|mut t| t.next()).unwrap_or(Task::Stop);
+                    loop {
+                        match next() {
+                            Task::Stop => break,
+                            Task::Prepare(index) => {
+                                let samples = chunks[index].assemble(pieces);
+                                let prepared = engine.prepare(&samples);
+                                let failed = tasks
+                                    .lock()
+                                    .map_or(None, |mut t| t.prepared(index, samples, prepared));
+                                if let Some(error) = failed {
+                                    let _ = sender.send((index, Err(error)));
+                                    break;
+                                }
+                            }
+                            Task::Decode(index, samples, prepared) => {
+                                let result = engine.decode_prepared(&samples, settings, prepared);
+                                if result.is_err() {
+                                    if let Ok(mut tasks) = tasks.lock() {
+                                        tasks.failed = true;
+                                    }
+                                }
+                                if sender.send((index, result)).is_err() {
+                                    break;
+                                }
+                            }
                         }
                     }
                 });
             }
-            // The receiver ends once every worker has ended and dropped its sender.
+            // The receiver ends once every engine's thread has ended and dropped its sender.
             drop(sender);
             let mut first_error = None;
             for (index, result) in receiver {
@@ -302,6 +319,89 @@ impl Transcriber {
         })?;
         // Without an error every chunk was decoded, so no slot is empty.
         Ok(results.into_iter().flatten().collect())
+    }
+}
+
+/// What the engines of [`Transcriber::decode_chunks`] do next, shared between them.
+struct Tasks {
+    /// Chunk indices, longest first, that no engine has started to encode yet.
+    to_prepare: std::vec::IntoIter<usize>,
+    /// Chunks being encoded now.
+    preparing: usize,
+    /// Encoded chunks waiting for a decode: index, samples, the encoder's work.
+    ready: Vec<(usize, Vec<f32>, Option<Prepared>)>,
+    /// Lengths of the chunks, by index.
+    lengths: Vec<usize>,
+    engines: usize,
+    /// Set by the first error: every engine stops at its next task.
+    failed: bool,
+}
+
+/// One engine's next task.
+enum Task {
+    Prepare(usize),
+    Decode(usize, Vec<f32>, Option<Prepared>),
+    Stop,
+}
+
+impl Tasks {
+    fn new(chunks: &[Chunk], engines: usize) -> Self {
+        let lengths: Vec<usize> = chunks.iter().map(Chunk::len).collect();
+        let mut order: Vec<usize> = (0..chunks.len()).collect();
+        order.sort_by_key(|&index| std::cmp::Reverse(lengths[index]));
+        Tasks {
+            to_prepare: order.into_iter(),
+            preparing: 0,
+            ready: Vec::new(),
+            lengths,
+            engines,
+            failed: false,
+        }
+    }
+
+    /// Encode ahead while fewer chunks than engines are encoded or being encoded (so that an engine
+    /// finishing a decode finds one ready, and encoder outputs held stay few); otherwise decode the
+    /// longest chunk ready. Nothing to encode and nothing ready: the chunks left are being encoded, each
+    /// by an engine that then decodes it, so this engine stops.
+    fn next(&mut self) -> Task {
+        if self.failed {
+            return Task::Stop;
+        }
+        if self.ready.len() + self.preparing < self.engines {
+            if let Some(index) = self.to_prepare.next() {
+                self.preparing += 1;
+                return Task::Prepare(index);
+            }
+        }
+        let longest = (0..self.ready.len()).max_by_key(|&k| self.lengths[self.ready[k].0]);
+        match longest {
+            Some(k) => {
+                let (index, samples, prepared) = self.ready.swap_remove(k);
+                Task::Decode(index, samples, prepared)
+            }
+            None => Task::Stop,
+        }
+    }
+
+    /// Chunk `index`'s encoder pass ended: on success it waits for a decode; an error stops every engine
+    /// and is returned to be reported.
+    fn prepared(
+        &mut self,
+        index: usize,
+        samples: Vec<f32>,
+        result: Result<Option<Prepared>>,
+    ) -> Option<crate::error::Error> {
+        self.preparing -= 1;
+        match result {
+            Ok(prepared) => {
+                self.ready.push((index, samples, prepared));
+                None
+            }
+            Err(error) => {
+                self.failed = true;
+                Some(error)
+            }
+        }
     }
 }
 
@@ -433,18 +533,16 @@ fn plan_chunks(piece: usize, regions: &[Range<usize>], cut_before: &[bool]) -> V
     chunks
 }
 
-/// A speaker with fewer chunks than this per engine has them re-planned so that every engine gets an
-/// equal share ([`plan_speaker`]); with more, engines taking the next chunk as they finish are balanced
-/// enough.
+/// A speaker with fewer chunks than this per engine has them re-planned into equal shares
+/// ([`plan_speaker`]); with more, engines taking the next chunk as they finish are balanced enough.
 const BALANCED_CHUNKS_PER_ENGINE: usize = 4;
 
 /// The chunks of one speaker, whose speech regions are `speech` (one list per piece), for `engines`
-/// engines decoding at once. One engine, or speech that fits one chunk: [`plan_chunks`]. Otherwise a few
-/// long chunks would leave an engine idle while another decodes the last one (69.9 s of speech is 28 +
-/// 28 + 14 s: two engines take 42 s-worth of time, not 35), so the speech is also cut at the pauses
-/// nearest to even shares, into a multiple of `engines` chunks (28 + 28 + 14 → about 14 + 19 + 14 + 19,
-/// which [`Transcriber::decode_chunks`] hands out longest first). It costs an encoder pass per added
-/// chunk, the price of the second CPU.
+/// engines decoding at once. One engine, or speech that fits one chunk: [`plan_chunks`]. Otherwise, with
+/// few chunks, the last one decoded decides when the speaker is done, so the same number of chunks is cut
+/// at the pauses nearest to equal shares instead (69.9 s of speech, 28 + 28 + 14 s → about 23 + 23 + 23
+/// s): no chunk is added (each costs a 30 s encoder pass), and [`Transcriber::decode_chunks`] overlaps one
+/// chunk's encoding with another's decode.
 fn plan_speaker(speech: &[Vec<Range<usize>>], engines: usize) -> Vec<Chunk> {
     let full = ms_to_samples(CHUNK_MAX_MS);
     let plan = |cut_before: &[bool]| -> Vec<Chunk> {
@@ -459,10 +557,10 @@ fn plan_speaker(speech: &[Vec<Range<usize>>], engines: usize) -> Vec<Chunk> {
     };
     let natural = plan(&[]);
     let total: usize = natural.iter().map(Chunk::len).sum();
-    if engines < 2 || total <= full || natural.len() >= BALANCED_CHUNKS_PER_ENGINE * engines {
+    let parts = natural.len();
+    if engines < 2 || total <= full || parts < 2 || parts >= BALANCED_CHUNKS_PER_ENGINE * engines {
         return natural;
     }
-    let parts = natural.len().div_ceil(engines) * engines;
     let lengths: Vec<usize> = speech.iter().flatten().map(|r| r.len()).collect();
     let speech_total: usize = lengths.iter().sum();
     // The share boundaries j × total / parts, each moved to the nearer end of the region it falls in.

@@ -197,7 +197,7 @@ fn spans(chunks: &[Chunk]) -> Vec<(usize, Range<usize>)> {
 }
 
 #[test]
-fn two_engines_get_an_even_share_of_a_long_speaker() {
+fn two_engines_get_equal_shares_of_a_long_speaker_in_as_many_chunks() {
     // 14 sentences of 4.3 s, 0.7 s apart (the bench's speech): one engine decodes 28 + 28 + 14 s.
     let at = |ms: usize| ms * 16;
     let regions: Vec<Range<usize>> = (0..14)
@@ -207,19 +207,19 @@ fn two_engines_get_an_even_share_of_a_long_speaker() {
     let one = plan_speaker(&speech, 1);
     assert_eq!(one, plan_chunks(0, &regions, &[]));
     assert_eq!(one.len(), 3);
-    // Two engines: four chunks of three or four sentences (two of each, so that each engine gets 7),
-    // covering the same speech in the same order.
+    // Two engines: still three chunks (no added encoder pass), of four or five sentences instead of
+    // 6 + 6 + 2 (28, 28 and 9.3 s), covering the same speech in the same order.
     let two = plan_speaker(&speech, 2);
     let mut lengths: Vec<u64> = two.iter().map(|c| samples_to_ms(c.len())).collect();
     lengths.sort_unstable();
-    assert_eq!(lengths, vec![14_300, 14_300, 19_300, 19_300]);
+    assert_eq!(lengths, vec![19_300, 24_300, 24_300]);
     let covered = spans(&two);
     assert!(
         covered.windows(2).all(|w| w[0].1.end < w[1].1.start),
         "{covered:?}"
     );
     assert_eq!(covered[0].1.start, regions[0].start);
-    assert_eq!(covered[3].1.end, regions[13].end);
+    assert_eq!(covered[2].1.end, regions[13].end);
     // Speech that fits one chunk, or that already has many chunks, is planned as for one engine.
     let short = vec![regions[..4].to_vec()];
     assert_eq!(plan_speaker(&short, 2), plan_chunks(0, &regions[..4], &[]));
@@ -248,4 +248,47 @@ fn the_vad_spans_cover_a_piece_with_overlaps() {
     );
     assert_eq!(spans_of(12 * second, 2), vec![0..12 * second]);
     assert!(spans_of(0, 2).is_empty());
+}
+
+#[test]
+fn engines_encode_ahead_while_few_chunks_wait_and_decode_the_longest_ready() {
+    // Three chunks, 12, 20 and 16 s long, on two engines.
+    let at = |ms: usize| ms * 16;
+    let regions = vec![
+        at(0)..at(12_000),
+        at(14_000)..at(34_000),
+        at(36_000)..at(52_000),
+    ];
+    let chunks = plan_chunks(0, &regions, &[]);
+    assert_eq!(chunks.len(), 3);
+    let mut tasks = Tasks::new(&chunks, 2);
+    let prepare = |task: Task| match task {
+        Task::Prepare(index) => index,
+        _ => panic!("expected an encoder pass"),
+    };
+    let decode = |task: Task| match task {
+        Task::Decode(index, _, _) => index,
+        _ => panic!("expected a decode"),
+    };
+    // Both engines start encoding, longest first.
+    assert_eq!(prepare(tasks.next()), 1);
+    assert_eq!(prepare(tasks.next()), 2);
+    assert!(tasks.prepared(1, vec![], Ok(None)).is_none());
+    assert!(tasks.prepared(2, vec![], Ok(None)).is_none());
+    // Two wait encoded: the first free engine decodes the longest; the next encodes the third.
+    assert_eq!(decode(tasks.next()), 1);
+    assert_eq!(prepare(tasks.next()), 0);
+    // With nothing left to encode and one chunk waiting, engines decode, then stop.
+    assert_eq!(decode(tasks.next()), 2);
+    assert!(matches!(tasks.next(), Task::Stop));
+    assert!(tasks.prepared(0, vec![], Ok(None)).is_none());
+    assert_eq!(decode(tasks.next()), 0);
+    assert!(matches!(tasks.next(), Task::Stop));
+
+    // A failed encoder pass is reported once and stops every engine.
+    let mut tasks = Tasks::new(&chunks, 2);
+    let first = prepare(tasks.next());
+    let failed = tasks.prepared(first, vec![], Err(crate::error::Error::Cancelled));
+    assert!(matches!(failed, Some(crate::error::Error::Cancelled)));
+    assert!(matches!(tasks.next(), Task::Stop));
 }

@@ -392,6 +392,10 @@ pub struct Encoded {
     api: &'static Api,
 }
 
+// SAFETY: an encoder output lives in CPU memory (`to_cpu`), owned by this handle alone; CTranslate2 only
+// reads it, from whichever thread a later call on it runs.
+unsafe impl Send for Encoded {}
+
 impl Drop for Encoded {
     fn drop(&mut self) {
         // SAFETY: `raw` came from `ct2w_encode`, is not null, and is freed once, here.

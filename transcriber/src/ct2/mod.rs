@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::engine::{
-    mean_probability, time_tokens_from_ends, DecodeRequest, DecodeSettings, Decoded, RawSegment,
-    RawToken, SpeechEngine,
+    mean_probability, time_tokens_from_ends, DecodeRequest, DecodeSettings, Decoded, Prepared,
+    RawSegment, RawToken, SpeechEngine,
 };
 use crate::error::{Error, Result};
 use features::{Features, MelExtractor, WINDOW_FRAMES};
@@ -328,19 +328,12 @@ impl Ct2Engine {
         Ok(segments)
     }
 
-    /// Decodes one 30 s window at frame `seek` of `features`: its segments, and how far to move on.
-    fn decode_window(
-        &mut self,
-        features: &Features,
-        seek: usize,
-        settings: &DecodeSettings,
-        language: &mut Option<usize>,
-        samples: &[f32],
-    ) -> Result<(Vec<RawSegment>, usize)> {
+    /// The encoder's output for the window at frame `seek` of `features`: 30 s, or for a live window
+    /// (`short`) its own length plus a margin (see `short_window_audio_ctx`: two mel frames per encoder
+    /// position).
+    fn encode_window(&self, features: &Features, seek: usize, short: bool) -> Result<Encoded> {
         let size = WINDOW_FRAMES.min(features.content_frames() - seek);
-        // A live window's encoder runs over its own length plus a margin, not 30 s (see
-        // `short_window_audio_ctx`: two mel frames per encoder position).
-        let frames = if settings.short_window {
+        let frames = if short {
             2 * crate::engine::short_window_audio_ctx(size * features::HOP) as usize
         } else {
             WINDOW_FRAMES
@@ -349,6 +342,75 @@ impl Ct2Engine {
             .model
             .encode(&features.window(seek, size, frames), features.n_mels)?;
         self.step();
+        Ok(encoded)
+    }
+
+    /// Decodes `samples` from their `features`; `first`: the first 30 s window's encoder output, made
+    /// ahead ([`SpeechEngine::prepare`]).
+    fn decode_features(
+        &mut self,
+        request: DecodeRequest<'_>,
+        features: &Features,
+        mut first: Option<Encoded>,
+    ) -> Result<Decoded> {
+        let (samples, settings) = (request.samples, request.settings);
+        if settings.short_window {
+            first = None;
+        }
+        let mut language = settings
+            .language
+            .as_deref()
+            .filter(|_| self.multilingual)
+            .and_then(|code| self.vocabulary.language(code));
+        let mut segments = Vec::new();
+        let mut seek = 0;
+        while seek < features.content_frames() {
+            if request
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(Error::Cancelled);
+            }
+            let (window, advance) = self.decode_window(
+                features,
+                seek,
+                settings,
+                &mut language,
+                samples,
+                first.take(),
+            )?;
+            segments.extend(window);
+            seek += advance.max(1);
+            if settings.single_segment {
+                break;
+            }
+        }
+        let language = if self.multilingual {
+            language
+                .and_then(|id| self.vocabulary.language_code(id))
+                .map(str::to_string)
+        } else {
+            Some("en".to_string())
+        };
+        Ok(Decoded { segments, language })
+    }
+
+    /// Decodes one 30 s window at frame `seek` of `features`: its segments, and how far to move on.
+    fn decode_window(
+        &mut self,
+        features: &Features,
+        seek: usize,
+        settings: &DecodeSettings,
+        language: &mut Option<usize>,
+        samples: &[f32],
+        encoded: Option<Encoded>,
+    ) -> Result<(Vec<RawSegment>, usize)> {
+        let size = WINDOW_FRAMES.min(features.content_frames() - seek);
+        let encoded = match encoded {
+            Some(encoded) => encoded,
+            None => self.encode_window(features, seek, settings.short_window)?,
+        };
         if self.multilingual && language.is_none() {
             *language = self.language_token(settings, &encoded)?;
         }
@@ -394,6 +456,12 @@ impl Ct2Engine {
         let segments = self.timed_segments(&window, pieces, &decode, samples, align)?;
         Ok((segments, advance))
     }
+}
+
+/// A buffer's features and its first window's encoder output, made ahead of its decode.
+struct Ahead {
+    features: Features,
+    first: Encoded,
 }
 
 /// A window being decoded: the encoder's output, the prompt's start sequence, where the window starts (ms
@@ -449,39 +517,36 @@ impl SpeechEngine for Ct2Engine {
     /// Stops early with [`Error::Cancelled`] once `cancel` is set, checked before each 30 s window. The
     /// thread count is the one the model was loaded with (`settings.threads` is not used).
     fn decode_samples(&mut self, request: DecodeRequest<'_>) -> Result<Decoded> {
-        let (samples, settings) = (request.samples, request.settings);
-        let features = self.mel.compute(samples);
-        let mut language = settings
-            .language
-            .as_deref()
-            .filter(|_| self.multilingual)
-            .and_then(|code| self.vocabulary.language(code));
-        let mut segments = Vec::new();
-        let mut seek = 0;
-        while seek < features.content_frames() {
-            if request
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
-                return Err(Error::Cancelled);
-            }
-            let (window, advance) =
-                self.decode_window(&features, seek, settings, &mut language, samples)?;
-            segments.extend(window);
-            seek += advance.max(1);
-            if settings.single_segment {
-                break;
-            }
+        let features = self.mel.compute(request.samples);
+        self.decode_features(request, &features, None)
+    }
+
+    /// The features and the first window's encoder output, which a post-call decode starts from.
+    fn prepare(&mut self, samples: &[f32]) -> Result<Option<Prepared>> {
+        if samples.is_empty() {
+            return Ok(None);
         }
-        let language = if self.multilingual {
-            language
-                .and_then(|id| self.vocabulary.language_code(id))
-                .map(str::to_string)
-        } else {
-            Some("en".to_string())
+        let features = self.mel.compute(samples);
+        let first = self.encode_window(&features, 0, false)?;
+        Ok(Some(Prepared(Box::new(Ahead { features, first }))))
+    }
+
+    fn decode_prepared(
+        &mut self,
+        samples: &[f32],
+        settings: &DecodeSettings,
+        prepared: Option<Prepared>,
+    ) -> Result<Decoded> {
+        let Some(ahead) = prepared.and_then(|p| p.0.downcast::<Ahead>().ok()) else {
+            return self.decode(samples, settings);
         };
-        Ok(Decoded { segments, language })
+        let request = DecodeRequest {
+            samples,
+            settings,
+            cancel: None,
+        };
+        let Ahead { features, first } = *ahead;
+        self.decode_features(request, &features, Some(first))
     }
 
     fn is_multilingual(&self) -> bool {
