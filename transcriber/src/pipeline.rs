@@ -540,8 +540,8 @@ const BALANCED_CHUNKS_PER_ENGINE: usize = 4;
 /// The chunks of one speaker, whose speech regions are `speech` (one list per piece), for `engines`
 /// engines decoding at once. One engine, or speech that fits one chunk: [`plan_chunks`]. Otherwise, with
 /// few chunks, the last one decoded decides when the speaker is done, so the same number of chunks is cut
-/// at the pauses nearest to equal shares instead (69.9 s of speech, 28 + 28 + 14 s → about 23 + 23 + 23
-/// s): no chunk is added (each costs a 30 s encoder pass), and [`Transcriber::decode_chunks`] overlaps one
+/// at the pauses nearest to equal shares instead (24 + 24 + 9 s of sentences → 19 + 19 + 19 s): no chunk
+/// is added (each costs a 30 s encoder pass), and [`Transcriber::decode_chunks`] overlaps one
 /// chunk's encoding with another's decode.
 fn plan_speaker(speech: &[Vec<Range<usize>>], engines: usize) -> Vec<Chunk> {
     let full = ms_to_samples(CHUNK_MAX_MS);
