@@ -99,6 +99,7 @@ impl Panels {
     fn multiply_with<const FMA: bool>(&self, x: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
         let rows = x.len() / self.depth;
         for (panel, weights) in self.values.chunks_exact(self.depth * LANES).enumerate() {
+            // The slice is LANES long, so the conversion cannot fail.
             let bias: &[f32; LANES] = bias[panel * LANES..][..LANES]
                 .try_into()
                 .expect("a slice of LANES values");
@@ -155,6 +156,7 @@ fn accumulate<const R: usize, const FMA: bool>(
 ) -> [[f32; LANES]; R] {
     let mut acc = [*bias; R];
     for (k, w) in weights.chunks_exact(LANES).enumerate() {
+        // chunks_exact(LANES) yields LANES values each, so the conversion cannot fail.
         let w: &[f32; LANES] = w.try_into().expect("chunks of LANES values");
         for r in 0..R {
             let v = xs[r][k];
