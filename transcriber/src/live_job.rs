@@ -155,7 +155,7 @@ impl LiveModels {
             };
             engines.push(next);
         }
-        let vad = Vad::load(&options.vad_model, LIVE_VAD, 1)?;
+        let vad = Vad::load(&options.vad_model, LIVE_VAD)?;
         let decode = DecodeSettings {
             language: options.language.clone(),
             initial_prompt: options.initial_prompt.clone(),

@@ -124,7 +124,7 @@ impl Transcriber {
         // every frame into a barrier that costs a scheduler slice on a busy machine (measured: a 20 s
         // buffer took minutes with 2 threads under load, seconds with 1).
         let vads = (0..options.threads.max(1))
-            .map(|_| Vad::load(&options.vad_model, VadSettings::default(), 1))
+            .map(|_| Vad::load(&options.vad_model, VadSettings::default()))
             .collect::<Result<Vec<_>>>()?;
         let language = match options.language.as_deref().map(str::trim) {
             None | Some("") | Some("auto") => None,
