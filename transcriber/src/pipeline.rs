@@ -120,9 +120,7 @@ impl Transcriber {
     /// [`Transcriber::new`] with the model loaded as `load` says (benchmarks compare the options).
     pub fn new_with(options: &TranscribeOptions, load: LoadOptions) -> Result<Self> {
         let engine = load_engine(&options.model, load, options.threads)?;
-        // One thread: Silero runs one tiny graph per 32 ms frame, and ggml's spin-waiting threads turn
-        // every frame into a barrier that costs a scheduler slice on a busy machine (measured: a 20 s
-        // buffer took minutes with 2 threads under load, seconds with 1).
+        // One VAD per thread: each runs on the thread that calls it, over its own span of a piece.
         let vads = (0..options.threads.max(1))
             .map(|_| Vad::load(&options.vad_model, VadSettings::default()))
             .collect::<Result<Vec<_>>>()?;
