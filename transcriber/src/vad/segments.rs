@@ -25,11 +25,28 @@ pub fn speech_regions(
     settings: &VadSettings,
     n_samples: usize,
 ) -> Vec<Range<usize>> {
+    let min_speech = ms_to_samples(settings.min_speech_ms as usize);
+    let pad = ms_to_samples(settings.pad_ms as usize);
+    let total = probs.len() * FRAME;
+    let regions = raw_regions(probs, settings, pad);
+    let mut merged = merge_close(regions, min_speech);
+    pad_regions(&mut merged, pad, total);
+    for region in &mut merged {
+        region.start = region.start.min(n_samples);
+        region.end = region.end.min(n_samples);
+    }
+    merged.retain(|r| !r.is_empty());
+    merged
+}
+
+/// The regions before merging and padding (`pad`: the padding to come, which whisper.cpp takes off the
+/// longest region): hysteresis between the threshold and 0.15 below it, pauses shorter than the minimum
+/// silence bridged, overlong regions split at their last long pause (else cut), short ones dropped.
+fn raw_regions(probs: &[f32], settings: &VadSettings, pad: usize) -> Vec<Range<usize>> {
     let threshold = settings.threshold;
     let low = (threshold - 0.15).max(0.01);
     let min_silence = ms_to_samples(settings.min_silence_ms as usize);
     let min_speech = ms_to_samples(settings.min_speech_ms as usize);
-    let pad = ms_to_samples(settings.pad_ms as usize);
     let split_pause = ms_to_samples(SPLIT_PAUSE_MS);
     // The longest region before padding (whisper.cpp counts whole seconds).
     let max_speech = (SAMPLE_RATE as usize * settings.max_speech_s.max(0.0) as usize)
@@ -101,7 +118,12 @@ pub fn speech_regions(
         regions.push(begun..total);
     }
 
-    // Merge regions closer than MERGE_GAP_MS, then drop the short ones.
+    regions
+}
+
+/// `regions` with those closer than [`MERGE_GAP_MS`] merged, then those shorter than `min_speech`
+/// dropped.
+fn merge_close(regions: Vec<Range<usize>>, min_speech: usize) -> Vec<Range<usize>> {
     let mut merged: Vec<Range<usize>> = Vec::with_capacity(regions.len());
     for region in regions {
         match merged.last_mut() {
@@ -115,10 +137,14 @@ pub fn speech_regions(
         }
     }
     merged.retain(|r| r.end.saturating_sub(r.start) >= min_speech);
+    merged
+}
 
-    // Pad: fully where neighbours are far apart, else meeting halfway.
-    let ends: Vec<Range<usize>> = merged.clone();
-    for (index, region) in merged.iter_mut().enumerate() {
+/// Pads each region by `pad` where its neighbours are far apart, else to halfway between them; the last
+/// ends at `total` at most.
+fn pad_regions(regions: &mut [Range<usize>], pad: usize, total: usize) {
+    let ends: Vec<Range<usize>> = regions.to_vec();
+    for (index, region) in regions.iter_mut().enumerate() {
         let before = index
             .checked_sub(1)
             .map(|previous| ends[previous].end)
@@ -136,10 +162,4 @@ pub fn speech_regions(
             None => (region.end + pad).min(total),
         };
     }
-    for region in &mut merged {
-        region.start = region.start.min(n_samples);
-        region.end = region.end.min(n_samples);
-    }
-    merged.retain(|r| !r.is_empty());
-    merged
 }
