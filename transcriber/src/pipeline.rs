@@ -267,37 +267,8 @@ impl Transcriber {
             for engine in all {
                 let sender = sender.clone();
                 let tasks = &tasks;
-                scope.spawn(move || {
-                    // A poisoned lock means another engine's thread panicked: that panic ends the scope.
-                    let next = || tasks.lock().map(|mut t| t.next()).unwrap_or(Task::Stop);
-                    loop {
-                        match next() {
-                            Task::Stop => break,
-                            Task::Prepare(index) => {
-                                let samples = chunks[index].assemble(pieces);
-                                let prepared = engine.prepare(&samples);
-                                let failed = tasks
-                                    .lock()
-                                    .map_or(None, |mut t| t.prepared(index, samples, prepared));
-                                if let Some(error) = failed {
-                                    let _ = sender.send((index, Err(error)));
-                                    break;
-                                }
-                            }
-                            Task::Decode(index, samples, prepared) => {
-                                let result = engine.decode_prepared(&samples, settings, prepared);
-                                if result.is_err() {
-                                    if let Ok(mut tasks) = tasks.lock() {
-                                        tasks.failed = true;
-                                    }
-                                }
-                                if sender.send((index, result)).is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                });
+                scope
+                    .spawn(move || work(engine.as_mut(), tasks, chunks, pieces, settings, &sender));
             }
             // The receiver ends once every engine's thread has ended and dropped its sender.
             drop(sender);
@@ -317,6 +288,53 @@ impl Transcriber {
         })?;
         // Without an error every chunk was decoded, so no slot is empty.
         Ok(results.into_iter().flatten().collect())
+    }
+}
+
+/// One engine's share of [`Transcriber::decode_chunks`]: its tasks, one after another, until none is left
+/// or one fails; each decode's result (and a failed encoder pass) goes to `results`.
+fn work(
+    engine: &mut dyn SpeechEngine,
+    tasks: &std::sync::Mutex<Tasks>,
+    chunks: &[Chunk],
+    pieces: &[AudioPiece],
+    settings: &DecodeSettings,
+    results: &mpsc::SyncSender<(usize, Result<Decoded>)>,
+) {
+    // A poisoned lock means another engine's thread panicked: that panic ends the scope.
+    let next = || tasks.lock().map(|mut t| t.next()).unwrap_or(Task::Stop);
+    loop {
+        let sent = match next() {
+            Task::Stop => return,
+            Task::Prepare(index) => {
+                let samples = chunks[index].assemble(pieces);
+                let prepared = engine.prepare(&samples);
+                match tasks
+                    .lock()
+                    .ok()
+                    .and_then(|mut t| t.prepared(index, samples, prepared))
+                {
+                    Some(error) => {
+                        let _ = results.send((index, Err(error)));
+                        return;
+                    }
+                    None => Ok(()),
+                }
+            }
+            Task::Decode(index, samples, prepared) => {
+                let result = engine.decode_prepared(&samples, settings, prepared);
+                if result.is_err() {
+                    if let Ok(mut tasks) = tasks.lock() {
+                        tasks.failed = true;
+                    }
+                }
+                results.send((index, result))
+            }
+        };
+        // The receiver is gone only when the caller stopped listening.
+        if sent.is_err() {
+            return;
+        }
     }
 }
 
